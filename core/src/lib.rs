@@ -1,0 +1,16 @@
+//! Concurrent's shared core: what the designer, the edge API and the dispatcher agree on.
+//!
+//! Everything here is pure (no I/O, no clocks, no randomness) so it compiles to native and to
+//! wasm32 and can be tested exhaustively. Time always comes in as an argument (milliseconds since
+//! the Unix epoch).
+
+pub mod names;
+pub mod params;
+pub mod partition;
+pub mod run;
+pub mod template;
+pub mod validate;
+pub mod wire;
+
+pub use template::Template;
+pub use validate::{validate, Problem};

@@ -1,0 +1,299 @@
+use super::*;
+use crate::wire::OutputFile;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+fn template(train_instances: u32, retries: u32) -> Template {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "concurrent/v1",
+        "name": "pipeline",
+        "parameters": [{"name": "rows", "default": "10"}, {"name": "mode"}],
+        "nodes": [
+            {"id": "prepare", "kind": "project", "uri": "examples/pipeline", "entryPoint": "prepare",
+             "parameters": {"rows": "{{params.rows}}", "mode": "{{params.mode}}"}},
+            {"id": "train", "kind": "project", "uri": "examples/pipeline", "entryPoint": "train",
+             "instances": train_instances, "retries": {"limit": retries, "backoffSeconds": 1}},
+            {"id": "report", "kind": "project", "uri": "examples/pipeline", "entryPoint": "report"}
+        ],
+        "edges": [
+            {"from": "prepare", "to": "train", "input": "data", "partition": {"mode": "by-file"}},
+            {"from": "train", "to": "report", "input": "models"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn new_run(train_instances: u32, retries: u32) -> RunState {
+    let overrides = BTreeMap::from([("mode".to_string(), "fast".to_string())]);
+    start("run1".into(), template(train_instances, retries), 3, overrides, "local".into(), None, 0).unwrap()
+}
+
+/// Carries out effects the way the edge does, with a queue that dedups by item id.
+#[derive(Default)]
+struct Driver {
+    queue: Vec<WorkItem>,
+    enqueued_ids: BTreeSet<String>,
+    leased_ids: BTreeSet<String>,
+    child_runs: u32,
+    closed: Vec<(String, &'static str)>,
+}
+
+impl Driver {
+    fn settle(&mut self, run: &mut RunState, now: u64) {
+        for _ in 0..100 {
+            let effects = reconcile(run, now);
+            let actionable: Vec<_> = effects.into_iter().filter(|e| !matches!(e, Effect::WakeAt(_))).collect();
+            if actionable.is_empty() {
+                return;
+            }
+            for e in actionable {
+                let ev = match e {
+                    Effect::CreateParentRun { .. } => {
+                        Event::ParentRunCreated(MlflowRef { experiment_id: "1".into(), run_id: "parent".into() })
+                    }
+                    Effect::CreateChildRun { node, instance, attempt, .. } => {
+                        self.child_runs += 1;
+                        Event::ChildRunCreated { node, instance, attempt, run_id: format!("child{}", self.child_runs) }
+                    }
+                    Effect::Enqueue(item) => {
+                        if self.enqueued_ids.insert(item.id.clone()) {
+                            self.queue.push(*item.clone());
+                        }
+                        Event::Enqueued { node: item.node_id, instance: item.instance, attempt: item.attempt }
+                    }
+                    Effect::Withdraw { item_id, node, instance, attempt, .. } => {
+                        self.queue.retain(|i| i.id != item_id);
+                        Event::Withdrawn { node, instance, attempt }
+                    }
+                    Effect::CloseMlflowRun { target, run_id, status, .. } => {
+                        self.closed.push((run_id, status));
+                        Event::MlflowClosed(target)
+                    }
+                    Effect::WakeAt(_) => unreachable!(),
+                };
+                apply(run, ev, now).unwrap();
+            }
+        }
+        panic!("effects never settled");
+    }
+
+    fn lease(&mut self, run: &mut RunState, now: u64) -> Option<WorkItem> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let item = self.queue.remove(0);
+        assert!(self.leased_ids.insert(item.id.clone()), "item {} leased twice", item.id);
+        apply(run, Event::Leased { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, agent: "a".into() }, now)
+            .ok()
+            .map(|_| item)
+    }
+}
+
+fn finish(run: &mut RunState, item: &WorkItem, outcome: Outcome, now: u64) -> Result<(), Rejected> {
+    apply(run, Event::Finished { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, outcome }, now)
+}
+
+fn files(names: &[(&str, u64)]) -> Outcome {
+    Outcome::Succeeded {
+        outputs: names.iter().map(|(p, s)| OutputFile { path: p.to_string(), size: *s, run_id: None, artifact_path: None }).collect(),
+    }
+}
+
+#[test]
+fn a_run_flows_through_partitions_to_success() {
+    let mut run = new_run(2, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 1);
+    assert_eq!(run.status, RunStatus::Running);
+    let prep = d.lease(&mut run, 2).unwrap();
+    assert_eq!(prep.step.mlflow.run_id, "child1");
+    match &prep.step.kind {
+        NodeKind::Project(p) => {
+            assert_eq!(p.parameters["rows"], "10");
+            assert_eq!(p.parameters["mode"], "fast");
+        }
+        k => panic!("{k:?}"),
+    }
+    finish(&mut run, &prep, files(&[("part-0.csv", 10), ("part-1.csv", 10), ("part-2.csv", 5)]), 3).unwrap();
+    d.settle(&mut run, 3);
+    let train = run.node("train").unwrap();
+    assert_eq!(train.instances.len(), 2);
+    let slice0: Vec<_> = train.instances[0].inputs["data"].iter().map(|f| f.path.as_str()).collect();
+    let slice1: Vec<_> = train.instances[1].inputs["data"].iter().map(|f| f.path.as_str()).collect();
+    // Balanced by bytes: 10+5 against 10 (ties go to the lower instance).
+    assert_eq!((slice0, slice1), (vec!["part-0.csv", "part-2.csv"], vec!["part-1.csv"]));
+    assert_eq!(train.instances[0].inputs["data"][0].artifact_path, "outputs/part-0.csv");
+    assert_eq!(train.instances[0].inputs["data"][0].run_id, "child1");
+
+    let (t0, t1) = (d.lease(&mut run, 4).unwrap(), d.lease(&mut run, 4).unwrap());
+    assert_eq!((t0.step.partition_index, t1.step.partition_index, t1.step.partition_count), (0, 1, 2));
+    finish(&mut run, &t1, files(&[("model.txt", 1)]), 5).unwrap();
+    finish(&mut run, &t0, files(&[("model.txt", 1)]), 5).unwrap();
+    d.settle(&mut run, 5);
+    // Fan-in: the report node sees both instances' outputs, without path collisions.
+    let report = &run.node("report").unwrap().instances[0];
+    let paths: Vec<_> = report.inputs["models"].iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, vec!["0/model.txt", "1/model.txt"]);
+    let r = d.lease(&mut run, 6).unwrap();
+    finish(&mut run, &r, files(&[]), 7).unwrap();
+    d.settle(&mut run, 7);
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.ended_at, Some(7));
+    assert!(run.mlflow_closed);
+    assert!(d.closed.contains(&("parent".into(), "FINISHED")));
+    assert_eq!(d.closed.len(), 5, "four attempts and the parent: {:?}", d.closed);
+}
+
+#[test]
+fn a_failed_step_is_retried_with_backoff_then_fails_the_run() {
+    let mut run = new_run(1, 1);
+    let mut d = Driver::default();
+    d.settle(&mut run, 0);
+    let prep = d.lease(&mut run, 0).unwrap();
+    finish(&mut run, &prep, files(&[("a", 1)]), 0).unwrap();
+    d.settle(&mut run, 0);
+    let t = d.lease(&mut run, 0).unwrap();
+    finish(&mut run, &t, Outcome::Failed { error: "exit 1".into() }, 100).unwrap();
+    assert_eq!(run.node("train").unwrap().instances[0].state, InstanceState::Retrying);
+    assert!(reconcile(&run, 100).contains(&Effect::WakeAt(1100)));
+    d.settle(&mut run, 100);
+    assert!(d.lease(&mut run, 100).is_none(), "the retry waits for its backoff");
+    apply(&mut run, Event::Tick, 1100).unwrap();
+    d.settle(&mut run, 1100);
+    let t2 = d.lease(&mut run, 1100).unwrap();
+    assert_eq!(t2.attempt, 2);
+    assert_ne!(t2.step.mlflow.run_id, t.step.mlflow.run_id, "each attempt has its own MLflow run");
+    // The first attempt's late completion is stale and changes nothing.
+    assert!(finish(&mut run, &t, files(&[]), 1101).is_err());
+    finish(&mut run, &t2, Outcome::Failed { error: "exit 2".into() }, 1200).unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.as_deref().unwrap().contains("exit 2"), "{:?}", run.error);
+    d.settle(&mut run, 1200);
+    assert!(d.closed.contains(&("parent".into(), "FAILED")));
+    assert!(run.node("report").unwrap().instances.is_empty(), "downstream never starts");
+}
+
+#[test]
+fn cancel_withdraws_queued_work_and_kills_mlflow_runs() {
+    let mut run = new_run(3, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 0);
+    let prep = d.lease(&mut run, 0).unwrap();
+    finish(&mut run, &prep, files(&[("a", 1), ("b", 1), ("c", 1)]), 0).unwrap();
+    d.settle(&mut run, 0);
+    let running = d.lease(&mut run, 1).unwrap();
+    apply(&mut run, Event::Cancel { reason: "stopped by alice".into() }, 2).unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    let withdraws = reconcile(&run, 2).iter().filter(|e| matches!(e, Effect::Withdraw { .. })).count();
+    assert_eq!(withdraws, 3, "the leased item is flagged, the two queued ones dropped");
+    d.settle(&mut run, 2);
+    assert!(d.queue.is_empty());
+    assert_eq!(d.closed.iter().filter(|(_, s)| *s == "KILLED").count(), 4, "{:?}", d.closed);
+    assert!(finish(&mut run, &running, files(&[]), 3).is_err(), "a cancelled attempt cannot succeed later");
+    assert!(apply(&mut run, Event::Cancel { reason: "again".into() }, 4).is_err());
+}
+
+#[test]
+fn start_refuses_invalid_templates_and_parameters() {
+    let mut t = template(2, 0);
+    t.edges[0].to = "ghost".into();
+    assert!(matches!(start("r".into(), t, 1, BTreeMap::new(), "local".into(), None, 0), Err(StartError::InvalidTemplate(p)) if p.len() == 1));
+    let err = start("r".into(), template(2, 0), 1, BTreeMap::new(), "local".into(), None, 0).unwrap_err();
+    assert!(err.to_string().contains("\"mode\" has no default"), "{err}");
+    let bad = BTreeMap::from([("mode".to_string(), "x".to_string()), ("typo".to_string(), "1".to_string())]);
+    let err = start("r".into(), template(2, 0), 1, bad, "local".into(), None, 0).unwrap_err();
+    assert!(err.to_string().contains("\"typo\" is not declared"), "{err}");
+}
+
+#[test]
+fn a_bad_key_regex_at_plan_time_fails_the_run_with_the_reason() {
+    let mut run = new_run(2, 0);
+    // Simulate a template that validation let through but planning refuses (defence in depth).
+    run.template.edges[0].partition = crate::template::Partition { mode: crate::template::PartitionMode::ByKey, key_regex: Some("no-group".into()) };
+    let mut d = Driver::default();
+    d.settle(&mut run, 0);
+    let prep = d.lease(&mut run, 0).unwrap();
+    finish(&mut run, &prep, files(&[("a", 1)]), 1).unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.node("train").unwrap().error.as_deref().unwrap().contains("capture group"));
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Settle,
+    Lease,
+    Succeed(usize),
+    Fail(usize),
+    Replay(usize),
+    Tick(u64),
+    Cancel,
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => Just(Step::Settle),
+        3 => Just(Step::Lease),
+        3 => (0usize..8).prop_map(Step::Succeed),
+        1 => (0usize..8).prop_map(Step::Fail),
+        1 => (0usize..8).prop_map(Step::Replay),
+        1 => (0u64..3000).prop_map(Step::Tick),
+        1 => Just(Step::Cancel),
+    ]
+}
+
+proptest! {
+    /// Random orders of leases, completions, failures, replays of old completions, ticks and
+    /// cancels: no item is leased twice, a stale completion changes nothing, and once the
+    /// events stop arriving in any order the run ends in a terminal state with MLflow closed.
+    #[test]
+    fn any_event_order_keeps_the_invariants(steps in proptest::collection::vec(arb_step(), 0..60), n in 1u32..4, retries in 0u32..3) {
+        let mut run = new_run(n, retries);
+        let mut d = Driver::default();
+        let mut now = 0;
+        let mut leased: Vec<WorkItem> = Vec::new();
+        let mut done: Vec<WorkItem> = Vec::new();
+        for step in steps {
+            now += 10;
+            match step {
+                Step::Settle => d.settle(&mut run, now),
+                Step::Lease => if let Some(i) = d.lease(&mut run, now) { leased.push(i) },
+                Step::Succeed(k) | Step::Fail(k) if !leased.is_empty() => {
+                    let item = leased.remove(k % leased.len());
+                    let outcome = if matches!(step, Step::Succeed(_)) { files(&[("f", 1), ("g", 2)]) } else { Outcome::Failed { error: "boom".into() } };
+                    let _ = finish(&mut run, &item, outcome, now);
+                    done.push(item);
+                }
+                Step::Replay(k) if !done.is_empty() => {
+                    let before = run.clone();
+                    let item = &done[k % done.len()];
+                    prop_assert!(finish(&mut run, item, files(&[]), now).is_err());
+                    prop_assert_eq!(&before, &run);
+                }
+                Step::Tick(dt) => { now += dt; let _ = apply(&mut run, Event::Tick, now); }
+                Step::Cancel => { let _ = apply(&mut run, Event::Cancel { reason: "user".into() }, now); }
+                _ => {}
+            }
+        }
+        // Drain: run every remaining item to success, with time moving past every backoff.
+        for _ in 0..200 {
+            now += 1_000_000;
+            let _ = apply(&mut run, Event::Tick, now);
+            d.settle(&mut run, now);
+            if run.status.is_terminal() { break; }
+            while let Some(i) = d.lease(&mut run, now) { leased.push(i); }
+            for item in leased.drain(..) { let _ = finish(&mut run, &item, files(&[("f", 1)]), now); }
+        }
+        d.settle(&mut run, now);
+        prop_assert!(run.status.is_terminal(), "run stuck in {:?}", run.status);
+        prop_assert!(run.mlflow.is_none() || run.mlflow_closed, "parent run left open");
+        for node in &run.nodes {
+            for inst in &node.instances {
+                prop_assert!(inst.state.is_terminal());
+                for a in &inst.attempts {
+                    prop_assert!(a.state.is_terminal());
+                    if a.mlflow_run_id.is_some() { prop_assert!(a.mlflow_closed); }
+                }
+            }
+        }
+    }
+}

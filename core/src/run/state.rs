@@ -1,0 +1,224 @@
+//! The recorded state of a run: nodes, instances, attempts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::partition::ArtifactFile;
+use crate::template::Template;
+
+/// The lifecycle of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Accepted; waiting for its MLflow parent run.
+    Pending,
+    /// Nodes are executing.
+    Running,
+    /// Every node succeeded.
+    Succeeded,
+    /// A node failed after its retries, or a partition could not be planned.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+    }
+
+    /// The MLflow run status that mirrors this one.
+    pub fn mlflow_status(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "SCHEDULED",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Succeeded => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Cancelled => "KILLED",
+        }
+    }
+}
+
+/// The lifecycle of one instance (one parallel copy of a node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Upstream nodes have not all succeeded yet.
+    Waiting,
+    /// An attempt is being prepared (MLflow child run) or sits in the cluster's queue.
+    Queued,
+    /// An agent holds the attempt's lease.
+    Running,
+    /// The last attempt failed; another one starts at `retry_at`.
+    Retrying,
+    Succeeded,
+    /// Failed after exhausting its retries.
+    Failed,
+    /// Cancelled by a user, or dropped because another node failed.
+    Cancelled,
+}
+
+impl InstanceState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, InstanceState::Succeeded | InstanceState::Failed | InstanceState::Cancelled)
+    }
+}
+
+/// The lifecycle of one attempt of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptState {
+    /// Its MLflow child run is being created.
+    Creating,
+    /// Waiting in the cluster's work queue.
+    Queued,
+    /// Leased by an agent.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl AttemptState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, AttemptState::Succeeded | AttemptState::Failed | AttemptState::Cancelled)
+    }
+
+    pub fn mlflow_status(self) -> &'static str {
+        match self {
+            AttemptState::Creating | AttemptState::Queued => "SCHEDULED",
+            AttemptState::Running => "RUNNING",
+            AttemptState::Succeeded => "FINISHED",
+            AttemptState::Failed => "FAILED",
+            AttemptState::Cancelled => "KILLED",
+        }
+    }
+}
+
+/// Where a run or attempt is recorded in MLflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowRef {
+    pub experiment_id: String,
+    pub run_id: String,
+}
+
+/// One try at running an instance; each has its own MLflow child run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1 for the first try.
+    pub number: u32,
+    pub state: AttemptState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_run_id: Option<String>,
+    /// The work item is in the cluster's queue (set once the queue acknowledged it).
+    #[serde(default)]
+    pub enqueued: bool,
+    /// The queue acknowledged that a cancelled attempt was withdrawn.
+    #[serde(default)]
+    pub withdrawn: bool,
+    /// The MLflow child run carries the attempt's final status.
+    #[serde(default)]
+    pub mlflow_closed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One parallel copy of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub index: u32,
+    pub state: InstanceState,
+    /// Input name → the files of this instance's partition (planned when the node became ready).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Vec<ArtifactFile>>,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// What the successful attempt produced.
+    #[serde(default)]
+    pub outputs: Vec<ArtifactFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
+}
+
+impl Instance {
+    pub fn current(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    pub fn current_mut(&mut self) -> Option<&mut Attempt> {
+        self.attempts.last_mut()
+    }
+}
+
+/// A node of the run: its instances (empty until the node is ready) and why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRun {
+    pub id: String,
+    pub instances: Vec<Instance>,
+    /// Upstream files that a `by-key` regex matched to no key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_inputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl NodeRun {
+    pub fn all(&self, state: InstanceState) -> bool {
+        self.instances.iter().all(|i| i.state == state)
+    }
+}
+
+/// Everything recorded about one run. It keeps the exact template version it started from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    pub id: String,
+    pub template: Template,
+    pub template_version: u32,
+    /// Parameter values after defaults and overrides.
+    pub parameters: BTreeMap<String, String>,
+    /// Cluster for nodes that name none.
+    pub cluster: String,
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRef>,
+    /// The MLflow parent run carries the run's final status.
+    #[serde(default)]
+    pub mlflow_closed: bool,
+    /// In template order.
+    pub nodes: Vec<NodeRun>,
+}
+
+impl RunState {
+    pub fn node(&self, id: &str) -> Option<&NodeRun> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn node_mut(&mut self, id: &str) -> Option<&mut NodeRun> {
+        self.nodes.iter_mut().find(|n| n.id == id)
+    }
+
+    /// The cluster a node runs on.
+    pub fn cluster_of(&self, node_id: &str) -> &str {
+        self.template.node(node_id).and_then(|n| n.cluster.as_deref()).unwrap_or(&self.cluster)
+    }
+}

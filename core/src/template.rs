@@ -1,0 +1,329 @@
+//! The DAG template: what a user draws in the designer and saves as a version.
+//!
+//! The JSON form (camelCase, `apiVersion: concurrent/v1`) is the public contract of the API and
+//! of exported templates; see `examples/pipeline/template.json`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The only template schema version this build understands.
+pub const API_VERSION: &str = "concurrent/v1";
+
+/// A DAG of MLflow steps. Templates are saved as immutable versions; a run keeps a copy of the
+/// exact version it started from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    /// Must be [`API_VERSION`].
+    pub api_version: String,
+    /// Unique name; also the MLflow experiment name (`concurrent/<name>`) and a Kubernetes label.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Run-time parameters, referenced as `{{params.<name>}}` in node fields.
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub edges: Vec<Edge>,
+}
+
+/// A template parameter. Without a default it must be given when a run starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parameter {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One step of the DAG, run as `instances` parallel copies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    /// Stable id: edges, run records, MLflow tags and pod names use it. A DNS label.
+    pub id: String,
+    /// Display name; the id is shown when empty.
+    #[serde(default)]
+    pub name: String,
+    /// What the step runs.
+    #[serde(flatten)]
+    pub kind: NodeKind,
+    /// Parallel copies; each gets its own partition of the inputs.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Target cluster (the agent's `--cluster`); the run's default cluster when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Container image for the Kubernetes executor; the cluster's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub retries: Retries,
+    /// Wall-clock limit of one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Where the designer draws the node; absent in hand-written templates (auto-layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Node {
+    /// The name to show a person: the display name, or the id when there is none.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.id
+        } else {
+            &self.name
+        }
+    }
+}
+
+/// What a node runs. Serialized as a `kind` field next to the node's other fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NodeKind {
+    /// An MLflow Project from a git URI or a local path, run with `mlflow run`.
+    Project(ProjectSpec),
+    /// An MLflow model applied to every input file (`mlflow models predict`).
+    Inference(InferenceSpec),
+    /// Existing data: the artifacts of an MLflow run, or a path; runs no user code.
+    Input(InputSpec),
+}
+
+impl NodeKind {
+    /// The `kind` tag as written in JSON.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            NodeKind::Project(_) => "project",
+            NodeKind::Inference(_) => "inference",
+            NodeKind::Input(_) => "input",
+        }
+    }
+}
+
+/// An MLflow Project and how to call one of its entry points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSpec {
+    /// Git URI (`https://…`, `git@…`) or a local path (relative paths resolve against the
+    /// agent's project root).
+    pub uri: String,
+    /// Git ref (branch, tag, commit); only for git URIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Directory of the MLproject file inside the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    #[serde(default = "main_entry")]
+    pub entry_point: String,
+    /// `-P key=value` arguments; values may reference template parameters.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+fn main_entry() -> String {
+    "main".into()
+}
+
+/// Batch inference with a logged MLflow model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceSpec {
+    /// `models:/name/3`, `runs:/<id>/model`, `models:/m-…`.
+    pub model_uri: String,
+}
+
+/// Data that already exists: exactly one of `run_id` or `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputSpec {
+    /// Use the artifacts of this MLflow run (below `artifact_path`, when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_path: Option<String>,
+    /// A file or directory readable by the agent (local executor) or the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Kubernetes-style resource requests for one instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// CPU quantity: `500m`, `2`, `0.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory quantity: `512Mi`, `4Gi`, `1G`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Whole GPUs (`nvidia.com/gpu`).
+    #[serde(default)]
+    pub gpu: u32,
+}
+
+/// How often a failed attempt is tried again, and how long to wait in between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retries {
+    /// Extra attempts after the first one fails.
+    #[serde(default)]
+    pub limit: u32,
+    /// Wait before the first retry; doubles with each further retry.
+    #[serde(default = "default_backoff")]
+    pub backoff_seconds: u32,
+    /// Upper bound of the wait.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u32,
+}
+
+fn default_backoff() -> u32 {
+    10
+}
+fn default_max_backoff() -> u32 {
+    600
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries { limit: 0, backoff_seconds: default_backoff(), max_backoff_seconds: default_max_backoff() }
+    }
+}
+
+impl Retries {
+    /// Delay before attempt `next_attempt` (2 = the first retry), in milliseconds.
+    pub fn delay_ms(&self, next_attempt: u32) -> u64 {
+        let exp = next_attempt.saturating_sub(2).min(30);
+        let secs = (self.backoff_seconds as u64).saturating_mul(1u64 << exp);
+        secs.min(self.max_backoff_seconds as u64) * 1000
+    }
+}
+
+/// A canvas position in designer units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub x: f64,
+    pub y: f64,
+}
+
+/// Data flow from one node's outputs into a named input of another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    /// The input's name: its files appear under `$CONCURRENT_INPUT_DIR/<input>/`.
+    #[serde(default = "default_input")]
+    pub input: String,
+    #[serde(default)]
+    pub partition: Partition,
+}
+
+fn default_input() -> String {
+    "data".into()
+}
+
+/// How the upstream files are split across the downstream node's instances.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Partition {
+    pub mode: PartitionMode,
+    /// For `by-key`: a regular expression over the file path; its first capture group is the
+    /// key, and files with the same key go to the same instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_regex: Option<String>,
+}
+
+/// The partitioning modes. Unknown names are kept (not rejected while parsing) so that
+/// validation can report them together with every other problem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PartitionMode {
+    /// Every instance gets every file.
+    #[default]
+    Broadcast,
+    /// Files are spread across instances, balanced by bytes.
+    ByFile,
+    /// Each directory's files stay together.
+    ByDirectory,
+    /// Files with the same regex key stay together.
+    ByKey,
+    /// A name this version does not know; always a validation problem.
+    Unknown(String),
+}
+
+impl PartitionMode {
+    pub const KNOWN: [&'static str; 4] = ["broadcast", "by-file", "by-directory", "by-key"];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            PartitionMode::Broadcast => "broadcast",
+            PartitionMode::ByFile => "by-file",
+            PartitionMode::ByDirectory => "by-directory",
+            PartitionMode::ByKey => "by-key",
+            PartitionMode::Unknown(s) => s,
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "broadcast" => PartitionMode::Broadcast,
+            "by-file" => PartitionMode::ByFile,
+            "by-directory" => PartitionMode::ByDirectory,
+            "by-key" => PartitionMode::ByKey,
+            other => PartitionMode::Unknown(other.to_string()),
+        }
+    }
+}
+
+impl Serialize for PartitionMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(PartitionMode::parse(&String::deserialize(d)?))
+    }
+}
+
+impl Template {
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Edges that feed `node_id`, in template order.
+    pub fn incoming<'a>(&'a self, node_id: &'a str) -> impl Iterator<Item = &'a Edge> + 'a {
+        self.edges.iter().filter(move |e| e.to == node_id)
+    }
+
+    /// Parses a template from JSON, naming the field that failed.
+    ///
+    /// # Errors
+    /// A [`ParseError`] with the JSON path and serde's reason when the document does not have the
+    /// template's shape (wrong types, missing `kind`, …). Semantic checks are [`crate::validate`]'s.
+    pub fn from_json(text: &str) -> Result<Template, ParseError> {
+        serde_json::from_str(text)
+            .map_err(|e| ParseError { line: e.line(), column: e.column(), message: e.to_string() })
+    }
+}
+
+/// A template document that could not be parsed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("template is not valid JSON of the concurrent/v1 shape at line {line}, column {column}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}

@@ -1,0 +1,234 @@
+//! The wire types: the edge API's JSON bodies and the agent protocol, shared by every side.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::partition::ArtifactFile;
+use crate::run::{MlflowRef, RunStatus};
+use crate::template::{NodeKind, Resources, Template};
+use crate::validate::Problem;
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code: `invalid_template`, `not_found`, `conflict`, …
+    pub error: String,
+    /// What went wrong and what to do, for a person.
+    pub message: String,
+    /// Validation problems, when the error is about a template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+// ---------------------------------------------------------------- templates
+
+/// Answer to saving a template version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedTemplate {
+    pub name: String,
+    pub version: u32,
+    /// Problems found; a template with problems is saved as a draft and cannot run.
+    pub problems: Vec<Problem>,
+}
+
+/// A template in the list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateSummary {
+    pub name: String,
+    pub description: String,
+    pub latest_version: u32,
+    pub updated_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    /// Whether the latest version can run.
+    pub valid: bool,
+}
+
+/// One saved version of a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateVersion {
+    pub name: String,
+    pub version: u32,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    pub problems: Vec<Problem>,
+    pub template: Template,
+}
+
+// ---------------------------------------------------------------- runs
+
+/// Request to start a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRun {
+    pub template: String,
+    /// A saved version; the latest when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Overrides of the template's parameter defaults.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Cluster for nodes that name none; `local` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// A run in the list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    pub id: String,
+    pub template: String,
+    pub template_version: u32,
+    pub status: RunStatus,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+// ---------------------------------------------------------------- agent protocol
+
+/// What one attempt of one instance must do; everything the step runner needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkItem {
+    /// `names::work_item_id(run, node, instance, attempt)`.
+    pub id: String,
+    pub run_id: String,
+    pub node_id: String,
+    pub instance: u32,
+    pub attempt: u32,
+    pub cluster: String,
+    pub step: StepSpec,
+}
+
+/// The step of a work item, with template parameters already substituted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepSpec {
+    pub template: String,
+    #[serde(flatten)]
+    pub kind: NodeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    pub partition_index: u32,
+    pub partition_count: u32,
+    /// Input name → files to download into `$CONCURRENT_INPUT_DIR/<input>/<path>`.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Vec<ArtifactFile>>,
+    /// The MLflow child run created in advance for this attempt.
+    pub mlflow: MlflowRef,
+}
+
+/// A work item leased to one agent until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub item: WorkItem,
+    /// Fencing token: strictly increasing per cluster queue. Heartbeats and completions must
+    /// carry it; an older token is refused with 409.
+    pub token: u64,
+    pub expires_at: u64,
+}
+
+/// Ask for up to `max` items; waits up to `wait_ms` when none are ready (long-poll).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRequest {
+    pub agent: String,
+    pub max: u32,
+    #[serde(default)]
+    pub wait_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseResponse {
+    pub leases: Vec<Lease>,
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl_ms: u64,
+}
+
+/// A lease as the agent refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRef {
+    pub item_id: String,
+    pub token: u64,
+}
+
+/// Extend every listed lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatRequest {
+    pub agent: String,
+    pub leases: Vec<LeaseRef>,
+}
+
+/// What became of a lease at a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseStatus {
+    /// Extended; keep going.
+    Active,
+    /// The run was cancelled: kill the step and report nothing.
+    Cancelled,
+    /// The lease expired or was replaced: stop the step, its result would be refused.
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    pub leases: BTreeMap<String, LeaseStatus>,
+    pub expires_at: u64,
+}
+
+/// A file the step produced, relative to its output directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputFile {
+    pub path: String,
+    pub size: u64,
+    /// Set when the file lives in another run (an `input` node pointing at existing artifacts);
+    /// otherwise it is `outputs/<path>` in the attempt's own run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_path: Option<String>,
+}
+
+/// How an attempt ended, as reported by the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded { outputs: Vec<OutputFile> },
+    Failed { error: String },
+}
+
+/// Report the end of a leased attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteRequest {
+    pub item_id: String,
+    pub token: u64,
+    pub outcome: Outcome,
+}
+
+/// The artifact directory, inside each attempt's MLflow run, that holds the step's outputs.
+pub const OUTPUTS_DIR: &str = "outputs";
