@@ -39,6 +39,22 @@ pub fn input_path(upstream_instances: u32, upstream_instance: u32, output_path: 
     }
 }
 
+/// Why `path` is not a safe relative artifact path (absolute, `..`, empty segments, NUL), or
+/// `None`. Paths come from steps and are joined to directories on agents: this keeps every file
+/// inside its directory.
+pub fn relative_path_problem(path: &str) -> Option<String> {
+    if path.is_empty() {
+        return Some("is empty".into());
+    }
+    if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
+        return Some(format!("{path:?} must be a relative path with '/' separators"));
+    }
+    if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        return Some(format!("{path:?} has an empty, '.' or '..' segment"));
+    }
+    None
+}
+
 /// The assignment of files to instances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -182,6 +198,14 @@ mod tests {
     fn more_instances_than_files_leaves_some_empty() {
         let p = plan(&[file("only", 3)], 3, &mode("by-file", None)).unwrap();
         assert_eq!(p.slices.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 0, 0]);
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        assert_eq!(relative_path_problem("a/b.csv"), None);
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b"] {
+            assert!(relative_path_problem(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,17 +2,21 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::names::work_item_id;
 use crate::params::substitute;
-use crate::partition::{input_path, plan, ArtifactFile};
+use crate::partition::{input_path, plan, relative_path_problem, ArtifactFile};
 use crate::template::{NodeKind, Template};
 use crate::validate::{validate, Problem};
 use crate::wire::{Outcome, StepSpec, WorkItem, OUTPUTS_DIR};
 
 use super::state::*;
 
-/// Something that happened to a run. Each is applied by [`apply`].
-#[derive(Debug, Clone, PartialEq)]
+/// Something that happened to a run. Each is applied by [`apply`]. Serializable because the
+/// cluster queues send them to the run objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
 pub enum Event {
     /// The MLflow experiment and parent run exist.
     ParentRunCreated(MlflowRef),
@@ -35,7 +39,8 @@ pub enum Event {
 }
 
 /// Which MLflow run an effect or event is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "camelCase")]
 pub enum MlflowTarget {
     Parent,
     Attempt { node: String, instance: u32, attempt: u32 },
@@ -203,6 +208,17 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
             a.ended_at = Some(now);
             a.started_at.get_or_insert(now);
             let own_run = a.mlflow_run_id.clone().unwrap_or_default();
+            // A step that reports an unsafe path (absolute, `..`) fails: downstream agents would
+            // write outside their input directory.
+            let outcome = match outcome {
+                Outcome::Succeeded { outputs } => {
+                    match outputs.iter().find_map(|o| relative_path_problem(&o.path)) {
+                        Some(why) => Outcome::Failed { error: format!("the step reported an unsafe output path: {why}") },
+                        None => Outcome::Succeeded { outputs },
+                    }
+                }
+                failed => failed,
+            };
             match outcome {
                 Outcome::Succeeded { outputs } => {
                     a.state = AttemptState::Succeeded;

@@ -222,3 +222,20 @@ impl RunState {
         self.template.node(node_id).and_then(|n| n.cluster.as_deref()).unwrap_or(&self.cluster)
     }
 }
+
+impl RunState {
+    /// The run as listed.
+    pub fn summary(&self) -> crate::wire::RunSummary {
+        crate::wire::RunSummary {
+            id: self.id.clone(),
+            template: self.template.name.clone(),
+            template_version: self.template_version,
+            status: self.status,
+            created_at: self.created_at,
+            ended_at: self.ended_at,
+            started_by: self.started_by.clone(),
+            mlflow: self.mlflow.clone(),
+            error: self.error.clone(),
+        }
+    }
+}

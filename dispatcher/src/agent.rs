@@ -1,0 +1,202 @@
+//! The agent's lifecycle: set up, claim loop (long-poll leases while there is capacity),
+//! heartbeat loop, tear down on SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use concurrent_core::wire::{Lease, LeaseRef, LeaseStatus};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::{check_url, Edge, EdgeError};
+use crate::executor::{Executor, LocalExecutor};
+use crate::ExecutorKind;
+
+/// How long one lease request waits for work at the edge.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+#[derive(clap::Args, Debug)]
+pub struct AgentConfig {
+    /// Base URL of the edge API, e.g. https://concurrent.example.com.
+    #[arg(long, env = "CONCURRENT_EDGE_URL")]
+    pub edge_url: String,
+    /// The cluster this agent serves: it pulls work from this cluster's queue.
+    #[arg(long, env = "CONCURRENT_CLUSTER", default_value = "local")]
+    pub cluster: String,
+    /// File holding the agent's API token (never passed on the command line).
+    #[arg(long, env = "CONCURRENT_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Where steps run.
+    #[arg(long, env = "CONCURRENT_EXECUTOR", value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Most steps running at once.
+    #[arg(long, env = "CONCURRENT_CAPACITY", default_value_t = 2)]
+    pub capacity: u32,
+    /// MLflow tracking server as the steps reach it.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub mlflow_uri: String,
+    /// Directory for the steps' inputs, outputs and logs.
+    #[arg(long, env = "CONCURRENT_WORK_DIR", default_value = ".state/agent")]
+    pub work_dir: PathBuf,
+    /// Base directory for relative project paths in templates.
+    #[arg(long, env = "CONCURRENT_PROJECT_ROOT", default_value = ".")]
+    pub project_root: PathBuf,
+    /// The `mlflow` executable the steps use.
+    #[arg(long, env = "CONCURRENT_MLFLOW_BIN", default_value = "mlflow")]
+    pub mlflow_bin: String,
+    /// This agent's name in leases (default: host name and process id).
+    #[arg(long, env = "CONCURRENT_AGENT_NAME")]
+    pub name: Option<String>,
+    /// Keep each step's directory after it ends (for debugging).
+    #[arg(long)]
+    pub keep_work_dirs: bool,
+}
+
+/// A step this agent runs.
+struct Running {
+    token: u64,
+    cancel: CancellationToken,
+}
+
+type Table = Arc<Mutex<HashMap<String, Running>>>;
+
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    check_url(&cfg.edge_url)?;
+    if let Some(why) = concurrent_core::names::label_value_problem(&cfg.cluster) {
+        bail!("--cluster {:?} {why}", cfg.cluster);
+    }
+    if !(1..=1000).contains(&cfg.capacity) {
+        bail!("--capacity {} must be between 1 and 1000", cfg.capacity);
+    }
+    let token = crate::read_secret(&cfg.token_file)?;
+    let name = cfg.name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "agent".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let project_root = std::fs::canonicalize(&cfg.project_root)
+        .with_context(|| format!("--project-root {} does not exist", cfg.project_root.display()))?;
+    std::fs::create_dir_all(&cfg.work_dir).with_context(|| format!("cannot create --work-dir {}", cfg.work_dir.display()))?;
+    let work_dir = std::fs::canonicalize(&cfg.work_dir)?;
+    let executor = Arc::new(match cfg.executor {
+        ExecutorKind::Local => LocalExecutor {
+            work_dir,
+            mlflow_uri: cfg.mlflow_uri.clone(),
+            mlflow_bin: cfg.mlflow_bin.clone(),
+            project_root,
+            keep_work_dirs: cfg.keep_work_dirs,
+        },
+    });
+    let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
+    tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, "agent started");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let running: Table = Arc::default();
+    let freed = Arc::new(Notify::new());
+    let ttl = Arc::new(Mutex::new(Duration::from_secs(30)));
+    let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), running.clone(), ttl.clone(), shutdown.clone()));
+
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let free = cfg.capacity.saturating_sub(running.lock().expect("poisoned").len() as u32);
+        if free == 0 {
+            tokio::select! {
+                _ = freed.notified() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let answer = tokio::select! {
+            a = edge.lease(free, LONG_POLL) => a,
+            _ = shutdown.cancelled() => break,
+        };
+        match answer {
+            Ok(resp) => {
+                failures = 0;
+                *ttl.lock().expect("poisoned") = Duration::from_millis(resp.lease_ttl_ms.max(1000));
+                for lease in resp.leases {
+                    start_step(lease, &edge, &executor, &running, &freed);
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_millis((500u64 << failures.min(6)) + fastrand::u64(0..500));
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "leasing work failed");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    tracing::info!("stopping: no new work is leased; running steps are stopped and their leases expire for a retry");
+    for r in running.lock().expect("poisoned").values() {
+        r.cancel.cancel();
+    }
+    heartbeats.abort();
+    Ok(())
+}
+
+fn start_step(lease: Lease, edge: &Edge, executor: &Arc<LocalExecutor>, running: &Table, freed: &Arc<Notify>) {
+    let id = lease.item.id.clone();
+    let cancel = CancellationToken::new();
+    running.lock().expect("poisoned").insert(id.clone(), Running { token: lease.token, cancel: cancel.clone() });
+    tracing::info!(item = %id, token = lease.token, "step leased");
+    let (edge, executor, running, freed) = (edge.clone(), executor.clone(), running.clone(), freed.clone());
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let outcome = executor.run(&lease, cancel).await;
+        if let Some(outcome) = outcome {
+            let ok = matches!(outcome, concurrent_core::wire::Outcome::Succeeded { .. });
+            match edge.complete(&id, lease.token, outcome).await {
+                Ok(()) => tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported"),
+                Err(EdgeError::Refused(why)) => tracing::warn!(item = %id, "the edge refused the result: {why}"),
+                Err(e) => tracing::error!(item = %id, "reporting the result failed; the lease will expire and the step be retried: {e}"),
+            }
+        }
+        running.lock().expect("poisoned").remove(&id);
+        freed.notify_one();
+    });
+}
+
+async fn heartbeat_loop(edge: Edge, running: Table, ttl: Arc<Mutex<Duration>>, shutdown: CancellationToken) {
+    loop {
+        let period = *ttl.lock().expect("poisoned") / 3;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let leases: Vec<LeaseRef> = running
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|(id, r)| LeaseRef { item_id: id.clone(), token: r.token })
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match edge.heartbeat(leases).await {
+            Ok(resp) => {
+                let table = running.lock().expect("poisoned");
+                for (id, status) in resp.leases {
+                    if status != LeaseStatus::Active {
+                        if let Some(r) = table.get(&id) {
+                            tracing::warn!(item = %id, ?status, "stopping the step");
+                            r.cancel.cancel();
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(agent = edge.agent(), "heartbeat failed: {e}"),
+        }
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,93 @@
+//! The agent's client of the edge API's agent protocol, with retries on transient failures.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use concurrent_core::wire::{
+    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRef, LeaseRequest, LeaseResponse, Outcome,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// How a call to the edge ended when it did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// 409: the lease is stale, cancelled or already completed. Final: drop the work.
+    #[error("the edge refused: {0}")]
+    Refused(String),
+    /// Anything else after the retries: network, 5xx, 401.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+#[derive(Clone)]
+pub struct Edge {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    agent: String,
+}
+
+impl Edge {
+    pub fn new(base: &str, cluster: &str, token: String, agent: String) -> anyhow::Result<Edge> {
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        Ok(Edge { http, base: format!("{}/api/v1/agents/{cluster}", base.trim_end_matches('/')), token, agent })
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B, timeout: Duration) -> Result<R, EdgeError> {
+        let mut delay = Duration::from_millis(200);
+        let mut last = String::new();
+        for attempt in 1..=6 {
+            let sent = self.http.post(format!("{}/{path}", self.base)).bearer_auth(&self.token).json(body).timeout(timeout).send().await;
+            match sent {
+                Ok(resp) if resp.status().is_success() => {
+                    return resp.json().await.with_context(|| format!("the edge's answer to {path} does not decode")).map_err(EdgeError::Other)
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.message).unwrap_or(text);
+                    match status.as_u16() {
+                        409 => return Err(EdgeError::Refused(message)),
+                        400 | 401 | 403 | 404 => {
+                            return Err(EdgeError::Other(anyhow::anyhow!("the edge answered {status} to {path}: {message}")))
+                        }
+                        _ => last = format!("{status}: {message}"),
+                    }
+                }
+                Err(e) => last = format!("{e}"),
+            }
+            tracing::warn!(path, attempt, error = %last, "edge call failed; retrying");
+            tokio::time::sleep(delay + Duration::from_millis(fastrand::u64(0..delay.as_millis() as u64))).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        Err(EdgeError::Other(anyhow::anyhow!("the edge at {} is unavailable for {path}: {last}", self.base)))
+    }
+
+    /// Leases up to `max` items, waiting up to `wait` for one.
+    pub async fn lease(&self, max: u32, wait: Duration) -> Result<LeaseResponse, EdgeError> {
+        let body = LeaseRequest { agent: self.agent.clone(), max, wait_ms: wait.as_millis() as u32 };
+        self.post("lease", &body, wait + Duration::from_secs(15)).await
+    }
+
+    pub async fn heartbeat(&self, leases: Vec<LeaseRef>) -> Result<HeartbeatResponse, EdgeError> {
+        self.post("heartbeat", &HeartbeatRequest { agent: self.agent.clone(), leases }, Duration::from_secs(20)).await
+    }
+
+    pub async fn complete(&self, item_id: &str, token: u64, outcome: Outcome) -> Result<(), EdgeError> {
+        let body = CompleteRequest { item_id: item_id.into(), token, outcome };
+        let _: bool = self.post("complete", &body, Duration::from_secs(60)).await?;
+        Ok(())
+    }
+}
+
+/// Checks that the edge URL looks like one, so a typo fails at start.
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--edge-url {url:?} must start with http:// or https://");
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The local executor: each step is a `concurrent step` child process on this machine.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use concurrent_core::wire::{Lease, Outcome};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::Executor;
+
+pub struct LocalExecutor {
+    pub work_dir: PathBuf,
+    pub mlflow_uri: String,
+    pub mlflow_bin: String,
+    pub project_root: PathBuf,
+    pub keep_work_dirs: bool,
+}
+
+impl LocalExecutor {
+    async fn run_step(&self, lease: &Lease, cancel: CancellationToken) -> Result<Option<Outcome>, String> {
+        let dir = self.work_dir.join(&lease.item.id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the step directory {}: {e}", dir.display()))?;
+        let spec = dir.join("spec.json");
+        let result = dir.join("result.json");
+        let _ = std::fs::remove_file(&result);
+        std::fs::write(&spec, serde_json::to_vec(&lease.item).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the concurrent binary: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg("step")
+            .arg("--spec")
+            .arg(&spec)
+            .arg("--result")
+            .arg(&result)
+            .arg("--work-dir")
+            .arg(&dir)
+            .arg("--mlflow-uri")
+            .arg(&self.mlflow_uri)
+            .arg("--mlflow-bin")
+            .arg(&self.mlflow_bin)
+            .arg("--project-root")
+            .arg(&self.project_root)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the step runner: {e}"))?;
+        let status = tokio::select! {
+            s = child.wait() => s.map_err(|e| format!("waiting for the step runner failed: {e}"))?,
+            _ = cancel.cancelled() => {
+                let _ = child.kill().await;
+                tracing::info!(item = %lease.item.id, "step killed (cancelled or lease lost)");
+                return Ok(None);
+            }
+        };
+        let outcome = match std::fs::read(&result) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("the step's result does not decode: {e}"))?,
+            Err(_) => Outcome::Failed {
+                error: format!("the step runner ended with {status} without writing a result; see {}", dir.join("step.log").display()),
+            },
+        };
+        if !self.keep_work_dirs {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(Some(outcome))
+    }
+}
+
+impl Executor for LocalExecutor {
+    async fn run(&self, lease: &Lease, cancel: CancellationToken) -> Option<Outcome> {
+        match self.run_step(lease, cancel).await {
+            Ok(outcome) => outcome,
+            Err(error) => Some(Outcome::Failed { error }),
+        }
+    }
+}

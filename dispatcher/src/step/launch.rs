@@ -1,0 +1,171 @@
+//! Starting the user's code: `mlflow run` for projects, `mlflow models predict` for inference.
+//! Every value travels as an argv element; no shell is involved.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use concurrent_core::template::NodeKind;
+use concurrent_core::wire::WorkItem;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use super::{resolve, StepArgs};
+
+/// Lines of the log quoted in a failure message.
+const TAIL_LINES: usize = 20;
+
+pub async fn run_node(args: &StepArgs, item: &WorkItem, inputs: &Path, outputs: &Path, log: &Path) -> anyhow::Result<()> {
+    let step = &item.step;
+    let timeout = step.timeout_seconds.map(Duration::from_secs);
+    match &step.kind {
+        NodeKind::Project(p) => {
+            let mut uri = if is_git(&p.uri) { p.uri.clone() } else { resolve(&args.project_root, &p.uri).to_string_lossy().into_owned() };
+            if let Some(sub) = &p.sub_path {
+                if is_git(&p.uri) {
+                    uri = format!("{uri}#{sub}");
+                } else {
+                    uri = Path::new(&uri).join(sub).to_string_lossy().into_owned();
+                }
+            }
+            let mut argv = vec!["run".to_string(), uri, "-e".into(), p.entry_point.clone()];
+            if let Some(v) = &p.version {
+                argv.extend(["--version".into(), v.clone()]);
+            }
+            for (k, v) in &p.parameters {
+                argv.extend(["-P".into(), format!("{k}={v}")]);
+            }
+            argv.extend([
+                "--env-manager".into(),
+                "local".into(),
+                "--experiment-id".into(),
+                step.mlflow.experiment_id.clone(),
+                "--run-id".into(),
+                step.mlflow.run_id.clone(),
+            ]);
+            run_logged(args, item, &argv, inputs, outputs, log, timeout).await
+        }
+        NodeKind::Inference(i) => {
+            let mut any = false;
+            for (name, files) in &step.inputs {
+                for f in files {
+                    let content_type = match f.path.rsplit('.').next() {
+                        Some("csv") => "csv",
+                        Some("json") => "json",
+                        _ => continue,
+                    };
+                    any = true;
+                    let out = outputs.join("predictions").join(name).join(format!("{}.json", f.path));
+                    std::fs::create_dir_all(out.parent().expect("joined path has a parent"))?;
+                    let argv = vec![
+                        "models".to_string(),
+                        "predict".into(),
+                        "-m".into(),
+                        i.model_uri.clone(),
+                        "-i".into(),
+                        inputs.join(name).join(&f.path).to_string_lossy().into_owned(),
+                        "-o".into(),
+                        out.to_string_lossy().into_owned(),
+                        "-t".into(),
+                        content_type.into(),
+                        "--env-manager".into(),
+                        "local".into(),
+                    ];
+                    run_logged(args, item, &argv, inputs, outputs, log, timeout).await?;
+                }
+            }
+            if !any {
+                bail!("inference needs .csv or .json input files; this partition has none");
+            }
+            Ok(())
+        }
+        NodeKind::Input(_) => Ok(()),
+    }
+}
+
+fn is_git(uri: &str) -> bool {
+    uri.starts_with("https://") || uri.starts_with("http://") || uri.starts_with("git@") || uri.starts_with("git+") || uri.starts_with("ssh://")
+}
+
+/// Runs `mlflow <argv>` with the step's environment, appending its output to `log`.
+#[allow(clippy::too_many_arguments)] // one call site per node kind; a struct would only rename them
+async fn run_logged(
+    args: &StepArgs,
+    item: &WorkItem,
+    argv: &[String],
+    inputs: &Path,
+    outputs: &Path,
+    log: &Path,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let step = &item.step;
+    let mut cmd = Command::new(&args.mlflow_bin);
+    cmd.args(argv)
+        .current_dir(log.parent().unwrap_or(Path::new(".")))
+        .env("MLFLOW_TRACKING_URI", &args.mlflow_uri)
+        .env("MLFLOW_EXPERIMENT_ID", &step.mlflow.experiment_id)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env("DO_NOT_TRACK", "true")
+        .env("PYTHONUNBUFFERED", "1")
+        .env("CONCURRENT_INPUT_DIR", inputs)
+        .env("CONCURRENT_OUTPUT_DIR", outputs)
+        .env("CONCURRENT_PARTITION_INDEX", step.partition_index.to_string())
+        .env("CONCURRENT_PARTITION_COUNT", step.partition_count.to_string())
+        .env("CONCURRENT_RUN_ID", &item.run_id)
+        .env("CONCURRENT_NODE_ID", &item.node_id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {:?}; is MLflow installed (--mlflow-bin)?", args.mlflow_bin))?;
+    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(log).await?;
+    file.write_all(format!("$ {} {}\n", args.mlflow_bin, argv.join(" ")).as_bytes()).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+    for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), child.stderr.take().map(|p| Box::new(p) as _)]
+        .into_iter()
+        .flatten()
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let collect = async {
+        while let Some(line) = rx.recv().await {
+            file.write_all(line.as_bytes()).await?;
+            file.write_all(b"\n").await?;
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        file.flush().await?;
+        anyhow::Ok(())
+    };
+    let waited = async {
+        let (collected, status) = tokio::join!(collect, child.wait());
+        collected?;
+        anyhow::Ok(status?)
+    };
+    let status = match timeout {
+        Some(t) => match tokio::time::timeout(t, waited).await {
+            Ok(s) => s?,
+            Err(_) => bail!("the step timed out after {} s (timeoutSeconds) and was killed", t.as_secs()),
+        },
+        None => waited.await?,
+    };
+    if !status.success() {
+        let code = status.code().map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
+        let tail: Vec<String> = tail.into_iter().collect();
+        bail!("`mlflow {}` ended with {code}; last lines of the log:\n{}", argv[0], tail.join("\n"));
+    }
+    Ok(())
+}

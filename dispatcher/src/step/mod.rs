@@ -1,0 +1,172 @@
+//! `concurrent step`: runs one work item, the same way for local processes and pods.
+//!
+//! 1. downloads the partition's input files into `<work>/inputs/<input>/<path>`;
+//! 2. runs the node (an MLflow Project, a model's batch inference, or an input's data);
+//! 3. uploads `<work>/outputs/` to the attempt's MLflow run under `outputs/`, and the log
+//!    under `logs/step.log`;
+//! 4. writes the outcome (with the output manifest) to `--result`.
+//!
+//! A failing step still exits 0 once its outcome is written: the outcome is the result.
+
+mod launch;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use concurrent_core::partition::relative_path_problem;
+use concurrent_core::template::NodeKind;
+use concurrent_core::wire::{Outcome, OutputFile, WorkItem, OUTPUTS_DIR};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::mlflow::Mlflow;
+
+/// Files transferred at once.
+const PARALLEL_TRANSFERS: usize = 8;
+
+#[derive(clap::Args, Debug)]
+pub struct StepArgs {
+    /// The work item, as JSON (written by the agent).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Where to write the outcome JSON.
+    #[arg(long)]
+    pub result: PathBuf,
+    /// Directory for the step's inputs, outputs and log (created if missing).
+    #[arg(long)]
+    pub work_dir: PathBuf,
+    /// MLflow tracking server as seen from where the step runs.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub mlflow_uri: String,
+    /// The `mlflow` executable (from the environment that has the project's dependencies).
+    #[arg(long, env = "CONCURRENT_MLFLOW_BIN", default_value = "mlflow")]
+    pub mlflow_bin: String,
+    /// Base directory for relative project and input paths.
+    #[arg(long, env = "CONCURRENT_PROJECT_ROOT", default_value = ".")]
+    pub project_root: PathBuf,
+}
+
+pub async fn run(args: StepArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.spec).with_context(|| format!("cannot read the step spec {}", args.spec.display()))?;
+    let item: WorkItem = serde_json::from_str(&text).context("the step spec is not a work item")?;
+    let mlflow = Mlflow::new(&args.mlflow_uri, std::env::var("MLFLOW_TRACKING_TOKEN").ok())?;
+    let log = args.work_dir.join("step.log");
+    let outcome = match execute(&args, &item, &mlflow, &log).await {
+        Ok(outputs) => Outcome::Succeeded { outputs },
+        Err(e) => Outcome::Failed { error: format!("{e:#}") },
+    };
+    if log.exists() {
+        if let Err(e) = mlflow.upload(&item.step.mlflow.run_id, "logs/step.log", &log).await {
+            tracing::warn!(item = %item.id, "the step log could not be uploaded: {e:#}");
+        }
+    }
+    let tmp = args.result.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&outcome)?)?;
+    std::fs::rename(&tmp, &args.result)?;
+    Ok(())
+}
+
+async fn execute(args: &StepArgs, item: &WorkItem, mlflow: &Mlflow, log: &Path) -> anyhow::Result<Vec<OutputFile>> {
+    let work = &args.work_dir;
+    let (inputs, outputs) = (work.join("inputs"), work.join("outputs"));
+    for d in [&inputs, &outputs] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    download_inputs(item, mlflow, &inputs).await?;
+    let run_id = &item.step.mlflow.run_id;
+    match &item.step.kind {
+        NodeKind::Input(spec) => {
+            if let Some(source) = &spec.run_id {
+                // Existing artifacts are referenced where they are, not copied.
+                let prefix = spec.artifact_path.clone().unwrap_or_default();
+                let files = mlflow.list_recursive(source, &prefix).await?;
+                if files.is_empty() {
+                    bail!("run {source} has no artifacts under {prefix:?}");
+                }
+                let strip = if prefix.is_empty() { String::new() } else { format!("{}/", prefix.trim_end_matches('/')) };
+                return Ok(files
+                    .into_iter()
+                    .map(|(path, size)| OutputFile {
+                        path: path.strip_prefix(&strip).unwrap_or(&path).to_string(),
+                        size,
+                        run_id: Some(source.clone()),
+                        artifact_path: Some(path),
+                    })
+                    .collect());
+            }
+            let path = spec.path.as_deref().unwrap_or_default();
+            copy_into(&resolve(&args.project_root, path), &outputs)?;
+        }
+        NodeKind::Project(_) | NodeKind::Inference(_) => {
+            launch::run_node(args, item, &inputs, &outputs, log).await?;
+        }
+    }
+    upload_outputs(mlflow, run_id, &outputs).await
+}
+
+/// A path as written in a template: absolute, or relative to the project root.
+pub fn resolve(root: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path.strip_prefix("file://").unwrap_or(path));
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
+async fn download_inputs(item: &WorkItem, mlflow: &Mlflow, inputs: &Path) -> anyhow::Result<()> {
+    let mut jobs = Vec::new();
+    for (name, files) in &item.step.inputs {
+        for f in files {
+            if let Some(why) = relative_path_problem(&f.path) {
+                bail!("input {name}: path {why}");
+            }
+            jobs.push((inputs.join(name).join(&f.path), f));
+        }
+        std::fs::create_dir_all(inputs.join(name))?;
+    }
+    futures::stream::iter(jobs)
+        .map(|(dest, f)| async move { mlflow.download(&f.run_id, &f.artifact_path, &dest).await })
+        .buffer_unordered(PARALLEL_TRANSFERS)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+async fn upload_outputs(mlflow: &Mlflow, run_id: &str, outputs: &Path) -> anyhow::Result<Vec<OutputFile>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(outputs).sort_by_file_name() {
+        let entry = entry?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(outputs)?.to_string_lossy().replace('\\', "/");
+        files.push((entry.path().to_path_buf(), rel, entry.metadata()?.len()));
+    }
+    futures::stream::iter(files.iter())
+        .map(|(path, rel, _)| async move { mlflow.upload(run_id, &format!("{OUTPUTS_DIR}/{rel}"), path).await })
+        .buffer_unordered(PARALLEL_TRANSFERS)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(files.into_iter().map(|(_, path, size)| OutputFile { path, size, run_id: None, artifact_path: None }).collect())
+}
+
+/// Copies a file or a directory tree into `dest`.
+fn copy_into(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(src).with_context(|| format!("input path {} cannot be read", src.display()))?;
+    if meta.is_file() {
+        let name = src.file_name().context("input path has no file name")?;
+        std::fs::copy(src, dest.join(name))?;
+        return Ok(());
+    }
+    for entry in walkdir::WalkDir::new(src) {
+        let entry = entry?;
+        let rel = entry.path().strip_prefix(src)?;
+        let target = dest.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else if entry.file_type().is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}

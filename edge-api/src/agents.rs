@@ -1,0 +1,48 @@
+//! `/api/v1/agents/:cluster/...`: the agent protocol, forwarded to the cluster's queue object.
+
+use concurrent_core::wire::{CompleteRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse};
+use worker::{Request, Response, RouteContext};
+
+use crate::auth::User;
+use crate::error::{respond, ApiError};
+use crate::http::{call, json_body, stub};
+
+type Ctx = RouteContext<User>;
+
+fn queue(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
+    let cluster = ctx.param("cluster").cloned().unwrap_or_default();
+    if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
+        return Err(ApiError::BadRequest(format!("cluster name {cluster:?} {why}")));
+    }
+    stub(&ctx.env, crate::queue::BINDING, &cluster)
+}
+
+/// `POST .../lease` — long-polls up to `waitMs` for work.
+pub async fn handle_lease(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let body: LeaseRequest = json_body(&mut req).await?;
+        call::<_, LeaseResponse>(&queue(&ctx)?, "/lease", &body).await
+    }
+    .await;
+    respond(result, 200)
+}
+
+/// `POST .../heartbeat` — extends leases; answers which were cancelled or lost.
+pub async fn handle_heartbeat(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let body: HeartbeatRequest = json_body(&mut req).await?;
+        call::<_, HeartbeatResponse>(&queue(&ctx)?, "/heartbeat", &body).await
+    }
+    .await;
+    respond(result, 200)
+}
+
+/// `POST .../complete` — 409 when the lease token is stale.
+pub async fn handle_complete(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let body: CompleteRequest = json_body(&mut req).await?;
+        call::<_, bool>(&queue(&ctx)?, "/complete", &body).await
+    }
+    .await;
+    respond(result, 200)
+}

@@ -1,0 +1,61 @@
+//! Small I/O helpers: the clock, JSON bodies, and calls between the Worker and its Durable Objects.
+
+use concurrent_core::wire::ErrorBody;
+use serde::{de::DeserializeOwned, Serialize};
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
+
+use crate::error::ApiError;
+
+pub fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// A random hex id (128 bits).
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).expect("Web Crypto is available in workerd");
+    hex::encode(bytes)
+}
+
+/// Reads a JSON body, naming what was wrong with it.
+pub async fn json_body<T: DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
+    let text = req.text().await.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| ApiError::BadRequest(format!("the JSON body does not fit: {e}")))
+}
+
+/// The stub of a named Durable Object.
+pub fn stub(env: &Env, binding: &str, name: &str) -> Result<Stub, ApiError> {
+    Ok(env.durable_object(binding)?.id_from_name(name)?.get_stub()?)
+}
+
+/// POSTs `body` to a Durable Object and decodes its answer; errors keep their status.
+pub async fn call<B: Serialize, R: DeserializeOwned>(stub: &Stub, path: &str, body: &B) -> Result<R, ApiError> {
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(serde_json::to_string(body)?.into()));
+    let req = Request::new_with_init(&format!("https://do{path}"), &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    let status = resp.status_code();
+    let text = resp.text().await?;
+    if (200..300).contains(&status) {
+        Ok(serde_json::from_str(&text)?)
+    } else {
+        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
+            error: "internal".into(),
+            message: text,
+            problems: vec![],
+        });
+        Err(ApiError::from_parts(status, body))
+    }
+}
+
+/// Answers a Durable Object request: JSON on success, the error's status and body otherwise.
+pub fn reply<T: Serialize>(result: Result<T, ApiError>) -> worker::Result<Response> {
+    crate::error::respond(result, 200)
+}
+
+/// Erases a handler's answer type so a Durable Object's `fetch` can dispatch on the path.
+pub fn erase<T: Serialize>(result: Result<T, ApiError>) -> Result<serde_json::Value, ApiError> {
+    Ok(serde_json::to_value(result?)?)
+}

@@ -1,0 +1,293 @@
+//! The work queue Durable Object, one per cluster: ready items, leases with fencing tokens,
+//! long-polling agents, lease expiry.
+//!
+//! # Guarantees
+//! - An item is leased to one agent at a time; every lease gets a new, strictly increasing
+//!   token, and heartbeats or completions with any other token are refused (409).
+//! - An expired lease ends the attempt as failed ("lease expired"); the run decides on a retry.
+//! - A completion is forwarded to the run before the item is deleted, so a crash in between
+//!   leaves the item to expire, and the run refuses the duplicate as stale.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use concurrent_core::run::Event;
+use concurrent_core::wire::{
+    CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse, LeaseStatus, Outcome, WorkItem,
+};
+use futures_channel::oneshot;
+use serde::Deserialize;
+use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
+
+use crate::error::ApiError;
+use crate::http::{call, erase, json_body, now_ms, reply, stub};
+use crate::run_object::Withdraw;
+
+pub const BINDING: &str = "QUEUES";
+const DEFAULT_LEASE_TTL_MS: u64 = 30_000;
+const MAX_WAIT_MS: u32 = 30_000;
+
+#[durable_object]
+pub struct QueueObject {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+    /// Long-polling lease requests waiting for work.
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    id: String,
+    item: String,
+    state: String,
+    token: f64,
+    agent: Option<String>,
+}
+
+impl DurableObject for QueueObject {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS items(id TEXT PRIMARY KEY, run_id TEXT NOT NULL, item TEXT NOT NULL,
+               state TEXT NOT NULL, token INTEGER NOT NULL DEFAULT 0, agent TEXT, expires_at INTEGER NOT NULL DEFAULT 0,
+               seq INTEGER NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS items_ready ON items(state, seq)",
+            "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        ] {
+            sql.exec(ddl, None).expect("queue schema");
+        }
+        QueueObject { state, env, sql, waiters: RefCell::new(Vec::new()) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let result = async {
+            match req.path().as_str() {
+                "/enqueue" => erase(self.enqueue(json_body(&mut req).await?)),
+                "/lease" => erase(self.lease(json_body(&mut req).await?).await),
+                "/heartbeat" => erase(self.heartbeat(json_body(&mut req).await?).await),
+                "/complete" => erase(self.complete(json_body(&mut req).await?).await),
+                "/withdraw" => erase(self.withdraw(json_body(&mut req).await?).await),
+                other => Err(ApiError::NotFound(format!("queue has no {other}"))),
+            }
+        }
+        .await;
+        reply(result)
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        if let Err(e) = self.expire().await {
+            worker::console_error!("queue: expiring leases failed: {}", e.body().message);
+            self.state.storage().set_alarm(5_000i64).await?;
+        }
+        Response::ok("ok")
+    }
+}
+
+impl QueueObject {
+    fn ttl(&self) -> u64 {
+        self.env.var("LEASE_TTL_MS").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(DEFAULT_LEASE_TTL_MS)
+    }
+
+    fn next(&self, counter: &str) -> Result<u64, ApiError> {
+        #[derive(Deserialize)]
+        struct V {
+            value: f64,
+        }
+        let v: V = self
+            .sql
+            .exec(
+                "INSERT INTO counters(name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+                vec![counter.into()],
+            )?
+            .one()?;
+        Ok(v.value as u64)
+    }
+
+    fn row(&self, id: &str) -> Result<Option<Row>, ApiError> {
+        let rows: Vec<Row> = self.sql.exec("SELECT * FROM items WHERE id = ?", vec![id.into()])?.to_array()?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn enqueue(&self, items: Vec<WorkItem>) -> Result<bool, ApiError> {
+        for item in items {
+            let seq = self.next("seq")?;
+            self.sql.exec(
+                "INSERT OR IGNORE INTO items(id, run_id, item, state, seq) VALUES (?, ?, ?, 'ready', ?)",
+                vec![item.id.clone().into(), item.run_id.clone().into(), serde_json::to_string(&item)?.into(), (seq as i64).into()],
+            )?;
+        }
+        for w in self.waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+        Ok(true)
+    }
+
+    /// Leases up to `max` ready items, oldest first, waiting up to `wait_ms` for one to arrive.
+    async fn lease(&self, r: LeaseRequest) -> Result<LeaseResponse, ApiError> {
+        let mut leases = self.take_ready(&r)?;
+        if leases.is_empty() && r.wait_ms > 0 {
+            let (tx, rx) = oneshot::channel();
+            self.waiters.borrow_mut().push(tx);
+            let timeout = worker::Delay::from(Duration::from_millis(r.wait_ms.min(MAX_WAIT_MS) as u64));
+            futures_util::future::select(rx, timeout).await;
+            leases = self.take_ready(&r)?;
+        }
+        if !leases.is_empty() {
+            self.arm().await?;
+            leases = self.tell_runs_leased(leases, &r.agent).await?;
+        }
+        Ok(LeaseResponse { leases, lease_ttl_ms: self.ttl() })
+    }
+
+    fn take_ready(&self, r: &LeaseRequest) -> Result<Vec<Lease>, ApiError> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT * FROM items WHERE state = 'ready' ORDER BY seq LIMIT ?", vec![(r.max.clamp(1, 100) as i64).into()])?
+            .to_array()?;
+        let expires_at = now_ms() + self.ttl();
+        let mut leases = Vec::with_capacity(rows.len());
+        for row in rows {
+            let token = self.next("token")?;
+            self.sql.exec(
+                "UPDATE items SET state = 'leased', token = ?, agent = ?, expires_at = ? WHERE id = ?",
+                vec![(token as i64).into(), r.agent.clone().into(), (expires_at as i64).into(), row.id.into()],
+            )?;
+            leases.push(Lease { item: serde_json::from_str(&row.item)?, token, expires_at });
+        }
+        Ok(leases)
+    }
+
+    /// Records the leases in their runs; an item whose attempt the run no longer wants (it was
+    /// cancelled in between) is dropped here instead of being handed out.
+    async fn tell_runs_leased(&self, leases: Vec<Lease>, agent: &str) -> Result<Vec<Lease>, ApiError> {
+        let mut by_run: BTreeMap<String, Vec<Lease>> = BTreeMap::new();
+        for l in leases {
+            by_run.entry(l.item.run_id.clone()).or_default().push(l);
+        }
+        let mut kept = Vec::new();
+        for (run_id, leases) in by_run {
+            let events: Vec<Event> = leases
+                .iter()
+                .map(|l| Event::Leased { node: l.item.node_id.clone(), instance: l.item.instance, attempt: l.item.attempt, agent: agent.into() })
+                .collect();
+            match call::<_, Vec<Option<String>>>(&stub(&self.env, crate::run_object::BINDING, &run_id)?, "/events", &events).await {
+                Ok(answers) => {
+                    for (lease, answer) in leases.into_iter().zip(answers) {
+                        match answer {
+                            None => kept.push(lease),
+                            Some(why) => {
+                                worker::console_log!("queue: dropping {}: {why}", lease.item.id);
+                                self.sql.exec("DELETE FROM items WHERE id = ?", vec![lease.item.id.into()])?;
+                            }
+                        }
+                    }
+                }
+                // The run will learn of the lease from the completion; hand the work out anyway.
+                Err(e) => {
+                    worker::console_error!("queue: telling run {run_id} of leases failed: {}", e.body().message);
+                    kept.extend(leases);
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    async fn heartbeat(&self, r: HeartbeatRequest) -> Result<HeartbeatResponse, ApiError> {
+        let expires_at = now_ms() + self.ttl();
+        let mut answers = BTreeMap::new();
+        for l in r.leases {
+            let status = match self.row(&l.item_id)? {
+                Some(row) if row.token as u64 == l.token && row.state == "leased" => {
+                    self.sql.exec("UPDATE items SET expires_at = ? WHERE id = ?", vec![(expires_at as i64).into(), l.item_id.clone().into()])?;
+                    LeaseStatus::Active
+                }
+                Some(row) if row.token as u64 == l.token && row.state == "cancelled" => {
+                    self.sql.exec("DELETE FROM items WHERE id = ?", vec![l.item_id.clone().into()])?;
+                    LeaseStatus::Cancelled
+                }
+                _ => LeaseStatus::Lost,
+            };
+            answers.insert(l.item_id, status);
+        }
+        self.arm().await?;
+        Ok(HeartbeatResponse { leases: answers, expires_at })
+    }
+
+    async fn complete(&self, r: CompleteRequest) -> Result<bool, ApiError> {
+        let row = self.row(&r.item_id)?.ok_or_else(|| {
+            ApiError::Conflict(format!("work item {} is not leased (it completed, expired or was cancelled)", r.item_id))
+        })?;
+        if row.token as u64 != r.token {
+            return Err(ApiError::Conflict(format!(
+                "lease token {} of work item {} is stale; the current lease has token {}",
+                r.token, r.item_id, row.token
+            )));
+        }
+        if row.state == "cancelled" {
+            self.sql.exec("DELETE FROM items WHERE id = ?", vec![r.item_id.clone().into()])?;
+            return Err(ApiError::Conflict(format!("work item {} was cancelled; its result is discarded", r.item_id)));
+        }
+        if row.state != "leased" {
+            return Err(ApiError::Conflict(format!("work item {} is not leased", r.item_id)));
+        }
+        let item: WorkItem = serde_json::from_str(&row.item)?;
+        let answer = self.finish(&item, r.outcome).await?;
+        self.sql.exec("DELETE FROM items WHERE id = ?", vec![r.item_id.into()])?;
+        match answer {
+            None => Ok(true),
+            Some(why) => Err(ApiError::Conflict(format!("the run refused the result: {why}"))),
+        }
+    }
+
+    /// Forwards the end of an attempt to its run; `Some(reason)` when the run refused it.
+    async fn finish(&self, item: &WorkItem, outcome: Outcome) -> Result<Option<String>, ApiError> {
+        let event = Event::Finished { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, outcome };
+        let answers: Vec<Option<String>> = call(&stub(&self.env, crate::run_object::BINDING, &item.run_id)?, "/events", &[event]).await?;
+        Ok(answers.into_iter().next().flatten())
+    }
+
+    async fn withdraw(&self, w: Withdraw) -> Result<bool, ApiError> {
+        for id in w.item_ids {
+            self.sql.exec("DELETE FROM items WHERE id = ? AND state = 'ready'", vec![id.clone().into()])?;
+            self.sql.exec("UPDATE items SET state = 'cancelled' WHERE id = ? AND state = 'leased'", vec![id.into()])?;
+        }
+        Ok(true)
+    }
+
+    /// Ends expired leases: the attempt fails with the reason, and the item leaves the queue.
+    async fn expire(&self) -> Result<(), ApiError> {
+        let now = now_ms();
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT * FROM items WHERE state IN ('leased', 'cancelled') AND expires_at <= ?", vec![(now as i64).into()])?
+            .to_array()?;
+        for row in rows {
+            if row.state == "leased" {
+                let item: WorkItem = serde_json::from_str(&row.item)?;
+                let error = format!(
+                    "lease expired: agent {:?} sent no heartbeat for {} s (it crashed, lost the network, or was stopped); the attempt is counted as failed",
+                    row.agent.unwrap_or_default(),
+                    self.ttl() / 1000
+                );
+                self.finish(&item, Outcome::Failed { error }).await?;
+            }
+            self.sql.exec("DELETE FROM items WHERE id = ?", vec![row.id.into()])?;
+        }
+        self.arm().await
+    }
+
+    /// Sets the alarm to the next lease expiry.
+    async fn arm(&self) -> Result<(), ApiError> {
+        #[derive(Deserialize)]
+        struct Next {
+            next: Option<f64>,
+        }
+        let n: Next = self.sql.exec("SELECT MIN(expires_at) AS next FROM items WHERE state IN ('leased', 'cancelled')", None)?.one()?;
+        if let Some(at) = n.next {
+            self.state.storage().set_alarm((at as u64).saturating_sub(now_ms()) as i64 + 1).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,331 @@
+//! The run Durable Object: hosts one run's state machine and carries out its effects.
+//!
+//! Every change is applied and written synchronously (SQLite writes in one turn are atomic), then
+//! an alarm drives [`reconcile`]'s effects: MLflow calls, enqueueing work, withdrawing cancelled
+//! work. A failed effect is retried by a later alarm, so an MLflow or queue outage delays a run
+//! but never loses it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+
+use concurrent_core::run::{apply, reconcile, Effect, Event, MlflowRef, RunState, RunStatus};
+use concurrent_core::wire::{RunSummary, WorkItem};
+use serde::{Deserialize, Serialize};
+use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
+
+use crate::error::ApiError;
+use crate::http::{call, erase, json_body, now_ms, reply, stub};
+use crate::mlflow::Mlflow;
+
+pub const BINDING: &str = "RUNS";
+/// Wait before retrying effects that failed (MLflow or a queue unreachable).
+const RETRY_MS: u64 = 3_000;
+
+#[durable_object]
+pub struct RunObject {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+    cache: RefCell<Option<Cached>>,
+    driving: Cell<bool>,
+    again: Cell<bool>,
+}
+
+/// The run in memory, plus the JSON last written per row so only changed rows are written.
+struct Cached {
+    run: RunState,
+    header: String,
+    rows: HashMap<(String, u32), String>,
+    /// What the catalog's run list last recorded: status, and whether the MLflow run was known.
+    indexed: Option<(RunStatus, bool)>,
+}
+
+/// Withdraw request sent to a queue.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Withdraw {
+    pub item_ids: Vec<String>,
+}
+
+impl DurableObject for RunObject {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        sql.exec("CREATE TABLE IF NOT EXISTS header(id INTEGER PRIMARY KEY CHECK (id = 0), json TEXT NOT NULL)", None)
+            .expect("run schema");
+        sql.exec("CREATE TABLE IF NOT EXISTS instances(node TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY(node, idx))", None)
+            .expect("run schema");
+        RunObject { state, env, sql, cache: RefCell::new(None), driving: Cell::new(false), again: Cell::new(false) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let result = async {
+            match req.path().as_str() {
+                "/start" => erase(self.start(json_body(&mut req).await?).await),
+                "/get" => erase(self.with_run(|run| run.clone())),
+                "/events" => erase(self.handle_events(json_body(&mut req).await?).await),
+                other => Err(ApiError::NotFound(format!("run object has no {other}"))),
+            }
+        }
+        .await;
+        reply(result)
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        if let Err(e) = self.drive().await {
+            worker::console_error!("run {}: driving effects failed: {e:?}", self.run_id());
+            self.state.storage().set_alarm(RETRY_MS as i64).await?;
+        }
+        Response::ok("ok")
+    }
+}
+
+impl RunObject {
+    fn run_id(&self) -> String {
+        self.cache.borrow().as_ref().map(|c| c.run.id.clone()).unwrap_or_default()
+    }
+
+    /// Loads the run into the cache when needed; `Ok(false)` when no run was ever started here.
+    fn load(&self) -> Result<bool, ApiError> {
+        if self.cache.borrow().is_some() {
+            return Ok(true);
+        }
+        #[derive(Deserialize)]
+        struct H {
+            json: String,
+        }
+        #[derive(Deserialize)]
+        struct I {
+            node: String,
+            idx: f64,
+            json: String,
+        }
+        let headers: Vec<H> = self.sql.exec("SELECT json FROM header", None)?.to_array()?;
+        let Some(h) = headers.into_iter().next() else { return Ok(false) };
+        let mut run: RunState = serde_json::from_str(&h.json)?;
+        let rows: Vec<I> = self.sql.exec("SELECT node, idx, json FROM instances ORDER BY node, idx", None)?.to_array()?;
+        let mut cached_rows = HashMap::new();
+        for r in rows {
+            if let Some(node) = run.node_mut(&r.node) {
+                node.instances.push(serde_json::from_str(&r.json)?);
+            }
+            cached_rows.insert((r.node, r.idx as u32), r.json);
+        }
+        *self.cache.borrow_mut() = Some(Cached { run, header: h.json, rows: cached_rows, indexed: None });
+        Ok(true)
+    }
+
+    fn with_run<T>(&self, f: impl FnOnce(&RunState) -> T) -> Result<T, ApiError> {
+        if !self.load()? {
+            return Err(ApiError::NotFound("no such run".into()));
+        }
+        Ok(f(&self.cache.borrow().as_ref().expect("loaded").run))
+    }
+
+    /// Writes the rows that changed since the last save.
+    fn save(&self) -> Result<(), ApiError> {
+        let mut guard = self.cache.borrow_mut();
+        let c = guard.as_mut().expect("save after load");
+        let mut header = c.run.clone();
+        for n in &mut header.nodes {
+            n.instances.clear();
+        }
+        let header_json = serde_json::to_string(&header)?;
+        if header_json != c.header {
+            self.sql.exec("INSERT OR REPLACE INTO header(id, json) VALUES (0, ?)", vec![header_json.clone().into()])?;
+            c.header = header_json;
+        }
+        for node in &c.run.nodes {
+            for inst in &node.instances {
+                let json = serde_json::to_string(inst)?;
+                let key = (node.id.clone(), inst.index);
+                if c.rows.get(&key) != Some(&json) {
+                    self.sql.exec(
+                        "INSERT OR REPLACE INTO instances(node, idx, json) VALUES (?, ?, ?)",
+                        vec![node.id.clone().into(), (inst.index as i64).into(), json.clone().into()],
+                    )?;
+                    c.rows.insert(key, json);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&self, run: RunState) -> Result<RunSummary, ApiError> {
+        if !self.load()? {
+            *self.cache.borrow_mut() = Some(Cached { run, header: String::new(), rows: HashMap::new(), indexed: None });
+            self.save()?;
+        }
+        self.sync_index().await;
+        self.schedule().await?;
+        self.with_run(RunState::summary)
+    }
+
+    /// Applies events in order; the answer has one entry per event: `None` when applied, the
+    /// reason when rejected (stale or not fitting the run).
+    async fn handle_events(&self, events: Vec<Event>) -> Result<Vec<Option<String>>, ApiError> {
+        let mut answers = Vec::with_capacity(events.len());
+        for event in events {
+            answers.push(match self.apply_event(event) {
+                Ok(()) => None,
+                Err(ApiError::Conflict(reason)) => Some(reason),
+                Err(e) => return Err(e),
+            });
+        }
+        self.schedule().await?;
+        Ok(answers)
+    }
+
+    fn apply_event(&self, event: Event) -> Result<(), ApiError> {
+        if !self.load()? {
+            return Err(ApiError::NotFound("no such run".into()));
+        }
+        {
+            let mut guard = self.cache.borrow_mut();
+            let run = &mut guard.as_mut().expect("loaded").run;
+            apply(run, event, now_ms()).map_err(|r| ApiError::Conflict(r.0))?;
+        }
+        self.save()
+    }
+
+    /// Sets the alarm for the earliest moment there is work: now, or when a retry is due.
+    async fn schedule(&self) -> Result<(), ApiError> {
+        let now = now_ms();
+        let effects = self.with_run(|run| reconcile(run, now))?;
+        let due = effects.iter().map(|e| if let Effect::WakeAt(t) = e { *t } else { now }).min();
+        if let Some(at) = due {
+            self.state.storage().set_alarm(at.saturating_sub(now) as i64).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out effects until none are left or all remaining ones failed.
+    async fn drive(&self) -> Result<(), ApiError> {
+        if !self.load()? {
+            return Ok(());
+        }
+        if self.driving.replace(true) {
+            self.again.set(true);
+            return Ok(());
+        }
+        let result = self.drive_rounds().await;
+        self.driving.set(false);
+        result
+    }
+
+    async fn drive_rounds(&self) -> Result<(), ApiError> {
+        let mlflow = Mlflow::from_env(&self.env)?;
+        loop {
+            self.again.set(false);
+            let now = now_ms();
+            self.apply_event(Event::Tick)?;
+            let effects = self.with_run(|run| reconcile(run, now))?;
+            let mut progressed = false;
+            let mut failed = false;
+            let mut wake: Option<u64> = None;
+            let mut enqueues: BTreeMap<String, Vec<WorkItem>> = BTreeMap::new();
+            let mut withdraws: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+            let mut withdraw_ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for effect in effects {
+                match effect {
+                    Effect::WakeAt(t) => wake = Some(wake.map_or(t, |w| w.min(t))),
+                    Effect::Enqueue(item) => enqueues.entry(item.cluster.clone()).or_default().push(*item),
+                    Effect::Withdraw { cluster, item_id, node, instance, attempt } => {
+                        withdraw_ids.entry(cluster.clone()).or_default().push(item_id);
+                        withdraws.entry(cluster).or_default().push(Event::Withdrawn { node, instance, attempt });
+                    }
+                    other => match self.execute_mlflow(&mlflow, other).await {
+                        Ok(event) => {
+                            self.apply_event(event)?;
+                            progressed = true;
+                        }
+                        Err(e) => {
+                            worker::console_error!("run {}: {}", self.run_id(), e.body().message);
+                            failed = true;
+                        }
+                    },
+                }
+            }
+            for (cluster, items) in enqueues {
+                match call::<_, bool>(&stub(&self.env, crate::queue::BINDING, &cluster)?, "/enqueue", &items).await {
+                    Ok(_) => {
+                        for item in items {
+                            self.apply_event(Event::Enqueued { node: item.node_id, instance: item.instance, attempt: item.attempt })?;
+                        }
+                        progressed = true;
+                    }
+                    Err(e) => {
+                        worker::console_error!("run {}: enqueue on cluster {cluster:?} failed: {}", self.run_id(), e.body().message);
+                        failed = true;
+                    }
+                }
+            }
+            for (cluster, item_ids) in withdraw_ids {
+                match call::<_, bool>(&stub(&self.env, crate::queue::BINDING, &cluster)?, "/withdraw", &Withdraw { item_ids }).await {
+                    Ok(_) => {
+                        for event in withdraws.remove(&cluster).unwrap_or_default() {
+                            self.apply_event(event)?;
+                        }
+                        progressed = true;
+                    }
+                    Err(e) => {
+                        worker::console_error!("run {}: withdraw on cluster {cluster:?} failed: {}", self.run_id(), e.body().message);
+                        failed = true;
+                    }
+                }
+            }
+            self.sync_index().await;
+            if progressed || self.again.get() {
+                continue;
+            }
+            let retry = failed.then(|| now_ms() + RETRY_MS);
+            if let Some(at) = [retry, wake].into_iter().flatten().min() {
+                self.state.storage().set_alarm(at.saturating_sub(now_ms()) as i64).await?;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Carries out one MLflow effect and returns the event that records it.
+    async fn execute_mlflow(&self, mlflow: &Mlflow, effect: Effect) -> Result<Event, ApiError> {
+        let now = now_ms();
+        match effect {
+            Effect::CreateParentRun { experiment_name, run_name, tags, params } => {
+                let experiment_id = mlflow.experiment_id(&experiment_name).await?;
+                let run_id = mlflow.create_run(&experiment_id, &run_name, now, &tags, &params).await?;
+                Ok(Event::ParentRunCreated(MlflowRef { experiment_id, run_id }))
+            }
+            Effect::CreateChildRun { node, instance, attempt, experiment_id, run_name, tags, params } => {
+                let run_id = mlflow.create_run(&experiment_id, &run_name, now, &tags, &params).await?;
+                Ok(Event::ChildRunCreated { node, instance, attempt, run_id })
+            }
+            Effect::CloseMlflowRun { target, run_id, status, end_time } => {
+                mlflow.update_run(&run_id, status, Some(end_time)).await?;
+                Ok(Event::MlflowClosed(target))
+            }
+            Effect::Enqueue(_) | Effect::Withdraw { .. } | Effect::WakeAt(_) => {
+                Err(ApiError::Internal("queue effects are batched by the caller".into()))
+            }
+        }
+    }
+
+    /// Keeps the catalog's run list in step with the run's status (best effort; retried on the
+    /// next change or alarm).
+    async fn sync_index(&self) {
+        let Ok((seen, summary)) = self.with_run(|r| ((r.status, r.mlflow.is_some()), r.summary())) else { return };
+        if self.cache.borrow().as_ref().and_then(|c| c.indexed) == Some(seen) {
+            return;
+        }
+        let result = match stub(&self.env, crate::catalog::BINDING, crate::catalog::NAME) {
+            Ok(s) => call::<_, bool>(&s, "/runs/upsert", &summary).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => {
+                if let Some(c) = self.cache.borrow_mut().as_mut() {
+                    c.indexed = Some(seen);
+                }
+            }
+            Err(e) => worker::console_error!("run {}: updating the run list failed: {}", summary.id, e.body().message),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `/api/v1/runs`: start, list, get, cancel.
+
+use concurrent_core::run::{self, Event, RunState, StartError};
+use concurrent_core::wire::{RunSummary, StartRun};
+use worker::{Request, Response, RouteContext};
+
+use crate::auth::User;
+use crate::catalog::RunQuery;
+use crate::error::{respond, ApiError};
+use crate::http::{call, json_body, now_ms, random_id, stub};
+
+type Ctx = RouteContext<User>;
+
+/// The cluster of nodes that name none, when the request names none either.
+pub const DEFAULT_CLUSTER: &str = "local";
+
+/// `POST /api/v1/runs` — starts a run of a valid template version.
+pub async fn handle_start(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let body: StartRun = json_body(&mut req).await?;
+        let tv = crate::templates::load(&ctx.env, &body.template, body.version).await?;
+        let id = random_id();
+        let cluster = body.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into());
+        if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
+            return Err(ApiError::BadRequest(format!("cluster {cluster:?} {why}")));
+        }
+        let state = run::start(id.clone(), tv.template, tv.version, body.parameters, cluster, Some(ctx.data.0.clone()), now_ms())
+            .map_err(|e| match e {
+                StartError::InvalidTemplate(problems) => ApiError::Invalid {
+                    message: format!(
+                        "template {:?} version {} has {} problem(s) and cannot run; fix them and save a new version",
+                        body.template,
+                        tv.version,
+                        problems.len()
+                    ),
+                    problems,
+                },
+                StartError::BadParameters(m) => ApiError::BadRequest(m),
+            })?;
+        call::<_, RunSummary>(&stub(&ctx.env, crate::run_object::BINDING, &id)?, "/start", &state).await
+    }
+    .await;
+    respond(result, 201)
+}
+
+/// `GET /api/v1/runs?template=&status=&limit=&before=` — newest first.
+pub async fn handle_list(req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let q: RunQuery = req.query().map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+        call::<_, Vec<RunSummary>>(&stub(&ctx.env, crate::catalog::BINDING, crate::catalog::NAME)?, "/runs/list", &q).await
+    }
+    .await;
+    respond(result, 200)
+}
+
+fn run_stub(ctx: &Ctx) -> Result<(String, worker::Stub), ApiError> {
+    let id = ctx.param("id").cloned().unwrap_or_default();
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::NotFound(format!("run {id:?} does not exist (run ids are 32 hex digits)")));
+    }
+    Ok((id.clone(), stub(&ctx.env, crate::run_object::BINDING, &id)?))
+}
+
+/// `GET /api/v1/runs/:id` — every node, instance and attempt.
+pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let (id, s) = run_stub(&ctx)?;
+        call::<_, RunState>(&s, "/get", &()).await.map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
+            e => e,
+        })
+    }
+    .await;
+    respond(result, 200)
+}
+
+/// `POST /api/v1/runs/:id/cancel`
+pub async fn handle_cancel(_req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let (_, s) = run_stub(&ctx)?;
+        let reason = format!("cancelled by {}", ctx.data.0);
+        let answers: Vec<Option<String>> = call(&s, "/events", &[Event::Cancel { reason }]).await?;
+        match answers.into_iter().next().flatten() {
+            Some(why) => Err(ApiError::Conflict(format!("cannot cancel: {why}"))),
+            None => call::<_, RunState>(&s, "/get", &()).await.map(|r| r.summary()),
+        }
+    }
+    .await;
+    respond(result, 200)
+}
