@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: MLflow, the edge API in workerd, and an agent with the
+# local executor. Loads the example template, prints the URL to open, stops on Ctrl-C.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+scripts/setup.sh
+scripts/build.sh
+
+STATE="$ROOT/.state"
+mkdir -p "$STATE/mlflow" "$STATE/wrangler" "$STATE/agent" "$STATE/logs"
+umask 077
+[[ -s "$STATE/token" ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$STATE/token"
+TOKEN=$(cat "$STATE/token")
+printf 'CONCURRENT_API_TOKEN=%s\n' "$TOKEN" > "$STATE/edge.env"
+umask 022
+
+MLFLOW_PORT=$(free_port "${MLFLOW_PORT:-5000}")
+EDGE_PORT=$(free_port "${EDGE_PORT:-8787}")
+PIDS=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "==> stopping"
+  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  sleep 2
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped; state is kept in .state/ (delete it to start afresh)"
+}
+trap stop INT TERM EXIT
+
+wait_for() { # url seconds name log
+  for _ in $(seq "$2"); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "$3 did not become ready within $2 s; see $4" >&2; tail -20 "$4" >&2; exit 1
+}
+
+echo "==> MLflow on http://127.0.0.1:$MLFLOW_PORT (log: .state/logs/mlflow.log)"
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server \
+  --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" \
+  --default-artifact-root mlflow-artifacts:/ --serve-artifacts --artifacts-destination "$STATE/mlflow/artifacts" \
+  --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 > "$STATE/logs/mlflow.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$MLFLOW_PORT/health" 120 MLflow "$STATE/logs/mlflow.log"
+
+echo "==> edge API in workerd on http://127.0.0.1:$EDGE_PORT (log: .state/logs/edge.log)"
+CONCURRENT_PREBUILT=1 wrangler dev --ip 127.0.0.1 --port "$EDGE_PORT" --persist-to "$STATE/wrangler" \
+  --show-interactive-dev-session=false --env-file "$STATE/edge.env" \
+  --var "MLFLOW_TRACKING_URI:http://127.0.0.1:$MLFLOW_PORT" > "$STATE/logs/edge.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$EDGE_PORT/healthz" 90 "The edge API" "$STATE/logs/edge.log"
+
+echo "==> agent for cluster 'local' (log: .state/logs/agent.log)"
+"$CARGO_TARGET_DIR/debug/concurrent" agent --edge-url "http://127.0.0.1:$EDGE_PORT" --cluster local \
+  --token-file "$STATE/token" --mlflow-uri "http://127.0.0.1:$MLFLOW_PORT" --work-dir "$STATE/agent" \
+  --project-root "$ROOT" --mlflow-bin "$ROOT/.venv/bin/mlflow" > "$STATE/logs/agent.log" 2>&1 &
+PIDS+=($!)
+
+echo "==> loading examples/pipeline/template.json"
+curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H "If-Match: *" \
+  --data-binary @examples/pipeline/template.json "http://127.0.0.1:$EDGE_PORT/api/v1/templates/iris-pipeline" >/dev/null
+
+cat <<MSG
+
+  Concurrent is running.
+    Open:    http://127.0.0.1:$EDGE_PORT/login#token=$TOKEN
+    MLflow:  http://127.0.0.1:$MLFLOW_PORT
+    Start the example:
+      curl -H "Authorization: Bearer \$(cat .state/token)" -d '{"template":"iris-pipeline"}' http://127.0.0.1:$EDGE_PORT/api/v1/runs
+
+  Press Ctrl-C to stop.
+MSG
+wait -n "${PIDS[@]}"
+echo "a component exited; see .state/logs/" >&2

@@ -1,0 +1,326 @@
+//! Test harness: starts real services on free loopback ports and stops them afterwards.
+//!
+//! - [`Stack::shared`]: one MLflow server (sqlite store, proxied artifacts) and one edge API
+//!   under `wrangler dev` (workerd, local persistence in a temp dir) per test binary. Every
+//!   process runs in its own process group, killed when the binary exits, also after a panic.
+//! - [`Stack::agent`]: an agent (`concurrent agent`, local executor) for one cluster, stopped
+//!   when the returned handle drops.
+//!
+//! Nothing is mocked. Prerequisites come from `scripts/setup.sh` and `scripts/build.sh`; when
+//! one is missing the tests fail with the command that fixes it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use serde_json::json;
+
+/// Process groups to kill when the test binary exits.
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+extern "C" fn kill_all_groups() {
+    let groups = GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
+    for pgid in &groups {
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    for pgid in &groups {
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+}
+
+fn require(path: &Path, fix: &str) -> PathBuf {
+    assert!(path.exists(), "{} is missing; run `{fix}` first (or `make test`, which does)", path.display());
+    path.to_path_buf()
+}
+
+/// The `concurrent` binary built by scripts/build.sh.
+pub fn concurrent_bin() -> PathBuf {
+    let path = std::env::var_os("CONCURRENT_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+        target.join("debug/concurrent")
+    });
+    require(&path, "scripts/build.sh")
+}
+
+/// Picks a free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A started process; its whole group is stopped on drop.
+pub struct Service {
+    pub name: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Service {
+    pub fn start(name: &str, cmd: &mut Command, log: PathBuf) -> Service {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut groups = GROUPS.lock().expect("poisoned");
+        if groups.is_empty() {
+            unsafe { libc::atexit(kill_all_groups) };
+        }
+        groups.push(child.id() as i32);
+        Service { name: name.into(), log, child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the service's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Sends `signal` to the whole process group.
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(-(self.child.id() as i32), signal) };
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        if self.wait_exit(Duration::from_secs(3)).is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+        GROUPS.lock().map(|mut g| g.retain(|p| *p != self.child.id() as i32)).ok();
+    }
+}
+
+fn wait_ready(url: &str, service: &Service, timeout: Duration) {
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if client.get(url).timeout(Duration::from_secs(2)).send().is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{} did not answer {url} within {timeout:?}; its log ends:\n{}", service.name, service.log_tail());
+}
+
+/// MLflow and the edge API, shared by the tests of one binary.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub mlflow_url: String,
+    pub edge_url: String,
+    pub token: String,
+    pub token_file: PathBuf,
+    pub mlflow: Service,
+    pub edge: Service,
+    http: reqwest::blocking::Client,
+}
+
+static SHARED: OnceLock<Stack> = OnceLock::new();
+
+impl Stack {
+    /// The binary's stack, started on first use.
+    pub fn shared() -> &'static Stack {
+        SHARED.get_or_init(Stack::start)
+    }
+
+    fn start() -> Stack {
+        let root = root();
+        let mlflow_bin = require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
+        let wrangler = require(&root.join("node_modules/.bin/wrangler"), "scripts/setup.sh");
+        require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
+        require(&root.join("frontend/dist/index.html"), "scripts/build.sh");
+        let dir = tempfile::Builder::new().prefix("concurrent-test-").tempdir().expect("temp dir");
+        let token = format!("test-{}-{}", std::process::id(), free_port());
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, &token).expect("token file");
+        let env_file = dir.path().join("edge.env");
+        std::fs::write(&env_file, format!("CONCURRENT_API_TOKEN={token}\n")).expect("env file");
+
+        let mlflow_port = free_port();
+        let mlflow_url = format!("http://127.0.0.1:{mlflow_port}");
+        let mlflow = Service::start(
+            "MLflow",
+            Command::new(&mlflow_bin)
+                .args(["server", "--backend-store-uri"])
+                .arg(format!("sqlite:///{}/mlflow.db", dir.path().display()))
+                .args(["--default-artifact-root", "mlflow-artifacts:/", "--serve-artifacts", "--artifacts-destination"])
+                .arg(dir.path().join("artifacts"))
+                .args(["--host", "127.0.0.1", "--port", &mlflow_port.to_string(), "--workers", "1"])
+                .env("MLFLOW_DISABLE_TELEMETRY", "true")
+                .env("DO_NOT_TRACK", "true")
+                .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+            dir.path().join("mlflow.log"),
+        );
+
+        let edge_port = free_port();
+        let edge_url = format!("http://127.0.0.1:{edge_port}");
+        let path = format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default());
+        let edge = Service::start(
+            "edge API (wrangler dev)",
+            Command::new(&wrangler)
+                .current_dir(&root)
+                .args(["dev", "--ip", "127.0.0.1", "--port", &edge_port.to_string(), "--persist-to"])
+                .arg(dir.path().join("wrangler"))
+                .args(["--show-interactive-dev-session=false", "--env-file"])
+                .arg(&env_file)
+                .args(["--var", &format!("MLFLOW_TRACKING_URI:{mlflow_url}"), "--var", "LEASE_TTL_MS:6000"])
+                .env("PATH", path)
+                .env("CONCURRENT_PREBUILT", "1")
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("CLOUDFLARE_CF_FETCH_ENABLED", "false"),
+            dir.path().join("edge.log"),
+        );
+        wait_ready(&format!("{edge_url}/healthz"), &edge, Duration::from_secs(90));
+        wait_ready(&format!("{mlflow_url}/health"), &mlflow, Duration::from_secs(120));
+        Stack { dir, mlflow_url, edge_url, token, token_file, mlflow, edge, http: reqwest::blocking::Client::new() }
+    }
+
+    /// Starts an agent (local executor) for `cluster`.
+    pub fn agent(&self, cluster: &str) -> Service {
+        self.agent_with(cluster, &[])
+    }
+
+    pub fn agent_with(&self, cluster: &str, extra: &[&str]) -> Service {
+        let root = root();
+        let work = self.dir.path().join(format!("agent-{cluster}-{}", free_port()));
+        Service::start(
+            &format!("agent for {cluster}"),
+            Command::new(concurrent_bin())
+                .args(["agent", "--edge-url", &self.edge_url, "--cluster", cluster, "--token-file"])
+                .arg(&self.token_file)
+                .args(["--mlflow-uri", &self.mlflow_url, "--work-dir"])
+                .arg(&work)
+                .arg("--project-root")
+                .arg(&root)
+                .arg("--mlflow-bin")
+                .arg(root.join(".venv/bin/mlflow"))
+                .args(extra)
+                .env("MLFLOW_DISABLE_TELEMETRY", "true"),
+            self.dir.path().join(format!("agent-{cluster}.log")),
+        )
+    }
+
+    /// Calls the edge API with the token; the status and the JSON body (Null when empty).
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.api_with(method, path, body, &[])
+    }
+
+    pub fn api_with(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(method.parse().expect("HTTP method"), format!("{}{path}", self.edge_url))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(60));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nedge log:\n{}", self.edge.log_tail()));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Calls MLflow's REST API.
+    pub fn mlflow_api(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let mut rb = self.http.request(method.parse().expect("HTTP method"), format!("{}/api/2.0/mlflow/{path}", self.mlflow_url));
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().expect("MLflow answers");
+        assert!(resp.status().is_success(), "MLflow {path}: {}", resp.status());
+        resp.json().expect("MLflow JSON")
+    }
+
+    /// Downloads a run's artifact as text.
+    pub fn artifact(&self, run: &Value, path: &str) -> String {
+        let uri = run["info"]["artifact_uri"].as_str().expect("artifact_uri");
+        let rest = uri.strip_prefix("mlflow-artifacts:/").expect("proxied artifacts");
+        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{rest}/{path}", self.mlflow_url);
+        let resp = self.http.get(&url).send().expect("artifact download");
+        assert!(resp.status().is_success(), "artifact {path}: {}", resp.status());
+        resp.text().expect("text")
+    }
+
+    /// Saves a template (any current version), asserting success.
+    pub fn put_template(&self, template: &Value) -> u32 {
+        let name = template["name"].as_str().expect("name");
+        let (status, body) = self.api_with("PUT", &format!("/api/v1/templates/{name}"), Some(template), &[("If-Match", "*")]);
+        assert_eq!(status, 201, "saving {name}: {body}");
+        body["version"].as_u64().expect("version") as u32
+    }
+
+    /// Starts a run, asserting success; its id.
+    pub fn start_run(&self, body: &Value) -> String {
+        let (status, resp) = self.api("POST", "/api/v1/runs", Some(body));
+        assert_eq!(status, 201, "starting a run: {resp}");
+        resp["id"].as_str().expect("run id").to_string()
+    }
+
+    /// Polls a run until it ends (or `timeout`); the run's full state.
+    pub fn wait_run(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, run) = self.api("GET", &format!("/api/v1/runs/{id}"), None);
+            assert_eq!(status, 200, "reading run {id}: {run}");
+            let s = run["status"].as_str().unwrap_or_default();
+            if matches!(s, "succeeded" | "failed" | "cancelled") && run["mlflowClosed"] == true {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id} is still {s} after {timeout:?}:\n{run:#}\nedge log:\n{}", self.edge.log_tail());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// The example pipeline as a template named `name`, limited to the first `nodes` nodes.
+pub fn example_template(name: &str, nodes: usize) -> Value {
+    let text = std::fs::read_to_string(root().join("examples/pipeline/template.json")).expect("example template");
+    let mut t: Value = serde_json::from_str(&text).expect("example template JSON");
+    t["name"] = json!(name);
+    let kept: Vec<Value> = t["nodes"].as_array().expect("nodes")[..nodes].to_vec();
+    let ids: Vec<String> = kept.iter().map(|n| n["id"].as_str().unwrap().to_string()).collect();
+    t["nodes"] = json!(kept);
+    let edges: Vec<Value> = t["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter(|e| ids.iter().any(|i| e["to"] == json!(i)) && ids.iter().any(|i| e["from"] == json!(i)))
+        .cloned()
+        .collect();
+    t["edges"] = json!(edges);
+    t
+}
