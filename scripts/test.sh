@@ -7,4 +7,13 @@ cd "$ROOT"
 scripts/setup.sh --with-browser
 scripts/build.sh
 echo "==> tests"
-cargo test --workspace --exclude concurrent-edge-api --exclude concurrent-frontend -- --test-threads 4
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+set +e
+cargo test --workspace --exclude concurrent-edge-api --exclude concurrent-frontend -- --test-threads 4 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one "test result" line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$LOG"
+exit "$status"
