@@ -4,13 +4,15 @@
 //! wasm32 and can be tested exhaustively. Time always comes in as an argument (milliseconds since
 //! the Unix epoch).
 
+pub mod access;
 pub mod names;
 pub mod params;
 pub mod partition;
 pub mod run;
+pub mod schedule;
 pub mod template;
 pub mod validate;
 pub mod wire;
 
 pub use template::Template;
-pub use validate::{validate, Problem};
+pub use validate::{unknown_fields, validate, Problem};

@@ -212,6 +212,75 @@ fn check_edges(t: &Template, ids: &HashMap<String, usize>, p: &mut Problems) {
     }
 }
 
+/// Fields a template document has that the model does not know (typos such as `instnaces`
+/// would otherwise be ignored silently), each with the closest known name.
+pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
+    const TEMPLATE: &[&str] = &["apiVersion", "name", "description", "parameters", "nodes", "edges"];
+    const PARAMETER: &[&str] = &["name", "default", "description"];
+    const NODE: &[&str] = &["id", "name", "kind", "instances", "cluster", "image", "resources", "retries", "timeoutSeconds", "position"];
+    const PROJECT: &[&str] = &["uri", "version", "subPath", "entryPoint", "parameters"];
+    const INFERENCE: &[&str] = &["modelUri"];
+    const INPUT: &[&str] = &["runId", "artifactPath", "path"];
+    const RESOURCES: &[&str] = &["cpu", "memory", "gpu"];
+    const RETRIES: &[&str] = &["limit", "backoffSeconds", "maxBackoffSeconds"];
+    const POSITION: &[&str] = &["x", "y"];
+    const EDGE: &[&str] = &["from", "to", "input", "partition"];
+    const PARTITION: &[&str] = &["mode", "keyRegex"];
+
+    let mut p = Problems(Vec::new());
+    fn check(p: &mut Problems, v: &serde_json::Value, path: &str, known: &[&[&str]]) {
+        let Some(obj) = v.as_object() else { return };
+        for key in obj.keys() {
+            if known.iter().any(|k| k.contains(&key.as_str())) {
+                continue;
+            }
+            let closest = known.iter().flat_map(|k| k.iter()).min_by_key(|k| edit_distance(k, key));
+            let hint = closest.filter(|k| edit_distance(k, key) <= 2).map(|k| format!("; did you mean {k:?}?")).unwrap_or_default();
+            p.add(format!("{path}/{key}"), format!("unknown field {key:?}{hint}"));
+        }
+    }
+    check(&mut p, doc, "", &[TEMPLATE]);
+    let items = |key: &str| doc.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    for (i, param) in items("parameters").iter().enumerate() {
+        check(&mut p, param, &format!("/parameters/{i}"), &[PARAMETER]);
+    }
+    for (i, node) in items("nodes").iter().enumerate() {
+        let kind: &[&str] = match node.get("kind").and_then(|k| k.as_str()) {
+            Some("project") => PROJECT,
+            Some("inference") => INFERENCE,
+            Some("input") => INPUT,
+            _ => &[],
+        };
+        let at = format!("/nodes/{i}");
+        check(&mut p, node, &at, &[NODE, kind]);
+        for (field, known) in [("resources", RESOURCES), ("retries", RETRIES), ("position", POSITION)] {
+            if let Some(v) = node.get(field) {
+                check(&mut p, v, &format!("{at}/{field}"), &[known]);
+            }
+        }
+    }
+    for (i, edge) in items("edges").iter().enumerate() {
+        check(&mut p, edge, &format!("/edges/{i}"), &[EDGE]);
+        if let Some(v) = edge.get("partition") {
+            check(&mut p, v, &format!("/edges/{i}/partition"), &[PARTITION]);
+        }
+    }
+    p.0
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Why `re` cannot serve as a by-key regex, or `None`.
 pub fn key_regex_problem(re: &str) -> Option<String> {
     match regex_lite::Regex::new(re) {
@@ -375,6 +444,18 @@ mod tests {
         t["edges"].as_array_mut().unwrap().push(serde_json::json!({"from": "train", "to": "raw"}));
         let problems = validate(&template(t));
         assert_eq!(paths(&problems), vec!["/nodes/0/resources/cpu", "/nodes/0/resources/memory", "/nodes/2/runId", "/edges/1/to"]);
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_a_suggestion() {
+        let mut t = good();
+        t["nodes"][1]["instnaces"] = 3.into();
+        t["edges"][0]["partition"]["keyregex"] = "x".into();
+        t["colour"] = "blue".into();
+        let problems = unknown_fields(&t);
+        assert_eq!(paths(&problems), vec!["/colour", "/nodes/1/instnaces", "/edges/0/partition/keyregex"]);
+        assert!(problems[1].message.contains("did you mean \"instances\""), "{}", problems[1].message);
+        assert_eq!(unknown_fields(&good()), vec![]);
     }
 
     #[test]

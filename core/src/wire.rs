@@ -9,16 +9,27 @@ use crate::run::{MlflowRef, RunStatus};
 use crate::template::{NodeKind, Resources, Template};
 use crate::validate::Problem;
 
-/// The JSON body of every error response.
+/// The JSON body of every error response: `{"error": {"code", "message", "details"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_template`, `not_found`, `conflict`, …
-    pub error: String,
+    pub code: String,
     /// What went wrong and what to do, for a person.
     pub message: String,
     /// Validation problems, when the error is about a template.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<Problem>,
+    pub details: Vec<Problem>,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>, details: Vec<Problem>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: code.into(), message: message.into(), details } }
+    }
 }
 
 // ---------------------------------------------------------------- templates
@@ -64,7 +75,7 @@ pub struct TemplateVersion {
 
 /// Request to start a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartRun {
     pub template: String,
     /// A saved version; the latest when absent.
@@ -144,11 +155,14 @@ pub struct Lease {
     /// carry it; an older token is refused with 409.
     pub token: u64,
     pub expires_at: u64,
+    /// A credential bound to this one lease: it may heartbeat and complete this item only, so
+    /// a step can report for itself without ever seeing the agent's token.
+    pub step_token: String,
 }
 
 /// Ask for up to `max` items; waits up to `wait_ms` when none are ready (long-poll).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeaseRequest {
     pub agent: String,
     pub max: u32,
@@ -166,7 +180,7 @@ pub struct LeaseResponse {
 
 /// A lease as the agent refers to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeaseRef {
     pub item_id: String,
     pub token: u64,
@@ -174,7 +188,7 @@ pub struct LeaseRef {
 
 /// Extend every listed lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub agent: String,
     pub leases: Vec<LeaseRef>,
@@ -223,7 +237,7 @@ pub enum Outcome {
 
 /// Report the end of a leased attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompleteRequest {
     pub item_id: String,
     pub token: u64,
@@ -232,3 +246,31 @@ pub struct CompleteRequest {
 
 /// The artifact directory, inside each attempt's MLflow run, that holds the step's outputs.
 pub const OUTPUTS_DIR: &str = "outputs";
+
+// ---------------------------------------------------------------- tokens
+
+/// Request to create an API token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewToken {
+    /// Unique name: letters, digits, '-' and '_'.
+    pub name: String,
+    pub role: crate::access::Role,
+    /// Required for (and only for) agent tokens: the one cluster they serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// A token as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: crate::access::Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub created_at: u64,
+    /// The secret, present only in the answer to its creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}

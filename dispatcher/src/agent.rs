@@ -96,7 +96,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tokio::spawn(watch_signals(shutdown.clone()));
     let running: Table = Arc::default();
     let freed = Arc::new(Notify::new());
-    let ttl = Arc::new(Mutex::new(Duration::from_secs(30)));
+    // Until the edge tells the lease TTL (with the first lease), heartbeat as if it were short.
+    let ttl = Arc::new(Mutex::new(Duration::from_secs(3)));
     let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), running.clone(), ttl.clone(), shutdown.clone()));
 
     let mut failures = 0u32;

@@ -49,7 +49,7 @@ impl Edge {
                 Ok(resp) => {
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
-                    let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.message).unwrap_or(text);
+                    let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error.message).unwrap_or(text);
                     match status.as_u16() {
                         409 => return Err(EdgeError::Refused(message)),
                         400 | 401 | 403 | 404 => {

@@ -21,6 +21,9 @@ fn queue(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
 pub async fn handle_lease(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let body: LeaseRequest = json_body(&mut req).await?;
+        if ctx.data.lease_item.is_some() {
+            return Err(ApiError::Forbidden("a step token cannot lease work".into()));
+        }
         call::<_, LeaseResponse>(&queue(&ctx)?, "/lease", &body).await
     }
     .await;
@@ -31,6 +34,9 @@ pub async fn handle_lease(mut req: Request, ctx: Ctx) -> worker::Result<Response
 pub async fn handle_heartbeat(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let body: HeartbeatRequest = json_body(&mut req).await?;
+        for l in &body.leases {
+            ctx.data.check_item(&l.item_id)?;
+        }
         call::<_, HeartbeatResponse>(&queue(&ctx)?, "/heartbeat", &body).await
     }
     .await;
@@ -41,6 +47,7 @@ pub async fn handle_heartbeat(mut req: Request, ctx: Ctx) -> worker::Result<Resp
 pub async fn handle_complete(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let body: CompleteRequest = json_body(&mut req).await?;
+        ctx.data.check_item(&body.item_id)?;
         call::<_, bool>(&queue(&ctx)?, "/complete", &body).await
     }
     .await;

@@ -2,7 +2,9 @@
 //! runs for listing. It is never on a run's hot path; template bodies live in KV.
 
 use concurrent_core::run::RunStatus;
-use concurrent_core::wire::{RunSummary, TemplateSummary};
+use concurrent_core::access::Role;
+use concurrent_core::schedule::{tick, Schedule, Tick};
+use concurrent_core::wire::{RunSummary, TemplateSummary, TokenInfo};
 use concurrent_core::Problem;
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State};
@@ -95,6 +97,9 @@ impl DurableObject for Catalog {
             "CREATE TABLE IF NOT EXISTS runs(id TEXT PRIMARY KEY, template TEXT NOT NULL, status TEXT NOT NULL,
                created_at INTEGER NOT NULL, summary TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS runs_by_time ON runs(created_at DESC)",
+            "CREATE TABLE IF NOT EXISTS schedules(name TEXT PRIMARY KEY, json TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS tokens(hash TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+               cluster TEXT, created_at INTEGER NOT NULL)",
         ] {
             sql.exec(ddl, None).expect("catalog schema");
         }
@@ -111,6 +116,15 @@ impl DurableObject for Catalog {
                 "/templates/delete" => erase(self.delete(json_body::<VersionQuery>(&mut req).await?.name)),
                 "/runs/upsert" => erase(self.upsert_run(json_body(&mut req).await?)),
                 "/runs/list" => erase(self.list_runs(json_body(&mut req).await?)),
+                "/schedules/create" => erase(self.create_schedule(json_body(&mut req).await?)),
+                "/schedules/list" => erase(self.schedules()),
+                "/schedules/delete" => erase(self.delete_schedule(json_body(&mut req).await?)),
+                "/schedules/due" => erase(self.due_schedules(json_body(&mut req).await?)),
+                "/schedules/record" => erase(self.record_schedule_run(json_body(&mut req).await?)),
+                "/tokens/create" => erase(self.create_token(json_body(&mut req).await?)),
+                "/tokens/lookup" => erase(self.lookup_token(json_body(&mut req).await?)),
+                "/tokens/list" => erase(self.list_tokens()),
+                "/tokens/delete" => erase(self.delete_token(json_body(&mut req).await?)),
                 other => Err(ApiError::NotFound(format!("catalog has no {other}"))),
             }
         }
@@ -162,7 +176,7 @@ impl Catalog {
             "INSERT INTO templates(name, latest, description, updated_at, updated_by, valid, deleted) VALUES (?, ?, ?, ?, ?, ?, 0)
              ON CONFLICT(name) DO UPDATE SET latest = excluded.latest, description = excluded.description,
                updated_at = excluded.updated_at, updated_by = excluded.updated_by, valid = excluded.valid, deleted = 0",
-            vec![c.name.into(), (version as i64).into(), c.description.into(), (c.created_at as i64).into(), c.author.into(), valid.into()],
+            vec![c.name.into(), (version as i64).into(), c.description.into(), (c.created_at as i64).into(), c.author.into(), i64::from(valid).into()],
         )?;
         Ok(version)
     }
@@ -254,4 +268,129 @@ impl Catalog {
         let rows: Vec<S> = self.sql.exec(&sql, args)?.to_array()?;
         rows.into_iter().map(|r| Ok(serde_json::from_str(&r.summary)?)).collect()
     }
+
+    fn create_token(&self, t: StoredToken) -> Result<TokenInfo, ApiError> {
+        let exists: Vec<serde_json::Value> = self.sql.exec("SELECT name FROM tokens WHERE name = ?", vec![t.info.name.clone().into()])?.to_array()?;
+        if !exists.is_empty() {
+            return Err(ApiError::Conflict(format!("a token named {:?} exists; revoke it first or pick another name", t.info.name)));
+        }
+        let role = serde_json::to_value(t.info.role)?.as_str().unwrap_or_default().to_string();
+        self.sql.exec(
+            "INSERT INTO tokens(hash, name, role, cluster, created_at) VALUES (?, ?, ?, ?, ?)",
+            vec![t.hash.into(), t.info.name.clone().into(), role.into(), t.info.cluster.clone().into(), (t.info.created_at as i64).into()],
+        )?;
+        Ok(t.info)
+    }
+
+    fn token_rows(&self, sql: &str, args: Vec<SqlStorageValue>) -> Result<Vec<TokenInfo>, ApiError> {
+        #[derive(Deserialize)]
+        struct T {
+            name: String,
+            role: String,
+            cluster: Option<String>,
+            created_at: f64,
+        }
+        let rows: Vec<T> = self.sql.exec(sql, args)?.to_array()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|t| {
+                Some(TokenInfo { name: t.name, role: Role::parse(&t.role)?, cluster: t.cluster, created_at: t.created_at as u64, token: None })
+            })
+            .collect())
+    }
+
+    fn lookup_token(&self, hash: String) -> Result<Option<TokenInfo>, ApiError> {
+        Ok(self.token_rows("SELECT name, role, cluster, created_at FROM tokens WHERE hash = ?", vec![hash.into()])?.into_iter().next())
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
+        self.token_rows("SELECT name, role, cluster, created_at FROM tokens ORDER BY name", vec![])
+    }
+
+    fn delete_token(&self, name: String) -> Result<bool, ApiError> {
+        let n = self.sql.exec("DELETE FROM tokens WHERE name = ?", vec![name.clone().into()])?.rows_written();
+        if n == 0 {
+            return Err(ApiError::NotFound(format!("no token named {name:?}")));
+        }
+        Ok(true)
+    }
+
+    fn schedules(&self) -> Result<Vec<Schedule>, ApiError> {
+        #[derive(Deserialize)]
+        struct J {
+            json: String,
+        }
+        let rows: Vec<J> = self.sql.exec("SELECT json FROM schedules ORDER BY name", None)?.to_array()?;
+        rows.into_iter().map(|r| Ok(serde_json::from_str(&r.json)?)).collect()
+    }
+
+    fn put_schedule(&self, s: &Schedule) -> Result<(), ApiError> {
+        self.sql.exec("INSERT OR REPLACE INTO schedules(name, json) VALUES (?, ?)", vec![s.spec.name.clone().into(), serde_json::to_string(s)?.into()])?;
+        Ok(())
+    }
+
+    fn create_schedule(&self, s: Schedule) -> Result<Schedule, ApiError> {
+        if self.schedules()?.iter().any(|x| x.spec.name == s.spec.name) {
+            return Err(ApiError::Conflict(format!("a schedule named {:?} exists; delete it first", s.spec.name)));
+        }
+        self.put_schedule(&s)?;
+        Ok(s)
+    }
+
+    fn delete_schedule(&self, name: String) -> Result<bool, ApiError> {
+        if self.sql.exec("DELETE FROM schedules WHERE name = ?", vec![name.clone().into()])?.rows_written() == 0 {
+            return Err(ApiError::NotFound(format!("no schedule named {name:?}")));
+        }
+        Ok(true)
+    }
+
+    fn run_is_going(&self, run_id: &str) -> Result<bool, ApiError> {
+        #[derive(Deserialize)]
+        struct S {
+            status: String,
+        }
+        let rows: Vec<S> = self.sql.exec("SELECT status FROM runs WHERE id = ?", vec![run_id.into()])?.to_array()?;
+        Ok(rows.first().is_some_and(|r| r.status == "pending" || r.status == "running"))
+    }
+
+    /// The schedules to fire now; each is marked fired before it is returned.
+    fn due_schedules(&self, now: u64) -> Result<Vec<Schedule>, ApiError> {
+        let mut fire = Vec::new();
+        for mut s in self.schedules()? {
+            let going = match &s.last_run_id {
+                Some(id) => self.run_is_going(id)?,
+                None => false,
+            };
+            match tick(&s, now, going) {
+                Tick::Wait => continue,
+                Tick::Skip { missed, next } => {
+                    s.skipped += missed;
+                    s.next_fire = next;
+                }
+                Tick::Fire { at, missed, next } => {
+                    s.skipped += missed;
+                    s.next_fire = next;
+                    s.last_fired = Some(at);
+                    fire.push(s.clone());
+                }
+            }
+            self.put_schedule(&s)?;
+        }
+        Ok(fire)
+    }
+
+    fn record_schedule_run(&self, (name, run_id): (String, String)) -> Result<bool, ApiError> {
+        if let Some(mut s) = self.schedules()?.into_iter().find(|s| s.spec.name == name) {
+            s.last_run_id = Some(run_id);
+            self.put_schedule(&s)?;
+        }
+        Ok(true)
+    }
+}
+
+/// A token to store: its hash, never the secret.
+#[derive(Serialize, Deserialize)]
+pub struct StoredToken {
+    pub hash: String,
+    pub info: TokenInfo,
 }

@@ -13,6 +13,10 @@ pub enum ApiError {
     Invalid { message: String, problems: Vec<Problem> },
     /// 401: no or wrong credentials.
     Unauthorized(String),
+    /// 403: valid credentials without the right.
+    Forbidden(String),
+    /// 413: the body is larger than the API accepts.
+    TooLarge(String),
     /// 404
     NotFound(String),
     /// 409: a version conflict or a stale lease.
@@ -28,6 +32,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::Invalid { .. } => 400,
             ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::TooLarge(_) => 413,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
             ApiError::Upstream(_) => 502,
@@ -40,30 +46,35 @@ impl ApiError {
             ApiError::BadRequest(m) => ("bad_request", m.clone(), vec![]),
             ApiError::Invalid { message, problems } => ("invalid_template", message.clone(), problems.clone()),
             ApiError::Unauthorized(m) => ("unauthorized", m.clone(), vec![]),
+            ApiError::Forbidden(m) => ("forbidden", m.clone(), vec![]),
+            ApiError::TooLarge(m) => ("too_large", m.clone(), vec![]),
             ApiError::NotFound(m) => ("not_found", m.clone(), vec![]),
             ApiError::Conflict(m) => ("conflict", m.clone(), vec![]),
             ApiError::Upstream(m) => ("upstream_unavailable", m.clone(), vec![]),
             ApiError::Internal(m) => ("internal", m.clone(), vec![]),
         };
-        ErrorBody { error: code.into(), message, problems }
+        ErrorBody::new(code, message, problems)
     }
 
     /// Rebuilds an error that crossed a Durable Object boundary.
     pub fn from_parts(status: u16, body: ErrorBody) -> ApiError {
-        match (status, body.error.as_str()) {
-            (400, "invalid_template") => ApiError::Invalid { message: body.message, problems: body.problems },
-            (400, _) => ApiError::BadRequest(body.message),
-            (401, _) => ApiError::Unauthorized(body.message),
-            (404, _) => ApiError::NotFound(body.message),
-            (409, _) => ApiError::Conflict(body.message),
-            (502, _) => ApiError::Upstream(body.message),
-            _ => ApiError::Internal(body.message),
+        let e = body.error;
+        match (status, e.code.as_str()) {
+            (400, "invalid_template") => ApiError::Invalid { message: e.message, problems: e.details },
+            (400, _) => ApiError::BadRequest(e.message),
+            (401, _) => ApiError::Unauthorized(e.message),
+            (403, _) => ApiError::Forbidden(e.message),
+            (413, _) => ApiError::TooLarge(e.message),
+            (404, _) => ApiError::NotFound(e.message),
+            (409, _) => ApiError::Conflict(e.message),
+            (502, _) => ApiError::Upstream(e.message),
+            _ => ApiError::Internal(e.message),
         }
     }
 
     pub fn into_response(self) -> worker::Result<Response> {
         if self.status() >= 500 {
-            worker::console_error!("{}: {}", self.status(), self.body().message);
+            worker::console_error!("{}: {}", self.status(), self.body().error.message);
         }
         Ok(Response::from_json(&self.body())?.with_status(self.status()))
     }

@@ -17,9 +17,26 @@ pub fn random_id() -> String {
     hex::encode(bytes)
 }
 
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Reads a body of at most [`MAX_BODY`] bytes.
+pub async fn body_text(req: &mut Request) -> Result<String, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
+    let declared = req.headers().get("Content-Length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let text = req.text().await.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+    if text.len() > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
 /// Reads a JSON body, naming what was wrong with it.
 pub async fn json_body<T: DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
-    let text = req.text().await.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+    let text = body_text(req).await?;
     serde_json::from_str(&text).map_err(|e| ApiError::BadRequest(format!("the JSON body does not fit: {e}")))
 }
 
@@ -41,11 +58,7 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(stub: &Stub, path: &str, bo
     if (200..300).contains(&status) {
         Ok(serde_json::from_str(&text)?)
     } else {
-        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
-            error: "internal".into(),
-            message: text,
-            problems: vec![],
-        });
+        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody::new("internal", text, vec![]));
         Err(ApiError::from_parts(status, body))
     }
 }

@@ -16,7 +16,9 @@ mod mlflow;
 mod queue;
 mod run_object;
 mod runs;
+mod schedules;
 mod templates;
+mod tokens;
 
 pub use catalog::Catalog;
 pub use queue::QueueObject;
@@ -35,13 +37,19 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if path == "/login" {
         return auth::handle_login(req, &env).await.or_else(ApiError::into_response);
     }
-    let user = match auth::authenticate(&req, &env) {
+    let user = match auth::authenticate(&req, &env).await {
         Ok(user) => user,
         Err(e) if !path.starts_with("/api/") => return auth::login_page(e),
         Err(e) => return e.into_response(),
     };
     if !path.starts_with("/api/") {
+        if user.role == concurrent_core::access::Role::Agent {
+            return ApiError::Forbidden("agent and step tokens cannot open the UI".into()).into_response();
+        }
         return env.assets("ASSETS")?.fetch_request(req).await;
+    }
+    if let Err(e) = auth::authorize(&user, &req.method().to_string(), &path) {
+        return e.into_response();
     }
     Router::with_data(user)
         .get_async("/api/v1/templates", templates::handle_list)
@@ -55,6 +63,14 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .post_async("/api/v1/runs", runs::handle_start)
         .get_async("/api/v1/runs/:id", runs::handle_get)
         .post_async("/api/v1/runs/:id/cancel", runs::handle_cancel)
+        .post_async("/api/v1/runs/:id/retry", runs::handle_retry)
+        .post_async("/api/v1/runs/:id/rerun", runs::handle_rerun)
+        .get_async("/api/v1/schedules", schedules::handle_list)
+        .post_async("/api/v1/schedules", schedules::handle_create)
+        .delete_async("/api/v1/schedules/:name", schedules::handle_delete)
+        .get_async("/api/v1/tokens", tokens::handle_list)
+        .post_async("/api/v1/tokens", tokens::handle_create)
+        .delete_async("/api/v1/tokens/:name", tokens::handle_delete)
         .post_async("/api/v1/agents/:cluster/lease", agents::handle_lease)
         .post_async("/api/v1/agents/:cluster/heartbeat", agents::handle_heartbeat)
         .post_async("/api/v1/agents/:cluster/complete", agents::handle_complete)
@@ -63,4 +79,12 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         })
         .run(req, env)
         .await
+}
+
+/// The cron trigger (every minute, see wrangler.toml): fires the schedules that are due.
+#[event(scheduled)]
+pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    if let Err(e) = schedules::fire_due(&env).await {
+        console_error!("firing schedules failed: {}", e.body().error.message);
+    }
 }

@@ -78,7 +78,7 @@ impl DurableObject for QueueObject {
 
     async fn alarm(&self) -> worker::Result<Response> {
         if let Err(e) = self.expire().await {
-            worker::console_error!("queue: expiring leases failed: {}", e.body().message);
+            worker::console_error!("queue: expiring leases failed: {}", e.body().error.message);
             self.state.storage().set_alarm(5_000i64).await?;
         }
         Response::ok("ok")
@@ -88,6 +88,10 @@ impl DurableObject for QueueObject {
 impl QueueObject {
     fn ttl(&self) -> u64 {
         self.env.var("LEASE_TTL_MS").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(DEFAULT_LEASE_TTL_MS)
+    }
+
+    fn secret(&self) -> Result<String, ApiError> {
+        crate::auth::bootstrap_token(&self.env)
     }
 
     fn next(&self, counter: &str) -> Result<u64, ApiError> {
@@ -154,7 +158,9 @@ impl QueueObject {
                 "UPDATE items SET state = 'leased', token = ?, agent = ?, expires_at = ? WHERE id = ?",
                 vec![(token as i64).into(), r.agent.clone().into(), (expires_at as i64).into(), row.id.into()],
             )?;
-            leases.push(Lease { item: serde_json::from_str(&row.item)?, token, expires_at });
+            let item: WorkItem = serde_json::from_str(&row.item)?;
+            let step_token = crate::auth::step_token(&self.secret()?, &item.cluster, &item.id, token);
+            leases.push(Lease { item, token, expires_at, step_token });
         }
         Ok(leases)
     }
@@ -186,7 +192,7 @@ impl QueueObject {
                 }
                 // The run will learn of the lease from the completion; hand the work out anyway.
                 Err(e) => {
-                    worker::console_error!("queue: telling run {run_id} of leases failed: {}", e.body().message);
+                    worker::console_error!("queue: telling run {run_id} of leases failed: {}", e.body().error.message);
                     kept.extend(leases);
                 }
             }

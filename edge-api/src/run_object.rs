@@ -239,7 +239,7 @@ impl RunObject {
                             progressed = true;
                         }
                         Err(e) => {
-                            worker::console_error!("run {}: {}", self.run_id(), e.body().message);
+                            worker::console_error!("run {}: {}", self.run_id(), e.body().error.message);
                             failed = true;
                         }
                     },
@@ -254,7 +254,7 @@ impl RunObject {
                         progressed = true;
                     }
                     Err(e) => {
-                        worker::console_error!("run {}: enqueue on cluster {cluster:?} failed: {}", self.run_id(), e.body().message);
+                        worker::console_error!("run {}: enqueue on cluster {cluster:?} failed: {}", self.run_id(), e.body().error.message);
                         failed = true;
                     }
                 }
@@ -268,7 +268,7 @@ impl RunObject {
                         progressed = true;
                     }
                     Err(e) => {
-                        worker::console_error!("run {}: withdraw on cluster {cluster:?} failed: {}", self.run_id(), e.body().message);
+                        worker::console_error!("run {}: withdraw on cluster {cluster:?} failed: {}", self.run_id(), e.body().error.message);
                         failed = true;
                     }
                 }
@@ -298,9 +298,13 @@ impl RunObject {
                 let run_id = mlflow.create_run(&experiment_id, &run_name, now, &tags, &params).await?;
                 Ok(Event::ChildRunCreated { node, instance, attempt, run_id })
             }
-            Effect::CloseMlflowRun { target, run_id, status, end_time } => {
+            Effect::CloseAttemptRun { node, instance, attempt, run_id, status, end_time } => {
                 mlflow.update_run(&run_id, status, Some(end_time)).await?;
-                Ok(Event::MlflowClosed(target))
+                Ok(Event::AttemptRunClosed { node, instance, attempt })
+            }
+            Effect::SyncParentRun { run_id, status, end_time } => {
+                mlflow.update_run(&run_id, status.mlflow_status(), end_time).await?;
+                Ok(Event::ParentRunSynced { status })
             }
             Effect::Enqueue(_) | Effect::Withdraw { .. } | Effect::WakeAt(_) => {
                 Err(ApiError::Internal("queue effects are batched by the caller".into()))
@@ -325,7 +329,7 @@ impl RunObject {
                     c.indexed = Some(seen);
                 }
             }
-            Err(e) => worker::console_error!("run {}: updating the run list failed: {}", summary.id, e.body().message),
+            Err(e) => worker::console_error!("run {}: updating the run list failed: {}", summary.id, e.body().error.message),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `/api/v1/runs`: start, list, get, cancel.
 
-use concurrent_core::run::{self, Event, RunState, StartError};
+use concurrent_core::run::{self, Event, Repair, RunState, StartError};
 use concurrent_core::wire::{RunSummary, StartRun};
-use worker::{Request, Response, RouteContext};
+use worker::{Env, Request, Response, RouteContext};
 
 use crate::auth::User;
 use crate::catalog::RunQuery;
@@ -18,29 +18,33 @@ pub const DEFAULT_CLUSTER: &str = "local";
 pub async fn handle_start(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let body: StartRun = json_body(&mut req).await?;
-        let tv = crate::templates::load(&ctx.env, &body.template, body.version).await?;
-        let id = random_id();
-        let cluster = body.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into());
-        if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
-            return Err(ApiError::BadRequest(format!("cluster {cluster:?} {why}")));
-        }
-        let state = run::start(id.clone(), tv.template, tv.version, body.parameters, cluster, Some(ctx.data.0.clone()), now_ms())
-            .map_err(|e| match e {
-                StartError::InvalidTemplate(problems) => ApiError::Invalid {
-                    message: format!(
-                        "template {:?} version {} has {} problem(s) and cannot run; fix them and save a new version",
-                        body.template,
-                        tv.version,
-                        problems.len()
-                    ),
-                    problems,
-                },
-                StartError::BadParameters(m) => ApiError::BadRequest(m),
-            })?;
-        call::<_, RunSummary>(&stub(&ctx.env, crate::run_object::BINDING, &id)?, "/start", &state).await
+        start_run(&ctx.env, body, &ctx.data.name).await
     }
     .await;
     respond(result, 201)
+}
+
+/// Starts a run (from the API or a schedule).
+pub async fn start_run(env: &Env, body: StartRun, by: &str) -> Result<RunSummary, ApiError> {
+    let tv = crate::templates::load(env, &body.template, body.version).await?;
+    let id = random_id();
+    let cluster = body.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into());
+    if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
+        return Err(ApiError::BadRequest(format!("cluster {cluster:?} {why}")));
+    }
+    let state = run::start(id.clone(), tv.template, tv.version, body.parameters, cluster, Some(by.to_string()), now_ms()).map_err(|e| match e {
+        StartError::InvalidTemplate(problems) => ApiError::Invalid {
+            message: format!(
+                "template {:?} version {} has {} problem(s) and cannot run; fix them and save a new version",
+                body.template,
+                tv.version,
+                problems.len()
+            ),
+            problems,
+        },
+        StartError::BadParameters(m) => ApiError::BadRequest(m),
+    })?;
+    call::<_, RunSummary>(&stub(env, crate::run_object::BINDING, &id)?, "/start", &state).await
 }
 
 /// `GET /api/v1/runs?template=&status=&limit=&before=` — newest first.
@@ -74,16 +78,39 @@ pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     respond(result, 200)
 }
 
+/// Applies one user event to a run; 409 with the reason when the run refuses it.
+async fn user_event(ctx: &Ctx, what: &str, event: Event) -> Result<RunSummary, ApiError> {
+    let (_, s) = run_stub(ctx)?;
+    let answers: Vec<Option<String>> = call(&s, "/events", &[event]).await?;
+    match answers.into_iter().next().flatten() {
+        Some(why) => Err(ApiError::Conflict(format!("cannot {what}: {why}"))),
+        None => call::<_, RunState>(&s, "/get", &()).await.map(|r| r.summary()),
+    }
+}
+
 /// `POST /api/v1/runs/:id/cancel`
 pub async fn handle_cancel(_req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let reason = format!("cancelled by {}", ctx.data.name);
+    respond(user_event(&ctx, "cancel", Event::Cancel { reason }).await, 200)
+}
+
+/// `POST /api/v1/runs/:id/retry` — failed and cancelled instances run again; earlier attempts stay.
+pub async fn handle_retry(_req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let by = Some(ctx.data.name.clone());
+    respond(user_event(&ctx, "retry", Event::Repair { repair: Repair::RetryFailed, by }).await, 200)
+}
+
+/// `POST /api/v1/runs/:id/rerun` `{"node": "<id>"}` — that node and everything downstream run again.
+pub async fn handle_rerun(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        node: String,
+    }
     let result = async {
-        let (_, s) = run_stub(&ctx)?;
-        let reason = format!("cancelled by {}", ctx.data.0);
-        let answers: Vec<Option<String>> = call(&s, "/events", &[Event::Cancel { reason }]).await?;
-        match answers.into_iter().next().flatten() {
-            Some(why) => Err(ApiError::Conflict(format!("cannot cancel: {why}"))),
-            None => call::<_, RunState>(&s, "/get", &()).await.map(|r| r.summary()),
-        }
+        let body: Body = json_body(&mut req).await?;
+        let by = Some(ctx.data.name.clone());
+        user_event(&ctx, "rerun", Event::Repair { repair: Repair::RerunFrom { node: body.node }, by }).await
     }
     .await;
     respond(result, 200)

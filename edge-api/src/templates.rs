@@ -1,14 +1,14 @@
 //! `/api/v1/templates`: save versions (KV + catalog), read, list, validate, delete.
 
 use concurrent_core::wire::{SavedTemplate, TemplateVersion};
-use concurrent_core::{validate, Template};
+use concurrent_core::{unknown_fields, validate, Problem, Template};
 use serde::Serialize;
 use worker::{Env, Request, Response, RouteContext};
 
 use crate::auth::User;
 use crate::catalog::{self, Commit, VersionQuery, VersionRow};
 use crate::error::{respond, ApiError};
-use crate::http::{call, now_ms, random_id, stub};
+use crate::http::{body_text, call, now_ms, random_id, stub};
 
 pub const KV: &str = "TEMPLATES";
 
@@ -22,9 +22,19 @@ fn name_param(ctx: &Ctx) -> String {
     ctx.param("name").cloned().unwrap_or_default()
 }
 
-async fn parse(req: &mut Request) -> Result<Template, ApiError> {
-    let text = req.text().await.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
-    Template::from_json(&text).map_err(|e| ApiError::BadRequest(e.to_string()))
+/// Parses a template body; also returns the problems only the raw document shows (unknown fields).
+async fn parse(req: &mut Request) -> Result<(Template, Vec<Problem>), ApiError> {
+    let text = body_text(req).await?;
+    let template = Template::from_json(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((template, unknown_fields(&raw)))
+}
+
+/// Every problem of a parsed template document.
+fn problems_of(template: &Template, unknown: Vec<Problem>) -> Vec<Problem> {
+    let mut problems = unknown;
+    problems.extend(validate(template));
+    problems
 }
 
 /// `PUT /api/v1/templates/:name` — saves a new version. `If-Match: <version>` (or `*`) is
@@ -37,12 +47,15 @@ pub async fn handle_save(mut req: Request, ctx: Ctx) -> worker::Result<Response>
 
 async fn save(req: &mut Request, ctx: &Ctx) -> Result<SavedTemplate, ApiError> {
     let name = name_param(ctx);
-    let template = parse(req).await?;
+    if let Some(why) = concurrent_core::names::label_value_problem(&name) {
+        return Err(ApiError::BadRequest(format!("template name {name:?} in the URL {why}")));
+    }
+    let (template, unknown) = parse(req).await?;
     if template.name != name {
         return Err(ApiError::BadRequest(format!("the body's name {:?} differs from the URL's {name:?}", template.name)));
     }
     let draft = req.url()?.query_pairs().any(|(k, v)| k == "draft" && v == "true");
-    let problems = validate(&template);
+    let problems = problems_of(&template, unknown);
     if !problems.is_empty() && !draft {
         return Err(ApiError::Invalid {
             message: format!("template {name:?} has {} problem(s); fix them, or save with ?draft=true", problems.len()),
@@ -65,7 +78,7 @@ async fn save(req: &mut Request, ctx: &Ctx) -> Result<SavedTemplate, ApiError> {
         expected,
         kv_key,
         description: template.description.clone(),
-        author: Some(ctx.data.0.clone()),
+        author: Some(ctx.data.name.clone()),
         created_at: now_ms(),
         problems: problems.clone(),
     };
@@ -152,8 +165,8 @@ pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> 
 pub async fn handle_validate(mut req: Request, _ctx: Ctx) -> worker::Result<Response> {
     #[derive(Serialize)]
     struct Answer {
-        problems: Vec<concurrent_core::Problem>,
+        problems: Vec<Problem>,
     }
-    let result = parse(&mut req).await.map(|t| Answer { problems: validate(&t) });
+    let result = parse(&mut req).await.map(|(t, unknown)| Answer { problems: problems_of(&t, unknown) });
     respond(result, 200)
 }

@@ -1,7 +1,9 @@
 """Fits a nearest-centroid classifier on the CSV files of this instance's partition."""
 import argparse
 import json
+import os
 import sys
+import time
 
 import mlflow
 
@@ -9,13 +11,18 @@ from common import input_dir, output_dir, partition, read_csv
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--smoothing", type=float, default=0.0)
-parser.add_argument("--fail", default="no")
+parser.add_argument("--fail", default="no", help="no, yes, or first-attempt (fail only on attempt 1)")
+parser.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep first (to try timeouts and cancel)")
 args = parser.parse_args()
+attempt = os.environ.get("CONCURRENT_ATTEMPT", "1")
 
 files = sorted(p for p in input_dir("data").rglob("*.csv"))
 print(f"train {partition()}: {len(files)} file(s): {[f.name for f in files]}")
-if args.fail == "yes":
-    sys.exit(f"train {partition()}: failing on purpose because fail=yes")
+if args.sleep > 0:
+    print(f"train {partition()}: sleeping {args.sleep} s", flush=True)
+    time.sleep(args.sleep)
+if args.fail == "yes" or (args.fail == "first-attempt" and attempt == "1"):
+    sys.exit(f"train {partition()}: failing on purpose because fail={args.fail} (attempt {attempt})")
 
 features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 sums: dict[str, list[float]] = {}

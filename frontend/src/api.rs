@@ -12,7 +12,7 @@ pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, String> {
     if !resp.ok() {
         let status = resp.status();
         return Err(match resp.json::<ErrorBody>().await {
-            Ok(body) => body.message,
+            Ok(body) => body.error.message,
             Err(_) => format!("the edge API answered {status}"),
         });
     }

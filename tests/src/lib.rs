@@ -194,7 +194,7 @@ impl Stack {
                 .arg(dir.path().join("wrangler"))
                 .args(["--show-interactive-dev-session=false", "--env-file"])
                 .arg(&env_file)
-                .args(["--var", &format!("MLFLOW_TRACKING_URI:{mlflow_url}"), "--var", "LEASE_TTL_MS:6000"])
+                .args(["--var", &format!("MLFLOW_TRACKING_URI:{mlflow_url}"), "--var", "LEASE_TTL_MS:6000", "--test-scheduled"])
                 .env("PATH", path)
                 .env("CONCURRENT_PREBUILT", "1")
                 .env("WRANGLER_SEND_METRICS", "false")
@@ -254,6 +254,33 @@ impl Stack {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Calls the edge API with another bearer token (or none).
+    pub fn api_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut rb = self.http.request(method.parse().expect("HTTP method"), format!("{}{path}", self.edge_url)).timeout(Duration::from_secs(60));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
+        let status = resp.status().as_u16();
+        (status, serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null))
+    }
+
+    /// Polls the run until `pred` holds for it (or panics after `timeout`).
+    pub fn wait_until(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, run) = self.api("GET", &format!("/api/v1/runs/{id}"), None);
+            if pred(&run) {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id}: {what} did not happen within {timeout:?}:\n{run:#}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Calls MLflow's REST API.
     pub fn mlflow_api(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let mut rb = self.http.request(method.parse().expect("HTTP method"), format!("{}/api/2.0/mlflow/{path}", self.mlflow_url));
@@ -297,7 +324,8 @@ impl Stack {
             let (status, run) = self.api("GET", &format!("/api/v1/runs/{id}"), None);
             assert_eq!(status, 200, "reading run {id}: {run}");
             let s = run["status"].as_str().unwrap_or_default();
-            if matches!(s, "succeeded" | "failed" | "cancelled") && run["mlflowClosed"] == true {
+            let mlflow_synced = run["mlflow"].is_null() || run["mlflowStatus"].as_str() == Some(s);
+            if matches!(s, "succeeded" | "failed" | "cancelled") && mlflow_synced {
                 return run;
             }
             assert!(Instant::now() < deadline, "run {id} is still {s} after {timeout:?}:\n{run:#}\nedge log:\n{}", self.edge.log_tail());

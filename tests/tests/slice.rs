@@ -134,8 +134,8 @@ fn invalid_templates_are_refused_with_every_problem() {
     t["edges"][0]["to"] = json!("ghost");
     let (status, body) = stack.api("PUT", "/api/v1/templates/broken", Some(&t));
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "invalid_template");
-    let paths: Vec<&str> = body["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(body["error"]["code"], "invalid_template");
+    let paths: Vec<&str> = body["error"]["details"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
     assert_eq!(paths, vec!["/nodes/1/instances", "/edges/0/to", "/edges/0/partition/mode"], "{body:#}");
     // Nothing was stored.
     assert_eq!(stack.api("GET", "/api/v1/templates/broken", None).0, 404);
@@ -145,7 +145,7 @@ fn invalid_templates_are_refused_with_every_problem() {
     assert_eq!(saved["problems"].as_array().unwrap().len(), 3);
     let (status, refused) = stack.api("POST", "/api/v1/runs", Some(&json!({"template": "broken"})));
     assert_eq!(status, 400, "{refused}");
-    assert_eq!(refused["problems"].as_array().unwrap().len(), 3);
+    assert_eq!(refused["error"]["details"].as_array().unwrap().len(), 3);
     // Malformed JSON names the place.
     let (status, body) = stack.api_with("PUT", "/api/v1/templates/x", None, &[("Content-Type", "application/json")]);
     assert_eq!(status, 400, "{body}");
@@ -163,7 +163,7 @@ fn concurrent_saves_conflict_instead_of_losing_an_update() {
     assert_eq!(status, 201);
     let (status, body) = stack.api_with("PUT", "/api/v1/templates/versioned", Some(&t), &[("If-Match", "1")]);
     assert_eq!(status, 409, "a stale If-Match conflicts: {body}");
-    assert!(body["message"].as_str().unwrap().contains("version 2"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("version 2"), "{body}");
     let (_, versions) = stack.api("GET", "/api/v1/templates/versioned/versions", None);
     assert_eq!(versions.as_array().unwrap().len(), 2);
 }

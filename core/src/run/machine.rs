@@ -26,24 +26,20 @@ pub enum Event {
     Enqueued { node: String, instance: u32, attempt: u32 },
     /// The cluster queue dropped (or flagged for killing) a cancelled attempt's work item.
     Withdrawn { node: String, instance: u32, attempt: u32 },
-    /// MLflow shows the final status of a run or attempt.
-    MlflowClosed(MlflowTarget),
+    /// An attempt's MLflow run shows its final status.
+    AttemptRunClosed { node: String, instance: u32, attempt: u32 },
+    /// The MLflow parent run shows this status.
+    ParentRunSynced { status: RunStatus },
     /// An agent leased the attempt.
     Leased { node: String, instance: u32, attempt: u32, agent: String },
     /// The attempt ended (reported by its agent, or by the queue when its lease expired).
     Finished { node: String, instance: u32, attempt: u32, outcome: Outcome },
     /// A user cancelled the run.
     Cancel { reason: String },
+    /// A user repairs an ended run.
+    Repair { repair: Repair, by: Option<String> },
     /// Time passed (an alarm fired): retries that are due start.
     Tick,
-}
-
-/// Which MLflow run an effect or event is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "target", rename_all = "camelCase")]
-pub enum MlflowTarget {
-    Parent,
-    Attempt { node: String, instance: u32, attempt: u32 },
 }
 
 /// Work the run asks for. The edge's run object carries out each effect and applies the event
@@ -66,8 +62,11 @@ pub enum Effect {
     Enqueue(Box<WorkItem>),
     /// Drop a queued item, or flag a leased one so its agent kills it. → [`Event::Withdrawn`]
     Withdraw { cluster: String, item_id: String, node: String, instance: u32, attempt: u32 },
-    /// Set an MLflow run's final status. → [`Event::MlflowClosed`]
-    CloseMlflowRun { target: MlflowTarget, run_id: String, status: &'static str, end_time: u64 },
+    /// Set an attempt's MLflow run to its final status. → [`Event::AttemptRunClosed`]
+    CloseAttemptRun { node: String, instance: u32, attempt: u32, run_id: String, status: &'static str, end_time: u64 },
+    /// Set the parent run's status: final when the run ended, RUNNING again after a repair.
+    /// → [`Event::ParentRunSynced`]
+    SyncParentRun { run_id: String, status: RunStatus, end_time: Option<u64> },
     /// Call [`reconcile`] again with an [`Event::Tick`] at this time (a retry is due).
     WakeAt(u64),
 }
@@ -145,7 +144,8 @@ pub fn start(
         ended_at: None,
         error: None,
         mlflow: None,
-        mlflow_closed: false,
+        mlflow_status: None,
+        repairs: Vec::new(),
         nodes,
     };
     advance(&mut run, now);
@@ -161,6 +161,7 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
         Event::ParentRunCreated(mlflow) => {
             if run.mlflow.is_none() {
                 run.mlflow = Some(mlflow);
+                run.mlflow_status = Some(RunStatus::Running);
             }
             if run.status == RunStatus::Pending {
                 run.status = RunStatus::Running;
@@ -180,10 +181,8 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
         }
         Event::Enqueued { node, instance, attempt } => attempt_mut(run, &node, instance, attempt)?.enqueued = true,
         Event::Withdrawn { node, instance, attempt } => attempt_mut(run, &node, instance, attempt)?.withdrawn = true,
-        Event::MlflowClosed(MlflowTarget::Parent) => run.mlflow_closed = true,
-        Event::MlflowClosed(MlflowTarget::Attempt { node, instance, attempt }) => {
-            attempt_mut(run, &node, instance, attempt)?.mlflow_closed = true
-        }
+        Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
+        Event::AttemptRunClosed { node, instance, attempt } => attempt_mut(run, &node, instance, attempt)?.mlflow_closed = true,
         Event::Leased { node, instance, attempt, agent } => {
             let inst = current_instance_mut(run, &node, instance, attempt)?;
             let a = inst.current_mut().expect("current_instance_mut checked the attempt");
@@ -236,7 +235,7 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 Outcome::Failed { error } => {
                     a.state = AttemptState::Failed;
                     a.error = Some(error);
-                    if inst.attempts.len() as u32 <= retries.limit {
+                    if inst.attempts.len() as u32 - inst.repair_base <= retries.limit {
                         inst.state = InstanceState::Retrying;
                         inst.retry_at = Some(now + retries.delay_ms(inst.attempts.len() as u32 + 1));
                     } else {
@@ -250,6 +249,10 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 return Err(Rejected(format!("the run already ended {:?}", run.status)));
             }
             end_run(run, RunStatus::Cancelled, reason, now);
+        }
+        Event::Repair { repair, by } => {
+            repair_run(run, &repair)?;
+            run.repairs.push(RepairRecord { repair, at: now, by });
         }
         Event::Tick => {}
     }
@@ -291,8 +294,10 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
             // Earlier attempts too: a retry may start before its predecessor's run is closed.
             for a in &inst.attempts {
                 if let (true, Some(run_id), false) = (a.state.is_terminal(), &a.mlflow_run_id, a.mlflow_closed) {
-                    effects.push(Effect::CloseMlflowRun {
-                        target: MlflowTarget::Attempt { node: node.id.clone(), instance: inst.index, attempt: a.number },
+                    effects.push(Effect::CloseAttemptRun {
+                        node: node.id.clone(),
+                        instance: inst.index,
+                        attempt: a.number,
                         run_id: run_id.clone(),
                         status: a.state.mlflow_status(),
                         end_time: a.ended_at.unwrap_or(now),
@@ -301,12 +306,12 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
             }
         }
     }
-    if run.status.is_terminal() && !run.mlflow_closed {
-        effects.push(Effect::CloseMlflowRun {
-            target: MlflowTarget::Parent,
+    if !run.mlflow_in_sync() {
+        let terminal = run.status.is_terminal();
+        effects.push(Effect::SyncParentRun {
             run_id: mlflow.run_id.clone(),
-            status: run.status.mlflow_status(),
-            end_time: run.ended_at.unwrap_or(now),
+            status: if terminal { run.status } else { RunStatus::Running },
+            end_time: terminal.then(|| run.ended_at.unwrap_or(now)),
         });
     }
     if let Some(at) = wake {
@@ -332,7 +337,11 @@ fn advance(run: &mut RunState, now: u64) {
     // so one pass per newly ready layer; loop until nothing changes.
     loop {
         let ready: Vec<usize> = (0..run.nodes.len())
-            .filter(|&i| run.nodes[i].instances.is_empty() && run.nodes[i].error.is_none() && upstream_done(run, i))
+            .filter(|&i| {
+                let n = &run.nodes[i];
+                let unplanned = n.instances.is_empty() || n.instances.iter().any(|x| x.state == InstanceState::Waiting);
+                unplanned && n.error.is_none() && upstream_done(run, i)
+            })
             .collect();
         if ready.is_empty() {
             break;
@@ -341,19 +350,33 @@ fn advance(run: &mut RunState, now: u64) {
         for i in ready {
             match plan_node(run, i) {
                 Ok((inputs, unmatched)) => {
-                    run.nodes[i].unmatched_inputs = unmatched;
-                    run.nodes[i].instances = inputs
-                        .into_iter()
-                        .enumerate()
-                        .map(|(k, inputs)| Instance {
-                            index: k as u32,
-                            state: InstanceState::Queued,
-                            inputs,
-                            attempts: vec![new_attempt(1, now)],
-                            outputs: Vec::new(),
-                            retry_at: None,
-                        })
-                        .collect();
+                    let node = &mut run.nodes[i];
+                    node.unmatched_inputs = unmatched;
+                    if node.instances.is_empty() {
+                        node.instances = inputs
+                            .into_iter()
+                            .enumerate()
+                            .map(|(k, inputs)| Instance {
+                                index: k as u32,
+                                state: InstanceState::Queued,
+                                inputs,
+                                attempts: vec![new_attempt(1, now)],
+                                outputs: Vec::new(),
+                                retry_at: None,
+                                repair_base: 0,
+                            })
+                            .collect();
+                    } else {
+                        // After a repair: waiting instances get fresh inputs and a new attempt.
+                        for (inst, inputs) in node.instances.iter_mut().zip(inputs) {
+                            if inst.state == InstanceState::Waiting {
+                                inst.inputs = inputs;
+                                inst.state = InstanceState::Queued;
+                                inst.repair_base = inst.attempts.len() as u32;
+                                inst.attempts.push(new_attempt(inst.attempts.len() as u32 + 1, now));
+                            }
+                        }
+                    }
                     progressed = true;
                 }
                 Err(e) => {
@@ -399,6 +422,69 @@ fn end_run(run: &mut RunState, status: RunStatus, reason: String, now: u64) {
             a.ended_at = Some(now);
         }
     }
+}
+
+/// Puts the instances a repair covers back to `Waiting`; they are planned again (with a new
+/// attempt) as soon as their upstream nodes have succeeded.
+fn repair_run(run: &mut RunState, repair: &Repair) -> Result<(), Rejected> {
+    if !run.status.is_terminal() {
+        return Err(Rejected(format!("the run is still {:?}; wait for it to end or cancel it first", run.status).to_lowercase()));
+    }
+    let rerun: Vec<String> = match repair {
+        Repair::RetryFailed => {
+            let failed: Vec<String> = run
+                .nodes
+                .iter()
+                .filter(|n| n.error.is_some() || n.instances.iter().any(|i| matches!(i.state, InstanceState::Failed | InstanceState::Cancelled)))
+                .map(|n| n.id.clone())
+                .collect();
+            if failed.is_empty() && run.nodes.iter().all(|n| !n.instances.is_empty()) {
+                return Err(Rejected("nothing failed or was cancelled; use rerun-from to run nodes again".into()));
+            }
+            failed
+        }
+        Repair::RerunFrom { node } => {
+            if run.node(node).is_none() {
+                return Err(Rejected(format!("the run has no node {node:?}")));
+            }
+            downstream_of(&run.template, node)
+        }
+    };
+    let everything = matches!(repair, Repair::RerunFrom { .. });
+    for node in run.nodes.iter_mut().filter(|n| rerun.contains(&n.id)) {
+        node.error = None;
+        for inst in &mut node.instances {
+            if everything || matches!(inst.state, InstanceState::Failed | InstanceState::Cancelled) {
+                inst.state = InstanceState::Waiting;
+                inst.outputs.clear();
+                inst.retry_at = None;
+            }
+        }
+    }
+    run.status = if run.mlflow.is_some() { RunStatus::Running } else { RunStatus::Pending };
+    run.ended_at = None;
+    run.error = None;
+    Ok(())
+}
+
+/// `node` and every node downstream of it, in template order.
+fn downstream_of(t: &Template, node: &str) -> Vec<String> {
+    let mut found = vec![node.to_string()];
+    loop {
+        let more: Vec<String> = t
+            .edges
+            .iter()
+            .filter(|e| found.contains(&e.from) && !found.contains(&e.to))
+            .map(|e| e.to.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        found.extend(more);
+        found.sort();
+        found.dedup();
+    }
+    t.nodes.iter().filter(|n| found.contains(&n.id)).map(|n| n.id.clone()).collect()
 }
 
 fn upstream_done(run: &RunState, i: usize) -> bool {

@@ -9,5 +9,5 @@
 mod machine;
 mod state;
 
-pub use machine::{apply, reconcile, start, Effect, Event, MlflowTarget, Rejected, StartError};
-pub use state::{Attempt, AttemptState, Instance, InstanceState, MlflowRef, NodeRun, RunState, RunStatus};
+pub use machine::{apply, reconcile, start, Effect, Event, Rejected, StartError};
+pub use state::{Attempt, AttemptState, Instance, InstanceState, MlflowRef, NodeRun, Repair, RepairRecord, RunState, RunStatus};

@@ -44,7 +44,7 @@ impl RunStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
-    /// Upstream nodes have not all succeeded yet.
+    /// Waiting for upstream nodes (again, after a repair) before its inputs are planned.
     Waiting,
     /// An attempt is being prepared (MLflow child run) or sits in the cluster's queue.
     Queued,
@@ -149,6 +149,9 @@ pub struct Instance {
     pub outputs: Vec<ArtifactFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<u64>,
+    /// Attempts made before the latest repair; the retry budget counts only the ones after.
+    #[serde(default)]
+    pub repair_base: u32,
 }
 
 impl Instance {
@@ -201,14 +204,44 @@ pub struct RunState {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow: Option<MlflowRef>,
-    /// The MLflow parent run carries the run's final status.
-    #[serde(default)]
-    pub mlflow_closed: bool,
+    /// The status last written to the MLflow parent run (it is created RUNNING).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_status: Option<RunStatus>,
+    /// Repairs (retry failed, rerun from a node) applied to this run, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<RepairRecord>,
     /// In template order.
     pub nodes: Vec<NodeRun>,
 }
 
+/// A repair of an ended run: which nodes run again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Repair {
+    /// Failed and cancelled instances run again (and what waits on them); successes are kept.
+    RetryFailed,
+    /// The node and everything downstream of it run again.
+    RerunFrom { node: String },
+}
+
+/// When a repair happened and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairRecord {
+    #[serde(flatten)]
+    pub repair: Repair,
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
 impl RunState {
+    /// Whether the MLflow parent run shows the run's current status.
+    pub fn mlflow_in_sync(&self) -> bool {
+        let wanted = if self.status.is_terminal() { self.status } else { RunStatus::Running };
+        self.mlflow.is_none() || self.mlflow_status == Some(wanted)
+    }
+
     pub fn node(&self, id: &str) -> Option<&NodeRun> {
         self.nodes.iter().find(|n| n.id == id)
     }

@@ -9,6 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Executor;
 
+/// How long a cancelled step may take to stop its processes.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct LocalExecutor {
     pub work_dir: PathBuf,
     pub mlflow_uri: String,
@@ -48,7 +51,14 @@ impl LocalExecutor {
         let status = tokio::select! {
             s = child.wait() => s.map_err(|e| format!("waiting for the step runner failed: {e}"))?,
             _ = cancel.cancelled() => {
-                let _ = child.kill().await;
+                // SIGTERM lets the step runner stop the user's processes; SIGKILL if it hangs.
+                if let Some(pid) = child.id() {
+                    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+                if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
                 tracing::info!(item = %lease.item.id, "step killed (cancelled or lease lost)");
                 return Ok(None);
             }

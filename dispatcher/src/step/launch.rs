@@ -114,11 +114,16 @@ async fn run_logged(
         .env("CONCURRENT_PARTITION_COUNT", step.partition_count.to_string())
         .env("CONCURRENT_RUN_ID", &item.run_id)
         .env("CONCURRENT_NODE_ID", &item.node_id)
+        .env("CONCURRENT_ATTEMPT", item.attempt.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| format!("cannot start {:?}; is MLflow installed (--mlflow-bin)?", args.mlflow_bin))?;
+    // `mlflow run` starts the entry point as its own child: stop the whole group on every way
+    // out (timeout, cancel, error), so no step process outlives its attempt.
+    let _group = child.id().map(ProcessGroup);
     let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(log).await?;
     file.write_all(format!("$ {} {}\n", args.mlflow_bin, argv.join(" ")).as_bytes()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
@@ -168,4 +173,14 @@ async fn run_logged(
         bail!("`mlflow {}` ended with {code}; last lines of the log:\n{}", argv[0], tail.join("\n"));
     }
     Ok(())
+}
+
+/// Kills a process group when dropped.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
+        unsafe { libc::kill(-(self.0 as i32), libc::SIGKILL) };
+    }
 }

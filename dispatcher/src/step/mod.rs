@@ -50,9 +50,17 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     let item: WorkItem = serde_json::from_str(&text).context("the step spec is not a work item")?;
     let mlflow = Mlflow::new(&args.mlflow_uri, std::env::var("MLFLOW_TRACKING_TOKEN").ok())?;
     let log = args.work_dir.join("step.log");
-    let outcome = match execute(&args, &item, &mlflow, &log).await {
-        Ok(outputs) => Outcome::Succeeded { outputs },
-        Err(e) => Outcome::Failed { error: format!("{e:#}") },
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        result = execute(&args, &item, &mlflow, &log) => match result {
+            Ok(outputs) => Outcome::Succeeded { outputs },
+            Err(e) => Outcome::Failed { error: format!("{e:#}") },
+        },
+        // Cancelled: dropping `execute` stops the user's processes; there is nothing to report.
+        _ = term.recv() => {
+            tracing::info!(item = %item.id, "stopped by SIGTERM");
+            return Ok(());
+        }
     };
     if log.exists() {
         if let Err(e) = mlflow.upload(&item.step.mlflow.run_id, "logs/step.log", &log).await {

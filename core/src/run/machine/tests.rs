@@ -1,4 +1,5 @@
 use super::*;
+use crate::run::{Repair, RunStatus};
 use crate::wire::OutputFile;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -65,9 +66,13 @@ impl Driver {
                         self.queue.retain(|i| i.id != item_id);
                         Event::Withdrawn { node, instance, attempt }
                     }
-                    Effect::CloseMlflowRun { target, run_id, status, .. } => {
+                    Effect::CloseAttemptRun { node, instance, attempt, run_id, status, .. } => {
                         self.closed.push((run_id, status));
-                        Event::MlflowClosed(target)
+                        Event::AttemptRunClosed { node, instance, attempt }
+                    }
+                    Effect::SyncParentRun { run_id, status, .. } => {
+                        self.closed.push((run_id, status.mlflow_status()));
+                        Event::ParentRunSynced { status }
                     }
                     Effect::WakeAt(_) => unreachable!(),
                 };
@@ -139,7 +144,7 @@ fn a_run_flows_through_partitions_to_success() {
     d.settle(&mut run, 7);
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.ended_at, Some(7));
-    assert!(run.mlflow_closed);
+    assert!(run.mlflow_in_sync());
     assert!(d.closed.contains(&("parent".into(), "FINISHED")));
     assert_eq!(d.closed.len(), 5, "four attempts and the parent: {:?}", d.closed);
 }
@@ -218,6 +223,77 @@ fn a_bad_key_regex_at_plan_time_fails_the_run_with_the_reason() {
     assert!(run.node("train").unwrap().error.as_deref().unwrap().contains("capture group"));
 }
 
+#[test]
+fn retry_failed_reruns_only_what_failed_and_keeps_the_history() {
+    let mut run = new_run(2, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 0);
+    let prep = d.lease(&mut run, 0).unwrap();
+    finish(&mut run, &prep, files(&[("a", 1), ("b", 1)]), 0).unwrap();
+    d.settle(&mut run, 0);
+    let (t0, t1) = (d.lease(&mut run, 1).unwrap(), d.lease(&mut run, 1).unwrap());
+    finish(&mut run, &t0, files(&[("m", 1)]), 2).unwrap();
+    finish(&mut run, &t1, Outcome::Failed { error: "oom".into() }, 3).unwrap();
+    d.settle(&mut run, 3);
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(apply(&mut run, Event::Repair { repair: Repair::RerunFrom { node: "ghost".into() }, by: None }, 4).is_err());
+
+    apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: Some("alice".into()) }, 4).unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.repairs.len(), 1);
+    assert!(reconcile(&run, 4).iter().any(|e| matches!(e, Effect::SyncParentRun { status: RunStatus::Running, .. })));
+    d.settle(&mut run, 4);
+    let retry = d.lease(&mut run, 5).unwrap();
+    assert_eq!((retry.node_id.as_str(), retry.instance, retry.attempt), ("train", 1, 2), "only the failed instance runs again");
+    assert!(d.lease(&mut run, 5).is_none(), "prepare and train[0] keep their results");
+    let train = run.node("train").unwrap();
+    assert_eq!(train.instances[1].attempts[0].error.as_deref(), Some("oom"), "the failed attempt stays visible");
+    finish(&mut run, &retry, files(&[("m", 1)]), 6).unwrap();
+    d.settle(&mut run, 6);
+    let report = d.lease(&mut run, 7).unwrap();
+    finish(&mut run, &report, files(&[]), 8).unwrap();
+    d.settle(&mut run, 8);
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert!(run.mlflow_in_sync());
+    assert!(apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: None }, 9).is_err(), "nothing to retry");
+}
+
+#[test]
+fn rerun_from_a_node_replans_it_and_everything_downstream() {
+    let mut run = new_run(2, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 0);
+    let prep = d.lease(&mut run, 0).unwrap();
+    finish(&mut run, &prep, files(&[("a", 1), ("b", 1)]), 0).unwrap();
+    for _ in 0..2 {
+        d.settle(&mut run, 1);
+        while let Some(i) = d.lease(&mut run, 1) {
+            finish(&mut run, &i, files(&[("out", 1)]), 2).unwrap();
+        }
+    }
+    d.settle(&mut run, 2);
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert!(apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: None }, 3).is_err());
+
+    apply(&mut run, Event::Repair { repair: Repair::RerunFrom { node: "train".into() }, by: None }, 3).unwrap();
+    d.settle(&mut run, 3);
+    let mut leased: Vec<(String, u32, u32)> = Vec::new();
+    while let Some(i) = d.lease(&mut run, 4) {
+        leased.push((i.node_id.clone(), i.instance, i.attempt));
+        finish(&mut run, &i, files(&[("new", 1)]), 5).unwrap();
+    }
+    assert_eq!(leased, vec![("train".into(), 0, 2), ("train".into(), 1, 2)], "report waits for train");
+    d.settle(&mut run, 5);
+    let report = d.lease(&mut run, 6).unwrap();
+    assert_eq!(report.attempt, 2);
+    let paths: Vec<_> = report.step.inputs["models"].iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, vec!["0/new", "1/new"], "re-planned from the new outputs");
+    finish(&mut run, &report, files(&[]), 7).unwrap();
+    d.settle(&mut run, 7);
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.node("prepare").unwrap().instances[0].attempts.len(), 1, "upstream is not rerun");
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Settle,
@@ -227,6 +303,7 @@ enum Step {
     Replay(usize),
     Tick(u64),
     Cancel,
+    RetryFailed,
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
@@ -238,6 +315,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         1 => (0usize..8).prop_map(Step::Replay),
         1 => (0u64..3000).prop_map(Step::Tick),
         1 => Just(Step::Cancel),
+        1 => Just(Step::RetryFailed),
     ]
 }
 
@@ -271,6 +349,7 @@ proptest! {
                 }
                 Step::Tick(dt) => { now += dt; let _ = apply(&mut run, Event::Tick, now); }
                 Step::Cancel => { let _ = apply(&mut run, Event::Cancel { reason: "user".into() }, now); }
+                Step::RetryFailed => { let _ = apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: None }, now); }
                 _ => {}
             }
         }
@@ -285,7 +364,7 @@ proptest! {
         }
         d.settle(&mut run, now);
         prop_assert!(run.status.is_terminal(), "run stuck in {:?}", run.status);
-        prop_assert!(run.mlflow.is_none() || run.mlflow_closed, "parent run left open");
+        prop_assert!(run.mlflow_in_sync(), "parent run left open");
         for node in &run.nodes {
             for inst in &node.instances {
                 prop_assert!(inst.state.is_terminal());
