@@ -136,7 +136,7 @@ fn balance(groups: Vec<(String, Vec<ArtifactFile>)>, instances: usize) -> Vec<Ve
     let mut sized: Vec<(u64, String, Vec<ArtifactFile>)> =
         groups.into_iter().map(|(k, fs)| (fs.iter().map(|f| f.size).sum(), k, fs)).collect();
     // Largest first; among equal sizes, key order (groups arrive sorted; the sort is stable).
-    sized.sort_by(|a, b| b.0.cmp(&a.0));
+    sized.sort_by_key(|g| std::cmp::Reverse(g.0));
     // Equal loads are broken by file count, so zero-byte files still spread out.
     let mut load: Vec<(u64, usize)> = vec![(0, 0); instances];
     let mut slices: Vec<Vec<ArtifactFile>> = vec![Vec::new(); instances];

@@ -48,7 +48,7 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         }
         return env.assets("ASSETS")?.fetch_request(req).await;
     }
-    if let Err(e) = auth::authorize(&user, &req.method().to_string(), &path) {
+    if let Err(e) = auth::authorize(&user, req.method().as_ref(), &path) {
         return e.into_response();
     }
     Router::with_data(user)

@@ -18,6 +18,8 @@ use serde_json::Value;
 
 pub use serde_json::json;
 
+pub mod openapi;
+
 /// Process groups to kill when the test binary exits.
 static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
@@ -134,6 +136,23 @@ fn wait_ready(url: &str, service: &Service, timeout: Duration) {
     panic!("{} did not answer {url} within {timeout:?}; its log ends:\n{}", service.name, service.log_tail());
 }
 
+fn start_mlflow(dir: &Path, port: u16) -> Service {
+    let mlflow_bin = require(&root().join(".venv/bin/mlflow"), "scripts/setup.sh");
+    Service::start(
+        "MLflow",
+        Command::new(&mlflow_bin)
+            .args(["server", "--backend-store-uri"])
+            .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
+            .args(["--default-artifact-root", "mlflow-artifacts:/", "--serve-artifacts", "--artifacts-destination"])
+            .arg(dir.join("artifacts"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .env("DO_NOT_TRACK", "true")
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        dir.join(format!("mlflow-{}.log", free_port())),
+    )
+}
+
 /// MLflow and the edge API, shared by the tests of one binary.
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -141,7 +160,8 @@ pub struct Stack {
     pub edge_url: String,
     pub token: String,
     pub token_file: PathBuf,
-    pub mlflow: Service,
+    pub mlflow: Mutex<Option<Service>>,
+    mlflow_port: u16,
     pub edge: Service,
     http: reqwest::blocking::Client,
 }
@@ -156,7 +176,7 @@ impl Stack {
 
     fn start() -> Stack {
         let root = root();
-        let mlflow_bin = require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
+        require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
         let wrangler = require(&root.join("node_modules/.bin/wrangler"), "scripts/setup.sh");
         require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
         require(&root.join("frontend/dist/index.html"), "scripts/build.sh");
@@ -169,19 +189,7 @@ impl Stack {
 
         let mlflow_port = free_port();
         let mlflow_url = format!("http://127.0.0.1:{mlflow_port}");
-        let mlflow = Service::start(
-            "MLflow",
-            Command::new(&mlflow_bin)
-                .args(["server", "--backend-store-uri"])
-                .arg(format!("sqlite:///{}/mlflow.db", dir.path().display()))
-                .args(["--default-artifact-root", "mlflow-artifacts:/", "--serve-artifacts", "--artifacts-destination"])
-                .arg(dir.path().join("artifacts"))
-                .args(["--host", "127.0.0.1", "--port", &mlflow_port.to_string(), "--workers", "1"])
-                .env("MLFLOW_DISABLE_TELEMETRY", "true")
-                .env("DO_NOT_TRACK", "true")
-                .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
-            dir.path().join("mlflow.log"),
-        );
+        let mlflow = start_mlflow(dir.path(), mlflow_port);
 
         let edge_port = free_port();
         let edge_url = format!("http://127.0.0.1:{edge_port}");
@@ -203,7 +211,20 @@ impl Stack {
         );
         wait_ready(&format!("{edge_url}/healthz"), &edge, Duration::from_secs(90));
         wait_ready(&format!("{mlflow_url}/health"), &mlflow, Duration::from_secs(120));
-        Stack { dir, mlflow_url, edge_url, token, token_file, mlflow, edge, http: reqwest::blocking::Client::new() }
+        let mlflow = Mutex::new(Some(mlflow));
+        Stack { dir, mlflow_url, edge_url, token, token_file, mlflow, mlflow_port, edge, http: reqwest::blocking::Client::new() }
+    }
+
+    /// Stops the MLflow server (an outage).
+    pub fn stop_mlflow(&self) {
+        drop(self.mlflow.lock().expect("poisoned").take());
+    }
+
+    /// Starts MLflow again on the same port, store and artifacts.
+    pub fn start_mlflow(&self) {
+        let service = start_mlflow(self.dir.path(), self.mlflow_port);
+        wait_ready(&format!("{}/health", self.mlflow_url), &service, Duration::from_secs(120));
+        *self.mlflow.lock().expect("poisoned") = Some(service);
     }
 
     /// Starts an agent (local executor) for `cluster`.
@@ -251,7 +272,9 @@ impl Stack {
         let resp = rb.send().unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nedge log:\n{}", self.edge.log_tail()));
         let status = resp.status().as_u16();
         let text = resp.text().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        openapi::check(method, path, status, &body);
+        (status, body)
     }
 
     /// Calls the edge API with another bearer token (or none).
@@ -265,7 +288,9 @@ impl Stack {
         }
         let resp = rb.send().unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
         let status = resp.status().as_u16();
-        (status, serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null))
+        let body = serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null);
+        openapi::check(method, path, status, &body);
+        (status, body)
     }
 
     /// Polls the run until `pred` holds for it (or panics after `timeout`).
