@@ -18,16 +18,21 @@ pub const DEFAULT_CLUSTER: &str = "local";
 pub async fn handle_start(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let body: StartRun = json_body(&mut req).await?;
-        start_run(&ctx.env, body, &ctx.data.name).await
+        // A retried request with the same Idempotency-Key lands on the same run.
+        let id = match req.headers().get("Idempotency-Key")? {
+            Some(key) if !key.is_empty() && key.len() <= 200 => crate::auth::token_hash(&format!("{}\n{key}", ctx.data.name))[..32].to_string(),
+            Some(_) => return Err(ApiError::BadRequest("Idempotency-Key must be 1-200 characters".into())),
+            None => random_id(),
+        };
+        start_run(&ctx.env, body, &ctx.data.name, id).await
     }
     .await;
     respond(result, 201)
 }
 
 /// Starts a run (from the API or a schedule).
-pub async fn start_run(env: &Env, body: StartRun, by: &str) -> Result<RunSummary, ApiError> {
+pub async fn start_run(env: &Env, body: StartRun, by: &str, id: String) -> Result<RunSummary, ApiError> {
     let tv = crate::templates::load(env, &body.template, body.version).await?;
-    let id = random_id();
     let cluster = body.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into());
     if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
         return Err(ApiError::BadRequest(format!("cluster {cluster:?} {why}")));

@@ -53,7 +53,9 @@ pub async fn fire_due(env: &Env) -> Result<(), ApiError> {
     let due: Vec<Schedule> = call(&catalog(env)?, "/schedules/due", &now_ms()).await?;
     for s in due {
         let body = StartRun { template: s.spec.template.clone(), version: None, parameters: s.spec.parameters.clone(), cluster: s.spec.cluster.clone() };
-        match crate::runs::start_run(env, body, &format!("schedule {}", s.spec.name)).await {
+        // One run per schedule tick, even if the trigger fires twice.
+        let id = crate::auth::token_hash(&format!("schedule\n{}\n{}", s.spec.name, s.last_fired.unwrap_or_default()))[..32].to_string();
+        match crate::runs::start_run(env, body, &format!("schedule {}", s.spec.name), id).await {
             Ok(run) => {
                 let record = (s.spec.name.clone(), run.id.clone());
                 if let Err(e) = call::<_, bool>(&catalog(env)?, "/schedules/record", &record).await {

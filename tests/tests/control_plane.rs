@@ -37,6 +37,23 @@ fn fan_out_then_fan_in_gives_the_last_node_every_instance_output() {
 }
 
 #[test]
+fn a_retried_start_with_the_same_idempotency_key_starts_one_run() {
+    let stack = Stack::shared();
+    stack.put_template(&example_template("idempotent", 1));
+    let body = json!({"template": "idempotent", "cluster": "nobody-serves-this"});
+    let ids: Vec<Value> = (0..2)
+        .map(|_| {
+            let (status, run) = stack.api_with("POST", "/api/v1/runs", Some(&body), &[("Idempotency-Key", "abc-1")]);
+            assert_eq!(status, 201, "{run}");
+            run["id"].clone()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    let (_, runs) = stack.api("GET", "/api/v1/runs?template=idempotent", None);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn a_failed_attempt_is_retried_after_its_backoff_in_a_new_mlflow_run() {
     let stack = Stack::shared();
     let _agent = stack.agent("retry");
