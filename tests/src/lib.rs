@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub use serde_json::json;
 
+pub mod kube;
 pub mod openapi;
 
 /// Process groups to kill when the test binary exits.
