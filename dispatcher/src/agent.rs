@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::{check_url, Edge, EdgeError};
-use crate::executor::{Executor, LocalExecutor};
+use crate::executor::{AnyExecutor, Executor, KubeExecutor, LocalExecutor, PodSettings};
 use crate::ExecutorKind;
 
 /// How long one lease request waits for work at the edge.
@@ -53,6 +53,41 @@ pub struct AgentConfig {
     /// Keep each step's directory after it ends (for debugging).
     #[arg(long)]
     pub keep_work_dirs: bool,
+
+    /// Kubernetes: the namespace of the step pods.
+    #[arg(long, env = "CONCURRENT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Kubernetes: image for nodes that name none (it needs Python, MLflow and git).
+    #[arg(long, env = "CONCURRENT_DEFAULT_IMAGE", default_value = "ghcr.io/mlflow/mlflow:v3.17.2")]
+    pub default_image: String,
+    /// Kubernetes: the agent's own image; its /concurrent is copied into every step pod.
+    #[arg(long, env = "CONCURRENT_AGENT_IMAGE", default_value = "concurrent-agent:latest")]
+    pub agent_image: String,
+    /// Kubernetes: service account of the step pods.
+    #[arg(long, env = "CONCURRENT_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// Kubernetes: image pull secret for the step pods (repeatable).
+    #[arg(long = "image-pull-secret")]
+    pub image_pull_secrets: Vec<String>,
+    /// Kubernetes: node selector `key=value` for the step pods (repeatable).
+    #[arg(long = "node-selector", value_parser = parse_key_value)]
+    pub node_selector: Vec<(String, String)>,
+    /// Kubernetes: MLflow as the pods reach it (default: --mlflow-uri).
+    #[arg(long, env = "CONCURRENT_STEP_MLFLOW_URI")]
+    pub step_mlflow_uri: Option<String>,
+    /// Kubernetes: the edge API as the pods reach it (default: --edge-url).
+    #[arg(long, env = "CONCURRENT_STEP_EDGE_URL")]
+    pub step_edge_url: Option<String>,
+    /// Kubernetes: seconds a pod may stay unschedulable or unable to pull its image.
+    #[arg(long, env = "CONCURRENT_PENDING_TIMEOUT", default_value_t = 600)]
+    pub pending_timeout: u64,
+    /// Kubernetes: seconds finished pods are kept before they are deleted.
+    #[arg(long, env = "CONCURRENT_KEEP_FINISHED", default_value_t = 300)]
+    pub keep_finished: u64,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 /// A step this agent runs.
@@ -81,16 +116,30 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.work_dir).with_context(|| format!("cannot create --work-dir {}", cfg.work_dir.display()))?;
     let work_dir = std::fs::canonicalize(&cfg.work_dir)?;
     let executor = Arc::new(match cfg.executor {
-        ExecutorKind::Local => LocalExecutor {
+        ExecutorKind::Local => AnyExecutor::Local(LocalExecutor {
             work_dir,
             mlflow_uri: cfg.mlflow_uri.clone(),
             mlflow_bin: cfg.mlflow_bin.clone(),
             project_root,
             keep_work_dirs: cfg.keep_work_dirs,
-        },
+        }),
+        ExecutorKind::Kubernetes => {
+            let settings = PodSettings {
+                cluster: cfg.cluster.clone(),
+                default_image: cfg.default_image.clone(),
+                agent_image: cfg.agent_image.clone(),
+                service_account: cfg.service_account.clone(),
+                image_pull_secrets: cfg.image_pull_secrets.clone(),
+                node_selector: cfg.node_selector.iter().cloned().collect(),
+                mlflow_uri: cfg.step_mlflow_uri.clone().unwrap_or_else(|| cfg.mlflow_uri.clone()),
+                edge_url: cfg.step_edge_url.clone().unwrap_or_else(|| cfg.edge_url.clone()),
+            };
+            let pending = Duration::from_secs(cfg.pending_timeout);
+            AnyExecutor::Kubernetes(KubeExecutor::connect(&cfg.namespace, settings, pending, Duration::from_secs(cfg.keep_finished)).await?)
+        }
     });
     let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
-    tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, "agent started");
+    tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, executor = ?cfg.executor, "agent started");
 
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
@@ -98,6 +147,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let freed = Arc::new(Notify::new());
     // Until the edge tells the lease TTL (with the first lease), heartbeat as if it were short.
     let ttl = Arc::new(Mutex::new(Duration::from_secs(3)));
+    adopt(&edge, &executor, &running, &freed).await?;
     let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), running.clone(), ttl.clone(), shutdown.clone()));
 
     let mut failures = 0u32;
@@ -130,15 +180,45 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping: no new work is leased; running steps are stopped and their leases expire for a retry");
-    for r in running.lock().expect("poisoned").values() {
-        r.cancel.cancel();
+    if matches!(executor.as_ref(), AnyExecutor::Kubernetes(_)) {
+        // Pods keep running; a restarted agent (or another one) re-adopts them.
+        tracing::info!("stopping: no new work is leased; running pods are left to be re-adopted");
+    } else {
+        tracing::info!("stopping: no new work is leased; running steps are stopped and their leases expire for a retry");
+        for r in running.lock().expect("poisoned").values() {
+            r.cancel.cancel();
+        }
     }
     heartbeats.abort();
     Ok(())
 }
 
-fn start_step(lease: Lease, edge: &Edge, executor: &Arc<LocalExecutor>, running: &Table, freed: &Arc<Notify>) {
+/// After a restart: pods of this cluster whose leases are still valid are watched again instead
+/// of being started again; the others are deleted.
+async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>) -> anyhow::Result<()> {
+    let AnyExecutor::Kubernetes(kube) = executor.as_ref() else { return Ok(()) };
+    let leases = kube.adoptable().await?;
+    if leases.is_empty() {
+        return Ok(());
+    }
+    let refs = leases.iter().map(|l| LeaseRef { item_id: l.item.id.clone(), token: l.token }).collect();
+    let answer = edge.heartbeat(refs).await.context("cannot check the leases of running pods")?;
+    for lease in leases {
+        match answer.leases.get(&lease.item.id) {
+            Some(LeaseStatus::Active) => {
+                tracing::info!(item = %lease.item.id, "re-adopting the pod of a valid lease");
+                start_step(lease, edge, executor, running, freed);
+            }
+            status => {
+                tracing::info!(item = %lease.item.id, ?status, "deleting the pod of a lease that is no longer valid");
+                kube.discard(&lease).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>) {
     let id = lease.item.id.clone();
     let cancel = CancellationToken::new();
     running.lock().expect("poisoned").insert(id.clone(), Running { token: lease.token, cancel: cancel.clone() });

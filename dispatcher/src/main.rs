@@ -30,6 +30,8 @@ enum Command {
 pub enum ExecutorKind {
     /// A child process per step on this machine (the default for one machine).
     Local,
+    /// A pod per step, in --namespace (in-cluster config, or KUBECONFIG).
+    Kubernetes,
 }
 
 /// Log to stderr; `CONCURRENT_LOG_FORMAT=json` for structured logs.

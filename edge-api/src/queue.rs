@@ -54,6 +54,8 @@ impl DurableObject for QueueObject {
                state TEXT NOT NULL, token INTEGER NOT NULL DEFAULT 0, agent TEXT, expires_at INTEGER NOT NULL DEFAULT 0,
                seq INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS items_ready ON items(state, seq)",
+            // Set by the first heartbeat: the agent is alive and has the lease.
+            "CREATE TABLE IF NOT EXISTS confirmed(id TEXT PRIMARY KEY)",
             "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         ] {
             sql.exec(ddl, None).expect("queue schema");
@@ -207,6 +209,7 @@ impl QueueObject {
             let status = match self.row(&l.item_id)? {
                 Some(row) if row.token as u64 == l.token && row.state == "leased" => {
                     self.sql.exec("UPDATE items SET expires_at = ? WHERE id = ?", vec![(expires_at as i64).into(), l.item_id.clone().into()])?;
+                    self.sql.exec("INSERT OR IGNORE INTO confirmed(id) VALUES (?)", vec![l.item_id.clone().into()])?;
                     LeaseStatus::Active
                 }
                 Some(row) if row.token as u64 == l.token && row.state == "cancelled" => {
@@ -240,7 +243,8 @@ impl QueueObject {
         }
         let item: WorkItem = serde_json::from_str(&row.item)?;
         let answer = self.finish(&item, r.outcome).await?;
-        self.sql.exec("DELETE FROM items WHERE id = ?", vec![r.item_id.into()])?;
+        self.sql.exec("DELETE FROM items WHERE id = ?", vec![r.item_id.clone().into()])?;
+        self.sql.exec("DELETE FROM confirmed WHERE id = ?", vec![r.item_id.into()])?;
         match answer {
             None => Ok(true),
             Some(why) => Err(ApiError::Conflict(format!("the run refused the result: {why}"))),
@@ -249,7 +253,10 @@ impl QueueObject {
 
     /// Forwards the end of an attempt to its run; `Some(reason)` when the run refused it.
     async fn finish(&self, item: &WorkItem, outcome: Outcome) -> Result<Option<String>, ApiError> {
-        let event = Event::Finished { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, outcome };
+        self.tell_run(item, Event::Finished { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, outcome }).await
+    }
+
+    async fn tell_run(&self, item: &WorkItem, event: Event) -> Result<Option<String>, ApiError> {
         let answers: Vec<Option<String>> = call(&stub(&self.env, crate::run_object::BINDING, &item.run_id)?, "/events", &[event]).await?;
         Ok(answers.into_iter().next().flatten())
     }
@@ -270,6 +277,16 @@ impl QueueObject {
             .exec("SELECT * FROM items WHERE state IN ('leased', 'cancelled') AND expires_at <= ?", vec![(now as i64).into()])?
             .to_array()?;
         for row in rows {
+            let confirmed: Vec<serde_json::Value> = self.sql.exec("SELECT id FROM confirmed WHERE id = ?", vec![row.id.clone().into()])?.to_array()?;
+            if row.state == "leased" && confirmed.is_empty() {
+                // Never heartbeated: the long-poll answer likely reached an agent that had died.
+                // Nothing ran (a pod, if any, has the attempt's name and is adopted), so the item
+                // goes back to the queue and the attempt is not counted.
+                let item: WorkItem = serde_json::from_str(&row.item)?;
+                self.tell_run(&item, Event::Requeued { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt }).await?;
+                self.sql.exec("UPDATE items SET state = 'ready', token = 0, agent = NULL, expires_at = 0 WHERE id = ?", vec![row.id.into()])?;
+                continue;
+            }
             if row.state == "leased" {
                 let item: WorkItem = serde_json::from_str(&row.item)?;
                 let error = format!(
@@ -279,7 +296,13 @@ impl QueueObject {
                 );
                 self.finish(&item, Outcome::Failed { error }).await?;
             }
-            self.sql.exec("DELETE FROM items WHERE id = ?", vec![row.id.into()])?;
+            self.sql.exec("DELETE FROM items WHERE id = ?", vec![row.id.clone().into()])?;
+            self.sql.exec("DELETE FROM confirmed WHERE id = ?", vec![row.id.into()])?;
+        }
+        if self.sql.exec("SELECT id FROM items WHERE state = 'ready' LIMIT 1", None)?.to_array::<serde_json::Value>()?.len() == 1 {
+            for w in self.waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
         }
         self.arm().await
     }

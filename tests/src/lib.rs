@@ -234,6 +234,10 @@ impl Stack {
     }
 
     pub fn agent_with(&self, cluster: &str, extra: &[&str]) -> Service {
+        self.agent_with_env(cluster, extra, &[])
+    }
+
+    pub fn agent_with_env(&self, cluster: &str, extra: &[&str], env: &[(&str, &str)]) -> Service {
         let root = root();
         let work = self.dir.path().join(format!("agent-{cluster}-{}", free_port()));
         Service::start(
@@ -248,8 +252,9 @@ impl Stack {
                 .arg("--mlflow-bin")
                 .arg(root.join(".venv/bin/mlflow"))
                 .args(extra)
+                .envs(env.iter().copied())
                 .env("MLFLOW_DISABLE_TELEMETRY", "true"),
-            self.dir.path().join(format!("agent-{cluster}.log")),
+            self.dir.path().join(format!("agent-{cluster}-{}.log", free_port())),
         )
     }
 

@@ -182,11 +182,28 @@ fn an_expired_lease_is_rerun_and_the_stale_agent_is_fenced_off() {
         assert_eq!(body["leases"].as_array().unwrap().len(), 1, "{body}");
         body["leases"][0].clone()
     };
-    let first = lease("stale-agent");
+    let heartbeat = |agent: &str, item: &str, token: u64| -> Value {
+        let (status, body) = stack.api("POST", "/api/v1/agents/fenced/heartbeat", Some(&json!({"agent": agent, "leases": [{"itemId": item, "token": token}]})));
+        assert_eq!(status, 200, "{body}");
+        body["leases"][item].clone()
+    };
+    // A lease never confirmed by a heartbeat (its agent died as the long-poll answered) goes back
+    // to the queue after the TTL without counting an attempt.
+    let ghost = lease("ghost-agent");
+    let again = lease("stale-agent");
+    assert_eq!(again["item"]["id"], ghost["item"]["id"], "the same attempt, leased again");
+    assert!(again["token"].as_u64() > ghost["token"].as_u64());
+    assert_eq!(heartbeat("ghost-agent", ghost["item"]["id"].as_str().unwrap(), ghost["token"].as_u64().unwrap()), "lost");
+    let (_, run) = stack.api("GET", &format!("/api/v1/runs/{id}"), None);
+    assert_eq!(attempts(&run, 0, 0).len(), 1, "no attempt was counted");
+
+    let first = again;
     let (item, stale_token) = (first["item"]["id"].as_str().unwrap().to_string(), first["token"].as_u64().unwrap());
     assert!(first["stepToken"].as_str().unwrap().starts_with("cs_"));
+    assert_eq!(heartbeat("stale-agent", &item, stale_token), "active");
 
-    // No heartbeat: after the 6 s TTL the attempt fails and, after its 1 s backoff, comes back.
+    // Confirmed, then silent: after the 6 s TTL the attempt fails and, after its 1 s backoff,
+    // comes back as attempt 2.
     let run = stack.wait_until(&id, Duration::from_secs(30), "lease expiry", |r| attempts(r, 0, 0).len() == 2);
     let expired = &attempts(&run, 0, 0)[0];
     assert_eq!(expired["state"], "failed");
@@ -197,9 +214,7 @@ fn an_expired_lease_is_rerun_and_the_stale_agent_is_fenced_off() {
     assert_ne!(second["item"]["id"], json!(item), "a new attempt is a new item");
 
     let done = json!({"status": "succeeded", "outputs": []});
-    let (status, body) = stack.api("POST", "/api/v1/agents/fenced/heartbeat", Some(&json!({"agent": "stale-agent", "leases": [{"itemId": item, "token": stale_token}]})));
-    assert_eq!(status, 200);
-    assert_eq!(body["leases"][&item], "lost");
+    assert_eq!(heartbeat("stale-agent", &item, stale_token), "lost");
     let (status, body) = stack.api("POST", "/api/v1/agents/fenced/complete", Some(&json!({"itemId": item, "token": stale_token, "outcome": done})));
     assert_eq!(status, 409, "the stale agent's completion is refused: {body}");
     let new_item = second["item"]["id"].as_str().unwrap();

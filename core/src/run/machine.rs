@@ -32,6 +32,9 @@ pub enum Event {
     ParentRunSynced { status: RunStatus },
     /// An agent leased the attempt.
     Leased { node: String, instance: u32, attempt: u32, agent: String },
+    /// The lease ended before its agent confirmed it with a heartbeat (the agent died while its
+    /// long-poll was answered): nothing ran, so the attempt waits in the queue again, uncounted.
+    Requeued { node: String, instance: u32, attempt: u32 },
     /// The attempt ended (reported by its agent, or by the queue when its lease expired).
     Finished { node: String, instance: u32, attempt: u32, outcome: Outcome },
     /// A user cancelled the run.
@@ -196,6 +199,17 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 AttemptState::Running if a.agent.as_deref() == Some(agent.as_str()) => {}
                 s => return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is {s:?}, not queued"))),
             }
+        }
+        Event::Requeued { node, instance, attempt } => {
+            let inst = current_instance_mut(run, &node, instance, attempt)?;
+            let a = inst.current_mut().expect("current_instance_mut checked the attempt");
+            if a.state != AttemptState::Running {
+                return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is {:?}, not running", a.state)));
+            }
+            a.state = AttemptState::Queued;
+            a.agent = None;
+            a.started_at = None;
+            inst.state = InstanceState::Queued;
         }
         Event::Finished { node, instance, attempt, outcome } => {
             let retries = run.template.node(&node).map(|n| n.retries.clone()).unwrap_or_default();

@@ -1,7 +1,9 @@
 //! Executors: where a leased step runs. The agent only calls [`Executor::run`].
 
+mod kubernetes;
 mod local;
 
+pub use kubernetes::{KubeExecutor, PodSettings};
 pub use local::LocalExecutor;
 
 use concurrent_core::wire::{Lease, Outcome};
@@ -9,6 +11,22 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs one leased step to its end.
 pub trait Executor: Send + Sync + 'static {
-    /// Runs the step; `None` when `cancel` fired first (the step was killed, nothing to report).
+    /// Runs the step; `None` when there is nothing for the agent to report (it was cancelled,
+    /// or the step reported its outcome itself).
     fn run(&self, lease: &Lease, cancel: CancellationToken) -> impl std::future::Future<Output = Option<Outcome>> + Send;
+}
+
+/// The executor chosen at start.
+pub enum AnyExecutor {
+    Local(LocalExecutor),
+    Kubernetes(KubeExecutor),
+}
+
+impl Executor for AnyExecutor {
+    async fn run(&self, lease: &Lease, cancel: CancellationToken) -> Option<Outcome> {
+        match self {
+            AnyExecutor::Local(e) => e.run(lease, cancel).await,
+            AnyExecutor::Kubernetes(e) => e.run(lease, cancel).await,
+        }
+    }
 }

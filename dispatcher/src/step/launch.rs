@@ -147,6 +147,10 @@ async fn run_logged(
         while let Some(line) = rx.recv().await {
             file.write_all(line.as_bytes()).await?;
             file.write_all(b"\n").await?;
+            if args.report_to.is_some() {
+                // In a pod, the container's own output is what `kubectl logs` shows.
+                println!("{line}");
+            }
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }

@@ -43,7 +43,17 @@ pub struct StepArgs {
     /// Base directory for relative project and input paths.
     #[arg(long, env = "CONCURRENT_PROJECT_ROOT", default_value = ".")]
     pub project_root: PathBuf,
+    /// Report the outcome to this edge API itself, with the step token in
+    /// `CONCURRENT_STEP_TOKEN` (in pods; the local executor reports for its steps).
+    #[arg(long)]
+    pub report_to: Option<String>,
+    /// The cluster of the lease (with --report-to).
+    #[arg(long, default_value = "local")]
+    pub cluster: String,
 }
+
+/// Exit code when the outcome could not be reported (the agent then reports a failure).
+const UNREPORTED: u8 = 75;
 
 pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.spec).with_context(|| format!("cannot read the step spec {}", args.spec.display()))?;
@@ -70,7 +80,28 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     let tmp = args.result.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(&outcome)?)?;
     std::fs::rename(&tmp, &args.result)?;
+    if let Some(edge_url) = &args.report_to {
+        report(edge_url, &args.cluster, &item, outcome).await?;
+    }
     Ok(())
+}
+
+/// Reports the outcome with the lease's own step token (`cs_<cluster>:<item>:<fencing>:<mac>`).
+async fn report(edge_url: &str, cluster: &str, item: &WorkItem, outcome: Outcome) -> anyhow::Result<()> {
+    let token = std::env::var("CONCURRENT_STEP_TOKEN").context("--report-to needs the step token in CONCURRENT_STEP_TOKEN")?;
+    let fencing: u64 = token.split(':').nth(2).and_then(|f| f.parse().ok()).context("CONCURRENT_STEP_TOKEN is not a step token")?;
+    let edge = crate::edge::Edge::new(edge_url, cluster, token, format!("step {}", item.id))?;
+    match edge.complete(&item.id, fencing, outcome).await {
+        Ok(()) => Ok(()),
+        Err(crate::edge::EdgeError::Refused(why)) => {
+            tracing::warn!(item = %item.id, "the edge refused the outcome: {why}");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(item = %item.id, "the outcome could not be reported: {e}");
+            std::process::exit(UNREPORTED.into());
+        }
+    }
 }
 
 async fn execute(args: &StepArgs, item: &WorkItem, mlflow: &Mlflow, log: &Path) -> anyhow::Result<Vec<OutputFile>> {

@@ -34,20 +34,45 @@ fn bytes(q: &str) -> u64 {
     q.parse().unwrap_or(0)
 }
 
-/// Resident memory of every process in a process group, from /proc.
-fn group_rss(pgid: i32) -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().nth(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)))
-                .unwrap_or(false)
+/// A process and every process below it (a container's processes, as its cgroup would hold
+/// them), from /proc.
+fn process_tree(root: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|pid| {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                    let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+                    Some((pid, ppid))
+                })
+                .collect()
         })
+        .unwrap_or_default();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    tree
+}
+
+fn tree_rss(root: i32) -> u64 {
+    process_tree(root)
+        .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum::<u64>()
         * 4096
+}
+
+/// Kills a container: every process of its tree, like a cgroup kill.
+fn kill_tree(root: i32) {
+    for pid in process_tree(root) {
+        // SAFETY: kill(2) on processes of the container this kubelet started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
 
 enum Exit {
@@ -303,10 +328,7 @@ async fn run_container(
         });
     }
     let start = Instant::now();
-    let kill = |pgid: i32| unsafe {
-        // SAFETY: kill(2) on the container's own process group.
-        libc::kill(-pgid, libc::SIGKILL);
-    };
+    let kill = kill_tree;
     loop {
         tokio::select! {
             status = child.wait() => return Exit::Code(status.ok().and_then(|s| s.code()).unwrap_or(137)),
@@ -321,7 +343,7 @@ async fn run_container(
             let _ = child.wait().await;
             return Exit::Deadline;
         }
-        if memory_limit.is_some_and(|limit| group_rss(pgid) > limit) {
+        if memory_limit.is_some_and(|limit| tree_rss(pgid) > limit) {
             kill(pgid);
             let _ = child.wait().await;
             return Exit::OomKilled;

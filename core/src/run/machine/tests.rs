@@ -224,6 +224,22 @@ fn a_bad_key_regex_at_plan_time_fails_the_run_with_the_reason() {
 }
 
 #[test]
+fn an_unconfirmed_lease_returns_to_the_queue_without_counting_an_attempt() {
+    let mut run = new_run(1, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 0);
+    let prep = d.lease(&mut run, 0).unwrap();
+    let requeue = Event::Requeued { node: prep.node_id.clone(), instance: 0, attempt: 1 };
+    apply(&mut run, requeue.clone(), 1).unwrap();
+    let inst = &run.node("prepare").unwrap().instances[0];
+    assert_eq!((inst.state, inst.attempts.len(), inst.attempts[0].state), (InstanceState::Queued, 1, AttemptState::Queued));
+    assert!(apply(&mut run, requeue, 2).is_err(), "only a running attempt can be requeued");
+    apply(&mut run, Event::Leased { node: "prepare".into(), instance: 0, attempt: 1, agent: "b".into() }, 3).unwrap();
+    finish(&mut run, &prep, files(&[("a", 1)]), 4).unwrap();
+    assert_eq!(run.node("prepare").unwrap().instances[0].state, InstanceState::Succeeded);
+}
+
+#[test]
 fn retry_failed_reruns_only_what_failed_and_keeps_the_history() {
     let mut run = new_run(2, 0);
     let mut d = Driver::default();
