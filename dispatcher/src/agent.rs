@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::{check_url, Edge, EdgeError};
 use crate::executor::{AnyExecutor, Executor, KubeExecutor, LocalExecutor, PodSettings};
+use crate::metrics::Metrics;
 use crate::ExecutorKind;
 
 /// How long one lease request waits for work at the edge.
@@ -53,6 +55,9 @@ pub struct AgentConfig {
     /// Keep each step's directory after it ends (for debugging).
     #[arg(long)]
     pub keep_work_dirs: bool,
+    /// Serve /healthz and Prometheus /metrics on this address (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "CONCURRENT_LISTEN")]
+    pub listen: Option<String>,
 
     /// Kubernetes: the namespace of the step pods.
     #[arg(long, env = "CONCURRENT_NAMESPACE", default_value = "default")]
@@ -141,14 +146,18 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
     tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, executor = ?cfg.executor, "agent started");
 
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = &cfg.listen {
+        crate::metrics::serve(addr, metrics.clone()).await?;
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     let running: Table = Arc::default();
     let freed = Arc::new(Notify::new());
     // Until the edge tells the lease TTL (with the first lease), heartbeat as if it were short.
     let ttl = Arc::new(Mutex::new(Duration::from_secs(3)));
-    adopt(&edge, &executor, &running, &freed).await?;
-    let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), running.clone(), ttl.clone(), shutdown.clone()));
+    adopt(&edge, &executor, &running, &freed, &metrics).await?;
+    let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), running.clone(), ttl.clone(), shutdown.clone(), metrics.clone()));
 
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
@@ -160,6 +169,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
             continue;
         }
+        metrics.lease_requests.fetch_add(1, Ordering::Relaxed);
+        let asked = std::time::Instant::now();
         let answer = tokio::select! {
             a = edge.lease(free, LONG_POLL) => a,
             _ = shutdown.cancelled() => break,
@@ -168,11 +179,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             Ok(resp) => {
                 failures = 0;
                 *ttl.lock().expect("poisoned") = Duration::from_millis(resp.lease_ttl_ms.max(1000));
+                if !resp.leases.is_empty() {
+                    metrics.leases_granted.fetch_add(1, Ordering::Relaxed);
+                    metrics.lease_wait_ms_sum.fetch_add(asked.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
                 for lease in resp.leases {
-                    start_step(lease, &edge, &executor, &running, &freed);
+                    start_step(lease, &edge, &executor, &running, &freed, &metrics);
                 }
             }
             Err(e) => {
+                metrics.lease_errors.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
                 let wait = Duration::from_millis((500u64 << failures.min(6)) + fastrand::u64(0..500));
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "leasing work failed");
@@ -195,7 +211,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
 /// After a restart: pods of this cluster whose leases are still valid are watched again instead
 /// of being started again; the others are deleted.
-async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>) -> anyhow::Result<()> {
+async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>, metrics: &Arc<Metrics>) -> anyhow::Result<()> {
     let AnyExecutor::Kubernetes(kube) = executor.as_ref() else { return Ok(()) };
     let leases = kube.adoptable().await?;
     if leases.is_empty() {
@@ -207,7 +223,7 @@ async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed:
         match answer.leases.get(&lease.item.id) {
             Some(LeaseStatus::Active) => {
                 tracing::info!(item = %lease.item.id, "re-adopting the pod of a valid lease");
-                start_step(lease, edge, executor, running, freed);
+                start_step(lease, edge, executor, running, freed, metrics);
             }
             status => {
                 tracing::info!(item = %lease.item.id, ?status, "deleting the pod of a lease that is no longer valid");
@@ -218,15 +234,23 @@ async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed:
     Ok(())
 }
 
-fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>) {
+fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>, metrics: &Arc<Metrics>) {
     let id = lease.item.id.clone();
     let cancel = CancellationToken::new();
     running.lock().expect("poisoned").insert(id.clone(), Running { token: lease.token, cancel: cancel.clone() });
+    metrics.leases_held.fetch_add(1, Ordering::Relaxed);
     tracing::info!(item = %id, token = lease.token, "step leased");
-    let (edge, executor, running, freed) = (edge.clone(), executor.clone(), running.clone(), freed.clone());
+    let (edge, executor, running, freed, metrics) = (edge.clone(), executor.clone(), running.clone(), freed.clone(), metrics.clone());
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let outcome = executor.run(&lease, cancel).await;
+        let counter = match &outcome {
+            Some(concurrent_core::wire::Outcome::Succeeded { .. }) => &metrics.steps_succeeded,
+            Some(_) => &metrics.steps_failed,
+            None => &metrics.steps_stopped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics.leases_held.fetch_sub(1, Ordering::Relaxed);
         if let Some(outcome) = outcome {
             let ok = matches!(outcome, concurrent_core::wire::Outcome::Succeeded { .. });
             match edge.complete(&id, lease.token, outcome).await {
@@ -240,7 +264,7 @@ fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &
     });
 }
 
-async fn heartbeat_loop(edge: Edge, running: Table, ttl: Arc<Mutex<Duration>>, shutdown: CancellationToken) {
+async fn heartbeat_loop(edge: Edge, running: Table, ttl: Arc<Mutex<Duration>>, shutdown: CancellationToken, metrics: Arc<Metrics>) {
     loop {
         let period = *ttl.lock().expect("poisoned") / 3;
         tokio::select! {
@@ -268,7 +292,10 @@ async fn heartbeat_loop(edge: Edge, running: Table, ttl: Arc<Mutex<Duration>>, s
                     }
                 }
             }
-            Err(e) => tracing::warn!(agent = edge.agent(), "heartbeat failed: {e}"),
+            Err(e) => {
+                metrics.heartbeat_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(agent = edge.agent(), "heartbeat failed: {e}");
+            }
         }
     }
 }

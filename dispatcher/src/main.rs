@@ -3,6 +3,7 @@
 mod agent;
 mod edge;
 mod executor;
+mod metrics;
 mod mlflow;
 mod step;
 

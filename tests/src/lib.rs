@@ -21,17 +21,23 @@ pub use serde_json::json;
 pub mod kube;
 pub mod openapi;
 
-/// Process groups to kill when the test binary exits.
+/// Process groups to kill, and directories to remove, when the test binary exits.
 static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 extern "C" fn kill_all_groups() {
     let groups = GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
     for pgid in &groups {
+        // SAFETY: kill(2) on process groups this harness started.
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
     }
     std::thread::sleep(Duration::from_millis(800));
     for pgid in &groups {
+        // SAFETY: as above.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    for dir in DIRS.lock().map(|d| d.clone()).unwrap_or_default() {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -182,6 +188,8 @@ impl Stack {
         require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
         require(&root.join("frontend/dist/index.html"), "scripts/build.sh");
         let dir = tempfile::Builder::new().prefix("concurrent-test-").tempdir().expect("temp dir");
+        // The shared stack lives in a static and is never dropped: remove its files at exit.
+        DIRS.lock().expect("poisoned").push(dir.path().to_path_buf());
         let token = format!("test-{}-{}", std::process::id(), free_port());
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, &token).expect("token file");
@@ -240,7 +248,7 @@ impl Stack {
     pub fn agent_with_env(&self, cluster: &str, extra: &[&str], env: &[(&str, &str)]) -> Service {
         let root = root();
         let work = self.dir.path().join(format!("agent-{cluster}-{}", free_port()));
-        Service::start(
+        let mut agent = Service::start(
             &format!("agent for {cluster}"),
             Command::new(concurrent_bin())
                 .args(["agent", "--edge-url", &self.edge_url, "--cluster", cluster, "--token-file"])
@@ -255,7 +263,12 @@ impl Stack {
                 .envs(env.iter().copied())
                 .env("MLFLOW_DISABLE_TELEMETRY", "true"),
             self.dir.path().join(format!("agent-{cluster}-{}.log", free_port())),
-        )
+        );
+        // A bad flag or setting ends the agent at once: fail here, with its message.
+        if let Some(code) = agent.wait_exit(Duration::from_millis(500)) {
+            panic!("the agent for {cluster} exited with {code} at start:\n{}", agent.log_tail());
+        }
+        agent
     }
 
     /// Calls the edge API with the token; the status and the JSON body (Null when empty).

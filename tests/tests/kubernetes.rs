@@ -44,7 +44,10 @@ fn template(name: &str, nodes: usize) -> Value {
 fn a_dag_runs_end_to_end_through_pods() {
     let stack = Stack::shared();
     let (server, _dir) = kube();
-    let _agent = kube_agent(stack, &server, "k8s-e2e");
+    let listen = format!("127.0.0.1:{}", concurrent_tests::free_port());
+    let kubeconfig = server.kubeconfig.display().to_string();
+    let args = ["--executor", "kubernetes", "--agent-image", AGENT_IMAGE, "--default-image", "python-mlflow:test", "--listen", &listen];
+    let _agent = stack.agent_with_env("k8s-e2e", &args, &[("KUBECONFIG", &kubeconfig)]);
     stack.put_template(&template("k8s-pipeline", 3));
     let id = stack.start_run(&json!({"template": "k8s-pipeline", "cluster": "k8s-e2e"}));
     let run = stack.wait_run(&id, Duration::from_secs(300));
@@ -60,6 +63,10 @@ fn a_dag_runs_end_to_end_through_pods() {
     }
     let merged = &run["nodes"][2]["instances"][0]["outputs"];
     assert_eq!(merged[0]["path"], "merged_model.json");
+    let metrics = reqwest::blocking::get(format!("http://{listen}/metrics")).unwrap().text().unwrap();
+    assert!(metrics.contains("concurrent_steps_total{outcome=\"stopped\"} 4"), "each pod reported for itself:\n{metrics}");
+    assert!(metrics.contains("concurrent_leases_held 0"), "{metrics}");
+    assert_eq!(reqwest::blocking::get(format!("http://{listen}/healthz")).unwrap().status().as_u16(), 200);
 }
 
 #[test]
