@@ -20,6 +20,10 @@ use crate::mlflow::Mlflow;
 pub const BINDING: &str = "RUNS";
 /// Wait before retrying effects that failed (MLflow or a queue unreachable).
 const RETRY_MS: u64 = 3_000;
+/// MLflow calls in flight at once from one run.
+const MLFLOW_PARALLEL: usize = 16;
+/// MLflow calls per drive round, before queued work is handed to the cluster queues.
+const MLFLOW_PER_ROUND: usize = 128;
 
 #[durable_object]
 pub struct RunObject {
@@ -36,6 +40,8 @@ struct Cached {
     run: RunState,
     header: String,
     rows: HashMap<(String, u32), String>,
+    /// Rows stored per node.
+    counts: HashMap<String, usize>,
     /// What the catalog's run list last recorded: status, and whether the MLflow run was known.
     indexed: Option<(RunStatus, bool)>,
 }
@@ -104,13 +110,15 @@ impl RunObject {
         let mut run: RunState = serde_json::from_str(&h.json)?;
         let rows: Vec<I> = self.sql.exec("SELECT node, idx, json FROM instances ORDER BY node, idx", None)?.to_array()?;
         let mut cached_rows = HashMap::new();
+        let mut counts: HashMap<String, usize> = HashMap::new();
         for r in rows {
             if let Some(node) = run.node_mut(&r.node) {
                 node.instances.push(serde_json::from_str(&r.json)?);
             }
+            *counts.entry(r.node.clone()).or_default() += 1;
             cached_rows.insert((r.node, r.idx as u32), r.json);
         }
-        *self.cache.borrow_mut() = Some(Cached { run, header: h.json, rows: cached_rows, indexed: None });
+        *self.cache.borrow_mut() = Some(Cached { run, header: h.json, rows: cached_rows, counts, indexed: None });
         Ok(true)
     }
 
@@ -121,21 +129,30 @@ impl RunObject {
         Ok(f(&self.cache.borrow().as_ref().expect("loaded").run))
     }
 
-    /// Writes the rows that changed since the last save.
-    fn save(&self) -> Result<(), ApiError> {
+    /// Writes the rows that changed. `touched` names the one instance an event is about; the
+    /// header and every node whose instance count changed are always checked, and `None`
+    /// checks every instance. Serializing 10,000 instances per event would make big runs
+    /// quadratic, so events about one instance write one row.
+    fn save(&self, touched: Option<(&str, u32)>) -> Result<(), ApiError> {
         let mut guard = self.cache.borrow_mut();
         let c = guard.as_mut().expect("save after load");
-        let mut header = c.run.clone();
+        let mut header = c.run.clone_header();
         for n in &mut header.nodes {
             n.instances.clear();
         }
         let header_json = serde_json::to_string(&header)?;
-        if header_json != c.header {
+        let status_changed = header_json != c.header;
+        if status_changed {
             self.sql.exec("INSERT OR REPLACE INTO header(id, json) VALUES (0, ?)", vec![header_json.clone().into()])?;
             c.header = header_json;
         }
         for node in &c.run.nodes {
+            let stored = c.counts.get(&node.id).copied().unwrap_or(0);
+            let whole_node = touched.is_none() || status_changed || stored != node.instances.len();
             for inst in &node.instances {
+                if !whole_node && touched != Some((node.id.as_str(), inst.index)) {
+                    continue;
+                }
                 let json = serde_json::to_string(inst)?;
                 let key = (node.id.clone(), inst.index);
                 if c.rows.get(&key) != Some(&json) {
@@ -143,7 +160,9 @@ impl RunObject {
                         "INSERT OR REPLACE INTO instances(node, idx, json) VALUES (?, ?, ?)",
                         vec![node.id.clone().into(), (inst.index as i64).into(), json.clone().into()],
                     )?;
-                    c.rows.insert(key, json);
+                    if c.rows.insert(key, json).is_none() {
+                        *c.counts.entry(node.id.clone()).or_default() += 1;
+                    }
                 }
             }
         }
@@ -152,8 +171,8 @@ impl RunObject {
 
     async fn start(&self, run: RunState) -> Result<RunSummary, ApiError> {
         if !self.load()? {
-            *self.cache.borrow_mut() = Some(Cached { run, header: String::new(), rows: HashMap::new(), indexed: None });
-            self.save()?;
+            *self.cache.borrow_mut() = Some(Cached { run, header: String::new(), rows: HashMap::new(), counts: HashMap::new(), indexed: None });
+            self.save(None)?;
         }
         self.sync_index().await;
         self.schedule().await?;
@@ -179,12 +198,22 @@ impl RunObject {
         if !self.load()? {
             return Err(ApiError::NotFound("no such run".into()));
         }
+        let touched = match &event {
+            Event::ChildRunCreated { node, instance, .. }
+            | Event::Enqueued { node, instance, .. }
+            | Event::Withdrawn { node, instance, .. }
+            | Event::AttemptRunClosed { node, instance, .. }
+            | Event::Leased { node, instance, .. }
+            | Event::Requeued { node, instance, .. }
+            | Event::Finished { node, instance, .. } => Some((node.clone(), *instance)),
+            _ => None,
+        };
         {
             let mut guard = self.cache.borrow_mut();
             let run = &mut guard.as_mut().expect("loaded").run;
             apply(run, event, now_ms()).map_err(|r| ApiError::Conflict(r.0))?;
         }
-        self.save()
+        self.save(touched.as_ref().map(|(n, i)| (n.as_str(), *i)))
     }
 
     /// Sets the alarm for the earliest moment there is work: now, or when a retry is due.
@@ -217,7 +246,11 @@ impl RunObject {
         loop {
             self.again.set(false);
             let now = now_ms();
-            self.apply_event(Event::Tick)?;
+            // Ticks only matter when a retry is due; a full save of a big run is not free.
+            let retry_due = self.with_run(|run| run.nodes.iter().flat_map(|n| &n.instances).any(|i| i.retry_at.is_some_and(|t| t <= now)))?;
+            if retry_due {
+                self.apply_event(Event::Tick)?;
+            }
             let effects = self.with_run(|run| reconcile(run, now))?;
             let mut progressed = false;
             let mut failed = false;
@@ -225,6 +258,7 @@ impl RunObject {
             let mut enqueues: BTreeMap<String, Vec<WorkItem>> = BTreeMap::new();
             let mut withdraws: BTreeMap<String, Vec<Event>> = BTreeMap::new();
             let mut withdraw_ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut mlflow_effects = Vec::new();
             for effect in effects {
                 match effect {
                     Effect::WakeAt(t) => wake = Some(wake.map_or(t, |w| w.min(t))),
@@ -233,7 +267,17 @@ impl RunObject {
                         withdraw_ids.entry(cluster.clone()).or_default().push(item_id);
                         withdraws.entry(cluster).or_default().push(Event::Withdrawn { node, instance, attempt });
                     }
-                    other => match self.execute_mlflow(&mlflow, other).await {
+                    other => mlflow_effects.push(other),
+                }
+            }
+            // MLflow calls go out a few at a time: a 10,000-instance node needs 10,000 child runs.
+            // A round does a bounded share, so the first instances are queued (and run) while
+            // the rest are still being prepared.
+            mlflow_effects.truncate(MLFLOW_PER_ROUND);
+            for chunk in mlflow_effects.chunks(MLFLOW_PARALLEL) {
+                let results = futures_util::future::join_all(chunk.iter().cloned().map(|e| self.execute_mlflow(&mlflow, e))).await;
+                for result in results {
+                    match result {
                         Ok(event) => {
                             self.apply_event(event)?;
                             progressed = true;
@@ -242,7 +286,7 @@ impl RunObject {
                             worker::console_error!("run {}: {}", self.run_id(), e.body().error.message);
                             failed = true;
                         }
-                    },
+                    }
                 }
             }
             for (cluster, items) in enqueues {

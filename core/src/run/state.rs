@@ -236,6 +236,31 @@ pub struct RepairRecord {
 }
 
 impl RunState {
+    /// A copy without any instances (cheap for big runs): what the run object stores as the
+    /// run's header row.
+    pub fn clone_header(&self) -> RunState {
+        RunState {
+            id: self.id.clone(),
+            template: self.template.clone(),
+            template_version: self.template_version,
+            parameters: self.parameters.clone(),
+            cluster: self.cluster.clone(),
+            status: self.status,
+            started_by: self.started_by.clone(),
+            created_at: self.created_at,
+            ended_at: self.ended_at,
+            error: self.error.clone(),
+            mlflow: self.mlflow.clone(),
+            mlflow_status: self.mlflow_status,
+            repairs: self.repairs.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeRun { id: n.id.clone(), instances: Vec::new(), unmatched_inputs: n.unmatched_inputs.clone(), error: n.error.clone() })
+                .collect(),
+        }
+    }
+
     /// Whether the MLflow parent run shows the run's current status.
     pub fn mlflow_in_sync(&self) -> bool {
         let wanted = if self.status.is_terminal() { self.status } else { RunStatus::Running };
