@@ -1,5 +1,5 @@
 # The two commands of the README, plus their parts.
-.PHONY: up test setup build unit clean-state
+.PHONY: up test setup build unit clean-state bench
 
 ## Run the whole system locally (MLflow, the edge API in workerd, an agent); Ctrl-C stops it.
 up:
@@ -22,3 +22,7 @@ unit:
 ## Forget local runs, templates and MLflow data of `make up`.
 clean-state:
 	rm -rf .state
+
+## Benchmarks on the real stack; prints a table and writes bench/RESULTS.md (takes ~15 min).
+bench:
+	@scripts/setup.sh && scripts/build.sh --release && . scripts/env.sh && CONCURRENT_BIN=$$CARGO_TARGET_DIR/release/concurrent cargo run --release -p concurrent-bench -- $(ARGS)

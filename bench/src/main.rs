@@ -1,0 +1,301 @@
+//! `make bench`: measures Concurrent on the real stack (MLflow, the edge API in workerd, the
+//! agent) and prints a table; writes bench/RESULTS.md.
+//!
+//! Every figure comes from a real run: step times from the run's own records (`GET
+//! /api/v1/runs/<id>`), memory from /proc, latency from timed HTTP requests on loopback.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use concurrent_tests::kube::{KubeConfig, KubeServer};
+use concurrent_tests::{concurrent_bin, json, root, Stack};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of Concurrent; prints a table and writes bench/RESULTS.md")]
+struct Args {
+    /// Repetitions of each measurement.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Steps in the chain.
+    #[arg(long, default_value_t = 40)]
+    chain: usize,
+    /// Instances of the fan-out (control plane only, synthetic agent).
+    #[arg(long, default_value_t = 1000)]
+    fan_out: usize,
+    /// Pods the agent tracks for the memory figure.
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    /// Run only these measurements (launcher, chain, fan-out, memory); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Keep the services' files and print where they are.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[((v.len() as f64 - 1.0) * p).round() as usize] }
+}
+
+fn spread(v: &[f64]) -> String {
+    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+    format!("{lo:.2}–{hi:.2}")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn attempt<'a>(run: &'a Value, node: usize) -> &'a Value {
+    &run["nodes"][node]["instances"][0]["attempts"][0]
+}
+
+/// Chain of `n` trivial MLflow Project steps through the whole stack.
+fn chain(stack: &Stack, n: usize, reps: usize, rows: &mut Vec<(String, String, String)>) {
+    let project = root().join("bench/projects/noop").display().to_string();
+    let nodes: Vec<Value> = (0..n).map(|i| json!({"id": format!("s{i}"), "kind": "project", "uri": project, "entryPoint": "main"})).collect();
+    let edges: Vec<Value> = (1..n).map(|i| json!({"from": format!("s{}", i - 1), "to": format!("s{i}")})).collect();
+    stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-chain", "nodes": nodes, "edges": edges}));
+    let _agent = stack.agent("bench-chain");
+    let (mut walls, mut transitions, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let id = stack.start_run(&json!({"template": "bench-chain", "cluster": "bench-chain"}));
+        let run = stack.wait_run(&id, Duration::from_secs(60 * 30));
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+        let wall = (run["endedAt"].as_u64().unwrap() - run["createdAt"].as_u64().unwrap()) as f64 / 1000.0;
+        walls.push(wall);
+        for k in 0..n {
+            let a = attempt(&run, k);
+            steps.push((a["endedAt"].as_u64().unwrap() - a["startedAt"].as_u64().unwrap()) as f64 / 1000.0);
+            if k + 1 < n {
+                let next = attempt(&run, k + 1);
+                transitions.push(next["startedAt"].as_u64().unwrap() as f64 - a["endedAt"].as_u64().unwrap() as f64);
+            }
+        }
+        eprintln!("chain rep {}: {wall:.1} s", rep + 1);
+    }
+    let w = walls.clone();
+    rows.push((format!("chain of {n} trivial steps: wall time"), format!("{:.1} s", median(&mut walls)), format!("spread {} s over {reps} runs", spread(&w))));
+    rows.push((
+        "step transition (end of step k → start of step k+1)".into(),
+        format!("{:.0} ms median", median(&mut transitions.clone())),
+        format!("p95 {:.0} ms; n = {}", pct(&mut transitions, 0.95), transitions.len()),
+    ));
+    rows.push(("one trivial step, lease to report (mostly `mlflow run`)".into(), format!("{:.2} s median", median(&mut steps.clone())), format!("p95 {:.2} s", pct(&mut steps, 0.95))));
+}
+
+/// Where one trivial step's time goes: `mlflow run` against running the entry point directly.
+fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
+    let project = root().join("bench/projects/noop");
+    let time = |f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        assert!(f());
+        t.elapsed().as_secs_f64()
+    };
+    let (mut direct, mut mlflow) = (Vec::new(), Vec::new());
+    let tracking = tempfile::tempdir().unwrap();
+    for _ in 0..reps {
+        direct.push(time(&|| {
+            std::process::Command::new(root().join(".venv/bin/python"))
+                .arg("noop.py")
+                .current_dir(&project)
+                .env("CONCURRENT_OUTPUT_DIR", tracking.path())
+                .status()
+                .is_ok_and(|s| s.success())
+        }));
+        mlflow.push(time(&|| {
+            std::process::Command::new(root().join(".venv/bin/mlflow"))
+                .args(["run", ".", "-e", "main", "--env-manager", "local"])
+                .current_dir(&project)
+                .env("MLFLOW_TRACKING_URI", format!("sqlite:///{}/mlflow.db", tracking.path().display()))
+                .env("CONCURRENT_OUTPUT_DIR", tracking.path())
+                .env("MLFLOW_DISABLE_TELEMETRY", "true")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        }));
+    }
+    let (d, m) = (median(&mut direct), median(&mut mlflow));
+    rows.push(("launcher: `mlflow run` of the trivial entry point".into(), format!("{m:.2} s median"), format!("the entry point alone: {d:.3} s; launcher share {:.0} %", 100.0 * (m - d) / m)));
+}
+
+/// 1 → N → 1 through the control plane, with the benchmark itself as a synthetic agent that
+/// completes every item at once (no steps run: this measures the edge and MLflow bookkeeping).
+fn fan_out(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)>) {
+    let node = |id: &str, instances: usize| json!({"id": id, "kind": "project", "uri": "synthetic", "entryPoint": "main", "instances": instances});
+    stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-fan", "nodes": [node("a", 1), node("b", n), node("c", 1)],
+        "edges": [{"from": "a", "to": "b", "partition": {"mode": "by-file"}}, {"from": "b", "to": "c"}]}));
+    let id = stack.start_run(&json!({"template": "bench-fan", "cluster": "bench-fan"}));
+    let start = Instant::now();
+    let (mut leased, mut first_b, mut all_b) = (0usize, None, None);
+    while leased < n + 2 {
+        let (status, body) = stack.api("POST", "/api/v1/agents/bench-fan/lease", Some(&json!({"agent": "synthetic", "max": 100, "waitMs": 5000})));
+        assert_eq!(status, 200, "{body}");
+        let leases = body["leases"].as_array().cloned().unwrap_or_default();
+        for l in &leases {
+            let outputs = if l["item"]["nodeId"] == "a" {
+                (0..n).map(|i| json!({"path": format!("part-{i}"), "size": 1})).collect::<Vec<_>>()
+            } else {
+                vec![]
+            };
+            let done = json!({"itemId": l["item"]["id"], "token": l["token"], "outcome": {"status": "succeeded", "outputs": outputs}});
+            let (status, body) = stack.api("POST", "/api/v1/agents/bench-fan/complete", Some(&done));
+            assert_eq!(status, 200, "{body}");
+            if l["item"]["nodeId"] == "b" {
+                first_b.get_or_insert(start.elapsed());
+            }
+            eprintln!("{:>7.2} s leased {}", start.elapsed().as_secs_f64(), l["item"]["id"]);
+        }
+        leased += leases.len();
+        if leased >= n + 1 && all_b.is_none() {
+            all_b = Some(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(3600) {
+            panic!("fan-out stalled at {leased} of {}", n + 2);
+        }
+    }
+    let run = stack.wait_run(&id, Duration::from_secs(600));
+    let end = start.elapsed();
+    assert_eq!(run["status"], "succeeded");
+    let all = all_b.unwrap_or(end).as_secs_f64();
+    rows.push((format!("fan-out 1 → {n} → 1, control plane only: all {n} leased"), format!("{all:.1} s"), format!("first after {:.2} s; {:.0} items/s", first_b.unwrap_or_default().as_secs_f64(), n as f64 / all)));
+    rows.push((format!("fan-out 1 → {n} → 1: run start to run end"), format!("{:.1} s", end.as_secs_f64()), format!("{} MLflow runs created", n + 3)));
+    let runs_dir = stack.dir.path().join("wrangler/v3/do");
+    let size: u64 = walk(&runs_dir).into_iter().filter(|(p, _)| p.contains("RunObject")).map(|(_, s)| s).sum();
+    rows.push(("run objects' storage after the fan-out (all runs)".into(), format!("{:.1} MiB", size as f64 / 1048576.0), "SQLite files of the RunObject namespace".into()));
+    // Read latency of the big run, 8 concurrent readers.
+    let mut lat = Vec::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..25)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let (status, _) = stack.api("GET", &format!("/api/v1/runs/{id}"), None);
+                            (status, t.elapsed().as_secs_f64() * 1000.0)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            lat.extend(h.join().unwrap());
+        }
+    });
+    let errors = lat.iter().filter(|(s, _)| *s != 200).count();
+    let mut ms: Vec<f64> = lat.iter().map(|(_, m)| *m).collect();
+    rows.push((
+        format!("GET a {n}-instance run, 8 concurrent readers"),
+        format!("p50 {:.0} ms", median(&mut ms.clone())),
+        format!("p99 {:.0} ms, {errors} errors of {}", pct(&mut ms, 0.99), lat.len()),
+    ));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if let Ok(m) = e.metadata() {
+                out.push((p.display().to_string(), m.len()));
+            }
+        }
+    }
+    out
+}
+
+/// The agent's memory idle, and while it tracks `n` pods (unschedulable, so they stay).
+fn agent_memory(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KubeServer::start(KubeConfig {
+        cpu_millis: 1000,
+        memory_bytes: 1 << 30,
+        gpus: 0,
+        image_files: HashMap::from([("agent".to_string(), HashMap::from([("/concurrent".to_string(), concurrent_bin())]))]),
+        work_dir: dir.path().to_path_buf(),
+        env: vec![],
+    });
+    let kubeconfig = server.kubeconfig.display().to_string();
+    let cap = n.to_string();
+    let args = ["--executor", "kubernetes", "--agent-image", "agent", "--pending-timeout", "3600", "--capacity", &cap];
+    let agent = stack.agent_with_env("bench-memory", &args, &[("KUBECONFIG", &kubeconfig)]);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = rss_kib(agent.pid());
+    stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-memory",
+        "nodes": [{"id": "wide", "kind": "project", "uri": "synthetic", "instances": n, "resources": {"cpu": "64"}}]}));
+    stack.start_run(&json!({"template": "bench-memory", "cluster": "bench-memory"}));
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while server.pods("default", "concurrent.dev/cluster=bench-memory").len() < n {
+        assert!(Instant::now() < deadline, "the agent did not create {n} pods");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let busy = rss_kib(agent.pid());
+    rows.push(("agent memory (RSS), idle".into(), format!("{:.1} MiB", idle as f64 / 1024.0), "Kubernetes executor, after start".into()));
+    rows.push((format!("agent memory (RSS), tracking {n} pods"), format!("{:.1} MiB", busy as f64 / 1024.0), format!("{:.1} KiB per pod", (busy.saturating_sub(idle)) as f64 / n as f64)));
+}
+
+fn main() {
+    let args = Args::parse();
+    let stack = Stack::shared();
+    let mut rows = Vec::new();
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    if wanted("launcher") {
+        eprintln!("launcher…");
+        launcher(args.reps, &mut rows);
+    }
+    if wanted("chain") {
+        eprintln!("chain of {}…", args.chain);
+        chain(stack, args.chain, args.reps, &mut rows);
+    }
+    if wanted("fan-out") {
+        eprintln!("fan-out of {}…", args.fan_out);
+        fan_out(stack, args.fan_out, &mut rows);
+    }
+    if wanted("memory") {
+        eprintln!("agent memory with {} pods…", args.pods);
+        agent_memory(stack, args.pods, &mut rows);
+    }
+    if args.keep {
+        eprintln!("services' files: {}", stack.dir.path().display());
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+
+    let mut table = String::from("| measurement | result | detail |\n|---|---|---|\n");
+    for (a, b, c) in &rows {
+        let _ = writeln!(table, "| {a} | {b} | {c} |");
+    }
+    println!("{table}");
+    let machine = format!(
+        "{} cores, {} GiB; {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) / 1048576,
+        std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default()
+    );
+    let date = String::from_utf8(std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().unwrap().stdout).unwrap();
+    let report = format!(
+        "# Benchmark results\n\nMeasured by `make bench` on {}, machine: {machine}. MLflow 3.17.2 (sqlite, 1 worker), the edge API in local workerd (wrangler 4.164.0), the agent with the local executor unless stated; {} repetitions where repeated. Medians, with spreads or p95/p99.\n\n{table}\n\
+How: step times come from each attempt's `startedAt`/`endedAt` in the run's records; the launcher figure times `mlflow run` against `python noop.py` on this machine; the fan-out uses the benchmark as a synthetic agent speaking the real agent protocol (it completes every item at once, so it measures the control plane and MLflow bookkeeping, not steps); agent memory is VmRSS from /proc while it tracks pods on the project's test Kubernetes API server (unschedulable pods, so they stay).\n\n\
+Not measured yet: the same chain on Prefect and Airflow side by side (issue 6).\n",
+        date.trim(),
+        args.reps
+    );
+    std::fs::write(root().join("bench/RESULTS.md"), report).expect("write bench/RESULTS.md");
+    eprintln!("wrote bench/RESULTS.md");
+}
