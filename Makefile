@@ -25,4 +25,4 @@ clean-state:
 
 ## Benchmarks on the real stack; prints a table and writes bench/RESULTS.md (takes ~15 min).
 bench:
-	@scripts/setup.sh && scripts/build.sh --release && . scripts/env.sh && CONCURRENT_BIN=$$CARGO_TARGET_DIR/release/concurrent cargo run --release -p concurrent-bench -- $(ARGS)
+	@scripts/bench.sh $(ARGS)

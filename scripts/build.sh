@@ -12,13 +12,13 @@ cargo build -p concurrent-dispatcher --profile "$PROFILE"
 
 echo "==> designer bundle (frontend/dist)"
 cargo build -p concurrent-frontend --target wasm32-unknown-unknown --profile wasm-release
-mkdir -p frontend/dist
-wasm-bindgen --target web --no-typescript --out-name concurrent_frontend --out-dir frontend/dist \
+rm -rf frontend/dist && mkdir -p frontend/dist/concurrent
+wasm-bindgen --target web --no-typescript --out-name concurrent_frontend --out-dir frontend/dist/concurrent \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/concurrent-frontend.wasm"
 wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
-  frontend/dist/concurrent_frontend_bg.wasm -o frontend/dist/concurrent_frontend_bg.wasm
-cp frontend/static/* frontend/dist/
+  frontend/dist/concurrent/concurrent_frontend_bg.wasm -o frontend/dist/concurrent/concurrent_frontend_bg.wasm
+cp frontend/static/* frontend/dist/concurrent/
 
 echo "==> edge API (Cloudflare Worker, edge-api/build)"
 (cd edge-api && worker-build --release)

@@ -259,26 +259,34 @@ fn main() {
     if wanted("launcher") {
         eprintln!("launcher…");
         launcher(args.reps, &mut rows);
+        write_results(&rows, &args);
     }
     if wanted("chain") {
         eprintln!("chain of {}…", args.chain);
         chain(stack, args.chain, args.reps, &mut rows);
+        write_results(&rows, &args);
     }
     if wanted("fan-out") {
         eprintln!("fan-out of {}…", args.fan_out);
         fan_out(stack, args.fan_out, &mut rows);
+        write_results(&rows, &args);
     }
     if wanted("memory") {
         eprintln!("agent memory with {} pods…", args.pods);
         agent_memory(stack, args.pods, &mut rows);
+        write_results(&rows, &args);
     }
     if args.keep {
         eprintln!("services' files: {}", stack.dir.path().display());
         std::thread::sleep(Duration::from_secs(3600));
     }
 
+}
+
+/// Prints the table and writes bench/RESULTS.md.
+fn write_results(rows: &[(String, String, String)], args: &Args) {
     let mut table = String::from("| measurement | result | detail |\n|---|---|---|\n");
-    for (a, b, c) in &rows {
+    for (a, b, c) in rows {
         let _ = writeln!(table, "| {a} | {b} | {c} |");
     }
     println!("{table}");

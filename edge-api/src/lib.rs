@@ -13,6 +13,7 @@ mod catalog;
 mod error;
 mod http;
 mod mlflow;
+mod mlflow_proxy;
 mod queue;
 mod run_object;
 mod runs;
@@ -37,16 +38,21 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if path == "/login" {
         return auth::handle_login(req, &env).await.or_else(ApiError::into_response);
     }
+    let ours = path.starts_with("/api/v1/");
     let user = match auth::authenticate(&req, &env).await {
         Ok(user) => user,
-        Err(e) if !path.starts_with("/api/") => return auth::login_page(e),
+        Err(e) if !ours => return auth::login_page(e),
         Err(e) => return e.into_response(),
     };
-    if !path.starts_with("/api/") {
+    if !ours {
+        // The UI: Concurrent's bundle under /concurrent/, everything else is MLflow's.
         if user.role == concurrent_core::access::Role::Agent {
             return ApiError::Forbidden("agent and step tokens cannot open the UI".into()).into_response();
         }
-        return env.assets("ASSETS")?.fetch_request(req).await;
+        if path.starts_with("/concurrent/") {
+            return env.assets("ASSETS")?.fetch_request(req).await;
+        }
+        return mlflow_proxy::forward(req, &env).await.or_else(ApiError::into_response);
     }
     if let Err(e) = auth::authorize(&user, req.method().as_ref(), &path) {
         return e.into_response();
@@ -74,7 +80,7 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .post_async("/api/v1/agents/:cluster/lease", agents::handle_lease)
         .post_async("/api/v1/agents/:cluster/heartbeat", agents::handle_heartbeat)
         .post_async("/api/v1/agents/:cluster/complete", agents::handle_complete)
-        .or_else_any_method("/api/*rest", |req, _| {
+        .or_else_any_method("/api/v1/*rest", |req, _| {
             ApiError::NotFound(format!("no API route {} {}", req.method(), req.path())).into_response()
         })
         .run(req, env)

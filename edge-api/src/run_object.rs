@@ -21,7 +21,9 @@ pub const BINDING: &str = "RUNS";
 /// Wait before retrying effects that failed (MLflow or a queue unreachable).
 const RETRY_MS: u64 = 3_000;
 /// MLflow calls in flight at once from one run.
-const MLFLOW_PARALLEL: usize = 16;
+const MLFLOW_PARALLEL: usize = 8;
+/// Longest time one alarm drives the run before handing over to the next alarm.
+const ALARM_BUDGET_MS: u64 = 20_000;
 /// MLflow calls per drive round, before queued work is handed to the cluster queues.
 const MLFLOW_PER_ROUND: usize = 128;
 
@@ -236,14 +238,27 @@ impl RunObject {
             self.again.set(true);
             return Ok(());
         }
-        let result = self.drive_rounds().await;
-        self.driving.set(false);
-        result
+        // Reset even if this future is dropped half-way (an interrupted alarm), or the run
+        // would never be driven again.
+        struct Driving<'a>(&'a Cell<bool>);
+        impl Drop for Driving<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _driving = Driving(&self.driving);
+        self.drive_rounds().await
     }
 
     async fn drive_rounds(&self) -> Result<(), ApiError> {
         let mlflow = Mlflow::from_env(&self.env)?;
+        let started = now_ms();
         loop {
+            // Keep each alarm short; a big run continues in the next one.
+            if now_ms() - started > ALARM_BUDGET_MS {
+                self.state.storage().set_alarm(0i64).await?;
+                return Ok(());
+            }
             self.again.set(false);
             let now = now_ms();
             // Ticks only matter when a retry is due; a full save of a big run is not free.

@@ -186,7 +186,7 @@ impl Stack {
         require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
         let wrangler = require(&root.join("node_modules/.bin/wrangler"), "scripts/setup.sh");
         require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
-        require(&root.join("frontend/dist/index.html"), "scripts/build.sh");
+        require(&root.join("frontend/dist/concurrent/index.html"), "scripts/build.sh");
         let dir = tempfile::Builder::new().prefix("concurrent-test-").tempdir().expect("temp dir");
         // The shared stack lives in a static and is never dropped: remove its files at exit.
         DIRS.lock().expect("poisoned").push(dir.path().to_path_buf());

@@ -9,7 +9,9 @@
 //! enforces memory limits (OOMKilled) and `activeDeadlineSeconds`, and records logs and events.
 //!
 //! What it does not do: authentication, RBAC, admission, patches, field selectors, more than one
-//! node. The same tests can run against a real cluster with `CONCURRENT_TEST_KUBECONFIG`.
+//! node. The executor's tests read pods through this server's store as well as through the API,
+//! so they run against it only; a real cluster is exercised by `concurrent agent --executor
+//! kubernetes` with the manifests in `deploy/kubernetes/`.
 
 mod kubelet;
 mod server;
