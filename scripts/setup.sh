@@ -48,6 +48,10 @@ else
   .venv/bin/pip install --quiet --disable-pip-version-check "mlflow==$MLFLOW_VERSION"
 fi
 
+step "mlflow-concurrent (the \`mlflow run --backend concurrent\` plugin) in .venv"
+if .venv/bin/python -c "import mlflow_concurrent" 2>/dev/null; then ok "installed"
+else .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e integrations/mlflow-concurrent; fi
+
 if [[ $WITH_BROWSER == 1 ]]; then
   step "Chromium and chromedriver (Debian packages)"
   if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then ok "installed"

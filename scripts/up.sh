@@ -45,10 +45,14 @@ wait_for "http://127.0.0.1:$MLFLOW_PORT/health" 120 MLflow "$STATE/logs/mlflow.l
 
 echo "==> edge API in workerd on http://127.0.0.1:$EDGE_PORT (log: .state/logs/edge.log)"
 CONCURRENT_PREBUILT=1 wrangler dev --ip 127.0.0.1 --port "$EDGE_PORT" --persist-to "$STATE/wrangler" \
-  --show-interactive-dev-session=false --env-file "$STATE/edge.env" \
+  --show-interactive-dev-session=false --env-file "$STATE/edge.env" --test-scheduled \
   --var "MLFLOW_TRACKING_URI:http://127.0.0.1:$MLFLOW_PORT" > "$STATE/logs/edge.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$EDGE_PORT/healthz" 90 "The edge API" "$STATE/logs/edge.log"
+
+# wrangler dev does not fire cron triggers by itself: fire the Worker's every-minute trigger.
+( while sleep 60; do curl -fsS "http://127.0.0.1:$EDGE_PORT/__scheduled?cron=*+*+*+*+*" >/dev/null 2>&1 || true; done ) &
+PIDS+=($!)
 
 echo "==> agent for cluster 'local' (log: .state/logs/agent.log)"
 "$CARGO_TARGET_DIR/debug/concurrent" agent --edge-url "http://127.0.0.1:$EDGE_PORT" --cluster local \
@@ -64,7 +68,8 @@ cat <<MSG
 
   Concurrent is running.
     Open:    http://127.0.0.1:$EDGE_PORT/login#token=$TOKEN
-    MLflow:  http://127.0.0.1:$MLFLOW_PORT
+             (the MLflow UI, with a "DAGs" tab next to Experiments and Model registry)
+    MLflow directly: http://127.0.0.1:$MLFLOW_PORT
     Start the example:
       curl -H "Authorization: Bearer \$(cat .state/token)" -d '{"template":"iris-pipeline"}' http://127.0.0.1:$EDGE_PORT/api/v1/runs
 

@@ -5,12 +5,14 @@
 //! the Unix epoch).
 
 pub mod access;
+pub mod design;
 pub mod names;
 pub mod params;
 pub mod partition;
 pub mod run;
 pub mod schedule;
 pub mod template;
+pub mod time;
 pub mod validate;
 pub mod wire;
 

@@ -156,14 +156,7 @@ fn pod_table(pods: &[Value], rv: String) -> Value {
 }
 
 fn age(rfc3339: &str) -> String {
-    let n = |a: usize, b: usize| rfc3339.get(a..b).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
-    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let created = days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19);
+    let created = concurrent_core::time::parse_rfc3339(rfc3339).unwrap_or(0);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     let secs = (now - created).max(0);
     if secs < 120 { format!("{secs}s") } else { format!("{}m", secs / 60) }
