@@ -51,7 +51,8 @@ PIDS+=($!)
 wait_for "http://127.0.0.1:$EDGE_PORT/healthz" 90 "The edge API" "$STATE/logs/edge.log"
 
 # wrangler dev does not fire cron triggers by itself: fire the Worker's every-minute trigger.
-( while sleep 60; do curl -fsS "http://127.0.0.1:$EDGE_PORT/__scheduled?cron=*+*+*+*+*" >/dev/null 2>&1 || true; done ) &
+( trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM INT
+  while true; do sleep 60 & wait $!; curl -fsS "http://127.0.0.1:$EDGE_PORT/__scheduled?cron=*+*+*+*+*" >/dev/null 2>&1 || true; done ) &
 PIDS+=($!)
 
 echo "==> agent for cluster 'local' (log: .state/logs/agent.log)"
@@ -75,5 +76,9 @@ cat <<MSG
 
   Press Ctrl-C to stop.
 MSG
-wait -n "${PIDS[@]}"
-echo "a component exited; see .state/logs/" >&2
+STOPPING=""
+trap 'STOPPING=1' INT TERM
+wait -n "${PIDS[@]}" || true
+sleep 0.5
+[[ -n "$STOPPING" ]] || echo "a component exited; see .state/logs/" >&2
+stop

@@ -25,14 +25,24 @@ pub struct Catalog {
 #[serde(rename_all = "camelCase")]
 pub struct Commit {
     pub name: String,
-    /// `None`: the template must not exist yet; `Some(None)`: any version (If-Match: *);
-    /// `Some(Some(v))`: the latest version must be `v`.
-    pub expected: Option<Option<u32>>,
+    pub expected: Expected,
     pub kv_key: String,
     pub description: String,
     pub author: Option<String>,
     pub created_at: u64,
     pub problems: Vec<Problem>,
+}
+
+/// What a save expects to replace (from `If-Match`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Expected {
+    /// No `If-Match`: the template must not exist yet.
+    New,
+    /// `If-Match: *`: whatever the latest version is.
+    Any,
+    /// `If-Match: <v>`: the latest version must be `v`.
+    Version(u32),
 }
 
 /// A stored version, without its body.
@@ -147,20 +157,20 @@ impl Catalog {
     fn commit(&self, c: Commit) -> Result<u32, ApiError> {
         let latest = self.latest(&c.name)?;
         let current = latest.filter(|(_, deleted)| !deleted).map(|(v, _)| v);
-        match (&c.expected, current) {
-            (None, Some(v)) => {
+        match (c.expected, current) {
+            (Expected::New, Some(v)) => {
                 return Err(ApiError::Conflict(format!(
                     "template {:?} already exists at version {v}; send `If-Match: {v}` to save a new version",
                     c.name
                 )))
             }
-            (Some(Some(expected)), Some(v)) if *expected != v => {
+            (Expected::Version(expected), Some(v)) if expected != v => {
                 return Err(ApiError::Conflict(format!(
                     "template {:?} is at version {v}, not {expected}: someone saved in between; reload, merge and save again",
                     c.name
                 )))
             }
-            (Some(Some(expected)), None) => {
+            (Expected::Version(expected), None) => {
                 return Err(ApiError::Conflict(format!("template {:?} does not exist (expected version {expected})", c.name)))
             }
             _ => {}

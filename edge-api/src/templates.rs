@@ -6,7 +6,7 @@ use serde::Serialize;
 use worker::{Env, Request, Response, RouteContext};
 
 use crate::auth::User;
-use crate::catalog::{self, Commit, VersionQuery, VersionRow};
+use crate::catalog::{self, Commit, Expected, VersionQuery, VersionRow};
 use crate::error::{respond, ApiError};
 use crate::http::{body_text, call, now_ms, random_id, stub};
 
@@ -63,11 +63,11 @@ async fn save(req: &mut Request, ctx: &Ctx) -> Result<SavedTemplate, ApiError> {
         });
     }
     let expected = match req.headers().get("If-Match")? {
-        None => None,
-        Some(v) if v.trim() == "*" => Some(None),
-        Some(v) => Some(Some(v.trim().trim_matches('"').parse::<u32>().map_err(|_| {
-            ApiError::BadRequest(format!("If-Match must be a version number or *, not {v:?}"))
-        })?)),
+        None => Expected::New,
+        Some(v) if v.trim() == "*" => Expected::Any,
+        Some(v) => Expected::Version(
+            v.trim().trim_matches('"').parse::<u32>().map_err(|_| ApiError::BadRequest(format!("If-Match must be a version number or *, not {v:?}")))?,
+        ),
     };
     // The body goes to a fresh, write-once key first; the catalog then commits it as the next
     // version atomically. A losing concurrent save leaves only an unreferenced KV entry.

@@ -164,8 +164,10 @@ fn concurrent_saves_conflict_instead_of_losing_an_update() {
     let (status, body) = stack.api_with("PUT", "/api/v1/templates/versioned", Some(&t), &[("If-Match", "1")]);
     assert_eq!(status, 409, "a stale If-Match conflicts: {body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("version 2"), "{body}");
+    let (status, _) = stack.api_with("PUT", "/api/v1/templates/versioned", Some(&t), &[("If-Match", "*")]);
+    assert_eq!(status, 201, "If-Match: * saves over any version");
     let (_, versions) = stack.api("GET", "/api/v1/templates/versioned/versions", None);
-    assert_eq!(versions.as_array().unwrap().len(), 2);
+    assert_eq!(versions.as_array().unwrap().len(), 3);
 }
 
 #[test]
