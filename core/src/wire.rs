@@ -192,7 +192,13 @@ pub struct LeaseRef {
 pub struct HeartbeatRequest {
     pub agent: String,
     pub leases: Vec<LeaseRef>,
+    /// Item id → the last lines of the step's log, shown live in the run view.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tails: BTreeMap<String, String>,
 }
+
+/// Lines of a running step's log sent with heartbeats.
+pub const TAIL_LINES: usize = 20;
 
 /// What became of a lease at a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

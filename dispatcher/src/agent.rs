@@ -157,7 +157,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // Until the edge tells the lease TTL (with the first lease), heartbeat as if it were short.
     let ttl = Arc::new(Mutex::new(Duration::from_secs(3)));
     adopt(&edge, &executor, &running, &freed, &metrics).await?;
-    let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), running.clone(), ttl.clone(), shutdown.clone(), metrics.clone()));
+    let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), executor.clone(), running.clone(), ttl.clone(), shutdown.clone(), metrics.clone()));
 
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
@@ -218,7 +218,7 @@ async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed:
         return Ok(());
     }
     let refs = leases.iter().map(|l| LeaseRef { item_id: l.item.id.clone(), token: l.token }).collect();
-    let answer = edge.heartbeat(refs).await.context("cannot check the leases of running pods")?;
+    let answer = edge.heartbeat(refs, Default::default()).await.context("cannot check the leases of running pods")?;
     for lease in leases {
         match answer.leases.get(&lease.item.id) {
             Some(LeaseStatus::Active) => {
@@ -264,7 +264,7 @@ fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &
     });
 }
 
-async fn heartbeat_loop(edge: Edge, running: Table, ttl: Arc<Mutex<Duration>>, shutdown: CancellationToken, metrics: Arc<Metrics>) {
+async fn heartbeat_loop(edge: Edge, executor: Arc<AnyExecutor>, running: Table, ttl: Arc<Mutex<Duration>>, shutdown: CancellationToken, metrics: Arc<Metrics>) {
     loop {
         let period = *ttl.lock().expect("poisoned") / 3;
         tokio::select! {
@@ -280,7 +280,8 @@ async fn heartbeat_loop(edge: Edge, running: Table, ttl: Arc<Mutex<Duration>>, s
         if leases.is_empty() {
             continue;
         }
-        match edge.heartbeat(leases).await {
+        let tails = leases.iter().filter_map(|l| Some((l.item_id.clone(), executor.tail(&l.item_id)?))).collect();
+        match edge.heartbeat(leases, tails).await {
             Ok(resp) => {
                 let table = running.lock().expect("poisoned");
                 for (id, status) in resp.leases {

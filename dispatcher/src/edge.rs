@@ -1,5 +1,6 @@
 //! The agent's client of the edge API's agent protocol, with retries on transient failures.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -73,8 +74,8 @@ impl Edge {
         self.post("lease", &body, wait + Duration::from_secs(15)).await
     }
 
-    pub async fn heartbeat(&self, leases: Vec<LeaseRef>) -> Result<HeartbeatResponse, EdgeError> {
-        self.post("heartbeat", &HeartbeatRequest { agent: self.agent.clone(), leases }, Duration::from_secs(20)).await
+    pub async fn heartbeat(&self, leases: Vec<LeaseRef>, tails: BTreeMap<String, String>) -> Result<HeartbeatResponse, EdgeError> {
+        self.post("heartbeat", &HeartbeatRequest { agent: self.agent.clone(), leases, tails }, Duration::from_secs(20)).await
     }
 
     pub async fn complete(&self, item_id: &str, token: u64, outcome: Outcome) -> Result<(), EdgeError> {

@@ -220,8 +220,33 @@ impl QueueObject {
             };
             answers.insert(l.item_id, status);
         }
+        self.forward_tails(&r.tails, &answers).await;
         self.arm().await?;
         Ok(HeartbeatResponse { leases: answers, expires_at })
+    }
+
+    /// Sends the log tails of active leases to their runs, one call per run (best effort: a
+    /// lost tail is replaced by the next heartbeat's).
+    async fn forward_tails(&self, tails: &BTreeMap<String, String>, status: &BTreeMap<String, LeaseStatus>) {
+        let mut by_run: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        for (item_id, tail) in tails {
+            if status.get(item_id) != Some(&LeaseStatus::Active) {
+                continue;
+            }
+            let Ok(Some(row)) = self.row(item_id) else { continue };
+            let Ok(item) = serde_json::from_str::<WorkItem>(&row.item) else { continue };
+            let tail: String = tail.chars().rev().take(8 * 1024).collect::<Vec<_>>().into_iter().rev().collect();
+            by_run.entry(item.run_id.clone()).or_default().push(Event::LogTail { node: item.node_id, instance: item.instance, attempt: item.attempt, tail });
+        }
+        for (run_id, events) in by_run {
+            let sent = match stub(&self.env, crate::run_object::BINDING, &run_id) {
+                Ok(s) => call::<_, Vec<Option<String>>>(&s, "/events", &events).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                worker::console_error!("queue: forwarding log tails to run {run_id} failed: {}", e.body().error.message);
+            }
+        }
     }
 
     async fn complete(&self, r: CompleteRequest) -> Result<bool, ApiError> {

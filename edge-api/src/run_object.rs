@@ -207,6 +207,7 @@ impl RunObject {
             | Event::AttemptRunClosed { node, instance, .. }
             | Event::Leased { node, instance, .. }
             | Event::Requeued { node, instance, .. }
+            | Event::LogTail { node, instance, .. }
             | Event::Finished { node, instance, .. } => Some((node.clone(), *instance)),
             _ => None,
         };

@@ -36,8 +36,11 @@ extern "C" fn kill_all_groups() {
         // SAFETY: as above.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
-    for dir in DIRS.lock().map(|d| d.clone()).unwrap_or_default() {
-        let _ = std::fs::remove_dir_all(dir);
+    // CONCURRENT_TEST_KEEP=1 keeps the services' files and logs for a post-mortem.
+    if std::env::var_os("CONCURRENT_TEST_KEEP").is_none() {
+        for dir in DIRS.lock().map(|d| d.clone()).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -106,7 +106,10 @@ fn cancel_stops_running_steps_and_ends_everything_killed_within_seconds() {
     stack.wait_until(&id, RUN_TIMEOUT, "train running", |r| {
         r["nodes"][1]["instances"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // The live log tail arrives with the agent's heartbeats.
+    stack.wait_until(&id, Duration::from_secs(60), "a live log tail", |r| {
+        attempts(r, 1, 0)[0]["logTail"].as_str().is_some_and(|t| t.contains("sleeping 120"))
+    });
     let (status, body) = stack.api("POST", &format!("/api/v1/runs/{id}/cancel"), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "cancelled");

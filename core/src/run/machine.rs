@@ -35,6 +35,8 @@ pub enum Event {
     /// The lease ended before its agent confirmed it with a heartbeat (the agent died while its
     /// long-poll was answered): nothing ran, so the attempt waits in the queue again, uncounted.
     Requeued { node: String, instance: u32, attempt: u32 },
+    /// The agent sent the last lines of a running attempt's log.
+    LogTail { node: String, instance: u32, attempt: u32, tail: String },
     /// The attempt ended (reported by its agent, or by the queue when its lease expired).
     Finished { node: String, instance: u32, attempt: u32, outcome: Outcome },
     /// A user cancelled the run.
@@ -199,6 +201,13 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 AttemptState::Running if a.agent.as_deref() == Some(agent.as_str()) => {}
                 s => return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is {s:?}, not queued"))),
             }
+        }
+        Event::LogTail { node, instance, attempt, tail } => {
+            let a = attempt_mut(run, &node, instance, attempt)?;
+            if a.state != AttemptState::Running {
+                return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is not running")));
+            }
+            a.log_tail = Some(tail);
         }
         Event::Requeued { node, instance, attempt } => {
             let inst = current_instance_mut(run, &node, instance, attempt)?;
@@ -548,6 +557,7 @@ fn new_attempt(number: u32, now: u64) -> Attempt {
         started_at: None,
         ended_at: None,
         error: None,
+        log_tail: None,
     }
 }
 

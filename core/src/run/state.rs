@@ -131,6 +131,9 @@ pub struct Attempt {
     pub ended_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The last lines of the step's log, as of its latest heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
 }
 
 /// One parallel copy of a node.

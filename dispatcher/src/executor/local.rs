@@ -77,6 +77,12 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
+    fn tail(&self, item_id: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.work_dir.join(item_id).join("step.log")).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        Some(lines[lines.len().saturating_sub(concurrent_core::wire::TAIL_LINES)..].join("\n"))
+    }
+
     async fn run(&self, lease: &Lease, cancel: CancellationToken) -> Option<Outcome> {
         match self.run_step(lease, cancel).await {
             Ok(outcome) => outcome,

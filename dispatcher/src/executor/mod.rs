@@ -14,6 +14,11 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs the step; `None` when there is nothing for the agent to report (it was cancelled,
     /// or the step reported its outcome itself).
     fn run(&self, lease: &Lease, cancel: CancellationToken) -> impl std::future::Future<Output = Option<Outcome>> + Send;
+
+    /// The last lines of a running step's log, for the live view (`None` when not at hand).
+    fn tail(&self, _item_id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The executor chosen at start.
@@ -27,6 +32,14 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Local(e) => e.run(lease, cancel).await,
             AnyExecutor::Kubernetes(e) => e.run(lease, cancel).await,
+        }
+    }
+
+    fn tail(&self, item_id: &str) -> Option<String> {
+        match self {
+            AnyExecutor::Local(e) => e.tail(item_id),
+            // Pods: `kubectl logs`, and the log uploaded to MLflow every 30 s and at the end.
+            AnyExecutor::Kubernetes(_) => None,
         }
     }
 }

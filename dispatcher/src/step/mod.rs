@@ -22,6 +22,8 @@ use crate::mlflow::Mlflow;
 
 /// Files transferred at once.
 const PARALLEL_TRANSFERS: usize = 8;
+/// How often a running step's log is uploaded to its MLflow run.
+const LOG_UPLOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct StepArgs {
@@ -58,8 +60,20 @@ const UNREPORTED: u8 = 75;
 pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.spec).with_context(|| format!("cannot read the step spec {}", args.spec.display()))?;
     let item: WorkItem = serde_json::from_str(&text).context("the step spec is not a work item")?;
-    let mlflow = Mlflow::new(&args.mlflow_uri, std::env::var("MLFLOW_TRACKING_TOKEN").ok())?;
+    let mlflow = std::sync::Arc::new(Mlflow::new(&args.mlflow_uri, std::env::var("MLFLOW_TRACKING_TOKEN").ok())?);
     let log = args.work_dir.join("step.log");
+    // The log reaches MLflow while the step runs, not only at its end, so it outlives a lost pod.
+    let uploader = {
+        let (mlflow, log, run_id) = (mlflow.clone(), log.clone(), item.step.mlflow.run_id.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LOG_UPLOAD_EVERY).await;
+                if log.exists() {
+                    let _ = mlflow.upload(&run_id, "logs/step.log", &log).await;
+                }
+            }
+        })
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
         result = execute(&args, &item, &mlflow, &log) => match result {
@@ -72,6 +86,7 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    uploader.abort();
     if log.exists() {
         if let Err(e) = mlflow.upload(&item.step.mlflow.run_id, "logs/step.log", &log).await {
             tracing::warn!(item = %item.id, "the step log could not be uploaded: {e:#}");
