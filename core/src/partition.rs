@@ -95,11 +95,14 @@ pub fn plan(files: &[ArtifactFile], instances: u32, partition: &Partition) -> Re
             return Ok(Plan { slices: vec![files; instances as usize], unmatched });
         }
         PartitionMode::ByFile => files.into_iter().map(|f| (f.path.clone(), vec![f])).collect(),
-        PartitionMode::ByDirectory => group_by(files, |f| {
-            Some(f.path.rsplit_once('/').map(|(dir, _)| dir.to_string()).unwrap_or_default())
-        })
-        .into_iter()
-        .collect(),
+        PartitionMode::ByDirectory => {
+            let mut dirs = BTreeMap::<String, Vec<ArtifactFile>>::new();
+            for f in files {
+                let dir = f.path.rsplit_once('/').map(|(dir, _)| dir.to_string()).unwrap_or_default();
+                dirs.entry(dir).or_default().push(f);
+            }
+            dirs.into_iter().collect()
+        }
         PartitionMode::ByKey => {
             let source = partition.key_regex.as_deref().unwrap_or_default();
             let re = regex_lite::Regex::new(source).map_err(|e| PlanError::BadKeyRegex(e.to_string()))?;
@@ -118,16 +121,6 @@ pub fn plan(files: &[ArtifactFile], instances: u32, partition: &Partition) -> Re
         PartitionMode::Unknown(m) => return Err(PlanError::UnknownMode(m.clone())),
     };
     Ok(Plan { slices: balance(groups, instances as usize), unmatched })
-}
-
-fn group_by(files: Vec<ArtifactFile>, key: impl Fn(&ArtifactFile) -> Option<String>) -> BTreeMap<String, Vec<ArtifactFile>> {
-    let mut groups = BTreeMap::<String, Vec<ArtifactFile>>::new();
-    for f in files {
-        if let Some(k) = key(&f) {
-            groups.entry(k).or_default().push(f);
-        }
-    }
-    groups
 }
 
 /// Longest-processing-time-first: biggest group to the lightest instance; ties go to the
