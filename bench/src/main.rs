@@ -38,23 +38,37 @@ struct Args {
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { f64::NAN } else { v[((v.len() as f64 - 1.0) * p).round() as usize] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    }
 }
 
 fn spread(v: &[f64]) -> String {
-    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
     format!("{lo:.2}–{hi:.2}")
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -66,7 +80,9 @@ fn attempt<'a>(run: &'a Value, node: usize) -> &'a Value {
 fn chain(stack: &Stack, n: usize, reps: usize, rows: &mut Vec<(String, String, String)>) {
     let project = root().join("bench/projects/noop").display().to_string();
     let nodes: Vec<Value> = (0..n).map(|i| json!({"id": format!("s{i}"), "kind": "project", "uri": project, "entryPoint": "main"})).collect();
-    let edges: Vec<Value> = (1..n).map(|i| json!({"from": format!("s{}", i - 1), "to": format!("s{i}")})).collect();
+    let edges: Vec<Value> = (1..n)
+        .map(|i| json!({"from": format!("s{}", i - 1), "to": format!("s{i}")}))
+        .collect();
     stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-chain", "nodes": nodes, "edges": edges}));
     let _agent = stack.agent("bench-chain");
     let (mut walls, mut transitions, mut steps) = (Vec::new(), Vec::new(), Vec::new());
@@ -74,26 +90,44 @@ fn chain(stack: &Stack, n: usize, reps: usize, rows: &mut Vec<(String, String, S
         let id = stack.start_run(&json!({"template": "bench-chain", "cluster": "bench-chain"}));
         let run = stack.wait_run(&id, Duration::from_secs(60 * 30));
         assert_eq!(run["status"], "succeeded", "{run:#}");
-        let wall = (run["endedAt"].as_u64().unwrap() - run["createdAt"].as_u64().unwrap()) as f64 / 1000.0;
+        let wall =
+            (run["endedAt"].as_u64().unwrap() - run["createdAt"].as_u64().unwrap()) as f64 / 1000.0;
         walls.push(wall);
         for k in 0..n {
             let a = attempt(&run, k);
-            steps.push((a["endedAt"].as_u64().unwrap() - a["startedAt"].as_u64().unwrap()) as f64 / 1000.0);
+            steps.push(
+                (a["endedAt"].as_u64().unwrap() - a["startedAt"].as_u64().unwrap()) as f64 / 1000.0,
+            );
             if k + 1 < n {
                 let next = attempt(&run, k + 1);
-                transitions.push(next["startedAt"].as_u64().unwrap() as f64 - a["endedAt"].as_u64().unwrap() as f64);
+                transitions.push(
+                    next["startedAt"].as_u64().unwrap() as f64
+                        - a["endedAt"].as_u64().unwrap() as f64,
+                );
             }
         }
         eprintln!("chain rep {}: {wall:.1} s", rep + 1);
     }
     let w = walls.clone();
-    rows.push((format!("chain of {n} trivial steps: wall time"), format!("{:.1} s", median(&mut walls)), format!("spread {} s over {reps} runs", spread(&w))));
+    rows.push((
+        format!("chain of {n} trivial steps: wall time"),
+        format!("{:.1} s", median(&mut walls)),
+        format!("spread {} s over {reps} runs", spread(&w)),
+    ));
     rows.push((
         "step transition (end of step k → start of step k+1)".into(),
         format!("{:.0} ms median", median(&mut transitions.clone())),
-        format!("p95 {:.0} ms; n = {}", pct(&mut transitions, 0.95), transitions.len()),
+        format!(
+            "p95 {:.0} ms; n = {}",
+            pct(&mut transitions, 0.95),
+            transitions.len()
+        ),
     ));
-    rows.push(("one trivial step, lease to report (mostly `mlflow run`)".into(), format!("{:.2} s median", median(&mut steps.clone())), format!("p95 {:.2} s", pct(&mut steps, 0.95))));
+    rows.push((
+        "one trivial step, lease to report (mostly `mlflow run`)".into(),
+        format!("{:.2} s median", median(&mut steps.clone())),
+        format!("p95 {:.2} s", pct(&mut steps, 0.95)),
+    ));
 }
 
 /// Where one trivial step's time goes: `mlflow run` against running the entry point directly.
@@ -119,7 +153,10 @@ fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
             std::process::Command::new(root().join(".venv/bin/mlflow"))
                 .args(["run", ".", "-e", "main", "--env-manager", "local"])
                 .current_dir(&project)
-                .env("MLFLOW_TRACKING_URI", format!("sqlite:///{}/mlflow.db", tracking.path().display()))
+                .env(
+                    "MLFLOW_TRACKING_URI",
+                    format!("sqlite:///{}/mlflow.db", tracking.path().display()),
+                )
                 .env("CONCURRENT_OUTPUT_DIR", tracking.path())
                 .env("MLFLOW_DISABLE_TELEMETRY", "true")
                 .stdout(std::process::Stdio::null())
@@ -129,7 +166,14 @@ fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
         }));
     }
     let (d, m) = (median(&mut direct), median(&mut mlflow));
-    rows.push(("launcher: `mlflow run` of the trivial entry point".into(), format!("{m:.2} s median"), format!("the entry point alone: {d:.3} s; launcher share {:.0} %", 100.0 * (m - d) / m)));
+    rows.push((
+        "launcher: `mlflow run` of the trivial entry point".into(),
+        format!("{m:.2} s median"),
+        format!(
+            "the entry point alone: {d:.3} s; launcher share {:.0} %",
+            100.0 * (m - d) / m
+        ),
+    ));
 }
 
 /// 1 → N → 1 through the control plane, with the benchmark itself as a synthetic agent that
@@ -142,22 +186,33 @@ fn fan_out(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)>) {
     let start = Instant::now();
     let (mut leased, mut first_b, mut all_b) = (0usize, None, None);
     while leased < n + 2 {
-        let (status, body) = stack.api("POST", "/api/v1/agents/bench-fan/lease", Some(&json!({"agent": "synthetic", "max": 100, "waitMs": 5000})));
+        let (status, body) = stack.api(
+            "POST",
+            "/api/v1/agents/bench-fan/lease",
+            Some(&json!({"agent": "synthetic", "max": 100, "waitMs": 5000})),
+        );
         assert_eq!(status, 200, "{body}");
         let leases = body["leases"].as_array().cloned().unwrap_or_default();
         for l in &leases {
             let outputs = if l["item"]["nodeId"] == "a" {
-                (0..n).map(|i| json!({"path": format!("part-{i}"), "size": 1})).collect::<Vec<_>>()
+                (0..n)
+                    .map(|i| json!({"path": format!("part-{i}"), "size": 1}))
+                    .collect::<Vec<_>>()
             } else {
                 vec![]
             };
             let done = json!({"itemId": l["item"]["id"], "token": l["token"], "outcome": {"status": "succeeded", "outputs": outputs}});
-            let (status, body) = stack.api("POST", "/api/v1/agents/bench-fan/complete", Some(&done));
+            let (status, body) =
+                stack.api("POST", "/api/v1/agents/bench-fan/complete", Some(&done));
             assert_eq!(status, 200, "{body}");
             if l["item"]["nodeId"] == "b" {
                 first_b.get_or_insert(start.elapsed());
             }
-            eprintln!("{:>7.2} s leased {}", start.elapsed().as_secs_f64(), l["item"]["id"]);
+            eprintln!(
+                "{:>7.2} s leased {}",
+                start.elapsed().as_secs_f64(),
+                l["item"]["id"]
+            );
         }
         leased += leases.len();
         if leased >= n + 1 && all_b.is_none() {
@@ -171,11 +226,31 @@ fn fan_out(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)>) {
     let end = start.elapsed();
     assert_eq!(run["status"], "succeeded");
     let all = all_b.unwrap_or(end).as_secs_f64();
-    rows.push((format!("fan-out 1 → {n} → 1, control plane only: all {n} leased"), format!("{all:.1} s"), format!("first after {:.2} s; {:.0} items/s", first_b.unwrap_or_default().as_secs_f64(), n as f64 / all)));
-    rows.push((format!("fan-out 1 → {n} → 1: run start to run end"), format!("{:.1} s", end.as_secs_f64()), format!("{} MLflow runs created", n + 3)));
+    rows.push((
+        format!("fan-out 1 → {n} → 1, control plane only: all {n} leased"),
+        format!("{all:.1} s"),
+        format!(
+            "first after {:.2} s; {:.0} items/s",
+            first_b.unwrap_or_default().as_secs_f64(),
+            n as f64 / all
+        ),
+    ));
+    rows.push((
+        format!("fan-out 1 → {n} → 1: run start to run end"),
+        format!("{:.1} s", end.as_secs_f64()),
+        format!("{} MLflow runs created", n + 3),
+    ));
     let runs_dir = stack.dir.path().join("wrangler/v3/do");
-    let size: u64 = walk(&runs_dir).into_iter().filter(|(p, _)| p.contains("RunObject")).map(|(_, s)| s).sum();
-    rows.push(("run objects' storage after the fan-out (all runs)".into(), format!("{:.1} MiB", size as f64 / 1048576.0), "SQLite files of the RunObject namespace".into()));
+    let size: u64 = walk(&runs_dir)
+        .into_iter()
+        .filter(|(p, _)| p.contains("RunObject"))
+        .map(|(_, s)| s)
+        .sum();
+    rows.push((
+        "run objects' storage after the fan-out (all runs)".into(),
+        format!("{:.1} MiB", size as f64 / 1048576.0),
+        "SQLite files of the RunObject namespace".into(),
+    ));
     // Read latency of the big run, 8 concurrent readers.
     let mut lat = Vec::new();
     std::thread::scope(|s| {
@@ -201,7 +276,11 @@ fn fan_out(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)>) {
     rows.push((
         format!("GET a {n}-instance run, 8 concurrent readers"),
         format!("p50 {:.0} ms", median(&mut ms.clone())),
-        format!("p99 {:.0} ms, {errors} errors of {}", pct(&mut ms, 0.99), lat.len()),
+        format!(
+            "p99 {:.0} ms, {errors} errors of {}",
+            pct(&mut ms, 0.99),
+            lat.len()
+        ),
     ));
 }
 
@@ -227,13 +306,25 @@ fn agent_memory(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)
         cpu_millis: 1000,
         memory_bytes: 1 << 30,
         gpus: 0,
-        image_files: HashMap::from([("agent".to_string(), HashMap::from([("/concurrent".to_string(), concurrent_bin())]))]),
+        image_files: HashMap::from([(
+            "agent".to_string(),
+            HashMap::from([("/concurrent".to_string(), concurrent_bin())]),
+        )]),
         work_dir: dir.path().to_path_buf(),
         env: vec![],
     });
     let kubeconfig = server.kubeconfig.display().to_string();
     let cap = n.to_string();
-    let args = ["--executor", "kubernetes", "--agent-image", "agent", "--pending-timeout", "3600", "--capacity", &cap];
+    let args = [
+        "--executor",
+        "kubernetes",
+        "--agent-image",
+        "agent",
+        "--pending-timeout",
+        "3600",
+        "--capacity",
+        &cap,
+    ];
     let agent = stack.agent_with_env("bench-memory", &args, &[("KUBECONFIG", &kubeconfig)]);
     std::thread::sleep(Duration::from_secs(3));
     let idle = rss_kib(agent.pid());
@@ -241,14 +332,32 @@ fn agent_memory(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)
         "nodes": [{"id": "wide", "kind": "project", "uri": "synthetic", "instances": n, "resources": {"cpu": "64"}}]}));
     stack.start_run(&json!({"template": "bench-memory", "cluster": "bench-memory"}));
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while server.pods("default", "concurrent.dev/cluster=bench-memory").len() < n {
-        assert!(Instant::now() < deadline, "the agent did not create {n} pods");
+    while server
+        .pods("default", "concurrent.dev/cluster=bench-memory")
+        .len()
+        < n
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not create {n} pods"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_secs(5));
     let busy = rss_kib(agent.pid());
-    rows.push(("agent memory (RSS), idle".into(), format!("{:.1} MiB", idle as f64 / 1024.0), "Kubernetes executor, after start".into()));
-    rows.push((format!("agent memory (RSS), tracking {n} pods"), format!("{:.1} MiB", busy as f64 / 1024.0), format!("{:.1} KiB per pod", (busy.saturating_sub(idle)) as f64 / n as f64)));
+    rows.push((
+        "agent memory (RSS), idle".into(),
+        format!("{:.1} MiB", idle as f64 / 1024.0),
+        "Kubernetes executor, after start".into(),
+    ));
+    rows.push((
+        format!("agent memory (RSS), tracking {n} pods"),
+        format!("{:.1} MiB", busy as f64 / 1024.0),
+        format!(
+            "{:.1} KiB per pod",
+            (busy.saturating_sub(idle)) as f64 / n as f64
+        ),
+    ));
 }
 
 fn main() {
@@ -280,7 +389,6 @@ fn main() {
         eprintln!("services' files: {}", stack.dir.path().display());
         std::thread::sleep(Duration::from_secs(3600));
     }
-
 }
 
 /// Prints the table and writes bench/RESULTS.md.
@@ -292,11 +400,41 @@ fn write_results(rows: &[(String, String, String)], args: &Args) {
     println!("{table}");
     let machine = format!(
         "{} cores, {} GiB; {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) / 1048576,
-        std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default()
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m
+                .lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok())
+            .unwrap_or(0)
+            / 1048576,
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_default()
     );
-    let date = String::from_utf8(std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().unwrap().stdout).unwrap();
+    let date = String::from_utf8(
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     let report = format!(
         "# Benchmark results\n\nMeasured by `make bench` on {}, machine: {machine}. MLflow 3.17.2 (sqlite, 1 worker), the edge API in local workerd (wrangler 4.164.0), the agent with the local executor unless stated; {} repetitions where repeated. Medians, with spreads or p95/p99.\n\n{table}\n\
 How: step times come from each attempt's `startedAt`/`endedAt` in the run's records; the launcher figure times `mlflow run` against `python noop.py` on this machine; the fan-out uses the benchmark as a synthetic agent speaking the real agent protocol (it completes every item at once, so it measures the control plane and MLflow bookkeeping, not steps); agent memory is VmRSS from /proc while it tracks pods on the project's test Kubernetes API server (unschedulable pods, so they stay).\n\n\

@@ -37,7 +37,9 @@ pub enum Permission {
     Edit,
     Admin,
     /// The agent protocol of one cluster.
-    Agent { cluster: String },
+    Agent {
+        cluster: String,
+    },
 }
 
 /// The permission a request needs, from its method and path.
@@ -45,7 +47,9 @@ pub fn permission_for(method: &str, path: &str) -> Permission {
     let rest = path.strip_prefix("/api/v1/").unwrap_or("");
     let mut parts = rest.split('/');
     match (parts.next(), method) {
-        (Some("agents"), _) => Permission::Agent { cluster: parts.next().unwrap_or_default().to_string() },
+        (Some("agents"), _) => Permission::Agent {
+            cluster: parts.next().unwrap_or_default().to_string(),
+        },
         (Some("tokens" | "schedules"), "GET") => Permission::Read,
         (Some("tokens" | "schedules"), _) => Permission::Admin,
         (_, "GET" | "HEAD") => Permission::Read,
@@ -84,11 +88,23 @@ mod tests {
             ("POST", "/api/v1/agents/cpu/lease"),
         ];
         let expect = |role: Role, cluster: Option<&str>| -> Vec<bool> {
-            routes.iter().map(|(m, p)| allows(role, cluster, &permission_for(m, p))).collect()
+            routes
+                .iter()
+                .map(|(m, p)| allows(role, cluster, &permission_for(m, p)))
+                .collect()
         };
-        assert_eq!(expect(Role::Reader, None), [true, false, false, false, true, false, false, false, false]);
-        assert_eq!(expect(Role::Editor, None), [true, true, true, true, true, false, false, false, false]);
+        assert_eq!(
+            expect(Role::Reader, None),
+            [true, false, false, false, true, false, false, false, false]
+        );
+        assert_eq!(
+            expect(Role::Editor, None),
+            [true, true, true, true, true, false, false, false, false]
+        );
         assert_eq!(expect(Role::Admin, None), [true; 9]);
-        assert_eq!(expect(Role::Agent, Some("gpu")), [false, false, false, false, false, false, false, true, false]);
+        assert_eq!(
+            expect(Role::Agent, Some("gpu")),
+            [false, false, false, false, false, false, false, true, false]
+        );
     }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::template::{Edge, InferenceSpec, InputSpec, Node, NodeKind, Partition, Position, ProjectSpec, Template};
+use crate::template::{
+    Edge, InferenceSpec, InputSpec, Node, NodeKind, Partition, Position, ProjectSpec, Template,
+};
 
 /// Horizontal and vertical spacing of the auto-layout, in canvas units.
 pub const LAYER_GAP: f64 = 260.0;
@@ -22,7 +24,11 @@ pub enum EditError {
     IntoInput,
     /// The path that the new edge would close into a cycle.
     #[error("connecting {from} → {to} would make a cycle: {}", .path.join(" → "))]
-    Cycle { from: String, to: String, path: Vec<String> },
+    Cycle {
+        from: String,
+        to: String,
+        path: Vec<String>,
+    },
 }
 
 /// The kinds the palette offers.
@@ -43,7 +49,11 @@ pub struct Editor {
 
 impl Editor {
     pub fn new(template: Template) -> Editor {
-        Editor { template, undo: Vec::new(), redo: Vec::new() }
+        Editor {
+            template,
+            undo: Vec::new(),
+            redo: Vec::new(),
+        }
     }
 
     pub fn template(&self) -> &Template {
@@ -89,12 +99,33 @@ impl Editor {
         let (prefix, spec) = match kind {
             Kind::Project => (
                 "project",
-                NodeKind::Project(ProjectSpec { uri: String::new(), version: None, sub_path: None, entry_point: "main".into(), parameters: BTreeMap::new() }),
+                NodeKind::Project(ProjectSpec {
+                    uri: String::new(),
+                    version: None,
+                    sub_path: None,
+                    entry_point: "main".into(),
+                    parameters: BTreeMap::new(),
+                }),
             ),
-            Kind::Inference => ("inference", NodeKind::Inference(InferenceSpec { model_uri: String::new() })),
-            Kind::Input => ("input", NodeKind::Input(InputSpec { run_id: None, artifact_path: None, path: None })),
+            Kind::Inference => (
+                "inference",
+                NodeKind::Inference(InferenceSpec {
+                    model_uri: String::new(),
+                }),
+            ),
+            Kind::Input => (
+                "input",
+                NodeKind::Input(InputSpec {
+                    run_id: None,
+                    artifact_path: None,
+                    path: None,
+                }),
+            ),
         };
-        let id = (1..).map(|n| format!("{prefix}-{n}")).find(|id| self.template.node(id).is_none()).expect("an unused id exists");
+        let id = (1..)
+            .map(|n| format!("{prefix}-{n}"))
+            .find(|id| self.template.node(id).is_none())
+            .expect("an unused id exists");
         self.checkpoint();
         self.template.nodes.push(Node {
             id: id.clone(),
@@ -114,9 +145,17 @@ impl Editor {
     /// Moves nodes by an offset (one undo step for the whole drag).
     pub fn move_nodes(&mut self, ids: &[String], dx: f64, dy: f64) {
         self.checkpoint();
-        for n in self.template.nodes.iter_mut().filter(|n| ids.contains(&n.id)) {
+        for n in self
+            .template
+            .nodes
+            .iter_mut()
+            .filter(|n| ids.contains(&n.id))
+        {
             let p = n.position.unwrap_or_default();
-            n.position = Some(Position { x: p.x + dx, y: p.y + dy });
+            n.position = Some(Position {
+                x: p.x + dx,
+                y: p.y + dy,
+            });
         }
     }
 
@@ -133,18 +172,38 @@ impl Editor {
         if from == to {
             return Err(EditError::SelfLoop);
         }
-        if matches!(self.template.node(to).map(|n| &n.kind), Some(NodeKind::Input(_))) {
+        if matches!(
+            self.template.node(to).map(|n| &n.kind),
+            Some(NodeKind::Input(_))
+        ) {
             return Err(EditError::IntoInput);
         }
-        if self.template.edges.iter().any(|e| e.to == to && e.input == input) {
-            return Err(EditError::InputTaken { to: to.into(), input: input.into() });
+        if self
+            .template
+            .edges
+            .iter()
+            .any(|e| e.to == to && e.input == input)
+        {
+            return Err(EditError::InputTaken {
+                to: to.into(),
+                input: input.into(),
+            });
         }
         if let Some(mut path) = path_between(&self.template, to, from) {
             path.push(to.to_string());
-            return Err(EditError::Cycle { from: from.into(), to: to.into(), path });
+            return Err(EditError::Cycle {
+                from: from.into(),
+                to: to.into(),
+                path,
+            });
         }
         self.checkpoint();
-        self.template.edges.push(Edge { from: from.into(), to: to.into(), input: input.into(), partition: Partition::default() });
+        self.template.edges.push(Edge {
+            from: from.into(),
+            to: to.into(),
+            input: input.into(),
+            partition: Partition::default(),
+        });
         Ok(())
     }
 
@@ -164,8 +223,17 @@ impl Editor {
     ///
     /// # Errors
     /// [`EditError::NoSuchNode`].
-    pub fn update_node(&mut self, id: &str, change: impl FnOnce(&mut Node)) -> Result<(), EditError> {
-        let i = self.template.nodes.iter().position(|n| n.id == id).ok_or_else(|| EditError::NoSuchNode(id.into()))?;
+    pub fn update_node(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut Node),
+    ) -> Result<(), EditError> {
+        let i = self
+            .template
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .ok_or_else(|| EditError::NoSuchNode(id.into()))?;
         self.checkpoint();
         change(&mut self.template.nodes[i]);
         Ok(())
@@ -237,15 +305,30 @@ pub fn layout(t: &Template) -> HashMap<String, Position> {
             .enumerate()
             .filter(|(_, id)| layer[*id] == l)
             .map(|(order, id)| {
-                let ups: Vec<f64> = t.edges.iter().filter(|e| e.to == *id).filter_map(|e| rows.get(e.from.as_str()).copied()).collect();
-                let key = if ups.is_empty() { order as f64 } else { ups.iter().sum::<f64>() / ups.len() as f64 };
+                let ups: Vec<f64> = t
+                    .edges
+                    .iter()
+                    .filter(|e| e.to == *id)
+                    .filter_map(|e| rows.get(e.from.as_str()).copied())
+                    .collect();
+                let key = if ups.is_empty() {
+                    order as f64
+                } else {
+                    ups.iter().sum::<f64>() / ups.len() as f64
+                };
                 (key, order, *id)
             })
             .collect();
         members.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         for (row, (_, _, id)) in members.into_iter().enumerate() {
             rows.insert(id, row as f64);
-            out.insert(id.to_string(), Position { x: l as f64 * LAYER_GAP, y: row as f64 * ROW_GAP });
+            out.insert(
+                id.to_string(),
+                Position {
+                    x: l as f64 * LAYER_GAP,
+                    y: row as f64 * ROW_GAP,
+                },
+            );
         }
     }
     out
@@ -277,7 +360,10 @@ mod tests {
         assert_eq!(err.to_string(), "connecting project-3 → project-1 would make a cycle: project-1 → project-2 → project-3 → project-1");
         assert_eq!(e.template().edges.len(), 2, "nothing changed");
         assert_eq!(e.connect(&a, &a, "x").unwrap_err(), EditError::SelfLoop);
-        assert!(matches!(e.connect(&a, &b, "data").unwrap_err(), EditError::InputTaken { .. }));
+        assert!(matches!(
+            e.connect(&a, &b, "data").unwrap_err(),
+            EditError::InputTaken { .. }
+        ));
         let i = e.add_node(Kind::Input, Position::default());
         assert_eq!(e.connect(&a, &i, "data").unwrap_err(), EditError::IntoInput);
     }
@@ -292,7 +378,10 @@ mod tests {
         e.update_node(&b, |n| n.instances = 4).unwrap();
         let done = e.template().clone();
         e.delete(&[a.clone()], &[]);
-        assert!(e.template().edges.is_empty(), "a deleted node takes its edges");
+        assert!(
+            e.template().edges.is_empty(),
+            "a deleted node takes its edges"
+        );
         assert!(e.undo());
         assert_eq!(e.template(), &done);
         for _ in 0..5 {
@@ -309,16 +398,30 @@ mod tests {
     #[test]
     fn auto_layout_puts_every_edge_left_to_right() {
         let mut e = empty();
-        let ids: Vec<String> = (0..5).map(|_| e.add_node(Kind::Project, Position::default())).collect();
+        let ids: Vec<String> = (0..5)
+            .map(|_| e.add_node(Kind::Project, Position::default()))
+            .collect();
         for (f, t) in [(0, 1), (0, 2), (1, 3), (2, 3), (3, 4), (0, 4)] {
             e.connect(&ids[f], &ids[t], &format!("in{f}")).unwrap();
         }
         e.auto_layout();
-        let pos: HashMap<&str, Position> = e.template().nodes.iter().map(|n| (n.id.as_str(), n.position.unwrap())).collect();
+        let pos: HashMap<&str, Position> = e
+            .template()
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.position.unwrap()))
+            .collect();
         for edge in &e.template().edges {
-            assert!(pos[edge.from.as_str()].x < pos[edge.to.as_str()].x, "{edge:?}");
+            assert!(
+                pos[edge.from.as_str()].x < pos[edge.to.as_str()].x,
+                "{edge:?}"
+            );
         }
-        assert_eq!(pos[ids[4].as_str()].x, 3.0 * LAYER_GAP, "longest path decides the layer");
+        assert_eq!(
+            pos[ids[4].as_str()].x,
+            3.0 * LAYER_GAP,
+            "longest path decides the layer"
+        );
     }
 
     proptest! {

@@ -12,10 +12,18 @@ pub fn dns_label_problem(s: &str, max: usize) -> Option<String> {
         return Some("must not be empty".into());
     }
     if s.len() > max {
-        return Some(format!("is {} characters long; at most {max} are allowed", s.len()));
+        return Some(format!(
+            "is {} characters long; at most {max} are allowed",
+            s.len()
+        ));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-        return Some(format!("contains {c:?}; use only lowercase letters, digits and '-'"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Some(format!(
+            "contains {c:?}; use only lowercase letters, digits and '-'"
+        ));
     }
     if s.starts_with('-') || s.ends_with('-') {
         return Some("must start and end with a letter or digit".into());
@@ -30,10 +38,18 @@ pub fn label_value_problem(s: &str) -> Option<String> {
         return Some("must not be empty".into());
     }
     if s.len() > 63 {
-        return Some(format!("is {} characters long; Kubernetes labels allow at most 63", s.len()));
+        return Some(format!(
+            "is {} characters long; Kubernetes labels allow at most 63",
+            s.len()
+        ));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Some(format!("contains {c:?}; use only letters, digits, '-', '_' and '.'"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Some(format!(
+            "contains {c:?}; use only letters, digits, '-', '_' and '.'"
+        ));
     }
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     if !alnum(s.chars().next()) || !alnum(s.chars().last()) {
@@ -64,8 +80,15 @@ pub fn work_item_id(run_id: &str, node_id: &str, instance: u32, attempt: u32) ->
 
 /// Deterministic pod name for an attempt; a duplicate create is `AlreadyExists`, never a second pod.
 pub fn pod_name(run_id: &str, node_id: &str, instance: u32, attempt: u32) -> String {
-    let short: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
-    format!("c-{}-{node_id}-{instance}-{attempt}", short.to_ascii_lowercase())
+    let short: String = run_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(10)
+        .collect();
+    format!(
+        "c-{}-{node_id}-{instance}-{attempt}",
+        short.to_ascii_lowercase()
+    )
 }
 
 #[cfg(test)]
@@ -77,7 +100,9 @@ mod tests {
         assert_eq!(dns_label_problem("train-2", 30), None);
         assert!(dns_label_problem("Train", 30).unwrap().contains("'T'"));
         assert!(dns_label_problem("-a", 30).is_some());
-        assert!(dns_label_problem(&"a".repeat(31), 30).unwrap().contains("31"));
+        assert!(dns_label_problem(&"a".repeat(31), 30)
+            .unwrap()
+            .contains("31"));
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub fn references(text: &str) -> Vec<Reference<'_>> {
             Some(end) => {
                 let inner = after[..end].trim();
                 out.push(match inner.strip_prefix("params.") {
-                    Some(name) if !name.is_empty() && crate::names::identifier_problem(name).is_none() => {
+                    Some(name)
+                        if !name.is_empty() && crate::names::identifier_problem(name).is_none() =>
+                    {
                         Reference::Param(name)
                     }
                     _ => Reference::Malformed(inner),
@@ -52,7 +54,9 @@ pub fn substitute(text: &str, values: &BTreeMap<String, String>) -> Result<Strin
             return Err(format!("unclosed '{{{{' in {text:?}"));
         };
         let inner = after[..end].trim();
-        let name = inner.strip_prefix("params.").ok_or_else(|| format!("'{{{{{inner}}}}}' is not a parameter reference"))?;
+        let name = inner
+            .strip_prefix("params.")
+            .ok_or_else(|| format!("'{{{{{inner}}}}}' is not a parameter reference"))?;
         out.push_str(values.get(name).ok_or_else(|| name.to_string())?);
         rest = &after[end + 2..];
     }
@@ -68,14 +72,25 @@ mod tests {
     fn references_are_found_with_or_without_spaces() {
         assert_eq!(
             references("a {{params.x}} b {{ params.y }} {{oops}} {{params."),
-            vec![Reference::Param("x"), Reference::Param("y"), Reference::Malformed("oops"), Reference::Malformed("params.")]
+            vec![
+                Reference::Param("x"),
+                Reference::Param("y"),
+                Reference::Malformed("oops"),
+                Reference::Malformed("params.")
+            ]
         );
     }
 
     #[test]
     fn substitution_replaces_every_reference() {
-        let values = BTreeMap::from([("x".to_string(), "1".to_string()), ("y".to_string(), "two".to_string())]);
-        assert_eq!(substitute("{{params.x}}-{{ params.y }}", &values).unwrap(), "1-two");
+        let values = BTreeMap::from([
+            ("x".to_string(), "1".to_string()),
+            ("y".to_string(), "two".to_string()),
+        ]);
+        assert_eq!(
+            substitute("{{params.x}}-{{ params.y }}", &values).unwrap(),
+            "1-two"
+        );
         assert_eq!(substitute("{{params.z}}", &values).unwrap_err(), "z");
     }
 }

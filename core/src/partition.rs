@@ -47,9 +47,14 @@ pub fn relative_path_problem(path: &str) -> Option<String> {
         return Some("is empty".into());
     }
     if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
-        return Some(format!("{path:?} must be a relative path with '/' separators"));
+        return Some(format!(
+            "{path:?} must be a relative path with '/' separators"
+        ));
     }
-    if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Some(format!("{path:?} has an empty, '.' or '..' segment"));
     }
     None
@@ -82,7 +87,11 @@ pub enum PlanError {
 ///
 /// # Errors
 /// See [`PlanError`]; every error is a template problem, never a transient one.
-pub fn plan(files: &[ArtifactFile], instances: u32, partition: &Partition) -> Result<Plan, PlanError> {
+pub fn plan(
+    files: &[ArtifactFile],
+    instances: u32,
+    partition: &Partition,
+) -> Result<Plan, PlanError> {
     if instances == 0 {
         return Err(PlanError::NoInstances);
     }
@@ -92,22 +101,35 @@ pub fn plan(files: &[ArtifactFile], instances: u32, partition: &Partition) -> Re
     let mut unmatched = Vec::new();
     let groups: Vec<(String, Vec<ArtifactFile>)> = match &partition.mode {
         PartitionMode::Broadcast => {
-            return Ok(Plan { slices: vec![files; instances as usize], unmatched });
+            return Ok(Plan {
+                slices: vec![files; instances as usize],
+                unmatched,
+            });
         }
-        PartitionMode::ByFile => files.into_iter().map(|f| (f.path.clone(), vec![f])).collect(),
+        PartitionMode::ByFile => files
+            .into_iter()
+            .map(|f| (f.path.clone(), vec![f]))
+            .collect(),
         PartitionMode::ByDirectory => {
             let mut dirs = BTreeMap::<String, Vec<ArtifactFile>>::new();
             for f in files {
-                let dir = f.path.rsplit_once('/').map(|(dir, _)| dir.to_string()).unwrap_or_default();
+                let dir = f
+                    .path
+                    .rsplit_once('/')
+                    .map(|(dir, _)| dir.to_string())
+                    .unwrap_or_default();
                 dirs.entry(dir).or_default().push(f);
             }
             dirs.into_iter().collect()
         }
         PartitionMode::ByKey => {
             let source = partition.key_regex.as_deref().unwrap_or_default();
-            let re = regex_lite::Regex::new(source).map_err(|e| PlanError::BadKeyRegex(e.to_string()))?;
+            let re = regex_lite::Regex::new(source)
+                .map_err(|e| PlanError::BadKeyRegex(e.to_string()))?;
             if re.captures_len() < 2 {
-                return Err(PlanError::BadKeyRegex(format!("{source:?} has no capture group")));
+                return Err(PlanError::BadKeyRegex(format!(
+                    "{source:?} has no capture group"
+                )));
             }
             let mut keyed = BTreeMap::<String, Vec<ArtifactFile>>::new();
             for f in files {
@@ -120,14 +142,19 @@ pub fn plan(files: &[ArtifactFile], instances: u32, partition: &Partition) -> Re
         }
         PartitionMode::Unknown(m) => return Err(PlanError::UnknownMode(m.clone())),
     };
-    Ok(Plan { slices: balance(groups, instances as usize), unmatched })
+    Ok(Plan {
+        slices: balance(groups, instances as usize),
+        unmatched,
+    })
 }
 
 /// Longest-processing-time-first: biggest group to the lightest instance; ties go to the
 /// lower key and the lower instance index, which keeps the result deterministic.
 fn balance(groups: Vec<(String, Vec<ArtifactFile>)>, instances: usize) -> Vec<Vec<ArtifactFile>> {
-    let mut sized: Vec<(u64, String, Vec<ArtifactFile>)> =
-        groups.into_iter().map(|(k, fs)| (fs.iter().map(|f| f.size).sum(), k, fs)).collect();
+    let mut sized: Vec<(u64, String, Vec<ArtifactFile>)> = groups
+        .into_iter()
+        .map(|(k, fs)| (fs.iter().map(|f| f.size).sum(), k, fs))
+        .collect();
     // Largest first; among equal sizes, key order (groups arrive sorted; the sort is stable).
     sized.sort_by_key(|g| std::cmp::Reverse(g.0));
     // Equal loads are broken by file count, so zero-byte files still spread out.
@@ -151,11 +178,19 @@ mod tests {
     use proptest::prelude::*;
 
     fn file(path: &str, size: u64) -> ArtifactFile {
-        ArtifactFile { path: path.into(), run_id: "r".into(), artifact_path: format!("outputs/{path}"), size }
+        ArtifactFile {
+            path: path.into(),
+            run_id: "r".into(),
+            artifact_path: format!("outputs/{path}"),
+            size,
+        }
     }
 
     fn mode(m: &str, key: Option<&str>) -> Partition {
-        Partition { mode: PartitionMode::parse(m), key_regex: key.map(String::from) }
+        Partition {
+            mode: PartitionMode::parse(m),
+            key_regex: key.map(String::from),
+        }
     }
 
     fn bytes(slice: &[ArtifactFile]) -> u64 {
@@ -164,15 +199,38 @@ mod tests {
 
     #[test]
     fn partition_plan_balances_instances_by_bytes() {
-        let files = [file("a", 100), file("b", 60), file("c", 40), file("d", 1), file("e", 1)];
+        let files = [
+            file("a", 100),
+            file("b", 60),
+            file("c", 40),
+            file("d", 1),
+            file("e", 1),
+        ];
         let p = plan(&files, 2, &mode("by-file", None)).unwrap();
-        assert_eq!(p.slices[0].iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["a", "d"]);
-        assert_eq!(p.slices[1].iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["b", "c", "e"]);
+        assert_eq!(
+            p.slices[0]
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a", "d"]
+        );
+        assert_eq!(
+            p.slices[1]
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b", "c", "e"]
+        );
     }
 
     #[test]
     fn by_directory_keeps_a_directory_together() {
-        let files = [file("x/1", 5), file("x/2", 5), file("y/1", 5), file("top", 1)];
+        let files = [
+            file("x/1", 5),
+            file("x/2", 5),
+            file("y/1", 5),
+            file("top", 1),
+        ];
         let p = plan(&files, 3, &mode("by-directory", None)).unwrap();
         assert_eq!(p.slices[0].len(), 2);
         assert!(p.slices[0].iter().all(|f| f.path.starts_with("x/")));
@@ -180,23 +238,45 @@ mod tests {
 
     #[test]
     fn by_key_groups_by_the_capture_and_reports_unmatched_files() {
-        let files = [file("2024-01-a.csv", 1), file("2024-01-b.csv", 1), file("2024-02-a.csv", 1), file("README", 1)];
+        let files = [
+            file("2024-01-a.csv", 1),
+            file("2024-01-b.csv", 1),
+            file("2024-02-a.csv", 1),
+            file("README", 1),
+        ];
         let p = plan(&files, 2, &mode("by-key", Some(r"^(\d{4}-\d{2})-"))).unwrap();
         assert_eq!(p.unmatched, vec!["README"]);
         assert_eq!(p.slices[0].len(), 2);
-        assert_eq!(p.slices[1].iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["2024-02-a.csv"]);
+        assert_eq!(
+            p.slices[1]
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            vec!["2024-02-a.csv"]
+        );
     }
 
     #[test]
     fn more_instances_than_files_leaves_some_empty() {
         let p = plan(&[file("only", 3)], 3, &mode("by-file", None)).unwrap();
-        assert_eq!(p.slices.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 0, 0]);
+        assert_eq!(
+            p.slices.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1, 0, 0]
+        );
     }
 
     #[test]
     fn unsafe_paths_are_refused() {
         assert_eq!(relative_path_problem("a/b.csv"), None);
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+        ] {
             assert!(relative_path_problem(bad).is_some(), "{bad}");
         }
     }

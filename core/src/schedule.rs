@@ -57,14 +57,19 @@ pub struct Schedule {
 }
 
 fn at(ms: u64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms as i64).single().unwrap_or_default()
+    Utc.timestamp_millis_opt(ms as i64)
+        .single()
+        .unwrap_or_default()
 }
 
 fn parse(expr: &str) -> Result<Cron, String> {
     if expr.split_whitespace().count() != 5 {
-        return Err(format!("cron {expr:?} must have 5 fields: minute hour day-of-month month day-of-week (UTC)"));
+        return Err(format!(
+            "cron {expr:?} must have 5 fields: minute hour day-of-month month day-of-week (UTC)"
+        ));
     }
-    expr.parse::<Cron>().map_err(|e| format!("cron {expr:?} is not valid: {e}"))
+    expr.parse::<Cron>()
+        .map_err(|e| format!("cron {expr:?} is not valid: {e}"))
 }
 
 /// The first tick strictly after `after_ms`.
@@ -73,10 +78,14 @@ fn parse(expr: &str) -> Result<Cron, String> {
 /// The expression is malformed, or it never fires in the next five years.
 pub fn next_tick(expr: &str, after_ms: u64) -> Result<u64, String> {
     let cron = parse(expr)?;
-    let next = cron.find_next_occurrence(&at(after_ms), false).map_err(|_| format!("cron {expr:?} never fires"))?;
+    let next = cron
+        .find_next_occurrence(&at(after_ms), false)
+        .map_err(|_| format!("cron {expr:?} never fires"))?;
     let next_ms = next.timestamp_millis() as u64;
     if next_ms > after_ms + 5 * 366 * 86_400_000 {
-        return Err(format!("cron {expr:?} does not fire in the next five years"));
+        return Err(format!(
+            "cron {expr:?} does not fire in the next five years"
+        ));
     }
     Ok(next_ms)
 }
@@ -111,9 +120,16 @@ pub fn tick(s: &Schedule, now: u64, previous_running: bool) -> Tick {
     }
     let next = next_tick(&s.spec.cron, now).unwrap_or(u64::MAX);
     if previous_running && s.spec.overlap == Overlap::Skip {
-        Tick::Skip { missed: passed, next }
+        Tick::Skip {
+            missed: passed,
+            next,
+        }
     } else {
-        Tick::Fire { at: latest, missed: passed - 1, next }
+        Tick::Fire {
+            at: latest,
+            missed: passed - 1,
+            next,
+        }
     }
 }
 
@@ -125,7 +141,14 @@ mod tests {
 
     fn schedule(cron: &str, next_fire: u64, overlap: Overlap) -> Schedule {
         Schedule {
-            spec: NewSchedule { name: "s".into(), template: "t".into(), cron: cron.into(), parameters: BTreeMap::new(), cluster: None, overlap },
+            spec: NewSchedule {
+                name: "s".into(),
+                template: "t".into(),
+                cron: cron.into(),
+                parameters: BTreeMap::new(),
+                cluster: None,
+                overlap,
+            },
             created_at: 0,
             next_fire,
             last_fired: None,
@@ -144,21 +167,44 @@ mod tests {
     fn bad_and_never_firing_expressions_are_refused() {
         assert!(next_tick("* * *", 0).unwrap_err().contains("5 fields"));
         assert!(next_tick("61 * * * *", 0).is_err());
-        assert!(next_tick("0 0 30 2 *", 0).is_err(), "February 30th never comes");
+        assert!(
+            next_tick("0 0 30 2 *", 0).is_err(),
+            "February 30th never comes"
+        );
     }
 
     #[test]
     fn after_downtime_a_schedule_fires_once_for_the_latest_tick() {
         let s = schedule("*/5 * * * *", 5 * MIN, Overlap::Skip);
         assert_eq!(tick(&s, 4 * MIN, false), Tick::Wait);
-        assert_eq!(tick(&s, 5 * MIN, false), Tick::Fire { at: 5 * MIN, missed: 0, next: 10 * MIN });
-        assert_eq!(tick(&s, 62 * MIN, false), Tick::Fire { at: 60 * MIN, missed: 11, next: 65 * MIN });
+        assert_eq!(
+            tick(&s, 5 * MIN, false),
+            Tick::Fire {
+                at: 5 * MIN,
+                missed: 0,
+                next: 10 * MIN
+            }
+        );
+        assert_eq!(
+            tick(&s, 62 * MIN, false),
+            Tick::Fire {
+                at: 60 * MIN,
+                missed: 11,
+                next: 65 * MIN
+            }
+        );
     }
 
     #[test]
     fn overlap_skip_waits_for_the_previous_run() {
         let s = schedule("* * * * *", MIN, Overlap::Skip);
-        assert_eq!(tick(&s, MIN, true), Tick::Skip { missed: 1, next: 2 * MIN });
+        assert_eq!(
+            tick(&s, MIN, true),
+            Tick::Skip {
+                missed: 1,
+                next: 2 * MIN
+            }
+        );
         let s = schedule("* * * * *", MIN, Overlap::Allow);
         assert!(matches!(tick(&s, MIN, true), Tick::Fire { .. }));
     }

@@ -197,7 +197,11 @@ fn default_max_backoff() -> u32 {
 
 impl Default for Retries {
     fn default() -> Self {
-        Retries { limit: 0, backoff_seconds: default_backoff(), max_backoff_seconds: default_max_backoff() }
+        Retries {
+            limit: 0,
+            backoff_seconds: default_backoff(),
+            max_backoff_seconds: default_max_backoff(),
+        }
     }
 }
 
@@ -314,8 +318,11 @@ impl Template {
     /// A [`ParseError`] with the JSON path and serde's reason when the document does not have the
     /// template's shape (wrong types, missing `kind`, …). Semantic checks are [`crate::validate`]'s.
     pub fn from_json(text: &str) -> Result<Template, ParseError> {
-        serde_json::from_str(text)
-            .map_err(|e| ParseError { line: e.line(), column: e.column(), message: e.to_string() })
+        serde_json::from_str(text).map_err(|e| ParseError {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })
     }
 }
 

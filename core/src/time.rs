@@ -16,7 +16,11 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// The day number since 1970-01-01 of a calendar date.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let (y, m) = if m <= 2 { (y - 1, m as i64 + 9) } else { (y, m as i64 - 3) };
+    let (y, m) = if m <= 2 {
+        (y - 1, m as i64 + 9)
+    } else {
+        (y, m as i64 - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d as i64 - 1;
@@ -28,7 +32,12 @@ pub fn rfc3339(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS…`, or `None` when it is not one.

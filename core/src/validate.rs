@@ -34,7 +34,10 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -42,7 +45,13 @@ impl Problems {
 pub fn validate(t: &Template) -> Vec<Problem> {
     let mut p = Problems(Vec::new());
     if t.api_version != API_VERSION {
-        p.add("/apiVersion", format!("is {:?}; this server understands {API_VERSION:?}", t.api_version));
+        p.add(
+            "/apiVersion",
+            format!(
+                "is {:?}; this server understands {API_VERSION:?}",
+                t.api_version
+            ),
+        );
     }
     if let Some(why) = label_value_problem(&t.name) {
         p.add("/name", format!("template name {:?} {why}", t.name));
@@ -52,7 +61,13 @@ pub fn validate(t: &Template) -> Vec<Problem> {
     check_edges(t, &ids, &mut p);
     if ids.len() == t.nodes.len() {
         if let Some(cycle) = find_cycle(t) {
-            p.add("/edges", format!("the edges form a cycle: {}; remove one of these edges", cycle.join(" → ")));
+            p.add(
+                "/edges",
+                format!(
+                    "the edges form a cycle: {}; remove one of these edges",
+                    cycle.join(" → ")
+                ),
+            );
         }
     }
     p.0
@@ -62,17 +77,27 @@ fn check_parameters(t: &Template, p: &mut Problems) -> BTreeSet<String> {
     let mut declared = BTreeSet::new();
     for (i, param) in t.parameters.iter().enumerate() {
         if let Some(why) = identifier_problem(&param.name) {
-            p.add(format!("/parameters/{i}/name"), format!("parameter name {:?} {why}", param.name));
+            p.add(
+                format!("/parameters/{i}/name"),
+                format!("parameter name {:?} {why}", param.name),
+            );
         }
         if !declared.insert(param.name.clone()) {
-            p.add(format!("/parameters/{i}/name"), format!("parameter {:?} is declared twice", param.name));
+            p.add(
+                format!("/parameters/{i}/name"),
+                format!("parameter {:?} is declared twice", param.name),
+            );
         }
     }
     declared
 }
 
 /// Returns the set of node ids seen (duplicates counted once).
-fn check_nodes(t: &Template, declared: &BTreeSet<String>, p: &mut Problems) -> HashMap<String, usize> {
+fn check_nodes(
+    t: &Template,
+    declared: &BTreeSet<String>,
+    p: &mut Problems,
+) -> HashMap<String, usize> {
     if t.nodes.is_empty() {
         p.add("/nodes", "the template has no nodes; add at least one step");
     }
@@ -80,14 +105,32 @@ fn check_nodes(t: &Template, declared: &BTreeSet<String>, p: &mut Problems) -> H
     for (i, n) in t.nodes.iter().enumerate() {
         let at = |field: &str| format!("/nodes/{i}/{field}");
         if let Some(why) = dns_label_problem(&n.id, MAX_NODE_ID_LEN) {
-            p.add(at("id"), format!("node id {:?} {why} (it is used in Kubernetes pod names)", n.id));
+            p.add(
+                at("id"),
+                format!(
+                    "node id {:?} {why} (it is used in Kubernetes pod names)",
+                    n.id
+                ),
+            );
         }
         if let Some(first) = ids.insert(n.id.clone(), i) {
-            p.add(at("id"), format!("node id {:?} is already used by /nodes/{first}; ids must be unique", n.id));
+            p.add(
+                at("id"),
+                format!(
+                    "node id {:?} is already used by /nodes/{first}; ids must be unique",
+                    n.id
+                ),
+            );
             ids.insert(n.id.clone(), first);
         }
         if n.instances == 0 || n.instances > MAX_INSTANCES {
-            p.add(at("instances"), format!("is {}; a node runs between 1 and {MAX_INSTANCES} instances", n.instances));
+            p.add(
+                at("instances"),
+                format!(
+                    "is {}; a node runs between 1 and {MAX_INSTANCES} instances",
+                    n.instances
+                ),
+            );
         }
         if let Some(cluster) = &n.cluster {
             if let Some(why) = label_value_problem(cluster) {
@@ -95,32 +138,56 @@ fn check_nodes(t: &Template, declared: &BTreeSet<String>, p: &mut Problems) -> H
             }
         }
         if n.retries.limit > MAX_RETRIES {
-            p.add(at("retries/limit"), format!("is {}; at most {MAX_RETRIES} retries are allowed", n.retries.limit));
+            p.add(
+                at("retries/limit"),
+                format!(
+                    "is {}; at most {MAX_RETRIES} retries are allowed",
+                    n.retries.limit
+                ),
+            );
         }
         if n.retries.backoff_seconds > n.retries.max_backoff_seconds {
-            p.add(at("retries/backoffSeconds"), "is larger than retries.maxBackoffSeconds");
+            p.add(
+                at("retries/backoffSeconds"),
+                "is larger than retries.maxBackoffSeconds",
+            );
         }
         if n.timeout_seconds == Some(0) {
-            p.add(at("timeoutSeconds"), "must be at least 1 second (leave it out for no limit)");
+            p.add(
+                at("timeoutSeconds"),
+                "must be at least 1 second (leave it out for no limit)",
+            );
         }
         if let Some(cpu) = &n.resources.cpu {
             if !is_cpu_quantity(cpu) {
-                p.add(at("resources/cpu"), format!("{cpu:?} is not a CPU quantity; write e.g. \"500m\", \"2\" or \"0.5\""));
+                p.add(
+                    at("resources/cpu"),
+                    format!("{cpu:?} is not a CPU quantity; write e.g. \"500m\", \"2\" or \"0.5\""),
+                );
             }
         }
         if let Some(mem) = &n.resources.memory {
             if !is_memory_quantity(mem) {
-                p.add(at("resources/memory"), format!("{mem:?} is not a memory quantity; write e.g. \"512Mi\" or \"4Gi\""));
+                p.add(
+                    at("resources/memory"),
+                    format!("{mem:?} is not a memory quantity; write e.g. \"512Mi\" or \"4Gi\""),
+                );
             }
         }
         let mut refs: Vec<(String, &str)> = Vec::new();
         match &n.kind {
             NodeKind::Project(spec) => {
                 if spec.uri.trim().is_empty() {
-                    p.add(at("uri"), "is required: a git URI or a local path of an MLflow Project");
+                    p.add(
+                        at("uri"),
+                        "is required: a git URI or a local path of an MLflow Project",
+                    );
                 }
                 if spec.entry_point.trim().is_empty() {
-                    p.add(at("entryPoint"), "must not be empty (MLflow's default is \"main\")");
+                    p.add(
+                        at("entryPoint"),
+                        "must not be empty (MLflow's default is \"main\")",
+                    );
                 }
                 refs.push((at("uri"), &spec.uri));
                 if let Some(v) = &spec.version {
@@ -131,7 +198,10 @@ fn check_nodes(t: &Template, declared: &BTreeSet<String>, p: &mut Problems) -> H
                 }
                 for (k, v) in &spec.parameters {
                     if let Some(why) = identifier_problem(k) {
-                        p.add(at(&format!("parameters/{k}")), format!("parameter name {k:?} {why}"));
+                        p.add(
+                            at(&format!("parameters/{k}")),
+                            format!("parameter name {k:?} {why}"),
+                        );
                     }
                     refs.push((at(&format!("parameters/{k}")), v));
                 }
@@ -145,7 +215,10 @@ fn check_nodes(t: &Template, declared: &BTreeSet<String>, p: &mut Problems) -> H
             NodeKind::Input(spec) => match (&spec.run_id, &spec.path) {
                 (Some(r), None) => refs.push((at("runId"), r)),
                 (None, Some(path)) => refs.push((at("path"), path)),
-                _ => p.add(at("runId"), "an input node needs exactly one of runId (an MLflow run) or path"),
+                _ => p.add(
+                    at("runId"),
+                    "an input node needs exactly one of runId (an MLflow run) or path",
+                ),
             },
         }
         if let Some(image) = &n.image {
@@ -176,7 +249,10 @@ fn check_edges(t: &Template, ids: &HashMap<String, usize>, p: &mut Problems) {
         let at = |field: &str| format!("/edges/{i}/{field}");
         for (field, id) in [("from", &e.from), ("to", &e.to)] {
             if !ids.contains_key(id) {
-                p.add(at(field), format!("refers to node {id:?}, which does not exist"));
+                p.add(
+                    at(field),
+                    format!("refers to node {id:?}, which does not exist"),
+                );
             }
         }
         if e.from == e.to {
@@ -184,29 +260,45 @@ fn check_edges(t: &Template, ids: &HashMap<String, usize>, p: &mut Problems) {
         }
         if let Some(&to) = ids.get(&e.to) {
             if matches!(t.nodes[to].kind, NodeKind::Input(_)) {
-                p.add(at("to"), format!("node {:?} is an input node and takes no inputs", e.to));
+                p.add(
+                    at("to"),
+                    format!("node {:?} is an input node and takes no inputs", e.to),
+                );
             }
         }
         if let Some(why) = identifier_problem(&e.input) {
             p.add(at("input"), format!("input name {:?} {why}", e.input));
         }
         if let Some(first) = seen.insert((e.to.clone(), e.input.clone()), i) {
-            p.add(at("input"), format!("input {:?} of node {:?} is already fed by /edges/{first}", e.input, e.to));
+            p.add(
+                at("input"),
+                format!(
+                    "input {:?} of node {:?} is already fed by /edges/{first}",
+                    e.input, e.to
+                ),
+            );
         }
         match (&e.partition.mode, &e.partition.key_regex) {
             (PartitionMode::Unknown(m), _) => p.add(
                 at("partition/mode"),
-                format!("unknown partitioning mode {m:?}; use one of {}", PartitionMode::KNOWN.join(", ")),
+                format!(
+                    "unknown partitioning mode {m:?}; use one of {}",
+                    PartitionMode::KNOWN.join(", ")
+                ),
             ),
-            (PartitionMode::ByKey, None) => {
-                p.add(at("partition/keyRegex"), "by-key partitioning needs a keyRegex with one capture group")
-            }
+            (PartitionMode::ByKey, None) => p.add(
+                at("partition/keyRegex"),
+                "by-key partitioning needs a keyRegex with one capture group",
+            ),
             (PartitionMode::ByKey, Some(re)) => {
                 if let Some(why) = key_regex_problem(re) {
                     p.add(at("partition/keyRegex"), why);
                 }
             }
-            (_, Some(_)) => p.add(at("partition/keyRegex"), "is only used with by-key partitioning; remove it"),
+            (_, Some(_)) => p.add(
+                at("partition/keyRegex"),
+                "is only used with by-key partitioning; remove it",
+            ),
             _ => {}
         }
     }
@@ -215,9 +307,27 @@ fn check_edges(t: &Template, ids: &HashMap<String, usize>, p: &mut Problems) {
 /// Fields a template document has that the model does not know (typos such as `instnaces`
 /// would otherwise be ignored silently), each with the closest known name.
 pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
-    const TEMPLATE: &[&str] = &["apiVersion", "name", "description", "parameters", "nodes", "edges"];
+    const TEMPLATE: &[&str] = &[
+        "apiVersion",
+        "name",
+        "description",
+        "parameters",
+        "nodes",
+        "edges",
+    ];
     const PARAMETER: &[&str] = &["name", "default", "description"];
-    const NODE: &[&str] = &["id", "name", "kind", "instances", "cluster", "image", "resources", "retries", "timeoutSeconds", "position"];
+    const NODE: &[&str] = &[
+        "id",
+        "name",
+        "kind",
+        "instances",
+        "cluster",
+        "image",
+        "resources",
+        "retries",
+        "timeoutSeconds",
+        "position",
+    ];
     const PROJECT: &[&str] = &["uri", "version", "subPath", "entryPoint", "parameters"];
     const INFERENCE: &[&str] = &["modelUri"];
     const INPUT: &[&str] = &["runId", "artifactPath", "path"];
@@ -234,13 +344,27 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
             if known.iter().any(|k| k.contains(&key.as_str())) {
                 continue;
             }
-            let closest = known.iter().flat_map(|k| k.iter()).min_by_key(|k| edit_distance(k, key));
-            let hint = closest.filter(|k| edit_distance(k, key) <= 2).map(|k| format!("; did you mean {k:?}?")).unwrap_or_default();
-            p.add(format!("{path}/{key}"), format!("unknown field {key:?}{hint}"));
+            let closest = known
+                .iter()
+                .flat_map(|k| k.iter())
+                .min_by_key(|k| edit_distance(k, key));
+            let hint = closest
+                .filter(|k| edit_distance(k, key) <= 2)
+                .map(|k| format!("; did you mean {k:?}?"))
+                .unwrap_or_default();
+            p.add(
+                format!("{path}/{key}"),
+                format!("unknown field {key:?}{hint}"),
+            );
         }
     }
     check(&mut p, doc, "", &[TEMPLATE]);
-    let items = |key: &str| doc.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let items = |key: &str| {
+        doc.get(key)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
     for (i, param) in items("parameters").iter().enumerate() {
         check(&mut p, param, &format!("/parameters/{i}"), &[PARAMETER]);
     }
@@ -253,7 +377,11 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         };
         let at = format!("/nodes/{i}");
         check(&mut p, node, &at, &[NODE, kind]);
-        for (field, known) in [("resources", RESOURCES), ("retries", RETRIES), ("position", POSITION)] {
+        for (field, known) in [
+            ("resources", RESOURCES),
+            ("retries", RETRIES),
+            ("position", POSITION),
+        ] {
             if let Some(v) = node.get(field) {
                 check(&mut p, v, &format!("{at}/{field}"), &[known]);
             }
@@ -274,7 +402,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -295,7 +427,12 @@ pub fn key_regex_problem(re: &str) -> Option<String> {
 /// A cycle as node ids, first id repeated at the end, or `None` for a DAG. Deterministic: the
 /// search starts from nodes in template order.
 pub fn find_cycle(t: &Template) -> Option<Vec<String>> {
-    let index: HashMap<&str, usize> = t.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = t
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
     let mut next: Vec<Vec<usize>> = vec![Vec::new(); t.nodes.len()];
     for e in &t.edges {
         if let (Some(&a), Some(&b)) = (index.get(e.from.as_str()), index.get(e.to.as_str())) {
@@ -305,7 +442,12 @@ pub fn find_cycle(t: &Template) -> Option<Vec<String>> {
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut color = vec![0u8; t.nodes.len()];
     let mut path = Vec::new();
-    fn visit(v: usize, next: &[Vec<usize>], color: &mut [u8], path: &mut Vec<usize>) -> Option<Vec<usize>> {
+    fn visit(
+        v: usize,
+        next: &[Vec<usize>],
+        color: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
         color[v] = 1;
         path.push(v);
         for &w in &next[v] {
@@ -335,13 +477,24 @@ pub fn find_cycle(t: &Template) -> Option<Vec<String>> {
 
 fn is_cpu_quantity(s: &str) -> bool {
     let digits = s.strip_suffix('m').unwrap_or(s);
-    !digits.is_empty() && digits.parse::<f64>().is_ok_and(|v| v > 0.0 && v.is_finite())
+    !digits.is_empty()
+        && digits
+            .parse::<f64>()
+            .is_ok_and(|v| v > 0.0 && v.is_finite())
 }
 
 fn is_memory_quantity(s: &str) -> bool {
-    const SUFFIXES: [&str; 12] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
-    let number = SUFFIXES.iter().find_map(|suf| s.strip_suffix(suf)).unwrap_or(s);
-    !number.is_empty() && number.parse::<f64>().is_ok_and(|v| v > 0.0 && v.is_finite())
+    const SUFFIXES: [&str; 12] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|suf| s.strip_suffix(suf))
+        .unwrap_or(s);
+    !number.is_empty()
+        && number
+            .parse::<f64>()
+            .is_ok_and(|v| v > 0.0 && v.is_finite())
 }
 
 #[cfg(test)]
@@ -385,7 +538,13 @@ mod tests {
         let problems = validate(&template(t));
         assert_eq!(
             paths(&problems),
-            vec!["/nodes/0/parameters/rows", "/nodes/1/id", "/nodes/1/instances", "/edges/0/to", "/edges/0/partition/mode"],
+            vec![
+                "/nodes/0/parameters/rows",
+                "/nodes/1/id",
+                "/nodes/1/instances",
+                "/edges/0/to",
+                "/edges/0/partition/mode"
+            ],
             "{problems:#?}"
         );
         assert!(problems[0].message.contains("params.nope"));
@@ -404,13 +563,27 @@ mod tests {
     #[test]
     fn cycles_are_named_node_by_node() {
         let mut t = good();
-        t["nodes"].as_array_mut().unwrap().push(serde_json::json!({"id": "eval", "kind": "inference", "modelUri": "models:/m/1"}));
-        t["edges"].as_array_mut().unwrap().push(serde_json::json!({"from": "train", "to": "eval"}));
-        t["edges"].as_array_mut().unwrap().push(serde_json::json!({"from": "eval", "to": "prepare", "input": "feedback"}));
+        t["nodes"].as_array_mut().unwrap().push(
+            serde_json::json!({"id": "eval", "kind": "inference", "modelUri": "models:/m/1"}),
+        );
+        t["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"from": "train", "to": "eval"}));
+        t["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"from": "eval", "to": "prepare", "input": "feedback"}));
         let problems = validate(&template(t));
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert_eq!(problems[0].path, "/edges");
-        assert!(problems[0].message.contains("prepare → train → eval → prepare"), "{}", problems[0].message);
+        assert!(
+            problems[0]
+                .message
+                .contains("prepare → train → eval → prepare"),
+            "{}",
+            problems[0].message
+        );
     }
 
     #[test]
@@ -420,7 +593,9 @@ mod tests {
         let problems = validate(&template(t.clone()));
         assert!(problems[0].message.contains("no capture group"));
         t["edges"][0]["partition"]["keyRegex"] = "(unclosed".into();
-        assert!(validate(&template(t.clone()))[0].message.contains("not a valid regular expression"));
+        assert!(validate(&template(t.clone()))[0]
+            .message
+            .contains("not a valid regular expression"));
         t["edges"][0]["partition"]["keyRegex"] = "^(\\w+)/".into();
         assert_eq!(validate(&template(t)), vec![]);
     }
@@ -433,17 +608,34 @@ mod tests {
         t["edges"][0]["from"] = "Prepare_Data".into();
         t["nodes"][0]["cluster"] = "gpu pool".into();
         let problems = validate(&template(t));
-        assert_eq!(paths(&problems), vec!["/name", "/nodes/0/id", "/nodes/0/cluster"]);
+        assert_eq!(
+            paths(&problems),
+            vec!["/name", "/nodes/0/id", "/nodes/0/cluster"]
+        );
     }
 
     #[test]
     fn resources_and_inputs_are_checked() {
         let mut t = good();
         t["nodes"][0]["resources"] = serde_json::json!({"cpu": "lots", "memory": "4GB"});
-        t["nodes"].as_array_mut().unwrap().push(serde_json::json!({"id": "raw", "kind": "input"}));
-        t["edges"].as_array_mut().unwrap().push(serde_json::json!({"from": "train", "to": "raw"}));
+        t["nodes"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"id": "raw", "kind": "input"}));
+        t["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"from": "train", "to": "raw"}));
         let problems = validate(&template(t));
-        assert_eq!(paths(&problems), vec!["/nodes/0/resources/cpu", "/nodes/0/resources/memory", "/nodes/2/runId", "/edges/1/to"]);
+        assert_eq!(
+            paths(&problems),
+            vec![
+                "/nodes/0/resources/cpu",
+                "/nodes/0/resources/memory",
+                "/nodes/2/runId",
+                "/edges/1/to"
+            ]
+        );
     }
 
     #[test]
@@ -453,8 +645,19 @@ mod tests {
         t["edges"][0]["partition"]["keyregex"] = "x".into();
         t["colour"] = "blue".into();
         let problems = unknown_fields(&t);
-        assert_eq!(paths(&problems), vec!["/colour", "/nodes/1/instnaces", "/edges/0/partition/keyregex"]);
-        assert!(problems[1].message.contains("did you mean \"instances\""), "{}", problems[1].message);
+        assert_eq!(
+            paths(&problems),
+            vec![
+                "/colour",
+                "/nodes/1/instnaces",
+                "/edges/0/partition/keyregex"
+            ]
+        );
+        assert!(
+            problems[1].message.contains("did you mean \"instances\""),
+            "{}",
+            problems[1].message
+        );
         assert_eq!(unknown_fields(&good()), vec![]);
     }
 
@@ -462,7 +665,9 @@ mod tests {
     fn quantities_follow_kubernetes_syntax() {
         assert!(is_cpu_quantity("500m") && is_cpu_quantity("2") && is_cpu_quantity("0.5"));
         assert!(!is_cpu_quantity("m") && !is_cpu_quantity("-1") && !is_cpu_quantity("NaN"));
-        assert!(is_memory_quantity("512Mi") && is_memory_quantity("1G") && is_memory_quantity("1000"));
+        assert!(
+            is_memory_quantity("512Mi") && is_memory_quantity("1G") && is_memory_quantity("1000")
+        );
         assert!(!is_memory_quantity("4GB") && !is_memory_quantity("Gi"));
     }
 }

@@ -28,7 +28,13 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     pub fn new(code: &str, message: impl Into<String>, details: Vec<Problem>) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: code.into(), message: message.into(), details } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                details,
+            },
+        }
     }
 }
 

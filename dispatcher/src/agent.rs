@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use concurrent_core::wire::{Lease, LeaseRef, LeaseStatus};
+use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -63,10 +64,18 @@ pub struct AgentConfig {
     #[arg(long, env = "CONCURRENT_NAMESPACE", default_value = "default")]
     pub namespace: String,
     /// Kubernetes: image for nodes that name none (it needs Python, MLflow and git).
-    #[arg(long, env = "CONCURRENT_DEFAULT_IMAGE", default_value = "ghcr.io/mlflow/mlflow:v3.17.2")]
+    #[arg(
+        long,
+        env = "CONCURRENT_DEFAULT_IMAGE",
+        default_value = "ghcr.io/mlflow/mlflow:v3.17.2"
+    )]
     pub default_image: String,
     /// Kubernetes: the agent's own image; its /concurrent is copied into every step pod.
-    #[arg(long, env = "CONCURRENT_AGENT_IMAGE", default_value = "concurrent-agent:latest")]
+    #[arg(
+        long,
+        env = "CONCURRENT_AGENT_IMAGE",
+        default_value = "concurrent-agent:latest"
+    )]
     pub agent_image: String,
     /// Kubernetes: service account of the step pods.
     #[arg(long, env = "CONCURRENT_SERVICE_ACCOUNT")]
@@ -92,7 +101,9 @@ pub struct AgentConfig {
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 /// A step this agent runs.
@@ -113,12 +124,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     let token = crate::read_secret(&cfg.token_file)?;
     let name = cfg.name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "agent".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "agent".into());
         format!("{host}-{}", std::process::id())
     });
-    let project_root = std::fs::canonicalize(&cfg.project_root)
-        .with_context(|| format!("--project-root {} does not exist", cfg.project_root.display()))?;
-    std::fs::create_dir_all(&cfg.work_dir).with_context(|| format!("cannot create --work-dir {}", cfg.work_dir.display()))?;
+    let project_root = std::fs::canonicalize(&cfg.project_root).with_context(|| {
+        format!(
+            "--project-root {} does not exist",
+            cfg.project_root.display()
+        )
+    })?;
+    std::fs::create_dir_all(&cfg.work_dir)
+        .with_context(|| format!("cannot create --work-dir {}", cfg.work_dir.display()))?;
     let work_dir = std::fs::canonicalize(&cfg.work_dir)?;
     let executor = Arc::new(match cfg.executor {
         ExecutorKind::Local => AnyExecutor::Local(LocalExecutor {
@@ -136,11 +154,25 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 service_account: cfg.service_account.clone(),
                 image_pull_secrets: cfg.image_pull_secrets.clone(),
                 node_selector: cfg.node_selector.iter().cloned().collect(),
-                mlflow_uri: cfg.step_mlflow_uri.clone().unwrap_or_else(|| cfg.mlflow_uri.clone()),
-                edge_url: cfg.step_edge_url.clone().unwrap_or_else(|| cfg.edge_url.clone()),
+                mlflow_uri: cfg
+                    .step_mlflow_uri
+                    .clone()
+                    .unwrap_or_else(|| cfg.mlflow_uri.clone()),
+                edge_url: cfg
+                    .step_edge_url
+                    .clone()
+                    .unwrap_or_else(|| cfg.edge_url.clone()),
             };
             let pending = Duration::from_secs(cfg.pending_timeout);
-            AnyExecutor::Kubernetes(KubeExecutor::connect(&cfg.namespace, settings, pending, Duration::from_secs(cfg.keep_finished)).await?)
+            AnyExecutor::Kubernetes(
+                KubeExecutor::connect(
+                    &cfg.namespace,
+                    settings,
+                    pending,
+                    Duration::from_secs(cfg.keep_finished),
+                )
+                .await?,
+            )
         }
     });
     let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
@@ -157,11 +189,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // Until the edge tells the lease TTL (with the first lease), heartbeat as if it were short.
     let ttl = Arc::new(Mutex::new(Duration::from_secs(3)));
     adopt(&edge, &executor, &running, &freed, &metrics).await?;
-    let heartbeats = tokio::spawn(heartbeat_loop(edge.clone(), executor.clone(), running.clone(), ttl.clone(), shutdown.clone(), metrics.clone()));
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        edge.clone(),
+        executor.clone(),
+        running.clone(),
+        ttl.clone(),
+        shutdown.clone(),
+        metrics.clone(),
+    ));
 
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
-        let free = cfg.capacity.saturating_sub(running.lock().expect("poisoned").len() as u32);
+        let free = cfg
+            .capacity
+            .saturating_sub(running.lock().expect("poisoned").len() as u32);
         if free == 0 {
             tokio::select! {
                 _ = freed.notified() => {}
@@ -181,7 +222,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 *ttl.lock().expect("poisoned") = Duration::from_millis(resp.lease_ttl_ms.max(1000));
                 if !resp.leases.is_empty() {
                     metrics.leases_granted.fetch_add(1, Ordering::Relaxed);
-                    metrics.lease_wait_ms_sum.fetch_add(asked.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    metrics
+                        .lease_wait_ms_sum
+                        .fetch_add(asked.elapsed().as_millis() as u64, Ordering::Relaxed);
                 }
                 for lease in resp.leases {
                     start_step(lease, &edge, &executor, &running, &freed, &metrics);
@@ -190,7 +233,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             Err(e) => {
                 metrics.lease_errors.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
-                let wait = Duration::from_millis((500u64 << failures.min(6)) + fastrand::u64(0..500));
+                let wait =
+                    Duration::from_millis((500u64 << failures.min(6)) + fastrand::u64(0..500));
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "leasing work failed");
                 tokio::time::sleep(wait).await;
             }
@@ -211,14 +255,31 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
 /// After a restart: pods of this cluster whose leases are still valid are watched again instead
 /// of being started again; the others are deleted.
-async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>, metrics: &Arc<Metrics>) -> anyhow::Result<()> {
-    let AnyExecutor::Kubernetes(kube) = executor.as_ref() else { return Ok(()) };
+async fn adopt(
+    edge: &Edge,
+    executor: &Arc<AnyExecutor>,
+    running: &Table,
+    freed: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let AnyExecutor::Kubernetes(kube) = executor.as_ref() else {
+        return Ok(());
+    };
     let leases = kube.adoptable().await?;
     if leases.is_empty() {
         return Ok(());
     }
-    let refs = leases.iter().map(|l| LeaseRef { item_id: l.item.id.clone(), token: l.token }).collect();
-    let answer = edge.heartbeat(refs, Default::default()).await.context("cannot check the leases of running pods")?;
+    let refs = leases
+        .iter()
+        .map(|l| LeaseRef {
+            item_id: l.item.id.clone(),
+            token: l.token,
+        })
+        .collect();
+    let answer = edge
+        .heartbeat(refs, Default::default())
+        .await
+        .context("cannot check the leases of running pods")?;
     for lease in leases {
         match answer.leases.get(&lease.item.id) {
             Some(LeaseStatus::Active) => {
@@ -234,13 +295,32 @@ async fn adopt(edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed:
     Ok(())
 }
 
-fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &Table, freed: &Arc<Notify>, metrics: &Arc<Metrics>) {
+fn start_step(
+    lease: Lease,
+    edge: &Edge,
+    executor: &Arc<AnyExecutor>,
+    running: &Table,
+    freed: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+) {
     let id = lease.item.id.clone();
     let cancel = CancellationToken::new();
-    running.lock().expect("poisoned").insert(id.clone(), Running { token: lease.token, cancel: cancel.clone() });
+    running.lock().expect("poisoned").insert(
+        id.clone(),
+        Running {
+            token: lease.token,
+            cancel: cancel.clone(),
+        },
+    );
     metrics.leases_held.fetch_add(1, Ordering::Relaxed);
     tracing::info!(item = %id, token = lease.token, "step leased");
-    let (edge, executor, running, freed, metrics) = (edge.clone(), executor.clone(), running.clone(), freed.clone(), metrics.clone());
+    let (edge, executor, running, freed, metrics) = (
+        edge.clone(),
+        executor.clone(),
+        running.clone(),
+        freed.clone(),
+        metrics.clone(),
+    );
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let outcome = executor.run(&lease, cancel).await;
@@ -254,9 +334,15 @@ fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &
         if let Some(outcome) = outcome {
             let ok = matches!(outcome, concurrent_core::wire::Outcome::Succeeded { .. });
             match edge.complete(&id, lease.token, outcome).await {
-                Ok(()) => tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported"),
-                Err(EdgeError::Refused(why)) => tracing::warn!(item = %id, "the edge refused the result: {why}"),
-                Err(e) => tracing::error!(item = %id, "reporting the result failed; the lease will expire and the step be retried: {e}"),
+                Ok(()) => {
+                    tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported")
+                }
+                Err(EdgeError::Refused(why)) => {
+                    tracing::warn!(item = %id, "the edge refused the result: {why}")
+                }
+                Err(e) => {
+                    tracing::error!(item = %id, "reporting the result failed; the lease will expire and the step be retried: {e}")
+                }
             }
         }
         running.lock().expect("poisoned").remove(&id);
@@ -264,7 +350,14 @@ fn start_step(lease: Lease, edge: &Edge, executor: &Arc<AnyExecutor>, running: &
     });
 }
 
-async fn heartbeat_loop(edge: Edge, executor: Arc<AnyExecutor>, running: Table, ttl: Arc<Mutex<Duration>>, shutdown: CancellationToken, metrics: Arc<Metrics>) {
+async fn heartbeat_loop(
+    edge: Edge,
+    executor: Arc<AnyExecutor>,
+    running: Table,
+    ttl: Arc<Mutex<Duration>>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let period = *ttl.lock().expect("poisoned") / 3;
         tokio::select! {
@@ -275,12 +368,25 @@ async fn heartbeat_loop(edge: Edge, executor: Arc<AnyExecutor>, running: Table, 
             .lock()
             .expect("poisoned")
             .iter()
-            .map(|(id, r)| LeaseRef { item_id: id.clone(), token: r.token })
+            .map(|(id, r)| LeaseRef {
+                item_id: id.clone(),
+                token: r.token,
+            })
             .collect();
         if leases.is_empty() {
             continue;
         }
-        let tails = leases.iter().filter_map(|l| Some((l.item_id.clone(), executor.tail(&l.item_id)?))).collect();
+        // Pods' tails are API calls: a few at a time, so a thousand steps do not stampede it.
+        let ids: Vec<String> = leases.iter().map(|l| l.item_id.clone()).collect();
+        let tails: Vec<Option<(String, String)>> = futures::stream::iter(ids)
+            .map(|id| {
+                let executor = executor.clone();
+                async move { executor.tail(&id).await.map(|t| (id, t)) }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let tails = tails.into_iter().flatten().collect();
         match edge.heartbeat(leases, tails).await {
             Ok(resp) => {
                 let table = running.lock().expect("poisoned");
@@ -302,7 +408,8 @@ async fn heartbeat_loop(edge: Edge, executor: Arc<AnyExecutor>, running: Table, 
 }
 
 async fn watch_signals(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

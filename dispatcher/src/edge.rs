@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use concurrent_core::wire::{
-    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRef, LeaseRequest, LeaseResponse, Outcome,
+    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRef, LeaseRequest,
+    LeaseResponse, Outcome,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -30,31 +31,58 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(base: &str, cluster: &str, token: String, agent: String) -> anyhow::Result<Edge> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Edge { http, base: format!("{}/api/v1/agents/{cluster}", base.trim_end_matches('/')), token, agent })
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Edge {
+            http,
+            base: format!("{}/api/v1/agents/{cluster}", base.trim_end_matches('/')),
+            token,
+            agent,
+        })
     }
 
     pub fn agent(&self) -> &str {
         &self.agent
     }
 
-    async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B, timeout: Duration) -> Result<R, EdgeError> {
+    async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, EdgeError> {
         let mut delay = Duration::from_millis(200);
         let mut last = String::new();
         for attempt in 1..=6 {
-            let sent = self.http.post(format!("{}/{path}", self.base)).bearer_auth(&self.token).json(body).timeout(timeout).send().await;
+            let sent = self
+                .http
+                .post(format!("{}/{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(body)
+                .timeout(timeout)
+                .send()
+                .await;
             match sent {
                 Ok(resp) if resp.status().is_success() => {
-                    return resp.json().await.with_context(|| format!("the edge's answer to {path} does not decode")).map_err(EdgeError::Other)
+                    return resp
+                        .json()
+                        .await
+                        .with_context(|| format!("the edge's answer to {path} does not decode"))
+                        .map_err(EdgeError::Other)
                 }
                 Ok(resp) => {
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
-                    let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error.message).unwrap_or(text);
+                    let message = serde_json::from_str::<ErrorBody>(&text)
+                        .map(|b| b.error.message)
+                        .unwrap_or(text);
                     match status.as_u16() {
                         409 => return Err(EdgeError::Refused(message)),
                         400 | 401 | 403 | 404 => {
-                            return Err(EdgeError::Other(anyhow::anyhow!("the edge answered {status} to {path}: {message}")))
+                            return Err(EdgeError::Other(anyhow::anyhow!(
+                                "the edge answered {status} to {path}: {message}"
+                            )))
                         }
                         _ => last = format!("{status}: {message}"),
                     }
@@ -62,25 +90,60 @@ impl Edge {
                 Err(e) => last = format!("{e}"),
             }
             tracing::warn!(path, attempt, error = %last, "edge call failed; retrying");
-            tokio::time::sleep(delay + Duration::from_millis(fastrand::u64(0..delay.as_millis() as u64))).await;
+            tokio::time::sleep(
+                delay + Duration::from_millis(fastrand::u64(0..delay.as_millis() as u64)),
+            )
+            .await;
             delay = (delay * 2).min(Duration::from_secs(10));
         }
-        Err(EdgeError::Other(anyhow::anyhow!("the edge at {} is unavailable for {path}: {last}", self.base)))
+        Err(EdgeError::Other(anyhow::anyhow!(
+            "the edge at {} is unavailable for {path}: {last}",
+            self.base
+        )))
     }
 
     /// Leases up to `max` items, waiting up to `wait` for one.
     pub async fn lease(&self, max: u32, wait: Duration) -> Result<LeaseResponse, EdgeError> {
-        let body = LeaseRequest { agent: self.agent.clone(), max, wait_ms: wait.as_millis() as u32 };
-        self.post("lease", &body, wait + Duration::from_secs(15)).await
+        let body = LeaseRequest {
+            agent: self.agent.clone(),
+            max,
+            wait_ms: wait.as_millis() as u32,
+        };
+        self.post("lease", &body, wait + Duration::from_secs(15))
+            .await
     }
 
-    pub async fn heartbeat(&self, leases: Vec<LeaseRef>, tails: BTreeMap<String, String>) -> Result<HeartbeatResponse, EdgeError> {
-        self.post("heartbeat", &HeartbeatRequest { agent: self.agent.clone(), leases, tails }, Duration::from_secs(20)).await
+    pub async fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        tails: BTreeMap<String, String>,
+    ) -> Result<HeartbeatResponse, EdgeError> {
+        self.post(
+            "heartbeat",
+            &HeartbeatRequest {
+                agent: self.agent.clone(),
+                leases,
+                tails,
+            },
+            Duration::from_secs(20),
+        )
+        .await
     }
 
-    pub async fn complete(&self, item_id: &str, token: u64, outcome: Outcome) -> Result<(), EdgeError> {
-        let body = CompleteRequest { item_id: item_id.into(), token, outcome };
-        let _: bool = self.post("complete", &body, Duration::from_secs(60)).await?;
+    pub async fn complete(
+        &self,
+        item_id: &str,
+        token: u64,
+        outcome: Outcome,
+    ) -> Result<(), EdgeError> {
+        let body = CompleteRequest {
+            item_id: item_id.into(),
+            token,
+            outcome,
+        };
+        let _: bool = self
+            .post("complete", &body, Duration::from_secs(60))
+            .await?;
         Ok(())
     }
 }

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "concurrent", version, about = "Runs the steps of Concurrent DAGs: an agent that pulls work from the edge API, and the step runner it launches.")]
+#[command(
+    name = "concurrent",
+    version,
+    about = "Runs the steps of Concurrent DAGs: an agent that pulls work from the edge API, and the step runner it launches."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,8 +41,11 @@ pub enum ExecutorKind {
 
 /// Log to stderr; `CONCURRENT_LOG_FORMAT=json` for structured logs.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CONCURRENT_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONCURRENT_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("CONCURRENT_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -65,7 +72,8 @@ async fn main() -> std::process::ExitCode {
 /// Reads a secret from a file, trimmed; never logged.
 pub fn read_secret(path: &PathBuf) -> anyhow::Result<String> {
     use anyhow::Context;
-    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
     let s = s.trim().to_string();
     anyhow::ensure!(!s.is_empty(), "the token file {} is empty", path.display());
     Ok(s)

@@ -48,15 +48,19 @@ impl Metrics {
 
 /// Serves `/healthz` and `/metrics` on `addr` until the process ends.
 pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?;
     tracing::info!(%addr, "serving /healthz and /metrics");
-    let app = Router::new().route("/healthz", get(|| async { "ok" })).route(
-        "/metrics",
-        get(move || {
-            let m = metrics.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
-        }),
-    );
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the metrics server stopped: {e}");

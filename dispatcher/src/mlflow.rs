@@ -28,8 +28,15 @@ async fn backoff(attempt: u32) {
 
 impl Mlflow {
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Mlflow> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Mlflow { http, base: base.trim_end_matches('/').to_string(), token, roots: Mutex::new(HashMap::new()) })
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Mlflow {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            roots: Mutex::new(HashMap::new()),
+        })
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -43,10 +50,19 @@ impl Mlflow {
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
         let mut last = anyhow!("no attempt");
         for attempt in 0..ATTEMPTS {
-            match self.auth(self.http.get(&url).query(query)).timeout(Duration::from_secs(60)).send().await {
+            match self
+                .auth(self.http.get(&url).query(query))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+            {
                 Ok(r) if r.status().is_success() => return Ok(r.json().await?),
                 Ok(r) if r.status().is_client_error() => {
-                    bail!("MLflow answered {} to {path}: {}", r.status(), r.text().await.unwrap_or_default())
+                    bail!(
+                        "MLflow answered {} to {path}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )
                 }
                 Ok(r) => last = anyhow!("MLflow answered {} to {path}", r.status()),
                 Err(e) => last = anyhow!("MLflow at {} is unreachable: {e}", self.base),
@@ -62,21 +78,39 @@ impl Mlflow {
             return Ok(r.clone());
         }
         let v = self.get_json("runs/get", &[("run_id", run_id)]).await?;
-        let uri = v["run"]["info"]["artifact_uri"].as_str().ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
+        let uri = v["run"]["info"]["artifact_uri"]
+            .as_str()
+            .ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
         let rest = uri.strip_prefix("mlflow-artifacts:").ok_or_else(|| {
             anyhow!("run {run_id} stores artifacts at {uri:?}; Concurrent needs the MLflow artifact proxy (start the server with --serve-artifacts and --default-artifact-root mlflow-artifacts:/)")
         })?;
         // mlflow-artifacts:/1/abc/artifacts or mlflow-artifacts://host/1/abc/artifacts
         let rest = rest.trim_start_matches("//").trim_start_matches('/');
-        let rest = if uri.starts_with("mlflow-artifacts://") { rest.split_once('/').map_or("", |(_, r)| r) } else { rest };
+        let rest = if uri.starts_with("mlflow-artifacts://") {
+            rest.split_once('/').map_or("", |(_, r)| r)
+        } else {
+            rest
+        };
         let root = format!("{}/api/2.0/mlflow-artifacts/artifacts/{rest}", self.base);
-        self.roots.lock().expect("poisoned").insert(run_id.into(), root.clone());
+        self.roots
+            .lock()
+            .expect("poisoned")
+            .insert(run_id.into(), root.clone());
         Ok(root)
     }
 
     /// Streams one artifact to `dest`, retrying from the start on failure.
-    pub async fn download(&self, run_id: &str, artifact_path: &str, dest: &Path) -> anyhow::Result<u64> {
-        let url = format!("{}/{}", self.root(run_id).await?, encode_path(artifact_path));
+    pub async fn download(
+        &self,
+        run_id: &str,
+        artifact_path: &str,
+        dest: &Path,
+    ) -> anyhow::Result<u64> {
+        let url = format!(
+            "{}/{}",
+            self.root(run_id).await?,
+            encode_path(artifact_path)
+        );
         if let Some(dir) = dest.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
@@ -104,41 +138,82 @@ impl Mlflow {
                 Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
                     bail!("artifact {artifact_path} of run {run_id} does not exist (404)")
                 }
-                Ok(r) => last = anyhow!("MLflow answered {} for artifact {artifact_path}", r.status()),
+                Ok(r) => {
+                    last = anyhow!(
+                        "MLflow answered {} for artifact {artifact_path}",
+                        r.status()
+                    )
+                }
                 Err(e) => last = anyhow!("{e}"),
             }
             backoff(attempt).await;
         }
-        Err(last.context(format!("downloading artifact {artifact_path} of run {run_id} failed")))
+        Err(last.context(format!(
+            "downloading artifact {artifact_path} of run {run_id} failed"
+        )))
     }
 
     /// Streams a local file to `artifact_path` in the run's artifacts.
-    pub async fn upload(&self, run_id: &str, artifact_path: &str, src: &Path) -> anyhow::Result<()> {
-        let url = format!("{}/{}", self.root(run_id).await?, encode_path(artifact_path));
+    pub async fn upload(
+        &self,
+        run_id: &str,
+        artifact_path: &str,
+        src: &Path,
+    ) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/{}",
+            self.root(run_id).await?,
+            encode_path(artifact_path)
+        );
         let mut last = anyhow!("no attempt");
         for attempt in 0..ATTEMPTS {
-            let file = tokio::fs::File::open(src).await.with_context(|| format!("cannot open {}", src.display()))?;
+            let file = tokio::fs::File::open(src)
+                .await
+                .with_context(|| format!("cannot open {}", src.display()))?;
             let len = file.metadata().await?.len();
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-            match self.auth(self.http.put(&url)).header("Content-Length", len).body(body).send().await {
+            match self
+                .auth(self.http.put(&url))
+                .header("Content-Length", len)
+                .body(body)
+                .send()
+                .await
+            {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) if r.status().is_client_error() => {
-                    bail!("MLflow refused artifact {artifact_path}: {} {}", r.status(), r.text().await.unwrap_or_default())
+                    bail!(
+                        "MLflow refused artifact {artifact_path}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )
                 }
-                Ok(r) => last = anyhow!("MLflow answered {} for artifact {artifact_path}", r.status()),
+                Ok(r) => {
+                    last = anyhow!(
+                        "MLflow answered {} for artifact {artifact_path}",
+                        r.status()
+                    )
+                }
                 Err(e) => last = anyhow!("{e}"),
             }
             backoff(attempt).await;
         }
-        Err(last.context(format!("uploading artifact {artifact_path} to run {run_id} failed")))
+        Err(last.context(format!(
+            "uploading artifact {artifact_path} to run {run_id} failed"
+        )))
     }
 
     /// Every file below `path` in a run's artifacts, with sizes.
-    pub async fn list_recursive(&self, run_id: &str, path: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    pub async fn list_recursive(
+        &self,
+        run_id: &str,
+        path: &str,
+    ) -> anyhow::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         let mut dirs = vec![path.to_string()];
         while let Some(dir) = dirs.pop() {
-            let v = self.get_json("artifacts/list", &[("run_id", run_id), ("path", &dir)]).await?;
+            let v = self
+                .get_json("artifacts/list", &[("run_id", run_id), ("path", &dir)])
+                .await?;
             for f in v["files"].as_array().into_iter().flatten() {
                 let p = f["path"].as_str().unwrap_or_default().to_string();
                 if f["is_dir"].as_bool().unwrap_or(false) {
@@ -159,7 +234,9 @@ fn encode_path(p: &str) -> String {
         .map(|seg| {
             seg.bytes()
                 .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
                     _ => format!("%{b:02X}"),
                 })
                 .collect::<String>()

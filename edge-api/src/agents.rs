@@ -1,6 +1,8 @@
 //! `/api/v1/agents/:cluster/...`: the agent protocol, forwarded to the cluster's queue object.
 
-use concurrent_core::wire::{CompleteRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse};
+use concurrent_core::wire::{
+    CompleteRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse,
+};
 use worker::{Request, Response, RouteContext};
 
 use crate::auth::User;
@@ -12,7 +14,9 @@ type Ctx = RouteContext<User>;
 fn queue(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
     let cluster = ctx.param("cluster").cloned().unwrap_or_default();
     if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
-        return Err(ApiError::BadRequest(format!("cluster name {cluster:?} {why}")));
+        return Err(ApiError::BadRequest(format!(
+            "cluster name {cluster:?} {why}"
+        )));
     }
     stub(&ctx.env, crate::queue::BINDING, &cluster)
 }

@@ -36,7 +36,9 @@ impl User {
     /// [`ApiError::Forbidden`] when a step token is used for another work item.
     pub fn check_item(&self, item_id: &str) -> Result<(), ApiError> {
         match &self.lease_item {
-            Some(own) if own != item_id => Err(ApiError::Forbidden(format!("this step token is bound to work item {own}, not {item_id}"))),
+            Some(own) if own != item_id => Err(ApiError::Forbidden(format!(
+                "this step token is bound to work item {own}, not {item_id}"
+            ))),
             _ => Ok(()),
         }
     }
@@ -50,7 +52,8 @@ pub fn bootstrap_token(env: &Env) -> Result<String, ApiError> {
 }
 
 fn mac(key: &str, message: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(message.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -73,28 +76,53 @@ pub fn step_token(secret: &str, cluster: &str, item_id: &str, fencing: u64) -> S
 fn verify_step_token(secret: &str, token: &str) -> Option<User> {
     let rest = token.strip_prefix("cs_")?;
     let (body, given) = rest.rsplit_once(':')?;
-    if !constant_time_eq(mac(secret, &format!("step:{body}")).as_bytes(), given.as_bytes()) {
+    if !constant_time_eq(
+        mac(secret, &format!("step:{body}")).as_bytes(),
+        given.as_bytes(),
+    ) {
         return None;
     }
     let mut parts = body.splitn(3, ':');
     let (cluster, item) = (parts.next()?, parts.next()?);
-    Some(User { name: format!("step {item}"), role: Role::Agent, cluster: Some(cluster.into()), lease_item: Some(item.into()) })
+    Some(User {
+        name: format!("step {item}"),
+        role: Role::Agent,
+        cluster: Some(cluster.into()),
+        lease_item: Some(item.into()),
+    })
 }
 
 /// Who a bearer token belongs to.
 async fn token_user(env: &Env, token: &str) -> Result<User, ApiError> {
     let bootstrap = bootstrap_token(env)?;
     if constant_time_eq(token.as_bytes(), bootstrap.as_bytes()) {
-        return Ok(User { name: "admin".into(), role: Role::Admin, cluster: None, lease_item: None });
+        return Ok(User {
+            name: "admin".into(),
+            role: Role::Admin,
+            cluster: None,
+            lease_item: None,
+        });
     }
     if token.starts_with("cs_") {
-        return verify_step_token(&bootstrap, token).ok_or_else(|| ApiError::Unauthorized("the step token is not valid".into()));
+        return verify_step_token(&bootstrap, token)
+            .ok_or_else(|| ApiError::Unauthorized("the step token is not valid".into()));
     }
-    let found: Option<concurrent_core::wire::TokenInfo> =
-        call(&stub(env, crate::catalog::BINDING, crate::catalog::NAME)?, "/tokens/lookup", &token_hash(token)).await?;
+    let found: Option<concurrent_core::wire::TokenInfo> = call(
+        &stub(env, crate::catalog::BINDING, crate::catalog::NAME)?,
+        "/tokens/lookup",
+        &token_hash(token),
+    )
+    .await?;
     found
-        .map(|t| User { name: t.name, role: t.role, cluster: t.cluster, lease_item: None })
-        .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid (unknown or revoked)".into()))
+        .map(|t| User {
+            name: t.name,
+            role: t.role,
+            cluster: t.cluster,
+            lease_item: None,
+        })
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the bearer token is not valid (unknown or revoked)".into())
+        })
 }
 
 /// Checks the request's credentials.
@@ -104,27 +132,49 @@ async fn token_user(env: &Env, token: &str) -> Result<User, ApiError> {
 pub async fn authenticate(req: &Request, env: &Env) -> Result<User, ApiError> {
     let headers = req.headers();
     if let Some(auth) = headers.get("Authorization").ok().flatten() {
-        let given = auth.strip_prefix("Bearer ").ok_or_else(|| ApiError::Unauthorized("use `Authorization: Bearer <token>`".into()))?;
+        let given = auth
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::Unauthorized("use `Authorization: Bearer <token>`".into()))?;
         return token_user(env, given.trim()).await;
     }
     let cookies = headers.get("Cookie").ok().flatten().unwrap_or_default();
-    let session = cookies.split(';').find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_string));
+    let session = cookies.split(';').find_map(|c| {
+        c.trim()
+            .strip_prefix(&format!("{COOKIE}="))
+            .map(str::to_string)
+    });
     let Some(session) = session else {
-        return Err(ApiError::Unauthorized("no credentials: send `Authorization: Bearer <token>` or sign in at /login".into()));
+        return Err(ApiError::Unauthorized(
+            "no credentials: send `Authorization: Bearer <token>` or sign in at /login".into(),
+        ));
     };
-    let invalid = || ApiError::Unauthorized("the session cookie is not valid; sign in again".into());
+    let invalid =
+        || ApiError::Unauthorized("the session cookie is not valid; sign in again".into());
     let (body, given) = session.rsplit_once('~').ok_or_else(invalid)?;
-    if !constant_time_eq(mac(&bootstrap_token(env)?, &format!("session:{body}")).as_bytes(), given.as_bytes()) {
+    if !constant_time_eq(
+        mac(&bootstrap_token(env)?, &format!("session:{body}")).as_bytes(),
+        given.as_bytes(),
+    ) {
         return Err(invalid());
     }
     let mut parts = body.splitn(3, '~');
-    let expiry: u64 = parts.next().and_then(|e| e.parse().ok()).ok_or_else(invalid)?;
+    let expiry: u64 = parts
+        .next()
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(invalid)?;
     let role = parts.next().and_then(Role::parse).ok_or_else(invalid)?;
     let name = parts.next().ok_or_else(invalid)?.to_string();
     if expiry < now_ms() {
-        return Err(ApiError::Unauthorized("the session expired; sign in again".into()));
+        return Err(ApiError::Unauthorized(
+            "the session expired; sign in again".into(),
+        ));
     }
-    Ok(User { name, role, cluster: None, lease_item: None })
+    Ok(User {
+        name,
+        role,
+        cluster: None,
+        lease_item: None,
+    })
 }
 
 /// # Errors
@@ -140,7 +190,9 @@ pub fn authorize(user: &User, method: &str, path: &str) -> Result<(), ApiError> 
         Permission::Admin => "manage tokens and schedules".to_string(),
         Permission::Agent { cluster } => format!("take work of cluster {cluster:?}"),
     };
-    Err(ApiError::Forbidden(format!("{} (role {:?}) may not {what}", user.name, user.role).to_lowercase()))
+    Err(ApiError::Forbidden(
+        format!("{} (role {:?}) may not {what}", user.name, user.role).to_lowercase(),
+    ))
 }
 
 /// `GET /login` shows the sign-in page; `POST /login` with a token sets the session cookie.
@@ -152,20 +204,29 @@ pub async fn handle_login(mut req: Request, env: &Env) -> Result<Response, ApiEr
     struct Login {
         token: String,
     }
-    let body: Login = req.json().await.map_err(|_| ApiError::BadRequest("send {\"token\": \"...\"}".into()))?;
+    let body: Login = req
+        .json()
+        .await
+        .map_err(|_| ApiError::BadRequest("send {\"token\": \"...\"}".into()))?;
     let user = token_user(env, body.token.trim()).await?;
     if user.role == Role::Agent {
-        return Err(ApiError::Forbidden("agent and step tokens cannot sign in to the UI".into()));
+        return Err(ApiError::Forbidden(
+            "agent and step tokens cannot sign in to the UI".into(),
+        ));
     }
     let expiry = now_ms() + SESSION_MS;
-    let role = serde_json::to_value(user.role)?.as_str().unwrap_or("reader").to_string();
+    let role = serde_json::to_value(user.role)?
+        .as_str()
+        .unwrap_or("reader")
+        .to_string();
     let session_body = format!("{expiry}~{role}~{}", user.name.replace('~', "-"));
     let cookie = format!(
         "{COOKIE}={session_body}~{}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         mac(&bootstrap_token(env)?, &format!("session:{session_body}")),
         SESSION_MS / 1000
     );
-    let mut resp = Response::from_json(&serde_json::json!({"ok": true, "name": user.name, "role": role}))?;
+    let mut resp =
+        Response::from_json(&serde_json::json!({"ok": true, "name": user.name, "role": role}))?;
     resp.headers_mut().set("Set-Cookie", &cookie)?;
     Ok(resp)
 }

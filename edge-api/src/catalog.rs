@@ -1,13 +1,15 @@
 //! The catalog Durable Object (one per deployment): template version counters and the index of
 //! runs for listing. It is never on a run's hot path; template bodies live in KV.
 
-use concurrent_core::run::RunStatus;
 use concurrent_core::access::Role;
+use concurrent_core::run::RunStatus;
 use concurrent_core::schedule::{tick, Schedule, Tick};
 use concurrent_core::wire::{RunSummary, TemplateSummary, TokenInfo};
 use concurrent_core::Problem;
 use serde::{Deserialize, Serialize};
-use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State};
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State,
+};
 
 use crate::error::ApiError;
 use crate::http::{erase, json_body, reply};
@@ -122,8 +124,12 @@ impl DurableObject for Catalog {
                 "/templates/commit" => erase(self.commit(json_body(&mut req).await?)),
                 "/templates/list" => erase(self.list_templates()),
                 "/templates/version" => erase(self.version(json_body(&mut req).await?)),
-                "/templates/versions" => erase(self.versions(json_body::<VersionQuery>(&mut req).await?.name)),
-                "/templates/delete" => erase(self.delete(json_body::<VersionQuery>(&mut req).await?.name)),
+                "/templates/versions" => {
+                    erase(self.versions(json_body::<VersionQuery>(&mut req).await?.name))
+                }
+                "/templates/delete" => {
+                    erase(self.delete(json_body::<VersionQuery>(&mut req).await?.name))
+                }
                 "/runs/upsert" => erase(self.upsert_run(json_body(&mut req).await?)),
                 "/runs/list" => erase(self.list_runs(json_body(&mut req).await?)),
                 "/schedules/create" => erase(self.create_schedule(json_body(&mut req).await?)),
@@ -150,7 +156,13 @@ impl Catalog {
             latest: f64,
             deleted: f64,
         }
-        let rows: Vec<L> = self.sql.exec("SELECT latest, deleted FROM templates WHERE name = ?", vec![name.into()])?.to_array()?;
+        let rows: Vec<L> = self
+            .sql
+            .exec(
+                "SELECT latest, deleted FROM templates WHERE name = ?",
+                vec![name.into()],
+            )?
+            .to_array()?;
         Ok(rows.first().map(|r| (r.latest as u32, r.deleted != 0.0)))
     }
 
@@ -219,48 +231,83 @@ impl Catalog {
     }
 
     fn version(&self, q: VersionQuery) -> Result<VersionRow, ApiError> {
-        let (latest, deleted) = self.latest(&q.name)?.ok_or_else(|| ApiError::NotFound(format!("template {:?} does not exist", q.name)))?;
+        let (latest, deleted) = self
+            .latest(&q.name)?
+            .ok_or_else(|| ApiError::NotFound(format!("template {:?} does not exist", q.name)))?;
         if deleted && q.version.is_none() {
-            return Err(ApiError::NotFound(format!("template {:?} was deleted; its versions can still be read by number", q.name)));
+            return Err(ApiError::NotFound(format!(
+                "template {:?} was deleted; its versions can still be read by number",
+                q.name
+            )));
         }
         let v = q.version.unwrap_or(latest);
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT * FROM versions WHERE name = ? AND version = ?", vec![q.name.clone().into(), (v as i64).into()])?
+            .exec(
+                "SELECT * FROM versions WHERE name = ? AND version = ?",
+                vec![q.name.clone().into(), (v as i64).into()],
+            )?
             .to_array()?;
         rows.into_iter()
             .next()
-            .ok_or_else(|| ApiError::NotFound(format!("template {:?} has no version {v} (latest is {latest})", q.name)))?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "template {:?} has no version {v} (latest is {latest})",
+                    q.name
+                ))
+            })?
             .into_version()
     }
 
     fn versions(&self, name: String) -> Result<Vec<VersionRow>, ApiError> {
-        let rows: Vec<Row> = self.sql.exec("SELECT * FROM versions WHERE name = ? ORDER BY version DESC", vec![name.clone().into()])?.to_array()?;
+        let rows: Vec<Row> = self
+            .sql
+            .exec(
+                "SELECT * FROM versions WHERE name = ? ORDER BY version DESC",
+                vec![name.clone().into()],
+            )?
+            .to_array()?;
         if rows.is_empty() {
-            return Err(ApiError::NotFound(format!("template {name:?} does not exist")));
+            return Err(ApiError::NotFound(format!(
+                "template {name:?} does not exist"
+            )));
         }
         rows.into_iter().map(Row::into_version).collect()
     }
 
     fn delete(&self, name: String) -> Result<bool, ApiError> {
-        self.latest(&name)?.ok_or_else(|| ApiError::NotFound(format!("template {name:?} does not exist")))?;
-        self.sql.exec("UPDATE templates SET deleted = 1 WHERE name = ?", vec![name.into()])?;
+        self.latest(&name)?
+            .ok_or_else(|| ApiError::NotFound(format!("template {name:?} does not exist")))?;
+        self.sql.exec(
+            "UPDATE templates SET deleted = 1 WHERE name = ?",
+            vec![name.into()],
+        )?;
         Ok(true)
     }
 
     fn upsert_run(&self, r: RunSummary) -> Result<bool, ApiError> {
-        let status = serde_json::to_value(r.status)?.as_str().unwrap_or_default().to_string();
+        let status = serde_json::to_value(r.status)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         self.sql.exec(
             "INSERT INTO runs(id, template, status, created_at, summary) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status, summary = excluded.summary",
-            vec![r.id.clone().into(), r.template.clone().into(), status.into(), (r.created_at as i64).into(), serde_json::to_string(&r)?.into()],
+            vec![
+                r.id.clone().into(),
+                r.template.clone().into(),
+                status.into(),
+                (r.created_at as i64).into(),
+                serde_json::to_string(&r)?.into(),
+            ],
         )?;
         Ok(true)
     }
 
     fn list_runs(&self, q: RunQuery) -> Result<Vec<RunSummary>, ApiError> {
         let mut sql = String::from("SELECT summary FROM runs WHERE created_at < ?");
-        let mut args: Vec<SqlStorageValue> = vec![(q.before.unwrap_or(i64::MAX as u64) as i64).into()];
+        let mut args: Vec<SqlStorageValue> =
+            vec![(q.before.unwrap_or(i64::MAX as u64) as i64).into()];
         if let Some(t) = q.template {
             sql.push_str(" AND template = ?");
             args.push(t.into());
@@ -276,23 +323,47 @@ impl Catalog {
             summary: String,
         }
         let rows: Vec<S> = self.sql.exec(&sql, args)?.to_array()?;
-        rows.into_iter().map(|r| Ok(serde_json::from_str(&r.summary)?)).collect()
+        rows.into_iter()
+            .map(|r| Ok(serde_json::from_str(&r.summary)?))
+            .collect()
     }
 
     fn create_token(&self, t: StoredToken) -> Result<TokenInfo, ApiError> {
-        let exists: Vec<serde_json::Value> = self.sql.exec("SELECT name FROM tokens WHERE name = ?", vec![t.info.name.clone().into()])?.to_array()?;
+        let exists: Vec<serde_json::Value> = self
+            .sql
+            .exec(
+                "SELECT name FROM tokens WHERE name = ?",
+                vec![t.info.name.clone().into()],
+            )?
+            .to_array()?;
         if !exists.is_empty() {
-            return Err(ApiError::Conflict(format!("a token named {:?} exists; revoke it first or pick another name", t.info.name)));
+            return Err(ApiError::Conflict(format!(
+                "a token named {:?} exists; revoke it first or pick another name",
+                t.info.name
+            )));
         }
-        let role = serde_json::to_value(t.info.role)?.as_str().unwrap_or_default().to_string();
+        let role = serde_json::to_value(t.info.role)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         self.sql.exec(
             "INSERT INTO tokens(hash, name, role, cluster, created_at) VALUES (?, ?, ?, ?, ?)",
-            vec![t.hash.into(), t.info.name.clone().into(), role.into(), t.info.cluster.clone().into(), (t.info.created_at as i64).into()],
+            vec![
+                t.hash.into(),
+                t.info.name.clone().into(),
+                role.into(),
+                t.info.cluster.clone().into(),
+                (t.info.created_at as i64).into(),
+            ],
         )?;
         Ok(t.info)
     }
 
-    fn token_rows(&self, sql: &str, args: Vec<SqlStorageValue>) -> Result<Vec<TokenInfo>, ApiError> {
+    fn token_rows(
+        &self,
+        sql: &str,
+        args: Vec<SqlStorageValue>,
+    ) -> Result<Vec<TokenInfo>, ApiError> {
         #[derive(Deserialize)]
         struct T {
             name: String,
@@ -304,21 +375,42 @@ impl Catalog {
         Ok(rows
             .into_iter()
             .filter_map(|t| {
-                Some(TokenInfo { name: t.name, role: Role::parse(&t.role)?, cluster: t.cluster, created_at: t.created_at as u64, token: None })
+                Some(TokenInfo {
+                    name: t.name,
+                    role: Role::parse(&t.role)?,
+                    cluster: t.cluster,
+                    created_at: t.created_at as u64,
+                    token: None,
+                })
             })
             .collect())
     }
 
     fn lookup_token(&self, hash: String) -> Result<Option<TokenInfo>, ApiError> {
-        Ok(self.token_rows("SELECT name, role, cluster, created_at FROM tokens WHERE hash = ?", vec![hash.into()])?.into_iter().next())
+        Ok(self
+            .token_rows(
+                "SELECT name, role, cluster, created_at FROM tokens WHERE hash = ?",
+                vec![hash.into()],
+            )?
+            .into_iter()
+            .next())
     }
 
     fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
-        self.token_rows("SELECT name, role, cluster, created_at FROM tokens ORDER BY name", vec![])
+        self.token_rows(
+            "SELECT name, role, cluster, created_at FROM tokens ORDER BY name",
+            vec![],
+        )
     }
 
     fn delete_token(&self, name: String) -> Result<bool, ApiError> {
-        let n = self.sql.exec("DELETE FROM tokens WHERE name = ?", vec![name.clone().into()])?.rows_written();
+        let n = self
+            .sql
+            .exec(
+                "DELETE FROM tokens WHERE name = ?",
+                vec![name.clone().into()],
+            )?
+            .rows_written();
         if n == 0 {
             return Err(ApiError::NotFound(format!("no token named {name:?}")));
         }
@@ -330,25 +422,44 @@ impl Catalog {
         struct J {
             json: String,
         }
-        let rows: Vec<J> = self.sql.exec("SELECT json FROM schedules ORDER BY name", None)?.to_array()?;
-        rows.into_iter().map(|r| Ok(serde_json::from_str(&r.json)?)).collect()
+        let rows: Vec<J> = self
+            .sql
+            .exec("SELECT json FROM schedules ORDER BY name", None)?
+            .to_array()?;
+        rows.into_iter()
+            .map(|r| Ok(serde_json::from_str(&r.json)?))
+            .collect()
     }
 
     fn put_schedule(&self, s: &Schedule) -> Result<(), ApiError> {
-        self.sql.exec("INSERT OR REPLACE INTO schedules(name, json) VALUES (?, ?)", vec![s.spec.name.clone().into(), serde_json::to_string(s)?.into()])?;
+        self.sql.exec(
+            "INSERT OR REPLACE INTO schedules(name, json) VALUES (?, ?)",
+            vec![s.spec.name.clone().into(), serde_json::to_string(s)?.into()],
+        )?;
         Ok(())
     }
 
     fn create_schedule(&self, s: Schedule) -> Result<Schedule, ApiError> {
         if self.schedules()?.iter().any(|x| x.spec.name == s.spec.name) {
-            return Err(ApiError::Conflict(format!("a schedule named {:?} exists; delete it first", s.spec.name)));
+            return Err(ApiError::Conflict(format!(
+                "a schedule named {:?} exists; delete it first",
+                s.spec.name
+            )));
         }
         self.put_schedule(&s)?;
         Ok(s)
     }
 
     fn delete_schedule(&self, name: String) -> Result<bool, ApiError> {
-        if self.sql.exec("DELETE FROM schedules WHERE name = ?", vec![name.clone().into()])?.rows_written() == 0 {
+        if self
+            .sql
+            .exec(
+                "DELETE FROM schedules WHERE name = ?",
+                vec![name.clone().into()],
+            )?
+            .rows_written()
+            == 0
+        {
             return Err(ApiError::NotFound(format!("no schedule named {name:?}")));
         }
         Ok(true)
@@ -359,8 +470,13 @@ impl Catalog {
         struct S {
             status: String,
         }
-        let rows: Vec<S> = self.sql.exec("SELECT status FROM runs WHERE id = ?", vec![run_id.into()])?.to_array()?;
-        Ok(rows.first().is_some_and(|r| r.status == "pending" || r.status == "running"))
+        let rows: Vec<S> = self
+            .sql
+            .exec("SELECT status FROM runs WHERE id = ?", vec![run_id.into()])?
+            .to_array()?;
+        Ok(rows
+            .first()
+            .is_some_and(|r| r.status == "pending" || r.status == "running"))
     }
 
     /// The schedules to fire now; each is marked fired before it is returned.

@@ -10,7 +10,10 @@ pub enum ApiError {
     /// 400: the request body or query is malformed.
     BadRequest(String),
     /// 400: a template has validation problems.
-    Invalid { message: String, problems: Vec<Problem> },
+    Invalid {
+        message: String,
+        problems: Vec<Problem>,
+    },
     /// 401: no or wrong credentials.
     Unauthorized(String),
     /// 403: valid credentials without the right.
@@ -44,7 +47,9 @@ impl ApiError {
     pub fn body(&self) -> ErrorBody {
         let (code, message, problems) = match self {
             ApiError::BadRequest(m) => ("bad_request", m.clone(), vec![]),
-            ApiError::Invalid { message, problems } => ("invalid_template", message.clone(), problems.clone()),
+            ApiError::Invalid { message, problems } => {
+                ("invalid_template", message.clone(), problems.clone())
+            }
             ApiError::Unauthorized(m) => ("unauthorized", m.clone(), vec![]),
             ApiError::Forbidden(m) => ("forbidden", m.clone(), vec![]),
             ApiError::TooLarge(m) => ("too_large", m.clone(), vec![]),
@@ -60,7 +65,10 @@ impl ApiError {
     pub fn from_parts(status: u16, body: ErrorBody) -> ApiError {
         let e = body.error;
         match (status, e.code.as_str()) {
-            (400, "invalid_template") => ApiError::Invalid { message: e.message, problems: e.details },
+            (400, "invalid_template") => ApiError::Invalid {
+                message: e.message,
+                problems: e.details,
+            },
             (400, _) => ApiError::BadRequest(e.message),
             (401, _) => ApiError::Unauthorized(e.message),
             (403, _) => ApiError::Forbidden(e.message),
@@ -99,7 +107,10 @@ impl From<serde_json::Error> for ApiError {
 }
 
 /// Turns a handler result into a response.
-pub fn respond<T: serde::Serialize>(result: Result<T, ApiError>, status: u16) -> worker::Result<Response> {
+pub fn respond<T: serde::Serialize>(
+    result: Result<T, ApiError>,
+    status: u16,
+) -> worker::Result<Response> {
     match result {
         Ok(v) => Ok(Response::from_json(&v)?.with_status(status)),
         Err(e) => e.into_response(),

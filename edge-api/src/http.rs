@@ -22,12 +22,21 @@ pub const MAX_BODY: usize = 1 << 20;
 
 /// Reads a body of at most [`MAX_BODY`] bytes.
 pub async fn body_text(req: &mut Request) -> Result<String, ApiError> {
-    let too_large = || ApiError::TooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
-    let declared = req.headers().get("Content-Length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+    let too_large =
+        || ApiError::TooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY) {
         return Err(too_large());
     }
-    let text = req.text().await.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+    let text = req
+        .text()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
     if text.len() > MAX_BODY {
         return Err(too_large());
     }
@@ -37,20 +46,30 @@ pub async fn body_text(req: &mut Request) -> Result<String, ApiError> {
 /// Reads a JSON body, naming what was wrong with it.
 pub async fn json_body<T: DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
     let text = body_text(req).await?;
-    serde_json::from_str(&text).map_err(|e| ApiError::BadRequest(format!("the JSON body does not fit: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| ApiError::BadRequest(format!("the JSON body does not fit: {e}")))
 }
 
 /// The stub of a named Durable Object.
 pub fn stub(env: &Env, binding: &str, name: &str) -> Result<Stub, ApiError> {
-    Ok(env.durable_object(binding)?.id_from_name(name)?.get_stub()?)
+    Ok(env
+        .durable_object(binding)?
+        .id_from_name(name)?
+        .get_stub()?)
 }
 
 /// POSTs `body` to a Durable Object and decodes its answer; errors keep their status.
-pub async fn call<B: Serialize, R: DeserializeOwned>(stub: &Stub, path: &str, body: &B) -> Result<R, ApiError> {
+pub async fn call<B: Serialize, R: DeserializeOwned>(
+    stub: &Stub,
+    path: &str,
+    body: &B,
+) -> Result<R, ApiError> {
     let headers = Headers::new();
     headers.set("Content-Type", "application/json")?;
     let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(serde_json::to_string(body)?.into()));
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(serde_json::to_string(body)?.into()));
     let req = Request::new_with_init(&format!("https://do{path}"), &init)?;
     let mut resp = stub.fetch_with_request(req).await?;
     let status = resp.status_code();
@@ -58,7 +77,8 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(stub: &Stub, path: &str, bo
     if (200..300).contains(&status) {
         Ok(serde_json::from_str(&text)?)
     } else {
-        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody::new("internal", text, vec![]));
+        let body = serde_json::from_str::<ErrorBody>(&text)
+            .unwrap_or_else(|_| ErrorBody::new("internal", text, vec![]));
         Err(ApiError::from_parts(status, body))
     }
 }

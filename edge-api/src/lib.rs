@@ -36,7 +36,9 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         return Response::ok("ok");
     }
     if path == "/login" {
-        return auth::handle_login(req, &env).await.or_else(ApiError::into_response);
+        return auth::handle_login(req, &env)
+            .await
+            .or_else(ApiError::into_response);
     }
     let ours = path.starts_with("/api/v1/");
     let user = match auth::authenticate(&req, &env).await {
@@ -47,12 +49,15 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if !ours {
         // The UI: Concurrent's bundle under /concurrent/, everything else is MLflow's.
         if user.role == concurrent_core::access::Role::Agent {
-            return ApiError::Forbidden("agent and step tokens cannot open the UI".into()).into_response();
+            return ApiError::Forbidden("agent and step tokens cannot open the UI".into())
+                .into_response();
         }
         if path.starts_with("/concurrent/") {
             return env.assets("ASSETS")?.fetch_request(req).await;
         }
-        return mlflow_proxy::forward(req, &env).await.or_else(ApiError::into_response);
+        return mlflow_proxy::forward(req, &env)
+            .await
+            .or_else(ApiError::into_response);
     }
     if let Err(e) = auth::authorize(&user, req.method().as_ref(), &path) {
         return e.into_response();
@@ -63,8 +68,14 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .get_async("/api/v1/templates/:name", templates::handle_get)
         .put_async("/api/v1/templates/:name", templates::handle_save)
         .delete_async("/api/v1/templates/:name", templates::handle_delete)
-        .get_async("/api/v1/templates/:name/versions", templates::handle_versions)
-        .get_async("/api/v1/templates/:name/versions/:version", templates::handle_get)
+        .get_async(
+            "/api/v1/templates/:name/versions",
+            templates::handle_versions,
+        )
+        .get_async(
+            "/api/v1/templates/:name/versions/:version",
+            templates::handle_get,
+        )
         .get_async("/api/v1/runs", runs::handle_list)
         .post_async("/api/v1/runs", runs::handle_start)
         .get_async("/api/v1/runs/:id", runs::handle_get)
@@ -78,10 +89,14 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .post_async("/api/v1/tokens", tokens::handle_create)
         .delete_async("/api/v1/tokens/:name", tokens::handle_delete)
         .post_async("/api/v1/agents/:cluster/lease", agents::handle_lease)
-        .post_async("/api/v1/agents/:cluster/heartbeat", agents::handle_heartbeat)
+        .post_async(
+            "/api/v1/agents/:cluster/heartbeat",
+            agents::handle_heartbeat,
+        )
         .post_async("/api/v1/agents/:cluster/complete", agents::handle_complete)
         .or_else_any_method("/api/v1/*rest", |req, _| {
-            ApiError::NotFound(format!("no API route {} {}", req.method(), req.path())).into_response()
+            ApiError::NotFound(format!("no API route {} {}", req.method(), req.path()))
+                .into_response()
         })
         .run(req, env)
         .await

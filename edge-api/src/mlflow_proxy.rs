@@ -24,11 +24,17 @@ pub async fn forward(req: Request, env: &Env) -> Result<Response, ApiError> {
     let base = upstream(env)?;
     let url = req.url()?;
     let own_origin = url.origin().ascii_serialization();
-    let target = format!("{base}{}{}", url.path(), url.query().map(|q| format!("?{q}")).unwrap_or_default());
+    let target = format!(
+        "{base}{}{}",
+        url.path(),
+        url.query().map(|q| format!("?{q}")).unwrap_or_default()
+    );
     let headers = Headers::new();
     for (k, v) in req.headers().entries() {
-        let drop = matches!(k.as_str(), "host" | "cookie" | "authorization" | "content-length" | "connection")
-            || k.starts_with("cf-")
+        let drop = matches!(
+            k.as_str(),
+            "host" | "cookie" | "authorization" | "content-length" | "connection"
+        ) || k.starts_with("cf-")
             || (k == "origin" && v == own_origin);
         if !drop {
             headers.append(&k, &v)?;
@@ -38,17 +44,23 @@ pub async fn forward(req: Request, env: &Env) -> Result<Response, ApiError> {
         headers.set("Authorization", &format!("Bearer {token}"))?;
     }
     let mut init = RequestInit::new();
-    init.with_method(req.method()).with_headers(headers).with_redirect(RequestRedirect::Manual);
+    init.with_method(req.method())
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
     if !matches!(req.method(), Method::Get | Method::Head) {
         init.with_body(req.inner().body().map(Into::into));
     }
     let outgoing = Request::new_with_init(&target, &init)?;
-    let mut resp = Fetch::Request(outgoing)
-        .send()
-        .await
-        .map_err(|e| ApiError::Upstream(format!("MLflow at {base} is unreachable: {e}; check that it runs and MLFLOW_TRACKING_URI")))?;
+    let mut resp = Fetch::Request(outgoing).send().await.map_err(|e| {
+        ApiError::Upstream(format!(
+            "MLflow at {base} is unreachable: {e}; check that it runs and MLFLOW_TRACKING_URI"
+        ))
+    })?;
     let is_index = req.method() == Method::Get && matches!(url.path(), "/" | "/index.html");
-    let is_html = resp.headers().get("content-type")?.is_some_and(|t| t.contains("text/html"));
+    let is_html = resp
+        .headers()
+        .get("content-type")?
+        .is_some_and(|t| t.contains("text/html"));
     if is_index && is_html && resp.status_code() == 200 {
         let html = resp.text().await?;
         let injected = match html.find("</head>") {

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use concurrent_core::run::Event;
 use concurrent_core::wire::{
-    CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse, LeaseStatus, Outcome, WorkItem,
+    CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse,
+    LeaseStatus, Outcome, WorkItem,
 };
 use futures_channel::oneshot;
 use serde::Deserialize;
@@ -60,7 +61,12 @@ impl DurableObject for QueueObject {
         ] {
             sql.exec(ddl, None).expect("queue schema");
         }
-        QueueObject { state, env, sql, waiters: RefCell::new(Vec::new()) }
+        QueueObject {
+            state,
+            env,
+            sql,
+            waiters: RefCell::new(Vec::new()),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -89,7 +95,11 @@ impl DurableObject for QueueObject {
 
 impl QueueObject {
     fn ttl(&self) -> u64 {
-        self.env.var("LEASE_TTL_MS").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(DEFAULT_LEASE_TTL_MS)
+        self.env
+            .var("LEASE_TTL_MS")
+            .ok()
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(DEFAULT_LEASE_TTL_MS)
     }
 
     fn secret(&self) -> Result<String, ApiError> {
@@ -112,7 +122,10 @@ impl QueueObject {
     }
 
     fn row(&self, id: &str) -> Result<Option<Row>, ApiError> {
-        let rows: Vec<Row> = self.sql.exec("SELECT * FROM items WHERE id = ?", vec![id.into()])?.to_array()?;
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT * FROM items WHERE id = ?", vec![id.into()])?
+            .to_array()?;
         Ok(rows.into_iter().next())
     }
 
@@ -136,7 +149,8 @@ impl QueueObject {
         if leases.is_empty() && r.wait_ms > 0 {
             let (tx, rx) = oneshot::channel();
             self.waiters.borrow_mut().push(tx);
-            let timeout = worker::Delay::from(Duration::from_millis(r.wait_ms.min(MAX_WAIT_MS) as u64));
+            let timeout =
+                worker::Delay::from(Duration::from_millis(r.wait_ms.min(MAX_WAIT_MS) as u64));
             futures_util::future::select(rx, timeout).await;
             leases = self.take_ready(&r)?;
         }
@@ -144,13 +158,19 @@ impl QueueObject {
             self.arm().await?;
             leases = self.tell_runs_leased(leases, &r.agent).await?;
         }
-        Ok(LeaseResponse { leases, lease_ttl_ms: self.ttl() })
+        Ok(LeaseResponse {
+            leases,
+            lease_ttl_ms: self.ttl(),
+        })
     }
 
     fn take_ready(&self, r: &LeaseRequest) -> Result<Vec<Lease>, ApiError> {
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT * FROM items WHERE state = 'ready' ORDER BY seq LIMIT ?", vec![(r.max.clamp(1, 100) as i64).into()])?
+            .exec(
+                "SELECT * FROM items WHERE state = 'ready' ORDER BY seq LIMIT ?",
+                vec![(r.max.clamp(1, 100) as i64).into()],
+            )?
             .to_array()?;
         let expires_at = now_ms() + self.ttl();
         let mut leases = Vec::with_capacity(rows.len());
@@ -161,15 +181,25 @@ impl QueueObject {
                 vec![(token as i64).into(), r.agent.clone().into(), (expires_at as i64).into(), row.id.into()],
             )?;
             let item: WorkItem = serde_json::from_str(&row.item)?;
-            let step_token = crate::auth::step_token(&self.secret()?, &item.cluster, &item.id, token);
-            leases.push(Lease { item, token, expires_at, step_token });
+            let step_token =
+                crate::auth::step_token(&self.secret()?, &item.cluster, &item.id, token);
+            leases.push(Lease {
+                item,
+                token,
+                expires_at,
+                step_token,
+            });
         }
         Ok(leases)
     }
 
     /// Records the leases in their runs; an item whose attempt the run no longer wants (it was
     /// cancelled in between) is dropped here instead of being handed out.
-    async fn tell_runs_leased(&self, leases: Vec<Lease>, agent: &str) -> Result<Vec<Lease>, ApiError> {
+    async fn tell_runs_leased(
+        &self,
+        leases: Vec<Lease>,
+        agent: &str,
+    ) -> Result<Vec<Lease>, ApiError> {
         let mut by_run: BTreeMap<String, Vec<Lease>> = BTreeMap::new();
         for l in leases {
             by_run.entry(l.item.run_id.clone()).or_default().push(l);
@@ -178,23 +208,40 @@ impl QueueObject {
         for (run_id, leases) in by_run {
             let events: Vec<Event> = leases
                 .iter()
-                .map(|l| Event::Leased { node: l.item.node_id.clone(), instance: l.item.instance, attempt: l.item.attempt, agent: agent.into() })
+                .map(|l| Event::Leased {
+                    node: l.item.node_id.clone(),
+                    instance: l.item.instance,
+                    attempt: l.item.attempt,
+                    agent: agent.into(),
+                })
                 .collect();
-            match call::<_, Vec<Option<String>>>(&stub(&self.env, crate::run_object::BINDING, &run_id)?, "/events", &events).await {
+            match call::<_, Vec<Option<String>>>(
+                &stub(&self.env, crate::run_object::BINDING, &run_id)?,
+                "/events",
+                &events,
+            )
+            .await
+            {
                 Ok(answers) => {
                     for (lease, answer) in leases.into_iter().zip(answers) {
                         match answer {
                             None => kept.push(lease),
                             Some(why) => {
                                 worker::console_log!("queue: dropping {}: {why}", lease.item.id);
-                                self.sql.exec("DELETE FROM items WHERE id = ?", vec![lease.item.id.into()])?;
+                                self.sql.exec(
+                                    "DELETE FROM items WHERE id = ?",
+                                    vec![lease.item.id.into()],
+                                )?;
                             }
                         }
                     }
                 }
                 // The run will learn of the lease from the completion; hand the work out anyway.
                 Err(e) => {
-                    worker::console_error!("queue: telling run {run_id} of leases failed: {}", e.body().error.message);
+                    worker::console_error!(
+                        "queue: telling run {run_id} of leases failed: {}",
+                        e.body().error.message
+                    );
                     kept.extend(leases);
                 }
             }
@@ -208,12 +255,21 @@ impl QueueObject {
         for l in r.leases {
             let status = match self.row(&l.item_id)? {
                 Some(row) if row.token as u64 == l.token && row.state == "leased" => {
-                    self.sql.exec("UPDATE items SET expires_at = ? WHERE id = ?", vec![(expires_at as i64).into(), l.item_id.clone().into()])?;
-                    self.sql.exec("INSERT OR IGNORE INTO confirmed(id) VALUES (?)", vec![l.item_id.clone().into()])?;
+                    self.sql.exec(
+                        "UPDATE items SET expires_at = ? WHERE id = ?",
+                        vec![(expires_at as i64).into(), l.item_id.clone().into()],
+                    )?;
+                    self.sql.exec(
+                        "INSERT OR IGNORE INTO confirmed(id) VALUES (?)",
+                        vec![l.item_id.clone().into()],
+                    )?;
                     LeaseStatus::Active
                 }
                 Some(row) if row.token as u64 == l.token && row.state == "cancelled" => {
-                    self.sql.exec("DELETE FROM items WHERE id = ?", vec![l.item_id.clone().into()])?;
+                    self.sql.exec(
+                        "DELETE FROM items WHERE id = ?",
+                        vec![l.item_id.clone().into()],
+                    )?;
                     LeaseStatus::Cancelled
                 }
                 _ => LeaseStatus::Lost,
@@ -222,36 +278,70 @@ impl QueueObject {
         }
         self.forward_tails(&r.tails, &answers).await;
         self.arm().await?;
-        Ok(HeartbeatResponse { leases: answers, expires_at })
+        Ok(HeartbeatResponse {
+            leases: answers,
+            expires_at,
+        })
     }
 
     /// Sends the log tails of active leases to their runs, one call per run (best effort: a
     /// lost tail is replaced by the next heartbeat's).
-    async fn forward_tails(&self, tails: &BTreeMap<String, String>, status: &BTreeMap<String, LeaseStatus>) {
+    async fn forward_tails(
+        &self,
+        tails: &BTreeMap<String, String>,
+        status: &BTreeMap<String, LeaseStatus>,
+    ) {
         let mut by_run: BTreeMap<String, Vec<Event>> = BTreeMap::new();
         for (item_id, tail) in tails {
             if status.get(item_id) != Some(&LeaseStatus::Active) {
                 continue;
             }
-            let Ok(Some(row)) = self.row(item_id) else { continue };
-            let Ok(item) = serde_json::from_str::<WorkItem>(&row.item) else { continue };
-            let tail: String = tail.chars().rev().take(8 * 1024).collect::<Vec<_>>().into_iter().rev().collect();
-            by_run.entry(item.run_id.clone()).or_default().push(Event::LogTail { node: item.node_id, instance: item.instance, attempt: item.attempt, tail });
+            let Ok(Some(row)) = self.row(item_id) else {
+                continue;
+            };
+            let Ok(item) = serde_json::from_str::<WorkItem>(&row.item) else {
+                continue;
+            };
+            let tail: String = tail
+                .chars()
+                .rev()
+                .take(8 * 1024)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            by_run
+                .entry(item.run_id.clone())
+                .or_default()
+                .push(Event::LogTail {
+                    node: item.node_id,
+                    instance: item.instance,
+                    attempt: item.attempt,
+                    tail,
+                });
         }
         for (run_id, events) in by_run {
             let sent = match stub(&self.env, crate::run_object::BINDING, &run_id) {
-                Ok(s) => call::<_, Vec<Option<String>>>(&s, "/events", &events).await.map(|_| ()),
+                Ok(s) => call::<_, Vec<Option<String>>>(&s, "/events", &events)
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {
-                worker::console_error!("queue: forwarding log tails to run {run_id} failed: {}", e.body().error.message);
+                worker::console_error!(
+                    "queue: forwarding log tails to run {run_id} failed: {}",
+                    e.body().error.message
+                );
             }
         }
     }
 
     async fn complete(&self, r: CompleteRequest) -> Result<bool, ApiError> {
         let row = self.row(&r.item_id)?.ok_or_else(|| {
-            ApiError::Conflict(format!("work item {} is not leased (it completed, expired or was cancelled)", r.item_id))
+            ApiError::Conflict(format!(
+                "work item {} is not leased (it completed, expired or was cancelled)",
+                r.item_id
+            ))
         })?;
         if row.token as u64 != r.token {
             return Err(ApiError::Conflict(format!(
@@ -260,36 +350,71 @@ impl QueueObject {
             )));
         }
         if row.state == "cancelled" {
-            self.sql.exec("DELETE FROM items WHERE id = ?", vec![r.item_id.clone().into()])?;
-            return Err(ApiError::Conflict(format!("work item {} was cancelled; its result is discarded", r.item_id)));
+            self.sql.exec(
+                "DELETE FROM items WHERE id = ?",
+                vec![r.item_id.clone().into()],
+            )?;
+            return Err(ApiError::Conflict(format!(
+                "work item {} was cancelled; its result is discarded",
+                r.item_id
+            )));
         }
         if row.state != "leased" {
-            return Err(ApiError::Conflict(format!("work item {} is not leased", r.item_id)));
+            return Err(ApiError::Conflict(format!(
+                "work item {} is not leased",
+                r.item_id
+            )));
         }
         let item: WorkItem = serde_json::from_str(&row.item)?;
         let answer = self.finish(&item, r.outcome).await?;
-        self.sql.exec("DELETE FROM items WHERE id = ?", vec![r.item_id.clone().into()])?;
-        self.sql.exec("DELETE FROM confirmed WHERE id = ?", vec![r.item_id.into()])?;
+        self.sql.exec(
+            "DELETE FROM items WHERE id = ?",
+            vec![r.item_id.clone().into()],
+        )?;
+        self.sql
+            .exec("DELETE FROM confirmed WHERE id = ?", vec![r.item_id.into()])?;
         match answer {
             None => Ok(true),
-            Some(why) => Err(ApiError::Conflict(format!("the run refused the result: {why}"))),
+            Some(why) => Err(ApiError::Conflict(format!(
+                "the run refused the result: {why}"
+            ))),
         }
     }
 
     /// Forwards the end of an attempt to its run; `Some(reason)` when the run refused it.
     async fn finish(&self, item: &WorkItem, outcome: Outcome) -> Result<Option<String>, ApiError> {
-        self.tell_run(item, Event::Finished { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, outcome }).await
+        self.tell_run(
+            item,
+            Event::Finished {
+                node: item.node_id.clone(),
+                instance: item.instance,
+                attempt: item.attempt,
+                outcome,
+            },
+        )
+        .await
     }
 
     async fn tell_run(&self, item: &WorkItem, event: Event) -> Result<Option<String>, ApiError> {
-        let answers: Vec<Option<String>> = call(&stub(&self.env, crate::run_object::BINDING, &item.run_id)?, "/events", &[event]).await?;
+        let answers: Vec<Option<String>> = call(
+            &stub(&self.env, crate::run_object::BINDING, &item.run_id)?,
+            "/events",
+            &[event],
+        )
+        .await?;
         Ok(answers.into_iter().next().flatten())
     }
 
     async fn withdraw(&self, w: Withdraw) -> Result<bool, ApiError> {
         for id in w.item_ids {
-            self.sql.exec("DELETE FROM items WHERE id = ? AND state = 'ready'", vec![id.clone().into()])?;
-            self.sql.exec("UPDATE items SET state = 'cancelled' WHERE id = ? AND state = 'leased'", vec![id.into()])?;
+            self.sql.exec(
+                "DELETE FROM items WHERE id = ? AND state = 'ready'",
+                vec![id.clone().into()],
+            )?;
+            self.sql.exec(
+                "UPDATE items SET state = 'cancelled' WHERE id = ? AND state = 'leased'",
+                vec![id.into()],
+            )?;
         }
         Ok(true)
     }
@@ -299,16 +424,33 @@ impl QueueObject {
         let now = now_ms();
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT * FROM items WHERE state IN ('leased', 'cancelled') AND expires_at <= ?", vec![(now as i64).into()])?
+            .exec(
+                "SELECT * FROM items WHERE state IN ('leased', 'cancelled') AND expires_at <= ?",
+                vec![(now as i64).into()],
+            )?
             .to_array()?;
         for row in rows {
-            let confirmed: Vec<serde_json::Value> = self.sql.exec("SELECT id FROM confirmed WHERE id = ?", vec![row.id.clone().into()])?.to_array()?;
+            let confirmed: Vec<serde_json::Value> = self
+                .sql
+                .exec(
+                    "SELECT id FROM confirmed WHERE id = ?",
+                    vec![row.id.clone().into()],
+                )?
+                .to_array()?;
             if row.state == "leased" && confirmed.is_empty() {
                 // Never heartbeated: the long-poll answer likely reached an agent that had died.
                 // Nothing ran (a pod, if any, has the attempt's name and is adopted), so the item
                 // goes back to the queue and the attempt is not counted.
                 let item: WorkItem = serde_json::from_str(&row.item)?;
-                self.tell_run(&item, Event::Requeued { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt }).await?;
+                self.tell_run(
+                    &item,
+                    Event::Requeued {
+                        node: item.node_id.clone(),
+                        instance: item.instance,
+                        attempt: item.attempt,
+                    },
+                )
+                .await?;
                 self.sql.exec("UPDATE items SET state = 'ready', token = 0, agent = NULL, expires_at = 0 WHERE id = ?", vec![row.id.into()])?;
                 continue;
             }
@@ -321,10 +463,20 @@ impl QueueObject {
                 );
                 self.finish(&item, Outcome::Failed { error }).await?;
             }
-            self.sql.exec("DELETE FROM items WHERE id = ?", vec![row.id.clone().into()])?;
-            self.sql.exec("DELETE FROM confirmed WHERE id = ?", vec![row.id.into()])?;
+            self.sql.exec(
+                "DELETE FROM items WHERE id = ?",
+                vec![row.id.clone().into()],
+            )?;
+            self.sql
+                .exec("DELETE FROM confirmed WHERE id = ?", vec![row.id.into()])?;
         }
-        if self.sql.exec("SELECT id FROM items WHERE state = 'ready' LIMIT 1", None)?.to_array::<serde_json::Value>()?.len() == 1 {
+        if self
+            .sql
+            .exec("SELECT id FROM items WHERE state = 'ready' LIMIT 1", None)?
+            .to_array::<serde_json::Value>()?
+            .len()
+            == 1
+        {
             for w in self.waiters.borrow_mut().drain(..) {
                 let _ = w.send(());
             }
@@ -338,9 +490,18 @@ impl QueueObject {
         struct Next {
             next: Option<f64>,
         }
-        let n: Next = self.sql.exec("SELECT MIN(expires_at) AS next FROM items WHERE state IN ('leased', 'cancelled')", None)?.one()?;
+        let n: Next = self
+            .sql
+            .exec(
+                "SELECT MIN(expires_at) AS next FROM items WHERE state IN ('leased', 'cancelled')",
+                None,
+            )?
+            .one()?;
         if let Some(at) = n.next {
-            self.state.storage().set_alarm((at as u64).saturating_sub(now_ms()) as i64 + 1).await?;
+            self.state
+                .storage()
+                .set_alarm((at as u64).saturating_sub(now_ms()) as i64 + 1)
+                .await?;
         }
         Ok(())
     }

@@ -62,7 +62,14 @@ impl DurableObject for RunObject {
             .expect("run schema");
         sql.exec("CREATE TABLE IF NOT EXISTS instances(node TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY(node, idx))", None)
             .expect("run schema");
-        RunObject { state, env, sql, cache: RefCell::new(None), driving: Cell::new(false), again: Cell::new(false) }
+        RunObject {
+            state,
+            env,
+            sql,
+            cache: RefCell::new(None),
+            driving: Cell::new(false),
+            again: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -89,7 +96,11 @@ impl DurableObject for RunObject {
 
 impl RunObject {
     fn run_id(&self) -> String {
-        self.cache.borrow().as_ref().map(|c| c.run.id.clone()).unwrap_or_default()
+        self.cache
+            .borrow()
+            .as_ref()
+            .map(|c| c.run.id.clone())
+            .unwrap_or_default()
     }
 
     /// Loads the run into the cache when needed; `Ok(false)` when no run was ever started here.
@@ -108,9 +119,17 @@ impl RunObject {
             json: String,
         }
         let headers: Vec<H> = self.sql.exec("SELECT json FROM header", None)?.to_array()?;
-        let Some(h) = headers.into_iter().next() else { return Ok(false) };
+        let Some(h) = headers.into_iter().next() else {
+            return Ok(false);
+        };
         let mut run: RunState = serde_json::from_str(&h.json)?;
-        let rows: Vec<I> = self.sql.exec("SELECT node, idx, json FROM instances ORDER BY node, idx", None)?.to_array()?;
+        let rows: Vec<I> = self
+            .sql
+            .exec(
+                "SELECT node, idx, json FROM instances ORDER BY node, idx",
+                None,
+            )?
+            .to_array()?;
         let mut cached_rows = HashMap::new();
         let mut counts: HashMap<String, usize> = HashMap::new();
         for r in rows {
@@ -120,7 +139,13 @@ impl RunObject {
             *counts.entry(r.node.clone()).or_default() += 1;
             cached_rows.insert((r.node, r.idx as u32), r.json);
         }
-        *self.cache.borrow_mut() = Some(Cached { run, header: h.json, rows: cached_rows, counts, indexed: None });
+        *self.cache.borrow_mut() = Some(Cached {
+            run,
+            header: h.json,
+            rows: cached_rows,
+            counts,
+            indexed: None,
+        });
         Ok(true)
     }
 
@@ -145,7 +170,10 @@ impl RunObject {
         let header_json = serde_json::to_string(&header)?;
         let status_changed = header_json != c.header;
         if status_changed {
-            self.sql.exec("INSERT OR REPLACE INTO header(id, json) VALUES (0, ?)", vec![header_json.clone().into()])?;
+            self.sql.exec(
+                "INSERT OR REPLACE INTO header(id, json) VALUES (0, ?)",
+                vec![header_json.clone().into()],
+            )?;
             c.header = header_json;
         }
         for node in &c.run.nodes {
@@ -160,7 +188,11 @@ impl RunObject {
                 if c.rows.get(&key) != Some(&json) {
                     self.sql.exec(
                         "INSERT OR REPLACE INTO instances(node, idx, json) VALUES (?, ?, ?)",
-                        vec![node.id.clone().into(), (inst.index as i64).into(), json.clone().into()],
+                        vec![
+                            node.id.clone().into(),
+                            (inst.index as i64).into(),
+                            json.clone().into(),
+                        ],
                     )?;
                     if c.rows.insert(key, json).is_none() {
                         *c.counts.entry(node.id.clone()).or_default() += 1;
@@ -173,7 +205,13 @@ impl RunObject {
 
     async fn start(&self, run: RunState) -> Result<RunSummary, ApiError> {
         if !self.load()? {
-            *self.cache.borrow_mut() = Some(Cached { run, header: String::new(), rows: HashMap::new(), counts: HashMap::new(), indexed: None });
+            *self.cache.borrow_mut() = Some(Cached {
+                run,
+                header: String::new(),
+                rows: HashMap::new(),
+                counts: HashMap::new(),
+                indexed: None,
+            });
             self.save(None)?;
         }
         self.sync_index().await;
@@ -223,9 +261,15 @@ impl RunObject {
     async fn schedule(&self) -> Result<(), ApiError> {
         let now = now_ms();
         let effects = self.with_run(|run| reconcile(run, now))?;
-        let due = effects.iter().map(|e| if let Effect::WakeAt(t) = e { *t } else { now }).min();
+        let due = effects
+            .iter()
+            .map(|e| if let Effect::WakeAt(t) = e { *t } else { now })
+            .min();
         if let Some(at) = due {
-            self.state.storage().set_alarm(at.saturating_sub(now) as i64).await?;
+            self.state
+                .storage()
+                .set_alarm(at.saturating_sub(now) as i64)
+                .await?;
         }
         Ok(())
     }
@@ -263,7 +307,12 @@ impl RunObject {
             self.again.set(false);
             let now = now_ms();
             // Ticks only matter when a retry is due; a full save of a big run is not free.
-            let retry_due = self.with_run(|run| run.nodes.iter().flat_map(|n| &n.instances).any(|i| i.retry_at.is_some_and(|t| t <= now)))?;
+            let retry_due = self.with_run(|run| {
+                run.nodes
+                    .iter()
+                    .flat_map(|n| &n.instances)
+                    .any(|i| i.retry_at.is_some_and(|t| t <= now))
+            })?;
             if retry_due {
                 self.apply_event(Event::Tick)?;
             }
@@ -278,10 +327,29 @@ impl RunObject {
             for effect in effects {
                 match effect {
                     Effect::WakeAt(t) => wake = Some(wake.map_or(t, |w| w.min(t))),
-                    Effect::Enqueue(item) => enqueues.entry(item.cluster.clone()).or_default().push(*item),
-                    Effect::Withdraw { cluster, item_id, node, instance, attempt } => {
-                        withdraw_ids.entry(cluster.clone()).or_default().push(item_id);
-                        withdraws.entry(cluster).or_default().push(Event::Withdrawn { node, instance, attempt });
+                    Effect::Enqueue(item) => enqueues
+                        .entry(item.cluster.clone())
+                        .or_default()
+                        .push(*item),
+                    Effect::Withdraw {
+                        cluster,
+                        item_id,
+                        node,
+                        instance,
+                        attempt,
+                    } => {
+                        withdraw_ids
+                            .entry(cluster.clone())
+                            .or_default()
+                            .push(item_id);
+                        withdraws
+                            .entry(cluster)
+                            .or_default()
+                            .push(Event::Withdrawn {
+                                node,
+                                instance,
+                                attempt,
+                            });
                     }
                     other => mlflow_effects.push(other),
                 }
@@ -291,7 +359,13 @@ impl RunObject {
             // the rest are still being prepared.
             mlflow_effects.truncate(MLFLOW_PER_ROUND);
             for chunk in mlflow_effects.chunks(MLFLOW_PARALLEL) {
-                let results = futures_util::future::join_all(chunk.iter().cloned().map(|e| self.execute_mlflow(&mlflow, e))).await;
+                let results = futures_util::future::join_all(
+                    chunk
+                        .iter()
+                        .cloned()
+                        .map(|e| self.execute_mlflow(&mlflow, e)),
+                )
+                .await;
                 for result in results {
                     match result {
                         Ok(event) => {
@@ -299,28 +373,52 @@ impl RunObject {
                             progressed = true;
                         }
                         Err(e) => {
-                            worker::console_error!("run {}: {}", self.run_id(), e.body().error.message);
+                            worker::console_error!(
+                                "run {}: {}",
+                                self.run_id(),
+                                e.body().error.message
+                            );
                             failed = true;
                         }
                     }
                 }
             }
             for (cluster, items) in enqueues {
-                match call::<_, bool>(&stub(&self.env, crate::queue::BINDING, &cluster)?, "/enqueue", &items).await {
+                match call::<_, bool>(
+                    &stub(&self.env, crate::queue::BINDING, &cluster)?,
+                    "/enqueue",
+                    &items,
+                )
+                .await
+                {
                     Ok(_) => {
                         for item in items {
-                            self.apply_event(Event::Enqueued { node: item.node_id, instance: item.instance, attempt: item.attempt })?;
+                            self.apply_event(Event::Enqueued {
+                                node: item.node_id,
+                                instance: item.instance,
+                                attempt: item.attempt,
+                            })?;
                         }
                         progressed = true;
                     }
                     Err(e) => {
-                        worker::console_error!("run {}: enqueue on cluster {cluster:?} failed: {}", self.run_id(), e.body().error.message);
+                        worker::console_error!(
+                            "run {}: enqueue on cluster {cluster:?} failed: {}",
+                            self.run_id(),
+                            e.body().error.message
+                        );
                         failed = true;
                     }
                 }
             }
             for (cluster, item_ids) in withdraw_ids {
-                match call::<_, bool>(&stub(&self.env, crate::queue::BINDING, &cluster)?, "/withdraw", &Withdraw { item_ids }).await {
+                match call::<_, bool>(
+                    &stub(&self.env, crate::queue::BINDING, &cluster)?,
+                    "/withdraw",
+                    &Withdraw { item_ids },
+                )
+                .await
+                {
                     Ok(_) => {
                         for event in withdraws.remove(&cluster).unwrap_or_default() {
                             self.apply_event(event)?;
@@ -328,7 +426,11 @@ impl RunObject {
                         progressed = true;
                     }
                     Err(e) => {
-                        worker::console_error!("run {}: withdraw on cluster {cluster:?} failed: {}", self.run_id(), e.body().error.message);
+                        worker::console_error!(
+                            "run {}: withdraw on cluster {cluster:?} failed: {}",
+                            self.run_id(),
+                            e.body().error.message
+                        );
                         failed = true;
                     }
                 }
@@ -339,7 +441,10 @@ impl RunObject {
             }
             let retry = failed.then(|| now_ms() + RETRY_MS);
             if let Some(at) = [retry, wake].into_iter().flatten().min() {
-                self.state.storage().set_alarm(at.saturating_sub(now_ms()) as i64).await?;
+                self.state
+                    .storage()
+                    .set_alarm(at.saturating_sub(now_ms()) as i64)
+                    .await?;
             }
             return Ok(());
         }
@@ -349,33 +454,78 @@ impl RunObject {
     async fn execute_mlflow(&self, mlflow: &Mlflow, effect: Effect) -> Result<Event, ApiError> {
         let now = now_ms();
         match effect {
-            Effect::CreateParentRun { experiment_name, run_name, tags, params } => {
+            Effect::CreateParentRun {
+                experiment_name,
+                run_name,
+                tags,
+                params,
+            } => {
                 let experiment_id = mlflow.experiment_id(&experiment_name).await?;
-                let run_id = mlflow.create_run(&experiment_id, &run_name, now, &tags, &params).await?;
-                Ok(Event::ParentRunCreated(MlflowRef { experiment_id, run_id }))
+                let run_id = mlflow
+                    .create_run(&experiment_id, &run_name, now, &tags, &params)
+                    .await?;
+                Ok(Event::ParentRunCreated(MlflowRef {
+                    experiment_id,
+                    run_id,
+                }))
             }
-            Effect::CreateChildRun { node, instance, attempt, experiment_id, run_name, tags, params } => {
-                let run_id = mlflow.create_run(&experiment_id, &run_name, now, &tags, &params).await?;
-                Ok(Event::ChildRunCreated { node, instance, attempt, run_id })
+            Effect::CreateChildRun {
+                node,
+                instance,
+                attempt,
+                experiment_id,
+                run_name,
+                tags,
+                params,
+            } => {
+                let run_id = mlflow
+                    .create_run(&experiment_id, &run_name, now, &tags, &params)
+                    .await?;
+                Ok(Event::ChildRunCreated {
+                    node,
+                    instance,
+                    attempt,
+                    run_id,
+                })
             }
-            Effect::CloseAttemptRun { node, instance, attempt, run_id, status, end_time } => {
+            Effect::CloseAttemptRun {
+                node,
+                instance,
+                attempt,
+                run_id,
+                status,
+                end_time,
+            } => {
                 mlflow.update_run(&run_id, status, Some(end_time)).await?;
-                Ok(Event::AttemptRunClosed { node, instance, attempt })
+                Ok(Event::AttemptRunClosed {
+                    node,
+                    instance,
+                    attempt,
+                })
             }
-            Effect::SyncParentRun { run_id, status, end_time } => {
-                mlflow.update_run(&run_id, status.mlflow_status(), end_time).await?;
+            Effect::SyncParentRun {
+                run_id,
+                status,
+                end_time,
+            } => {
+                mlflow
+                    .update_run(&run_id, status.mlflow_status(), end_time)
+                    .await?;
                 Ok(Event::ParentRunSynced { status })
             }
-            Effect::Enqueue(_) | Effect::Withdraw { .. } | Effect::WakeAt(_) => {
-                Err(ApiError::Internal("queue effects are batched by the caller".into()))
-            }
+            Effect::Enqueue(_) | Effect::Withdraw { .. } | Effect::WakeAt(_) => Err(
+                ApiError::Internal("queue effects are batched by the caller".into()),
+            ),
         }
     }
 
     /// Keeps the catalog's run list in step with the run's status (best effort; retried on the
     /// next change or alarm).
     async fn sync_index(&self) {
-        let Ok((seen, summary)) = self.with_run(|r| ((r.status, r.mlflow.is_some()), r.summary())) else { return };
+        let Ok((seen, summary)) = self.with_run(|r| ((r.status, r.mlflow.is_some()), r.summary()))
+        else {
+            return;
+        };
         if self.cache.borrow().as_ref().and_then(|c| c.indexed) == Some(seen) {
             return;
         }
@@ -389,7 +539,11 @@ impl RunObject {
                     c.indexed = Some(seen);
                 }
             }
-            Err(e) => worker::console_error!("run {}: updating the run list failed: {}", summary.id, e.body().error.message),
+            Err(e) => worker::console_error!(
+                "run {}: updating the run list failed: {}",
+                summary.id,
+                e.body().error.message
+            ),
         }
     }
 }

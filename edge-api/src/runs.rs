@@ -20,8 +20,14 @@ pub async fn handle_start(mut req: Request, ctx: Ctx) -> worker::Result<Response
         let body: StartRun = json_body(&mut req).await?;
         // A retried request with the same Idempotency-Key lands on the same run.
         let id = match req.headers().get("Idempotency-Key")? {
-            Some(key) if !key.is_empty() && key.len() <= 200 => crate::auth::token_hash(&format!("{}\n{key}", ctx.data.name))[..32].to_string(),
-            Some(_) => return Err(ApiError::BadRequest("Idempotency-Key must be 1-200 characters".into())),
+            Some(key) if !key.is_empty() && key.len() <= 200 => {
+                crate::auth::token_hash(&format!("{}\n{key}", ctx.data.name))[..32].to_string()
+            }
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "Idempotency-Key must be 1-200 characters".into(),
+                ))
+            }
             None => random_id(),
         };
         start_run(&ctx.env, body, &ctx.data.name, id).await
@@ -31,7 +37,12 @@ pub async fn handle_start(mut req: Request, ctx: Ctx) -> worker::Result<Response
 }
 
 /// Starts a run (from the API or a schedule).
-pub async fn start_run(env: &Env, body: StartRun, by: &str, id: String) -> Result<RunSummary, ApiError> {
+pub async fn start_run(
+    env: &Env,
+    body: StartRun,
+    by: &str,
+    id: String,
+) -> Result<RunSummary, ApiError> {
     let tv = crate::templates::load(env, &body.template, body.version).await?;
     let cluster = body.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into());
     if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
@@ -49,14 +60,26 @@ pub async fn start_run(env: &Env, body: StartRun, by: &str, id: String) -> Resul
         },
         StartError::BadParameters(m) => ApiError::BadRequest(m),
     })?;
-    call::<_, RunSummary>(&stub(env, crate::run_object::BINDING, &id)?, "/start", &state).await
+    call::<_, RunSummary>(
+        &stub(env, crate::run_object::BINDING, &id)?,
+        "/start",
+        &state,
+    )
+    .await
 }
 
 /// `GET /api/v1/runs?template=&status=&limit=&before=` — newest first.
 pub async fn handle_list(req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
-        let q: RunQuery = req.query().map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
-        call::<_, Vec<RunSummary>>(&stub(&ctx.env, crate::catalog::BINDING, crate::catalog::NAME)?, "/runs/list", &q).await
+        let q: RunQuery = req
+            .query()
+            .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+        call::<_, Vec<RunSummary>>(
+            &stub(&ctx.env, crate::catalog::BINDING, crate::catalog::NAME)?,
+            "/runs/list",
+            &q,
+        )
+        .await
     }
     .await;
     respond(result, 200)
@@ -65,7 +88,9 @@ pub async fn handle_list(req: Request, ctx: Ctx) -> worker::Result<Response> {
 fn run_stub(ctx: &Ctx) -> Result<(String, worker::Stub), ApiError> {
     let id = ctx.param("id").cloned().unwrap_or_default();
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::NotFound(format!("run {id:?} does not exist (run ids are 32 hex digits)")));
+        return Err(ApiError::NotFound(format!(
+            "run {id:?} does not exist (run ids are 32 hex digits)"
+        )));
     }
     Ok((id.clone(), stub(&ctx.env, crate::run_object::BINDING, &id)?))
 }
@@ -74,10 +99,12 @@ fn run_stub(ctx: &Ctx) -> Result<(String, worker::Stub), ApiError> {
 pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let (id, s) = run_stub(&ctx)?;
-        call::<_, RunState>(&s, "/get", &()).await.map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
-            e => e,
-        })
+        call::<_, RunState>(&s, "/get", &())
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
+                e => e,
+            })
     }
     .await;
     respond(result, 200)
@@ -89,20 +116,36 @@ async fn user_event(ctx: &Ctx, what: &str, event: Event) -> Result<RunSummary, A
     let answers: Vec<Option<String>> = call(&s, "/events", &[event]).await?;
     match answers.into_iter().next().flatten() {
         Some(why) => Err(ApiError::Conflict(format!("cannot {what}: {why}"))),
-        None => call::<_, RunState>(&s, "/get", &()).await.map(|r| r.summary()),
+        None => call::<_, RunState>(&s, "/get", &())
+            .await
+            .map(|r| r.summary()),
     }
 }
 
 /// `POST /api/v1/runs/:id/cancel`
 pub async fn handle_cancel(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let reason = format!("cancelled by {}", ctx.data.name);
-    respond(user_event(&ctx, "cancel", Event::Cancel { reason }).await, 200)
+    respond(
+        user_event(&ctx, "cancel", Event::Cancel { reason }).await,
+        200,
+    )
 }
 
 /// `POST /api/v1/runs/:id/retry` — failed and cancelled instances run again; earlier attempts stay.
 pub async fn handle_retry(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let by = Some(ctx.data.name.clone());
-    respond(user_event(&ctx, "retry", Event::Repair { repair: Repair::RetryFailed, by }).await, 200)
+    respond(
+        user_event(
+            &ctx,
+            "retry",
+            Event::Repair {
+                repair: Repair::RetryFailed,
+                by,
+            },
+        )
+        .await,
+        200,
+    )
 }
 
 /// `POST /api/v1/runs/:id/rerun` `{"node": "<id>"}` — that node and everything downstream run again.
@@ -115,7 +158,15 @@ pub async fn handle_rerun(mut req: Request, ctx: Ctx) -> worker::Result<Response
     let result = async {
         let body: Body = json_body(&mut req).await?;
         let by = Some(ctx.data.name.clone());
-        user_event(&ctx, "rerun", Event::Repair { repair: Repair::RerunFrom { node: body.node }, by }).await
+        user_event(
+            &ctx,
+            "rerun",
+            Event::Repair {
+                repair: Repair::RerunFrom { node: body.node },
+                by,
+            },
+        )
+        .await
     }
     .await;
     respond(result, 200)

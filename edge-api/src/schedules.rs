@@ -19,12 +19,22 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
     let result = async {
         let spec: NewSchedule = json_body(&mut req).await?;
         if concurrent_core::names::label_value_problem(&spec.name).is_some() {
-            return Err(ApiError::BadRequest(format!("schedule name {:?} must be 1-63 letters, digits, '-', '_' or '.'", spec.name)));
+            return Err(ApiError::BadRequest(format!(
+                "schedule name {:?} must be 1-63 letters, digits, '-', '_' or '.'",
+                spec.name
+            )));
         }
         let now = now_ms();
         let next_fire = next_tick(&spec.cron, now).map_err(ApiError::BadRequest)?;
         crate::templates::load(&ctx.env, &spec.template, None).await?;
-        let schedule = Schedule { spec, created_at: now, next_fire, last_fired: None, last_run_id: None, skipped: 0 };
+        let schedule = Schedule {
+            spec,
+            created_at: now,
+            next_fire,
+            last_fired: None,
+            last_run_id: None,
+            skipped: 0,
+        };
         call::<_, Schedule>(&catalog(&ctx.env)?, "/schedules/create", &schedule).await
     }
     .await;
@@ -33,14 +43,16 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
 
 /// `GET /api/v1/schedules`
 pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
-    let result: Result<Vec<Schedule>, _> = async { call(&catalog(&ctx.env)?, "/schedules/list", &()).await }.await;
+    let result: Result<Vec<Schedule>, _> =
+        async { call(&catalog(&ctx.env)?, "/schedules/list", &()).await }.await;
     respond(result, 200)
 }
 
 /// `DELETE /api/v1/schedules/:name`
 pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let name = ctx.param("name").cloned().unwrap_or_default();
-    let result: Result<bool, _> = async { call(&catalog(&ctx.env)?, "/schedules/delete", &name).await }.await;
+    let result: Result<bool, _> =
+        async { call(&catalog(&ctx.env)?, "/schedules/delete", &name).await }.await;
     match result {
         Ok(_) => Ok(Response::empty()?.with_status(204)),
         Err(e) => e.into_response(),
@@ -52,17 +64,38 @@ pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> 
 pub async fn fire_due(env: &Env) -> Result<(), ApiError> {
     let due: Vec<Schedule> = call(&catalog(env)?, "/schedules/due", &now_ms()).await?;
     for s in due {
-        let body = StartRun { template: s.spec.template.clone(), version: None, parameters: s.spec.parameters.clone(), cluster: s.spec.cluster.clone() };
+        let body = StartRun {
+            template: s.spec.template.clone(),
+            version: None,
+            parameters: s.spec.parameters.clone(),
+            cluster: s.spec.cluster.clone(),
+        };
         // One run per schedule tick, even if the trigger fires twice.
-        let id = crate::auth::token_hash(&format!("schedule\n{}\n{}", s.spec.name, s.last_fired.unwrap_or_default()))[..32].to_string();
+        let id = crate::auth::token_hash(&format!(
+            "schedule\n{}\n{}",
+            s.spec.name,
+            s.last_fired.unwrap_or_default()
+        ))[..32]
+            .to_string();
         match crate::runs::start_run(env, body, &format!("schedule {}", s.spec.name), id).await {
             Ok(run) => {
                 let record = (s.spec.name.clone(), run.id.clone());
-                if let Err(e) = call::<_, bool>(&catalog(env)?, "/schedules/record", &record).await {
-                    worker::console_error!("schedule {}: recording run {} failed: {}", s.spec.name, run.id, e.body().error.message);
+                if let Err(e) = call::<_, bool>(&catalog(env)?, "/schedules/record", &record).await
+                {
+                    worker::console_error!(
+                        "schedule {}: recording run {} failed: {}",
+                        s.spec.name,
+                        run.id,
+                        e.body().error.message
+                    );
                 }
             }
-            Err(e) => worker::console_error!("schedule {}: starting a run of {} failed: {}", s.spec.name, s.spec.template, e.body().error.message),
+            Err(e) => worker::console_error!(
+                "schedule {}: starting a run of {} failed: {}",
+                s.spec.name,
+                s.spec.template,
+                e.body().error.message
+            ),
         }
     }
     Ok(())

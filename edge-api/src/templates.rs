@@ -26,7 +26,8 @@ fn name_param(ctx: &Ctx) -> String {
 async fn parse(req: &mut Request) -> Result<(Template, Vec<Problem>), ApiError> {
     let text = body_text(req).await?;
     let template = Template::from_json(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok((template, unknown_fields(&raw)))
 }
 
@@ -48,31 +49,45 @@ pub async fn handle_save(mut req: Request, ctx: Ctx) -> worker::Result<Response>
 async fn save(req: &mut Request, ctx: &Ctx) -> Result<SavedTemplate, ApiError> {
     let name = name_param(ctx);
     if let Some(why) = concurrent_core::names::label_value_problem(&name) {
-        return Err(ApiError::BadRequest(format!("template name {name:?} in the URL {why}")));
+        return Err(ApiError::BadRequest(format!(
+            "template name {name:?} in the URL {why}"
+        )));
     }
     let (template, unknown) = parse(req).await?;
     if template.name != name {
-        return Err(ApiError::BadRequest(format!("the body's name {:?} differs from the URL's {name:?}", template.name)));
+        return Err(ApiError::BadRequest(format!(
+            "the body's name {:?} differs from the URL's {name:?}",
+            template.name
+        )));
     }
-    let draft = req.url()?.query_pairs().any(|(k, v)| k == "draft" && v == "true");
+    let draft = req
+        .url()?
+        .query_pairs()
+        .any(|(k, v)| k == "draft" && v == "true");
     let problems = problems_of(&template, unknown);
     if !problems.is_empty() && !draft {
         return Err(ApiError::Invalid {
-            message: format!("template {name:?} has {} problem(s); fix them, or save with ?draft=true", problems.len()),
+            message: format!(
+                "template {name:?} has {} problem(s); fix them, or save with ?draft=true",
+                problems.len()
+            ),
             problems,
         });
     }
     let expected = match req.headers().get("If-Match")? {
         None => Expected::New,
         Some(v) if v.trim() == "*" => Expected::Any,
-        Some(v) => Expected::Version(
-            v.trim().trim_matches('"').parse::<u32>().map_err(|_| ApiError::BadRequest(format!("If-Match must be a version number or *, not {v:?}")))?,
-        ),
+        Some(v) => Expected::Version(v.trim().trim_matches('"').parse::<u32>().map_err(|_| {
+            ApiError::BadRequest(format!("If-Match must be a version number or *, not {v:?}"))
+        })?),
     };
     // The body goes to a fresh, write-once key first; the catalog then commits it as the next
     // version atomically. A losing concurrent save leaves only an unreferenced KV entry.
     let kv_key = format!("tpl/{name}/{}", random_id());
-    ctx.kv(KV)?.put(&kv_key, serde_json::to_string(&template)?)?.execute().await?;
+    ctx.kv(KV)?
+        .put(&kv_key, serde_json::to_string(&template)?)?
+        .execute()
+        .await?;
     let commit = Commit {
         name: name.clone(),
         expected,
@@ -83,18 +98,34 @@ async fn save(req: &mut Request, ctx: &Ctx) -> Result<SavedTemplate, ApiError> {
         problems: problems.clone(),
     };
     let version: u32 = call(&catalog(&ctx.env)?, "/templates/commit", &commit).await?;
-    Ok(SavedTemplate { name, version, problems })
+    Ok(SavedTemplate {
+        name,
+        version,
+        problems,
+    })
 }
 
 /// Loads a template version (the latest when `version` is `None`).
-pub async fn load(env: &Env, name: &str, version: Option<u32>) -> Result<TemplateVersion, ApiError> {
-    let row: VersionRow = call(&catalog(env)?, "/templates/version", &VersionQuery { name: name.into(), version }).await?;
-    let text = env
-        .kv(KV)?
-        .get(&row.kv_key)
-        .text()
-        .await?
-        .ok_or_else(|| ApiError::Internal(format!("template {name:?} version {} is missing from KV ({})", row.version, row.kv_key)))?;
+pub async fn load(
+    env: &Env,
+    name: &str,
+    version: Option<u32>,
+) -> Result<TemplateVersion, ApiError> {
+    let row: VersionRow = call(
+        &catalog(env)?,
+        "/templates/version",
+        &VersionQuery {
+            name: name.into(),
+            version,
+        },
+    )
+    .await?;
+    let text = env.kv(KV)?.get(&row.kv_key).text().await?.ok_or_else(|| {
+        ApiError::Internal(format!(
+            "template {name:?} version {} is missing from KV ({})",
+            row.version, row.kv_key
+        ))
+    })?;
     Ok(TemplateVersion {
         name: row.name,
         version: row.version,
@@ -110,7 +141,9 @@ pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let version = match ctx.param("version").map(|v| v.parse::<u32>()) {
         None => Ok(None),
         Some(Ok(v)) => Ok(Some(v)),
-        Some(Err(_)) => Err(ApiError::BadRequest("version must be a positive number".into())),
+        Some(Err(_)) => Err(ApiError::BadRequest(
+            "version must be a positive number".into(),
+        )),
     };
     let result = match version {
         Ok(v) => load(&ctx.env, &name_param(&ctx), v).await,
@@ -139,10 +172,23 @@ pub async fn handle_versions(_req: Request, ctx: Ctx) -> worker::Result<Response
         valid: bool,
     }
     let result = async {
-        let rows: Vec<VersionRow> = call(&catalog(&ctx.env)?, "/templates/versions", &VersionQuery { name: name_param(&ctx), version: None }).await?;
+        let rows: Vec<VersionRow> = call(
+            &catalog(&ctx.env)?,
+            "/templates/versions",
+            &VersionQuery {
+                name: name_param(&ctx),
+                version: None,
+            },
+        )
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|r| Item { version: r.version, created_at: r.created_at, author: r.author, valid: r.problems.is_empty() })
+            .map(|r| Item {
+                version: r.version,
+                created_at: r.created_at,
+                author: r.author,
+                valid: r.problems.is_empty(),
+            })
             .collect::<Vec<_>>())
     }
     .await;
@@ -152,7 +198,17 @@ pub async fn handle_versions(_req: Request, ctx: Ctx) -> worker::Result<Response
 /// `DELETE /api/v1/templates/:name` — soft: versions stay readable and runs keep working.
 pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result: Result<bool, _> = match catalog(&ctx.env) {
-        Ok(c) => call(&c, "/templates/delete", &VersionQuery { name: name_param(&ctx), version: None }).await,
+        Ok(c) => {
+            call(
+                &c,
+                "/templates/delete",
+                &VersionQuery {
+                    name: name_param(&ctx),
+                    version: None,
+                },
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -167,6 +223,8 @@ pub async fn handle_validate(mut req: Request, _ctx: Ctx) -> worker::Result<Resp
     struct Answer {
         problems: Vec<Problem>,
     }
-    let result = parse(&mut req).await.map(|(t, unknown)| Answer { problems: problems_of(&t, unknown) });
+    let result = parse(&mut req).await.map(|(t, unknown)| Answer {
+        problems: problems_of(&t, unknown),
+    });
     respond(result, 200)
 }

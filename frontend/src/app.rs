@@ -117,5 +117,7 @@ fn status_name(s: RunStatus) -> &'static str {
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
 fn format_time(ms: u64) -> String {
-    concurrent_core::time::rfc3339(ms).replace('T', " ").replace('Z', " UTC")
+    concurrent_core::time::rfc3339(ms)
+        .replace('T', " ")
+        .replace('Z', " UTC")
 }

@@ -46,26 +46,40 @@ extern "C" fn kill_all_groups() {
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
 }
 
 fn require(path: &Path, fix: &str) -> PathBuf {
-    assert!(path.exists(), "{} is missing; run `{fix}` first (or `make test`, which does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; run `{fix}` first (or `make test`, which does)",
+        path.display()
+    );
     path.to_path_buf()
 }
 
 /// The `concurrent` binary built by scripts/build.sh.
 pub fn concurrent_bin() -> PathBuf {
-    let path = std::env::var_os("CONCURRENT_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-        target.join("debug/concurrent")
-    });
+    let path = std::env::var_os("CONCURRENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target"));
+            target.join("debug/concurrent")
+        });
     require(&path, "scripts/build.sh")
 }
 
 /// Picks a free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A started process; its whole group is stopped on drop.
@@ -91,7 +105,11 @@ impl Service {
             unsafe { libc::atexit(kill_all_groups) };
         }
         groups.push(child.id() as i32);
-        Service { name: name.into(), log, child }
+        Service {
+            name: name.into(),
+            log,
+            child,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -130,7 +148,10 @@ impl Drop for Service {
             self.signal(libc::SIGKILL);
             let _ = self.child.wait();
         }
-        GROUPS.lock().map(|mut g| g.retain(|p| *p != self.child.id() as i32)).ok();
+        GROUPS
+            .lock()
+            .map(|mut g| g.retain(|p| *p != self.child.id() as i32))
+            .ok();
     }
 }
 
@@ -138,12 +159,21 @@ fn wait_ready(url: &str, service: &Service, timeout: Duration) {
     let client = reqwest::blocking::Client::new();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if client.get(url).timeout(Duration::from_secs(2)).send().is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    panic!("{} did not answer {url} within {timeout:?}; its log ends:\n{}", service.name, service.log_tail());
+    panic!(
+        "{} did not answer {url} within {timeout:?}; its log ends:\n{}",
+        service.name,
+        service.log_tail()
+    );
 }
 
 fn start_mlflow(dir: &Path, port: u16) -> Service {
@@ -153,9 +183,21 @@ fn start_mlflow(dir: &Path, port: u16) -> Service {
         Command::new(&mlflow_bin)
             .args(["server", "--backend-store-uri"])
             .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
-            .args(["--default-artifact-root", "mlflow-artifacts:/", "--serve-artifacts", "--artifacts-destination"])
+            .args([
+                "--default-artifact-root",
+                "mlflow-artifacts:/",
+                "--serve-artifacts",
+                "--artifacts-destination",
+            ])
             .arg(dir.join("artifacts"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "1",
+            ])
             .env("MLFLOW_DISABLE_TELEMETRY", "true")
             .env("DO_NOT_TRACK", "true")
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
@@ -189,10 +231,18 @@ impl Stack {
         require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
         let wrangler = require(&root.join("node_modules/.bin/wrangler"), "scripts/setup.sh");
         require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
-        require(&root.join("frontend/dist/concurrent/index.html"), "scripts/build.sh");
-        let dir = tempfile::Builder::new().prefix("concurrent-test-").tempdir().expect("temp dir");
+        require(
+            &root.join("frontend/dist/concurrent/index.html"),
+            "scripts/build.sh",
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("concurrent-test-")
+            .tempdir()
+            .expect("temp dir");
         // The shared stack lives in a static and is never dropped: remove its files at exit.
-        DIRS.lock().expect("poisoned").push(dir.path().to_path_buf());
+        DIRS.lock()
+            .expect("poisoned")
+            .push(dir.path().to_path_buf());
         let token = format!("test-{}-{}", std::process::id(), free_port());
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, &token).expect("token file");
@@ -205,26 +255,61 @@ impl Stack {
 
         let edge_port = free_port();
         let edge_url = format!("http://127.0.0.1:{edge_port}");
-        let path = format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            root.join("node_modules/.bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let edge = Service::start(
             "edge API (wrangler dev)",
             Command::new(&wrangler)
                 .current_dir(&root)
-                .args(["dev", "--ip", "127.0.0.1", "--port", &edge_port.to_string(), "--persist-to"])
+                .args([
+                    "dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &edge_port.to_string(),
+                    "--persist-to",
+                ])
                 .arg(dir.path().join("wrangler"))
                 .args(["--show-interactive-dev-session=false", "--env-file"])
                 .arg(&env_file)
-                .args(["--var", &format!("MLFLOW_TRACKING_URI:{mlflow_url}"), "--var", "LEASE_TTL_MS:6000", "--test-scheduled"])
+                .args([
+                    "--var",
+                    &format!("MLFLOW_TRACKING_URI:{mlflow_url}"),
+                    "--var",
+                    "LEASE_TTL_MS:6000",
+                    "--test-scheduled",
+                ])
                 .env("PATH", path)
                 .env("CONCURRENT_PREBUILT", "1")
                 .env("WRANGLER_SEND_METRICS", "false")
                 .env("CLOUDFLARE_CF_FETCH_ENABLED", "false"),
             dir.path().join("edge.log"),
         );
-        wait_ready(&format!("{edge_url}/healthz"), &edge, Duration::from_secs(90));
-        wait_ready(&format!("{mlflow_url}/health"), &mlflow, Duration::from_secs(120));
+        wait_ready(
+            &format!("{edge_url}/healthz"),
+            &edge,
+            Duration::from_secs(90),
+        );
+        wait_ready(
+            &format!("{mlflow_url}/health"),
+            &mlflow,
+            Duration::from_secs(120),
+        );
         let mlflow = Mutex::new(Some(mlflow));
-        Stack { dir, mlflow_url, edge_url, token, token_file, mlflow, mlflow_port, edge, http: reqwest::blocking::Client::new() }
+        Stack {
+            dir,
+            mlflow_url,
+            edge_url,
+            token,
+            token_file,
+            mlflow,
+            mlflow_port,
+            edge,
+            http: reqwest::blocking::Client::new(),
+        }
     }
 
     /// Stops the MLflow server (an outage).
@@ -235,7 +320,11 @@ impl Stack {
     /// Starts MLflow again on the same port, store and artifacts.
     pub fn start_mlflow(&self) {
         let service = start_mlflow(self.dir.path(), self.mlflow_port);
-        wait_ready(&format!("{}/health", self.mlflow_url), &service, Duration::from_secs(120));
+        wait_ready(
+            &format!("{}/health", self.mlflow_url),
+            &service,
+            Duration::from_secs(120),
+        );
         *self.mlflow.lock().expect("poisoned") = Some(service);
     }
 
@@ -250,11 +339,21 @@ impl Stack {
 
     pub fn agent_with_env(&self, cluster: &str, extra: &[&str], env: &[(&str, &str)]) -> Service {
         let root = root();
-        let work = self.dir.path().join(format!("agent-{cluster}-{}", free_port()));
+        let work = self
+            .dir
+            .path()
+            .join(format!("agent-{cluster}-{}", free_port()));
         let mut agent = Service::start(
             &format!("agent for {cluster}"),
             Command::new(concurrent_bin())
-                .args(["agent", "--edge-url", &self.edge_url, "--cluster", cluster, "--token-file"])
+                .args([
+                    "agent",
+                    "--edge-url",
+                    &self.edge_url,
+                    "--cluster",
+                    cluster,
+                    "--token-file",
+                ])
                 .arg(&self.token_file)
                 .args(["--mlflow-uri", &self.mlflow_url, "--work-dir"])
                 .arg(&work)
@@ -265,11 +364,16 @@ impl Stack {
                 .args(extra)
                 .envs(env.iter().copied())
                 .env("MLFLOW_DISABLE_TELEMETRY", "true"),
-            self.dir.path().join(format!("agent-{cluster}-{}.log", free_port())),
+            self.dir
+                .path()
+                .join(format!("agent-{cluster}-{}.log", free_port())),
         );
         // A bad flag or setting ends the agent at once: fail here, with its message.
         if let Some(code) = agent.wait_exit(Duration::from_millis(500)) {
-            panic!("the agent for {cluster} exited with {code} at start:\n{}", agent.log_tail());
+            panic!(
+                "the agent for {cluster} exited with {code} at start:\n{}",
+                agent.log_tail()
+            );
         }
         agent
     }
@@ -279,10 +383,19 @@ impl Stack {
         self.api_with(method, path, body, &[])
     }
 
-    pub fn api_with(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut rb = self
             .http
-            .request(method.parse().expect("HTTP method"), format!("{}{path}", self.edge_url))
+            .request(
+                method.parse().expect("HTTP method"),
+                format!("{}{path}", self.edge_url),
+            )
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(60));
         for (k, v) in headers {
@@ -291,7 +404,12 @@ impl Stack {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb.send().unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nedge log:\n{}", self.edge.log_tail()));
+        let resp = rb.send().unwrap_or_else(|e| {
+            panic!(
+                "{method} {path} failed: {e}\nedge log:\n{}",
+                self.edge.log_tail()
+            )
+        });
         let status = resp.status().as_u16();
         let text = resp.text().unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -300,15 +418,29 @@ impl Stack {
     }
 
     /// Calls the edge API with another bearer token (or none).
-    pub fn api_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut rb = self.http.request(method.parse().expect("HTTP method"), format!("{}{path}", self.edge_url)).timeout(Duration::from_secs(60));
+    pub fn api_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(
+                method.parse().expect("HTTP method"),
+                format!("{}{path}", self.edge_url),
+            )
+            .timeout(Duration::from_secs(60));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
         }
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb.send().unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
+        let resp = rb
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
         let status = resp.status().as_u16();
         let body = serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null);
         openapi::check(method, path, status, &body);
@@ -316,43 +448,73 @@ impl Stack {
     }
 
     /// Polls the run until `pred` holds for it (or panics after `timeout`).
-    pub fn wait_until(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let (_, run) = self.api("GET", &format!("/api/v1/runs/{id}"), None);
             if pred(&run) {
                 return run;
             }
-            assert!(Instant::now() < deadline, "run {id}: {what} did not happen within {timeout:?}:\n{run:#}");
+            assert!(
+                Instant::now() < deadline,
+                "run {id}: {what} did not happen within {timeout:?}:\n{run:#}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     /// Calls MLflow's REST API.
     pub fn mlflow_api(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let mut rb = self.http.request(method.parse().expect("HTTP method"), format!("{}/api/2.0/mlflow/{path}", self.mlflow_url));
+        let mut rb = self.http.request(
+            method.parse().expect("HTTP method"),
+            format!("{}/api/2.0/mlflow/{path}", self.mlflow_url),
+        );
         if let Some(b) = body {
             rb = rb.json(b);
         }
         let resp = rb.send().expect("MLflow answers");
-        assert!(resp.status().is_success(), "MLflow {path}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "MLflow {path}: {}",
+            resp.status()
+        );
         resp.json().expect("MLflow JSON")
     }
 
     /// Downloads a run's artifact as text.
     pub fn artifact(&self, run: &Value, path: &str) -> String {
         let uri = run["info"]["artifact_uri"].as_str().expect("artifact_uri");
-        let rest = uri.strip_prefix("mlflow-artifacts:/").expect("proxied artifacts");
-        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{rest}/{path}", self.mlflow_url);
+        let rest = uri
+            .strip_prefix("mlflow-artifacts:/")
+            .expect("proxied artifacts");
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{rest}/{path}",
+            self.mlflow_url
+        );
         let resp = self.http.get(&url).send().expect("artifact download");
-        assert!(resp.status().is_success(), "artifact {path}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "artifact {path}: {}",
+            resp.status()
+        );
         resp.text().expect("text")
     }
 
     /// Saves a template (any current version), asserting success.
     pub fn put_template(&self, template: &Value) -> u32 {
         let name = template["name"].as_str().expect("name");
-        let (status, body) = self.api_with("PUT", &format!("/api/v1/templates/{name}"), Some(template), &[("If-Match", "*")]);
+        let (status, body) = self.api_with(
+            "PUT",
+            &format!("/api/v1/templates/{name}"),
+            Some(template),
+            &[("If-Match", "*")],
+        );
         assert_eq!(status, 201, "saving {name}: {body}");
         body["version"].as_u64().expect("version") as u32
     }
@@ -375,7 +537,11 @@ impl Stack {
             if matches!(s, "succeeded" | "failed" | "cancelled") && mlflow_synced {
                 return run;
             }
-            assert!(Instant::now() < deadline, "run {id} is still {s} after {timeout:?}:\n{run:#}\nedge log:\n{}", self.edge.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "run {id} is still {s} after {timeout:?}:\n{run:#}\nedge log:\n{}",
+                self.edge.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -383,17 +549,23 @@ impl Stack {
 
 /// The example pipeline as a template named `name`, limited to the first `nodes` nodes.
 pub fn example_template(name: &str, nodes: usize) -> Value {
-    let text = std::fs::read_to_string(root().join("examples/pipeline/template.json")).expect("example template");
+    let text = std::fs::read_to_string(root().join("examples/pipeline/template.json"))
+        .expect("example template");
     let mut t: Value = serde_json::from_str(&text).expect("example template JSON");
     t["name"] = json!(name);
     let kept: Vec<Value> = t["nodes"].as_array().expect("nodes")[..nodes].to_vec();
-    let ids: Vec<String> = kept.iter().map(|n| n["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = kept
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
     t["nodes"] = json!(kept);
     let edges: Vec<Value> = t["edges"]
         .as_array()
         .expect("edges")
         .iter()
-        .filter(|e| ids.iter().any(|i| e["to"] == json!(i)) && ids.iter().any(|i| e["from"] == json!(i)))
+        .filter(|e| {
+            ids.iter().any(|i| e["to"] == json!(i)) && ids.iter().any(|i| e["from"] == json!(i))
+        })
         .cloned()
         .collect();
     t["edges"] = json!(edges);

@@ -14,8 +14,12 @@ struct Spec {
 fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let text = std::fs::read_to_string(crate::root().join("edge-api/openapi.json")).expect("edge-api/openapi.json");
-        Spec { doc: serde_json::from_str(&text).expect("openapi.json is JSON"), validators: Mutex::default() }
+        let text = std::fs::read_to_string(crate::root().join("edge-api/openapi.json"))
+            .expect("edge-api/openapi.json");
+        Spec {
+            doc: serde_json::from_str(&text).expect("openapi.json is JSON"),
+            validators: Mutex::default(),
+        }
     })
 }
 
@@ -52,13 +56,20 @@ fn template_for(doc: &Value, path: &str) -> Option<String> {
 pub fn check(method: &str, path_and_query: &str, status: u16, body: &Value) {
     let path = path_and_query.split('?').next().unwrap_or_default();
     let s = spec();
-    let tpl = template_for(&s.doc, path).unwrap_or_else(|| panic!("{method} {path} is not in openapi.json"));
+    let tpl = template_for(&s.doc, path)
+        .unwrap_or_else(|| panic!("{method} {path} is not in openapi.json"));
     let op = &s.doc["paths"][&tpl][method.to_lowercase()];
     assert!(op.is_object(), "{method} {tpl} is not in openapi.json");
     let response = &op["responses"][status.to_string()];
-    assert!(response.is_object(), "{method} {tpl} answered {status}, which openapi.json does not document: {body}");
+    assert!(
+        response.is_object(),
+        "{method} {tpl} answered {status}, which openapi.json does not document: {body}"
+    );
     let Some(schema) = response.pointer("/content/application~1json/schema") else {
-        assert!(body.is_null(), "{method} {tpl} {status} is documented without a body, but sent {body}");
+        assert!(
+            body.is_null(),
+            "{method} {tpl} {status} is documented without a body, but sent {body}"
+        );
         return;
     };
     let key = format!("{method} {tpl} {status}");
@@ -72,8 +83,16 @@ pub fn check(method: &str, path_and_query: &str, status: u16, body: &Value) {
             })
             .clone()
     };
-    let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).take(5).collect();
-    assert!(errors.is_empty(), "{key}: the body does not fit openapi.json:\n{}\nbody: {body:#}", errors.join("\n"));
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .take(5)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{key}: the body does not fit openapi.json:\n{}\nbody: {body:#}",
+        errors.join("\n")
+    );
 }
 
 #[cfg(test)]
@@ -82,7 +101,12 @@ mod tests {
 
     #[test]
     fn a_documented_response_passes() {
-        check("GET", "/api/v1/templates?x=1", 200, &json!([{"name": "a", "description": "", "latestVersion": 1, "updatedAt": 5, "valid": true}]));
+        check(
+            "GET",
+            "/api/v1/templates?x=1",
+            200,
+            &json!([{"name": "a", "description": "", "latestVersion": 1, "updatedAt": 5, "valid": true}]),
+        );
     }
 
     #[test]

@@ -11,11 +11,17 @@ use serde_json::Value;
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn attempts(run: &Value, node: usize, instance: usize) -> Vec<Value> {
-    run["nodes"][node]["instances"][instance]["attempts"].as_array().cloned().unwrap_or_default()
+    run["nodes"][node]["instances"][instance]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn mlflow_status(stack: &Stack, run_id: &str) -> String {
-    stack.mlflow_api("GET", &format!("runs/get?run_id={run_id}"), None)["run"]["info"]["status"].as_str().unwrap().to_string()
+    stack.mlflow_api("GET", &format!("runs/get?run_id={run_id}"), None)["run"]["info"]["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -27,13 +33,40 @@ fn fan_out_then_fan_in_gives_the_last_node_every_instance_output() {
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded", "{run:#}");
     let report = &run["nodes"][2]["instances"][0];
-    let inputs: Vec<&str> = report["inputs"]["models"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
-    assert_eq!(inputs, vec!["0/model.json", "0/seen_files.txt", "1/model.json", "1/seen_files.txt"]);
-    let report_run = attempts(&run, 2, 0)[0]["mlflowRunId"].as_str().unwrap().to_string();
-    let mlrun = stack.mlflow_api("GET", &format!("runs/get?run_id={report_run}"), None)["run"].clone();
-    let merged: Value = serde_json::from_str(&stack.artifact(&mlrun, "outputs/merged_model.json")).unwrap();
+    let inputs: Vec<&str> = report["inputs"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        inputs,
+        vec![
+            "0/model.json",
+            "0/seen_files.txt",
+            "1/model.json",
+            "1/seen_files.txt"
+        ]
+    );
+    let report_run = attempts(&run, 2, 0)[0]["mlflowRunId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mlrun =
+        stack.mlflow_api("GET", &format!("runs/get?run_id={report_run}"), None)["run"].clone();
+    let merged: Value =
+        serde_json::from_str(&stack.artifact(&mlrun, "outputs/merged_model.json")).unwrap();
     assert_eq!(merged["models"], 2);
-    assert_eq!(merged["counts"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 60, "all 60 rows, from both instances");
+    assert_eq!(
+        merged["counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        60,
+        "all 60 rows, from both instances"
+    );
 }
 
 #[test]
@@ -43,7 +76,12 @@ fn a_retried_start_with_the_same_idempotency_key_starts_one_run() {
     let body = json!({"template": "idempotent", "cluster": "nobody-serves-this"});
     let ids: Vec<Value> = (0..2)
         .map(|_| {
-            let (status, run) = stack.api_with("POST", "/api/v1/runs", Some(&body), &[("Idempotency-Key", "abc-1")]);
+            let (status, run) = stack.api_with(
+                "POST",
+                "/api/v1/runs",
+                Some(&body),
+                &[("Idempotency-Key", "abc-1")],
+            );
             assert_eq!(status, 201, "{run}");
             run["id"].clone()
         })
@@ -71,8 +109,14 @@ fn a_failed_attempt_is_retried_after_its_backoff_in_a_new_mlflow_run() {
     assert!(tries[0]["error"].as_str().unwrap().contains("attempt 1"));
     assert_eq!(tries[1]["state"], "succeeded");
     let waited = tries[1]["createdAt"].as_u64().unwrap() - tries[0]["endedAt"].as_u64().unwrap();
-    assert!(waited >= 2000, "the retry waited its 2 s backoff, not {waited} ms");
-    let (first, second) = (tries[0]["mlflowRunId"].as_str().unwrap(), tries[1]["mlflowRunId"].as_str().unwrap());
+    assert!(
+        waited >= 2000,
+        "the retry waited its 2 s backoff, not {waited} ms"
+    );
+    let (first, second) = (
+        tries[0]["mlflowRunId"].as_str().unwrap(),
+        tries[1]["mlflowRunId"].as_str().unwrap(),
+    );
     assert_ne!(first, second);
     assert_eq!(mlflow_status(stack, first), "FAILED");
     assert_eq!(mlflow_status(stack, second), "FINISHED");
@@ -91,8 +135,18 @@ fn a_step_that_outlives_its_timeout_is_killed_and_fails() {
     let started = Instant::now();
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "failed", "{run:#}");
-    assert!(run["error"].as_str().unwrap().contains("timed out after 3 s"), "{}", run["error"]);
-    assert!(started.elapsed() < Duration::from_secs(50), "killed, not waited for");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 3 s"),
+        "{}",
+        run["error"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "killed, not waited for"
+    );
 }
 
 #[test]
@@ -104,29 +158,51 @@ fn cancel_stops_running_steps_and_ends_everything_killed_within_seconds() {
     stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "cancel-pipeline", "cluster": "cancel"}));
     stack.wait_until(&id, RUN_TIMEOUT, "train running", |r| {
-        r["nodes"][1]["instances"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
+        r["nodes"][1]["instances"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
     });
     // The live log tail arrives with the agent's heartbeats.
     stack.wait_until(&id, Duration::from_secs(60), "a live log tail", |r| {
-        attempts(r, 1, 0)[0]["logTail"].as_str().is_some_and(|t| t.contains("sleeping 120"))
+        attempts(r, 1, 0)[0]["logTail"]
+            .as_str()
+            .is_some_and(|t| t.contains("sleeping 120"))
     });
     let (status, body) = stack.api("POST", &format!("/api/v1/runs/{id}/cancel"), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "cancelled");
     let cancelled_at = Instant::now();
     let run = stack.wait_run(&id, Duration::from_secs(30));
-    assert!(cancelled_at.elapsed() < Duration::from_secs(15), "MLflow in sync within seconds");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(15),
+        "MLflow in sync within seconds"
+    );
     assert_eq!(run["status"], "cancelled");
     for i in 0..2 {
         let a = &attempts(&run, 1, i)[0];
         assert_eq!(a["state"], "cancelled");
-        assert_eq!(mlflow_status(stack, a["mlflowRunId"].as_str().unwrap()), "KILLED");
+        assert_eq!(
+            mlflow_status(stack, a["mlflowRunId"].as_str().unwrap()),
+            "KILLED"
+        );
     }
-    assert_eq!(mlflow_status(stack, run["mlflow"]["runId"].as_str().unwrap()), "KILLED");
+    assert_eq!(
+        mlflow_status(stack, run["mlflow"]["runId"].as_str().unwrap()),
+        "KILLED"
+    );
     // The agent learns of the cancel at its next heartbeat (every 2 s here) and kills the steps.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&agent.log).unwrap_or_default().matches("step killed").count() < 2 {
-        assert!(Instant::now() < deadline, "the agent did not kill both steps:\n{}", agent.log_tail());
+    while std::fs::read_to_string(&agent.log)
+        .unwrap_or_default()
+        .matches("step killed")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not kill both steps:\n{}",
+            agent.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let (status, body) = stack.api("POST", &format!("/api/v1/runs/{id}/cancel"), None);
@@ -143,29 +219,52 @@ fn retry_failed_and_rerun_from_keep_every_attempt_visible() {
     let id = stack.start_run(&json!({"template": "repair-pipeline", "cluster": "repair"}));
     let failed = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(failed["status"], "failed");
-    let (status, body) = stack.api("POST", &format!("/api/v1/runs/{id}/rerun"), Some(&json!({"node": "nope"})));
+    let (status, body) = stack.api(
+        "POST",
+        &format!("/api/v1/runs/{id}/rerun"),
+        Some(&json!({"node": "nope"})),
+    );
     assert_eq!(status, 409, "{body}");
 
     let (status, body) = stack.api("POST", &format!("/api/v1/runs/{id}/retry"), None);
     assert_eq!(status, 200, "{body}");
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    assert_eq!(attempts(&run, 0, 0).len(), 1, "prepare succeeded and is not rerun");
+    assert_eq!(
+        attempts(&run, 0, 0).len(),
+        1,
+        "prepare succeeded and is not rerun"
+    );
     for i in 0..2 {
         let tries = attempts(&run, 1, i);
         assert_eq!(tries.last().unwrap()["state"], "succeeded");
         assert!(tries.iter().all(|a| a["mlflowRunId"].is_string()));
     }
-    assert_eq!(mlflow_status(stack, run["mlflow"]["runId"].as_str().unwrap()), "FINISHED", "the parent run reopened and finished");
+    assert_eq!(
+        mlflow_status(stack, run["mlflow"]["runId"].as_str().unwrap()),
+        "FINISHED",
+        "the parent run reopened and finished"
+    );
 
-    let (status, body) = stack.api("POST", &format!("/api/v1/runs/{id}/rerun"), Some(&json!({"node": "train"})));
+    let (status, body) = stack.api(
+        "POST",
+        &format!("/api/v1/runs/{id}/rerun"),
+        Some(&json!({"node": "train"})),
+    );
     assert_eq!(status, 200, "{body}");
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded");
-    assert_eq!(attempts(&run, 0, 0).len(), 1, "upstream of the rerun node is kept");
+    assert_eq!(
+        attempts(&run, 0, 0).len(),
+        1,
+        "upstream of the rerun node is kept"
+    );
     let before: usize = (0..2).map(|i| attempts(&failed, 1, i).len()).sum();
     let after: usize = (0..2).map(|i| attempts(&run, 1, i).len()).sum();
-    assert!(after >= before + 2, "earlier attempts stay: {before} then {after}");
+    assert!(
+        after >= before + 2,
+        "earlier attempts stay: {before} then {after}"
+    );
     assert_eq!(run["repairs"].as_array().unwrap().len(), 2);
     assert_eq!(run["repairs"][1]["mode"], "rerun-from");
 }
@@ -180,13 +279,21 @@ fn an_expired_lease_is_rerun_and_the_stale_agent_is_fenced_off() {
     stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "fenced", "cluster": "fenced"}));
     let lease = |agent: &str| -> Value {
-        let (status, body) = stack.api("POST", "/api/v1/agents/fenced/lease", Some(&json!({"agent": agent, "max": 1, "waitMs": 20000})));
+        let (status, body) = stack.api(
+            "POST",
+            "/api/v1/agents/fenced/lease",
+            Some(&json!({"agent": agent, "max": 1, "waitMs": 20000})),
+        );
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["leases"].as_array().unwrap().len(), 1, "{body}");
         body["leases"][0].clone()
     };
     let heartbeat = |agent: &str, item: &str, token: u64| -> Value {
-        let (status, body) = stack.api("POST", "/api/v1/agents/fenced/heartbeat", Some(&json!({"agent": agent, "leases": [{"itemId": item, "token": token}]})));
+        let (status, body) = stack.api(
+            "POST",
+            "/api/v1/agents/fenced/heartbeat",
+            Some(&json!({"agent": agent, "leases": [{"itemId": item, "token": token}]})),
+        );
         assert_eq!(status, 200, "{body}");
         body["leases"][item].clone()
     };
@@ -194,42 +301,90 @@ fn an_expired_lease_is_rerun_and_the_stale_agent_is_fenced_off() {
     // to the queue after the TTL without counting an attempt.
     let ghost = lease("ghost-agent");
     let again = lease("stale-agent");
-    assert_eq!(again["item"]["id"], ghost["item"]["id"], "the same attempt, leased again");
+    assert_eq!(
+        again["item"]["id"], ghost["item"]["id"],
+        "the same attempt, leased again"
+    );
     assert!(again["token"].as_u64() > ghost["token"].as_u64());
-    assert_eq!(heartbeat("ghost-agent", ghost["item"]["id"].as_str().unwrap(), ghost["token"].as_u64().unwrap()), "lost");
+    assert_eq!(
+        heartbeat(
+            "ghost-agent",
+            ghost["item"]["id"].as_str().unwrap(),
+            ghost["token"].as_u64().unwrap()
+        ),
+        "lost"
+    );
     let (_, run) = stack.api("GET", &format!("/api/v1/runs/{id}"), None);
     assert_eq!(attempts(&run, 0, 0).len(), 1, "no attempt was counted");
 
     let first = again;
-    let (item, stale_token) = (first["item"]["id"].as_str().unwrap().to_string(), first["token"].as_u64().unwrap());
+    let (item, stale_token) = (
+        first["item"]["id"].as_str().unwrap().to_string(),
+        first["token"].as_u64().unwrap(),
+    );
     assert!(first["stepToken"].as_str().unwrap().starts_with("cs_"));
     assert_eq!(heartbeat("stale-agent", &item, stale_token), "active");
 
     // Confirmed, then silent: after the 6 s TTL the attempt fails and, after its 1 s backoff,
     // comes back as attempt 2.
-    let run = stack.wait_until(&id, Duration::from_secs(30), "lease expiry", |r| attempts(r, 0, 0).len() == 2);
+    let run = stack.wait_until(&id, Duration::from_secs(30), "lease expiry", |r| {
+        attempts(r, 0, 0).len() == 2
+    });
     let expired = &attempts(&run, 0, 0)[0];
     assert_eq!(expired["state"], "failed");
-    assert!(expired["error"].as_str().unwrap().contains("lease expired"), "{expired}");
+    assert!(
+        expired["error"].as_str().unwrap().contains("lease expired"),
+        "{expired}"
+    );
     let second = lease("new-agent");
     let fresh_token = second["token"].as_u64().unwrap();
     assert!(fresh_token > stale_token, "fencing tokens only grow");
-    assert_ne!(second["item"]["id"], json!(item), "a new attempt is a new item");
+    assert_ne!(
+        second["item"]["id"],
+        json!(item),
+        "a new attempt is a new item"
+    );
 
     let done = json!({"status": "succeeded", "outputs": []});
     assert_eq!(heartbeat("stale-agent", &item, stale_token), "lost");
-    let (status, body) = stack.api("POST", "/api/v1/agents/fenced/complete", Some(&json!({"itemId": item, "token": stale_token, "outcome": done})));
-    assert_eq!(status, 409, "the stale agent's completion is refused: {body}");
+    let (status, body) = stack.api(
+        "POST",
+        "/api/v1/agents/fenced/complete",
+        Some(&json!({"itemId": item, "token": stale_token, "outcome": done})),
+    );
+    assert_eq!(
+        status, 409,
+        "the stale agent's completion is refused: {body}"
+    );
     let new_item = second["item"]["id"].as_str().unwrap();
-    let (status, body) = stack.api("POST", "/api/v1/agents/fenced/complete", Some(&json!({"itemId": new_item, "token": fresh_token - 1, "outcome": done})));
+    let (status, body) = stack.api(
+        "POST",
+        "/api/v1/agents/fenced/complete",
+        Some(&json!({"itemId": new_item, "token": fresh_token - 1, "outcome": done})),
+    );
     assert_eq!(status, 409, "a wrong token is refused too: {body}");
     // A step token may complete its own lease only.
     let step_token = second["stepToken"].as_str().unwrap();
-    let (status, _) = stack.api_as(Some(step_token), "POST", "/api/v1/agents/fenced/complete", Some(&json!({"itemId": item, "token": stale_token, "outcome": done})));
+    let (status, _) = stack.api_as(
+        Some(step_token),
+        "POST",
+        "/api/v1/agents/fenced/complete",
+        Some(&json!({"itemId": item, "token": stale_token, "outcome": done})),
+    );
     assert_eq!(status, 403);
-    let (status, _) = stack.api_as(Some(step_token), "POST", "/api/v1/agents/fenced/lease", Some(&json!({"agent": "x", "max": 1})));
+    let (status, _) = stack.api_as(
+        Some(step_token),
+        "POST",
+        "/api/v1/agents/fenced/lease",
+        Some(&json!({"agent": "x", "max": 1})),
+    );
     assert_eq!(status, 403);
-    let (status, body) = stack.api_as(Some(step_token), "POST", "/api/v1/agents/fenced/complete", Some(&json!({"itemId": new_item, "token": fresh_token, "outcome": done})));
+    let (status, body) = stack.api_as(
+        Some(step_token),
+        "POST",
+        "/api/v1/agents/fenced/complete",
+        Some(&json!({"itemId": new_item, "token": fresh_token, "outcome": done})),
+    );
     assert_eq!(status, 200, "{body}");
     let run = stack.wait_run(&id, Duration::from_secs(30));
     assert_eq!(run["status"], "succeeded");
@@ -245,24 +400,53 @@ fn a_schedule_fires_from_the_cron_trigger_once_per_tick() {
     let (status, body) = stack.api("POST", "/api/v1/schedules", Some(&json!({"name": "every-minute", "template": "cron-pipeline", "cron": "* * * * *", "cluster": "cron"})));
     assert_eq!(status, 201, "{body}");
     let next_fire = body["nextFire"].as_u64().unwrap();
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
     while now() < next_fire + 500 {
         std::thread::sleep(Duration::from_millis(250));
     }
     let client = reqwest::blocking::Client::new();
     for _ in 0..2 {
-        let resp = client.get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.edge_url)).send().unwrap();
-        assert!(resp.status().is_success(), "the local cron trigger: {}", resp.status());
+        let resp = client
+            .get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.edge_url))
+            .send()
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "the local cron trigger: {}",
+            resp.status()
+        );
     }
     let (_, schedules) = stack.api("GET", "/api/v1/schedules", None);
-    let s = schedules.as_array().unwrap().iter().find(|s| s["name"] == "every-minute").unwrap().clone();
-    let run_id = s["lastRunId"].as_str().unwrap_or_else(|| panic!("the schedule started no run: {s}"));
+    let s = schedules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "every-minute")
+        .unwrap()
+        .clone();
+    let run_id = s["lastRunId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the schedule started no run: {s}"));
     let (_, runs) = stack.api("GET", "/api/v1/runs?template=cron-pipeline", None);
-    assert_eq!(runs.as_array().unwrap().len(), 1, "two triggers in the same minute start one run: {runs}");
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "two triggers in the same minute start one run: {runs}"
+    );
     assert_eq!(runs[0]["startedBy"], "schedule every-minute");
     let run = stack.wait_run(run_id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded");
-    assert_eq!(stack.api("DELETE", "/api/v1/schedules/every-minute", None).0, 204);
+    assert_eq!(
+        stack
+            .api("DELETE", "/api/v1/schedules/every-minute", None)
+            .0,
+        204
+    );
 }
 
 #[test]
@@ -270,7 +454,11 @@ fn roles_limit_what_each_token_can_do() {
     let stack = Stack::shared();
     stack.put_template(&example_template("auth-pipeline", 1));
     let mut tokens = std::collections::HashMap::new();
-    for (name, role, cluster) in [("r", "reader", None), ("e", "editor", None), ("a", "agent", Some("gpu"))] {
+    for (name, role, cluster) in [
+        ("r", "reader", None),
+        ("e", "editor", None),
+        ("a", "agent", Some("gpu")),
+    ] {
         let mut body = json!({"name": format!("test-{name}"), "role": role});
         if let Some(c) = cluster {
             body["cluster"] = json!(c);
@@ -280,28 +468,77 @@ fn roles_limit_what_each_token_can_do() {
         tokens.insert(name, created["token"].as_str().unwrap().to_string());
     }
     let (_, listed) = stack.api("GET", "/api/v1/tokens", None);
-    assert!(listed.as_array().unwrap().iter().all(|t| t["token"].is_null()), "secrets are never listed");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["token"].is_null()),
+        "secrets are never listed"
+    );
     let lease = json!({"agent": "x", "max": 1, "waitMs": 0});
     let start = json!({"template": "auth-pipeline", "cluster": "nowhere"});
     // (token, method, path, body, expected status)
     let cases: Vec<(&str, &str, String, Option<Value>, u16)> = vec![
         ("r", "GET", "/api/v1/templates".into(), None, 200),
         ("r", "POST", "/api/v1/runs".into(), Some(start.clone()), 403),
-        ("r", "POST", "/api/v1/agents/gpu/lease".into(), Some(lease.clone()), 403),
+        (
+            "r",
+            "POST",
+            "/api/v1/agents/gpu/lease".into(),
+            Some(lease.clone()),
+            403,
+        ),
         ("e", "POST", "/api/v1/runs".into(), Some(start.clone()), 201),
-        ("e", "POST", "/api/v1/tokens".into(), Some(json!({"name": "x", "role": "admin"})), 403),
-        ("e", "POST", "/api/v1/schedules".into(), Some(json!({})), 403),
-        ("a", "POST", "/api/v1/agents/gpu/lease".into(), Some(lease.clone()), 200),
-        ("a", "POST", "/api/v1/agents/cpu/lease".into(), Some(lease.clone()), 403),
+        (
+            "e",
+            "POST",
+            "/api/v1/tokens".into(),
+            Some(json!({"name": "x", "role": "admin"})),
+            403,
+        ),
+        (
+            "e",
+            "POST",
+            "/api/v1/schedules".into(),
+            Some(json!({})),
+            403,
+        ),
+        (
+            "a",
+            "POST",
+            "/api/v1/agents/gpu/lease".into(),
+            Some(lease.clone()),
+            200,
+        ),
+        (
+            "a",
+            "POST",
+            "/api/v1/agents/cpu/lease".into(),
+            Some(lease.clone()),
+            403,
+        ),
         ("a", "GET", "/api/v1/runs".into(), None, 403),
-        ("a", "GET", "/api/v1/runs/00000000000000000000000000000000".into(), None, 403),
+        (
+            "a",
+            "GET",
+            "/api/v1/runs/00000000000000000000000000000000".into(),
+            None,
+            403,
+        ),
     ];
     for (who, method, path, body, expected) in cases {
         let (status, answer) = stack.api_as(Some(&tokens[who]), method, &path, body.as_ref());
         assert_eq!(status, expected, "{who} {method} {path}: {answer}");
     }
     assert_eq!(stack.api("DELETE", "/api/v1/tokens/test-e", None).0, 204);
-    assert_eq!(stack.api_as(Some(&tokens["e"]), "GET", "/api/v1/templates", None).0, 401, "a revoked token is refused at once");
+    assert_eq!(
+        stack
+            .api_as(Some(&tokens["e"]), "GET", "/api/v1/templates", None)
+            .0,
+        401,
+        "a revoked token is refused at once"
+    );
 }
 
 #[test]
@@ -310,14 +547,24 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let big = json!({"template": "x".repeat(1_100_000)});
     let (status, body) = stack.api("POST", "/api/v1/runs", Some(&big));
     assert_eq!(status, 413, "{body}");
-    let (status, body) = stack.api("POST", "/api/v1/runs", Some(&json!({"template": "t", "paramters": {}})));
+    let (status, body) = stack.api(
+        "POST",
+        "/api/v1/runs",
+        Some(&json!({"template": "t", "paramters": {}})),
+    );
     assert_eq!(status, 400, "unknown fields: {body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("paramters"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("paramters"));
     let mut t = example_template("typo", 1);
     t["nodes"][0]["instnaces"] = json!(2);
     let (status, body) = stack.api("PUT", "/api/v1/templates/typo", Some(&t));
     assert_eq!(status, 400);
-    assert_eq!(body["error"]["details"][0]["path"], "/nodes/0/instnaces", "{body}");
+    assert_eq!(
+        body["error"]["details"][0]["path"], "/nodes/0/instnaces",
+        "{body}"
+    );
     let (status, _) = stack.api("PUT", "/api/v1/templates/a%2Fb", Some(&t));
     assert_eq!(status, 400, "a name with a path separator");
     let mut huge = example_template("huge", 1);
@@ -325,14 +572,30 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (status, body) = stack.api("PUT", "/api/v1/templates/huge", Some(&huge));
     assert_eq!(status, 400, "{body}");
     huge["nodes"][0]["instances"] = json!(99_999_999_999u64);
-    assert_eq!(stack.api("PUT", "/api/v1/templates/huge", Some(&huge)).0, 400, "beyond u32");
+    assert_eq!(
+        stack.api("PUT", "/api/v1/templates/huge", Some(&huge)).0,
+        400,
+        "beyond u32"
+    );
     let (status, body) = stack.api("GET", "/api/v1/runs/..%2F..%2Fetc", None);
     assert_eq!(status, 404, "{body}");
-    let (status, body) = stack.api("POST", "/api/v1/agents/bad%20cluster/lease", Some(&json!({"agent": "a", "max": 1})));
+    let (status, body) = stack.api(
+        "POST",
+        "/api/v1/agents/bad%20cluster/lease",
+        Some(&json!({"agent": "a", "max": 1})),
+    );
     assert_eq!(status, 400, "{body}");
-    let (status, body) = stack.api("POST", "/api/v1/schedules", Some(&json!({"name": "s", "template": "typo", "cron": "not a cron"})));
+    let (status, body) = stack.api(
+        "POST",
+        "/api/v1/schedules",
+        Some(&json!({"name": "s", "template": "typo", "cron": "not a cron"})),
+    );
     assert_eq!(status, 400, "{body}");
     for path in ["/api/v1/templates/typo", "/api/v1/templates/huge"] {
-        assert_eq!(stack.api("GET", path, None).0, 404, "nothing stored for {path}");
+        assert_eq!(
+            stack.api("GET", path, None).0,
+            404,
+            "nothing stored for {path}"
+        );
     }
 }

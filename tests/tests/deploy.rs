@@ -8,7 +8,11 @@ use concurrent_tests::root;
 fn the_worker_bundles_for_deployment() {
     let out_dir = tempfile::tempdir().unwrap();
     let root = root();
-    let path = format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        root.join("node_modules/.bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new(root.join("node_modules/.bin/wrangler"))
         .current_dir(&root)
         .args(["deploy", "--dry-run", "--outdir"])
@@ -19,9 +23,19 @@ fn the_worker_bundles_for_deployment() {
         .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
         .output()
         .expect("wrangler runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "wrangler deploy --dry-run failed:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "wrangler deploy --dry-run failed:\n{text}"
+    );
     assert!(text.contains("--dry-run: exiting now"), "{text}");
-    let upload = text.lines().find(|l| l.contains("Total Upload")).unwrap_or("Total Upload: ?");
+    let upload = text
+        .lines()
+        .find(|l| l.contains("Total Upload"))
+        .unwrap_or("Total Upload: ?");
     println!("{upload}");
 }

@@ -13,20 +13,41 @@ const AGENT_IMAGE: &str = "concurrent-agent:test";
 
 fn kube() -> (KubeServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let path = format!("{}:{}", root().join(".venv/bin").display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        root().join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let config = KubeConfig {
         cpu_millis: 8000,
         memory_bytes: 16 << 30,
         gpus: 0,
-        image_files: HashMap::from([(AGENT_IMAGE.to_string(), HashMap::from([("/concurrent".to_string(), concurrent_bin())]))]),
+        image_files: HashMap::from([(
+            AGENT_IMAGE.to_string(),
+            HashMap::from([("/concurrent".to_string(), concurrent_bin())]),
+        )]),
         work_dir: dir.path().to_path_buf(),
-        env: vec![("PATH".into(), path), ("HOME".into(), dir.path().display().to_string())],
+        env: vec![
+            ("PATH".into(), path),
+            ("HOME".into(), dir.path().display().to_string()),
+        ],
     };
     (KubeServer::start(config), dir)
 }
 
 fn kube_agent(stack: &Stack, server: &KubeServer, cluster: &str) -> Service {
-    let args = ["--executor", "kubernetes", "--namespace", "default", "--agent-image", AGENT_IMAGE, "--default-image", "python-mlflow:test", "--pending-timeout", "3"];
+    let args = [
+        "--executor",
+        "kubernetes",
+        "--namespace",
+        "default",
+        "--agent-image",
+        AGENT_IMAGE,
+        "--default-image",
+        "python-mlflow:test",
+        "--pending-timeout",
+        "3",
+    ];
     let kubeconfig = server.kubeconfig.display().to_string();
     stack.agent_with_env(cluster, &args, &[("KUBECONFIG", &kubeconfig)])
 }
@@ -46,7 +67,16 @@ fn a_dag_runs_end_to_end_through_pods() {
     let (server, _dir) = kube();
     let listen = format!("127.0.0.1:{}", concurrent_tests::free_port());
     let kubeconfig = server.kubeconfig.display().to_string();
-    let args = ["--executor", "kubernetes", "--agent-image", AGENT_IMAGE, "--default-image", "python-mlflow:test", "--listen", &listen];
+    let args = [
+        "--executor",
+        "kubernetes",
+        "--agent-image",
+        AGENT_IMAGE,
+        "--default-image",
+        "python-mlflow:test",
+        "--listen",
+        &listen,
+    ];
     let _agent = stack.agent_with_env("k8s-e2e", &args, &[("KUBECONFIG", &kubeconfig)]);
     stack.put_template(&template("k8s-pipeline", 3));
     let id = stack.start_run(&json!({"template": "k8s-pipeline", "cluster": "k8s-e2e"}));
@@ -63,10 +93,22 @@ fn a_dag_runs_end_to_end_through_pods() {
     }
     let merged = &run["nodes"][2]["instances"][0]["outputs"];
     assert_eq!(merged[0]["path"], "merged_model.json");
-    let metrics = reqwest::blocking::get(format!("http://{listen}/metrics")).unwrap().text().unwrap();
-    assert!(metrics.contains("concurrent_steps_total{outcome=\"stopped\"} 4"), "each pod reported for itself:\n{metrics}");
+    let metrics = reqwest::blocking::get(format!("http://{listen}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("concurrent_steps_total{outcome=\"stopped\"} 4"),
+        "each pod reported for itself:\n{metrics}"
+    );
     assert!(metrics.contains("concurrent_leases_held 0"), "{metrics}");
-    assert_eq!(reqwest::blocking::get(format!("http://{listen}/healthz")).unwrap().status().as_u16(), 200);
+    assert_eq!(
+        reqwest::blocking::get(format!("http://{listen}/healthz"))
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
 }
 
 #[test]
@@ -75,9 +117,21 @@ fn pods_that_cannot_start_or_run_out_of_memory_fail_with_a_diagnosis() {
     let (server, _dir) = kube();
     let _agent = kube_agent(stack, &server, "k8s-diag");
     let cases = [
-        ("k8s-unschedulable", json!({"resources": {"cpu": "64"}}), "Insufficient cpu"),
-        ("k8s-image", json!({"image": "registry.example/does-not-exist:1"}), "image pull failed"),
-        ("k8s-oom", json!({"resources": {"memory": "60Mi"}}), "OOMKilled"),
+        (
+            "k8s-unschedulable",
+            json!({"resources": {"cpu": "64"}}),
+            "Insufficient cpu",
+        ),
+        (
+            "k8s-image",
+            json!({"image": "registry.example/does-not-exist:1"}),
+            "image pull failed",
+        ),
+        (
+            "k8s-oom",
+            json!({"resources": {"memory": "60Mi"}}),
+            "OOMKilled",
+        ),
     ];
     let ids: Vec<(String, &str)> = cases
         .iter()
@@ -87,19 +141,25 @@ fn pods_that_cannot_start_or_run_out_of_memory_fail_with_a_diagnosis() {
                 t["nodes"][0][k] = v.clone();
             }
             stack.put_template(&t);
-            (stack.start_run(&json!({"template": name, "cluster": "k8s-diag"})), *expected)
+            (
+                stack.start_run(&json!({"template": name, "cluster": "k8s-diag"})),
+                *expected,
+            )
         })
         .collect();
     for (id, expected) in ids {
         let run = stack.wait_run(&id, Duration::from_secs(120));
         assert_eq!(run["status"], "failed");
         let error = run["error"].as_str().unwrap();
-        assert!(error.contains(expected), "expected {expected:?} in: {error}");
+        assert!(
+            error.contains(expected),
+            "expected {expected:?} in: {error}"
+        );
     }
 }
 
 #[test]
-fn cancel_deletes_the_pods() {
+fn running_pods_show_a_live_log_tail_and_cancel_deletes_them() {
     let stack = Stack::shared();
     let (server, _dir) = kube();
     let _agent = kube_agent(stack, &server, "k8s-cancel");
@@ -108,12 +168,28 @@ fn cancel_deletes_the_pods() {
     stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "k8s-cancel", "cluster": "k8s-cancel"}));
     stack.wait_until(&id, Duration::from_secs(120), "train pods running", |r| {
-        r["nodes"][1]["instances"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
+        r["nodes"][1]["instances"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
     });
+    // The pod's log (read through the pods/log API) reaches the run with the agent's heartbeats.
+    stack.wait_until(
+        &id,
+        Duration::from_secs(60),
+        "a live log tail from the pod",
+        |r| {
+            r["nodes"][1]["instances"][0]["attempts"][0]["logTail"]
+                .as_str()
+                .is_some_and(|t| t.contains("sleeping 120"))
+        },
+    );
     let (status, _) = stack.api("POST", &format!("/api/v1/runs/{id}/cancel"), None);
     assert_eq!(status, 200);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.pods("default", "concurrent.dev/node=train").is_empty() {
+    while !server
+        .pods("default", "concurrent.dev/node=train")
+        .is_empty()
+    {
         assert!(Instant::now() < deadline, "the train pods were not deleted");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -129,7 +205,9 @@ fn a_killed_agent_restarts_and_adopts_its_pods_without_running_a_step_twice() {
     stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "k8s-restart", "cluster": "k8s-restart"}));
     stack.wait_until(&id, Duration::from_secs(120), "train pods running", |r| {
-        r["nodes"][1]["instances"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
+        r["nodes"][1]["instances"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
     });
     agent.signal(libc::SIGKILL);
     agent.wait_exit(Duration::from_secs(5));
@@ -137,11 +215,22 @@ fn a_killed_agent_restarts_and_adopts_its_pods_without_running_a_step_twice() {
     let run = stack.wait_run(&id, Duration::from_secs(180));
     assert_eq!(run["status"], "succeeded", "{run:#}");
     for i in 0..2 {
-        assert_eq!(run["nodes"][1]["instances"][i]["attempts"].as_array().unwrap().len(), 1, "no second attempt");
+        assert_eq!(
+            run["nodes"][1]["instances"][i]["attempts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "no second attempt"
+        );
     }
     for p in server.pods("default", "concurrent.dev/cluster=k8s-restart") {
         let name = p["metadata"]["name"].as_str().unwrap();
-        assert_eq!(server.creations("default", name), 1, "{name} was created once");
+        assert_eq!(
+            server.creations("default", name),
+            1,
+            "{name} was created once"
+        );
     }
 }
 
@@ -156,24 +245,53 @@ fn a_lost_lease_deletes_the_orphaned_pod_and_the_retry_runs_in_a_new_one() {
     t["nodes"][1]["retries"] = json!({"limit": 1, "backoffSeconds": 1});
     stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "k8s-lost", "cluster": "k8s-lost"}));
-    stack.wait_until(&id, Duration::from_secs(120), "train running", |r| r["nodes"][1]["instances"][0]["state"] == "running");
+    stack.wait_until(&id, Duration::from_secs(120), "train running", |r| {
+        r["nodes"][1]["instances"][0]["state"] == "running"
+    });
     // Let the agent confirm the lease with a heartbeat (every 2 s here); an unconfirmed lease
     // would go back to the queue uncounted instead, and its pod be adopted.
     std::thread::sleep(Duration::from_secs(3));
     agent.signal(libc::SIGKILL);
     agent.wait_exit(Duration::from_secs(5));
     // Longer than the 6 s lease TTL: the attempt fails as "lease expired".
-    stack.wait_until(&id, Duration::from_secs(30), "lease expiry", |r| r["nodes"][1]["instances"][0]["attempts"].as_array().unwrap().len() == 2);
-    let orphan = server.pods("default", "concurrent.dev/attempt=1,concurrent.dev/node=train");
-    assert_eq!(orphan.len(), 1, "the first pod is still there while no agent runs");
+    stack.wait_until(&id, Duration::from_secs(30), "lease expiry", |r| {
+        r["nodes"][1]["instances"][0]["attempts"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    let orphan = server.pods(
+        "default",
+        "concurrent.dev/attempt=1,concurrent.dev/node=train",
+    );
+    assert_eq!(
+        orphan.len(),
+        1,
+        "the first pod is still there while no agent runs"
+    );
     let _restarted = kube_agent(stack, &server, "k8s-lost");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !server.pods("default", "concurrent.dev/attempt=1,concurrent.dev/node=train").is_empty() {
-        assert!(Instant::now() < deadline, "the orphaned pod of the lost lease was not deleted");
+    while !server
+        .pods(
+            "default",
+            "concurrent.dev/attempt=1,concurrent.dev/node=train",
+        )
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned pod of the lost lease was not deleted"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let run = stack.wait_run(&id, Duration::from_secs(180));
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    let attempts = run["nodes"][1]["instances"][0]["attempts"].as_array().unwrap();
-    assert!(attempts[0]["error"].as_str().unwrap().contains("lease expired"));
+    let attempts = run["nodes"][1]["instances"][0]["attempts"]
+        .as_array()
+        .unwrap();
+    assert!(attempts[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("lease expired"));
 }

@@ -11,21 +11,30 @@ use serde::Deserialize;
 use serde_json::Value;
 
 fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
-    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{} does not decode: {e}", doc["kind"]));
+    let typed: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{} does not decode: {e}", doc["kind"]));
     let back = serde_json::to_value(&typed).unwrap();
     // stringData is write-only in the API; compare everything else.
     let mut expected = doc.clone();
     expected.as_object_mut().unwrap().remove("stringData");
     let mut got = back;
     got.as_object_mut().unwrap().remove("stringData");
-    assert_eq!(normalize(&got), normalize(&expected), "{} lost or changed fields on a round trip", doc["kind"]);
+    assert_eq!(
+        normalize(&got),
+        normalize(&expected),
+        "{} lost or changed fields on a round trip",
+        doc["kind"]
+    );
 }
 
 /// Drops empty objects and arrays that serialization adds or omits.
 fn normalize(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().map(|(k, v)| (k.clone(), normalize(v))).filter(|(_, v)| !matches!(v, Value::Object(o) if o.is_empty())).collect(),
+            m.iter()
+                .map(|(k, v)| (k.clone(), normalize(v)))
+                .filter(|(_, v)| !matches!(v, Value::Object(o) if o.is_empty()))
+                .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
         v => v.clone(),
@@ -34,12 +43,21 @@ fn normalize(v: &Value) -> Value {
 
 #[test]
 fn the_manifests_are_valid_kubernetes_objects() {
-    let out = Command::new("kubectl").args(["kustomize"]).arg(root().join("deploy/kubernetes")).output().expect("kubectl is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root().join("deploy/kubernetes"))
+        .output()
+        .expect("kubectl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut kinds = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let doc: Value = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
+        let doc: Value =
+            serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
         let kind = doc["kind"].as_str().unwrap().to_string();
         match kind.as_str() {
             "Namespace" => strict::<Namespace>(&doc),
@@ -53,6 +71,20 @@ fn the_manifests_are_valid_kubernetes_objects() {
         kinds.push(kind);
     }
     kinds.sort();
-    assert_eq!(kinds, ["Deployment", "Namespace", "Role", "RoleBinding", "Secret", "ServiceAccount", "ServiceAccount"]);
-    assert!(!text.contains("clusterrole") && !text.contains("ClusterRole"), "least privilege: namespaced Role only");
+    assert_eq!(
+        kinds,
+        [
+            "Deployment",
+            "Namespace",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "ServiceAccount",
+            "ServiceAccount"
+        ]
+    );
+    assert!(
+        !text.contains("clusterrole") && !text.contains("ClusterRole"),
+        "least privilege: namespaced Role only"
+    );
 }

@@ -17,7 +17,11 @@ fn chromedriver() -> (Service, u16) {
     (driver, port)
 }
 
-async fn wait_for(client: &fantoccini::Client, css: &str, timeout: Duration) -> fantoccini::elements::Element {
+async fn wait_for(
+    client: &fantoccini::Client,
+    css: &str,
+    timeout: Duration,
+) -> fantoccini::elements::Element {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(e) = client.find(Locator::Css(css)).await {
@@ -25,7 +29,10 @@ async fn wait_for(client: &fantoccini::Client, css: &str, timeout: Duration) -> 
         }
         if Instant::now() > deadline {
             let html = client.source().await.unwrap_or_default();
-            panic!("{css} did not appear within {timeout:?}; page:\n{}", &html[..html.len().min(3000)]);
+            panic!(
+                "{css} did not appear within {timeout:?}; page:\n{}",
+                &html[..html.len().min(3000)]
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -37,7 +44,10 @@ fn the_dags_tab_appears_in_the_mlflow_ui_and_mounts_the_app() {
     stack.put_template(&concurrent_tests::example_template("tab-pipeline", 1));
     let (_driver, port) = chromedriver();
     let profile = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let caps = json!({"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

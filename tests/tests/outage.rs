@@ -15,8 +15,14 @@ fn an_mlflow_outage_delays_a_run_without_losing_or_doubling_anything() {
     let id = stack.start_run(&json!({"template": "outage-pipeline", "cluster": "outage"}));
     std::thread::sleep(Duration::from_secs(8));
     let (status, run) = stack.api("GET", &format!("/api/v1/runs/{id}"), None);
-    assert_eq!(status, 200, "the run is readable while MLflow is down: {run}");
-    assert_eq!(run["status"], "pending", "it waits for its MLflow parent run: {run:#}");
+    assert_eq!(
+        status, 200,
+        "the run is readable while MLflow is down: {run}"
+    );
+    assert_eq!(
+        run["status"], "pending",
+        "it waits for its MLflow parent run: {run:#}"
+    );
 
     stack.start_mlflow();
     let run = stack.wait_run(&id, Duration::from_secs(240));
@@ -29,7 +35,21 @@ fn an_mlflow_outage_delays_a_run_without_losing_or_doubling_anything() {
         Some(&json!({"experiment_ids": [experiment], "filter": format!("tags.`concurrent.run_id` = '{id}'"), "max_results": 100})),
     );
     let all = parents["runs"].as_array().unwrap();
-    let parent_count = all.iter().filter(|r| !r["data"]["tags"].as_array().unwrap().iter().any(|t| t["key"] == "mlflow.parentRunId")).count();
+    let parent_count = all
+        .iter()
+        .filter(|r| {
+            !r["data"]["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["key"] == "mlflow.parentRunId")
+        })
+        .count();
     assert_eq!(parent_count, 1, "one parent run");
-    assert_eq!(all.len(), 4, "the parent and three child runs, none twice: {}", all.len());
+    assert_eq!(
+        all.len(),
+        4,
+        "the parent and three child runs, none twice: {}",
+        all.len()
+    );
 }

@@ -10,11 +10,19 @@ use serde_json::Value;
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["tags"].as_array()?.iter().find(|t| t["key"] == key).and_then(|t| t["value"].as_str())
+    run["data"]["tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)
+        .and_then(|t| t["value"].as_str())
 }
 
 fn param<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["params"].as_array()?.iter().find(|t| t["key"] == key).and_then(|t| t["value"].as_str())
+    run["data"]["params"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)
+        .and_then(|t| t["value"].as_str())
 }
 
 fn children(stack: &Stack, experiment_id: &str, parent: &str) -> Vec<Value> {
@@ -37,10 +45,16 @@ fn a_two_node_dag_runs_end_to_end_and_mlflow_records_every_step() {
     let (status, stored) = stack.api("GET", "/api/v1/templates/slice-pipeline", None);
     assert_eq!(status, 200);
     let parse = |v: &Value| serde_json::from_value::<concurrent_core::Template>(v.clone()).unwrap();
-    assert_eq!(parse(&stored["template"]), parse(&template), "stored as sent (defaults filled in)");
+    assert_eq!(
+        parse(&stored["template"]),
+        parse(&template),
+        "stored as sent (defaults filled in)"
+    );
 
     // 2. A run creates the MLflow experiment and parent run, then the steps run.
-    let id = stack.start_run(&json!({"template": "slice-pipeline", "cluster": "slice", "parameters": {"parts": "5"}}));
+    let id = stack.start_run(
+        &json!({"template": "slice-pipeline", "cluster": "slice", "parameters": {"parts": "5"}}),
+    );
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded", "{run:#}");
 
@@ -51,20 +65,45 @@ fn a_two_node_dag_runs_end_to_end_and_mlflow_records_every_step() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["inputs"]["data"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect())
+        .map(|i| {
+            i["inputs"]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["path"].as_str().unwrap().to_string())
+                .collect()
+        })
         .collect();
     assert_eq!(slices.len(), 2);
     let all: BTreeSet<String> = slices.iter().flatten().cloned().collect();
-    assert_eq!(all, (0..5).map(|i| format!("part-{i}.csv")).collect(), "every part file goes to exactly one instance");
+    assert_eq!(
+        all,
+        (0..5).map(|i| format!("part-{i}.csv")).collect(),
+        "every part file goes to exactly one instance"
+    );
     assert_eq!(slices[0].len() + slices[1].len(), 5);
-    assert!(slices[0].len().abs_diff(slices[1].len()) <= 1, "balanced: {slices:?}");
+    assert!(
+        slices[0].len().abs_diff(slices[1].len()) <= 1,
+        "balanced: {slices:?}"
+    );
 
     // 4. In MLflow: the parent run and three child runs, with statuses, tags, params, artifacts.
     let mlflow = &run["mlflow"];
-    let (experiment_id, parent_id) = (mlflow["experimentId"].as_str().unwrap(), mlflow["runId"].as_str().unwrap());
-    let experiment = stack.mlflow_api("GET", &format!("experiments/get?experiment_id={experiment_id}"), None);
-    assert_eq!(experiment["experiment"]["name"], "concurrent/slice-pipeline");
-    let parent = stack.mlflow_api("GET", &format!("runs/get?run_id={parent_id}"), None)["run"].clone();
+    let (experiment_id, parent_id) = (
+        mlflow["experimentId"].as_str().unwrap(),
+        mlflow["runId"].as_str().unwrap(),
+    );
+    let experiment = stack.mlflow_api(
+        "GET",
+        &format!("experiments/get?experiment_id={experiment_id}"),
+        None,
+    );
+    assert_eq!(
+        experiment["experiment"]["name"],
+        "concurrent/slice-pipeline"
+    );
+    let parent =
+        stack.mlflow_api("GET", &format!("runs/get?run_id={parent_id}"), None)["run"].clone();
     assert_eq!(parent["info"]["status"], "FINISHED");
     assert_eq!(tag(&parent, "concurrent.run_id"), Some(id.as_str()));
     assert_eq!(tag(&parent, "concurrent.template_version"), Some("1"));
@@ -79,18 +118,39 @@ fn a_two_node_dag_runs_end_to_end_and_mlflow_records_every_step() {
         let instance: usize = tag(kid, "concurrent.instance").unwrap().parse().unwrap();
         assert_eq!(tag(kid, "concurrent.attempt"), Some("1"));
         assert!(tag(kid, "concurrent.partition").is_some());
-        assert!(stack.artifact(kid, "logs/step.log").contains("mlflow"), "the step log is an artifact");
+        assert!(
+            stack.artifact(kid, "logs/step.log").contains("mlflow"),
+            "the step log is an artifact"
+        );
         if node == "prepare" {
-            assert_eq!(param(kid, "parts"), Some("5"), "the resolved project parameters are logged");
-            assert!(stack.artifact(kid, "outputs/part-4.csv").starts_with("sepal_length"));
+            assert_eq!(
+                param(kid, "parts"),
+                Some("5"),
+                "the resolved project parameters are logged"
+            );
+            assert!(stack
+                .artifact(kid, "outputs/part-4.csv")
+                .starts_with("sepal_length"));
         } else {
             assert_eq!(node, "train");
             // The step itself wrote the names of the files it read: exactly its own partition.
-            let seen: BTreeSet<String> = stack.artifact(kid, "outputs/seen_files.txt").lines().map(str::to_string).collect();
-            assert_eq!(seen, slices[instance], "train[{instance}] saw exactly its own partition");
+            let seen: BTreeSet<String> = stack
+                .artifact(kid, "outputs/seen_files.txt")
+                .lines()
+                .map(str::to_string)
+                .collect();
+            assert_eq!(
+                seen, slices[instance],
+                "train[{instance}] saw exactly its own partition"
+            );
             // The metric the user's code logged lands in the pre-created child run.
             let metrics = kid["data"]["metrics"].as_array().unwrap();
-            assert!(metrics.iter().any(|m| m["key"] == "files" && m["value"].as_f64() == Some(seen.len() as f64)), "{metrics:?}");
+            assert!(
+                metrics
+                    .iter()
+                    .any(|m| m["key"] == "files" && m["value"].as_f64() == Some(seen.len() as f64)),
+                "{metrics:?}"
+            );
             seen_by_instance.push(instance);
         }
     }
@@ -114,14 +174,37 @@ fn a_failing_step_fails_the_run_with_its_error_and_nothing_hangs() {
     assert_eq!(run["status"], "failed", "{run:#}");
     let error = run["error"].as_str().unwrap();
     assert!(error.contains("node \"train\""), "{error}");
-    assert!(error.contains("failing on purpose"), "the step's own message reaches the API: {error}");
+    assert!(
+        error.contains("failing on purpose"),
+        "the step's own message reaches the API: {error}"
+    );
     // Fail-fast: the first instance to fail ends the run; the other one is failed or cancelled.
-    let attempts: Vec<&Value> = run["nodes"][1]["instances"].as_array().unwrap().iter().map(|i| &i["attempts"][0]).collect();
+    let attempts: Vec<&Value> = run["nodes"][1]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["attempts"][0])
+        .collect();
     let failed: Vec<&&Value> = attempts.iter().filter(|a| a["state"] == "failed").collect();
     assert!(!failed.is_empty(), "{attempts:?}");
-    assert!(failed[0]["error"].as_str().unwrap().contains("exit code"), "{attempts:?}");
-    assert!(attempts.iter().all(|a| a["state"] == "failed" || a["state"] == "cancelled"), "{attempts:?}");
-    let parent = stack.mlflow_api("GET", &format!("runs/get?run_id={}", run["mlflow"]["runId"].as_str().unwrap()), None);
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("exit code"),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["state"] == "failed" || a["state"] == "cancelled"),
+        "{attempts:?}"
+    );
+    let parent = stack.mlflow_api(
+        "GET",
+        &format!(
+            "runs/get?run_id={}",
+            run["mlflow"]["runId"].as_str().unwrap()
+        ),
+        None,
+    );
     assert_eq!(parent["run"]["info"]["status"], "FAILED");
 }
 
@@ -135,8 +218,21 @@ fn invalid_templates_are_refused_with_every_problem() {
     let (status, body) = stack.api("PUT", "/api/v1/templates/broken", Some(&t));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_template");
-    let paths: Vec<&str> = body["error"]["details"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, vec!["/nodes/1/instances", "/edges/0/to", "/edges/0/partition/mode"], "{body:#}");
+    let paths: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/nodes/1/instances",
+            "/edges/0/to",
+            "/edges/0/partition/mode"
+        ],
+        "{body:#}"
+    );
     // Nothing was stored.
     assert_eq!(stack.api("GET", "/api/v1/templates/broken", None).0, 404);
     // A draft may be saved, but not run.
@@ -147,7 +243,12 @@ fn invalid_templates_are_refused_with_every_problem() {
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"]["details"].as_array().unwrap().len(), 3);
     // Malformed JSON names the place.
-    let (status, body) = stack.api_with("PUT", "/api/v1/templates/x", None, &[("Content-Type", "application/json")]);
+    let (status, body) = stack.api_with(
+        "PUT",
+        "/api/v1/templates/x",
+        None,
+        &[("Content-Type", "application/json")],
+    );
     assert_eq!(status, 400, "{body}");
 }
 
@@ -158,13 +259,37 @@ fn concurrent_saves_conflict_instead_of_losing_an_update() {
     let (status, _) = stack.api("PUT", "/api/v1/templates/versioned", Some(&t));
     assert_eq!(status, 201);
     let (status, body) = stack.api("PUT", "/api/v1/templates/versioned", Some(&t));
-    assert_eq!(status, 409, "a second create without If-Match conflicts: {body}");
-    let (status, _) = stack.api_with("PUT", "/api/v1/templates/versioned", Some(&t), &[("If-Match", "1")]);
+    assert_eq!(
+        status, 409,
+        "a second create without If-Match conflicts: {body}"
+    );
+    let (status, _) = stack.api_with(
+        "PUT",
+        "/api/v1/templates/versioned",
+        Some(&t),
+        &[("If-Match", "1")],
+    );
     assert_eq!(status, 201);
-    let (status, body) = stack.api_with("PUT", "/api/v1/templates/versioned", Some(&t), &[("If-Match", "1")]);
+    let (status, body) = stack.api_with(
+        "PUT",
+        "/api/v1/templates/versioned",
+        Some(&t),
+        &[("If-Match", "1")],
+    );
     assert_eq!(status, 409, "a stale If-Match conflicts: {body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("version 2"), "{body}");
-    let (status, _) = stack.api_with("PUT", "/api/v1/templates/versioned", Some(&t), &[("If-Match", "*")]);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 2"),
+        "{body}"
+    );
+    let (status, _) = stack.api_with(
+        "PUT",
+        "/api/v1/templates/versioned",
+        Some(&t),
+        &[("If-Match", "*")],
+    );
     assert_eq!(status, 201, "If-Match: * saves over any version");
     let (_, versions) = stack.api("GET", "/api/v1/templates/versioned/versions", None);
     assert_eq!(versions.as_array().unwrap().len(), 3);
@@ -174,10 +299,26 @@ fn concurrent_saves_conflict_instead_of_losing_an_update() {
 fn every_endpoint_needs_credentials() {
     let stack = Stack::shared();
     let client = reqwest::blocking::Client::new();
-    for (method, path) in [("GET", "/api/v1/templates"), ("POST", "/api/v1/runs"), ("POST", "/api/v1/agents/local/lease"), ("GET", "/")] {
-        let resp = client.request(method.parse().unwrap(), format!("{}{path}", stack.edge_url)).send().unwrap();
+    for (method, path) in [
+        ("GET", "/api/v1/templates"),
+        ("POST", "/api/v1/runs"),
+        ("POST", "/api/v1/agents/local/lease"),
+        ("GET", "/"),
+    ] {
+        let resp = client
+            .request(method.parse().unwrap(), format!("{}{path}", stack.edge_url))
+            .send()
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 401, "{method} {path}");
-        let resp = client.request(method.parse().unwrap(), format!("{}{path}", stack.edge_url)).bearer_auth("wrong").send().unwrap();
-        assert_eq!(resp.status().as_u16(), 401, "{method} {path} with a wrong token");
+        let resp = client
+            .request(method.parse().unwrap(), format!("{}{path}", stack.edge_url))
+            .bearer_auth("wrong")
+            .send()
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            401,
+            "{method} {path} with a wrong token"
+        );
     }
 }

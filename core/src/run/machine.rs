@@ -21,24 +21,60 @@ pub enum Event {
     /// The MLflow experiment and parent run exist.
     ParentRunCreated(MlflowRef),
     /// The MLflow child run of an attempt exists.
-    ChildRunCreated { node: String, instance: u32, attempt: u32, run_id: String },
+    ChildRunCreated {
+        node: String,
+        instance: u32,
+        attempt: u32,
+        run_id: String,
+    },
     /// The cluster queue holds the attempt's work item.
-    Enqueued { node: String, instance: u32, attempt: u32 },
+    Enqueued {
+        node: String,
+        instance: u32,
+        attempt: u32,
+    },
     /// The cluster queue dropped (or flagged for killing) a cancelled attempt's work item.
-    Withdrawn { node: String, instance: u32, attempt: u32 },
+    Withdrawn {
+        node: String,
+        instance: u32,
+        attempt: u32,
+    },
     /// An attempt's MLflow run shows its final status.
-    AttemptRunClosed { node: String, instance: u32, attempt: u32 },
+    AttemptRunClosed {
+        node: String,
+        instance: u32,
+        attempt: u32,
+    },
     /// The MLflow parent run shows this status.
     ParentRunSynced { status: RunStatus },
     /// An agent leased the attempt.
-    Leased { node: String, instance: u32, attempt: u32, agent: String },
+    Leased {
+        node: String,
+        instance: u32,
+        attempt: u32,
+        agent: String,
+    },
     /// The lease ended before its agent confirmed it with a heartbeat (the agent died while its
     /// long-poll was answered): nothing ran, so the attempt waits in the queue again, uncounted.
-    Requeued { node: String, instance: u32, attempt: u32 },
+    Requeued {
+        node: String,
+        instance: u32,
+        attempt: u32,
+    },
     /// The agent sent the last lines of a running attempt's log.
-    LogTail { node: String, instance: u32, attempt: u32, tail: String },
+    LogTail {
+        node: String,
+        instance: u32,
+        attempt: u32,
+        tail: String,
+    },
     /// The attempt ended (reported by its agent, or by the queue when its lease expired).
-    Finished { node: String, instance: u32, attempt: u32, outcome: Outcome },
+    Finished {
+        node: String,
+        instance: u32,
+        attempt: u32,
+        outcome: Outcome,
+    },
     /// A user cancelled the run.
     Cancel { reason: String },
     /// A user repairs an ended run.
@@ -52,7 +88,12 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Find or create the experiment, then create the parent run. → [`Event::ParentRunCreated`]
-    CreateParentRun { experiment_name: String, run_name: String, tags: Vec<(String, String)>, params: Vec<(String, String)> },
+    CreateParentRun {
+        experiment_name: String,
+        run_name: String,
+        tags: Vec<(String, String)>,
+        params: Vec<(String, String)>,
+    },
     /// Create an attempt's child run. → [`Event::ChildRunCreated`]
     CreateChildRun {
         node: String,
@@ -66,12 +107,29 @@ pub enum Effect {
     /// Put a work item into its cluster's queue (idempotent by item id). → [`Event::Enqueued`]
     Enqueue(Box<WorkItem>),
     /// Drop a queued item, or flag a leased one so its agent kills it. → [`Event::Withdrawn`]
-    Withdraw { cluster: String, item_id: String, node: String, instance: u32, attempt: u32 },
+    Withdraw {
+        cluster: String,
+        item_id: String,
+        node: String,
+        instance: u32,
+        attempt: u32,
+    },
     /// Set an attempt's MLflow run to its final status. → [`Event::AttemptRunClosed`]
-    CloseAttemptRun { node: String, instance: u32, attempt: u32, run_id: String, status: &'static str, end_time: u64 },
+    CloseAttemptRun {
+        node: String,
+        instance: u32,
+        attempt: u32,
+        run_id: String,
+        status: &'static str,
+        end_time: u64,
+    },
     /// Set the parent run's status: final when the run ended, RUNNING again after a repair.
     /// → [`Event::ParentRunSynced`]
-    SyncParentRun { run_id: String, status: RunStatus, end_time: Option<u64> },
+    SyncParentRun {
+        run_id: String,
+        status: RunStatus,
+        end_time: Option<u64>,
+    },
     /// Call [`reconcile`] again with an [`Event::Tick`] at this time (a retry is due).
     WakeAt(u64),
 }
@@ -110,12 +168,20 @@ pub fn start(
     if !problems.is_empty() {
         return Err(StartError::InvalidTemplate(problems));
     }
-    let declared: Vec<&str> = template.parameters.iter().map(|p| p.name.as_str()).collect();
+    let declared: Vec<&str> = template
+        .parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     if let Some(unknown) = overrides.keys().find(|k| !declared.contains(&k.as_str())) {
         return Err(StartError::BadParameters(format!(
             "parameter {unknown:?} is not declared by template {:?} (declared: {})",
             template.name,
-            if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+            if declared.is_empty() {
+                "none".to_string()
+            } else {
+                declared.join(", ")
+            }
         )));
     }
     let mut parameters = BTreeMap::new();
@@ -135,7 +201,12 @@ pub fn start(
     let nodes = template
         .nodes
         .iter()
-        .map(|n| NodeRun { id: n.id.clone(), instances: Vec::new(), unmatched_inputs: Vec::new(), error: None })
+        .map(|n| NodeRun {
+            id: n.id.clone(),
+            instances: Vec::new(),
+            unmatched_inputs: Vec::new(),
+            error: None,
+        })
         .collect();
     let mut run = RunState {
         id,
@@ -172,11 +243,18 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 run.status = RunStatus::Running;
             }
         }
-        Event::ChildRunCreated { node, instance, attempt, run_id } => {
+        Event::ChildRunCreated {
+            node,
+            instance,
+            attempt,
+            run_id,
+        } => {
             let a = attempt_mut(run, &node, instance, attempt)?;
             match &a.mlflow_run_id {
                 Some(existing) if *existing != run_id => {
-                    return Err(Rejected(format!("attempt already has MLflow run {existing}")))
+                    return Err(Rejected(format!(
+                        "attempt already has MLflow run {existing}"
+                    )))
                 }
                 _ => a.mlflow_run_id = Some(run_id),
             }
@@ -184,13 +262,32 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 a.state = AttemptState::Queued;
             }
         }
-        Event::Enqueued { node, instance, attempt } => attempt_mut(run, &node, instance, attempt)?.enqueued = true,
-        Event::Withdrawn { node, instance, attempt } => attempt_mut(run, &node, instance, attempt)?.withdrawn = true,
+        Event::Enqueued {
+            node,
+            instance,
+            attempt,
+        } => attempt_mut(run, &node, instance, attempt)?.enqueued = true,
+        Event::Withdrawn {
+            node,
+            instance,
+            attempt,
+        } => attempt_mut(run, &node, instance, attempt)?.withdrawn = true,
         Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
-        Event::AttemptRunClosed { node, instance, attempt } => attempt_mut(run, &node, instance, attempt)?.mlflow_closed = true,
-        Event::Leased { node, instance, attempt, agent } => {
+        Event::AttemptRunClosed {
+            node,
+            instance,
+            attempt,
+        } => attempt_mut(run, &node, instance, attempt)?.mlflow_closed = true,
+        Event::Leased {
+            node,
+            instance,
+            attempt,
+            agent,
+        } => {
             let inst = current_instance_mut(run, &node, instance, attempt)?;
-            let a = inst.current_mut().expect("current_instance_mut checked the attempt");
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
             match a.state {
                 AttemptState::Queued => {
                     a.state = AttemptState::Running;
@@ -199,33 +296,67 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                     inst.state = InstanceState::Running;
                 }
                 AttemptState::Running if a.agent.as_deref() == Some(agent.as_str()) => {}
-                s => return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is {s:?}, not queued"))),
+                s => {
+                    return Err(Rejected(format!(
+                        "attempt {attempt} of {node}[{instance}] is {s:?}, not queued"
+                    )))
+                }
             }
         }
-        Event::LogTail { node, instance, attempt, tail } => {
+        Event::LogTail {
+            node,
+            instance,
+            attempt,
+            tail,
+        } => {
             let a = attempt_mut(run, &node, instance, attempt)?;
             if a.state != AttemptState::Running {
-                return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is not running")));
+                return Err(Rejected(format!(
+                    "attempt {attempt} of {node}[{instance}] is not running"
+                )));
             }
             a.log_tail = Some(tail);
         }
-        Event::Requeued { node, instance, attempt } => {
+        Event::Requeued {
+            node,
+            instance,
+            attempt,
+        } => {
             let inst = current_instance_mut(run, &node, instance, attempt)?;
-            let a = inst.current_mut().expect("current_instance_mut checked the attempt");
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
             if a.state != AttemptState::Running {
-                return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is {:?}, not running", a.state)));
+                return Err(Rejected(format!(
+                    "attempt {attempt} of {node}[{instance}] is {:?}, not running",
+                    a.state
+                )));
             }
             a.state = AttemptState::Queued;
             a.agent = None;
             a.started_at = None;
             inst.state = InstanceState::Queued;
         }
-        Event::Finished { node, instance, attempt, outcome } => {
-            let retries = run.template.node(&node).map(|n| n.retries.clone()).unwrap_or_default();
+        Event::Finished {
+            node,
+            instance,
+            attempt,
+            outcome,
+        } => {
+            let retries = run
+                .template
+                .node(&node)
+                .map(|n| n.retries.clone())
+                .unwrap_or_default();
             let inst = current_instance_mut(run, &node, instance, attempt)?;
-            let a = inst.current_mut().expect("current_instance_mut checked the attempt");
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
             if a.state.is_terminal() || a.state == AttemptState::Creating {
-                return Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is already {:?}", a.state)));
+                return Err(Rejected(format!(
+                    "attempt {attempt} of {node}[{instance}] is already {:?}",
+                    a.state
+                )));
             }
             a.ended_at = Some(now);
             a.started_at.get_or_insert(now);
@@ -235,7 +366,9 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
             let outcome = match outcome {
                 Outcome::Succeeded { outputs } => {
                     match outputs.iter().find_map(|o| relative_path_problem(&o.path)) {
-                        Some(why) => Outcome::Failed { error: format!("the step reported an unsafe output path: {why}") },
+                        Some(why) => Outcome::Failed {
+                            error: format!("the step reported an unsafe output path: {why}"),
+                        },
                         None => Outcome::Succeeded { outputs },
                     }
                 }
@@ -248,7 +381,9 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                     inst.outputs = outputs
                         .into_iter()
                         .map(|o| ArtifactFile {
-                            artifact_path: o.artifact_path.unwrap_or_else(|| format!("{OUTPUTS_DIR}/{}", o.path)),
+                            artifact_path: o
+                                .artifact_path
+                                .unwrap_or_else(|| format!("{OUTPUTS_DIR}/{}", o.path)),
                             run_id: o.run_id.unwrap_or_else(|| own_run.clone()),
                             path: o.path,
                             size: o.size,
@@ -260,7 +395,8 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                     a.error = Some(error);
                     if inst.attempts.len() as u32 - inst.repair_base <= retries.limit {
                         inst.state = InstanceState::Retrying;
-                        inst.retry_at = Some(now + retries.delay_ms(inst.attempts.len() as u32 + 1));
+                        inst.retry_at =
+                            Some(now + retries.delay_ms(inst.attempts.len() as u32 + 1));
                     } else {
                         inst.state = InstanceState::Failed;
                     }
@@ -275,7 +411,11 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
         }
         Event::Repair { repair, by } => {
             repair_run(run, &repair)?;
-            run.repairs.push(RepairRecord { repair, at: now, by });
+            run.repairs.push(RepairRecord {
+                repair,
+                at: now,
+                by,
+            });
         }
         Event::Tick => {}
     }
@@ -301,22 +441,28 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
             let Some(a) = inst.current() else { continue };
             let key = (node.id.clone(), inst.index, a.number);
             match (a.state, &a.mlflow_run_id) {
-                (AttemptState::Creating, None) => effects.push(child_run_effect(run, mlflow, &node.id, inst, a)),
-                (AttemptState::Queued, Some(_)) if !a.enqueued => {
-                    effects.push(Effect::Enqueue(Box::new(work_item(run, mlflow, &node.id, inst, a))))
+                (AttemptState::Creating, None) => {
+                    effects.push(child_run_effect(run, mlflow, &node.id, inst, a))
                 }
-                (AttemptState::Cancelled, _) if a.enqueued && !a.withdrawn => effects.push(Effect::Withdraw {
-                    cluster: run.cluster_of(&node.id).to_string(),
-                    item_id: work_item_id(&run.id, &key.0, key.1, key.2),
-                    node: key.0.clone(),
-                    instance: key.1,
-                    attempt: key.2,
-                }),
+                (AttemptState::Queued, Some(_)) if !a.enqueued => effects.push(Effect::Enqueue(
+                    Box::new(work_item(run, mlflow, &node.id, inst, a)),
+                )),
+                (AttemptState::Cancelled, _) if a.enqueued && !a.withdrawn => {
+                    effects.push(Effect::Withdraw {
+                        cluster: run.cluster_of(&node.id).to_string(),
+                        item_id: work_item_id(&run.id, &key.0, key.1, key.2),
+                        node: key.0.clone(),
+                        instance: key.1,
+                        attempt: key.2,
+                    })
+                }
                 _ => {}
             }
             // Earlier attempts too: a retry may start before its predecessor's run is closed.
             for a in &inst.attempts {
-                if let (true, Some(run_id), false) = (a.state.is_terminal(), &a.mlflow_run_id, a.mlflow_closed) {
+                if let (true, Some(run_id), false) =
+                    (a.state.is_terminal(), &a.mlflow_run_id, a.mlflow_closed)
+                {
                     effects.push(Effect::CloseAttemptRun {
                         node: node.id.clone(),
                         instance: inst.index,
@@ -333,7 +479,11 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
         let terminal = run.status.is_terminal();
         effects.push(Effect::SyncParentRun {
             run_id: mlflow.run_id.clone(),
-            status: if terminal { run.status } else { RunStatus::Running },
+            status: if terminal {
+                run.status
+            } else {
+                RunStatus::Running
+            },
             end_time: terminal.then(|| run.ended_at.unwrap_or(now)),
         });
     }
@@ -362,7 +512,10 @@ fn advance(run: &mut RunState, now: u64) {
         let ready: Vec<usize> = (0..run.nodes.len())
             .filter(|&i| {
                 let n = &run.nodes[i];
-                let unplanned = n.instances.is_empty() || n.instances.iter().any(|x| x.state == InstanceState::Waiting);
+                let unplanned = n.instances.is_empty()
+                    || n.instances
+                        .iter()
+                        .any(|x| x.state == InstanceState::Waiting);
                 unplanned && n.error.is_none() && upstream_done(run, i)
             })
             .collect();
@@ -396,7 +549,8 @@ fn advance(run: &mut RunState, now: u64) {
                                 inst.inputs = inputs;
                                 inst.state = InstanceState::Queued;
                                 inst.repair_base = inst.attempts.len() as u32;
-                                inst.attempts.push(new_attempt(inst.attempts.len() as u32 + 1, now));
+                                inst.attempts
+                                    .push(new_attempt(inst.attempts.len() as u32 + 1, now));
                             }
                         }
                     }
@@ -415,14 +569,29 @@ fn advance(run: &mut RunState, now: u64) {
         }
     }
     let failed = run.nodes.iter().find_map(|n| {
-        n.instances.iter().find(|i| i.state == InstanceState::Failed).map(|i| {
-            let why = i.current().and_then(|a| a.error.clone()).unwrap_or_default();
-            format!("node {:?} instance {} failed after {} attempt(s): {why}", n.id, i.index, i.attempts.len())
-        })
+        n.instances
+            .iter()
+            .find(|i| i.state == InstanceState::Failed)
+            .map(|i| {
+                let why = i
+                    .current()
+                    .and_then(|a| a.error.clone())
+                    .unwrap_or_default();
+                format!(
+                    "node {:?} instance {} failed after {} attempt(s): {why}",
+                    n.id,
+                    i.index,
+                    i.attempts.len()
+                )
+            })
     });
     if let Some(msg) = failed {
         end_run(run, RunStatus::Failed, msg, now);
-    } else if run.nodes.iter().all(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded)) {
+    } else if run
+        .nodes
+        .iter()
+        .all(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded))
+    {
         run.status = RunStatus::Succeeded;
         run.ended_at = Some(now);
     }
@@ -451,18 +620,31 @@ fn end_run(run: &mut RunState, status: RunStatus, reason: String, now: u64) {
 /// attempt) as soon as their upstream nodes have succeeded.
 fn repair_run(run: &mut RunState, repair: &Repair) -> Result<(), Rejected> {
     if !run.status.is_terminal() {
-        return Err(Rejected(format!("the run is still {:?}; wait for it to end or cancel it first", run.status).to_lowercase()));
+        return Err(Rejected(
+            format!(
+                "the run is still {:?}; wait for it to end or cancel it first",
+                run.status
+            )
+            .to_lowercase(),
+        ));
     }
     let rerun: Vec<String> = match repair {
         Repair::RetryFailed => {
             let failed: Vec<String> = run
                 .nodes
                 .iter()
-                .filter(|n| n.error.is_some() || n.instances.iter().any(|i| matches!(i.state, InstanceState::Failed | InstanceState::Cancelled)))
+                .filter(|n| {
+                    n.error.is_some()
+                        || n.instances.iter().any(|i| {
+                            matches!(i.state, InstanceState::Failed | InstanceState::Cancelled)
+                        })
+                })
                 .map(|n| n.id.clone())
                 .collect();
             if failed.is_empty() && run.nodes.iter().all(|n| !n.instances.is_empty()) {
-                return Err(Rejected("nothing failed or was cancelled; use rerun-from to run nodes again".into()));
+                return Err(Rejected(
+                    "nothing failed or was cancelled; use rerun-from to run nodes again".into(),
+                ));
             }
             failed
         }
@@ -477,14 +659,19 @@ fn repair_run(run: &mut RunState, repair: &Repair) -> Result<(), Rejected> {
     for node in run.nodes.iter_mut().filter(|n| rerun.contains(&n.id)) {
         node.error = None;
         for inst in &mut node.instances {
-            if everything || matches!(inst.state, InstanceState::Failed | InstanceState::Cancelled) {
+            if everything || matches!(inst.state, InstanceState::Failed | InstanceState::Cancelled)
+            {
                 inst.state = InstanceState::Waiting;
                 inst.outputs.clear();
                 inst.retry_at = None;
             }
         }
     }
-    run.status = if run.mlflow.is_some() { RunStatus::Running } else { RunStatus::Pending };
+    run.status = if run.mlflow.is_some() {
+        RunStatus::Running
+    } else {
+        RunStatus::Pending
+    };
     run.ended_at = None;
     run.error = None;
     Ok(())
@@ -507,36 +694,53 @@ fn downstream_of(t: &Template, node: &str) -> Vec<String> {
         found.sort();
         found.dedup();
     }
-    t.nodes.iter().filter(|n| found.contains(&n.id)).map(|n| n.id.clone()).collect()
+    t.nodes
+        .iter()
+        .filter(|n| found.contains(&n.id))
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 fn upstream_done(run: &RunState, i: usize) -> bool {
     let id = &run.nodes[i].id;
     run.template.incoming(id).all(|e| {
-        run.node(&e.from).is_some_and(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded))
+        run.node(&e.from)
+            .is_some_and(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded))
     })
 }
 
 type Inputs = BTreeMap<String, Vec<ArtifactFile>>;
 
 /// Plans node `i`'s partitions from its upstream nodes' outputs.
-fn plan_node(run: &RunState, i: usize) -> Result<(Vec<Inputs>, Vec<String>), crate::partition::PlanError> {
+fn plan_node(
+    run: &RunState,
+    i: usize,
+) -> Result<(Vec<Inputs>, Vec<String>), crate::partition::PlanError> {
     let node = &run.template.nodes[i];
     let n = node.instances.max(1) as usize;
     let mut per_instance: Vec<Inputs> = vec![BTreeMap::new(); n];
     let mut unmatched = Vec::new();
     for edge in run.template.incoming(&node.id) {
-        let upstream = run.node(&edge.from).expect("validated: edges name existing nodes");
+        let upstream = run
+            .node(&edge.from)
+            .expect("validated: edges name existing nodes");
         let count = upstream.instances.len() as u32;
         let files: Vec<ArtifactFile> = upstream
             .instances
             .iter()
             .flat_map(|inst| {
-                inst.outputs.iter().map(move |f| ArtifactFile { path: input_path(count, inst.index, &f.path), ..f.clone() })
+                inst.outputs.iter().map(move |f| ArtifactFile {
+                    path: input_path(count, inst.index, &f.path),
+                    ..f.clone()
+                })
             })
             .collect();
         let p = plan(&files, n as u32, &edge.partition)?;
-        unmatched.extend(p.unmatched.into_iter().map(|path| format!("{}/{path}", edge.input)));
+        unmatched.extend(
+            p.unmatched
+                .into_iter()
+                .map(|path| format!("{}/{path}", edge.input)),
+        );
         for (k, slice) in p.slices.into_iter().enumerate() {
             per_instance[k].insert(edge.input.clone(), slice);
         }
@@ -561,22 +765,39 @@ fn new_attempt(number: u32, now: u64) -> Attempt {
     }
 }
 
-fn attempt_mut<'a>(run: &'a mut RunState, node: &str, instance: u32, attempt: u32) -> Result<&'a mut Attempt, Rejected> {
+fn attempt_mut<'a>(
+    run: &'a mut RunState,
+    node: &str,
+    instance: u32,
+    attempt: u32,
+) -> Result<&'a mut Attempt, Rejected> {
     run.node_mut(node)
         .and_then(|n| n.instances.get_mut(instance as usize))
         .and_then(|i| i.attempts.get_mut(attempt.wrapping_sub(1) as usize))
-        .ok_or_else(|| Rejected(format!("run has no attempt {attempt} of {node}[{instance}]")))
+        .ok_or_else(|| {
+            Rejected(format!(
+                "run has no attempt {attempt} of {node}[{instance}]"
+            ))
+        })
 }
 
 /// The instance, if `attempt` is its current attempt.
-fn current_instance_mut<'a>(run: &'a mut RunState, node: &str, instance: u32, attempt: u32) -> Result<&'a mut Instance, Rejected> {
+fn current_instance_mut<'a>(
+    run: &'a mut RunState,
+    node: &str,
+    instance: u32,
+    attempt: u32,
+) -> Result<&'a mut Instance, Rejected> {
     let inst = run
         .node_mut(node)
         .and_then(|n| n.instances.get_mut(instance as usize))
         .ok_or_else(|| Rejected(format!("run has no instance {node}[{instance}]")))?;
     match inst.current() {
         Some(a) if a.number == attempt => Ok(inst),
-        Some(a) => Err(Rejected(format!("attempt {attempt} of {node}[{instance}] is stale; attempt {} replaced it", a.number))),
+        Some(a) => Err(Rejected(format!(
+            "attempt {attempt} of {node}[{instance}] is stale; attempt {} replaced it",
+            a.number
+        ))),
         None => Err(Rejected(format!("{node}[{instance}] has not started"))),
     }
 }
@@ -589,16 +810,35 @@ fn parent_run_effect(run: &RunState) -> Effect {
         tags: vec![
             ("concurrent.run_id".into(), run.id.clone()),
             ("concurrent.template".into(), t.name.clone()),
-            ("concurrent.template_version".into(), run.template_version.to_string()),
+            (
+                "concurrent.template_version".into(),
+                run.template_version.to_string(),
+            ),
             ("concurrent.cluster".into(), run.cluster.clone()),
-            ("mlflow.source.name".into(), format!("concurrent:{}", t.name)),
+            (
+                "mlflow.source.name".into(),
+                format!("concurrent:{}", t.name),
+            ),
         ],
-        params: run.parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        params: run
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
-fn child_run_effect(run: &RunState, mlflow: &MlflowRef, node_id: &str, inst: &Instance, a: &Attempt) -> Effect {
-    let node = run.template.node(node_id).expect("run nodes mirror template nodes");
+fn child_run_effect(
+    run: &RunState,
+    mlflow: &MlflowRef,
+    node_id: &str,
+    inst: &Instance,
+    a: &Attempt,
+) -> Effect {
+    let node = run
+        .template
+        .node(node_id)
+        .expect("run nodes mirror template nodes");
     let kind = resolve(&node.kind, &run.parameters);
     let mut tags = vec![
         ("mlflow.parentRunId".to_string(), mlflow.run_id.clone()),
@@ -607,15 +847,28 @@ fn child_run_effect(run: &RunState, mlflow: &MlflowRef, node_id: &str, inst: &In
         ("concurrent.node".into(), node_id.to_string()),
         ("concurrent.instance".into(), inst.index.to_string()),
         ("concurrent.attempt".into(), a.number.to_string()),
-        ("concurrent.partition".into(), format!("{}/{}", inst.index, node.instances)),
-        ("concurrent.input_files".into(), inst.inputs.values().map(Vec::len).sum::<usize>().to_string()),
+        (
+            "concurrent.partition".into(),
+            format!("{}/{}", inst.index, node.instances),
+        ),
+        (
+            "concurrent.input_files".into(),
+            inst.inputs
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                .to_string(),
+        ),
         ("concurrent.kind".into(), kind.tag().to_string()),
     ];
     let params = match &kind {
         NodeKind::Project(p) => {
             tags.push(("mlflow.source.name".into(), p.uri.clone()));
             tags.push(("mlflow.project.entryPoint".into(), p.entry_point.clone()));
-            p.parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            p.parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         }
         NodeKind::Inference(i) => vec![("model_uri".into(), i.model_uri.clone())],
         NodeKind::Input(_) => Vec::new(),
@@ -632,8 +885,17 @@ fn child_run_effect(run: &RunState, mlflow: &MlflowRef, node_id: &str, inst: &In
 }
 
 /// The work item of an attempt, with parameters substituted.
-fn work_item(run: &RunState, mlflow: &MlflowRef, node_id: &str, inst: &Instance, a: &Attempt) -> WorkItem {
-    let node = run.template.node(node_id).expect("run nodes mirror template nodes");
+fn work_item(
+    run: &RunState,
+    mlflow: &MlflowRef,
+    node_id: &str,
+    inst: &Instance,
+    a: &Attempt,
+) -> WorkItem {
+    let node = run
+        .template
+        .node(node_id)
+        .expect("run nodes mirror template nodes");
     WorkItem {
         id: work_item_id(&run.id, node_id, inst.index, a.number),
         run_id: run.id.clone(),
@@ -672,10 +934,16 @@ fn resolve(kind: &NodeKind, params: &BTreeMap<String, String>) -> NodeKind {
             p.uri = sub(&p.uri, params);
             p.version = opt(&p.version);
             p.sub_path = opt(&p.sub_path);
-            p.parameters = p.parameters.iter().map(|(k, v)| (k.clone(), sub(v, params))).collect();
+            p.parameters = p
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), sub(v, params)))
+                .collect();
             NodeKind::Project(p)
         }
-        NodeKind::Inference(i) => NodeKind::Inference(crate::template::InferenceSpec { model_uri: sub(&i.model_uri, params) }),
+        NodeKind::Inference(i) => NodeKind::Inference(crate::template::InferenceSpec {
+            model_uri: sub(&i.model_uri, params),
+        }),
         NodeKind::Input(i) => NodeKind::Input(crate::template::InputSpec {
             run_id: opt(&i.run_id),
             artifact_path: opt(&i.artifact_path),

@@ -10,4 +10,7 @@ mod machine;
 mod state;
 
 pub use machine::{apply, reconcile, start, Effect, Event, Rejected, StartError};
-pub use state::{Attempt, AttemptState, Instance, InstanceState, MlflowRef, NodeRun, Repair, RepairRecord, RunState, RunStatus};
+pub use state::{
+    Attempt, AttemptState, Instance, InstanceState, MlflowRef, NodeRun, Repair, RepairRecord,
+    RunState, RunStatus,
+};

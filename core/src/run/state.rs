@@ -25,7 +25,10 @@ pub enum RunStatus {
 
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 
     /// The MLflow run status that mirrors this one.
@@ -61,7 +64,10 @@ pub enum InstanceState {
 
 impl InstanceState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, InstanceState::Succeeded | InstanceState::Failed | InstanceState::Cancelled)
+        matches!(
+            self,
+            InstanceState::Succeeded | InstanceState::Failed | InstanceState::Cancelled
+        )
     }
 }
 
@@ -82,7 +88,10 @@ pub enum AttemptState {
 
 impl AttemptState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, AttemptState::Succeeded | AttemptState::Failed | AttemptState::Cancelled)
+        matches!(
+            self,
+            AttemptState::Succeeded | AttemptState::Failed | AttemptState::Cancelled
+        )
     }
 
     pub fn mlflow_status(self) -> &'static str {
@@ -259,14 +268,23 @@ impl RunState {
             nodes: self
                 .nodes
                 .iter()
-                .map(|n| NodeRun { id: n.id.clone(), instances: Vec::new(), unmatched_inputs: n.unmatched_inputs.clone(), error: n.error.clone() })
+                .map(|n| NodeRun {
+                    id: n.id.clone(),
+                    instances: Vec::new(),
+                    unmatched_inputs: n.unmatched_inputs.clone(),
+                    error: n.error.clone(),
+                })
                 .collect(),
         }
     }
 
     /// Whether the MLflow parent run shows the run's current status.
     pub fn mlflow_in_sync(&self) -> bool {
-        let wanted = if self.status.is_terminal() { self.status } else { RunStatus::Running };
+        let wanted = if self.status.is_terminal() {
+            self.status
+        } else {
+            RunStatus::Running
+        };
         self.mlflow.is_none() || self.mlflow_status == Some(wanted)
     }
 
@@ -280,7 +298,10 @@ impl RunState {
 
     /// The cluster a node runs on.
     pub fn cluster_of(&self, node_id: &str) -> &str {
-        self.template.node(node_id).and_then(|n| n.cluster.as_deref()).unwrap_or(&self.cluster)
+        self.template
+            .node(node_id)
+            .and_then(|n| n.cluster.as_deref())
+            .unwrap_or(&self.cluster)
     }
 }
 

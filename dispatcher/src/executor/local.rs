@@ -21,15 +21,24 @@ pub struct LocalExecutor {
 }
 
 impl LocalExecutor {
-    async fn run_step(&self, lease: &Lease, cancel: CancellationToken) -> Result<Option<Outcome>, String> {
+    async fn run_step(
+        &self,
+        lease: &Lease,
+        cancel: CancellationToken,
+    ) -> Result<Option<Outcome>, String> {
         let dir = self.work_dir.join(&lease.item.id);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the step directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the step directory {}: {e}", dir.display()))?;
         let spec = dir.join("spec.json");
         let result = dir.join("result.json");
         let _ = std::fs::remove_file(&result);
-        std::fs::write(&spec, serde_json::to_vec(&lease.item).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the concurrent binary: {e}"))?;
+        std::fs::write(
+            &spec,
+            serde_json::to_vec(&lease.item).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the concurrent binary: {e}"))?;
         let mut child = Command::new(exe)
             .arg("step")
             .arg("--spec")
@@ -64,9 +73,13 @@ impl LocalExecutor {
             }
         };
         let outcome = match std::fs::read(&result) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("the step's result does not decode: {e}"))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the step's result does not decode: {e}"))?,
             Err(_) => Outcome::Failed {
-                error: format!("the step runner ended with {status} without writing a result; see {}", dir.join("step.log").display()),
+                error: format!(
+                    "the step runner ended with {status} without writing a result; see {}",
+                    dir.join("step.log").display()
+                ),
             },
         };
         if !self.keep_work_dirs {
@@ -77,10 +90,17 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn tail(&self, item_id: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.work_dir.join(item_id).join("step.log")).ok()?;
+    async fn tail(&self, item_id: &str) -> Option<String> {
+        let text = tokio::fs::read_to_string(self.work_dir.join(item_id).join("step.log"))
+            .await
+            .ok()?;
         let lines: Vec<&str> = text.lines().collect();
-        Some(lines[lines.len().saturating_sub(concurrent_core::wire::TAIL_LINES)..].join("\n"))
+        Some(
+            lines[lines
+                .len()
+                .saturating_sub(concurrent_core::wire::TAIL_LINES)..]
+                .join("\n"),
+        )
     }
 
     async fn run(&self, lease: &Lease, cancel: CancellationToken) -> Option<Outcome> {

@@ -13,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 pub trait Executor: Send + Sync + 'static {
     /// Runs the step; `None` when there is nothing for the agent to report (it was cancelled,
     /// or the step reported its outcome itself).
-    fn run(&self, lease: &Lease, cancel: CancellationToken) -> impl std::future::Future<Output = Option<Outcome>> + Send;
+    fn run(
+        &self,
+        lease: &Lease,
+        cancel: CancellationToken,
+    ) -> impl std::future::Future<Output = Option<Outcome>> + Send;
 
     /// The last lines of a running step's log, for the live view (`None` when not at hand).
-    fn tail(&self, _item_id: &str) -> Option<String> {
-        None
-    }
+    fn tail(&self, item_id: &str) -> impl std::future::Future<Output = Option<String>> + Send;
 }
 
 /// The executor chosen at start.
@@ -35,11 +37,10 @@ impl Executor for AnyExecutor {
         }
     }
 
-    fn tail(&self, item_id: &str) -> Option<String> {
+    async fn tail(&self, item_id: &str) -> Option<String> {
         match self {
-            AnyExecutor::Local(e) => e.tail(item_id),
-            // Pods: `kubectl logs`, and the log uploaded to MLflow every 30 s and at the end.
-            AnyExecutor::Kubernetes(_) => None,
+            AnyExecutor::Local(e) => e.tail(item_id).await,
+            AnyExecutor::Kubernetes(e) => e.tail(item_id).await,
         }
     }
 }

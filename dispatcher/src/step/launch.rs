@@ -16,12 +16,24 @@ use super::{resolve, StepArgs};
 /// Lines of the log quoted in a failure message.
 const TAIL_LINES: usize = 20;
 
-pub async fn run_node(args: &StepArgs, item: &WorkItem, inputs: &Path, outputs: &Path, log: &Path) -> anyhow::Result<()> {
+pub async fn run_node(
+    args: &StepArgs,
+    item: &WorkItem,
+    inputs: &Path,
+    outputs: &Path,
+    log: &Path,
+) -> anyhow::Result<()> {
     let step = &item.step;
     let timeout = step.timeout_seconds.map(Duration::from_secs);
     match &step.kind {
         NodeKind::Project(p) => {
-            let mut uri = if is_git(&p.uri) { p.uri.clone() } else { resolve(&args.project_root, &p.uri).to_string_lossy().into_owned() };
+            let mut uri = if is_git(&p.uri) {
+                p.uri.clone()
+            } else {
+                resolve(&args.project_root, &p.uri)
+                    .to_string_lossy()
+                    .into_owned()
+            };
             if let Some(sub) = &p.sub_path {
                 if is_git(&p.uri) {
                     uri = format!("{uri}#{sub}");
@@ -56,7 +68,10 @@ pub async fn run_node(args: &StepArgs, item: &WorkItem, inputs: &Path, outputs: 
                         _ => continue,
                     };
                     any = true;
-                    let out = outputs.join("predictions").join(name).join(format!("{}.json", f.path));
+                    let out = outputs
+                        .join("predictions")
+                        .join(name)
+                        .join(format!("{}.json", f.path));
                     std::fs::create_dir_all(out.parent().expect("joined path has a parent"))?;
                     let argv = vec![
                         "models".to_string(),
@@ -64,7 +79,11 @@ pub async fn run_node(args: &StepArgs, item: &WorkItem, inputs: &Path, outputs: 
                         "-m".into(),
                         i.model_uri.clone(),
                         "-i".into(),
-                        inputs.join(name).join(&f.path).to_string_lossy().into_owned(),
+                        inputs
+                            .join(name)
+                            .join(&f.path)
+                            .to_string_lossy()
+                            .into_owned(),
                         "-o".into(),
                         out.to_string_lossy().into_owned(),
                         "-t".into(),
@@ -85,7 +104,11 @@ pub async fn run_node(args: &StepArgs, item: &WorkItem, inputs: &Path, outputs: 
 }
 
 fn is_git(uri: &str) -> bool {
-    uri.starts_with("https://") || uri.starts_with("http://") || uri.starts_with("git@") || uri.starts_with("git+") || uri.starts_with("ssh://")
+    uri.starts_with("https://")
+        || uri.starts_with("http://")
+        || uri.starts_with("git@")
+        || uri.starts_with("git+")
+        || uri.starts_with("ssh://")
 }
 
 /// Runs `mlflow <argv>` with the step's environment, appending its output to `log`.
@@ -110,8 +133,14 @@ async fn run_logged(
         .env("PYTHONUNBUFFERED", "1")
         .env("CONCURRENT_INPUT_DIR", inputs)
         .env("CONCURRENT_OUTPUT_DIR", outputs)
-        .env("CONCURRENT_PARTITION_INDEX", step.partition_index.to_string())
-        .env("CONCURRENT_PARTITION_COUNT", step.partition_count.to_string())
+        .env(
+            "CONCURRENT_PARTITION_INDEX",
+            step.partition_index.to_string(),
+        )
+        .env(
+            "CONCURRENT_PARTITION_COUNT",
+            step.partition_count.to_string(),
+        )
         .env("CONCURRENT_RUN_ID", &item.run_id)
         .env("CONCURRENT_NODE_ID", &item.node_id)
         .env("CONCURRENT_ATTEMPT", item.attempt.to_string())
@@ -120,16 +149,32 @@ async fn run_logged(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {:?}; is MLflow installed (--mlflow-bin)?", args.mlflow_bin))?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot start {:?}; is MLflow installed (--mlflow-bin)?",
+            args.mlflow_bin
+        )
+    })?;
     // `mlflow run` starts the entry point as its own child: stop the whole group on every way
     // out (timeout, cancel, error), so no step process outlives its attempt.
     let _group = child.id().map(ProcessGroup);
-    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(log).await?;
-    file.write_all(format!("$ {} {}\n", args.mlflow_bin, argv.join(" ")).as_bytes()).await?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await?;
+    file.write_all(format!("$ {} {}\n", args.mlflow_bin, argv.join(" ")).as_bytes())
+        .await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
-    for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), child.stderr.take().map(|p| Box::new(p) as _)]
-        .into_iter()
-        .flatten()
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ]
+    .into_iter()
+    .flatten()
     {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -167,14 +212,23 @@ async fn run_logged(
     let status = match timeout {
         Some(t) => match tokio::time::timeout(t, waited).await {
             Ok(s) => s?,
-            Err(_) => bail!("the step timed out after {} s (timeoutSeconds) and was killed", t.as_secs()),
+            Err(_) => bail!(
+                "the step timed out after {} s (timeoutSeconds) and was killed",
+                t.as_secs()
+            ),
         },
         None => waited.await?,
     };
     if !status.success() {
-        let code = status.code().map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
+        let code = status
+            .code()
+            .map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
         let tail: Vec<String> = tail.into_iter().collect();
-        bail!("`mlflow {}` ended with {code}; last lines of the log:\n{}", argv[0], tail.join("\n"));
+        bail!(
+            "`mlflow {}` ended with {code}; last lines of the log:\n{}",
+            argv[0],
+            tail.join("\n")
+        );
     }
     Ok(())
 }

@@ -58,9 +58,13 @@ pub struct StepArgs {
 const UNREPORTED: u8 = 75;
 
 pub async fn run(args: StepArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.spec).with_context(|| format!("cannot read the step spec {}", args.spec.display()))?;
+    let text = std::fs::read_to_string(&args.spec)
+        .with_context(|| format!("cannot read the step spec {}", args.spec.display()))?;
     let item: WorkItem = serde_json::from_str(&text).context("the step spec is not a work item")?;
-    let mlflow = std::sync::Arc::new(Mlflow::new(&args.mlflow_uri, std::env::var("MLFLOW_TRACKING_TOKEN").ok())?);
+    let mlflow = std::sync::Arc::new(Mlflow::new(
+        &args.mlflow_uri,
+        std::env::var("MLFLOW_TRACKING_TOKEN").ok(),
+    )?);
     let log = args.work_dir.join("step.log");
     // The log reaches MLflow while the step runs, not only at its end, so it outlives a lost pod.
     let uploader = {
@@ -88,7 +92,10 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     };
     uploader.abort();
     if log.exists() {
-        if let Err(e) = mlflow.upload(&item.step.mlflow.run_id, "logs/step.log", &log).await {
+        if let Err(e) = mlflow
+            .upload(&item.step.mlflow.run_id, "logs/step.log", &log)
+            .await
+        {
             tracing::warn!(item = %item.id, "the step log could not be uploaded: {e:#}");
         }
     }
@@ -102,9 +109,19 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
 }
 
 /// Reports the outcome with the lease's own step token (`cs_<cluster>:<item>:<fencing>:<mac>`).
-async fn report(edge_url: &str, cluster: &str, item: &WorkItem, outcome: Outcome) -> anyhow::Result<()> {
-    let token = std::env::var("CONCURRENT_STEP_TOKEN").context("--report-to needs the step token in CONCURRENT_STEP_TOKEN")?;
-    let fencing: u64 = token.split(':').nth(2).and_then(|f| f.parse().ok()).context("CONCURRENT_STEP_TOKEN is not a step token")?;
+async fn report(
+    edge_url: &str,
+    cluster: &str,
+    item: &WorkItem,
+    outcome: Outcome,
+) -> anyhow::Result<()> {
+    let token = std::env::var("CONCURRENT_STEP_TOKEN")
+        .context("--report-to needs the step token in CONCURRENT_STEP_TOKEN")?;
+    let fencing: u64 = token
+        .split(':')
+        .nth(2)
+        .and_then(|f| f.parse().ok())
+        .context("CONCURRENT_STEP_TOKEN is not a step token")?;
     let edge = crate::edge::Edge::new(edge_url, cluster, token, format!("step {}", item.id))?;
     match edge.complete(&item.id, fencing, outcome).await {
         Ok(()) => Ok(()),
@@ -119,7 +136,12 @@ async fn report(edge_url: &str, cluster: &str, item: &WorkItem, outcome: Outcome
     }
 }
 
-async fn execute(args: &StepArgs, item: &WorkItem, mlflow: &Mlflow, log: &Path) -> anyhow::Result<Vec<OutputFile>> {
+async fn execute(
+    args: &StepArgs,
+    item: &WorkItem,
+    mlflow: &Mlflow,
+    log: &Path,
+) -> anyhow::Result<Vec<OutputFile>> {
     let work = &args.work_dir;
     let (inputs, outputs) = (work.join("inputs"), work.join("outputs"));
     for d in [&inputs, &outputs] {
@@ -136,7 +158,11 @@ async fn execute(args: &StepArgs, item: &WorkItem, mlflow: &Mlflow, log: &Path) 
                 if files.is_empty() {
                     bail!("run {source} has no artifacts under {prefix:?}");
                 }
-                let strip = if prefix.is_empty() { String::new() } else { format!("{}/", prefix.trim_end_matches('/')) };
+                let strip = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", prefix.trim_end_matches('/'))
+                };
                 return Ok(files
                     .into_iter()
                     .map(|(path, size)| OutputFile {
@@ -186,27 +212,48 @@ async fn download_inputs(item: &WorkItem, mlflow: &Mlflow, inputs: &Path) -> any
     Ok(())
 }
 
-async fn upload_outputs(mlflow: &Mlflow, run_id: &str, outputs: &Path) -> anyhow::Result<Vec<OutputFile>> {
+async fn upload_outputs(
+    mlflow: &Mlflow,
+    run_id: &str,
+    outputs: &Path,
+) -> anyhow::Result<Vec<OutputFile>> {
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(outputs).sort_by_file_name() {
         let entry = entry?;
         if !entry.file_type().is_file() {
             continue;
         }
-        let rel = entry.path().strip_prefix(outputs)?.to_string_lossy().replace('\\', "/");
+        let rel = entry
+            .path()
+            .strip_prefix(outputs)?
+            .to_string_lossy()
+            .replace('\\', "/");
         files.push((entry.path().to_path_buf(), rel, entry.metadata()?.len()));
     }
     futures::stream::iter(files.iter())
-        .map(|(path, rel, _)| async move { mlflow.upload(run_id, &format!("{OUTPUTS_DIR}/{rel}"), path).await })
+        .map(|(path, rel, _)| async move {
+            mlflow
+                .upload(run_id, &format!("{OUTPUTS_DIR}/{rel}"), path)
+                .await
+        })
         .buffer_unordered(PARALLEL_TRANSFERS)
         .try_collect::<Vec<_>>()
         .await?;
-    Ok(files.into_iter().map(|(_, path, size)| OutputFile { path, size, run_id: None, artifact_path: None }).collect())
+    Ok(files
+        .into_iter()
+        .map(|(_, path, size)| OutputFile {
+            path,
+            size,
+            run_id: None,
+            artifact_path: None,
+        })
+        .collect())
 }
 
 /// Copies a file or a directory tree into `dest`.
 fn copy_into(src: &Path, dest: &Path) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(src).with_context(|| format!("input path {} cannot be read", src.display()))?;
+    let meta = std::fs::metadata(src)
+        .with_context(|| format!("input path {} cannot be read", src.display()))?;
     if meta.is_file() {
         let name = src.file_name().context("input path has no file name")?;
         std::fs::copy(src, dest.join(name))?;

@@ -44,9 +44,17 @@ pub struct KubeServer {
 impl KubeServer {
     /// Starts the server and its kubelet on a free loopback port, and writes a kubeconfig.
     pub fn start(config: KubeConfig) -> KubeServer {
-        let runtime = Arc::new(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime"));
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        );
         let store: Shared = Arc::new(Mutex::new(Store::new()));
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = Router::new()
             .route("/version", get(|| async { Json(json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-concurrent-test", "platform": "linux/amd64"})) }))
@@ -69,23 +77,35 @@ impl KubeServer {
             ),
         )
         .expect("kubeconfig");
-        KubeServer { url, store, kubeconfig, _runtime: runtime }
+        KubeServer {
+            url,
+            store,
+            kubeconfig,
+            _runtime: runtime,
+        }
     }
 
     /// How many times a pod of this name was created.
     pub fn creations(&self, ns: &str, name: &str) -> u32 {
-        self.store.lock().expect("poisoned").creations.get(&(ns.to_string(), name.to_string())).copied().unwrap_or(0)
+        self.store
+            .lock()
+            .expect("poisoned")
+            .creations
+            .get(&(ns.to_string(), name.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn pods(&self, ns: &str, selector: &str) -> Vec<Value> {
-        self.store.lock().expect("poisoned").list("pods", Some(ns), selector)
+        self.store
+            .lock()
+            .expect("poisoned")
+            .list("pods", Some(ns), selector)
     }
 }
 
 fn resources() -> Value {
-    let r = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| {
-        json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs, "shortNames": if name == "pods" { json!(["po"]) } else { json!([]) }})
-    };
+    let r = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs, "shortNames": if name == "pods" { json!(["po"]) } else { json!([]) }});
     json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
         r("pods", "Pod", true, &["create", "delete", "get", "list", "watch"]),
         r("pods/log", "Pod", true, &["get"]),
@@ -100,7 +120,8 @@ fn reply(code: StatusCode, body: Value) -> Response {
 }
 
 fn failure(v: Value) -> Response {
-    let code = StatusCode::from_u16(v["code"].as_u64().unwrap_or(500) as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = StatusCode::from_u16(v["code"].as_u64().unwrap_or(500) as u16)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     reply(code, v)
 }
 
@@ -113,24 +134,43 @@ fn list_kind(resource: &str) -> &'static str {
     }
 }
 
-async fn list_all(State(store): State<Shared>, Path(resource): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn list_all(
+    State(store): State<Shared>,
+    Path(resource): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if resource == "namespaces" {
-        return reply(StatusCode::OK, json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": [{"metadata": {"name": "default"}}]}));
+        return reply(
+            StatusCode::OK,
+            json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": [{"metadata": {"name": "default"}}]}),
+        );
     }
     list_or_watch(store, resource, None, q).await
 }
 
-async fn list(State(store): State<Shared>, Path((ns, resource)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn list(
+    State(store): State<Shared>,
+    Path((ns, resource)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     if wants_table(&headers) && resource == "pods" && q.get("watch").is_none() {
         let s = store.lock().expect("poisoned");
-        let items = s.list(&resource, Some(&ns), q.get("labelSelector").map_or("", String::as_str));
+        let items = s.list(
+            &resource,
+            Some(&ns),
+            q.get("labelSelector").map_or("", String::as_str),
+        );
         return reply(StatusCode::OK, pod_table(&items, s.resource_version()));
     }
     list_or_watch(store, resource, Some(ns), q).await
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
 }
 
 /// The server-side printing kubectl asks for (`kubectl get pods` without `-o`).
@@ -157,63 +197,127 @@ fn pod_table(pods: &[Value], rv: String) -> Value {
 
 fn age(rfc3339: &str) -> String {
     let created = concurrent_core::time::parse_rfc3339(rfc3339).unwrap_or(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
     let secs = (now - created).max(0);
-    if secs < 120 { format!("{secs}s") } else { format!("{}m", secs / 60) }
+    if secs < 120 {
+        format!("{secs}s")
+    } else {
+        format!("{}m", secs / 60)
+    }
 }
 
-async fn list_or_watch(store: Shared, resource: String, ns: Option<String>, q: HashMap<String, String>) -> Response {
+async fn list_or_watch(
+    store: Shared,
+    resource: String,
+    ns: Option<String>,
+    q: HashMap<String, String>,
+) -> Response {
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
     let watching = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     if !watching {
         let s = store.lock().expect("poisoned");
         let items = s.list(&resource, ns.as_deref(), &selector);
-        return reply(StatusCode::OK, json!({"kind": list_kind(&resource), "apiVersion": "v1", "metadata": {"resourceVersion": s.resource_version()}, "items": items}));
+        return reply(
+            StatusCode::OK,
+            json!({"kind": list_kind(&resource), "apiVersion": "v1", "metadata": {"resourceVersion": s.resource_version()}, "items": items}),
+        );
     }
     // Changes after the given resourceVersion; events we no longer hold are not replayed, as a
     // real server would answer 410 Gone for a too-old version (clients then list again).
-    let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(290u64);
+    let since: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(290u64);
     let rx = store.lock().expect("poisoned").changes.subscribe();
     let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
         .filter_map(move |c| {
             let (resource, ns, selector) = (resource.clone(), ns.clone(), selector.clone());
             async move {
                 let c = c.ok()?;
-                let rv: u64 = c.object["metadata"]["resourceVersion"].as_str()?.parse().ok()?;
-                let fits = c.resource == resource && ns.as_ref().is_none_or(|n| *n == c.namespace) && matches_selector(&c.object, &selector);
-                (fits && rv > since).then(|| Ok::<_, std::io::Error>(format!("{}\n", json!({"type": c.kind, "object": c.object}))))
+                let rv: u64 = c.object["metadata"]["resourceVersion"]
+                    .as_str()?
+                    .parse()
+                    .ok()?;
+                let fits = c.resource == resource
+                    && ns.as_ref().is_none_or(|n| *n == c.namespace)
+                    && matches_selector(&c.object, &selector);
+                (fits && rv > since).then(|| {
+                    Ok::<_, std::io::Error>(format!(
+                        "{}\n",
+                        json!({"type": c.kind, "object": c.object})
+                    ))
+                })
             }
         })
         .take_until(tokio::time::sleep(Duration::from_secs(timeout)));
-    Response::builder().header(header::CONTENT_TYPE, "application/json").body(Body::from_stream(stream)).expect("response")
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("response")
 }
 
-async fn create(State(store): State<Shared>, Path((ns, resource)): Path<(String, String)>, Json(obj): Json<Value>) -> Response {
+async fn create(
+    State(store): State<Shared>,
+    Path((ns, resource)): Path<(String, String)>,
+    Json(obj): Json<Value>,
+) -> Response {
     match store.lock().expect("poisoned").create(&resource, &ns, obj) {
         Ok(o) => reply(StatusCode::CREATED, o),
         Err(e) => failure(e),
     }
 }
 
-async fn read(State(store): State<Shared>, Path((ns, resource, name)): Path<(String, String, String)>) -> Response {
+async fn read(
+    State(store): State<Shared>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+) -> Response {
     match store.lock().expect("poisoned").get(&resource, &ns, &name) {
         Some(o) => reply(StatusCode::OK, o),
-        None => failure(status(404, "NotFound", format!("{resource} \"{name}\" not found"))),
+        None => failure(status(
+            404,
+            "NotFound",
+            format!("{resource} \"{name}\" not found"),
+        )),
     }
 }
 
-async fn delete(State(store): State<Shared>, Path((ns, resource, name)): Path<(String, String, String)>) -> Response {
-    match store.lock().expect("poisoned").delete(&resource, &ns, &name) {
+async fn delete(
+    State(store): State<Shared>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+) -> Response {
+    match store
+        .lock()
+        .expect("poisoned")
+        .delete(&resource, &ns, &name)
+    {
         Some(o) => reply(StatusCode::OK, o),
-        None => failure(status(404, "NotFound", format!("{resource} \"{name}\" not found"))),
+        None => failure(status(
+            404,
+            "NotFound",
+            format!("{resource} \"{name}\" not found"),
+        )),
     }
 }
 
-async fn logs(State(store): State<Shared>, Path((ns, name)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn logs(
+    State(store): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let s = store.lock().expect("poisoned");
     if s.get("pods", &ns, &name).is_none() {
-        return failure(status(404, "NotFound", format!("pods \"{name}\" not found")));
+        return failure(status(
+            404,
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        ));
     }
     let text = s.logs.get(&(ns, name)).cloned().unwrap_or_default();
     let text = match q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {

@@ -39,13 +39,23 @@ fn kind_of(resource: &str) -> &'static str {
 }
 
 pub fn now() -> String {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
     concurrent_core::time::rfc3339(ms)
 }
 
 impl Store {
     pub fn new() -> Store {
-        Store { rv: 1, objects: BTreeMap::new(), changes: broadcast::channel(4096).0, logs: HashMap::new(), creations: HashMap::new(), next_uid: 1 }
+        Store {
+            rv: 1,
+            objects: BTreeMap::new(),
+            changes: broadcast::channel(4096).0,
+            logs: HashMap::new(),
+            creations: HashMap::new(),
+            next_uid: 1,
+        }
     }
 
     pub fn resource_version(&self) -> String {
@@ -58,21 +68,39 @@ impl Store {
     }
 
     fn emit(&self, resource: &str, namespace: &str, kind: &'static str, object: &Value) {
-        let _ = self.changes.send(Change { resource: resource.into(), namespace: namespace.into(), kind, object: object.clone() });
+        let _ = self.changes.send(Change {
+            resource: resource.into(),
+            namespace: namespace.into(),
+            kind,
+            object: object.clone(),
+        });
     }
 
     pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
-        self.objects.get(&(resource.into(), ns.into(), name.into())).cloned()
+        self.objects
+            .get(&(resource.into(), ns.into(), name.into()))
+            .cloned()
     }
 
     pub fn create(&mut self, resource: &str, ns: &str, mut obj: Value) -> Result<Value, Value> {
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty() {
-            return Err(status(422, "Invalid", format!("{resource} must have metadata.name")));
+            return Err(status(
+                422,
+                "Invalid",
+                format!("{resource} must have metadata.name"),
+            ));
         }
         let key = (resource.to_string(), ns.to_string(), name.clone());
         if self.objects.contains_key(&key) {
-            return Err(status(409, "AlreadyExists", format!("{resource} \"{name}\" already exists")));
+            return Err(status(
+                409,
+                "AlreadyExists",
+                format!("{resource} \"{name}\" already exists"),
+            ));
         }
         obj["kind"] = json!(kind_of(resource));
         obj["apiVersion"] = json!("v1");
@@ -82,7 +110,10 @@ impl Store {
         obj["metadata"]["creationTimestamp"] = json!(now());
         if resource == "pods" {
             obj["status"] = json!({"phase": "Pending", "qosClass": "Burstable"});
-            *self.creations.entry((ns.to_string(), name.clone())).or_default() += 1;
+            *self
+                .creations
+                .entry((ns.to_string(), name.clone()))
+                .or_default() += 1;
         }
         self.bump(&mut obj);
         self.objects.insert(key, obj.clone());
@@ -93,11 +124,16 @@ impl Store {
     /// Replaces an object's status (the kubelet's writes).
     pub fn set_status(&mut self, ns: &str, name: &str, status: Value) {
         let key = ("pods".to_string(), ns.to_string(), name.to_string());
-        let Some(mut obj) = self.objects.get(&key).cloned() else { return };
+        let Some(mut obj) = self.objects.get(&key).cloned() else {
+            return;
+        };
         obj["status"] = status;
         if let Some(node) = obj["status"].get("nodeName").cloned() {
             obj["spec"]["nodeName"] = node;
-            obj["status"].as_object_mut().expect("status object").remove("nodeName");
+            obj["status"]
+                .as_object_mut()
+                .expect("status object")
+                .remove("nodeName");
         }
         self.bump(&mut obj);
         self.objects.insert(key, obj.clone());
@@ -105,7 +141,9 @@ impl Store {
     }
 
     pub fn delete(&mut self, resource: &str, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objects.remove(&(resource.into(), ns.into(), name.into()))?;
+        let mut obj = self
+            .objects
+            .remove(&(resource.into(), ns.into(), name.into()))?;
         self.bump(&mut obj);
         self.emit(resource, ns, "DELETED", &obj);
         // Garbage collection: objects owned by the deleted one go too.
@@ -113,7 +151,11 @@ impl Store {
         let owned: Vec<(String, String, String)> = self
             .objects
             .iter()
-            .filter(|(_, o)| o["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid)))
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for (r, n, name) in owned {
@@ -125,13 +167,19 @@ impl Store {
     pub fn list(&self, resource: &str, ns: Option<&str>, selector: &str) -> Vec<Value> {
         self.objects
             .iter()
-            .filter(|((r, n, _), o)| r == resource && ns.is_none_or(|ns| ns == n) && matches_selector(o, selector))
+            .filter(|((r, n, _), o)| {
+                r == resource && ns.is_none_or(|ns| ns == n) && matches_selector(o, selector)
+            })
             .map(|(_, o)| o.clone())
             .collect()
     }
 
     pub fn event(&mut self, ns: &str, pod: &Value, kind: &str, reason: &str, message: &str) {
-        let name = format!("{}.{}", pod["metadata"]["name"].as_str().unwrap_or("pod"), self.rv);
+        let name = format!(
+            "{}.{}",
+            pod["metadata"]["name"].as_str().unwrap_or("pod"),
+            self.rv
+        );
         let ev = json!({
             "metadata": {"name": name},
             "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]},
@@ -145,14 +193,17 @@ impl Store {
 /// Equality-based label selectors (`a=b,c!=d,e`), as kube-rs and kubectl send them.
 pub fn matches_selector(obj: &Value, selector: &str) -> bool {
     let labels = &obj["metadata"]["labels"];
-    selector.split(',').filter(|s| !s.trim().is_empty()).all(|term| {
-        let term = term.trim();
-        if let Some((k, v)) = term.split_once("!=") {
-            labels[k.trim()].as_str() != Some(v.trim())
-        } else if let Some((k, v)) = term.split_once('=') {
-            labels[k.trim().trim_end_matches('=')].as_str() == Some(v.trim())
-        } else {
-            labels.get(term).is_some()
-        }
-    })
+    selector
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .all(|term| {
+            let term = term.trim();
+            if let Some((k, v)) = term.split_once("!=") {
+                labels[k.trim()].as_str() != Some(v.trim())
+            } else if let Some((k, v)) = term.split_once('=') {
+                labels[k.trim().trim_end_matches('=')].as_str() == Some(v.trim())
+            } else {
+                labels.get(term).is_some()
+            }
+        })
 }

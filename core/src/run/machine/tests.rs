@@ -26,7 +26,16 @@ fn template(train_instances: u32, retries: u32) -> Template {
 
 fn new_run(train_instances: u32, retries: u32) -> RunState {
     let overrides = BTreeMap::from([("mode".to_string(), "fast".to_string())]);
-    start("run1".into(), template(train_instances, retries), 3, overrides, "local".into(), None, 0).unwrap()
+    start(
+        "run1".into(),
+        template(train_instances, retries),
+        3,
+        overrides,
+        "local".into(),
+        None,
+        0,
+    )
+    .unwrap()
 }
 
 /// Carries out effects the way the edge does, with a queue that dedups by item id.
@@ -43,32 +52,71 @@ impl Driver {
     fn settle(&mut self, run: &mut RunState, now: u64) {
         for _ in 0..100 {
             let effects = reconcile(run, now);
-            let actionable: Vec<_> = effects.into_iter().filter(|e| !matches!(e, Effect::WakeAt(_))).collect();
+            let actionable: Vec<_> = effects
+                .into_iter()
+                .filter(|e| !matches!(e, Effect::WakeAt(_)))
+                .collect();
             if actionable.is_empty() {
                 return;
             }
             for e in actionable {
                 let ev = match e {
-                    Effect::CreateParentRun { .. } => {
-                        Event::ParentRunCreated(MlflowRef { experiment_id: "1".into(), run_id: "parent".into() })
-                    }
-                    Effect::CreateChildRun { node, instance, attempt, .. } => {
+                    Effect::CreateParentRun { .. } => Event::ParentRunCreated(MlflowRef {
+                        experiment_id: "1".into(),
+                        run_id: "parent".into(),
+                    }),
+                    Effect::CreateChildRun {
+                        node,
+                        instance,
+                        attempt,
+                        ..
+                    } => {
                         self.child_runs += 1;
-                        Event::ChildRunCreated { node, instance, attempt, run_id: format!("child{}", self.child_runs) }
+                        Event::ChildRunCreated {
+                            node,
+                            instance,
+                            attempt,
+                            run_id: format!("child{}", self.child_runs),
+                        }
                     }
                     Effect::Enqueue(item) => {
                         if self.enqueued_ids.insert(item.id.clone()) {
                             self.queue.push(*item.clone());
                         }
-                        Event::Enqueued { node: item.node_id, instance: item.instance, attempt: item.attempt }
+                        Event::Enqueued {
+                            node: item.node_id,
+                            instance: item.instance,
+                            attempt: item.attempt,
+                        }
                     }
-                    Effect::Withdraw { item_id, node, instance, attempt, .. } => {
+                    Effect::Withdraw {
+                        item_id,
+                        node,
+                        instance,
+                        attempt,
+                        ..
+                    } => {
                         self.queue.retain(|i| i.id != item_id);
-                        Event::Withdrawn { node, instance, attempt }
+                        Event::Withdrawn {
+                            node,
+                            instance,
+                            attempt,
+                        }
                     }
-                    Effect::CloseAttemptRun { node, instance, attempt, run_id, status, .. } => {
+                    Effect::CloseAttemptRun {
+                        node,
+                        instance,
+                        attempt,
+                        run_id,
+                        status,
+                        ..
+                    } => {
                         self.closed.push((run_id, status));
-                        Event::AttemptRunClosed { node, instance, attempt }
+                        Event::AttemptRunClosed {
+                            node,
+                            instance,
+                            attempt,
+                        }
                     }
                     Effect::SyncParentRun { run_id, status, .. } => {
                         self.closed.push((run_id, status.mlflow_status()));
@@ -87,20 +135,50 @@ impl Driver {
             return None;
         }
         let item = self.queue.remove(0);
-        assert!(self.leased_ids.insert(item.id.clone()), "item {} leased twice", item.id);
-        apply(run, Event::Leased { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, agent: "a".into() }, now)
-            .ok()
-            .map(|_| item)
+        assert!(
+            self.leased_ids.insert(item.id.clone()),
+            "item {} leased twice",
+            item.id
+        );
+        apply(
+            run,
+            Event::Leased {
+                node: item.node_id.clone(),
+                instance: item.instance,
+                attempt: item.attempt,
+                agent: "a".into(),
+            },
+            now,
+        )
+        .ok()
+        .map(|_| item)
     }
 }
 
 fn finish(run: &mut RunState, item: &WorkItem, outcome: Outcome, now: u64) -> Result<(), Rejected> {
-    apply(run, Event::Finished { node: item.node_id.clone(), instance: item.instance, attempt: item.attempt, outcome }, now)
+    apply(
+        run,
+        Event::Finished {
+            node: item.node_id.clone(),
+            instance: item.instance,
+            attempt: item.attempt,
+            outcome,
+        },
+        now,
+    )
 }
 
 fn files(names: &[(&str, u64)]) -> Outcome {
     Outcome::Succeeded {
-        outputs: names.iter().map(|(p, s)| OutputFile { path: p.to_string(), size: *s, run_id: None, artifact_path: None }).collect(),
+        outputs: names
+            .iter()
+            .map(|(p, s)| OutputFile {
+                path: p.to_string(),
+                size: *s,
+                run_id: None,
+                artifact_path: None,
+            })
+            .collect(),
     }
 }
 
@@ -119,25 +197,53 @@ fn a_run_flows_through_partitions_to_success() {
         }
         k => panic!("{k:?}"),
     }
-    finish(&mut run, &prep, files(&[("part-0.csv", 10), ("part-1.csv", 10), ("part-2.csv", 5)]), 3).unwrap();
+    finish(
+        &mut run,
+        &prep,
+        files(&[("part-0.csv", 10), ("part-1.csv", 10), ("part-2.csv", 5)]),
+        3,
+    )
+    .unwrap();
     d.settle(&mut run, 3);
     let train = run.node("train").unwrap();
     assert_eq!(train.instances.len(), 2);
-    let slice0: Vec<_> = train.instances[0].inputs["data"].iter().map(|f| f.path.as_str()).collect();
-    let slice1: Vec<_> = train.instances[1].inputs["data"].iter().map(|f| f.path.as_str()).collect();
+    let slice0: Vec<_> = train.instances[0].inputs["data"]
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
+    let slice1: Vec<_> = train.instances[1].inputs["data"]
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
     // Balanced by bytes: 10+5 against 10 (ties go to the lower instance).
-    assert_eq!((slice0, slice1), (vec!["part-0.csv", "part-2.csv"], vec!["part-1.csv"]));
-    assert_eq!(train.instances[0].inputs["data"][0].artifact_path, "outputs/part-0.csv");
+    assert_eq!(
+        (slice0, slice1),
+        (vec!["part-0.csv", "part-2.csv"], vec!["part-1.csv"])
+    );
+    assert_eq!(
+        train.instances[0].inputs["data"][0].artifact_path,
+        "outputs/part-0.csv"
+    );
     assert_eq!(train.instances[0].inputs["data"][0].run_id, "child1");
 
     let (t0, t1) = (d.lease(&mut run, 4).unwrap(), d.lease(&mut run, 4).unwrap());
-    assert_eq!((t0.step.partition_index, t1.step.partition_index, t1.step.partition_count), (0, 1, 2));
+    assert_eq!(
+        (
+            t0.step.partition_index,
+            t1.step.partition_index,
+            t1.step.partition_count
+        ),
+        (0, 1, 2)
+    );
     finish(&mut run, &t1, files(&[("model.txt", 1)]), 5).unwrap();
     finish(&mut run, &t0, files(&[("model.txt", 1)]), 5).unwrap();
     d.settle(&mut run, 5);
     // Fan-in: the report node sees both instances' outputs, without path collisions.
     let report = &run.node("report").unwrap().instances[0];
-    let paths: Vec<_> = report.inputs["models"].iter().map(|f| f.path.as_str()).collect();
+    let paths: Vec<_> = report.inputs["models"]
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
     assert_eq!(paths, vec!["0/model.txt", "1/model.txt"]);
     let r = d.lease(&mut run, 6).unwrap();
     finish(&mut run, &r, files(&[]), 7).unwrap();
@@ -146,7 +252,12 @@ fn a_run_flows_through_partitions_to_success() {
     assert_eq!(run.ended_at, Some(7));
     assert!(run.mlflow_in_sync());
     assert!(d.closed.contains(&("parent".into(), "FINISHED")));
-    assert_eq!(d.closed.len(), 5, "four attempts and the parent: {:?}", d.closed);
+    assert_eq!(
+        d.closed.len(),
+        5,
+        "four attempts and the parent: {:?}",
+        d.closed
+    );
 }
 
 #[test]
@@ -158,24 +269,56 @@ fn a_failed_step_is_retried_with_backoff_then_fails_the_run() {
     finish(&mut run, &prep, files(&[("a", 1)]), 0).unwrap();
     d.settle(&mut run, 0);
     let t = d.lease(&mut run, 0).unwrap();
-    finish(&mut run, &t, Outcome::Failed { error: "exit 1".into() }, 100).unwrap();
-    assert_eq!(run.node("train").unwrap().instances[0].state, InstanceState::Retrying);
+    finish(
+        &mut run,
+        &t,
+        Outcome::Failed {
+            error: "exit 1".into(),
+        },
+        100,
+    )
+    .unwrap();
+    assert_eq!(
+        run.node("train").unwrap().instances[0].state,
+        InstanceState::Retrying
+    );
     assert!(reconcile(&run, 100).contains(&Effect::WakeAt(1100)));
     d.settle(&mut run, 100);
-    assert!(d.lease(&mut run, 100).is_none(), "the retry waits for its backoff");
+    assert!(
+        d.lease(&mut run, 100).is_none(),
+        "the retry waits for its backoff"
+    );
     apply(&mut run, Event::Tick, 1100).unwrap();
     d.settle(&mut run, 1100);
     let t2 = d.lease(&mut run, 1100).unwrap();
     assert_eq!(t2.attempt, 2);
-    assert_ne!(t2.step.mlflow.run_id, t.step.mlflow.run_id, "each attempt has its own MLflow run");
+    assert_ne!(
+        t2.step.mlflow.run_id, t.step.mlflow.run_id,
+        "each attempt has its own MLflow run"
+    );
     // The first attempt's late completion is stale and changes nothing.
     assert!(finish(&mut run, &t, files(&[]), 1101).is_err());
-    finish(&mut run, &t2, Outcome::Failed { error: "exit 2".into() }, 1200).unwrap();
+    finish(
+        &mut run,
+        &t2,
+        Outcome::Failed {
+            error: "exit 2".into(),
+        },
+        1200,
+    )
+    .unwrap();
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.error.as_deref().unwrap().contains("exit 2"), "{:?}", run.error);
+    assert!(
+        run.error.as_deref().unwrap().contains("exit 2"),
+        "{:?}",
+        run.error
+    );
     d.settle(&mut run, 1200);
     assert!(d.closed.contains(&("parent".into(), "FAILED")));
-    assert!(run.node("report").unwrap().instances.is_empty(), "downstream never starts");
+    assert!(
+        run.node("report").unwrap().instances.is_empty(),
+        "downstream never starts"
+    );
 }
 
 #[test]
@@ -187,40 +330,94 @@ fn cancel_withdraws_queued_work_and_kills_mlflow_runs() {
     finish(&mut run, &prep, files(&[("a", 1), ("b", 1), ("c", 1)]), 0).unwrap();
     d.settle(&mut run, 0);
     let running = d.lease(&mut run, 1).unwrap();
-    apply(&mut run, Event::Cancel { reason: "stopped by alice".into() }, 2).unwrap();
+    apply(
+        &mut run,
+        Event::Cancel {
+            reason: "stopped by alice".into(),
+        },
+        2,
+    )
+    .unwrap();
     assert_eq!(run.status, RunStatus::Cancelled);
-    let withdraws = reconcile(&run, 2).iter().filter(|e| matches!(e, Effect::Withdraw { .. })).count();
-    assert_eq!(withdraws, 3, "the leased item is flagged, the two queued ones dropped");
+    let withdraws = reconcile(&run, 2)
+        .iter()
+        .filter(|e| matches!(e, Effect::Withdraw { .. }))
+        .count();
+    assert_eq!(
+        withdraws, 3,
+        "the leased item is flagged, the two queued ones dropped"
+    );
     d.settle(&mut run, 2);
     assert!(d.queue.is_empty());
-    assert_eq!(d.closed.iter().filter(|(_, s)| *s == "KILLED").count(), 4, "{:?}", d.closed);
-    assert!(finish(&mut run, &running, files(&[]), 3).is_err(), "a cancelled attempt cannot succeed later");
-    assert!(apply(&mut run, Event::Cancel { reason: "again".into() }, 4).is_err());
+    assert_eq!(
+        d.closed.iter().filter(|(_, s)| *s == "KILLED").count(),
+        4,
+        "{:?}",
+        d.closed
+    );
+    assert!(
+        finish(&mut run, &running, files(&[]), 3).is_err(),
+        "a cancelled attempt cannot succeed later"
+    );
+    assert!(apply(
+        &mut run,
+        Event::Cancel {
+            reason: "again".into()
+        },
+        4
+    )
+    .is_err());
 }
 
 #[test]
 fn start_refuses_invalid_templates_and_parameters() {
     let mut t = template(2, 0);
     t.edges[0].to = "ghost".into();
-    assert!(matches!(start("r".into(), t, 1, BTreeMap::new(), "local".into(), None, 0), Err(StartError::InvalidTemplate(p)) if p.len() == 1));
-    let err = start("r".into(), template(2, 0), 1, BTreeMap::new(), "local".into(), None, 0).unwrap_err();
+    assert!(
+        matches!(start("r".into(), t, 1, BTreeMap::new(), "local".into(), None, 0), Err(StartError::InvalidTemplate(p)) if p.len() == 1)
+    );
+    let err = start(
+        "r".into(),
+        template(2, 0),
+        1,
+        BTreeMap::new(),
+        "local".into(),
+        None,
+        0,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("\"mode\" has no default"), "{err}");
-    let bad = BTreeMap::from([("mode".to_string(), "x".to_string()), ("typo".to_string(), "1".to_string())]);
+    let bad = BTreeMap::from([
+        ("mode".to_string(), "x".to_string()),
+        ("typo".to_string(), "1".to_string()),
+    ]);
     let err = start("r".into(), template(2, 0), 1, bad, "local".into(), None, 0).unwrap_err();
-    assert!(err.to_string().contains("\"typo\" is not declared"), "{err}");
+    assert!(
+        err.to_string().contains("\"typo\" is not declared"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_bad_key_regex_at_plan_time_fails_the_run_with_the_reason() {
     let mut run = new_run(2, 0);
     // Simulate a template that validation let through but planning refuses (defence in depth).
-    run.template.edges[0].partition = crate::template::Partition { mode: crate::template::PartitionMode::ByKey, key_regex: Some("no-group".into()) };
+    run.template.edges[0].partition = crate::template::Partition {
+        mode: crate::template::PartitionMode::ByKey,
+        key_regex: Some("no-group".into()),
+    };
     let mut d = Driver::default();
     d.settle(&mut run, 0);
     let prep = d.lease(&mut run, 0).unwrap();
     finish(&mut run, &prep, files(&[("a", 1)]), 1).unwrap();
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.node("train").unwrap().error.as_deref().unwrap().contains("capture group"));
+    assert!(run
+        .node("train")
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("capture group"));
 }
 
 #[test]
@@ -229,14 +426,37 @@ fn an_unconfirmed_lease_returns_to_the_queue_without_counting_an_attempt() {
     let mut d = Driver::default();
     d.settle(&mut run, 0);
     let prep = d.lease(&mut run, 0).unwrap();
-    let requeue = Event::Requeued { node: prep.node_id.clone(), instance: 0, attempt: 1 };
+    let requeue = Event::Requeued {
+        node: prep.node_id.clone(),
+        instance: 0,
+        attempt: 1,
+    };
     apply(&mut run, requeue.clone(), 1).unwrap();
     let inst = &run.node("prepare").unwrap().instances[0];
-    assert_eq!((inst.state, inst.attempts.len(), inst.attempts[0].state), (InstanceState::Queued, 1, AttemptState::Queued));
-    assert!(apply(&mut run, requeue, 2).is_err(), "only a running attempt can be requeued");
-    apply(&mut run, Event::Leased { node: "prepare".into(), instance: 0, attempt: 1, agent: "b".into() }, 3).unwrap();
+    assert_eq!(
+        (inst.state, inst.attempts.len(), inst.attempts[0].state),
+        (InstanceState::Queued, 1, AttemptState::Queued)
+    );
+    assert!(
+        apply(&mut run, requeue, 2).is_err(),
+        "only a running attempt can be requeued"
+    );
+    apply(
+        &mut run,
+        Event::Leased {
+            node: "prepare".into(),
+            instance: 0,
+            attempt: 1,
+            agent: "b".into(),
+        },
+        3,
+    )
+    .unwrap();
     finish(&mut run, &prep, files(&[("a", 1)]), 4).unwrap();
-    assert_eq!(run.node("prepare").unwrap().instances[0].state, InstanceState::Succeeded);
+    assert_eq!(
+        run.node("prepare").unwrap().instances[0].state,
+        InstanceState::Succeeded
+    );
 }
 
 #[test]
@@ -249,21 +469,64 @@ fn retry_failed_reruns_only_what_failed_and_keeps_the_history() {
     d.settle(&mut run, 0);
     let (t0, t1) = (d.lease(&mut run, 1).unwrap(), d.lease(&mut run, 1).unwrap());
     finish(&mut run, &t0, files(&[("m", 1)]), 2).unwrap();
-    finish(&mut run, &t1, Outcome::Failed { error: "oom".into() }, 3).unwrap();
+    finish(
+        &mut run,
+        &t1,
+        Outcome::Failed {
+            error: "oom".into(),
+        },
+        3,
+    )
+    .unwrap();
     d.settle(&mut run, 3);
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(apply(&mut run, Event::Repair { repair: Repair::RerunFrom { node: "ghost".into() }, by: None }, 4).is_err());
+    assert!(apply(
+        &mut run,
+        Event::Repair {
+            repair: Repair::RerunFrom {
+                node: "ghost".into()
+            },
+            by: None
+        },
+        4
+    )
+    .is_err());
 
-    apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: Some("alice".into()) }, 4).unwrap();
+    apply(
+        &mut run,
+        Event::Repair {
+            repair: Repair::RetryFailed,
+            by: Some("alice".into()),
+        },
+        4,
+    )
+    .unwrap();
     assert_eq!(run.status, RunStatus::Running);
     assert_eq!(run.repairs.len(), 1);
-    assert!(reconcile(&run, 4).iter().any(|e| matches!(e, Effect::SyncParentRun { status: RunStatus::Running, .. })));
+    assert!(reconcile(&run, 4).iter().any(|e| matches!(
+        e,
+        Effect::SyncParentRun {
+            status: RunStatus::Running,
+            ..
+        }
+    )));
     d.settle(&mut run, 4);
     let retry = d.lease(&mut run, 5).unwrap();
-    assert_eq!((retry.node_id.as_str(), retry.instance, retry.attempt), ("train", 1, 2), "only the failed instance runs again");
-    assert!(d.lease(&mut run, 5).is_none(), "prepare and train[0] keep their results");
+    assert_eq!(
+        (retry.node_id.as_str(), retry.instance, retry.attempt),
+        ("train", 1, 2),
+        "only the failed instance runs again"
+    );
+    assert!(
+        d.lease(&mut run, 5).is_none(),
+        "prepare and train[0] keep their results"
+    );
     let train = run.node("train").unwrap();
-    assert_eq!(train.instances[1].attempts[0].error.as_deref(), Some("oom"), "the failed attempt stays visible");
+    assert_eq!(
+        train.instances[1].attempts[0].error.as_deref(),
+        Some("oom"),
+        "the failed attempt stays visible"
+    );
     finish(&mut run, &retry, files(&[("m", 1)]), 6).unwrap();
     d.settle(&mut run, 6);
     let report = d.lease(&mut run, 7).unwrap();
@@ -271,7 +534,18 @@ fn retry_failed_reruns_only_what_failed_and_keeps_the_history() {
     d.settle(&mut run, 8);
     assert_eq!(run.status, RunStatus::Succeeded);
     assert!(run.mlflow_in_sync());
-    assert!(apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: None }, 9).is_err(), "nothing to retry");
+    assert!(
+        apply(
+            &mut run,
+            Event::Repair {
+                repair: Repair::RetryFailed,
+                by: None
+            },
+            9
+        )
+        .is_err(),
+        "nothing to retry"
+    );
 }
 
 #[test]
@@ -289,25 +563,58 @@ fn rerun_from_a_node_replans_it_and_everything_downstream() {
     }
     d.settle(&mut run, 2);
     assert_eq!(run.status, RunStatus::Succeeded);
-    assert!(apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: None }, 3).is_err());
+    assert!(apply(
+        &mut run,
+        Event::Repair {
+            repair: Repair::RetryFailed,
+            by: None
+        },
+        3
+    )
+    .is_err());
 
-    apply(&mut run, Event::Repair { repair: Repair::RerunFrom { node: "train".into() }, by: None }, 3).unwrap();
+    apply(
+        &mut run,
+        Event::Repair {
+            repair: Repair::RerunFrom {
+                node: "train".into(),
+            },
+            by: None,
+        },
+        3,
+    )
+    .unwrap();
     d.settle(&mut run, 3);
     let mut leased: Vec<(String, u32, u32)> = Vec::new();
     while let Some(i) = d.lease(&mut run, 4) {
         leased.push((i.node_id.clone(), i.instance, i.attempt));
         finish(&mut run, &i, files(&[("new", 1)]), 5).unwrap();
     }
-    assert_eq!(leased, vec![("train".into(), 0, 2), ("train".into(), 1, 2)], "report waits for train");
+    assert_eq!(
+        leased,
+        vec![("train".into(), 0, 2), ("train".into(), 1, 2)],
+        "report waits for train"
+    );
     d.settle(&mut run, 5);
     let report = d.lease(&mut run, 6).unwrap();
     assert_eq!(report.attempt, 2);
-    let paths: Vec<_> = report.step.inputs["models"].iter().map(|f| f.path.as_str()).collect();
-    assert_eq!(paths, vec!["0/new", "1/new"], "re-planned from the new outputs");
+    let paths: Vec<_> = report.step.inputs["models"]
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["0/new", "1/new"],
+        "re-planned from the new outputs"
+    );
     finish(&mut run, &report, files(&[]), 7).unwrap();
     d.settle(&mut run, 7);
     assert_eq!(run.status, RunStatus::Succeeded);
-    assert_eq!(run.node("prepare").unwrap().instances[0].attempts.len(), 1, "upstream is not rerun");
+    assert_eq!(
+        run.node("prepare").unwrap().instances[0].attempts.len(),
+        1,
+        "upstream is not rerun"
+    );
 }
 
 #[derive(Debug, Clone)]

@@ -36,6 +36,8 @@ pub struct KubeExecutor {
     /// How long finished pods are kept for inspection.
     keep_finished: Duration,
     watchers: Watchers,
+    /// Work item id → pod name of the steps running now, for live log tails.
+    running: Arc<Mutex<HashMap<String, String>>>,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -44,20 +46,41 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 impl KubeExecutor {
     /// Connects with the in-cluster service account, or `KUBECONFIG` outside a cluster.
-    pub async fn connect(namespace: &str, settings: PodSettings, pending_timeout: Duration, keep_finished: Duration) -> anyhow::Result<KubeExecutor> {
-        let client = Client::try_default().await.context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    pub async fn connect(
+        namespace: &str,
+        settings: PodSettings,
+        pending_timeout: Duration,
+        keep_finished: Duration,
+    ) -> anyhow::Result<KubeExecutor> {
+        let client = Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        pods.list(&ListParams::default().limit(1)).await.with_context(|| format!("cannot list pods in namespace {namespace:?}; check the agent's Role"))?;
+        pods.list(&ListParams::default().limit(1))
+            .await
+            .with_context(|| {
+                format!("cannot list pods in namespace {namespace:?}; check the agent's Role")
+            })?;
         let watchers: Watchers = Arc::default();
-        let selector = format!("{}=concurrent,{}={}", pod::MANAGED_BY, pod::CLUSTER, settings.cluster);
+        let selector = format!(
+            "{}=concurrent,{}={}",
+            pod::MANAGED_BY,
+            pod::CLUSTER,
+            settings.cluster
+        );
         let (stream_pods, stream_watchers) = (pods.clone(), watchers.clone());
         tokio::spawn(async move {
-            let events = watcher(stream_pods, watcher::Config::default().labels(&selector)).default_backoff();
+            let events = watcher(stream_pods, watcher::Config::default().labels(&selector))
+                .default_backoff();
             futures::pin_mut!(events);
             while let Some(event) = events.next().await {
                 let (name, pod) = match event {
-                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => (p.metadata.name.clone().unwrap_or_default(), Some(p)),
-                    Ok(watcher::Event::Delete(p)) => (p.metadata.name.clone().unwrap_or_default(), None),
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                        (p.metadata.name.clone().unwrap_or_default(), Some(p))
+                    }
+                    Ok(watcher::Event::Delete(p)) => {
+                        (p.metadata.name.clone().unwrap_or_default(), None)
+                    }
                     Ok(_) => continue,
                     Err(e) => {
                         tracing::warn!("watching pods failed (retrying with backoff): {e}");
@@ -69,37 +92,74 @@ impl KubeExecutor {
                 }
             }
         });
-        Ok(KubeExecutor { pods, secrets: Api::namespaced(client, namespace), settings, pending_timeout, keep_finished, watchers })
+        Ok(KubeExecutor {
+            pods,
+            secrets: Api::namespaced(client, namespace),
+            settings,
+            pending_timeout,
+            keep_finished,
+            watchers,
+            running: Arc::default(),
+        })
     }
 
     /// The leases behind this cluster's pods, rebuilt from their Secrets, for re-adoption.
     pub async fn adoptable(&self) -> anyhow::Result<Vec<Lease>> {
-        let selector = format!("{}=concurrent,{}={}", pod::MANAGED_BY, pod::CLUSTER, self.settings.cluster);
+        let selector = format!(
+            "{}=concurrent,{}={}",
+            pod::MANAGED_BY,
+            pod::CLUSTER,
+            self.settings.cluster
+        );
         let mut leases = Vec::new();
-        for p in self.pods.list(&ListParams::default().labels(&selector)).await?.items {
+        for p in self
+            .pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+        {
             let name = p.metadata.name.clone().unwrap_or_default();
-            let token = p.metadata.annotations.as_ref().and_then(|a| a.get(pod::LEASE_TOKEN)).and_then(|t| t.parse().ok());
+            let token = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(pod::LEASE_TOKEN))
+                .and_then(|t| t.parse().ok());
             let secret = self.secrets.get_opt(&pod::secret_name(&name)).await?;
             let data = secret.and_then(|s| s.data).unwrap_or_default();
-            let (Some(token), Some(spec), Some(step_token)) = (token, data.get("spec.json"), data.get("token")) else {
+            let (Some(token), Some(spec), Some(step_token)) =
+                (token, data.get("spec.json"), data.get("token"))
+            else {
                 tracing::warn!(pod = %name, "pod has no lease annotations or secret; deleting it");
                 let _ = self.pods.delete(&name, &DeleteParams::default()).await;
                 continue;
             };
             let item: WorkItem = serde_json::from_slice(&spec.0)?;
-            leases.push(Lease { item, token, expires_at: 0, step_token: String::from_utf8_lossy(&step_token.0).into_owned() });
+            leases.push(Lease {
+                item,
+                token,
+                expires_at: 0,
+                step_token: String::from_utf8_lossy(&step_token.0).into_owned(),
+            });
         }
         Ok(leases)
     }
 
     /// Deletes a pod that is not (or no longer) wanted.
     pub async fn discard(&self, lease: &Lease) {
-        let _ = self.pods.delete(&pod::name_of(lease), &DeleteParams::default()).await;
+        let _ = self
+            .pods
+            .delete(&pod::name_of(lease), &DeleteParams::default())
+            .await;
     }
 
     async fn launch(&self, lease: &Lease) -> anyhow::Result<()> {
         let name = pod::name_of(lease);
-        let created = match self.pods.create(&PostParams::default(), &pod::pod(lease, &self.settings)).await {
+        let created = match self
+            .pods
+            .create(&PostParams::default(), &pod::pod(lease, &self.settings))
+            .await
+        {
             Ok(p) => p,
             Err(e) if is_conflict(&e) => {
                 tracing::info!(pod = %name, "pod exists; adopting it");
@@ -107,7 +167,11 @@ impl KubeExecutor {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot create pod {name}")),
         };
-        match self.secrets.create(&PostParams::default(), &pod::secret(lease, &created)).await {
+        match self
+            .secrets
+            .create(&PostParams::default(), &pod::secret(lease, &created))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_conflict(&e) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot create the secret of pod {name}")),
@@ -115,7 +179,11 @@ impl KubeExecutor {
     }
 
     async fn log_tail(&self, name: &str) -> String {
-        let params = LogParams { container: Some("step".into()), tail_lines: Some(20), ..Default::default() };
+        let params = LogParams {
+            container: Some("step".into()),
+            tail_lines: Some(concurrent_core::wire::TAIL_LINES as i64),
+            ..Default::default()
+        };
         self.pods.logs(name, &params).await.unwrap_or_default()
     }
 
@@ -127,13 +195,22 @@ impl KubeExecutor {
         });
     }
 
-    async fn observe(&self, name: &str, mut rx: watch::Receiver<Option<Pod>>, cancel: CancellationToken) -> Option<Outcome> {
+    async fn observe(
+        &self,
+        name: &str,
+        mut rx: watch::Receiver<Option<Pod>>,
+        cancel: CancellationToken,
+    ) -> Option<Outcome> {
         let mut stuck_since: Option<Instant> = None;
         let mut seen = false;
         loop {
             let current = rx.borrow_and_update().clone();
             match current.as_ref().map(diagnose::state) {
-                None if seen => return Some(Outcome::Failed { error: format!("pod {name} was deleted before it finished") }),
+                None if seen => {
+                    return Some(Outcome::Failed {
+                        error: format!("pod {name} was deleted before it finished"),
+                    })
+                }
                 None => {}
                 Some(PodState::Succeeded) => {
                     // The step runner reported its outcome itself, with its step token.
@@ -143,13 +220,20 @@ impl KubeExecutor {
                 Some(PodState::Failed(why)) => {
                     let tail = self.log_tail(name).await;
                     self.clean_up_later(name.to_string());
-                    return Some(Outcome::Failed { error: format!("{why}; pod {name}, last lines of its log:\n{tail}") });
+                    return Some(Outcome::Failed {
+                        error: format!("{why}; pod {name}, last lines of its log:\n{tail}"),
+                    });
                 }
                 Some(PodState::Pending(Some(why))) => {
                     let since = *stuck_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.pending_timeout {
                         let _ = self.pods.delete(name, &DeleteParams::default()).await;
-                        return Some(Outcome::Failed { error: format!("{why}; gave up after {} s", self.pending_timeout.as_secs()) });
+                        return Some(Outcome::Failed {
+                            error: format!(
+                                "{why}; gave up after {} s",
+                                self.pending_timeout.as_secs()
+                            ),
+                        });
                     }
                 }
                 Some(_) => stuck_since = None,
@@ -169,16 +253,45 @@ impl KubeExecutor {
 }
 
 impl Executor for KubeExecutor {
+    async fn tail(&self, item_id: &str) -> Option<String> {
+        let name = self
+            .running
+            .lock()
+            .expect("poisoned")
+            .get(item_id)
+            .cloned()?;
+        // A pod still waiting for its node or image has no log yet: no tail, not an error.
+        let params = LogParams {
+            container: Some("step".into()),
+            tail_lines: Some(concurrent_core::wire::TAIL_LINES as i64),
+            ..Default::default()
+        };
+        self.pods
+            .logs(&name, &params)
+            .await
+            .ok()
+            .filter(|t| !t.is_empty())
+    }
+
     async fn run(&self, lease: &Lease, cancel: CancellationToken) -> Option<Outcome> {
         let name = pod::name_of(lease);
         let (tx, rx) = watch::channel(None);
-        self.watchers.lock().expect("poisoned").insert(name.clone(), tx);
+        self.watchers
+            .lock()
+            .expect("poisoned")
+            .insert(name.clone(), tx);
+        self.running
+            .lock()
+            .expect("poisoned")
+            .insert(lease.item.id.clone(), name.clone());
         let result = match self.launch(lease).await {
             Ok(()) => {
                 if let Ok(p) = self.pods.get(&name).await {
                     if let Some(tx) = self.watchers.lock().expect("poisoned").get(&name) {
                         tx.send_if_modified(|cur| {
-                            let newer = cur.as_ref().is_none_or(|c| c.metadata.resource_version < p.metadata.resource_version);
+                            let newer = cur.as_ref().is_none_or(|c| {
+                                c.metadata.resource_version < p.metadata.resource_version
+                            });
                             if newer {
                                 *cur = Some(p);
                             }
@@ -188,9 +301,15 @@ impl Executor for KubeExecutor {
                 }
                 self.observe(&name, rx, cancel).await
             }
-            Err(e) => Some(Outcome::Failed { error: format!("{e:#}") }),
+            Err(e) => Some(Outcome::Failed {
+                error: format!("{e:#}"),
+            }),
         };
         self.watchers.lock().expect("poisoned").remove(&name);
+        self.running
+            .lock()
+            .expect("poisoned")
+            .remove(&lease.item.id);
         result
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use concurrent_core::names::pod_name;
 use concurrent_core::wire::Lease;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Pod, PodSpec, ResourceRequirements, Secret,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Pod, PodSpec,
+    ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -51,11 +51,20 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
         (CLUSTER.to_string(), s.cluster.clone()),
         ("concurrent.dev/run".to_string(), item.run_id.clone()),
         ("concurrent.dev/node".to_string(), item.node_id.clone()),
-        ("concurrent.dev/instance".to_string(), item.instance.to_string()),
-        ("concurrent.dev/attempt".to_string(), item.attempt.to_string()),
+        (
+            "concurrent.dev/instance".to_string(),
+            item.instance.to_string(),
+        ),
+        (
+            "concurrent.dev/attempt".to_string(),
+            item.attempt.to_string(),
+        ),
         (POD.to_string(), name.clone()),
     ]);
-    let annotations = BTreeMap::from([(ITEM.to_string(), item.id.clone()), (LEASE_TOKEN.to_string(), lease.token.to_string())]);
+    let annotations = BTreeMap::from([
+        (ITEM.to_string(), item.id.clone()),
+        (LEASE_TOKEN.to_string(), lease.token.to_string()),
+    ]);
     let mount = |volume: &str, path: &str, read_only: bool| VolumeMount {
         name: volume.into(),
         mount_path: path.into(),
@@ -80,49 +89,101 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
         EnvVar {
             name: "CONCURRENT_STEP_TOKEN".into(),
             value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector { name: secret.clone(), key: "token".into(), optional: Some(false) }),
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.clone(),
+                    key: "token".into(),
+                    optional: Some(false),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         },
-        EnvVar { name: "MLFLOW_TRACKING_URI".into(), value: Some(s.mlflow_uri.clone()), ..Default::default() },
-        EnvVar { name: "MLFLOW_DISABLE_TELEMETRY".into(), value: Some("true".into()), ..Default::default() },
+        EnvVar {
+            name: "MLFLOW_TRACKING_URI".into(),
+            value: Some(s.mlflow_uri.clone()),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "MLFLOW_DISABLE_TELEMETRY".into(),
+            value: Some("true".into()),
+            ..Default::default()
+        },
     ];
     let args: Vec<String> = [
-        "step", "--spec", "/concurrent-step/spec.json", "--result", "/work/result.json", "--work-dir", "/work", "--mlflow-uri", &s.mlflow_uri,
-        "--report-to", &s.edge_url, "--cluster", &s.cluster,
+        "step",
+        "--spec",
+        "/concurrent-step/spec.json",
+        "--result",
+        "/work/result.json",
+        "--work-dir",
+        "/work",
+        "--mlflow-uri",
+        &s.mlflow_uri,
+        "--report-to",
+        &s.edge_url,
+        "--cluster",
+        &s.cluster,
     ]
     .iter()
     .map(|a| a.to_string())
     .collect();
     Pod {
-        metadata: ObjectMeta { name: Some(name), labels: Some(labels), annotations: Some(annotations), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             active_deadline_seconds: item.step.timeout_seconds.map(|t| t as i64),
             service_account_name: s.service_account.clone(),
-            image_pull_secrets: (!s.image_pull_secrets.is_empty())
-                .then(|| s.image_pull_secrets.iter().map(|n| LocalObjectReference { name: n.clone() }).collect()),
+            image_pull_secrets: (!s.image_pull_secrets.is_empty()).then(|| {
+                s.image_pull_secrets
+                    .iter()
+                    .map(|n| LocalObjectReference { name: n.clone() })
+                    .collect()
+            }),
             node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
             volumes: Some(vec![
-                Volume { name: "concurrent-bin".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
-                Volume { name: "work".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+                Volume {
+                    name: "concurrent-bin".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "work".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
                 Volume {
                     name: "step".into(),
-                    secret: Some(SecretVolumeSource { secret_name: Some(secret), ..Default::default() }),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
             ]),
             init_containers: Some(vec![Container {
                 name: "concurrent-bin".into(),
                 image: Some(s.agent_image.clone()),
-                command: Some(vec!["cp".into(), "/concurrent".into(), "/concurrent-bin/concurrent".into()]),
+                command: Some(vec![
+                    "cp".into(),
+                    "/concurrent".into(),
+                    "/concurrent-bin/concurrent".into(),
+                ]),
                 volume_mounts: Some(vec![mount("concurrent-bin", "/concurrent-bin", false)]),
                 ..Default::default()
             }]),
             containers: vec![Container {
                 name: "step".into(),
-                image: Some(item.step.image.clone().unwrap_or_else(|| s.default_image.clone())),
+                image: Some(
+                    item.step
+                        .image
+                        .clone()
+                        .unwrap_or_else(|| s.default_image.clone()),
+                ),
                 command: Some(vec!["/concurrent-bin/concurrent".into()]),
                 args: Some(args),
                 env: Some(env),
@@ -164,7 +225,10 @@ pub fn secret(lease: &Lease, pod: &Pod) -> Secret {
             ..Default::default()
         },
         data: Some(BTreeMap::from([
-            ("token".to_string(), ByteString(lease.step_token.clone().into_bytes())),
+            (
+                "token".to_string(),
+                ByteString(lease.step_token.clone().into_bytes()),
+            ),
             ("spec.json".to_string(), ByteString(spec)),
         ])),
         ..Default::default()
@@ -197,12 +261,19 @@ mod tests {
                         parameters: Default::default(),
                     }),
                     image: None,
-                    resources: Resources { cpu: Some("2".into()), memory: Some("4Gi".into()), gpu: 1 },
+                    resources: Resources {
+                        cpu: Some("2".into()),
+                        memory: Some("4Gi".into()),
+                        gpu: 1,
+                    },
                     timeout_seconds: Some(600),
                     partition_index: 1,
                     partition_count: 2,
                     inputs: Default::default(),
-                    mlflow: MlflowRef { experiment_id: "1".into(), run_id: "r".into() },
+                    mlflow: MlflowRef {
+                        experiment_id: "1".into(),
+                        run_id: "r".into(),
+                    },
                 },
             },
             token: 42,
@@ -228,7 +299,10 @@ mod tests {
     fn the_pod_carries_resources_deadline_and_labels_but_no_secret() {
         let p = pod(&lease(), &settings());
         let json = serde_json::to_string(&p).unwrap();
-        assert!(!json.contains("cs_secret"), "the step token never appears in the pod spec");
+        assert!(
+            !json.contains("cs_secret"),
+            "the step token never appears in the pod spec"
+        );
         let spec = p.spec.unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(600));
         let c = &spec.containers[0];
