@@ -20,6 +20,10 @@ pub enum EditError {
     SelfLoop,
     #[error("input {input:?} of {to:?} is already connected")]
     InputTaken { to: String, input: String },
+    #[error("there is no edge #{0}")]
+    NoSuchEdge(usize),
+    #[error("a node with id {0:?} exists already")]
+    IdTaken(String),
     #[error("input nodes take no inputs")]
     IntoInput,
     /// The path that the new edge would close into a cycle.
@@ -37,6 +41,79 @@ pub enum Kind {
     Project,
     Inference,
     Input,
+}
+
+/// How many edits can be undone; each holds a copy of the template.
+pub const HISTORY: usize = 200;
+
+/// What a validation problem's JSON pointer points at, so the designer can mark the culprit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Node(usize),
+    Edge(usize),
+    Parameter(usize),
+    Template,
+}
+
+/// The node, edge or parameter a problem path (`/nodes/2/uri`) belongs to.
+pub fn target_of(path: &str) -> Target {
+    let mut parts = path.trim_start_matches('/').split('/');
+    let (kind, index) = (parts.next(), parts.next().and_then(|i| i.parse().ok()));
+    match (kind, index) {
+        (Some("nodes"), Some(i)) => Target::Node(i),
+        (Some("edges"), Some(i)) => Target::Edge(i),
+        (Some("parameters"), Some(i)) => Target::Parameter(i),
+        _ => Target::Template,
+    }
+}
+
+/// Nodes and the edges between them, as copied; pasting gives them fresh ids.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Clipboard {
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+/// The smallest box around every positioned node: (top-left, bottom-right corner of the nodes'
+/// anchor points).
+pub fn bounds(t: &Template) -> Option<(Position, Position)> {
+    let mut it = t.nodes.iter().filter_map(|n| n.position);
+    let first = it.next()?;
+    Some(it.fold((first, first), |(lo, hi), p| {
+        (
+            Position {
+                x: lo.x.min(p.x),
+                y: lo.y.min(p.y),
+            },
+            Position {
+                x: hi.x.max(p.x),
+                y: hi.y.max(p.y),
+            },
+        )
+    }))
+}
+
+/// The key a by-key regex extracts from each sample path (`None`: the path does not match, so
+/// a run would refuse it).
+///
+/// # Errors
+/// Why the regex cannot serve as a key regex.
+pub fn key_preview(regex: &str, paths: &[&str]) -> Result<Vec<(String, Option<String>)>, String> {
+    if let Some(why) = crate::validate::key_regex_problem(regex) {
+        return Err(format!("the key regex {why}"));
+    }
+    let re = regex_lite::Regex::new(regex).map_err(|e| e.to_string())?;
+    Ok(paths
+        .iter()
+        .map(|p| {
+            (
+                p.to_string(),
+                re.captures(p)
+                    .and_then(|c| c.get(1))
+                    .map(|m| m.as_str().to_string()),
+            )
+        })
+        .collect())
 }
 
 /// A template under edit, with its history.
@@ -70,6 +147,9 @@ impl Editor {
 
     /// Records the current state before an edit.
     fn checkpoint(&mut self) {
+        if self.undo.len() == HISTORY {
+            self.undo.remove(0);
+        }
         self.undo.push(self.template.clone());
         self.redo.clear();
     }
@@ -237,6 +317,147 @@ impl Editor {
         self.checkpoint();
         change(&mut self.template.nodes[i]);
         Ok(())
+    }
+
+    /// Changes one edge (an inspector edit).
+    ///
+    /// # Errors
+    /// [`EditError::NoSuchEdge`], or [`EditError::InputTaken`] when renaming onto a used input.
+    pub fn update_edge(
+        &mut self,
+        index: usize,
+        change: impl FnOnce(&mut Edge),
+    ) -> Result<(), EditError> {
+        let mut edge = self
+            .template
+            .edges
+            .get(index)
+            .cloned()
+            .ok_or(EditError::NoSuchEdge(index))?;
+        change(&mut edge);
+        let taken = self
+            .template
+            .edges
+            .iter()
+            .enumerate()
+            .any(|(i, e)| i != index && e.to == edge.to && e.input == edge.input);
+        if taken {
+            return Err(EditError::InputTaken {
+                to: edge.to,
+                input: edge.input,
+            });
+        }
+        self.checkpoint();
+        self.template.edges[index] = edge;
+        Ok(())
+    }
+
+    /// Changes template-level fields: name, description, parameters.
+    pub fn update_template(&mut self, change: impl FnOnce(&mut Template)) {
+        self.checkpoint();
+        change(&mut self.template);
+    }
+
+    /// Replaces the whole template (an import), as one undo step; nodes without positions are
+    /// laid out.
+    pub fn replace(&mut self, mut template: Template) {
+        if template.nodes.iter().any(|n| n.position.is_none()) {
+            let positions = layout(&template);
+            for n in &mut template.nodes {
+                n.position = positions.get(&n.id).copied();
+            }
+        }
+        self.checkpoint();
+        self.template = template;
+    }
+
+    /// Gives a node a new id and keeps its edges.
+    ///
+    /// # Errors
+    /// [`EditError::NoSuchNode`], or [`EditError::IdTaken`].
+    pub fn rename_node(&mut self, id: &str, new_id: &str) -> Result<(), EditError> {
+        if self.template.node(id).is_none() {
+            return Err(EditError::NoSuchNode(id.into()));
+        }
+        if id == new_id {
+            return Ok(());
+        }
+        if self.template.node(new_id).is_some() {
+            return Err(EditError::IdTaken(new_id.into()));
+        }
+        self.checkpoint();
+        for n in self.template.nodes.iter_mut().filter(|n| n.id == id) {
+            n.id = new_id.into();
+        }
+        for e in &mut self.template.edges {
+            for end in [&mut e.from, &mut e.to] {
+                if end == id {
+                    *end = new_id.into();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The selected nodes and the edges among them.
+    pub fn copy(&self, ids: &[String]) -> Clipboard {
+        Clipboard {
+            nodes: self
+                .template
+                .nodes
+                .iter()
+                .filter(|n| ids.contains(&n.id))
+                .cloned()
+                .collect(),
+            edges: self
+                .template
+                .edges
+                .iter()
+                .filter(|e| ids.contains(&e.from) && ids.contains(&e.to))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Adds copies of the clipboard's nodes, offset by (dx, dy), with fresh ids (`<id>-copy`,
+    /// `<id>-copy-2`, …) and their edges among them; one undo step. Returns the new ids.
+    pub fn paste(&mut self, clip: &Clipboard, dx: f64, dy: f64) -> Vec<String> {
+        if clip.nodes.is_empty() {
+            return Vec::new();
+        }
+        self.checkpoint();
+        let mut renamed: HashMap<&str, String> = HashMap::new();
+        for n in &clip.nodes {
+            let base = format!("{}-copy", n.id);
+            let id = std::iter::once(base.clone())
+                .chain((2..).map(|i| format!("{base}-{i}")))
+                .find(|c| self.template.node(c).is_none())
+                .expect("an unused id exists");
+            let mut copy = n.clone();
+            copy.id = id.clone();
+            let p = n.position.unwrap_or_default();
+            copy.position = Some(Position {
+                x: p.x + dx,
+                y: p.y + dy,
+            });
+            self.template.nodes.push(copy);
+            renamed.insert(n.id.as_str(), id);
+        }
+        for e in &clip.edges {
+            if let (Some(from), Some(to)) =
+                (renamed.get(e.from.as_str()), renamed.get(e.to.as_str()))
+            {
+                self.template.edges.push(Edge {
+                    from: from.clone(),
+                    to: to.clone(),
+                    ..e.clone()
+                });
+            }
+        }
+        clip.nodes
+            .iter()
+            .map(|n| renamed[n.id.as_str()].clone())
+            .collect()
     }
 
     /// Places every node with [`layout`] (one undo step).
@@ -422,6 +643,109 @@ mod tests {
             3.0 * LAYER_GAP,
             "longest path decides the layer"
         );
+    }
+
+    #[test]
+    fn problems_point_at_their_node_edge_or_parameter() {
+        assert_eq!(target_of("/nodes/3/uri"), Target::Node(3));
+        assert_eq!(target_of("/edges/0/partition/keyRegex"), Target::Edge(0));
+        assert_eq!(target_of("/parameters/1/name"), Target::Parameter(1));
+        assert_eq!(target_of("/edges"), Target::Template);
+        assert_eq!(target_of("/name"), Target::Template);
+    }
+
+    #[test]
+    fn paste_gives_fresh_ids_keeps_inner_edges_and_undoes_at_once() {
+        let mut e = empty();
+        let a = e.add_node(Kind::Project, Position { x: 0.0, y: 0.0 });
+        let b = e.add_node(Kind::Project, Position { x: 100.0, y: 0.0 });
+        let c = e.add_node(Kind::Project, Position { x: 200.0, y: 0.0 });
+        e.connect(&a, &b, "data").unwrap();
+        e.connect(&b, &c, "data").unwrap();
+        let clip = e.copy(&[a.clone(), b.clone()]);
+        assert_eq!(clip.edges.len(), 1, "only the edge among the copied nodes");
+        let first = e.paste(&clip, 10.0, 10.0);
+        let second = e.paste(&clip, 20.0, 20.0);
+        assert_eq!(first, vec!["project-1-copy", "project-2-copy"]);
+        assert_eq!(second, vec!["project-1-copy-2", "project-2-copy-2"]);
+        assert!(e
+            .template()
+            .edges
+            .iter()
+            .any(|x| x.from == "project-1-copy" && x.to == "project-2-copy"));
+        assert_eq!(
+            e.template().node("project-1-copy-2").unwrap().position,
+            Some(Position { x: 20.0, y: 20.0 })
+        );
+        assert!(crate::validate::find_cycle(e.template()).is_none());
+        e.undo();
+        e.undo();
+        assert_eq!(e.template().nodes.len(), 3);
+    }
+
+    #[test]
+    fn renaming_a_node_keeps_its_edges_and_refuses_a_taken_id() {
+        let mut e = empty();
+        let a = e.add_node(Kind::Project, Position::default());
+        let b = e.add_node(Kind::Project, Position::default());
+        e.connect(&a, &b, "data").unwrap();
+        assert_eq!(e.rename_node(&a, &b), Err(EditError::IdTaken(b.clone())));
+        e.rename_node(&a, "prepare").unwrap();
+        assert_eq!(e.template().edges[0].from, "prepare");
+        e.undo();
+        assert_eq!(e.template().edges[0].from, a);
+    }
+
+    #[test]
+    fn an_edge_cannot_be_renamed_onto_a_used_input() {
+        let mut e = empty();
+        let a = e.add_node(Kind::Project, Position::default());
+        let b = e.add_node(Kind::Project, Position::default());
+        let c = e.add_node(Kind::Project, Position::default());
+        e.connect(&a, &c, "data").unwrap();
+        e.connect(&b, &c, "models").unwrap();
+        let err = e.update_edge(1, |x| x.input = "data".into()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input \"data\" of \"project-3\" is already connected"
+        );
+        e.update_edge(1, |x| {
+            x.partition.mode = crate::template::PartitionMode::ByFile
+        })
+        .unwrap();
+        assert_eq!(
+            e.template().edges[1].partition.mode,
+            crate::template::PartitionMode::ByFile
+        );
+    }
+
+    #[test]
+    fn key_preview_shows_each_paths_key_or_no_match() {
+        let preview = key_preview(r"^(\w+)/", &["a/1.csv", "b/2.csv", "top.csv"]).unwrap();
+        assert_eq!(preview[0].1.as_deref(), Some("a"));
+        assert_eq!(preview[2].1, None);
+        assert!(key_preview("^no-group$", &[])
+            .unwrap_err()
+            .contains("capture group"));
+        assert!(key_preview("(", &[])
+            .unwrap_err()
+            .contains("not a valid regular expression"));
+    }
+
+    #[test]
+    fn an_import_without_positions_is_laid_out() {
+        let mut t =
+            Template::from_json(include_str!("../../examples/pipeline/template.json")).unwrap();
+        for n in &mut t.nodes {
+            n.position = None;
+        }
+        let mut e = empty();
+        e.replace(t);
+        assert!(e.template().nodes.iter().all(|n| n.position.is_some()));
+        let (lo, hi) = bounds(e.template()).unwrap();
+        assert_eq!((lo.x, hi.x), (0.0, 2.0 * LAYER_GAP));
+        e.undo();
+        assert!(e.template().nodes.is_empty());
     }
 
     proptest! {

@@ -64,6 +64,18 @@ pub struct TemplateSummary {
     pub valid: bool,
 }
 
+/// A version in a template's versions list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSummary {
+    pub version: u32,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Whether this version can run.
+    pub valid: bool,
+}
+
 /// One saved version of a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,6 +1,6 @@
 //! `/api/v1/templates`: save versions (KV + catalog), read, list, validate, delete.
 
-use concurrent_core::wire::{SavedTemplate, TemplateVersion};
+use concurrent_core::wire::{SavedTemplate, TemplateVersion, VersionSummary};
 use concurrent_core::{unknown_fields, validate, Problem, Template};
 use serde::Serialize;
 use worker::{Env, Request, Response, RouteContext};
@@ -163,14 +163,6 @@ pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
 
 /// `GET /api/v1/templates/:name/versions`
 pub async fn handle_versions(_req: Request, ctx: Ctx) -> worker::Result<Response> {
-    #[derive(Serialize, serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Item {
-        version: u32,
-        created_at: u64,
-        author: Option<String>,
-        valid: bool,
-    }
     let result = async {
         let rows: Vec<VersionRow> = call(
             &catalog(&ctx.env)?,
@@ -183,7 +175,7 @@ pub async fn handle_versions(_req: Request, ctx: Ctx) -> worker::Result<Response
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| Item {
+            .map(|r| VersionSummary {
                 version: r.version,
                 created_at: r.created_at,
                 author: r.author,

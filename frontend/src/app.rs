@@ -1,72 +1,95 @@
-//! The page: templates and runs, refreshed while it is open.
+//! The app shell: routes from the URL hash, and the home page (templates and runs lists).
 
-use concurrent_core::run::RunStatus;
 use concurrent_core::wire::{RunSummary, TemplateSummary};
+use leptos::ev;
 use leptos::prelude::*;
 
-use crate::api;
+use crate::designer::{Designer, Sessions};
+use crate::route::{self, Route};
+use crate::run_view::RunView;
+use crate::{api, format_time, status_name};
 
-/// How often the lists refresh.
+/// How often lists refresh while shown.
 const REFRESH_MS: u32 = 3_000;
+/// Runs per page.
+const PAGE: usize = 25;
 
 #[component]
 pub fn App() -> impl IntoView {
+    provide_context(Sessions::new());
+    let current = RwSignal::new(route::current());
+    let handle = window_event_listener(ev::hashchange, move |_| current.set(route::current()));
+    on_cleanup(move || handle.remove());
+    view! {
+        <div class="cc">
+            {move || match current.get() {
+                Route::Home => view! { <Home /> }.into_any(),
+                Route::New => view! { <Designer name=None /> }.into_any(),
+                Route::Template(name) => view! { <Designer name=Some(name) /> }.into_any(),
+                Route::Run(id) => view! { <RunView id /> }.into_any(),
+                Route::NotFound(path) => view! {
+                    <p class="cc-error" role="alert">{format!("There is no page {path:?} here. ")}<a href="#/dags">"Go to the DAGs list"</a></p>
+                }.into_any(),
+            }}
+        </div>
+    }
+}
+
+/// A signal that ticks every `ms` while the calling component lives.
+pub fn ticker(ms: u32) -> RwSignal<u32> {
     let tick = RwSignal::new(0u32);
+    let alive = StoredValue::new(true);
+    on_cleanup(move || alive.set_value(false));
     leptos::task::spawn_local(async move {
         loop {
-            gloo_timers::future::TimeoutFuture::new(REFRESH_MS).await;
+            gloo_timers::future::TimeoutFuture::new(ms).await;
+            if !alive.try_get_value().unwrap_or(false) {
+                return;
+            }
             tick.update(|t| *t += 1);
         }
     });
+    tick
+}
+
+#[component]
+fn Home() -> impl IntoView {
+    let tick = ticker(REFRESH_MS);
     let templates = LocalResource::new(move || {
         tick.get();
         api::get::<Vec<TemplateSummary>>("/api/v1/templates")
     });
-    let runs = LocalResource::new(move || {
-        tick.get();
-        api::get::<Vec<RunSummary>>("/api/v1/runs?limit=50")
-    });
     view! {
-        <header><h1>"Concurrent"</h1><span class="sub">"DAGs of MLflow Projects"</span></header>
-        <main>
-            <section id="templates">
-                <h2>"Templates"</h2>
-                <Transition fallback=|| view! { <p class="loading">"Loading templates…"</p> }>
-                    {move || templates.get().map(|r| match r {
-                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
-                        Ok(list) if list.is_empty() => view! {
-                            <p class="empty">"No templates yet. Save one with PUT /api/v1/templates/<name>."</p>
-                        }.into_any(),
-                        Ok(list) => view! { <TemplateTable list /> }.into_any(),
-                    })}
-                </Transition>
-            </section>
-            <section id="runs">
-                <h2>"Runs"</h2>
-                <Transition fallback=|| view! { <p class="loading">"Loading runs…"</p> }>
-                    {move || runs.get().map(|r| match r {
-                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
-                        Ok(list) if list.is_empty() => view! { <p class="empty">"No runs yet."</p> }.into_any(),
-                        Ok(list) => view! { <RunTable list /> }.into_any(),
-                    })}
-                </Transition>
-            </section>
-        </main>
+        <header class="cc-header"><h1>"DAGs"</h1><span class="cc-sub">"DAGs of MLflow Projects, run by Concurrent"</span>
+            <span class="cc-spacer"></span><a class="cc-button cc-primary" href="#/dags/new" data-action="new">"New DAG"</a></header>
+        <section id="templates">
+            <h2>"Templates"</h2>
+            <Transition fallback=|| view! { <p class="cc-loading">"Loading templates…"</p> }>
+                {move || templates.get().map(|r| match r {
+                    Err(e) => view! { <p class="cc-error" role="alert">{format!("The templates could not be listed: {e}")}</p> }.into_any(),
+                    Ok(list) if list.is_empty() => view! {
+                        <p class="cc-empty">"No templates yet. "<a href="#/dags/new">"Design your first DAG"</a>", or import one in the designer."</p>
+                    }.into_any(),
+                    Ok(list) => view! { <TemplateTable list /> }.into_any(),
+                })}
+            </Transition>
+        </section>
+        <Runs templates=Signal::derive(move || templates.get().and_then(Result::ok).unwrap_or_default()) tick />
     }
 }
 
 #[component]
 fn TemplateTable(list: Vec<TemplateSummary>) -> impl IntoView {
     view! {
-        <table>
+        <table class="cc-table">
             <thead><tr><th>"Name"</th><th>"Version"</th><th>"Description"</th><th>"Updated"</th><th>"Runnable"</th></tr></thead>
             <tbody>
                 {list.into_iter().map(|t| view! {
                     <tr data-template=t.name.clone()>
-                        <td>{t.name.clone()}</td>
+                        <td><a href=Route::Template(t.name.clone()).href()>{t.name.clone()}</a></td>
                         <td>{t.latest_version}</td>
                         <td>{t.description}</td>
-                        <td>{format_time(t.updated_at)}</td>
+                        <td>{format_time(t.updated_at)}{t.updated_by.map(|b| format!(" by {b}"))}</td>
                         <td>{if t.valid { "yes" } else { "draft (has problems)" }}</td>
                     </tr>
                 }).collect_view()}
@@ -76,23 +99,79 @@ fn TemplateTable(list: Vec<TemplateSummary>) -> impl IntoView {
 }
 
 #[component]
+fn Runs(templates: Signal<Vec<TemplateSummary>>, tick: RwSignal<u32>) -> impl IntoView {
+    let template = RwSignal::new(String::new());
+    let status = RwSignal::new(String::new());
+    // Cursors of the pages before this one (newest first), and this page's.
+    let cursors = RwSignal::new(Vec::<u64>::new());
+    let runs = LocalResource::new(move || {
+        tick.get();
+        let limit = (PAGE + 1).to_string();
+        let before = cursors
+            .with(|c| c.last().map(u64::to_string))
+            .unwrap_or_default();
+        let path = api::with_query(
+            "/api/v1/runs",
+            &[
+                ("template", &template.get()),
+                ("status", &status.get()),
+                ("limit", &limit),
+                ("before", &before),
+            ],
+        );
+        async move { api::get::<Vec<RunSummary>>(&path).await }
+    });
+    let reset = move || cursors.set(vec![]);
+    view! {
+        <section id="runs">
+            <h2>"Runs"</h2>
+            <div class="cc-filters">
+                <label>"Template "<select name="filterTemplate" on:change=move |e| { template.set(event_target_value(&e)); reset(); }>
+                    <option value="">"all"</option>
+                    {move || templates.get().into_iter().map(|t| view! { <option value=t.name.clone()>{t.name.clone()}</option> }).collect_view()}
+                </select></label>
+                <label>"Status "<select name="filterStatus" on:change=move |e| { status.set(event_target_value(&e)); reset(); }>
+                    <option value="">"all"</option>
+                    {["pending", "running", "succeeded", "failed", "cancelled"].map(|s| view! { <option value=s>{s}</option> }).collect_view()}
+                </select></label>
+            </div>
+            <Transition fallback=|| view! { <p class="cc-loading">"Loading runs…"</p> }>
+                {move || runs.get().map(|r| match r {
+                    Err(e) => view! { <p class="cc-error" role="alert">{format!("The runs could not be listed: {e}")}</p> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <p class="cc-empty">"No runs match. Open a template and press Run."</p> }.into_any(),
+                    Ok(mut list) => {
+                        let more = list.len() > PAGE;
+                        list.truncate(PAGE);
+                        let next = list.last().map(|r| r.created_at);
+                        view! {
+                            <RunTable list />
+                            <div class="cc-pager">
+                                <button disabled=move || cursors.with(Vec::is_empty) on:click=move |_| cursors.update(|c| { c.pop(); })>"Newer"</button>
+                                <button disabled=!more on:click=move |_| if let Some(n) = next { cursors.update(|c| c.push(n)) }>"Older"</button>
+                            </div>
+                        }.into_any()
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
 fn RunTable(list: Vec<RunSummary>) -> impl IntoView {
     view! {
-        <table>
+        <table class="cc-table">
             <thead><tr><th>"Run"</th><th>"Template"</th><th>"Status"</th><th>"Started"</th><th>"Duration"</th><th>"By"</th><th>"MLflow"</th></tr></thead>
             <tbody>
                 {list.into_iter().map(|r| {
                     let status = status_name(r.status);
-                    let duration = r.ended_at.map(|e| format!("{:.1} s", (e.saturating_sub(r.created_at)) as f64 / 1000.0)).unwrap_or_else(|| "–".into());
-                    let mlflow = r.mlflow.map(|m| view! {
-                        <a href=format!("/#/experiments/{}/runs/{}", m.experiment_id, m.run_id)>"open"</a>
-                    });
-                    let id = r.id.clone();
+                    let duration = r.ended_at.map(|e| crate::format_duration(e.saturating_sub(r.created_at))).unwrap_or_else(|| "–".into());
+                    let mlflow = r.mlflow.map(|m| view! { <a href=route::mlflow_run(&m.experiment_id, &m.run_id)>"open"</a> });
                     view! {
-                        <tr data-run=id>
-                            <td class="mono">{r.id[..8].to_string()}</td>
+                        <tr data-run=r.id.clone()>
+                            <td class="mono"><a href=Route::Run(r.id.clone()).href()>{r.id[..8.min(r.id.len())].to_string()}</a></td>
                             <td>{format!("{} v{}", r.template, r.template_version)}</td>
-                            <td><span class=format!("status {status}") title=r.error.unwrap_or_default()>{status}</span></td>
+                            <td><span class=format!("cc-status {status}") title=r.error.unwrap_or_default()>{status}</span></td>
                             <td>{format_time(r.created_at)}</td>
                             <td>{duration}</td>
                             <td>{r.started_by.unwrap_or_default()}</td>
@@ -103,21 +182,4 @@ fn RunTable(list: Vec<RunSummary>) -> impl IntoView {
             </tbody>
         </table>
     }
-}
-
-fn status_name(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Pending => "pending",
-        RunStatus::Running => "running",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC`.
-fn format_time(ms: u64) -> String {
-    concurrent_core::time::rfc3339(ms)
-        .replace('T', " ")
-        .replace('Z', " UTC")
 }

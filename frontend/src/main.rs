@@ -1,9 +1,14 @@
-//! Concurrent's browser app: for now the templates and runs lists. It runs as the "DAGs" tab of
-//! the MLflow UI (mounted by `loader.js`) or on its own page (`/concurrent/`).
+//! Concurrent's browser app: the designer and the runs views. It runs as the "DAGs" tab of the
+//! MLflow UI (mounted by `loader.js`) or on its own page (`/concurrent/`).
 
 mod api;
 mod app;
+mod designer;
+mod graph;
+mod route;
+mod run_view;
 
+use concurrent_core::run::RunStatus;
 use wasm_bindgen::prelude::*;
 
 fn main() {
@@ -19,4 +24,31 @@ pub fn mount_in(id: &str) -> Result<(), JsValue> {
     let element: leptos::web_sys::HtmlElement = element.dyn_into()?;
     leptos::mount::mount_to(element, app::App).forget();
     Ok(())
+}
+
+pub fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Pending => "pending",
+        RunStatus::Running => "running",
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_time(ms: u64) -> String {
+    concurrent_core::time::rfc3339(ms)
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+/// `4.2 s`, `3 min 5 s`, `2 h 1 min`.
+pub fn format_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{:.1} s", ms as f64 / 1000.0),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }

@@ -4,7 +4,7 @@
 (() => {
   const ROUTE = /^#\/dags(\/|$|\?)/;
   const ITEM_ID = "concurrent-dags-nav";
-  let app = null; // the module, once loaded
+  let app = null; // the promise of the mounted module: route() runs concurrently, mount once
 
   const isDags = () => ROUTE.test(location.hash);
 
@@ -56,11 +56,15 @@
         main.appendChild(root);
       }
       root.hidden = false;
-      if (!app) {
-        app = await import("/concurrent/concurrent_frontend.js");
-        await app.default();
-        app.mount_in("concurrent-root");
-      }
+      app ||= import("/concurrent/concurrent_frontend.js").then(async (m) => {
+        await m.default();
+        m.mount_in("concurrent-root");
+        return m;
+      }).catch((e) => {
+        app = null; // a later visit tries again
+        root.textContent = "Concurrent's app did not load (" + e + "). Check that the edge serves /concurrent/, then reload.";
+      });
+      await app;
     } else {
       main.removeAttribute("data-concurrent-dags");
       if (root) root.hidden = true;

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub use serde_json::json;
 
+pub mod browser;
 pub mod kube;
 pub mod openapi;
 

@@ -193,6 +193,32 @@ impl NodeRun {
     pub fn all(&self, state: InstanceState) -> bool {
         self.instances.iter().all(|i| i.state == state)
     }
+
+    /// The one state the run view shows for the node: a failure first (the run will fail),
+    /// then activity, and succeeded only when every instance has.
+    pub fn shown_state(&self) -> InstanceState {
+        use InstanceState::*;
+        let any = |s: InstanceState| self.instances.iter().any(|i| i.state == s);
+        if self.instances.is_empty() {
+            return Waiting;
+        }
+        [Failed, Running, Retrying, Queued, Cancelled]
+            .into_iter()
+            .find(|s| any(*s))
+            .unwrap_or(if self.all(Succeeded) {
+                Succeeded
+            } else {
+                Waiting
+            })
+    }
+
+    /// How many instances succeeded.
+    pub fn succeeded(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Succeeded)
+            .count()
+    }
 }
 
 /// Everything recorded about one run. It keeps the exact template version it started from.
@@ -319,5 +345,44 @@ impl RunState {
             mlflow: self.mlflow.clone(),
             error: self.error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(states: &[InstanceState]) -> NodeRun {
+        let instances = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Instance {
+                index: i as u32,
+                state: *s,
+                inputs: BTreeMap::new(),
+                attempts: vec![],
+                outputs: vec![],
+                retry_at: None,
+                repair_base: 0,
+            })
+            .collect();
+        NodeRun {
+            id: "n".into(),
+            instances,
+            unmatched_inputs: vec![],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_node_shows_failure_first_then_activity_and_success_only_when_all_succeeded() {
+        use InstanceState::*;
+        assert_eq!(node(&[Succeeded, Failed, Running]).shown_state(), Failed);
+        assert_eq!(node(&[Succeeded, Running]).shown_state(), Running);
+        assert_eq!(node(&[Succeeded, Retrying]).shown_state(), Retrying);
+        assert_eq!(node(&[Succeeded, Waiting]).shown_state(), Waiting);
+        assert_eq!(node(&[Succeeded, Succeeded]).shown_state(), Succeeded);
+        assert_eq!(node(&[]).shown_state(), Waiting);
+        assert_eq!(node(&[Succeeded, Succeeded, Queued]).succeeded(), 2);
     }
 }

@@ -1,0 +1,598 @@
+//! The canvas and the palette: drawing the template as SVG and every pointer gesture on it.
+//!
+//! Gestures use pointer events (not HTML5 drag-and-drop), on the window while a gesture lasts,
+//! so they work with touch, pens, and WebDriver. While a node is dragged only its offset
+//! changes; the template itself is edited once, on release (one undo step per drag).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use concurrent_core::design::Kind;
+use concurrent_core::template::{Node, Position};
+use concurrent_core::Problem;
+use leptos::ev;
+use leptos::prelude::*;
+use leptos::wasm_bindgen::JsCast;
+
+use super::{Selection, Session, Viewport};
+use crate::graph::{edge_path, fit as fit_label, subtitle, NODE_H, NODE_W};
+
+/// A gesture in progress.
+#[derive(Debug, Clone, PartialEq)]
+enum Gesture {
+    Idle,
+    /// Dragging the background: pans (a click without moving clears the selection).
+    Pan {
+        client: (f64, f64),
+        from: Viewport,
+        moved: bool,
+    },
+    /// Dragging nodes from canvas point `start`.
+    Move {
+        start: Position,
+        ids: Arc<BTreeSet<String>>,
+        moved: bool,
+    },
+    /// Dragging from a node's output port.
+    Connect {
+        from: String,
+    },
+    /// Shift-dragging the background: box select.
+    Select {
+        start: Position,
+    },
+    /// Dragging a palette item.
+    Add(Kind),
+}
+
+/// Visual state of a gesture: what the canvas draws while it lasts.
+#[derive(Clone, Copy)]
+struct Overlay {
+    /// Offset of the nodes being moved.
+    drag: RwSignal<Option<(Arc<BTreeSet<String>>, f64, f64)>>,
+    /// The connection being drawn: from-port and pointer.
+    link: RwSignal<Option<(Position, Position)>>,
+    /// The selection box.
+    rubber: RwSignal<Option<(Position, Position)>>,
+    /// The node being added from the palette, at the pointer.
+    ghost: RwSignal<Option<(Kind, Position)>>,
+}
+
+/// The designer's one gesture (the palette starts gestures that end on the canvas); provided by
+/// the designer for both.
+pub fn provide_gesture() {
+    provide_context(StoredValue::new(Gesture::Idle));
+}
+
+fn gesture() -> StoredValue<Gesture> {
+    expect_context::<StoredValue<Gesture>>()
+}
+
+const CANVAS_ID: &str = "cc-canvas";
+
+fn svg() -> Option<web_sys::Element> {
+    document().get_element_by_id(CANVAS_ID)
+}
+
+/// Canvas coordinates of a client (screen) point.
+fn to_canvas(session: Session, client: (f64, f64)) -> Position {
+    let rect = svg().map(|s| s.get_bounding_client_rect());
+    let (left, top) = rect.map(|r| (r.left(), r.top())).unwrap_or_default();
+    let v = session.viewport.get_untracked();
+    Position {
+        x: (client.0 - left - v.x) / v.scale,
+        y: (client.1 - top - v.y) / v.scale,
+    }
+}
+
+fn inside_canvas(client: (f64, f64)) -> bool {
+    svg()
+        .map(|s| s.get_bounding_client_rect())
+        .is_some_and(|r| {
+            client.0 >= r.left()
+                && client.0 <= r.right()
+                && client.1 >= r.top()
+                && client.1 <= r.bottom()
+        })
+}
+
+/// The node under a client point (what a drop lands on).
+fn node_at(client: (f64, f64)) -> Option<String> {
+    let el = document().element_from_point(client.0 as f32, client.1 as f32)?;
+    el.closest("[data-node]").ok()??.get_attribute("data-node")
+}
+
+pub fn visible_center(session: Session) -> Position {
+    let rect = svg().map(|s| s.get_bounding_client_rect());
+    let (w, h) = rect
+        .map(|r| (r.width(), r.height()))
+        .unwrap_or((800.0, 600.0));
+    let v = session.viewport.get_untracked();
+    Position {
+        x: (w / 2.0 - v.x) / v.scale - NODE_W / 2.0,
+        y: (h / 2.0 - v.y) / v.scale - NODE_H / 2.0,
+    }
+}
+
+/// Zooms around the middle of the canvas.
+pub fn zoom_by(session: Session, factor: f64) {
+    let (w, h) = svg()
+        .map(|s| s.get_bounding_client_rect())
+        .map(|r| (r.width(), r.height()))
+        .unwrap_or((800.0, 600.0));
+    zoom_at(session, factor, (w / 2.0, h / 2.0));
+}
+
+/// Zooms keeping the canvas point under `at` (relative to the canvas) in place.
+fn zoom_at(session: Session, factor: f64, at: (f64, f64)) {
+    session.viewport.update(|v| {
+        let scale = (v.scale * factor).clamp(0.05, 3.0);
+        let k = scale / v.scale;
+        v.x = at.0 - (at.0 - v.x) * k;
+        v.y = at.1 - (at.1 - v.y) * k;
+        v.scale = scale;
+    });
+}
+
+/// Shows every node.
+pub fn fit(session: Session) {
+    let Some((lo, hi)) = session
+        .editor
+        .with_untracked(|e| concurrent_core::design::bounds(e.template()))
+    else {
+        session.viewport.set(Viewport::default());
+        return;
+    };
+    let Some(rect) = svg().map(|s| s.get_bounding_client_rect()) else {
+        return;
+    };
+    let (w, h) = (rect.width().max(200.0), rect.height().max(200.0));
+    let margin = 40.0;
+    let (cw, ch) = (hi.x - lo.x + NODE_W, hi.y - lo.y + NODE_H);
+    let scale = ((w - 2.0 * margin) / cw)
+        .min((h - 2.0 * margin) / ch)
+        .clamp(0.05, 1.5);
+    session.viewport.set(Viewport {
+        x: (w - cw * scale) / 2.0 - lo.x * scale,
+        y: (h - ch * scale) / 2.0 - lo.y * scale,
+        scale,
+    });
+}
+
+/// Fits once the canvas is in the page (after a template loads).
+pub fn fit_when_shown(session: Session) {
+    leptos::task::spawn_local(async move {
+        for _ in 0..50 {
+            if svg().is_some_and(|s| s.get_bounding_client_rect().width() > 0.0) {
+                fit(session);
+                return;
+            }
+            gloo_timers::future::TimeoutFuture::new(20).await;
+        }
+    });
+}
+
+fn client(e: &web_sys::PointerEvent) -> (f64, f64) {
+    (e.client_x() as f64, e.client_y() as f64)
+}
+
+#[component]
+pub fn Palette(session: Session) -> impl IntoView {
+    let gesture = gesture();
+    let items = [
+        (
+            Kind::Project,
+            "MLflow Project",
+            "Runs an entry point of an MLflow Project from git or a path",
+        ),
+        (
+            Kind::Inference,
+            "Model inference",
+            "Applies a logged MLflow model to every input file",
+        ),
+        (
+            Kind::Input,
+            "Input data",
+            "Files of an MLflow run, or a path",
+        ),
+    ];
+    view! {
+        <aside class="cc-palette" aria-label="Node kinds">
+            <h3>"Add"</h3>
+            {items.into_iter().map(|(kind, label, help)| view! {
+                <button class="cc-palette-item" data-kind=kind_name(kind) title=format!("{help}. Drag onto the canvas, or press Enter to add it in the middle.")
+                    on:pointerdown=move |e| { e.prevent_default(); gesture.set_value(Gesture::Add(kind)); }
+                    on:click=move |_| {
+                        // Keyboard (or a click without dragging): add in the middle of the view.
+                        let at = super::view_center(session);
+                        let mut id = String::new();
+                        session.editor.update(|ed| id = ed.add_node(kind, at));
+                        session.selection.set(Selection::node(&id));
+                    }>
+                    <span class=format!("cc-swatch cc-kind-{}", kind_name(kind))></span>{label}
+                </button>
+            }).collect_view()}
+            <p class="cc-hint">"Drag from a node's right port to another node to connect. Shift-drag to select several; drag the background to pan; wheel to zoom. Del deletes, Ctrl+Z / Ctrl+Shift+Z undo and redo, Ctrl+C / Ctrl+V copy and paste, arrows move."</p>
+        </aside>
+    }
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Project => "project",
+        Kind::Inference => "inference",
+        Kind::Input => "input",
+    }
+}
+
+/// The input name a new connection gets: `data`, or the upstream id when `data` is taken.
+fn input_name(session: Session, from: &str, to: &str) -> String {
+    session.editor.with_untracked(|e| {
+        let taken = |name: &str| {
+            e.template()
+                .edges
+                .iter()
+                .any(|x| x.to == to && x.input == name)
+        };
+        if !taken("data") {
+            "data".into()
+        } else {
+            from.to_string()
+        }
+    })
+}
+
+#[component]
+pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
+    let gesture = gesture();
+    let overlay = Overlay {
+        drag: RwSignal::new(None),
+        link: RwSignal::new(None),
+        rubber: RwSignal::new(None),
+        ghost: RwSignal::new(None),
+    };
+    // Ids of nodes and indexes of edges with problems.
+    let flagged = Memo::new(move |_| {
+        let (mut nodes, mut edges) = (HashSet::new(), HashSet::new());
+        session.editor.with(|e| {
+            for p in problems.get() {
+                match concurrent_core::design::target_of(&p.path) {
+                    concurrent_core::design::Target::Node(i) => {
+                        if let Some(n) = e.template().nodes.get(i) {
+                            nodes.insert(n.id.clone());
+                        }
+                    }
+                    concurrent_core::design::Target::Edge(i) => {
+                        edges.insert(i);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        (nodes, edges)
+    });
+
+    let on_move = window_event_listener(ev::pointermove, move |e| {
+        let at = to_canvas(session, client(&e));
+        gesture.update_value(|g| match g {
+            Gesture::Idle => {}
+            Gesture::Pan {
+                client: c,
+                from,
+                moved,
+            } => {
+                let (dx, dy) = (e.client_x() as f64 - c.0, e.client_y() as f64 - c.1);
+                *moved |= dx.abs() + dy.abs() > 3.0;
+                session.viewport.set(Viewport {
+                    x: from.x + dx,
+                    y: from.y + dy,
+                    scale: from.scale,
+                });
+            }
+            Gesture::Move { start, ids, moved } => {
+                let (dx, dy) = (at.x - start.x, at.y - start.y);
+                *moved |= dx.abs() + dy.abs() > 2.0;
+                if *moved {
+                    overlay.drag.set(Some((ids.clone(), dx, dy)));
+                }
+            }
+            Gesture::Connect { from } => {
+                let p = session
+                    .editor
+                    .with_untracked(|ed| ed.template().node(from).and_then(|n| n.position))
+                    .unwrap_or_default();
+                overlay.link.set(Some((p, at)));
+            }
+            Gesture::Select { start } => overlay.rubber.set(Some((*start, at))),
+            Gesture::Add(kind) => overlay
+                .ghost
+                .set(inside_canvas(client(&e)).then_some((*kind, at))),
+        });
+    });
+    let on_up = window_event_listener(ev::pointerup, move |e| {
+        let g = gesture.get_value();
+        gesture.set_value(Gesture::Idle);
+        let at = to_canvas(session, client(&e));
+        match g {
+            Gesture::Idle => {}
+            Gesture::Pan { moved, .. } => {
+                if !moved {
+                    session.selection.set(Selection::default());
+                }
+            }
+            Gesture::Move { ids, moved, start } => {
+                overlay.drag.set(None);
+                if moved {
+                    let ids: Vec<String> = ids.iter().cloned().collect();
+                    session
+                        .editor
+                        .update(|ed| ed.move_nodes(&ids, at.x - start.x, at.y - start.y));
+                }
+            }
+            Gesture::Connect { from } => {
+                overlay.link.set(None);
+                if let Some(to) = node_at(client(&e)).filter(|to| *to != from) {
+                    let input = input_name(session, &from, &to);
+                    session.edit(|ed| ed.connect(&from, &to, &input));
+                    if session
+                        .notice
+                        .with_untracked(|n| n.as_ref().is_none_or(|n| !n.error))
+                    {
+                        session.notice.set(None);
+                    }
+                }
+            }
+            Gesture::Select { start } => {
+                overlay.rubber.set(None);
+                let (lo, hi) = (
+                    Position {
+                        x: start.x.min(at.x),
+                        y: start.y.min(at.y),
+                    },
+                    Position {
+                        x: start.x.max(at.x),
+                        y: start.y.max(at.y),
+                    },
+                );
+                let hit: BTreeSet<String> = session.editor.with_untracked(|ed| {
+                    ed.template()
+                        .nodes
+                        .iter()
+                        .filter(|n| {
+                            let p = n.position.unwrap_or_default();
+                            p.x + NODE_W >= lo.x
+                                && p.x <= hi.x
+                                && p.y + NODE_H >= lo.y
+                                && p.y <= hi.y
+                        })
+                        .map(|n| n.id.clone())
+                        .collect()
+                });
+                session.selection.update(|s| {
+                    s.nodes.extend(hit);
+                    s.edge = None;
+                });
+            }
+            Gesture::Add(kind) => {
+                overlay.ghost.set(None);
+                if inside_canvas(client(&e)) {
+                    let mut id = String::new();
+                    session.editor.update(|ed| {
+                        id = ed.add_node(
+                            kind,
+                            Position {
+                                x: at.x - NODE_W / 2.0,
+                                y: at.y - NODE_H / 2.0,
+                            },
+                        )
+                    });
+                    session.selection.set(Selection::node(&id));
+                }
+            }
+        }
+    });
+    on_cleanup(move || {
+        on_move.remove();
+        on_up.remove();
+    });
+
+    let on_down = move |e: web_sys::PointerEvent| {
+        if e.button() != 0 {
+            return;
+        }
+        super::blur_active();
+        let target = e
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok());
+        let find = |css: &str, attr: &str| {
+            target
+                .as_ref()
+                .and_then(|t| t.closest(css).ok().flatten())
+                .and_then(|el| el.get_attribute(attr))
+        };
+        let at = to_canvas(session, client(&e));
+        e.prevent_default();
+        if let Some(from) = find("[data-port=out]", "data-port-of") {
+            gesture.set_value(Gesture::Connect { from });
+        } else if let Some(i) =
+            find("[data-edge]", "data-edge").and_then(|i| i.parse::<usize>().ok())
+        {
+            session.selection.set(Selection {
+                nodes: BTreeSet::new(),
+                edge: Some(i),
+            });
+        } else if let Some(id) = find("[data-node]", "data-node") {
+            let shift = e.shift_key();
+            session.selection.update(|s| {
+                s.edge = None;
+                if shift {
+                    if !s.nodes.remove(&id) {
+                        s.nodes.insert(id.clone());
+                    }
+                } else if !s.nodes.contains(&id) {
+                    *s = Selection::node(&id);
+                }
+            });
+            let ids = Arc::new(session.selection.with_untracked(|s| s.nodes.clone()));
+            gesture.set_value(Gesture::Move {
+                start: at,
+                ids,
+                moved: false,
+            });
+        } else if e.shift_key() {
+            gesture.set_value(Gesture::Select { start: at });
+        } else {
+            gesture.set_value(Gesture::Pan {
+                client: client(&e),
+                from: session.viewport.get_untracked(),
+                moved: false,
+            });
+        }
+    };
+    let on_wheel = move |e: web_sys::WheelEvent| {
+        e.prevent_default();
+        let rect = svg().map(|s| s.get_bounding_client_rect());
+        let (left, top) = rect.map(|r| (r.left(), r.top())).unwrap_or_default();
+        let factor = (-e.delta_y() * 0.0015).exp();
+        zoom_at(
+            session,
+            factor,
+            (e.client_x() as f64 - left, e.client_y() as f64 - top),
+        );
+    };
+
+    // Each node's drag offset, as a memo so only the dragged nodes' DOM changes per frame.
+    let offset_of = move |id: String| {
+        Memo::new(move |_| {
+            overlay.drag.with(|d| {
+                d.as_ref()
+                    .filter(|(ids, _, _)| ids.contains(&id))
+                    .map(|(_, dx, dy)| (*dx, *dy))
+                    .unwrap_or((0.0, 0.0))
+            })
+        })
+    };
+
+    let nodes = move || {
+        session.editor.with(|e| {
+            e.template()
+                .nodes
+                .iter()
+                .map(|n| (node_key(n), n.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let edges = move || {
+        session.editor.with(|e| {
+            let t = e.template();
+            t.edges
+                .iter()
+                .enumerate()
+                .filter_map(|(i, x)| {
+                    let (a, b) = (
+                        t.node(&x.from)?.position.unwrap_or_default(),
+                        t.node(&x.to)?.position.unwrap_or_default(),
+                    );
+                    Some((
+                        format!(
+                            "{i}|{}|{}|{}|{:?}|{:?}|{}",
+                            x.from,
+                            x.to,
+                            x.input,
+                            a,
+                            b,
+                            x.partition.mode.as_str()
+                        ),
+                        i,
+                        x.clone(),
+                        a,
+                        b,
+                    ))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+
+    view! {
+        <div class="cc-canvas-wrap">
+            <svg id=CANVAS_ID class="cc-canvas" tabindex="0" aria-label="DAG canvas" on:pointerdown=on_down on:wheel=on_wheel>
+                <defs>
+                    <marker id="cc-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+                        <path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path>
+                    </marker>
+                </defs>
+                <g transform=move || { let v = session.viewport.get(); format!("translate({:.2},{:.2}) scale({:.4})", v.x, v.y, v.scale) }>
+                    <For each=edges key=|(k, ..)| k.clone() children=move |(_, i, edge, a, b)| {
+                        let (of, ot) = (offset_of(edge.from.clone()), offset_of(edge.to.clone()));
+                        let d = move || {
+                            let ((fx, fy), (tx, ty)) = (of.get(), ot.get());
+                            edge_path(Position { x: a.x + fx, y: a.y + fy }, Position { x: b.x + tx, y: b.y + ty })
+                        };
+                        let label = format!("{} · {}", edge.input, edge.partition.mode.as_str());
+                        let mid = move || {
+                            let ((fx, fy), (tx, ty)) = (of.get(), ot.get());
+                            ((a.x + fx + NODE_W + b.x + tx) / 2.0, (a.y + fy + b.y + ty) / 2.0 + NODE_H / 2.0 - 6.0)
+                        };
+                        view! {
+                            <g class="cc-edge" data-edge=i.to_string() data-from=edge.from.clone() data-to=edge.to.clone()
+                                class:cc-selected=move || session.selection.with(|s| s.edge == Some(i))
+                                class:cc-invalid=move || flagged.with(|f| f.1.contains(&i))>
+                                <path class="cc-edge-hit" d=d></path>
+                                <path class="cc-edge-line" d=d marker-end="url(#cc-arrow)"></path>
+                                <text class="cc-edge-label" x=move || format!("{:.1}", mid().0) y=move || format!("{:.1}", mid().1) text-anchor="middle">{label}</text>
+                            </g>
+                        }
+                    } />
+                    <For each=nodes key=|(k, _)| k.clone() children=move |(_, node)| {
+                        let id = node.id.clone();
+                        let p = node.position.unwrap_or_default();
+                        let off = offset_of(id.clone());
+                        let (sel_id, bad_id) = (id.clone(), id.clone());
+                        view! {
+                            <g class=format!("cc-node cc-kind-{}", node.kind.tag()) data-node=id.clone() tabindex="0"
+                                transform=move || { let (dx, dy) = off.get(); format!("translate({:.1},{:.1})", p.x + dx, p.y + dy) }
+                                class:cc-selected=move || session.selection.with(|s| s.nodes.contains(&sel_id))
+                                class:cc-invalid=move || flagged.with(|f| f.0.contains(&bad_id))
+                                on:focus={ let id = id.clone(); move |_| if session.selection.with_untracked(|s| !s.nodes.contains(&id)) { session.selection.set(Selection::node(&id)) } }>
+                                <title>{format!("{} ({})", node.display_name(), node.id)}</title>
+                                <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
+                                <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
+                                <text class="cc-node-title" x="16" y="23">{fit_label(node.display_name(), 24)}</text>
+                                <text class="cc-node-sub" x="16" y="42">{fit_label(&subtitle(&node), 30)}</text>
+                                {(!matches!(node.kind, concurrent_core::template::NodeKind::Input(_))).then(|| view! {
+                                    <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle>
+                                })}
+                                <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>
+                            </g>
+                        }
+                    } />
+                    {move || overlay.link.get().map(|(from, to)| view! {
+                        <path class="cc-link-draft" d=edge_path(from, Position { x: to.x, y: to.y - NODE_H / 2.0 })></path>
+                    })}
+                    {move || overlay.ghost.get().map(|(_, at)| view! {
+                        <rect class="cc-ghost" x=at.x - NODE_W / 2.0 y=at.y - NODE_H / 2.0 width=NODE_W height=NODE_H rx="8"></rect>
+                    })}
+                    {move || overlay.rubber.get().map(|(a, b)| view! {
+                        <rect class="cc-rubber" x=a.x.min(b.x) y=a.y.min(b.y) width=(a.x - b.x).abs() height=(a.y - b.y).abs()></rect>
+                    })}
+                </g>
+            </svg>
+            {move || session.editor.with(|e| e.template().nodes.is_empty()).then(|| view! {
+                <p class="cc-canvas-empty">"Drag an MLflow Project from the left onto the canvas to start, or import a template."</p>
+            })}
+        </div>
+    }
+}
+
+/// Everything a node's box shows: when it changes, the box is drawn again.
+fn node_key(n: &Node) -> String {
+    let p = n.position.unwrap_or_default();
+    format!(
+        "{}|{}|{}|{:.1}|{:.1}",
+        n.id,
+        n.display_name(),
+        subtitle(n),
+        p.x,
+        p.y
+    )
+}

@@ -1,0 +1,439 @@
+//! The inspector: every field of the selected node or edge, or of the template itself.
+//! A field commits on `change` (blur or Enter), so one edit is one undo step, not one per key.
+
+use std::collections::BTreeMap;
+
+use concurrent_core::design::key_preview;
+use concurrent_core::template::{Node, NodeKind, Parameter, PartitionMode};
+use concurrent_core::Problem;
+use leptos::prelude::*;
+
+use super::{describe, Selection, Session};
+
+/// A labelled text field showing `value` and committing edits with `commit`.
+fn field(
+    label: &'static str,
+    name: &'static str,
+    hint: &'static str,
+    value: impl Fn() -> String + Send + Sync + 'static,
+    commit: impl Fn(String) + 'static,
+) -> impl IntoView {
+    view! {
+        <label class="cc-field">
+            <span>{label}</span>
+            <input type="text" name=name placeholder=hint prop:value=value on:change=move |e| commit(event_target_value(&e)) />
+        </label>
+    }
+}
+
+fn number(what: &str, v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{what} must be a whole number, not {v:?}"))
+}
+
+fn optional(s: String) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+#[component]
+pub fn Inspector(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
+    move || {
+        let selection = session.selection.get();
+        let exists = |id: &str| {
+            session
+                .editor
+                .with_untracked(|e| e.template().node(id).is_some())
+        };
+        if let Some(i) = selection.edge.filter(|i| {
+            session
+                .editor
+                .with_untracked(|e| *i < e.template().edges.len())
+        }) {
+            return view! { <EdgeInspector session index=i /> }.into_any();
+        }
+        let nodes: Vec<String> = selection
+            .nodes
+            .into_iter()
+            .filter(|id| exists(id))
+            .collect();
+        match nodes.as_slice() {
+            [] => view! { <TemplateInspector session /> }.into_any(),
+            [id] => view! { <NodeInspector session id=id.clone() problems /> }.into_any(),
+            many => {
+                let ids = many.to_vec();
+                view! {
+                    <section class="cc-inspector">
+                        <h3>{format!("{} nodes selected", ids.len())}</h3>
+                        <p class="cc-hint">"Drag one of them to move them together; Ctrl+C copies them with the edges between them."</p>
+                        <button class="cc-danger" on:click=move |_| { session.editor.update(|e| e.delete(&ids, &[])); session.selection.set(Selection::default()); }>"Delete them"</button>
+                    </section>
+                }.into_any()
+            }
+        }
+    }
+}
+
+#[component]
+fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> impl IntoView {
+    // Copy handles, so every field's closures can share them.
+    let id = StoredValue::new(id);
+    let node = move || {
+        session
+            .editor
+            .with(|e| e.template().node(&id.read_value()).cloned())
+    };
+    // Reads one value of the node for a field.
+    let read = move |f: fn(&Node) -> String| move || node().map(|n| f(&n)).unwrap_or_default();
+    // Commits one change to the node; a change to the same value records nothing.
+    let write = move |f: fn(&mut Node, String) -> Result<(), String>| {
+        move |v: String| {
+            let id = id.get_value();
+            let Some(mut n) = session
+                .editor
+                .with_untracked(|e| e.template().node(&id).cloned())
+            else {
+                return;
+            };
+            if let Err(why) = f(&mut n, v) {
+                session.complain(why);
+                return;
+            }
+            if session
+                .editor
+                .with_untracked(|e| e.template().node(&id) != Some(&n))
+            {
+                session.edit(|e| e.update_node(&id, |x| *x = n));
+            }
+        }
+    };
+    let kind = move || node().map(|n| n.kind.tag()).unwrap_or("project");
+    let rename = move |v: String| {
+        let v = v.trim().to_string();
+        let mut ok = false;
+        session.edit(|e| e.rename_node(&id.get_value(), &v).map(|()| ok = true));
+        if ok {
+            session.selection.set(Selection::node(&v));
+        }
+    };
+    let own_problems = move || {
+        let index = session.editor.with(|e| {
+            e.template()
+                .nodes
+                .iter()
+                .position(|n| n.id == *id.read_value())
+        });
+        problems
+            .get()
+            .into_iter()
+            .filter(|p| {
+                index.is_some_and(|i| {
+                    p.path.starts_with(&format!("/nodes/{i}/")) || p.path == format!("/nodes/{i}")
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let others = move || {
+        session.editor.with(|e| {
+            e.template()
+                .nodes
+                .iter()
+                .map(|n| n.id.clone())
+                .filter(|n| *n != *id.read_value())
+                .collect::<Vec<_>>()
+        })
+    };
+    let connect_from = move |e: leptos::ev::Event| {
+        let from = event_target_value(&e);
+        if from.is_empty() {
+            return;
+        }
+        let to = id.get_value();
+        let input = session.editor.with_untracked(|ed| {
+            if ed
+                .template()
+                .edges
+                .iter()
+                .any(|x| x.to == to && x.input == "data")
+            {
+                from.clone()
+            } else {
+                "data".to_string()
+            }
+        });
+        session.edit(|ed| ed.connect(&from, &to, &input));
+    };
+    let delete = move |_| {
+        session.editor.update(|e| e.delete(&[id.get_value()], &[]));
+        session.selection.set(Selection::default());
+    };
+    let project_fields = move || {
+        (kind() == "project").then(|| {
+            view! {
+                {field("Project URI", "uri", "https://github.com/org/repo.git or a path", read(|n| project(n).map(|p| p.uri.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.uri = v.trim().to_string())))}
+                {field("Git version", "version", "branch, tag or commit", read(|n| project(n).and_then(|p| p.version.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.version = optional(v))))}
+                {field("Sub-directory", "subPath", "where MLproject is, if not at the root", read(|n| project(n).and_then(|p| p.sub_path.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.sub_path = optional(v))))}
+                {field("Entry point", "entryPoint", "main", read(|n| project(n).map(|p| p.entry_point.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.entry_point = v.trim().to_string())))}
+                <ParametersEditor session id=id.get_value() />
+            }
+        })
+    };
+    let other_fields = move || {
+        match kind() {
+        "inference" => Some(field("Model URI", "modelUri", "models:/name/1 or runs:/<id>/model", read(|n| match &n.kind { NodeKind::Inference(i) => i.model_uri.clone(), _ => String::new() }), write(|n, v| match &mut n.kind { NodeKind::Inference(i) => { i.model_uri = v.trim().into(); Ok(()) } _ => Ok(()) })).into_any()),
+        "input" => Some(view! {
+            {field("MLflow run id", "runId", "use this run's artifacts", read(|n| input(n).and_then(|i| i.run_id.clone()).unwrap_or_default()), write(|n, v| with_input(n, |i| i.run_id = optional(v))))}
+            {field("Artifact path", "artifactPath", "below the run's artifact root", read(|n| input(n).and_then(|i| i.artifact_path.clone()).unwrap_or_default()), write(|n, v| with_input(n, |i| i.artifact_path = optional(v))))}
+            {field("Path", "path", "or a file or directory the agent can read", read(|n| input(n).and_then(|i| i.path.clone()).unwrap_or_default()), write(|n, v| with_input(n, |i| i.path = optional(v))))}
+        }.into_any()),
+        _ => None,
+    }
+    };
+    view! {
+        <section class="cc-inspector" data-inspector="node">
+            <h3>{move || format!("{} node", kind())}</h3>
+            <label class="cc-field"><span>"Id"</span>
+                <input type="text" name="id" prop:value=read(|n| n.id.clone()) on:change=move |e| rename(event_target_value(&e)) /></label>
+            {field("Name", "name", "shown on the canvas", read(|n| n.name.clone()), write(|n, v| { n.name = v.trim().to_string(); Ok(()) }))}
+            {project_fields}
+            {other_fields}
+            {move || (kind() != "input").then(|| view! {
+                {field("Instances", "instances", "parallel copies", read(|n| n.instances.to_string()), write(|n, v| { n.instances = number("instances", &v)? as u32; Ok(()) }))}
+                {field("Cluster", "cluster", "the run's cluster", read(|n| n.cluster.clone().unwrap_or_default()), write(|n, v| { n.cluster = optional(v); Ok(()) }))}
+                {field("Image", "image", "the cluster's default image", read(|n| n.image.clone().unwrap_or_default()), write(|n, v| { n.image = optional(v); Ok(()) }))}
+                <div class="cc-row">
+                    {field("CPU", "cpu", "e.g. 500m", read(|n| n.resources.cpu.clone().unwrap_or_default()), write(|n, v| { n.resources.cpu = optional(v); Ok(()) }))}
+                    {field("Memory", "memory", "e.g. 2Gi", read(|n| n.resources.memory.clone().unwrap_or_default()), write(|n, v| { n.resources.memory = optional(v); Ok(()) }))}
+                    {field("GPUs", "gpu", "0", read(|n| n.resources.gpu.to_string()), write(|n, v| { n.resources.gpu = number("GPUs", &v)? as u32; Ok(()) }))}
+                </div>
+                <div class="cc-row">
+                    {field("Retries", "retries", "0", read(|n| n.retries.limit.to_string()), write(|n, v| { n.retries.limit = number("retries", &v)? as u32; Ok(()) }))}
+                    {field("Backoff (s)", "backoffSeconds", "10", read(|n| n.retries.backoff_seconds.to_string()), write(|n, v| { n.retries.backoff_seconds = number("backoff", &v)? as u32; Ok(()) }))}
+                    {field("Timeout (s)", "timeoutSeconds", "none", read(|n| n.timeout_seconds.map(|t| t.to_string()).unwrap_or_default()), write(|n, v| { n.timeout_seconds = if v.trim().is_empty() { None } else { Some(number("timeout", &v)?) }; Ok(()) }))}
+                </div>
+                <label class="cc-field"><span>"Add an input from"</span>
+                    <select name="connectFrom" on:change=connect_from prop:value="">
+                        <option value="">"choose a node…"</option>
+                        {others().into_iter().map(|o| view! { <option value=o.clone()>{o.clone()}</option> }).collect_view()}
+                    </select>
+                </label>
+            })}
+            <ul class="cc-node-problems">
+                {move || own_problems().into_iter().map(|p| view! { <li class="cc-error">{describe(session, &p)}</li> }).collect_view()}
+            </ul>
+            <button class="cc-danger" on:click=delete>"Delete node"</button>
+        </section>
+    }
+}
+
+fn project(n: &Node) -> Option<&concurrent_core::template::ProjectSpec> {
+    match &n.kind {
+        NodeKind::Project(p) => Some(p),
+        _ => None,
+    }
+}
+
+fn with_project(
+    n: &mut Node,
+    f: impl FnOnce(&mut concurrent_core::template::ProjectSpec),
+) -> Result<(), String> {
+    if let NodeKind::Project(p) = &mut n.kind {
+        f(p);
+    }
+    Ok(())
+}
+
+fn input(n: &Node) -> Option<&concurrent_core::template::InputSpec> {
+    match &n.kind {
+        NodeKind::Input(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn with_input(
+    n: &mut Node,
+    f: impl FnOnce(&mut concurrent_core::template::InputSpec),
+) -> Result<(), String> {
+    if let NodeKind::Input(i) = &mut n.kind {
+        f(i);
+    }
+    Ok(())
+}
+
+/// `-P key=value` rows of a project node.
+#[component]
+fn ParametersEditor(session: Session, id: String) -> impl IntoView {
+    let params = {
+        let id = id.clone();
+        move || {
+            session.editor.with(|e| {
+                e.template()
+                    .node(&id)
+                    .and_then(|n| project(n).map(|p| p.parameters.clone()))
+                    .unwrap_or_default()
+            })
+        }
+    };
+    let change = move |id: String, f: Box<dyn FnOnce(&mut BTreeMap<String, String>)>| {
+        session.edit(|e| {
+            e.update_node(&id, |n| {
+                if let NodeKind::Project(p) = &mut n.kind {
+                    f(&mut p.parameters)
+                }
+            })
+        });
+    };
+    let add = {
+        let id = id.clone();
+        move |_| {
+            let next = (1..)
+                .map(|i| format!("param{i}"))
+                .find(|k| !params_has(session, &id, k))
+                .unwrap_or_default();
+            change(
+                id.clone(),
+                Box::new(move |m| {
+                    m.insert(next, String::new());
+                }),
+            );
+        }
+    };
+    view! {
+        <fieldset class="cc-params" data-params="">
+            <legend>"Parameters (-P key=value; {{params.x}} uses a template parameter)"</legend>
+            {move || params().into_iter().map(|(k, v)| {
+                let (id1, id2, id3) = (id.clone(), id.clone(), id.clone());
+                let (k1, k2, k3) = (k.clone(), k.clone(), k.clone());
+                view! {
+                    <div class="cc-row cc-param">
+                        <input type="text" name="paramKey" prop:value=k.clone() on:change=move |e| {
+                            let new = event_target_value(&e).trim().to_string();
+                            let old = k1.clone();
+                            if new != old { change(id1.clone(), Box::new(move |m| { if let Some(v) = m.remove(&old) { m.insert(new, v); } })); }
+                        } />
+                        <input type="text" name="paramValue" prop:value=v on:change=move |e| {
+                            let v = event_target_value(&e);
+                            let k = k2.clone();
+                            change(id2.clone(), Box::new(move |m| { m.insert(k, v); }));
+                        } />
+                        <button class="cc-link" title="Remove" on:click=move |_| { let k = k3.clone(); change(id3.clone(), Box::new(move |m| { m.remove(&k); })); }>"×"</button>
+                    </div>
+                }
+            }).collect_view()}
+            <button class="cc-link" data-action="add-param" on:click=add>"+ parameter"</button>
+        </fieldset>
+    }
+}
+
+fn params_has(session: Session, id: &str, key: &str) -> bool {
+    session.editor.with_untracked(|e| {
+        e.template()
+            .node(id)
+            .and_then(project)
+            .is_some_and(|p| p.parameters.contains_key(key))
+    })
+}
+
+#[component]
+fn EdgeInspector(session: Session, index: usize) -> impl IntoView {
+    let edge = move || {
+        session
+            .editor
+            .with(|e| e.template().edges.get(index).cloned())
+    };
+    let samples = RwSignal::new("a/part-0.csv\na/part-1.csv\nb/part-2.csv".to_string());
+    let regex = RwSignal::new(
+        edge()
+            .and_then(|e| e.partition.key_regex)
+            .unwrap_or_else(|| r"^([^/]+)/".into()),
+    );
+    let preview = move || {
+        let text = samples.get();
+        let paths: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        key_preview(&regex.get(), &paths)
+    };
+    let set = move |f: Box<dyn FnOnce(&mut concurrent_core::template::Edge)>| {
+        session.edit(|e| e.update_edge(index, f))
+    };
+    view! {
+        <section class="cc-inspector" data-inspector="edge">
+            <h3>"Connection"</h3>
+            <p class="mono">{move || edge().map(|e| concurrent_core::diff::edge_name(&e)).unwrap_or_default()}</p>
+            <label class="cc-field"><span>"Input name (files land in $CONCURRENT_INPUT_DIR/<input>/)"</span>
+                <input type="text" name="input" prop:value=move || edge().map(|e| e.input).unwrap_or_default()
+                    on:change=move |e| { let v = event_target_value(&e).trim().to_string(); set(Box::new(move |x| x.input = v)); } /></label>
+            <label class="cc-field"><span>"Partitioning across the instances"</span>
+                <select name="mode" prop:value=move || edge().map(|e| e.partition.mode.as_str().to_string()).unwrap_or_default()
+                    on:change=move |e| { let v = event_target_value(&e); set(Box::new(move |x| {
+                        x.partition.mode = PartitionMode::parse(&v);
+                        if x.partition.mode != PartitionMode::ByKey { x.partition.key_regex = None; }
+                    })); }>
+                    <option value="broadcast">"broadcast: every instance gets every file"</option>
+                    <option value="by-file">"by-file: files spread, balanced by size"</option>
+                    <option value="by-directory">"by-directory: a directory's files stay together"</option>
+                    <option value="by-key">"by-key: files with the same key stay together"</option>
+                </select></label>
+            {move || (edge().is_some_and(|e| e.partition.mode == PartitionMode::ByKey)).then(|| view! {
+                <label class="cc-field"><span>"Key regex (first capture group is the key)"</span>
+                    <input type="text" name="keyRegex" prop:value=move || regex.get()
+                        on:input=move |e| regex.set(event_target_value(&e))
+                        on:change=move |e| { let v = event_target_value(&e); set(Box::new(move |x| x.partition.key_regex = optional(v))); } /></label>
+                <label class="cc-field"><span>"Sample paths, one per line"</span>
+                    <textarea name="samples" rows="3" prop:value=move || samples.get() on:input=move |e| samples.set(event_target_value(&e))></textarea></label>
+                <table class="cc-preview" data-preview="">
+                    <thead><tr><th>"path"</th><th>"key"</th></tr></thead>
+                    <tbody>{move || match preview() {
+                        Err(why) => view! { <tr><td colspan="2" class="cc-error">{why}</td></tr> }.into_any(),
+                        Ok(rows) => rows.into_iter().map(|(p, k)| view! {
+                            <tr><td class="mono">{p}</td><td class={ if k.is_some() { "mono" } else { "cc-error" } }>{k.clone().unwrap_or_else(|| "no match: a run would refuse this file".into())}</td></tr>
+                        }).collect_view().into_any(),
+                    }}</tbody>
+                </table>
+            })}
+            <button class="cc-danger" on:click=move |_| { session.editor.update(|e| e.delete(&[], &[index])); session.selection.set(Selection::default()); }>"Delete connection"</button>
+        </section>
+    }
+}
+
+#[component]
+fn TemplateInspector(session: Session) -> impl IntoView {
+    let saved = move || session.saved.with(Option::is_some);
+    let parameters = move || session.editor.with(|e| e.template().parameters.clone());
+    let set_param = move |i: usize, f: Box<dyn FnOnce(&mut Parameter)>| {
+        session.editor.update(|e| {
+            e.update_template(|t| {
+                if let Some(p) = t.parameters.get_mut(i) {
+                    f(p)
+                }
+            })
+        });
+    };
+    view! {
+        <section class="cc-inspector" data-inspector="template">
+            <h3>"Template"</h3>
+            <label class="cc-field"><span>"Name (also the MLflow experiment concurrent/<name>)"</span>
+                <input type="text" name="templateName" readonly=saved prop:value=move || session.template_name()
+                    on:change=move |e| { let v = event_target_value(&e).trim().to_string(); if v != session.template_name() { session.editor.update(|ed| ed.update_template(|t| t.name = v)); } } /></label>
+            <label class="cc-field"><span>"Description"</span>
+                <textarea name="description" rows="2" prop:value=move || session.editor.with(|e| e.template().description.clone())
+                    on:change=move |e| { let v = event_target_value(&e); session.editor.update(|ed| ed.update_template(|t| t.description = v)); }></textarea></label>
+            <fieldset class="cc-params">
+                <legend>"Run parameters ({{params.<name>}} in node fields)"</legend>
+                {move || parameters().into_iter().enumerate().map(|(i, p)| view! {
+                    <div class="cc-row cc-param" data-parameter=i.to_string()>
+                        <input type="text" name="paramName" placeholder="name" prop:value=p.name.clone() on:change=move |e| { let v = event_target_value(&e).trim().to_string(); set_param(i, Box::new(move |p| p.name = v)); } />
+                        <input type="text" name="paramDefault" placeholder="default (required when empty)" prop:value=p.default.clone().unwrap_or_default() on:change=move |e| { let v = event_target_value(&e); set_param(i, Box::new(move |p| p.default = (!v.is_empty()).then_some(v))); } />
+                        <button class="cc-link" title="Remove" on:click=move |_| session.editor.update(|e| e.update_template(|t| { t.parameters.remove(i); }))>"×"</button>
+                    </div>
+                }).collect_view()}
+                <button class="cc-link" on:click=move |_| session.editor.update(|e| e.update_template(|t| t.parameters.push(Parameter { name: format!("param{}", t.parameters.len() + 1), default: None, description: String::new() })))>"+ run parameter"</button>
+            </fieldset>
+            <p class="cc-hint">"Select a node or a connection to edit it."</p>
+        </section>
+    }
+}

@@ -1,0 +1,51 @@
+//! How nodes and edges are drawn, shared by the designer and the run view.
+
+use concurrent_core::template::{Node, NodeKind, Position};
+
+pub const NODE_W: f64 = 200.0;
+pub const NODE_H: f64 = 56.0;
+
+/// The SVG path of an edge from `from`'s output port to `to`'s input port.
+pub fn edge_path(from: Position, to: Position) -> String {
+    let (x1, y1) = (from.x + NODE_W, from.y + NODE_H / 2.0);
+    let (x2, y2) = (to.x, to.y + NODE_H / 2.0);
+    let bend = ((x2 - x1).abs() / 2.0).max(40.0);
+    format!(
+        "M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}",
+        x1 + bend,
+        x2 - bend
+    )
+}
+
+/// The second line of a node's box: what it runs.
+pub fn subtitle(n: &Node) -> String {
+    let what = match &n.kind {
+        NodeKind::Project(p) if p.uri.is_empty() => format!("project · {}", p.entry_point),
+        NodeKind::Project(p) => format!("{} · {}", short(&p.uri), p.entry_point),
+        NodeKind::Inference(i) if i.model_uri.is_empty() => "model inference".into(),
+        NodeKind::Inference(i) => format!("predict · {}", short(&i.model_uri)),
+        NodeKind::Input(_) => "input data".into(),
+    };
+    if n.instances > 1 {
+        format!("{what} · ×{}", n.instances)
+    } else {
+        what
+    }
+}
+
+/// The last path segment of a URI, so long git URLs fit in a node.
+fn short(uri: &str) -> &str {
+    let trimmed = uri.trim_end_matches('/').trim_end_matches(".git");
+    trimmed.rsplit('/').next().unwrap_or(trimmed)
+}
+
+/// Truncates a label to fit the node's width.
+pub fn fit(label: &str, max: usize) -> String {
+    if label.chars().count() <= max {
+        label.to_string()
+    } else {
+        let mut s: String = label.chars().take(max - 1).collect();
+        s.push('…');
+        s
+    }
+}

@@ -1,0 +1,211 @@
+//! One run: the DAG with each node's state, a node's instances, live log tails, and the
+//! repairs (cancel, retry failed, rerun from a node). Polls while shown.
+
+use concurrent_core::run::{Attempt, InstanceState, NodeRun, RunState};
+use concurrent_core::template::Position;
+use concurrent_core::wire::RunSummary;
+use leptos::prelude::*;
+
+use crate::app::ticker;
+use crate::graph::{edge_path, fit, subtitle, NODE_H, NODE_W};
+use crate::route::{self, Route};
+use crate::{api, format_duration, format_time, status_name};
+
+/// How often a shown run is read again.
+const POLL_MS: u32 = 1_500;
+
+fn instance_state(s: InstanceState) -> &'static str {
+    match s {
+        InstanceState::Waiting => "waiting",
+        InstanceState::Queued => "queued",
+        InstanceState::Running => "running",
+        InstanceState::Retrying => "retrying",
+        InstanceState::Succeeded => "succeeded",
+        InstanceState::Failed => "failed",
+        InstanceState::Cancelled => "cancelled",
+    }
+}
+
+#[component]
+pub fn RunView(id: String) -> impl IntoView {
+    let tick = ticker(POLL_MS);
+    let path = format!("/api/v1/runs/{}", api::segment(&id));
+    let run = LocalResource::new({
+        let path = path.clone();
+        move || {
+            tick.get();
+            let path = path.clone();
+            async move { api::get::<RunState>(&path).await }
+        }
+    });
+    // The last good answer stays on screen while the next one loads (no flicker).
+    let last = RwSignal::new(None::<Result<RunState, api::ApiError>>);
+    Effect::new(move |_| {
+        if let Some(r) = run.get() {
+            last.set(Some(r));
+        }
+    });
+    let selected = RwSignal::new(None::<String>);
+    let action_error = RwSignal::new(None::<String>);
+    let path = StoredValue::new(path);
+    let act = move |what: &'static str, body: serde_json::Value| {
+        let url = format!("{}/{what}", path.read_value());
+        leptos::task::spawn_local(async move {
+            match api::send::<RunSummary>(gloo_net::http::Request::post(&url), &body).await {
+                Ok(_) => {
+                    action_error.set(None);
+                    tick.update(|t| *t += 1);
+                }
+                Err(e) => action_error.set(Some(format!("{what} failed: {e}"))),
+            }
+        });
+    };
+    view! {
+        <div class="cc-run" data-run-view="">
+            {move || match last.get() {
+                None => view! { <p class="cc-loading">"Loading the run…"</p> }.into_any(),
+                Some(Err(e)) => view! { <p class="cc-error" role="alert">{format!("The run could not be read: {e}. ")}<a href="#/dags">"Back to the list"</a></p> }.into_any(),
+                Some(Ok(state)) => {
+                    let terminal = state.status.is_terminal();
+                    let failed = state.nodes.iter().any(|n| n.instances.iter().any(|i| i.state == InstanceState::Failed || i.state == InstanceState::Cancelled));
+                    let status = status_name(state.status);
+                    let duration = format_duration(state.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(state.created_at));
+                    let experiment = state.mlflow.as_ref().map(|m| m.experiment_id.clone()).unwrap_or_default();
+                    view! {
+                        <header class="cc-header">
+                            <a class="cc-back" href="#/dags">"← DAGs"</a>
+                            <h1><a href=Route::Template(state.template.name.clone()).href()>{state.template.name.clone()}</a>{format!(" v{}", state.template_version)}</h1>
+                            <span class=format!("cc-status {status}") data-run-status=status>{status}</span>
+                            <span class="cc-sub">{format!("started {} by {} · {duration} · cluster {}", format_time(state.created_at), state.started_by.clone().unwrap_or_else(|| "?".into()), state.cluster)}</span>
+                            <span class="cc-spacer"></span>
+                            {state.mlflow.as_ref().map(|m| view! { <a class="cc-button" data-mlflow-parent="" href=route::mlflow_run(&m.experiment_id, &m.run_id)>"Open in MLflow"</a> })}
+                            {(!terminal).then(|| view! { <button class="cc-danger" data-action="cancel" on:click=move |_| act("cancel", serde_json::json!({}))>"Cancel"</button> })}
+                            {(terminal && failed).then(|| view! { <button data-action="retry" on:click=move |_| act("retry", serde_json::json!({}))>"Retry failed"</button> })}
+                        </header>
+                        {state.error.clone().map(|e| view! { <pre class="cc-error cc-run-error" role="alert">{e}</pre> })}
+                        {move || action_error.get().map(|e| view! { <p class="cc-error" role="alert">{e}</p> })}
+                        {(!state.parameters.is_empty()).then(|| view! {
+                            <p class="cc-sub">"Parameters: "{state.parameters.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")}</p>
+                        })}
+                        <RunGraph state=state.clone() selected />
+                        {move || selected.get().and_then(|id| state.nodes.iter().find(|n| n.id == id).cloned()).map(|node| {
+                            let rerun_id = node.id.clone();
+                            let node_id = node.id.clone();
+                            view! {
+                                <section class="cc-node-detail" data-node-detail=node_id>
+                                    <h2>{format!("{} — {}", node.id, instance_state(node.shown_state()))}</h2>
+                                    {terminal.then(|| view! { <button data-action="rerun" title="Run this node and everything downstream again" on:click=move |_| act("rerun", serde_json::json!({"node": rerun_id.clone()}))>"Rerun from this node"</button> })}
+                                    {node.error.clone().map(|e| view! { <pre class="cc-error">{e}</pre> })}
+                                    {(!node.unmatched_inputs.is_empty()).then(|| view! { <p class="cc-error">{format!("Files no partition took: {}", node.unmatched_inputs.join(", "))}</p> })}
+                                    <Instances node experiment=experiment.clone() />
+                                </section>
+                            }
+                        })}
+                    }.into_any()
+                }
+            }}
+        </div>
+    }
+}
+
+#[component]
+fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoView {
+    let t = &state.template;
+    let laid = concurrent_core::design::layout(t);
+    let pos = |id: &str| {
+        t.node(id)
+            .and_then(|n| n.position)
+            .or_else(|| laid.get(id).copied())
+            .unwrap_or_default()
+    };
+    let (lo, hi) = t.nodes.iter().map(|n| pos(&n.id)).fold(
+        (
+            Position {
+                x: f64::MAX,
+                y: f64::MAX,
+            },
+            Position {
+                x: f64::MIN,
+                y: f64::MIN,
+            },
+        ),
+        |(lo, hi), p| {
+            (
+                Position {
+                    x: lo.x.min(p.x),
+                    y: lo.y.min(p.y),
+                },
+                Position {
+                    x: hi.x.max(p.x),
+                    y: hi.y.max(p.y),
+                },
+            )
+        },
+    );
+    let (w, h) = (
+        (hi.x - lo.x + NODE_W + 40.0).max(200.0),
+        (hi.y - lo.y + NODE_H + 40.0).max(100.0),
+    );
+    let view_box = format!("{:.0} {:.0} {w:.0} {h:.0}", lo.x - 20.0, lo.y - 20.0);
+    let edges = t.edges.iter().map(|e| view! { <path class="cc-edge-line" d=edge_path(pos(&e.from), pos(&e.to)) marker-end="url(#cc-run-arrow)"></path> }).collect_view();
+    let nodes = t.nodes.iter().map(|n| {
+        let run: Option<&NodeRun> = state.nodes.iter().find(|r| r.id == n.id);
+        let shown = run.map(|r| instance_state(r.shown_state())).unwrap_or("waiting");
+        let counts = run.map(|r| format!("{}/{} done", r.succeeded(), r.instances.len())).unwrap_or_default();
+        let p = pos(&n.id);
+        let id = n.id.clone();
+        let sel = n.id.clone();
+        view! {
+            <g class=format!("cc-node cc-state-{shown}") data-node=n.id.clone() data-state=shown transform=format!("translate({:.1},{:.1})", p.x, p.y)
+                class:cc-selected=move || selected.with(|s| s.as_deref() == Some(sel.as_str()))
+                tabindex="0" on:click=move |_| selected.set(Some(id.clone()))>
+                <title>{format!("{}: {shown}", n.id)}</title>
+                <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
+                <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
+                <text class="cc-node-title" x="16" y="23">{fit(n.display_name(), 24)}</text>
+                <text class="cc-node-sub" x="16" y="42">{format!("{shown} · {counts}")}</text>
+                <title>{subtitle(n)}</title>
+            </g>
+        }
+    }).collect_view();
+    view! {
+        <svg class="cc-run-graph" viewBox=view_box style=format!("max-height: {:.0}px", h.min(520.0)) aria-label="The run's DAG">
+            <defs><marker id="cc-run-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path></marker></defs>
+            {edges}{nodes}
+        </svg>
+        <p class="cc-hint">"Select a node to see its instances."</p>
+    }
+}
+
+#[component]
+fn Instances(node: NodeRun, experiment: String) -> impl IntoView {
+    view! {
+        <table class="cc-table" data-instances="">
+            <thead><tr><th>"#"</th><th>"State"</th><th>"Attempt"</th><th>"Inputs"</th><th>"Duration"</th><th>"MLflow run"</th><th>"Last error"</th></tr></thead>
+            <tbody>
+                {node.instances.iter().map(|i| {
+                    let current: Option<&Attempt> = i.current();
+                    let files: usize = i.inputs.values().map(Vec::len).sum();
+                    let bytes: u64 = i.inputs.values().flatten().map(|f| f.size).sum();
+                    let inputs = i.inputs.iter().map(|(k, v)| format!("{k}: {}", v.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("\n");
+                    let duration = current.and_then(|a| Some(a.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(a.started_at?))).map(format_duration).unwrap_or_else(|| "–".into());
+                    let link = current.and_then(|a| a.mlflow_run_id.clone()).map(|r| view! { <a data-mlflow-run="" href=route::mlflow_run(&experiment, &r)>{r[..8.min(r.len())].to_string()}</a> });
+                    let error = i.attempts.iter().rev().find_map(|a| a.error.clone());
+                    let tail = current.filter(|a| a.state == concurrent_core::run::AttemptState::Running).and_then(|a| a.log_tail.clone());
+                    view! {
+                        <tr data-instance=i.index.to_string()>
+                            <td>{i.index}</td>
+                            <td><span class=format!("cc-status {}", instance_state(i.state))>{instance_state(i.state)}</span></td>
+                            <td>{format!("{} of {}", current.map(|a| a.number).unwrap_or(0), i.attempts.len())}</td>
+                            <td title=inputs>{format!("{files} file(s), {bytes} bytes")}</td>
+                            <td>{duration}</td>
+                            <td>{link}</td>
+                            <td>{error.map(|e| view! { <pre class="cc-error">{e}</pre> })}</td>
+                        </tr>
+                        {tail.map(|t| view! { <tr class="cc-tail"><td colspan="7"><pre data-log-tail="">{t}</pre></td></tr> })}
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}
