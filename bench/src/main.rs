@@ -13,6 +13,11 @@ use concurrent_tests::kube::{KubeConfig, KubeServer};
 use concurrent_tests::{concurrent_bin, json, root, Stack};
 use serde_json::Value;
 
+mod designer;
+
+/// One line of the results table: measurement, result, detail.
+pub type Row = (String, String, String);
+
 #[derive(Parser)]
 #[command(about = "Benchmarks of Concurrent; prints a table and writes bench/RESULTS.md")]
 struct Args {
@@ -28,7 +33,7 @@ struct Args {
     /// Pods the agent tracks for the memory figure.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
-    /// Run only these measurements (launcher, chain, fan-out, memory); all when empty.
+    /// Run only these measurements (launcher, chain, fan-out, designer, memory); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Keep the services' files and print where they are.
@@ -36,7 +41,7 @@ struct Args {
     keep: bool,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         f64::NAN
@@ -45,7 +50,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         f64::NAN
@@ -54,7 +59,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     }
 }
 
-fn spread(v: &[f64]) -> String {
+pub fn spread(v: &[f64]) -> String {
     let (lo, hi) = v
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
@@ -380,6 +385,12 @@ fn main() {
         fan_out(stack, args.fan_out, &mut rows);
         write_results(&rows, &args);
     }
+    if wanted("designer") {
+        eprintln!("designer…");
+        designer::designer(stack, args.reps, &mut rows);
+        designer::bundle(&mut rows);
+        write_results(&rows, &args);
+    }
     if wanted("memory") {
         eprintln!("agent memory with {} pods…", args.pods);
         agent_memory(stack, args.pods, &mut rows);
@@ -391,10 +402,30 @@ fn main() {
     }
 }
 
-/// Prints the table and writes bench/RESULTS.md.
-fn write_results(rows: &[(String, String, String)], args: &Args) {
+/// The rows of the table in bench/RESULTS.md, so a run of some measurements (`--only`) keeps
+/// the others' last figures.
+fn previous_rows() -> Vec<Row> {
+    let text = std::fs::read_to_string(root().join("bench/RESULTS.md")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| measurement"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            (cells.len() == 3).then(|| (cells[0].to_string(), cells[1].to_string(), cells[2].to_string()))
+        })
+        .collect()
+}
+
+/// Prints the table and writes bench/RESULTS.md (rows measured now replace the same rows).
+fn write_results(rows: &[Row], args: &Args) {
+    let mut merged = previous_rows();
+    for row in rows {
+        match merged.iter_mut().find(|r| r.0 == row.0) {
+            Some(r) => *r = row.clone(),
+            None => merged.push(row.clone()),
+        }
+    }
     let mut table = String::from("| measurement | result | detail |\n|---|---|---|\n");
-    for (a, b, c) in rows {
+    for (a, b, c) in &merged {
         let _ = writeln!(table, "| {a} | {b} | {c} |");
     }
     println!("{table}");
@@ -436,7 +467,7 @@ fn write_results(rows: &[(String, String, String)], args: &Args) {
     )
     .unwrap();
     let report = format!(
-        "# Benchmark results\n\nMeasured by `make bench` on {}, machine: {machine}. MLflow 3.17.2 (sqlite, 1 worker), the edge API in local workerd (wrangler 4.164.0), the agent with the local executor unless stated; {} repetitions where repeated. Medians, with spreads or p95/p99.\n\n{table}\n\
+        "# Benchmark results\n\nLast updated by `make bench` on {} (a run of some measurements with `--only` keeps the other rows), machine: {machine}. MLflow 3.17.2 (sqlite, 1 worker), the edge API in local workerd (wrangler 4.164.0), the agent with the local executor unless stated; {} repetitions where repeated. Medians, with spreads or p95/p99.\n\n{table}\n\
 How: step times come from each attempt's `startedAt`/`endedAt` in the run's records; the launcher figure times `mlflow run` against `python noop.py` on this machine; the fan-out uses the benchmark as a synthetic agent speaking the real agent protocol (it completes every item at once, so it measures the control plane and MLflow bookkeeping, not steps); agent memory is VmRSS from /proc while it tracks pods on the project's test Kubernetes API server (unschedulable pods, so they stay).\n\n\
 Not measured yet: the same chain on Prefect and Airflow side by side (issue 6).\n",
         date.trim(),

@@ -70,6 +70,9 @@ fn gesture() -> StoredValue<Gesture> {
 
 const CANVAS_ID: &str = "cc-canvas";
 
+/// Below this zoom the canvas draws boxes and lines only.
+const DETAIL_SCALE: f64 = 0.45;
+
 fn svg() -> Option<web_sys::Element> {
     document().get_element_by_id(CANVAS_ID)
 }
@@ -461,16 +464,16 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
         );
     };
 
-    // Each node's drag offset, as a memo so only the dragged nodes' DOM changes per frame.
-    let offset_of = move |id: String| {
-        Memo::new(move |_| {
-            overlay.drag.with(|d| {
-                d.as_ref()
-                    .filter(|(ids, _, _)| ids.contains(&id))
-                    .map(|(_, dx, dy)| (*dx, *dy))
-                    .unwrap_or((0.0, 0.0))
-            })
-        })
+    // Level of detail: zoomed out, labels and ports are unreadable and text is most of the
+    // paint; leaving them out keeps dragging smooth on a thousand nodes.
+    let detail = Memo::new(move |_| session.viewport.with(|v| v.scale >= DETAIL_SCALE));
+    // The nodes being dragged, as a memo that changes only when a drag starts or ends: they
+    // (and their edges) are hidden in the big layer and drawn moving in the small overlay, so
+    // a frame repaints the overlay only, however many nodes the template has.
+    let dragged = Memo::new(move |_| overlay.drag.with(|d| d.as_ref().map(|(ids, _, _)| ids.clone()).unwrap_or_default()));
+    let transform = move || {
+        let v = session.viewport.get();
+        format!("translate({:.2},{:.2}) scale({:.4})", v.x, v.y, v.scale)
     };
 
     let nodes = move || {
@@ -521,51 +524,63 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                         <path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path>
                     </marker>
                 </defs>
-                <g transform=move || { let v = session.viewport.get(); format!("translate({:.2},{:.2}) scale({:.4})", v.x, v.y, v.scale) }>
+                <g transform=transform>
                     <For each=edges key=|(k, ..)| k.clone() children=move |(_, i, edge, a, b)| {
-                        let (of, ot) = (offset_of(edge.from.clone()), offset_of(edge.to.clone()));
-                        let d = move || {
-                            let ((fx, fy), (tx, ty)) = (of.get(), ot.get());
-                            edge_path(Position { x: a.x + fx, y: a.y + fy }, Position { x: b.x + tx, y: b.y + ty })
-                        };
+                        let d = edge_path(a, b);
                         let label = format!("{} · {}", edge.input, edge.partition.mode.as_str());
-                        let mid = move || {
-                            let ((fx, fy), (tx, ty)) = (of.get(), ot.get());
-                            ((a.x + fx + NODE_W + b.x + tx) / 2.0, (a.y + fy + b.y + ty) / 2.0 + NODE_H / 2.0 - 6.0)
-                        };
+                        let (mx, my) = ((a.x + NODE_W + b.x) / 2.0, (a.y + b.y) / 2.0 + NODE_H / 2.0 - 6.0);
+                        let (from, to) = (edge.from.clone(), edge.to.clone());
                         view! {
                             <g class="cc-edge" data-edge=i.to_string() data-from=edge.from.clone() data-to=edge.to.clone()
                                 class:cc-selected=move || session.selection.with(|s| s.edge == Some(i))
-                                class:cc-invalid=move || flagged.with(|f| f.1.contains(&i))>
-                                <path class="cc-edge-hit" d=d></path>
+                                class:cc-invalid=move || flagged.with(|f| f.1.contains(&i))
+                                class:cc-hidden=move || dragged.with(|ids| ids.contains(&from) || ids.contains(&to))>
+                                <path class="cc-edge-hit" d=d.clone()></path>
                                 <path class="cc-edge-line" d=d marker-end="url(#cc-arrow)"></path>
-                                <text class="cc-edge-label" x=move || format!("{:.1}", mid().0) y=move || format!("{:.1}", mid().1) text-anchor="middle">{label}</text>
+                                {move || detail.get().then(|| view! {
+                                    <text class="cc-edge-label" x=format!("{mx:.1}") y=format!("{my:.1}") text-anchor="middle">{label.clone()}</text>
+                                })}
                             </g>
                         }
                     } />
                     <For each=nodes key=|(k, _)| k.clone() children=move |(_, node)| {
                         let id = node.id.clone();
                         let p = node.position.unwrap_or_default();
-                        let off = offset_of(id.clone());
-                        let (sel_id, bad_id) = (id.clone(), id.clone());
+                        let (sel_id, bad_id, drag_id) = (id.clone(), id.clone(), id.clone());
                         view! {
                             <g class=format!("cc-node cc-kind-{}", node.kind.tag()) data-node=id.clone() tabindex="0"
-                                transform=move || { let (dx, dy) = off.get(); format!("translate({:.1},{:.1})", p.x + dx, p.y + dy) }
+                                transform=format!("translate({:.1},{:.1})", p.x, p.y)
+                                class:cc-hidden=move || dragged.with(|ids| ids.contains(&drag_id))
                                 class:cc-selected=move || session.selection.with(|s| s.nodes.contains(&sel_id))
                                 class:cc-invalid=move || flagged.with(|f| f.0.contains(&bad_id))
                                 on:focus={ let id = id.clone(); move |_| if session.selection.with_untracked(|s| !s.nodes.contains(&id)) { session.selection.set(Selection::node(&id)) } }>
                                 <title>{format!("{} ({})", node.display_name(), node.id)}</title>
                                 <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
                                 <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
-                                <text class="cc-node-title" x="16" y="23">{fit_label(node.display_name(), 24)}</text>
-                                <text class="cc-node-sub" x="16" y="42">{fit_label(&subtitle(&node), 30)}</text>
-                                {(!matches!(node.kind, concurrent_core::template::NodeKind::Input(_))).then(|| view! {
-                                    <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle>
-                                })}
-                                <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>
+                                {
+                                    let (title, sub) = (fit_label(node.display_name(), 24), fit_label(&subtitle(&node), 30));
+                                    let takes_input = !matches!(node.kind, concurrent_core::template::NodeKind::Input(_));
+                                    let id = id.clone();
+                                    move || detail.get().then(|| view! {
+                                        <text class="cc-node-title" x="16" y="23">{title.clone()}</text>
+                                        <text class="cc-node-sub" x="16" y="42">{sub.clone()}</text>
+                                        {takes_input.then(|| view! { <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle> })}
+                                        <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>
+                                    })
+                                }
                             </g>
                         }
                     } />
+                </g>
+            </svg>
+            <svg class="cc-canvas-overlay" aria-hidden="true">
+                <defs>
+                    <marker id="cc-arrow-moving" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+                        <path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path>
+                    </marker>
+                </defs>
+                <g transform=transform>
+                    {move || overlay.drag.get().map(|(ids, dx, dy)| moving(session, &ids, dx, dy))}
                     {move || overlay.link.get().map(|(from, to)| view! {
                         <path class="cc-link-draft" d=edge_path(from, Position { x: to.x, y: to.y - NODE_H / 2.0 })></path>
                     })}
@@ -582,6 +597,39 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
             })}
         </div>
     }
+}
+
+/// The nodes being dragged and their edges, drawn at their offset in the overlay.
+fn moving(session: Session, ids: &BTreeSet<String>, dx: f64, dy: f64) -> impl IntoView {
+    session.editor.with_untracked(|e| {
+        let t = e.template();
+        let at = |id: &str| {
+            let p = t.node(id).and_then(|n| n.position).unwrap_or_default();
+            if ids.contains(id) { Position { x: p.x + dx, y: p.y + dy } } else { p }
+        };
+        let edges = t
+            .edges
+            .iter()
+            .filter(|x| ids.contains(&x.from) || ids.contains(&x.to))
+            .map(|x| view! { <path class="cc-edge-line" d=edge_path(at(&x.from), at(&x.to)) marker-end="url(#cc-arrow-moving)"></path> })
+            .collect_view();
+        let nodes = t
+            .nodes
+            .iter()
+            .filter(|n| ids.contains(&n.id))
+            .map(|n| {
+                let p = at(&n.id);
+                view! {
+                    <g class=format!("cc-node cc-selected cc-kind-{}", n.kind.tag()) transform=format!("translate({:.1},{:.1})", p.x, p.y)>
+                        <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
+                        <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
+                        <text class="cc-node-title" x="16" y="23">{fit_label(n.display_name(), 24)}</text>
+                    </g>
+                }
+            })
+            .collect_view();
+        view! { {edges}{nodes} }
+    })
 }
 
 /// Everything a node's box shows: when it changes, the box is drawn again.
