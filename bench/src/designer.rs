@@ -80,34 +80,99 @@ pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
     for name in &names {
         let t = big_template(name, layers, width);
         edges = t["edges"].as_array().unwrap().len();
-        let (status, body) = stack.api_with("PUT", &format!("/api/v1/templates/{name}"), Some(&t), &[("If-Match", "*")]);
+        let (status, body) = stack.api_with(
+            "PUT",
+            &format!("/api/v1/templates/{name}"),
+            Some(&t),
+            &[("If-Match", "*")],
+        );
         assert!(status == 201, "saving {name}: {status} {body}");
     }
     let nodes = layers * width;
     let small = big_template("bench-designer-small", 2, 3);
-    let (status, body) = stack.api_with("PUT", "/api/v1/templates/bench-designer-small", Some(&small), &[("If-Match", "*")]);
-    assert!(status == 201, "saving bench-designer-small: {status} {body}");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, body) = stack.api_with(
+        "PUT",
+        "/api/v1/templates/bench-designer-small",
+        Some(&small),
+        &[("If-Match", "*")],
+    );
+    assert!(
+        status == 201,
+        "saving bench-designer-small: {status} {body}"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (mut open, mut intervals, mut work, mut baseline) = (vec![], vec![], vec![], vec![]);
     runtime.block_on(async {
         let b = Browser::start("bench-designer").await;
         b.sign_in(stack).await;
-        b.wait_for(r#"aside nav a[data-concurrent="dags"]"#, Duration::from_secs(90)).await.click().await.unwrap();
-        b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30)).await;
+        b.wait_for(
+            r#"aside nav a[data-concurrent="dags"]"#,
+            Duration::from_secs(90),
+        )
+        .await
+        .click()
+        .await
+        .unwrap();
+        b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30))
+            .await;
         // The same drag on a 6-node template: what this browser does per frame at best.
-        b.client.execute_async(OPEN, vec![json!("bench-designer-small"), json!(6)]).await.expect("open the small template");
-        let drag = b.client.execute_async(DRAG, vec![json!("n1-1"), json!(60)]).await.expect("drag a node");
-        baseline.extend(drag["intervals"].as_array().unwrap().iter().filter_map(Value::as_f64));
-        b.client.execute("location.hash = '#/dags'", vec![]).await.unwrap();
-        b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30)).await;
+        b.client
+            .execute_async(OPEN, vec![json!("bench-designer-small"), json!(6)])
+            .await
+            .expect("open the small template");
+        let drag = b
+            .client
+            .execute_async(DRAG, vec![json!("n1-1"), json!(60)])
+            .await
+            .expect("drag a node");
+        baseline.extend(
+            drag["intervals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_f64),
+        );
+        b.client
+            .execute("location.hash = '#/dags'", vec![])
+            .await
+            .unwrap();
+        b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30))
+            .await;
         for name in &names {
-            let ms = b.client.execute_async(OPEN, vec![json!(name), json!(nodes)]).await.expect("open the big template");
+            let ms = b
+                .client
+                .execute_async(OPEN, vec![json!(name), json!(nodes)])
+                .await
+                .expect("open the big template");
             open.push(ms.as_f64().unwrap());
-            let drag = b.client.execute_async(DRAG, vec![json!("n5-50"), json!(60)]).await.expect("drag a node");
-            intervals.extend(drag["intervals"].as_array().unwrap().iter().filter_map(Value::as_f64));
-            work.extend(drag["work"].as_array().unwrap().iter().filter_map(Value::as_f64));
-            b.client.execute("location.hash = '#/dags'", vec![]).await.unwrap();
-            b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30)).await;
+            let drag = b
+                .client
+                .execute_async(DRAG, vec![json!("n5-50"), json!(60)])
+                .await
+                .expect("drag a node");
+            intervals.extend(
+                drag["intervals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_f64),
+            );
+            work.extend(
+                drag["work"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_f64),
+            );
+            b.client
+                .execute("location.hash = '#/dags'", vec![])
+                .await
+                .unwrap();
+            b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30))
+                .await;
         }
         b.client.clone().close().await.ok();
     });
@@ -115,7 +180,9 @@ pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
     rows.push((
         format!("designer: open a template of {nodes} nodes, {edges} edges (no positions)"),
         format!("{:.0} ms median", median(&mut open.clone())),
-        format!("fetch + auto-layout + render + paint, headless Chromium; spread {spread} over {reps}"),
+        format!(
+            "fetch + auto-layout + render + paint, headless Chromium; spread {spread} over {reps}"
+        ),
     ));
     rows.push((
         format!("designer: dragging a node among {nodes}, frame interval"),
@@ -135,8 +202,14 @@ pub fn bundle(rows: &mut Vec<Row>) {
     let dir = concurrent_tests::root().join("frontend/dist/concurrent");
     let gz = |file: &str| -> (u64, u64) {
         let path = dir.join(file);
-        let raw = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build.sh --release", path.display())).len();
-        let out = std::process::Command::new("gzip").arg("-9c").arg(&path).output().expect("gzip");
+        let raw = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build.sh --release", path.display()))
+            .len();
+        let out = std::process::Command::new("gzip")
+            .arg("-9c")
+            .arg(&path)
+            .output()
+            .expect("gzip");
         (raw, out.stdout.len() as u64)
     };
     let (wasm, wasm_gz) = gz("concurrent_frontend_bg.wasm");
@@ -147,7 +220,13 @@ pub fn bundle(rows: &mut Vec<Row>) {
     rows.push((
         "designer bundle, gzipped (wasm + JS + loader + CSS)".into(),
         format!("{:.0} KB", total as f64 / 1000.0),
-        format!("wasm {:.0} KB ({:.0} KB raw), JS {:.0} KB, loader {:.1} KB, CSS {:.1} KB", wasm_gz as f64 / 1000.0, wasm as f64 / 1000.0, js_gz as f64 / 1000.0, loader_gz as f64 / 1000.0, css_gz as f64 / 1000.0)
-            + &format!(" (raw JS {js} B, loader {loader} B, CSS {css} B)"),
+        format!(
+            "wasm {:.0} KB ({:.0} KB raw), JS {:.0} KB, loader {:.1} KB, CSS {:.1} KB",
+            wasm_gz as f64 / 1000.0,
+            wasm as f64 / 1000.0,
+            js_gz as f64 / 1000.0,
+            loader_gz as f64 / 1000.0,
+            css_gz as f64 / 1000.0
+        ) + &format!(" (raw JS {js} B, loader {loader} B, CSS {css} B)"),
     ));
 }

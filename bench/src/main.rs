@@ -410,7 +410,13 @@ fn previous_rows() -> Vec<Row> {
         .filter(|l| l.starts_with("| ") && !l.starts_with("| measurement"))
         .filter_map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
-            (cells.len() == 3).then(|| (cells[0].to_string(), cells[1].to_string(), cells[2].to_string()))
+            (cells.len() == 3).then(|| {
+                (
+                    cells[0].to_string(),
+                    cells[1].to_string(),
+                    cells[2].to_string(),
+                )
+            })
         })
         .collect()
 }

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod design;
 pub mod diff;
+pub mod jwt;
 pub mod names;
 pub mod params;
 pub mod partition;

@@ -5,6 +5,7 @@
 //! - Created tokens (`POST /api/v1/tokens`) are stored as SHA-256 hashes in the catalog.
 //! - Step tokens `cs_<cluster>:<item>:<fencing token>:<hmac>` are issued with each lease and
 //!   verified without storage.
+//! - Behind Cloudflare Access, its verified JWT signs the user in (see `cf_access`).
 //! - A browser signs in at `/login` by posting a token once; it then holds an HttpOnly cookie
 //!   `<expiry>~<role>~<name>~<hmac>` that proves the sign-in without containing the token.
 
@@ -130,6 +131,9 @@ async fn token_user(env: &Env, token: &str) -> Result<User, ApiError> {
 /// # Errors
 /// [`ApiError::Unauthorized`] naming what was missing or wrong.
 pub async fn authenticate(req: &Request, env: &Env) -> Result<User, ApiError> {
+    if let Some(user) = crate::cf_access::user(req, env).await? {
+        return Ok(user);
+    }
     let headers = req.headers();
     if let Some(auth) = headers.get("Authorization").ok().flatten() {
         let given = auth

@@ -10,6 +10,7 @@
 mod agents;
 mod auth;
 mod catalog;
+mod cf_access;
 mod error;
 mod http;
 mod mlflow;

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub use serde_json::json;
 
+pub mod access;
 pub mod browser;
 pub mod kube;
 pub mod openapi;
@@ -208,6 +209,8 @@ fn start_mlflow(dir: &Path, port: u16) -> Service {
 
 /// MLflow and the edge API, shared by the tests of one binary.
 pub struct Stack {
+    /// The stand-in Cloudflare Access key publisher the edge is configured with.
+    pub access: access::AccessIssuer,
     pub dir: tempfile::TempDir,
     pub mlflow_url: String,
     pub edge_url: String,
@@ -253,6 +256,7 @@ impl Stack {
         let mlflow_port = free_port();
         let mlflow_url = format!("http://127.0.0.1:{mlflow_port}");
         let mlflow = start_mlflow(dir.path(), mlflow_port);
+        let access = access::AccessIssuer::start(dir.path());
 
         let edge_port = free_port();
         let edge_url = format!("http://127.0.0.1:{edge_port}");
@@ -281,6 +285,10 @@ impl Stack {
                     &format!("MLFLOW_TRACKING_URI:{mlflow_url}"),
                     "--var",
                     "LEASE_TTL_MS:6000",
+                    "--var",
+                    &format!("CF_ACCESS_TEAM_DOMAIN:{}", access.url),
+                    "--var",
+                    &format!("CF_ACCESS_AUD:{}", access::AUD),
                     "--test-scheduled",
                 ])
                 .env("PATH", path)
@@ -301,6 +309,7 @@ impl Stack {
         );
         let mlflow = Mutex::new(Some(mlflow));
         Stack {
+            access,
             dir,
             mlflow_url,
             edge_url,

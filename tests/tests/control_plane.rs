@@ -599,3 +599,85 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         );
     }
 }
+
+#[test]
+fn a_cloudflare_access_jwt_signs_in_only_when_it_verifies() {
+    let stack = Stack::shared();
+    let access = &stack.access;
+    let http = reqwest::blocking::Client::new();
+    let call = |jwt: &str, path: &str| {
+        let resp = http
+            .get(format!("{}{path}", stack.edge_url))
+            .header("Cf-Access-Jwt-Assertion", jwt)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap())
+    };
+    // A valid token is a signed-in user: the API and MLflow's pages behind the edge open.
+    let good = access.token("ana@example.com", json!({}), None);
+    let (status, body) = call(&good, "/api/v1/templates");
+    assert_eq!(status, 200, "{body}");
+    let (status, page) = call(&good, "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("/concurrent/loader.js"),
+        "MLflow's page, with the tab's loader"
+    );
+    // Anything else is refused with the reason, never trusted because the header is there.
+    let dir = tempfile::tempdir().unwrap();
+    let other_key = concurrent_tests::access::new_key(dir.path(), "intruder");
+    let cases = [
+        (
+            access.token("ana@example.com", json!({}), Some(&other_key)),
+            "signature does not verify",
+        ),
+        (
+            access.token("ana@example.com", json!({"aud": ["another-app"]}), None),
+            "another application",
+        ),
+        (
+            access.token(
+                "ana@example.com",
+                json!({"iss": "https://evil.example"}),
+                None,
+            ),
+            "issued by",
+        ),
+        (
+            access.token("ana@example.com", json!({"exp": 1_000_000}), None),
+            "expired",
+        ),
+        (
+            "eyJhbGciOiJub25lIn0.eyJlbWFpbCI6ImFAYi5jIn0.".to_string(),
+            "only RS256",
+        ),
+    ];
+    for (jwt, why) in cases {
+        let (status, body) = call(&jwt, "/api/v1/templates");
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains(why), "expected {why:?} in {body}");
+    }
+    // The user's name is recorded on what they do.
+    let mut t = example_template("access-pipeline", 1);
+    t["description"] = json!("saved through Access");
+    let resp = http
+        .put(format!(
+            "{}/api/v1/templates/access-pipeline",
+            stack.edge_url
+        ))
+        .header("Cf-Access-Jwt-Assertion", &good)
+        .header("If-Match", "*")
+        .json(&t)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().unwrap());
+    let (_, list) = stack.api("GET", "/api/v1/templates", None);
+    let saved = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "access-pipeline")
+        .unwrap();
+    assert_eq!(saved["updatedBy"], "ana@example.com");
+}

@@ -470,7 +470,13 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
     // The nodes being dragged, as a memo that changes only when a drag starts or ends: they
     // (and their edges) are hidden in the big layer and drawn moving in the small overlay, so
     // a frame repaints the overlay only, however many nodes the template has.
-    let dragged = Memo::new(move |_| overlay.drag.with(|d| d.as_ref().map(|(ids, _, _)| ids.clone()).unwrap_or_default()));
+    let dragged = Memo::new(move |_| {
+        overlay.drag.with(|d| {
+            d.as_ref()
+                .map(|(ids, _, _)| ids.clone())
+                .unwrap_or_default()
+        })
+    });
     let transform = move || {
         let v = session.viewport.get();
         format!("translate({:.2},{:.2}) scale({:.4})", v.x, v.y, v.scale)
