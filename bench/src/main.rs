@@ -14,6 +14,7 @@ use concurrent_tests::{concurrent_bin, json, root, Stack};
 use serde_json::Value;
 
 mod designer;
+mod peers;
 
 /// One line of the results table: measurement, result, detail.
 pub type Row = (String, String, String);
@@ -36,6 +37,10 @@ struct Args {
     /// Run only these measurements (launcher, chain, fan-out, designer, memory); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Leave out Prefect and Airflow (they are installed into their own virtualenvs on first
+    /// use, a few minutes).
+    #[arg(long)]
+    skip_peers: bool,
     /// Keep the services' files and print where they are.
     #[arg(long)]
     keep: bool,
@@ -82,7 +87,12 @@ fn attempt<'a>(run: &'a Value, node: usize) -> &'a Value {
 }
 
 /// Chain of `n` trivial MLflow Project steps through the whole stack.
-fn chain(stack: &Stack, n: usize, reps: usize, rows: &mut Vec<(String, String, String)>) {
+fn chain(
+    stack: &Stack,
+    n: usize,
+    reps: usize,
+    rows: &mut Vec<(String, String, String)>,
+) -> peers::Chain {
     let project = root().join("bench/projects/noop").display().to_string();
     let nodes: Vec<Value> = (0..n).map(|i| json!({"id": format!("s{i}"), "kind": "project", "uri": project, "entryPoint": "main"})).collect();
     let edges: Vec<Value> = (1..n)
@@ -113,6 +123,10 @@ fn chain(stack: &Stack, n: usize, reps: usize, rows: &mut Vec<(String, String, S
         }
         eprintln!("chain rep {}: {wall:.1} s", rep + 1);
     }
+    let figures = peers::Chain {
+        walls: walls.clone(),
+        transitions_ms: transitions.clone(),
+    };
     let w = walls.clone();
     rows.push((
         format!("chain of {n} trivial steps: wall time"),
@@ -133,6 +147,7 @@ fn chain(stack: &Stack, n: usize, reps: usize, rows: &mut Vec<(String, String, S
         format!("{:.2} s median", median(&mut steps.clone())),
         format!("p95 {:.2} s", pct(&mut steps, 0.95)),
     ));
+    figures
 }
 
 /// Where one trivial step's time goes: `mlflow run` against running the entry point directly.
@@ -377,8 +392,12 @@ fn main() {
     }
     if wanted("chain") {
         eprintln!("chain of {}…", args.chain);
-        chain(stack, args.chain, args.reps, &mut rows);
+        let ours = chain(stack, args.chain, args.reps, &mut rows);
         write_results(&rows, &args);
+        if !args.skip_peers {
+            peers::side_by_side(&ours, args.chain, args.reps, &mut rows);
+            write_results(&rows, &args);
+        }
     }
     if wanted("fan-out") {
         eprintln!("fan-out of {}…", args.fan_out);

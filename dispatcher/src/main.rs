@@ -28,6 +28,39 @@ enum Command {
     Agent(agent::AgentConfig),
     /// Run one leased step: download inputs, run the MLflow Project, upload outputs.
     Step(step::StepArgs),
+    /// Print the shell command an entry point of a local MLflow Project runs with these
+    /// parameters (what the fast launcher starts), or why only `mlflow run` can start it.
+    EntryCommand(EntryCommandArgs),
+}
+
+#[derive(clap::Args)]
+struct EntryCommandArgs {
+    /// The project directory.
+    project: std::path::PathBuf,
+    /// The entry point.
+    #[arg(short, long, default_value = "main")]
+    entry_point: String,
+    /// A parameter, `key=value` (repeatable), as `mlflow run -P`.
+    #[arg(short = 'P', value_parser = parse_param)]
+    param: Vec<(String, String)>,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn entry_command(args: EntryCommandArgs) -> anyhow::Result<()> {
+    let params = args.param.into_iter().collect();
+    let cwd = std::env::current_dir()?;
+    match step::mlproject::plan(&args.project, &args.entry_point, &params, &cwd)
+        .map_err(anyhow::Error::msg)?
+    {
+        step::mlproject::Plan::Direct { command, .. } => println!("{command}"),
+        step::mlproject::Plan::Mlflow(why) => println!("(mlflow run: {why})"),
+    }
+    Ok(())
 }
 
 /// Where steps run.
@@ -59,6 +92,7 @@ async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Agent(config) => agent::run(config).await,
         Command::Step(args) => step::run(args).await,
+        Command::EntryCommand(args) => entry_command(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -46,6 +46,31 @@ impl Mlflow {
         }
     }
 
+    /// Sets a tag on a run (retried like every call here).
+    pub async fn set_tag(&self, run_id: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        let url = format!("{}/api/2.0/mlflow/runs/set-tag", self.base);
+        let body = serde_json::json!({"run_id": run_id, "key": key, "value": value});
+        let mut last = anyhow!("no attempt");
+        for attempt in 0..ATTEMPTS {
+            match self
+                .auth(self.http.post(&url).json(&body))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_client_error() => bail!(
+                    "MLflow refused tag {key} on run {run_id}: {}",
+                    r.text().await.unwrap_or_default()
+                ),
+                Ok(r) => last = anyhow!("MLflow answered {} setting tag {key}", r.status()),
+                Err(e) => last = anyhow!("MLflow is unreachable at {}: {e}", self.base),
+            }
+            backoff(attempt).await;
+        }
+        Err(last)
+    }
+
     async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
         let mut last = anyhow!("no attempt");

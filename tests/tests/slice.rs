@@ -119,9 +119,13 @@ fn a_two_node_dag_runs_end_to_end_and_mlflow_records_every_step() {
         assert_eq!(tag(kid, "concurrent.attempt"), Some("1"));
         assert!(tag(kid, "concurrent.partition").is_some());
         assert!(
-            stack.artifact(kid, "logs/step.log").contains("mlflow"),
-            "the step log is an artifact"
+            stack
+                .artifact(kid, "logs/step.log")
+                .contains(&format!("{node}.py")),
+            "the step log, with the command it ran, is an artifact"
         );
+        // Started as `mlflow run --env-manager local` would be (the fast launcher's parity).
+        assert_eq!(tag(kid, "mlflow.project.backend"), Some("local"));
         if node == "prepare" {
             assert_eq!(
                 param(kid, "parts"),

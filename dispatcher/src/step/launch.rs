@@ -1,5 +1,7 @@
-//! Starting the user's code: `mlflow run` for projects, `mlflow models predict` for inference.
-//! Every value travels as an argv element; no shell is involved.
+//! Starting the user's code: a project's entry point directly (see `mlproject`), or `mlflow run`
+//! where only it can (git URIs, Docker, remote `path` parameters, `--launcher mlflow`);
+//! `mlflow models predict` for inference. Values travel as argv elements; an entry point's
+//! command is the MLproject's own shell command with every value quoted, as MLflow runs it.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -11,14 +13,36 @@ use concurrent_core::wire::WorkItem;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::{resolve, StepArgs};
+use super::mlproject::{self, Plan};
+use super::{resolve, Launcher, StepArgs};
+use crate::mlflow::Mlflow;
 
 /// Lines of the log quoted in a failure message.
 const TAIL_LINES: usize = 20;
 
+/// The program to start, its arguments, its directory and extra environment.
+struct Launch {
+    program: String,
+    argv: Vec<String>,
+    dir: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Launch {
+    fn mlflow(args: &StepArgs, argv: Vec<String>, log: &Path) -> Launch {
+        Launch {
+            program: args.mlflow_bin.clone(),
+            argv,
+            dir: log.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            env: vec![],
+        }
+    }
+}
+
 pub async fn run_node(
     args: &StepArgs,
     item: &WorkItem,
+    mlflow: &Mlflow,
     inputs: &Path,
     outputs: &Path,
     log: &Path,
@@ -26,37 +50,39 @@ pub async fn run_node(
     let step = &item.step;
     let timeout = step.timeout_seconds.map(Duration::from_secs);
     match &step.kind {
-        NodeKind::Project(p) => {
-            let mut uri = if is_git(&p.uri) {
-                p.uri.clone()
-            } else {
-                resolve(&args.project_root, &p.uri)
-                    .to_string_lossy()
-                    .into_owned()
-            };
+        NodeKind::Project(p)
+            if args.launcher == Launcher::Fast && !is_git(&p.uri) && p.version.is_none() =>
+        {
+            let mut dir = resolve(&args.project_root, &p.uri);
             if let Some(sub) = &p.sub_path {
-                if is_git(&p.uri) {
-                    uri = format!("{uri}#{sub}");
-                } else {
-                    uri = Path::new(&uri).join(sub).to_string_lossy().into_owned();
+                dir = dir.join(sub);
+            }
+            let cwd = log.parent().unwrap_or(Path::new("."));
+            match mlproject::plan(&dir, &p.entry_point, &p.parameters, cwd)
+                .map_err(anyhow::Error::msg)?
+            {
+                Plan::Direct { dir, command } => {
+                    mlflow
+                        .set_tag(&step.mlflow.run_id, "mlflow.project.backend", "local")
+                        .await?;
+                    let launch = Launch {
+                        program: "bash".into(),
+                        argv: vec!["-c".into(), command],
+                        dir,
+                        env: vec![("MLFLOW_RUN_ID", step.mlflow.run_id.clone())],
+                    };
+                    run_logged(args, item, &launch, inputs, outputs, log, timeout).await
+                }
+                Plan::Mlflow(why) => {
+                    tracing::info!(item = %item.id, "starting with `mlflow run`: {why}");
+                    let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p), log);
+                    run_logged(args, item, &launch, inputs, outputs, log, timeout).await
                 }
             }
-            let mut argv = vec!["run".to_string(), uri, "-e".into(), p.entry_point.clone()];
-            if let Some(v) = &p.version {
-                argv.extend(["--version".into(), v.clone()]);
-            }
-            for (k, v) in &p.parameters {
-                argv.extend(["-P".into(), format!("{k}={v}")]);
-            }
-            argv.extend([
-                "--env-manager".into(),
-                "local".into(),
-                "--experiment-id".into(),
-                step.mlflow.experiment_id.clone(),
-                "--run-id".into(),
-                step.mlflow.run_id.clone(),
-            ]);
-            run_logged(args, item, &argv, inputs, outputs, log, timeout).await
+        }
+        NodeKind::Project(p) => {
+            let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p), log);
+            run_logged(args, item, &launch, inputs, outputs, log, timeout).await
         }
         NodeKind::Inference(i) => {
             let mut any = false;
@@ -91,7 +117,16 @@ pub async fn run_node(
                         "--env-manager".into(),
                         "local".into(),
                     ];
-                    run_logged(args, item, &argv, inputs, outputs, log, timeout).await?;
+                    run_logged(
+                        args,
+                        item,
+                        &Launch::mlflow(args, argv, log),
+                        inputs,
+                        outputs,
+                        log,
+                        timeout,
+                    )
+                    .await?;
                 }
             }
             if !any {
@@ -103,6 +138,45 @@ pub async fn run_node(
     }
 }
 
+/// `mlflow run <uri> -e <entry> [-P k=v]... --env-manager local --run-id <id>`.
+fn mlflow_run_argv(
+    args: &StepArgs,
+    item: &WorkItem,
+    p: &concurrent_core::template::ProjectSpec,
+) -> Vec<String> {
+    let step = &item.step;
+    let mut uri = if is_git(&p.uri) {
+        p.uri.clone()
+    } else {
+        resolve(&args.project_root, &p.uri)
+            .to_string_lossy()
+            .into_owned()
+    };
+    if let Some(sub) = &p.sub_path {
+        if is_git(&p.uri) {
+            uri = format!("{uri}#{sub}");
+        } else {
+            uri = Path::new(&uri).join(sub).to_string_lossy().into_owned();
+        }
+    }
+    let mut argv = vec!["run".to_string(), uri, "-e".into(), p.entry_point.clone()];
+    if let Some(v) = &p.version {
+        argv.extend(["--version".into(), v.clone()]);
+    }
+    for (k, v) in &p.parameters {
+        argv.extend(["-P".into(), format!("{k}={v}")]);
+    }
+    argv.extend([
+        "--env-manager".into(),
+        "local".into(),
+        "--experiment-id".into(),
+        step.mlflow.experiment_id.clone(),
+        "--run-id".into(),
+        step.mlflow.run_id.clone(),
+    ]);
+    argv
+}
+
 fn is_git(uri: &str) -> bool {
     uri.starts_with("https://")
         || uri.starts_with("http://")
@@ -111,21 +185,21 @@ fn is_git(uri: &str) -> bool {
         || uri.starts_with("ssh://")
 }
 
-/// Runs `mlflow <argv>` with the step's environment, appending its output to `log`.
-#[allow(clippy::too_many_arguments)] // one call site per node kind; a struct would only rename them
+/// Runs the launch with the step's environment, appending its output to `log`.
 async fn run_logged(
     args: &StepArgs,
     item: &WorkItem,
-    argv: &[String],
+    launch: &Launch,
     inputs: &Path,
     outputs: &Path,
     log: &Path,
     timeout: Option<Duration>,
 ) -> anyhow::Result<()> {
     let step = &item.step;
-    let mut cmd = Command::new(&args.mlflow_bin);
-    cmd.args(argv)
-        .current_dir(log.parent().unwrap_or(Path::new(".")))
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.argv)
+        .envs(launch.env.iter().map(|(k, v)| (*k, v)))
+        .current_dir(&launch.dir)
         .env("MLFLOW_TRACKING_URI", &args.mlflow_uri)
         .env("MLFLOW_EXPERIMENT_ID", &step.mlflow.experiment_id)
         .env("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -151,8 +225,8 @@ async fn run_logged(
         .kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| {
         format!(
-            "cannot start {:?}; is MLflow installed (--mlflow-bin)?",
-            args.mlflow_bin
+            "cannot start {:?}; is it installed (for MLflow, --mlflow-bin)?",
+            launch.program
         )
     })?;
     // `mlflow run` starts the entry point as its own child: stop the whole group on every way
@@ -163,8 +237,16 @@ async fn run_logged(
         .append(true)
         .open(log)
         .await?;
-    file.write_all(format!("$ {} {}\n", args.mlflow_bin, argv.join(" ")).as_bytes())
-        .await?;
+    file.write_all(
+        format!(
+            "$ (in {}) {} {}\n",
+            launch.dir.display(),
+            launch.program,
+            launch.argv.join(" ")
+        )
+        .as_bytes(),
+    )
+    .await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     for pipe in [
         child
@@ -224,9 +306,13 @@ async fn run_logged(
             .code()
             .map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
         let tail: Vec<String> = tail.into_iter().collect();
+        let what = if launch.program == "bash" {
+            "the entry point's command".to_string()
+        } else {
+            format!("`{} {}`", launch.program, launch.argv[0])
+        };
         bail!(
-            "`mlflow {}` ended with {code}; last lines of the log:\n{}",
-            argv[0],
+            "{what} ended with {code}; last lines of the log:\n{}",
             tail.join("\n")
         );
     }
