@@ -143,7 +143,7 @@ fn chain(
         ),
     ));
     rows.push((
-        "one trivial step, lease to report (mostly `mlflow run`)".into(),
+        "one trivial step, lease to report (download, launch, upload, report)".into(),
         format!("{:.2} s median", median(&mut steps.clone())),
         format!("p95 {:.2} s", pct(&mut steps, 0.95)),
     ));
@@ -158,9 +158,22 @@ fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
         assert!(f());
         t.elapsed().as_secs_f64()
     };
-    let (mut direct, mut mlflow) = (Vec::new(), Vec::new());
+    let (mut direct, mut mlflow, mut fast) = (Vec::new(), Vec::new(), Vec::new());
     let tracking = tempfile::tempdir().unwrap();
+    let venv_path = format!("{}:{}", root().join(".venv/bin").display(), std::env::var("PATH").unwrap_or_default());
     for _ in 0..reps {
+        // What the fast launcher does: work out the command from MLproject, `bash -c` it.
+        fast.push(time(&|| {
+            let out = std::process::Command::new(concurrent_bin()).args(["entry-command", "."]).current_dir(&project).output().unwrap();
+            let command = String::from_utf8(out.stdout).unwrap();
+            std::process::Command::new("bash")
+                .args(["-c", command.trim()])
+                .current_dir(&project)
+                .env("PATH", &venv_path)
+                .env("CONCURRENT_OUTPUT_DIR", tracking.path())
+                .status()
+                .is_ok_and(|s| s.success())
+        }));
         direct.push(time(&|| {
             std::process::Command::new(root().join(".venv/bin/python"))
                 .arg("noop.py")
@@ -185,7 +198,7 @@ fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
                 .is_ok_and(|s| s.success())
         }));
     }
-    let (d, m) = (median(&mut direct), median(&mut mlflow));
+    let (d, m, f) = (median(&mut direct), median(&mut mlflow), median(&mut fast));
     rows.push((
         "launcher: `mlflow run` of the trivial entry point".into(),
         format!("{m:.2} s median"),
@@ -193,6 +206,11 @@ fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
             "the entry point alone: {d:.3} s; launcher share {:.0} %",
             100.0 * (m - d) / m
         ),
+    ));
+    rows.push((
+        "launcher: Concurrent's fast launcher, same entry point, same semantics".into(),
+        format!("{f:.3} s median"),
+        format!("{:.0}× faster than `mlflow run` (MLproject parsed in Rust, command run with `bash -c` as MLflow does)", m / f),
     ));
 }
 
