@@ -160,11 +160,19 @@ fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
     };
     let (mut direct, mut mlflow, mut fast) = (Vec::new(), Vec::new(), Vec::new());
     let tracking = tempfile::tempdir().unwrap();
-    let venv_path = format!("{}:{}", root().join(".venv/bin").display(), std::env::var("PATH").unwrap_or_default());
+    let venv_path = format!(
+        "{}:{}",
+        root().join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     for _ in 0..reps {
         // What the fast launcher does: work out the command from MLproject, `bash -c` it.
         fast.push(time(&|| {
-            let out = std::process::Command::new(concurrent_bin()).args(["entry-command", "."]).current_dir(&project).output().unwrap();
+            let out = std::process::Command::new(concurrent_bin())
+                .args(["entry-command", "."])
+                .current_dir(&project)
+                .output()
+                .unwrap();
             let command = String::from_utf8(out.stdout).unwrap();
             std::process::Command::new("bash")
                 .args(["-c", command.trim()])

@@ -178,6 +178,12 @@ fn wait_ready(url: &str, service: &Service, timeout: Duration) {
     );
 }
 
+/// Where the stack's MLflow and edge listen: loopback, or `CONCURRENT_TEST_BIND` (e.g.
+/// `0.0.0.0` so a real cluster's pods reach them; see tests/src/kube/cluster.rs).
+fn bind_address() -> String {
+    std::env::var("CONCURRENT_TEST_BIND").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
 fn start_mlflow(dir: &Path, port: u16) -> Service {
     let mlflow_bin = require(&root().join(".venv/bin/mlflow"), "scripts/setup.sh");
     Service::start(
@@ -194,7 +200,7 @@ fn start_mlflow(dir: &Path, port: u16) -> Service {
             .arg(dir.join("artifacts"))
             .args([
                 "--host",
-                "127.0.0.1",
+                &bind_address(),
                 "--port",
                 &port.to_string(),
                 "--workers",
@@ -272,7 +278,7 @@ impl Stack {
                 .args([
                     "dev",
                     "--ip",
-                    "127.0.0.1",
+                    &bind_address(),
                     "--port",
                     &edge_port.to_string(),
                     "--persist-to",

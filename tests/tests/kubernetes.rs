@@ -1,62 +1,45 @@
 //! DAGs through the Kubernetes executor: real agent (kube-rs), real edge API, real MLflow, and
 //! the project's test Kubernetes API server, whose kubelet runs each pod's containers as local
-//! processes. (No real API server can run on CI machines; see tests/src/kube.)
+//! processes. (No real API server can run on CI machines; see tests/src/kube. With
+//! CONCURRENT_TEST_KUBECONFIG the same tests run against a real cluster.)
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use concurrent_tests::kube::{KubeConfig, KubeServer};
-use concurrent_tests::{concurrent_bin, example_template, json, root, Service, Stack};
+use concurrent_tests::kube::TestCluster;
+use concurrent_tests::{example_template, json, Service, Stack};
 use serde_json::Value;
 
-const AGENT_IMAGE: &str = "concurrent-agent:test";
-
-fn kube() -> (KubeServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = format!(
-        "{}:{}",
-        root().join(".venv/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let config = KubeConfig {
-        cpu_millis: 8000,
-        memory_bytes: 16 << 30,
-        gpus: 0,
-        image_files: HashMap::from([(
-            AGENT_IMAGE.to_string(),
-            HashMap::from([("/concurrent".to_string(), concurrent_bin())]),
-        )]),
-        work_dir: dir.path().to_path_buf(),
-        env: vec![
-            ("PATH".into(), path),
-            ("HOME".into(), dir.path().display().to_string()),
-        ],
-    };
-    (KubeServer::start(config), dir)
+fn kube() -> TestCluster {
+    TestCluster::start()
 }
 
-fn kube_agent(stack: &Stack, server: &KubeServer, cluster: &str) -> Service {
-    let args = [
+fn kube_agent(stack: &Stack, cluster: &TestCluster, name: &str) -> Service {
+    kube_agent_with(stack, cluster, name, &["--pending-timeout", "3"])
+}
+
+fn kube_agent_with(stack: &Stack, cluster: &TestCluster, name: &str, extra: &[&str]) -> Service {
+    let (agent_image, step_image) = (cluster.agent_image(), cluster.step_image());
+    let mut args = vec![
         "--executor",
         "kubernetes",
         "--namespace",
         "default",
         "--agent-image",
-        AGENT_IMAGE,
+        &agent_image,
         "--default-image",
-        "python-mlflow:test",
-        "--pending-timeout",
-        "3",
+        &step_image,
     ];
-    let kubeconfig = server.kubeconfig.display().to_string();
-    stack.agent_with_env(cluster, &args, &[("KUBECONFIG", &kubeconfig)])
+    args.extend_from_slice(extra);
+    let env = cluster.agent_env(stack);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    stack.agent_with_env(name, &args, &env)
 }
 
-/// The example pipeline with the project path as it would be baked into the image.
-fn template(name: &str, nodes: usize) -> Value {
+/// The example pipeline with the project path as the step pods see it.
+fn template(cluster: &TestCluster, name: &str, nodes: usize) -> Value {
     let mut t = example_template(name, nodes);
     for n in t["nodes"].as_array_mut().unwrap() {
-        n["uri"] = json!(root().join("examples/pipeline").display().to_string());
+        n["uri"] = json!(cluster.project_dir());
     }
     t
 }
@@ -64,21 +47,10 @@ fn template(name: &str, nodes: usize) -> Value {
 #[test]
 fn a_dag_runs_end_to_end_through_pods() {
     let stack = Stack::shared();
-    let (server, _dir) = kube();
+    let server = kube();
     let listen = format!("127.0.0.1:{}", concurrent_tests::free_port());
-    let kubeconfig = server.kubeconfig.display().to_string();
-    let args = [
-        "--executor",
-        "kubernetes",
-        "--agent-image",
-        AGENT_IMAGE,
-        "--default-image",
-        "python-mlflow:test",
-        "--listen",
-        &listen,
-    ];
-    let _agent = stack.agent_with_env("k8s-e2e", &args, &[("KUBECONFIG", &kubeconfig)]);
-    stack.put_template(&template("k8s-pipeline", 3));
+    let _agent = kube_agent_with(stack, &server, "k8s-e2e", &["--listen", &listen]);
+    stack.put_template(&template(&server, "k8s-pipeline", 3));
     let id = stack.start_run(&json!({"template": "k8s-pipeline", "cluster": "k8s-e2e"}));
     let run = stack.wait_run(&id, Duration::from_secs(300));
     assert_eq!(run["status"], "succeeded", "{run:#}");
@@ -114,7 +86,7 @@ fn a_dag_runs_end_to_end_through_pods() {
 #[test]
 fn pods_that_cannot_start_or_run_out_of_memory_fail_with_a_diagnosis() {
     let stack = Stack::shared();
-    let (server, _dir) = kube();
+    let server = kube();
     let _agent = kube_agent(stack, &server, "k8s-diag");
     let cases = [
         (
@@ -136,7 +108,7 @@ fn pods_that_cannot_start_or_run_out_of_memory_fail_with_a_diagnosis() {
     let ids: Vec<(String, &str)> = cases
         .iter()
         .map(|(name, patch, expected)| {
-            let mut t = template(name, 1);
+            let mut t = template(&server, name, 1);
             for (k, v) in patch.as_object().unwrap() {
                 t["nodes"][0][k] = v.clone();
             }
@@ -161,9 +133,9 @@ fn pods_that_cannot_start_or_run_out_of_memory_fail_with_a_diagnosis() {
 #[test]
 fn running_pods_show_a_live_log_tail_and_cancel_deletes_them() {
     let stack = Stack::shared();
-    let (server, _dir) = kube();
+    let server = kube();
     let _agent = kube_agent(stack, &server, "k8s-cancel");
-    let mut t = template("k8s-cancel", 2);
+    let mut t = template(&server, "k8s-cancel", 2);
     t["nodes"][1]["parameters"]["sleep"] = json!("120");
     stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "k8s-cancel", "cluster": "k8s-cancel"}));
@@ -198,9 +170,9 @@ fn running_pods_show_a_live_log_tail_and_cancel_deletes_them() {
 #[test]
 fn a_killed_agent_restarts_and_adopts_its_pods_without_running_a_step_twice() {
     let stack = Stack::shared();
-    let (server, _dir) = kube();
+    let server = kube();
     let mut agent = kube_agent(stack, &server, "k8s-restart");
-    let mut t = template("k8s-restart", 2);
+    let mut t = template(&server, "k8s-restart", 2);
     t["nodes"][1]["parameters"]["sleep"] = json!("6");
     stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "k8s-restart", "cluster": "k8s-restart"}));
@@ -237,9 +209,9 @@ fn a_killed_agent_restarts_and_adopts_its_pods_without_running_a_step_twice() {
 #[test]
 fn a_lost_lease_deletes_the_orphaned_pod_and_the_retry_runs_in_a_new_one() {
     let stack = Stack::shared();
-    let (server, _dir) = kube();
+    let server = kube();
     let mut agent = kube_agent(stack, &server, "k8s-lost");
-    let mut t = template("k8s-lost", 2);
+    let mut t = template(&server, "k8s-lost", 2);
     t["nodes"][1]["parameters"]["sleep"] = json!("30");
     t["nodes"][1]["instances"] = json!(1);
     t["nodes"][1]["retries"] = json!({"limit": 1, "backoffSeconds": 1});

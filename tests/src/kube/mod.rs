@@ -9,12 +9,13 @@
 //! enforces memory limits (OOMKilled) and `activeDeadlineSeconds`, and records logs and events.
 //!
 //! What it does not do: authentication, RBAC, admission, patches, field selectors, more than one
-//! node. The executor's tests read pods through this server's store as well as through the API,
-//! so they run against it only; a real cluster is exercised by `concurrent agent --executor
-//! kubernetes` with the manifests in `deploy/kubernetes/`.
+//! node. The executor's tests read pods and events with `kubectl`, so the same tests run against
+//! a real cluster with `CONCURRENT_TEST_KUBECONFIG` (see `cluster.rs` for the variables).
 
+mod cluster;
 mod kubelet;
 mod server;
 mod store;
 
+pub use cluster::TestCluster;
 pub use server::{KubeConfig, KubeServer};
