@@ -7,6 +7,8 @@ mod designer;
 mod graph;
 mod route;
 mod run_view;
+#[cfg(all(test, target_arch = "wasm32"))]
+mod tests;
 
 use concurrent_core::run::RunStatus;
 use wasm_bindgen::prelude::*;
