@@ -1,9 +1,15 @@
-"""Prefect side of `make bench`: a flow of N trivial tasks in sequence (the Windmill benchmark's
-shape), deployed to a process work pool and run by a worker against a local Prefect server
-(Prefect's recommended local setup). Prints one JSON line per run, with the task runs' own
-start and end times from Prefect's API.
+"""Prefect side of `make bench`, against a local Prefect server with a process work pool worker
+(Prefect's recommended local setup). Two shapes of a chain of N trivial steps:
 
-Usage: python prefect_chain.py <prefect_home> <steps> <reps>
+- `tasks`: one flow of N tasks in sequence (the Windmill benchmark's shape); the tasks are
+  function calls inside one flow-run process.
+- `flows`: each step its own flow run (`run_deployment`), so each runs in its own process
+  started by the worker, as a Concurrent step does; the worker polls every second (Prefect's
+  default is 10 s).
+
+Prints one JSON line per run with the steps' own start and end times from Prefect's API.
+
+Usage: python prefect_chain.py <prefect_home> <steps> <reps> [tasks|flows]
 """
 import json
 import os
@@ -14,6 +20,7 @@ import time
 import urllib.request
 
 home, steps, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+shape = sys.argv[4] if len(sys.argv) > 4 else "tasks"
 os.makedirs(home, exist_ok=True)
 with open(os.path.join(home, "bench_chain.py"), "w") as f:
     f.write(f'''
@@ -28,6 +35,18 @@ def chain():
     previous = None
     for i in range({steps}):
         previous = step.with_options(name=f"step-{{i:03d}}")(i, wait_for=[previous] if previous else None)
+
+@flow(name="bench-step")
+def one_step(i: int = 0) -> int:
+    return i
+
+@flow(name="bench-isolated")
+def isolated():
+    from prefect.deployments import run_deployment
+    for i in range({steps}):
+        run = run_deployment("bench-step/bench", parameters={{"i": i}}, flow_run_name=f"step-{{i:03d}}")
+        if not run.state.is_completed():
+            raise RuntimeError(f"step {{i}} ended {{run.state.type}}")
 ''')
 
 def free_port():
@@ -39,7 +58,7 @@ port = free_port()
 api = f"http://127.0.0.1:{port}/api"
 env = dict(os.environ)
 env.update({"PREFECT_HOME": home, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false"})
+            "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1"})
 prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
 procs = []
 
@@ -75,11 +94,13 @@ try:
     wait("the server to answer", lambda: call("GET", "/health") is True, 300)
     subprocess.run([prefect, "work-pool", "create", "bench-pool", "--type", "process", "--overwrite"], env=env, cwd=home, check=True, capture_output=True)
     deploy = ("from prefect import flow\n"
-              "flow.from_source(source='.', entrypoint='bench_chain.py:chain')"
+              "for entry in ('chain', 'one_step', 'isolated'):\n"
+              "    flow.from_source(source='.', entrypoint=f'bench_chain.py:{entry}')"
               ".deploy(name='bench', work_pool_name='bench-pool')\n")
     subprocess.run([sys.executable, "-c", deploy], env=env, cwd=home, check=True, capture_output=True)
     start(["worker", "start", "--pool", "bench-pool", "--type", "process"], "worker")
-    deployment = call("GET", "/deployments/name/bench-chain/bench")
+    deployment = call("GET", "/deployments/name/" + ("bench-chain" if shape == "tasks" else "bench-isolated") + "/bench")
+    step_deployment = call("GET", "/deployments/name/bench-step/bench")
     for rep in range(reps):
         triggered = time.time()
         run = call("POST", f"/deployments/{deployment['id']}/create_flow_run", {})
@@ -88,8 +109,17 @@ try:
         if state() != "COMPLETED":
             sys.exit(f"prefect flow run ended {state()}; see {home}/worker.log")
         flow_run = call("GET", f"/flow_runs/{run['id']}")
-        tasks = call("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200})
-        tasks = sorted(({"name": t["name"], "start": ts(t["start_time"]), "end": ts(t["end_time"])} for t in tasks), key=lambda t: t["name"])
+        if shape == "tasks":
+            # Task run states reach the server as events, shortly after the flow run ends.
+            query = {"flow_runs": {"id": {"any_": [run["id"]]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200}
+            recorded = lambda: [t for t in call("POST", "/task_runs/filter", query) if t["start_time"] and t["end_time"]]
+        else:
+            # The steps are flow runs of the bench-step deployment started within this run.
+            query = {"deployments": {"id": {"any_": [step_deployment["id"]]}},
+                     "flow_runs": {"start_time": {"after_": flow_run["start_time"]}}, "limit": 200}
+            recorded = lambda: [t for t in call("POST", "/flow_runs/filter", query) if t["start_time"] and t["end_time"]]
+        wait("every step's times to be recorded", lambda: len(recorded()) == steps, 120)
+        tasks = sorted(({"name": t["name"], "start": ts(t["start_time"]), "end": ts(t["end_time"])} for t in recorded()), key=lambda t: t["start"])
         print(json.dumps({"tasks": tasks, "run_start": ts(flow_run["start_time"]), "run_end": ts(flow_run["end_time"]),
                           "created": ts(flow_run["created"]), "triggered": triggered}), flush=True)
 finally:

@@ -14,6 +14,7 @@ use concurrent_tests::{concurrent_bin, json, root, Stack};
 use serde_json::Value;
 
 mod designer;
+mod load;
 mod peers;
 
 /// One line of the results table: measurement, result, detail.
@@ -29,12 +30,12 @@ struct Args {
     #[arg(long, default_value_t = 40)]
     chain: usize,
     /// Instances of the fan-out (control plane only, synthetic agent).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 10_000)]
     fan_out: usize,
     /// Pods the agent tracks for the memory figure.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
-    /// Run only these measurements (launcher, chain, fan-out, designer, memory); all when empty.
+    /// Run only these measurements (launcher, chain, fan-out, load, designer, memory); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave out Prefect and Airflow (they are installed into their own virtualenvs on first
@@ -430,6 +431,11 @@ fn main() {
         fan_out(stack, args.fan_out, &mut rows);
         write_results(&rows, &args);
     }
+    if wanted("load") {
+        eprintln!("agent protocol under load…");
+        load::agents(stack, 8, 2000, &mut rows);
+        write_results(&rows, &args);
+    }
     if wanted("designer") {
         eprintln!("designer…");
         designer::designer(stack, args.reps, &mut rows);
@@ -519,8 +525,7 @@ fn write_results(rows: &[Row], args: &Args) {
     .unwrap();
     let report = format!(
         "# Benchmark results\n\nLast updated by `make bench` on {} (a run of some measurements with `--only` keeps the other rows), machine: {machine}. MLflow 3.17.2 (sqlite, 1 worker), the edge API in local workerd (wrangler 4.164.0), the agent with the local executor unless stated; {} repetitions where repeated. Medians, with spreads or p95/p99.\n\n{table}\n\
-How: step times come from each attempt's `startedAt`/`endedAt` in the run's records; the launcher figure times `mlflow run` against `python noop.py` on this machine; the fan-out uses the benchmark as a synthetic agent speaking the real agent protocol (it completes every item at once, so it measures the control plane and MLflow bookkeeping, not steps); agent memory is VmRSS from /proc while it tracks pods on the project's test Kubernetes API server (unschedulable pods, so they stay).\n\n\
-Not measured yet: the same chain on Prefect and Airflow side by side (issue 6).\n",
+How each figure is measured: see bench/README.md. Prefect and Airflow run right after Concurrent's chain in the same invocation, from their own records (Prefect's task and flow runs, Airflow's task instances); the fan-out and load figures use the benchmark as synthetic agents speaking the real agent protocol (control plane only, no step runs).\n",
         date.trim(),
         args.reps
     );

@@ -53,7 +53,14 @@ fn venv(name: &str, requirement: &str) -> PathBuf {
 }
 
 /// Runs a driver; each output line is one run with `tasks` [{start, end}] in seconds.
-fn drive(name: &str, requirement: &str, script: &str, steps: usize, reps: usize) -> Chain {
+fn drive(
+    name: &str,
+    requirement: &str,
+    script: &str,
+    extra: &[&str],
+    steps: usize,
+    reps: usize,
+) -> Chain {
     let env = venv(name, requirement);
     let home = tempfile::Builder::new()
         .prefix(&format!("bench-{name}-"))
@@ -64,6 +71,7 @@ fn drive(name: &str, requirement: &str, script: &str, steps: usize, reps: usize)
         .arg(root().join("bench/peers").join(script))
         .arg(home.path())
         .args([steps.to_string(), reps.to_string()])
+        .args(extra)
         .output()
         .expect("run the driver");
     assert!(
@@ -116,18 +124,40 @@ fn rows_for(label: &str, steps: usize, reps: usize, c: &Chain, rows: &mut Vec<Ro
 
 /// Measures Prefect and Airflow now (after Concurrent's chain), and the ratios.
 pub fn side_by_side(ours: &Chain, steps: usize, reps: usize, rows: &mut Vec<Row>) {
-    let prefect = drive("prefect", PREFECT, "prefect_chain.py", steps, reps);
+    let version = PREFECT.trim_start_matches("prefect==");
+    let prefect = drive(
+        "prefect",
+        PREFECT,
+        "prefect_chain.py",
+        &["tasks"],
+        steps,
+        reps,
+    );
     rows_for(
-        &format!(
-            "Prefect {} (server + process worker)",
-            PREFECT.trim_start_matches("prefect==")
-        ),
+        &format!("Prefect {version}, tasks in one flow (server + process worker)"),
         steps,
         reps,
         &prefect,
         rows,
     );
-    let airflow = drive("airflow", AIRFLOW, "airflow_chain.py", steps, reps);
+    let isolated = drive(
+        "prefect",
+        PREFECT,
+        "prefect_chain.py",
+        &["flows"],
+        steps,
+        reps,
+    );
+    rows_for(
+        &format!(
+            "Prefect {version}, each step its own flow run (process worker polling every 1 s)"
+        ),
+        steps,
+        reps,
+        &isolated,
+        rows,
+    );
+    let airflow = drive("airflow", AIRFLOW, "airflow_chain.py", &[], steps, reps);
     rows_for(
         &format!(
             "Airflow {} (standalone, LocalExecutor)",
@@ -146,7 +176,11 @@ pub fn side_by_side(ours: &Chain, steps: usize, reps: usize, rows: &mut Vec<Row>
             format!("{:.1}× slower", ours / theirs)
         }
     };
-    for (name, c) in [("Prefect", &prefect), ("Airflow", &airflow)] {
+    for (name, c) in [
+        ("Prefect (tasks in one process)", &prefect),
+        ("Prefect (a process per step)", &isolated),
+        ("Airflow", &airflow),
+    ] {
         rows.push((
             format!("Concurrent vs {name}: transition, same machine, same invocation"),
             ratio(m(&c.transitions_ms), m(&ours.transitions_ms)),

@@ -8,7 +8,7 @@ use crate::template::{
 };
 
 /// Horizontal and vertical spacing of the auto-layout, in canvas units.
-pub const LAYER_GAP: f64 = 260.0;
+pub const LAYER_GAP: f64 = 300.0;
 pub const ROW_GAP: f64 = 110.0;
 
 /// Why an edit was refused.

@@ -25,7 +25,7 @@ pub fn artifacts(test: &str) -> PathBuf {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium of 1600×1000.
+    /// Starts chromedriver and a headless Chromium of 1920×1080.
     pub async fn start(test: &str) -> Browser {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap().keep();
@@ -37,7 +37,7 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1600,1000",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1920,1080",
             format!("--user-data-dir={}", profile.path().display())]}});
         let deadline = Instant::now() + Duration::from_secs(15);
         let client = loop {

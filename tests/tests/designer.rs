@@ -98,6 +98,10 @@ fn a_dag_designed_in_the_browser_is_saved_run_and_opened_in_mlflow() {
         b.fill(r#"[data-inspector="template"] input[name="templateName"]"#, "designed-pipeline").await;
         b.wait_js("valid", r#"document.querySelectorAll('[data-problems] li').length === 0"#, SECS).await;
         assert_eq!(b.count("#cc-canvas .cc-node.cc-invalid").await, 0);
+        // Auto-layout puts the chain left to right.
+        b.wait_for(r#"[data-action="layout"]"#, SECS).await.click().await.unwrap();
+        let x = |id: &str| format!(r#"document.querySelector('[data-node="{id}"]').getBoundingClientRect().left"#);
+        b.wait_js("left to right", &format!("{} < {} && {} < {}", x("project-1"), x("project-2"), x("project-2"), x("project-3")), SECS).await;
         b.screenshot("2-valid").await;
 
         // Save → version 1; the URL becomes the template's.

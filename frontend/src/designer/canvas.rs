@@ -337,12 +337,6 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                 if let Some(to) = node_at(client(&e)).filter(|to| *to != from) {
                     let input = input_name(session, &from, &to);
                     session.edit(|ed| ed.connect(&from, &to, &input));
-                    if session
-                        .notice
-                        .with_untracked(|n| n.as_ref().is_none_or(|n| !n.error))
-                    {
-                        session.notice.set(None);
-                    }
                 }
             }
             Gesture::Select { start } => {

@@ -105,8 +105,17 @@ impl Session {
         let mut refused = None;
         self.editor
             .update(|e| refused = f(e).err().map(|e| e.to_string()));
-        if let Some(why) = refused {
-            self.complain(why);
+        match refused {
+            Some(why) => self.complain(why),
+            // A refusal shown earlier no longer applies once an edit succeeds.
+            None => {
+                if self
+                    .notice
+                    .with_untracked(|n| n.as_ref().is_some_and(|n| n.error))
+                {
+                    self.notice.set(None);
+                }
+            }
         }
     }
 
