@@ -189,19 +189,20 @@ fn session_for(sessions: Sessions, name: Option<String>) -> Session {
             let path = format!("/api/v1/templates/{}", api::segment(&name));
             match api::get::<TemplateVersion>(&path).await {
                 Ok(tv) => {
-                    session.editor.set(Editor::new(tv.template.clone()));
-                    // Hand-written templates have no positions: lay them out (not an edit).
-                    if tv.template.nodes.iter().any(|n| n.position.is_none()) {
-                        session.editor.update(|e| {
-                            let mut t = e.template().clone();
-                            let at = concurrent_core::design::layout(&t);
-                            for n in &mut t.nodes {
-                                n.position = n.position.or(at.get(&n.id).copied());
-                            }
-                            *e = Editor::new(t);
-                        });
+                    // Hand-written templates have no positions: lay them out first (not an
+                    // edit), so the canvas draws each node once, where it belongs.
+                    let mut t = tv.template.clone();
+                    if t.nodes.iter().any(|n| n.position.is_none()) {
+                        let at = concurrent_core::design::layout(&t);
+                        for n in &mut t.nodes {
+                            n.position = n.position.or(at.get(&n.id).copied());
+                        }
                     }
-                    session.saved.set(Some((tv.version, tv.template)));
+                    session.editor.set(Editor::new(t.clone()));
+                    // Fitted before the first draw: a big template zoomed out draws no labels.
+                    canvas::fit(session);
+                    // Positions added on opening are not unsaved work.
+                    session.saved.set(Some((tv.version, t)));
                     session.loaded.set(Some(Ok(())));
                     canvas::fit_when_shown(session);
                 }
