@@ -17,13 +17,17 @@ fn field(
     hint: &'static str,
     value: impl Fn() -> String + Send + Sync + 'static,
     commit: impl Fn(String) + 'static,
-) -> impl IntoView {
+) -> AnyView {
+    // Boxed, so the field's view code exists once in the bundle, not once per field.
+    let value: Box<dyn Fn() -> String + Send + Sync> = Box::new(value);
+    let commit: Box<dyn Fn(String)> = Box::new(commit);
     view! {
         <label class="cc-field">
             <span>{label}</span>
             <input type="text" name=name placeholder=hint prop:value=value on:change=move |e| commit(event_target_value(&e)) />
         </label>
     }
+    .into_any()
 }
 
 fn number(what: &str, v: &str) -> Result<u64, String> {
