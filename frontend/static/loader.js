@@ -13,20 +13,54 @@
     return m ? "?" + m[0].slice(1) : "";
   }
 
+  // How MLflow currently draws its nav items (collapsed ones have no label).
+  const shapeOf = (a) => a.className + "|" + (a.textContent.trim().length > 0);
+
   // The nav item copies its neighbour's classes so it looks and highlights like the others.
   function ensureNavItem() {
     const nav = document.querySelector("aside nav ul");
     if (!nav) return;
     const anchorBefore = nav.querySelector('a[href^="#/models"]') || nav.querySelector('a[href^="#/experiments"]');
     if (!anchorBefore) return;
+    const li = anchorBefore.closest("li");
     let item = document.getElementById(ITEM_ID);
+    // MLflow renders its items differently when the sidebar is collapsed (icons only): copy
+    // the neighbour again whenever its shape changes.
+    const shape = shapeOf(anchorBefore);
+    if (item && item.dataset.shape !== shape) { item.remove(); item = null; }
+    // Kept right after its neighbour when MLflow re-renders the list (e.g. Model registry
+    // appears with the Model training switch).
+    if (item && item.previousElementSibling !== li) li.after(item);
     if (!item) {
-      const li = anchorBefore.closest("li");
       item = li.cloneNode(true);
       item.id = ITEM_ID;
+      item.dataset.shape = shape;
       const a = item.querySelector("a");
-      const label = [...a.querySelectorAll("span, div")].reverse().find((e) => e.children.length === 0 && e.textContent.trim());
-      if (label) label.textContent = "DAGs"; else a.textContent = "DAGs";
+      // The neighbour's label is its text; the icon stays (replaced below).
+      const walker = document.createTreeWalker(a, NodeFilter.SHOW_TEXT);
+      let labelled = false;
+      for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+        if (!t.textContent.trim()) continue;
+        t.textContent = labelled ? "" : "DAGs";
+        labelled = true;
+      }
+      a.setAttribute("title", "DAGs");
+      a.setAttribute("aria-label", "DAGs");
+      // Our own icon (three connected nodes), sized like the neighbour's.
+      const icon = a.querySelector("svg");
+      if (icon) {
+        const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+        for (const attr of ["class", "width", "height", "style", "aria-hidden", "focusable"]) {
+          if (icon.hasAttribute(attr)) svg.setAttribute(attr, icon.getAttribute(attr));
+        }
+        svg.setAttribute("viewBox", "0 0 16 16");
+        svg.setAttribute("fill", "none");
+        svg.innerHTML = '<rect x="1" y="2" width="5" height="4" rx="1" stroke="currentColor" stroke-width="1.5"/>' +
+          '<rect x="10" y="2" width="5" height="4" rx="1" stroke="currentColor" stroke-width="1.5"/>' +
+          '<rect x="5.5" y="10" width="5" height="4" rx="1" stroke="currentColor" stroke-width="1.5"/>' +
+          '<path d="M6 4h4M3.5 6v2.5l4.5 1.5M12.5 6v2.5L8 10" stroke="currentColor" stroke-width="1.5"/>';
+        icon.replaceWith(svg);
+      }
       a.setAttribute("data-concurrent", "dags");
       a.addEventListener("click", (e) => { e.preventDefault(); location.hash = "#/dags" + workflowQuery(); });
       li.after(item);
@@ -86,7 +120,13 @@
   addEventListener("hashchange", route);
   addEventListener("popstate", route);
   // React re-renders the sidebar (collapse, GenAI / Model training toggle): put the item back.
-  new MutationObserver(() => { if (!document.getElementById(ITEM_ID) || isDags() !== !!document.querySelector("main[data-concurrent-dags]")) route(); })
+  const misplaced = () => {
+    const item = document.getElementById(ITEM_ID);
+    const anchor = document.querySelector('aside nav ul a[href^="#/models"]') || document.querySelector('aside nav ul a[href^="#/experiments"]');
+    return !item || (anchor && (item.previousElementSibling !== anchor.closest("li")
+      || item.dataset.shape !== shapeOf(anchor)));
+  };
+  new MutationObserver(() => { if (misplaced() || isDags() !== !!document.querySelector("main[data-concurrent-dags]")) route(); })
     .observe(document.documentElement, { childList: true, subtree: true });
   route();
 })();

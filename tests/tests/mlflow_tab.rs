@@ -56,6 +56,23 @@ fn the_dags_tab_appears_in_the_mlflow_ui_and_mounts_the_app() {
             "highlighted like its neighbours"
         );
         b.screenshot("dags-tab").await;
+        // The item survives MLflow re-rendering its sidebar: the GenAI / Model training switch
+        // and collapsing the sidebar.
+        let dags = r#"document.querySelector('aside nav a[data-concurrent="dags"]')"#;
+        let training = client.find(Locator::XPath("//aside//*[normalize-space(text())='Model training']")).await.expect("MLflow's workflow switch");
+        training.click().await.unwrap();
+        b.wait_js(
+            "the DAGs item right after Model registry after the workflow switch",
+            &format!("{dags} && {dags}.closest('li').previousElementSibling?.querySelector('a[href^=\"#/models\"]')"),
+            Duration::from_secs(20),
+        )
+        .await;
+        let collapse = b.wait_for(r#"[data-component-id="mlflow_header.toggle_sidebar_button"]"#, Duration::from_secs(20)).await;
+        collapse.click().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.wait_js("the DAGs item in the collapsed sidebar", &format!("{dags} && {dags}.getBoundingClientRect().width > 0"), Duration::from_secs(20)).await;
+        b.screenshot("dags-tab-collapsed").await;
+        collapse.click().await.unwrap();
         // MLflow's own pages still work: back to Experiments, the app hides, MLflow shows.
         client
             .goto(&format!("{}/#/experiments", stack.edge_url))
