@@ -20,6 +20,11 @@
   function ensureNavItem() {
     const nav = document.querySelector("aside nav ul");
     if (!nav) return;
+    // Inside an experiment MLflow shows that experiment's own navigation: no DAGs item there.
+    if (nav.querySelector('a[href*="#/experiments/"]')) {
+      document.getElementById(ITEM_ID)?.remove();
+      return;
+    }
     const anchorBefore = nav.querySelector('a[href^="#/models"]') || nav.querySelector('a[href^="#/experiments"]');
     if (!anchorBefore) return;
     const li = anchorBefore.closest("li");
@@ -121,6 +126,7 @@
   addEventListener("popstate", route);
   // React re-renders the sidebar (collapse, GenAI / Model training toggle): put the item back.
   const misplaced = () => {
+    if (document.querySelector('aside nav ul a[href*="#/experiments/"]')) return false;
     const item = document.getElementById(ITEM_ID);
     const anchor = document.querySelector('aside nav ul a[href^="#/models"]') || document.querySelector('aside nav ul a[href^="#/experiments"]');
     return !item || (anchor && (item.previousElementSibling !== anchor.closest("li")
