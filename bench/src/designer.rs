@@ -73,6 +73,24 @@ const frame = (ts) => {
 requestAnimationFrame(frame);
 "#;
 
+/// The numbers of a list in a script's answer.
+fn numbers(answer: &Value, key: &str) -> Vec<f64> {
+    let list = answer[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in the script's answer: {answer}"));
+    list.iter().filter_map(Value::as_f64).collect()
+}
+
+/// Back to the templates list, so the next open starts from the running app.
+async fn back_to_list(b: &Browser) {
+    b.client
+        .execute("location.hash = '#/dags'", vec![])
+        .await
+        .unwrap();
+    b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30))
+        .await;
+}
+
 pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
     let (layers, width) = (10, 100);
     let names: Vec<String> = (0..reps).map(|r| format!("bench-designer-{r}")).collect();
@@ -128,19 +146,8 @@ pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
             .execute_async(DRAG, vec![json!("n1-1"), json!(60)])
             .await
             .expect("drag a node");
-        baseline.extend(
-            drag["intervals"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_f64),
-        );
-        b.client
-            .execute("location.hash = '#/dags'", vec![])
-            .await
-            .unwrap();
-        b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30))
-            .await;
+        baseline.extend(numbers(&drag, "intervals"));
+        back_to_list(&b).await;
         for name in &names {
             let ms = b
                 .client
@@ -153,26 +160,9 @@ pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
                 .execute_async(DRAG, vec![json!("n5-50"), json!(60)])
                 .await
                 .expect("drag a node");
-            intervals.extend(
-                drag["intervals"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(Value::as_f64),
-            );
-            work.extend(
-                drag["work"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(Value::as_f64),
-            );
-            b.client
-                .execute("location.hash = '#/dags'", vec![])
-                .await
-                .unwrap();
-            b.wait_for("#concurrent-root #templates h2", Duration::from_secs(30))
-                .await;
+            intervals.extend(numbers(&drag, "intervals"));
+            work.extend(numbers(&drag, "work"));
+            back_to_list(&b).await;
         }
         b.client.clone().close().await.ok();
     });

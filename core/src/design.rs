@@ -470,6 +470,18 @@ impl Editor {
     }
 }
 
+/// Gives the nodes that have no position their place in [`layout`], keeping the others (a
+/// hand-written template opened in the designer or the run view).
+pub fn place_unpositioned(t: &mut Template) {
+    if t.nodes.iter().all(|n| n.position.is_some()) {
+        return;
+    }
+    let at = layout(t);
+    for n in &mut t.nodes {
+        n.position = n.position.or(at.get(&n.id).copied());
+    }
+}
+
 /// A path of edges from `start` to `goal`, as node ids, if there is one.
 fn path_between(t: &Template, start: &str, goal: &str) -> Option<Vec<String>> {
     let mut previous: HashMap<&str, &str> = HashMap::new();

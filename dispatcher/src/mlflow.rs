@@ -46,55 +46,58 @@ impl Mlflow {
         }
     }
 
-    /// Sets a tag on a run (retried like every call here).
-    pub async fn set_tag(&self, run_id: &str, key: &str, value: &str) -> anyhow::Result<()> {
-        let url = format!("{}/api/2.0/mlflow/runs/set-tag", self.base);
-        let body = serde_json::json!({"run_id": run_id, "key": key, "value": value});
+    /// Sends a request built by `request` until MLflow answers, retrying server errors and
+    /// unreachability with backoff; a 4xx is final. `what` names the call in errors.
+    async fn send(
+        &self,
+        what: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut last = anyhow!("no attempt");
         for attempt in 0..ATTEMPTS {
-            match self
-                .auth(self.http.post(&url).json(&body))
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if r.status().is_client_error() => bail!(
-                    "MLflow refused tag {key} on run {run_id}: {}",
-                    r.text().await.unwrap_or_default()
-                ),
-                Ok(r) => last = anyhow!("MLflow answered {} setting tag {key}", r.status()),
-                Err(e) => last = anyhow!("MLflow is unreachable at {}: {e}", self.base),
+            match self.auth(request()).send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) if r.status().is_client_error() => {
+                    bail!(
+                        "MLflow answered {} to {what}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )
+                }
+                Ok(r) => last = anyhow!("MLflow answered {} to {what}", r.status()),
+                Err(e) => last = anyhow!("MLflow at {} is unreachable: {e}", self.base),
             }
             backoff(attempt).await;
         }
         Err(last)
     }
 
+    /// Sets a tag on a run.
+    pub async fn set_tag(&self, run_id: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        let url = format!("{}/api/2.0/mlflow/runs/set-tag", self.base);
+        let body = serde_json::json!({"run_id": run_id, "key": key, "value": value});
+        let what = format!("setting tag {key} on run {run_id}");
+        self.send(&what, || {
+            self.http
+                .post(&url)
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
-        let mut last = anyhow!("no attempt");
-        for attempt in 0..ATTEMPTS {
-            match self
-                .auth(self.http.get(&url).query(query))
-                .timeout(Duration::from_secs(60))
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => return Ok(r.json().await?),
-                Ok(r) if r.status().is_client_error() => {
-                    bail!(
-                        "MLflow answered {} to {path}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )
-                }
-                Ok(r) => last = anyhow!("MLflow answered {} to {path}", r.status()),
-                Err(e) => last = anyhow!("MLflow at {} is unreachable: {e}", self.base),
-            }
-            backoff(attempt).await;
-        }
-        Err(last)
+        let r = self
+            .send(path, || {
+                self.http
+                    .get(&url)
+                    .query(query)
+                    .timeout(Duration::from_secs(60))
+            })
+            .await?;
+        Ok(r.json().await?)
     }
 
     /// The URL under which a run's artifacts are served by the proxy.

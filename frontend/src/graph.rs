@@ -1,6 +1,7 @@
 //! How nodes and edges are drawn, shared by the designer and the run view.
 
 use concurrent_core::template::{Node, NodeKind, Position};
+use leptos::prelude::*;
 
 pub const NODE_W: f64 = 200.0;
 pub const NODE_H: f64 = 56.0;
@@ -15,6 +16,17 @@ pub fn edge_path(from: Position, to: Position) -> String {
         x1 + bend,
         x2 - bend
     )
+}
+
+/// The arrowhead of edges, as an SVG marker with this id (`marker-end="url(#<id>)"`).
+pub fn arrow_marker(id: &'static str) -> impl IntoView {
+    view! {
+        <defs>
+            <marker id=id viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+                <path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path>
+            </marker>
+        </defs>
+    }
 }
 
 /// The second line of a node's box: what it runs.

@@ -2,12 +2,11 @@
 //! repairs (cancel, retry failed, rerun from a node). Polls while shown.
 
 use concurrent_core::run::{Attempt, InstanceState, NodeRun, RunState};
-use concurrent_core::template::Position;
 use concurrent_core::wire::RunSummary;
 use leptos::prelude::*;
 
 use crate::app::ticker;
-use crate::graph::{edge_path, fit, subtitle, NODE_H, NODE_W};
+use crate::graph::{arrow_marker, edge_path, fit, subtitle, NODE_H, NODE_W};
 use crate::route::{self, Route};
 use crate::{api, format_duration, format_time, status_name};
 
@@ -110,38 +109,10 @@ pub fn RunView(id: String) -> impl IntoView {
 
 #[component]
 fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoView {
-    let t = &state.template;
-    let laid = concurrent_core::design::layout(t);
-    let pos = |id: &str| {
-        t.node(id)
-            .and_then(|n| n.position)
-            .or_else(|| laid.get(id).copied())
-            .unwrap_or_default()
-    };
-    let (lo, hi) = t.nodes.iter().map(|n| pos(&n.id)).fold(
-        (
-            Position {
-                x: f64::MAX,
-                y: f64::MAX,
-            },
-            Position {
-                x: f64::MIN,
-                y: f64::MIN,
-            },
-        ),
-        |(lo, hi), p| {
-            (
-                Position {
-                    x: lo.x.min(p.x),
-                    y: lo.y.min(p.y),
-                },
-                Position {
-                    x: hi.x.max(p.x),
-                    y: hi.y.max(p.y),
-                },
-            )
-        },
-    );
+    let mut t = state.template.clone();
+    concurrent_core::design::place_unpositioned(&mut t);
+    let pos = |id: &str| t.node(id).and_then(|n| n.position).unwrap_or_default();
+    let (lo, hi) = concurrent_core::design::bounds(&t).unwrap_or_default();
     let (w, h) = (
         (hi.x - lo.x + NODE_W + 40.0).max(200.0),
         (hi.y - lo.y + NODE_H + 40.0).max(100.0),
@@ -170,7 +141,7 @@ fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoVie
     }).collect_view();
     view! {
         <svg class="cc-run-graph" viewBox=view_box style=format!("max-height: {:.0}px", h.min(520.0)) aria-label="The run's DAG">
-            <defs><marker id="cc-run-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path></marker></defs>
+            {arrow_marker("cc-run-arrow")}
             {edges}{nodes}
         </svg>
         <p class="cc-hint">"Select a node to see its instances."</p>

@@ -15,17 +15,20 @@
 
   // How MLflow currently draws its nav items (collapsed ones have no label).
   const shapeOf = (a) => a.className + "|" + (a.textContent.trim().length > 0);
+  // Inside an experiment MLflow shows that experiment's own navigation: no DAGs item there.
+  const inExperiment = (nav) => !!nav.querySelector('a[href*="#/experiments/"]');
+  // The link the DAGs item goes after: Model registry, or Experiments when there is none.
+  const neighbour = (nav) => nav.querySelector('a[href^="#/models"]') || nav.querySelector('a[href^="#/experiments"]');
 
   // The nav item copies its neighbour's classes so it looks and highlights like the others.
   function ensureNavItem() {
     const nav = document.querySelector("aside nav ul");
     if (!nav) return;
-    // Inside an experiment MLflow shows that experiment's own navigation: no DAGs item there.
-    if (nav.querySelector('a[href*="#/experiments/"]')) {
+    if (inExperiment(nav)) {
       document.getElementById(ITEM_ID)?.remove();
       return;
     }
-    const anchorBefore = nav.querySelector('a[href^="#/models"]') || nav.querySelector('a[href^="#/experiments"]');
+    const anchorBefore = neighbour(nav);
     if (!anchorBefore) return;
     const li = anchorBefore.closest("li");
     let item = document.getElementById(ITEM_ID);
@@ -126,9 +129,11 @@
   addEventListener("popstate", route);
   // React re-renders the sidebar (collapse, GenAI / Model training toggle): put the item back.
   const misplaced = () => {
-    if (document.querySelector('aside nav ul a[href*="#/experiments/"]')) return false;
+    const nav = document.querySelector("aside nav ul");
     const item = document.getElementById(ITEM_ID);
-    const anchor = document.querySelector('aside nav ul a[href^="#/models"]') || document.querySelector('aside nav ul a[href^="#/experiments"]');
+    if (!nav) return !item;
+    if (inExperiment(nav)) return false;
+    const anchor = neighbour(nav);
     return !item || (anchor && (item.previousElementSibling !== anchor.closest("li")
       || item.dataset.shape !== shapeOf(anchor)));
   };

@@ -15,7 +15,7 @@ use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast;
 
 use super::{Selection, Session, Viewport};
-use crate::graph::{edge_path, fit as fit_label, subtitle, NODE_H, NODE_W};
+use crate::graph::{arrow_marker, edge_path, fit as fit_label, subtitle, NODE_H, NODE_W};
 
 /// A gesture in progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,15 +162,20 @@ pub fn fit(session: Session) {
     });
 }
 
-/// Fits once the canvas is in the page (after a template loads).
+/// Fits now when the canvas is in the page (then before the next draw), or once it is.
 pub fn fit_when_shown(session: Session) {
+    let shown = || svg().is_some_and(|s| s.get_bounding_client_rect().width() > 0.0);
+    if shown() {
+        fit(session);
+        return;
+    }
     leptos::task::spawn_local(async move {
         for _ in 0..50 {
-            if svg().is_some_and(|s| s.get_bounding_client_rect().width() > 0.0) {
+            gloo_timers::future::TimeoutFuture::new(20).await;
+            if shown() {
                 fit(session);
                 return;
             }
-            gloo_timers::future::TimeoutFuture::new(20).await;
         }
     });
 }
@@ -519,11 +524,7 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
     view! {
         <div class="cc-canvas-wrap">
             <svg id=CANVAS_ID class="cc-canvas" tabindex="0" aria-label="DAG canvas" on:pointerdown=on_down on:wheel=on_wheel>
-                <defs>
-                    <marker id="cc-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
-                        <path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path>
-                    </marker>
-                </defs>
+                {arrow_marker("cc-arrow")}
                 <g transform=transform>
                     <For each=edges key=|(k, ..)| k.clone() children=move |(_, i, edge, a, b)| {
                         let d = edge_path(a, b);
@@ -574,11 +575,7 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                 </g>
             </svg>
             <svg class="cc-canvas-overlay" aria-hidden="true">
-                <defs>
-                    <marker id="cc-arrow-moving" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
-                        <path d="M 0 0 L 10 5 L 0 10 z" class="cc-arrowhead"></path>
-                    </marker>
-                </defs>
+                {arrow_marker("cc-arrow-moving")}
                 <g transform=transform>
                     {move || overlay.drag.get().map(|(ids, dx, dy)| moving(session, &ids, dx, dy))}
                     {move || overlay.link.get().map(|(from, to)| view! {

@@ -192,19 +192,13 @@ fn session_for(sessions: Sessions, name: Option<String>) -> Session {
                     // Hand-written templates have no positions: lay them out first (not an
                     // edit), so the canvas draws each node once, where it belongs.
                     let mut t = tv.template.clone();
-                    if t.nodes.iter().any(|n| n.position.is_none()) {
-                        let at = concurrent_core::design::layout(&t);
-                        for n in &mut t.nodes {
-                            n.position = n.position.or(at.get(&n.id).copied());
-                        }
-                    }
+                    concurrent_core::design::place_unpositioned(&mut t);
                     session.editor.set(Editor::new(t.clone()));
                     // Fitted before the first draw: a big template zoomed out draws no labels.
-                    canvas::fit(session);
+                    canvas::fit_when_shown(session);
                     // Positions added on opening are not unsaved work.
                     session.saved.set(Some((tv.version, t)));
                     session.loaded.set(Some(Ok(())));
-                    canvas::fit_when_shown(session);
                 }
                 Err(e) => session
                     .loaded
