@@ -11,7 +11,10 @@ scripts/build.sh
 STATE="$ROOT/.state"
 mkdir -p "$STATE/mlflow" "$STATE/wrangler" "$STATE/agent" "$STATE/logs"
 umask 077
-[[ -s "$STATE/token" ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$STATE/token"
+# The edge refuses bootstrap tokens shorter than 32 characters; older .state tokens are replaced.
+if [[ ! -s "$STATE/token" || $(wc -c < "$STATE/token") -lt 33 ]]; then
+  python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$STATE/token"
+fi
 TOKEN=$(cat "$STATE/token")
 printf 'CONCURRENT_API_TOKEN=%s\n' "$TOKEN" > "$STATE/edge.env"
 umask 022
@@ -55,9 +58,22 @@ wait_for "http://127.0.0.1:$EDGE_PORT/healthz" 90 "The edge API" "$STATE/logs/ed
   while true; do sleep 60 & wait $!; curl -fsS "http://127.0.0.1:$EDGE_PORT/__scheduled?cron=*+*+*+*+*" >/dev/null 2>&1 || true; done ) &
 PIDS+=($!)
 
+# The agent holds an agent token of its cluster, never the admin token.
+API="http://127.0.0.1:$EDGE_PORT/api/v1"
+agent_token_ok() {
+  [[ -s "$STATE/agent-token" ]] && curl -fsS -o /dev/null -H "Authorization: Bearer $(cat "$STATE/agent-token")" \
+    -d '{"agent":"check","leases":[]}' "$API/agents/local/heartbeat"
+}
+if ! agent_token_ok; then
+  curl -fsS -o /dev/null -X DELETE -H "Authorization: Bearer $TOKEN" "$API/tokens/local-agent" 2>/dev/null || true
+  ( umask 077
+    curl -fsS -H "Authorization: Bearer $TOKEN" -d '{"name":"local-agent","role":"agent","cluster":"local"}' "$API/tokens" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$STATE/agent-token" )
+fi
+
 echo "==> agent for cluster 'local' (log: .state/logs/agent.log)"
 "$CARGO_TARGET_DIR/debug/concurrent" agent --edge-url "http://127.0.0.1:$EDGE_PORT" --cluster local \
-  --token-file "$STATE/token" --mlflow-uri "http://127.0.0.1:$MLFLOW_PORT" --work-dir "$STATE/agent" \
+  --token-file "$STATE/agent-token" --mlflow-uri "http://127.0.0.1:$MLFLOW_PORT" --work-dir "$STATE/agent" \
   --project-root "$ROOT" --mlflow-bin "$ROOT/.venv/bin/mlflow" > "$STATE/logs/agent.log" 2>&1 &
 PIDS+=($!)
 

@@ -1,6 +1,9 @@
-//! Who may do what: roles, the permission each API route needs, and the decision.
+//! Who may do what: roles, the one route table of `/api/v1` with the permission of every route,
+//! and the decision.
 //!
-//! One table for the whole API, so the auth matrix is tested here without a server.
+//! The Worker dispatches on [`match_route`]'s answer, so a route cannot exist without a line in
+//! [`ROUTES`], and that line names its permission. The auth matrix tests (here and against the
+//! running edge) are generated from the same table.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,9 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// View templates and runs.
+    /// View templates, runs and schedules; MLflow's read calls.
     Reader,
-    /// Reader, plus save templates and start, cancel and repair runs.
+    /// Reader, plus save templates and start, cancel and repair runs; MLflow's writes.
     Editor,
     /// Editor, plus tokens and schedules.
     Admin,
@@ -19,13 +22,18 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Reader, Role::Editor, Role::Admin, Role::Agent];
+
     pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "reader" => Some(Role::Reader),
-            "editor" => Some(Role::Editor),
-            "admin" => Some(Role::Admin),
-            "agent" => Some(Role::Agent),
-            _ => None,
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
         }
     }
 }
@@ -33,27 +41,251 @@ impl Role {
 /// What a route needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Permission {
+    /// Any signed-in person (reader, editor, admin).
+    Read,
+    /// Editors and admins.
+    Edit,
+    /// Admins only.
+    Admin,
+    /// The agent protocol of one cluster (its agent tokens; admins too).
+    Agent { cluster: String },
+}
+
+impl Permission {
+    /// What the permission lets one do, for refusals ("… may not {what}").
+    pub fn describe(&self) -> String {
+        match self {
+            Permission::Read => "read".into(),
+            Permission::Edit => "edit templates and runs".into(),
+            Permission::Admin => "manage tokens and schedules".into(),
+            Permission::Agent { cluster } => format!("take work of cluster {cluster:?}"),
+        }
+    }
+}
+
+/// Every route of `/api/v1`. The Worker has one handler per variant (an exhaustive `match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    TemplatesList,
+    TemplatesValidate,
+    TemplateGet,
+    TemplateSave,
+    TemplateDelete,
+    TemplateVersions,
+    TemplateVersion,
+    RunsList,
+    RunStart,
+    RunGet,
+    RunCancel,
+    RunRetry,
+    RunRerun,
+    SchedulesList,
+    ScheduleCreate,
+    ScheduleDelete,
+    TokensList,
+    TokenCreate,
+    TokenDelete,
+    AgentLease,
+    AgentHeartbeat,
+    AgentComplete,
+}
+
+/// What a route needs, before its path parameters are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
     Read,
     Edit,
     Admin,
-    /// The agent protocol of one cluster.
-    Agent {
-        cluster: String,
+    /// The agent protocol of the cluster named by the route's `:cluster` segment.
+    AgentOfCluster,
+}
+
+/// One line of the route table.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    /// Below `/api/v1`; `:name` segments are parameters.
+    pub pattern: &'static str,
+    pub route: Route,
+    pub needs: Needs,
+}
+
+const fn r(method: &'static str, pattern: &'static str, route: Route, needs: Needs) -> RouteSpec {
+    RouteSpec {
+        method,
+        pattern,
+        route,
+        needs,
+    }
+}
+
+/// The API under `/api/v1`, each route with its permission.
+pub const ROUTES: &[RouteSpec] = &[
+    r("GET", "/templates", Route::TemplatesList, Needs::Read),
+    // Validation stores nothing, but it is part of editing (and costs CPU): editors.
+    r(
+        "POST",
+        "/templates/validate",
+        Route::TemplatesValidate,
+        Needs::Edit,
+    ),
+    r("GET", "/templates/:name", Route::TemplateGet, Needs::Read),
+    r("PUT", "/templates/:name", Route::TemplateSave, Needs::Edit),
+    r(
+        "DELETE",
+        "/templates/:name",
+        Route::TemplateDelete,
+        Needs::Edit,
+    ),
+    r(
+        "GET",
+        "/templates/:name/versions",
+        Route::TemplateVersions,
+        Needs::Read,
+    ),
+    r(
+        "GET",
+        "/templates/:name/versions/:version",
+        Route::TemplateVersion,
+        Needs::Read,
+    ),
+    r("GET", "/runs", Route::RunsList, Needs::Read),
+    r("POST", "/runs", Route::RunStart, Needs::Edit),
+    r("GET", "/runs/:id", Route::RunGet, Needs::Read),
+    r("POST", "/runs/:id/cancel", Route::RunCancel, Needs::Edit),
+    r("POST", "/runs/:id/retry", Route::RunRetry, Needs::Edit),
+    r("POST", "/runs/:id/rerun", Route::RunRerun, Needs::Edit),
+    r("GET", "/schedules", Route::SchedulesList, Needs::Read),
+    r("POST", "/schedules", Route::ScheduleCreate, Needs::Admin),
+    r(
+        "DELETE",
+        "/schedules/:name",
+        Route::ScheduleDelete,
+        Needs::Admin,
+    ),
+    // Token names, roles and clusters tell an intruder what to aim at: admins only.
+    r("GET", "/tokens", Route::TokensList, Needs::Admin),
+    r("POST", "/tokens", Route::TokenCreate, Needs::Admin),
+    r("DELETE", "/tokens/:name", Route::TokenDelete, Needs::Admin),
+    r(
+        "POST",
+        "/agents/:cluster/lease",
+        Route::AgentLease,
+        Needs::AgentOfCluster,
+    ),
+    r(
+        "POST",
+        "/agents/:cluster/heartbeat",
+        Route::AgentHeartbeat,
+        Needs::AgentOfCluster,
+    ),
+    r(
+        "POST",
+        "/agents/:cluster/complete",
+        Route::AgentComplete,
+        Needs::AgentOfCluster,
+    ),
+];
+
+/// The API's path prefix.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// A request matched to its route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub route: Route,
+    /// Path parameters by name, as written in the path (not percent-decoded).
+    pub params: Vec<(&'static str, String)>,
+    pub permission: Permission,
+}
+
+impl Matched {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a request matches no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No route has this path.
+    #[error("no API route {method} {path}; see edge-api/openapi.json for the API")]
+    NotFound { method: String, path: String },
+    /// The path exists, with other methods.
+    #[error("{method} is not allowed on {path}; use {}", allow.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: Vec<&'static str>,
     },
 }
 
-/// The permission a request needs, from its method and path.
-pub fn permission_for(method: &str, path: &str) -> Permission {
-    let rest = path.strip_prefix("/api/v1/").unwrap_or("");
-    let mut parts = rest.split('/');
-    match (parts.next(), method) {
-        (Some("agents"), _) => Permission::Agent {
-            cluster: parts.next().unwrap_or_default().to_string(),
-        },
-        (Some("tokens" | "schedules"), "GET") => Permission::Read,
-        (Some("tokens" | "schedules"), _) => Permission::Admin,
-        (_, "GET" | "HEAD") => Permission::Read,
-        _ => Permission::Edit,
+fn segments_match(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
+    let mut params = Vec::new();
+    let mut given = path.split('/');
+    for want in pattern.split('/') {
+        let got = given.next()?;
+        match want.strip_prefix(':') {
+            Some(name) if !got.is_empty() => params.push((name, got.to_string())),
+            Some(_) => return None,
+            None if want == got => {}
+            None => return None,
+        }
+    }
+    given.next().is_none().then_some(params)
+}
+
+/// The route of `method path` (the full path, starting with `/api/v1`).
+///
+/// # Errors
+/// [`RouteError`] when no route has this path, or not with this method.
+pub fn match_route(method: &str, path: &str) -> Result<Matched, RouteError> {
+    let rest = path
+        .strip_prefix(API_PREFIX)
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or("");
+    let method = if method == "HEAD" { "GET" } else { method };
+    let mut allow = Vec::new();
+    for spec in ROUTES {
+        let Some(params) = segments_match(spec.pattern, rest) else {
+            continue;
+        };
+        if spec.method != method {
+            allow.push(spec.method);
+            continue;
+        }
+        let permission = match spec.needs {
+            Needs::Read => Permission::Read,
+            Needs::Edit => Permission::Edit,
+            Needs::Admin => Permission::Admin,
+            Needs::AgentOfCluster => Permission::Agent {
+                cluster: params
+                    .iter()
+                    .find(|(k, _)| *k == "cluster")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+            },
+        };
+        return Ok(Matched {
+            route: spec.route,
+            params,
+            permission,
+        });
+    }
+    if allow.is_empty() {
+        Err(RouteError::NotFound {
+            method: method.into(),
+            path: path.into(),
+        })
+    } else {
+        Err(RouteError::MethodNotAllowed {
+            method: method.into(),
+            path: path.into(),
+            allow,
+        })
     }
 }
 
@@ -70,41 +302,300 @@ pub fn allows(role: Role, cluster: Option<&str>, needed: &Permission) -> bool {
     }
 }
 
+/// What a request to MLflow behind the edge does, for the roles: readers may only read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlflowAccess {
+    Read,
+    Write,
+}
+
+/// MLflow's POST calls that only read (searches and batch gets the UI uses), below
+/// `/api/<version>/` or `/ajax-api/<version>/`. Every other POST, PUT, PATCH and DELETE writes.
+/// Read off MLflow 3.17's routes (`mlflow.server.app.url_map`).
+pub const MLFLOW_READ_POSTS: &[&str] = &[
+    "2.0/mlflow/experiments/search",
+    "2.0/mlflow/experiments/search-datasets",
+    "2.0/mlflow/runs/search",
+    "2.0/mlflow/logged-models/search",
+    "2.0/mlflow/registered-models/get-latest-versions",
+    "2.0/mlflow/artifacts/presigned-download-url",
+    "3.0/mlflow/datasets/search",
+    "3.0/mlflow/issues/search",
+    "3.0/mlflow/prompt-optimization/jobs/search",
+    "3.0/mlflow/traces/search",
+    "3.0/mlflow/traces/batchGetInfos",
+    "3.0/mlflow/traces/calculate-filter-correlation",
+    "3.0/mlflow/traces/metrics",
+    // The UI's own usage events: MLflow stores nothing of them in its tracking store.
+    "3.0/mlflow/ui-telemetry",
+];
+
+/// Whether `method path` reads or writes MLflow. `graphql` is the GraphQL document of a
+/// `/graphql` request (its `query`), which reads unless it holds a mutation or subscription.
+pub fn mlflow_access(method: &str, path: &str, graphql: Option<&str>) -> MlflowAccess {
+    let read_method = matches!(method, "GET" | "HEAD");
+    if path == "/graphql" {
+        let read_only = graphql.is_none_or(graphql_is_read_only);
+        return if (read_method || method == "POST") && read_only {
+            MlflowAccess::Read
+        } else {
+            MlflowAccess::Write
+        };
+    }
+    if read_method {
+        return MlflowAccess::Read;
+    }
+    let call = path
+        .strip_prefix("/api/")
+        .or_else(|| path.strip_prefix("/ajax-api/"))
+        .map(|rest| rest.trim_end_matches('/'));
+    match call {
+        Some(c) if method == "POST" && MLFLOW_READ_POSTS.contains(&c) => MlflowAccess::Read,
+        _ => MlflowAccess::Write,
+    }
+}
+
+/// Whether a GraphQL document only queries: no `mutation` or `subscription` operation at its
+/// top level (strings and comments skipped). Conservative: a document it cannot follow is
+/// treated as one that writes.
+pub fn graphql_is_read_only(doc: &str) -> bool {
+    let b = doc.as_bytes();
+    let (mut i, mut depth) = (0usize, 0i64);
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                let block = b[i..].starts_with(b"\"\"\"");
+                i += if block { 3 } else { 1 };
+                loop {
+                    if i >= b.len() {
+                        return false;
+                    }
+                    if block && b[i..].starts_with(b"\"\"\"") {
+                        i += 2;
+                        break;
+                    }
+                    if !block && b[i] == b'\\' {
+                        i += 1;
+                    } else if !block && b[i] == b'"' {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'{' | b'(' | b'[' => depth += 1,
+            b'}' | b')' | b']' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = &doc[start..i];
+                let prefixed = start > 0 && matches!(b[start - 1], b'$' | b'@');
+                if depth == 0 && !prefixed && matches!(word, "mutation" | "subscription") {
+                    return false;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    depth == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A concrete path for a pattern, with sample parameters.
+    fn sample(pattern: &str, cluster: &str) -> String {
+        let filled: Vec<String> = pattern
+            .split('/')
+            .map(|s| match s {
+                ":cluster" => cluster.to_string(),
+                s if s.starts_with(':') => "x1".to_string(),
+                s => s.to_string(),
+            })
+            .collect();
+        format!("{API_PREFIX}{}", filled.join("/"))
+    }
+
     #[test]
-    fn the_auth_matrix_holds_for_every_role_and_route_family() {
-        let routes = [
-            ("GET", "/api/v1/templates"),
-            ("PUT", "/api/v1/templates/x"),
-            ("POST", "/api/v1/runs"),
-            ("POST", "/api/v1/runs/abc/cancel"),
-            ("GET", "/api/v1/schedules"),
-            ("POST", "/api/v1/schedules"),
-            ("POST", "/api/v1/tokens"),
-            ("POST", "/api/v1/agents/gpu/lease"),
-            ("POST", "/api/v1/agents/cpu/lease"),
+    fn every_route_matches_itself_and_only_itself() {
+        for spec in ROUTES {
+            let m = match_route(spec.method, &sample(spec.pattern, "gpu")).unwrap();
+            assert_eq!(m.route, spec.route, "{} {}", spec.method, spec.pattern);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for spec in ROUTES {
+            assert!(
+                seen.insert(spec.route),
+                "{:?} is in the table twice",
+                spec.route
+            );
+        }
+    }
+
+    #[test]
+    fn the_auth_matrix_follows_the_table_for_every_role() {
+        for spec in ROUTES {
+            let path = sample(spec.pattern, "gpu");
+            let needed = match_route(spec.method, &path).unwrap().permission;
+            let expect = |role: Role, cluster: Option<&str>| match spec.needs {
+                Needs::Read => role != Role::Agent,
+                Needs::Edit => matches!(role, Role::Editor | Role::Admin),
+                Needs::Admin => role == Role::Admin,
+                Needs::AgentOfCluster => {
+                    role == Role::Admin || (role == Role::Agent && cluster == Some("gpu"))
+                }
+            };
+            for (role, cluster) in [
+                (Role::Reader, None),
+                (Role::Editor, None),
+                (Role::Admin, None),
+                (Role::Agent, Some("gpu")),
+                (Role::Agent, Some("cpu")),
+            ] {
+                assert_eq!(
+                    allows(role, cluster, &needed),
+                    expect(role, cluster),
+                    "{role:?}/{cluster:?} {} {path}",
+                    spec.method
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_are_admin_business_even_to_list() {
+        let m = match_route("GET", "/api/v1/tokens").unwrap();
+        assert!(!allows(Role::Reader, None, &m.permission));
+        assert!(!allows(Role::Editor, None, &m.permission));
+        assert!(allows(Role::Admin, None, &m.permission));
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_told_apart() {
+        assert!(matches!(
+            match_route("GET", "/api/v1/nope"),
+            Err(RouteError::NotFound { .. })
+        ));
+        assert!(matches!(
+            match_route("PUT", "/api/v1/"),
+            Err(RouteError::NotFound { .. })
+        ));
+        assert!(matches!(
+            match_route("GET", "/api/v1/templates/"),
+            Err(RouteError::NotFound { .. })
+        ));
+        assert!(matches!(
+            match_route("GET", "/api/v1x/templates"),
+            Err(RouteError::NotFound { .. })
+        ));
+        match match_route("PATCH", "/api/v1/templates/a") {
+            Err(RouteError::MethodNotAllowed { allow, .. }) => {
+                assert_eq!(allow, vec!["GET", "PUT", "DELETE"])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            match_route("HEAD", "/api/v1/runs").unwrap().route,
+            Route::RunsList
+        );
+    }
+
+    #[test]
+    fn readers_reach_mlflow_reads_only() {
+        use MlflowAccess::*;
+        let cases = [
+            ("GET", "/api/2.0/mlflow/experiments/get-by-name", Read),
+            (
+                "GET",
+                "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/a.txt",
+                Read,
+            ),
+            ("POST", "/ajax-api/2.0/mlflow/runs/search", Read),
+            ("POST", "/api/3.0/mlflow/traces/search", Read),
+            ("POST", "/api/2.0/mlflow/runs/create", Write),
+            ("POST", "/api/2.0/mlflow/experiments/create", Write),
+            ("POST", "/api/2.0/mlflow/experiments/delete", Write),
+            (
+                "POST",
+                "/ajax-api/2.0/mlflow/registered-models/create",
+                Write,
+            ),
+            (
+                "PUT",
+                "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/outputs/x",
+                Write,
+            ),
+            (
+                "DELETE",
+                "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/x",
+                Write,
+            ),
+            (
+                "POST",
+                "/api/2.0/mlflow-artifacts/mpu/create/1/r/artifacts/x",
+                Write,
+            ),
+            ("PATCH", "/api/2.0/mlflow/runs/search", Write),
+            ("POST", "/api/2.0/mlflow/runs/search/../create", Write),
+            ("POST", "/ajax-api/2.0/mlflow/gateway-proxy", Write),
         ];
-        let expect = |role: Role, cluster: Option<&str>| -> Vec<bool> {
-            routes
-                .iter()
-                .map(|(m, p)| allows(role, cluster, &permission_for(m, p)))
-                .collect()
-        };
+        for (m, p, want) in cases {
+            assert_eq!(mlflow_access(m, p, None), want, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn graphql_queries_read_and_mutations_write() {
+        let q = |doc: &str| mlflow_access("POST", "/graphql", Some(doc));
         assert_eq!(
-            expect(Role::Reader, None),
-            [true, false, false, false, true, false, false, false, false]
+            q("query MlflowGetRun($data: MlflowGetRunInput) { mlflowGetRun(input: $data) { run { info { runId } } } }"),
+            MlflowAccess::Read
         );
         assert_eq!(
-            expect(Role::Editor, None),
-            [true, true, true, true, true, false, false, false, false]
+            q("{ test(inputString: \"mutation\") { output } }"),
+            MlflowAccess::Read
         );
-        assert_eq!(expect(Role::Admin, None), [true; 9]);
+        assert_eq!(q("# mutation\nquery { a }"), MlflowAccess::Read);
+        assert_eq!(q("query($mutation: Int) { a }"), MlflowAccess::Read);
         assert_eq!(
-            expect(Role::Agent, Some("gpu")),
-            [false, false, false, false, false, false, false, true, false]
+            q("mutation { testMutation(inputString: \"x\") { output } }"),
+            MlflowAccess::Write
+        );
+        assert_eq!(q("query { a } mutation M { b }"), MlflowAccess::Write);
+        assert_eq!(q("subscription { a }"), MlflowAccess::Write);
+        assert_eq!(q("query { a(s: \"unterminated) }"), MlflowAccess::Write);
+        assert_eq!(q("query { a } }"), MlflowAccess::Write);
+        assert_eq!(
+            mlflow_access("PUT", "/graphql", Some("{ a }")),
+            MlflowAccess::Write
+        );
+    }
+
+    #[test]
+    fn parameters_come_from_their_segments() {
+        let m = match_route("GET", "/api/v1/templates/iris/versions/3").unwrap();
+        assert_eq!(m.param("name"), Some("iris"));
+        assert_eq!(m.param("version"), Some("3"));
+        let m = match_route("POST", "/api/v1/agents/gpu-a/lease").unwrap();
+        assert_eq!(
+            m.permission,
+            Permission::Agent {
+                cluster: "gpu-a".into()
+            }
         );
     }
 }

@@ -81,6 +81,25 @@ pub enum PlanError {
     /// The mode is not one this version knows.
     #[error("unknown partitioning mode {0:?}")]
     UnknownMode(String),
+    /// One instance would get a file list larger than a run's records hold.
+    #[error("instance {instance} would receive {files} input files ({} KiB of file list; at most {} KiB fit in one instance's record). Give the node more instances with by-file or by-directory partitioning, or have the upstream step write fewer, larger files (e.g. archives)", .bytes / 1024, MAX_INSTANCE_INPUT_BYTES / 1024)]
+    TooManyInputs {
+        instance: u32,
+        files: usize,
+        bytes: usize,
+    },
+}
+
+/// The largest file list (as JSON) one instance may receive: its record, its work item and its
+/// lease must each fit in the edge's storage rows and messages.
+pub const MAX_INSTANCE_INPUT_BYTES: usize = 1 << 20;
+
+/// About how many bytes `files` take in JSON (what the instance row and work item carry).
+pub fn listed_bytes<'a>(files: impl IntoIterator<Item = &'a ArtifactFile>) -> usize {
+    files
+        .into_iter()
+        .map(|f| f.path.len() + f.artifact_path.len() + f.run_id.len() + 64)
+        .sum()
 }
 
 /// Plans how `files` are split across `instances`.

@@ -4,6 +4,9 @@
 //! - After downtime a schedule fires at most once, for the latest missed tick (no storm of
 //!   catch-up runs); the number of ticks it skipped is reported.
 //! - A cron expression that never fires (e.g. `0 0 30 2 *`) is refused when it is saved.
+//! - A tick whose run fails to start is kept and tried again at the next triggers (up to
+//!   [`MAX_START_ATTEMPTS`] times), with the error shown on the schedule meanwhile; each tick
+//!   maps to one run id, so a retried start never makes two runs.
 
 use std::collections::BTreeMap;
 
@@ -51,9 +54,83 @@ pub struct Schedule {
     pub last_fired: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_id: Option<String>,
-    /// Ticks that passed without a run (downtime, or overlap: skip).
+    /// Ticks that passed without a run (downtime, overlap: skip, or starts that kept failing).
     #[serde(default)]
     pub skipped: u64,
+    /// A tick chosen to fire whose run has not started yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingTick>,
+    /// Why the latest start failed; cleared when a run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A tick to start a run for, and how often starting it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingTick {
+    pub at: u64,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// Starts of one tick tried (one per trigger, every minute) before the tick is given up.
+pub const MAX_START_ATTEMPTS: u32 = 10;
+
+impl Schedule {
+    /// The tick to start a run for at this trigger, if any: a pending one first, else the one
+    /// [`tick`] picks (which then becomes pending). Call [`Schedule::started`] or
+    /// [`Schedule::start_failed`] with the outcome.
+    pub fn due(&mut self, now: u64, previous_running: bool) -> Option<u64> {
+        if let Some(p) = &self.pending {
+            return Some(p.at);
+        }
+        match tick(self, now, previous_running) {
+            Tick::Wait => None,
+            Tick::Skip { missed, next } => {
+                self.skipped += missed;
+                self.next_fire = next;
+                None
+            }
+            Tick::Fire { at, missed, next } => {
+                self.skipped += missed;
+                self.next_fire = next;
+                self.last_fired = Some(at);
+                self.pending = Some(PendingTick { at, attempts: 0 });
+                Some(at)
+            }
+        }
+    }
+
+    /// The run of tick `at` started.
+    pub fn started(&mut self, at: u64, run_id: String) {
+        if self.pending.as_ref().is_some_and(|p| p.at == at) {
+            self.pending = None;
+        }
+        self.last_run_id = Some(run_id);
+        self.last_error = None;
+    }
+
+    /// Starting the run of tick `at` failed; after [`MAX_START_ATTEMPTS`] the tick is dropped.
+    pub fn start_failed(&mut self, at: u64, error: &str) {
+        let Some(p) = self.pending.as_mut().filter(|p| p.at == at) else {
+            return;
+        };
+        p.attempts += 1;
+        if p.attempts >= MAX_START_ATTEMPTS {
+            self.pending = None;
+            self.skipped += 1;
+            self.last_error = Some(format!(
+                "the tick at {} was dropped after {MAX_START_ATTEMPTS} failed starts: {error}",
+                crate::time::rfc3339(at)
+            ));
+        } else {
+            self.last_error = Some(format!(
+                "starting the run failed ({} of {MAX_START_ATTEMPTS} tries; tried again at the next minute): {error}",
+                p.attempts
+            ));
+        }
+    }
 }
 
 fn at(ms: u64) -> DateTime<Utc> {
@@ -154,7 +231,27 @@ mod tests {
             last_fired: None,
             last_run_id: None,
             skipped: 0,
+            pending: None,
+            last_error: None,
         }
+    }
+
+    #[test]
+    fn a_tick_whose_start_fails_is_tried_again_then_given_up() {
+        let mut s = schedule("* * * * *", MIN, Overlap::Skip);
+        assert_eq!(s.due(MIN, false), Some(MIN));
+        s.start_failed(MIN, "template \"t\" does not exist");
+        assert!(s.last_error.as_deref().unwrap().contains("1 of 10"));
+        // The next trigger retries the same tick, not a new one.
+        assert_eq!(s.due(2 * MIN, false), Some(MIN));
+        s.started(MIN, "r1".into());
+        assert_eq!((s.pending.clone(), s.last_error.clone()), (None, None));
+        assert_eq!(s.due(2 * MIN, false), Some(2 * MIN));
+        for _ in 0..MAX_START_ATTEMPTS {
+            s.start_failed(2 * MIN, "no");
+        }
+        assert_eq!(s.pending, None);
+        assert!(s.last_error.as_deref().unwrap().contains("dropped"));
     }
 
     #[test]

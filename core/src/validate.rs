@@ -8,12 +8,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::{dns_label_problem, identifier_problem, label_value_problem, MAX_NODE_ID_LEN};
 use crate::params::{references, Reference};
+use crate::partition::relative_path_problem;
+use crate::refs;
 use crate::template::{NodeKind, PartitionMode, Template, API_VERSION};
 
 /// Most parallel instances one node may have.
 pub const MAX_INSTANCES: u32 = 10_000;
 /// Most retries one node may ask for.
 pub const MAX_RETRIES: u32 = 20;
+/// Most nodes, edges and parameters of one template: far beyond what people draw, small
+/// enough that every check (and a run's planning) stays fast.
+pub const MAX_NODES: usize = 10_000;
+pub const MAX_EDGES: usize = 50_000;
+pub const MAX_PARAMETERS: usize = 200;
+/// Most GPUs, CPUs and bytes of memory one instance may ask for (more than any one machine
+/// offers, so a typo such as `gpu: 1000000` is caught before it waits for ever).
+pub const MAX_GPUS: u32 = 16;
+pub const MAX_CPUS: f64 = 512.0;
+pub const MAX_MEMORY_BYTES: f64 = 16.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0;
+/// Longest attempt timeout and retry backoff (30 days, one day).
+pub const MAX_TIMEOUT_SECONDS: u64 = 30 * 86_400;
+pub const MAX_BACKOFF_SECONDS: u32 = 86_400;
 
 /// One thing wrong with a template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +70,28 @@ pub fn validate(t: &Template) -> Vec<Problem> {
     }
     if let Some(why) = label_value_problem(&t.name) {
         p.add("/name", format!("template name {:?} {why}", t.name));
+    }
+    let mut too_big = false;
+    for (path, what, n, max) in [
+        ("/nodes", "nodes", t.nodes.len(), MAX_NODES),
+        ("/edges", "edges", t.edges.len(), MAX_EDGES),
+        (
+            "/parameters",
+            "parameters",
+            t.parameters.len(),
+            MAX_PARAMETERS,
+        ),
+    ] {
+        if n > max {
+            too_big = true;
+            p.add(
+                path,
+                format!("the template has {n} {what}; at most {max} are allowed (split it into several templates)"),
+            );
+        }
+    }
+    if too_big {
+        return p.0;
     }
     let declared = check_parameters(t, &mut p);
     let ids = check_nodes(t, &declared, &mut p);
@@ -152,27 +189,60 @@ fn check_nodes(
                 "is larger than retries.maxBackoffSeconds",
             );
         }
-        if n.timeout_seconds == Some(0) {
+        if n.retries.max_backoff_seconds > MAX_BACKOFF_SECONDS {
             p.add(
-                at("timeoutSeconds"),
-                "must be at least 1 second (leave it out for no limit)",
+                at("retries/maxBackoffSeconds"),
+                format!(
+                    "is {}; at most {MAX_BACKOFF_SECONDS} (a day) is allowed",
+                    n.retries.max_backoff_seconds
+                ),
             );
         }
+        match n.timeout_seconds {
+            Some(0) => p.add(
+                at("timeoutSeconds"),
+                "must be at least 1 second (leave it out for no limit)",
+            ),
+            Some(t) if t > MAX_TIMEOUT_SECONDS => p.add(
+                at("timeoutSeconds"),
+                format!("is {t}; at most {MAX_TIMEOUT_SECONDS} (30 days) is allowed; leave it out for no limit"),
+            ),
+            _ => {}
+        }
         if let Some(cpu) = &n.resources.cpu {
-            if !is_cpu_quantity(cpu) {
-                p.add(
+            match cpu_cores(cpu) {
+                None => p.add(
                     at("resources/cpu"),
                     format!("{cpu:?} is not a CPU quantity; write e.g. \"500m\", \"2\" or \"0.5\""),
-                );
+                ),
+                Some(c) if c > MAX_CPUS => p.add(
+                    at("resources/cpu"),
+                    format!("{cpu:?} is more than {MAX_CPUS} CPUs, which no machine offers"),
+                ),
+                _ => {}
             }
         }
         if let Some(mem) = &n.resources.memory {
-            if !is_memory_quantity(mem) {
-                p.add(
+            match memory_bytes(mem) {
+                None => p.add(
                     at("resources/memory"),
                     format!("{mem:?} is not a memory quantity; write e.g. \"512Mi\" or \"4Gi\""),
-                );
+                ),
+                Some(b) if b > MAX_MEMORY_BYTES => p.add(
+                    at("resources/memory"),
+                    format!("{mem:?} is more than 16Ti, which no machine offers"),
+                ),
+                _ => {}
             }
+        }
+        if n.resources.gpu > MAX_GPUS {
+            p.add(
+                at("resources/gpu"),
+                format!(
+                    "is {}; one instance may have at most {MAX_GPUS} GPUs",
+                    n.resources.gpu
+                ),
+            );
         }
         let mut refs: Vec<(String, &str)> = Vec::new();
         match &n.kind {
@@ -182,12 +252,20 @@ fn check_nodes(
                         at("uri"),
                         "is required: a git URI or a local path of an MLflow Project",
                     );
+                } else {
+                    literal(p, at("uri"), &spec.uri, refs::project_uri_problem);
                 }
-                if spec.entry_point.trim().is_empty() {
-                    p.add(
-                        at("entryPoint"),
-                        "must not be empty (MLflow's default is \"main\")",
-                    );
+                literal(
+                    p,
+                    at("entryPoint"),
+                    &spec.entry_point,
+                    refs::entry_point_problem,
+                );
+                if let Some(v) = &spec.version {
+                    literal(p, at("version"), v, refs::git_ref_problem);
+                }
+                if let Some(sub) = &spec.sub_path {
+                    literal(p, at("subPath"), sub, relative_path_problem);
                 }
                 refs.push((at("uri"), &spec.uri));
                 if let Some(v) = &spec.version {
@@ -207,21 +285,31 @@ fn check_nodes(
                 }
             }
             NodeKind::Inference(spec) => {
-                if spec.model_uri.trim().is_empty() {
-                    p.add(at("modelUri"), "is required: an MLflow model URI such as models:/name/1 or runs:/<id>/model");
-                }
+                literal(p, at("modelUri"), &spec.model_uri, refs::model_uri_problem);
                 refs.push((at("modelUri"), &spec.model_uri));
             }
-            NodeKind::Input(spec) => match (&spec.run_id, &spec.path) {
-                (Some(r), None) => refs.push((at("runId"), r)),
-                (None, Some(path)) => refs.push((at("path"), path)),
-                _ => p.add(
-                    at("runId"),
-                    "an input node needs exactly one of runId (an MLflow run) or path",
-                ),
-            },
+            NodeKind::Input(spec) => {
+                match (&spec.run_id, &spec.path) {
+                    (Some(r), None) => {
+                        literal(p, at("runId"), r, refs::run_id_problem);
+                        refs.push((at("runId"), r));
+                    }
+                    (None, Some(path)) => {
+                        literal(p, at("path"), path, refs::local_path_problem);
+                        refs.push((at("path"), path));
+                    }
+                    _ => p.add(
+                        at("runId"),
+                        "an input node needs exactly one of runId (an MLflow run) or path",
+                    ),
+                }
+                if let Some(a) = &spec.artifact_path {
+                    literal(p, at("artifactPath"), a, relative_path_problem);
+                }
+            }
         }
         if let Some(image) = &n.image {
+            literal(p, at("image"), image, refs::image_reference_problem);
             refs.push((at("image"), image));
         }
         for (path, text) in refs {
@@ -425,7 +513,8 @@ pub fn key_regex_problem(re: &str) -> Option<String> {
 }
 
 /// A cycle as node ids, first id repeated at the end, or `None` for a DAG. Deterministic: the
-/// search starts from nodes in template order.
+/// search starts from nodes in template order. Iterative, so a 10,000-node chain cannot
+/// overflow the stack (a Worker's is small).
 pub fn find_cycle(t: &Template) -> Option<Vec<String>> {
     let index: HashMap<&str, usize> = t
         .nodes
@@ -441,60 +530,90 @@ pub fn find_cycle(t: &Template) -> Option<Vec<String>> {
     }
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut color = vec![0u8; t.nodes.len()];
-    let mut path = Vec::new();
-    fn visit(
-        v: usize,
-        next: &[Vec<usize>],
-        color: &mut [u8],
-        path: &mut Vec<usize>,
-    ) -> Option<Vec<usize>> {
-        color[v] = 1;
-        path.push(v);
-        for &w in &next[v] {
-            if color[w] == 1 {
-                let start = path.iter().position(|&x| x == w).unwrap_or(0);
-                let mut cycle = path[start..].to_vec();
-                cycle.push(w);
-                return Some(cycle);
-            }
-            if color[w] == 0 {
-                if let Some(c) = visit(w, next, color, path) {
-                    return Some(c);
+    for root in 0..t.nodes.len() {
+        if color[root] != 0 {
+            continue;
+        }
+        // The path: (node, index of its next edge to follow).
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        color[root] = 1;
+        while let Some(&mut (v, ref mut k)) = stack.last_mut() {
+            if let Some(&w) = next[v].get(*k) {
+                *k += 1;
+                match color[w] {
+                    0 => {
+                        color[w] = 1;
+                        stack.push((w, 0));
+                    }
+                    1 => {
+                        let start = stack.iter().position(|&(x, _)| x == w).unwrap_or(0);
+                        let mut cycle: Vec<String> = stack[start..]
+                            .iter()
+                            .map(|&(x, _)| t.nodes[x].id.clone())
+                            .collect();
+                        cycle.push(t.nodes[w].id.clone());
+                        return Some(cycle);
+                    }
+                    _ => {}
                 }
+            } else {
+                color[v] = 2;
+                stack.pop();
             }
         }
-        path.pop();
-        color[v] = 2;
-        None
     }
-    (0..t.nodes.len()).find_map(|v| {
-        (color[v] == 0)
-            .then(|| visit(v, &next, &mut color, &mut path))
-            .flatten()
-            .map(|c| c.into_iter().map(|i| t.nodes[i].id.clone()).collect())
-    })
+    None
 }
 
-fn is_cpu_quantity(s: &str) -> bool {
-    let digits = s.strip_suffix('m').unwrap_or(s);
-    !digits.is_empty()
-        && digits
-            .parse::<f64>()
-            .is_ok_and(|v| v > 0.0 && v.is_finite())
+/// Checks a value that is used as written; one with a `{{params.…}}` reference is checked
+/// when the run starts (its value is known then), not here.
+fn literal(p: &mut Problems, path: String, value: &str, check: fn(&str) -> Option<String>) {
+    if value.contains("{{") {
+        return;
+    }
+    if let Some(why) = check(value) {
+        p.add(path, why);
+    }
 }
 
-fn is_memory_quantity(s: &str) -> bool {
-    const SUFFIXES: [&str; 12] = [
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+/// A positive, finite number in plain decimal notation (no exponents, signs or `NaN`).
+fn plain_number(s: &str) -> Option<f64> {
+    let ok = !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && s.chars().filter(|&c| c == '.').count() <= 1;
+    let v: f64 = s.parse().ok().filter(|_| ok)?;
+    (v > 0.0 && v.is_finite()).then_some(v)
+}
+
+/// CPUs of a Kubernetes CPU quantity (`500m`, `2`, `0.5`).
+fn cpu_cores(s: &str) -> Option<f64> {
+    match s.strip_suffix('m') {
+        Some(milli) => plain_number(milli).map(|v| v / 1000.0),
+        None => plain_number(s),
+    }
+}
+
+/// Bytes of a Kubernetes memory quantity (`512Mi`, `1G`, `1000`).
+fn memory_bytes(s: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
     ];
-    let number = SUFFIXES
+    let (number, unit) = SUFFIXES
         .iter()
-        .find_map(|suf| s.strip_suffix(suf))
-        .unwrap_or(s);
-    !number.is_empty()
-        && number
-            .parse::<f64>()
-            .is_ok_and(|v| v > 0.0 && v.is_finite())
+        .find_map(|(suf, unit)| s.strip_suffix(suf).map(|n| (n, *unit)))
+        .unwrap_or((s, 1.0));
+    plain_number(number).map(|v| v * unit)
 }
 
 #[cfg(test)]
@@ -663,11 +782,16 @@ mod tests {
 
     #[test]
     fn quantities_follow_kubernetes_syntax() {
-        assert!(is_cpu_quantity("500m") && is_cpu_quantity("2") && is_cpu_quantity("0.5"));
-        assert!(!is_cpu_quantity("m") && !is_cpu_quantity("-1") && !is_cpu_quantity("NaN"));
-        assert!(
-            is_memory_quantity("512Mi") && is_memory_quantity("1G") && is_memory_quantity("1000")
-        );
-        assert!(!is_memory_quantity("4GB") && !is_memory_quantity("Gi"));
+        assert_eq!(cpu_cores("500m"), Some(0.5));
+        assert_eq!(cpu_cores("2"), Some(2.0));
+        assert_eq!(cpu_cores("0.5"), Some(0.5));
+        for bad in ["m", "-1", "NaN", "inf", "1e3", ""] {
+            assert_eq!(cpu_cores(bad), None, "{bad}");
+        }
+        assert_eq!(memory_bytes("512Mi"), Some(512.0 * 1048576.0));
+        assert_eq!(memory_bytes("1G"), Some(1e9));
+        assert_eq!(memory_bytes("1000"), Some(1000.0));
+        assert_eq!(memory_bytes("4GB"), None);
+        assert_eq!(memory_bytes("Gi"), None);
     }
 }

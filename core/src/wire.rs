@@ -298,3 +298,52 @@ pub struct TokenInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
+
+// ---------------------------------------------------------------- message sizes
+
+/// The most bytes one message between the edge's objects, or one lease answer, should carry;
+/// bigger batches are split (the Worker accepts request bodies of 1 MiB from outside).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
+
+/// Splits `items` into batches whose JSON array stays within `max_bytes`, keeping their order.
+/// An item larger than `max_bytes` travels alone.
+pub fn batches_by_size<T: Serialize>(items: Vec<T>, max_bytes: usize) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let (mut current, mut size) = (Vec::new(), 2usize);
+    for item in items {
+        let n = serde_json::to_string(&item).map_or(0, |s| s.len()) + 1;
+        if !current.is_empty() && size + n > max_bytes {
+            batches.push(std::mem::take(&mut current));
+            size = 2;
+        }
+        size += n;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn batches_keep_every_item_in_order_and_stay_under_the_limit(
+            items in proptest::collection::vec(".{0,300}", 0..60),
+            max in 50usize..2000,
+        ) {
+            let batches = batches_by_size(items.clone(), max);
+            let flat: Vec<String> = batches.iter().flatten().cloned().collect();
+            prop_assert_eq!(flat, items);
+            for b in &batches {
+                prop_assert!(!b.is_empty());
+                let len = serde_json::to_string(b).unwrap().len();
+                prop_assert!(len <= max || b.len() == 1, "{} bytes in {} items", len, b.len());
+            }
+        }
+    }
+}

@@ -44,9 +44,13 @@ pub struct AgentConfig {
     /// Directory for the steps' inputs, outputs and logs.
     #[arg(long, env = "CONCURRENT_WORK_DIR", default_value = ".state/agent")]
     pub work_dir: PathBuf,
-    /// Base directory for relative project paths in templates.
+    /// Base directory for relative project paths in templates; local projects and input paths
+    /// must lie inside it or an --allow-path directory.
     #[arg(long, env = "CONCURRENT_PROJECT_ROOT", default_value = ".")]
     pub project_root: PathBuf,
+    /// Another directory whose projects and input paths templates may use (repeatable).
+    #[arg(long = "allow-path")]
+    pub allow_path: Vec<PathBuf>,
     /// The `mlflow` executable the steps use.
     #[arg(long, env = "CONCURRENT_MLFLOW_BIN", default_value = "mlflow")]
     pub mlflow_bin: String,
@@ -144,6 +148,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             mlflow_uri: cfg.mlflow_uri.clone(),
             mlflow_bin: cfg.mlflow_bin.clone(),
             project_root,
+            allow_path: cfg.allow_path.clone(),
             keep_work_dirs: cfg.keep_work_dirs,
         }),
         ExecutorKind::Kubernetes => {
@@ -323,7 +328,7 @@ fn start_step(
     );
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let outcome = executor.run(&lease, cancel).await;
+        let outcome = executor.run(&lease, cancel.clone()).await;
         let counter = match &outcome {
             Some(concurrent_core::wire::Outcome::Succeeded { .. }) => &metrics.steps_succeeded,
             Some(_) => &metrics.steps_failed,
@@ -333,7 +338,11 @@ fn start_step(
         metrics.leases_held.fetch_sub(1, Ordering::Relaxed);
         if let Some(outcome) = outcome {
             let ok = matches!(outcome, concurrent_core::wire::Outcome::Succeeded { .. });
-            match edge.complete(&id, lease.token, outcome).await {
+            // The lease stays in the table while reporting, so heartbeats keep it alive.
+            match edge
+                .complete_until_settled(&id, lease.token, outcome, &cancel)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported")
                 }
@@ -341,7 +350,7 @@ fn start_step(
                     tracing::warn!(item = %id, "the edge refused the result: {why}")
                 }
                 Err(e) => {
-                    tracing::error!(item = %id, "reporting the result failed; the lease will expire and the step be retried: {e}")
+                    tracing::error!(item = %id, "the result cannot be reported: {e}")
                 }
             }
         }
@@ -377,11 +386,10 @@ async fn heartbeat_loop(
             continue;
         }
         // Pods' tails are API calls: a few at a time, so a thousand steps do not stampede it.
-        let ids: Vec<String> = leases.iter().map(|l| l.item_id.clone()).collect();
-        let tails: Vec<Option<(String, String)>> = futures::stream::iter(ids)
-            .map(|id| {
+        let tails: Vec<Option<(String, String)>> = futures::stream::iter(leases.clone())
+            .map(|lease| {
                 let executor = executor.clone();
-                async move { executor.tail(&id).await.map(|t| (id, t)) }
+                async move { executor.tail(&lease).await.map(|t| (lease.item_id, t)) }
             })
             .buffer_unordered(8)
             .collect()

@@ -16,7 +16,10 @@ pub enum EdgeError {
     /// 409: the lease is stale, cancelled or already completed. Final: drop the work.
     #[error("the edge refused: {0}")]
     Refused(String),
-    /// Anything else after the retries: network, 5xx, 401.
+    /// 400, 401, 403, 404, 413, 422: the request itself is wrong; sending it again cannot help.
+    #[error("{0}")]
+    Permanent(String),
+    /// Anything else after the retries: network, 5xx, 429.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -79,8 +82,8 @@ impl Edge {
                         .unwrap_or(text);
                     match status.as_u16() {
                         409 => return Err(EdgeError::Refused(message)),
-                        400 | 401 | 403 | 404 => {
-                            return Err(EdgeError::Other(anyhow::anyhow!(
+                        400 | 401 | 403 | 404 | 405 | 413 | 422 => {
+                            return Err(EdgeError::Permanent(format!(
                                 "the edge answered {status} to {path}: {message}"
                             )))
                         }
@@ -145,6 +148,40 @@ impl Edge {
             .post("complete", &body, Duration::from_secs(60))
             .await?;
         Ok(())
+    }
+}
+
+impl Edge {
+    /// Reports an outcome until the edge accepts or refuses it: a finished step's result is
+    /// never dropped because the edge was away for a while. Gives up only when `stop` fires
+    /// (the lease was lost meanwhile, or the agent stops), or the request itself is wrong.
+    pub async fn complete_until_settled(
+        &self,
+        item_id: &str,
+        token: u64,
+        outcome: Outcome,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), EdgeError> {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.complete(item_id, token, outcome.clone()).await {
+                Err(EdgeError::Other(e)) => {
+                    tracing::warn!(
+                        item = item_id,
+                        retry_in_s = delay.as_secs(),
+                        "reporting the outcome failed; trying again: {e:#}"
+                    );
+                }
+                settled => return settled,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => {
+                    return Err(EdgeError::Refused("the lease ended while its outcome was being reported".into()))
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
     }
 }
 

@@ -3,13 +3,12 @@
 use concurrent_core::wire::{
     CompleteRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse,
 };
-use worker::{Request, Response, RouteContext};
+use worker::{Request, Response};
 
-use crate::auth::User;
 use crate::error::{respond, ApiError};
 use crate::http::{call, json_body, stub};
 
-type Ctx = RouteContext<User>;
+use crate::router::Ctx;
 
 fn queue(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
     let cluster = ctx.param("cluster").cloned().unwrap_or_default();
@@ -25,7 +24,7 @@ fn queue(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
 pub async fn handle_lease(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let body: LeaseRequest = json_body(&mut req).await?;
-        if ctx.data.lease_item.is_some() {
+        if ctx.data.lease.is_some() {
             return Err(ApiError::Forbidden("a step token cannot lease work".into()));
         }
         call::<_, LeaseResponse>(&queue(&ctx)?, "/lease", &body).await
@@ -39,7 +38,7 @@ pub async fn handle_heartbeat(mut req: Request, ctx: Ctx) -> worker::Result<Resp
     let result = async {
         let body: HeartbeatRequest = json_body(&mut req).await?;
         for l in &body.leases {
-            ctx.data.check_item(&l.item_id)?;
+            ctx.data.check_lease(&l.item_id, l.token)?;
         }
         call::<_, HeartbeatResponse>(&queue(&ctx)?, "/heartbeat", &body).await
     }
@@ -51,7 +50,7 @@ pub async fn handle_heartbeat(mut req: Request, ctx: Ctx) -> worker::Result<Resp
 pub async fn handle_complete(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let body: CompleteRequest = json_body(&mut req).await?;
-        ctx.data.check_item(&body.item_id)?;
+        ctx.data.check_lease(&body.item_id, body.token)?;
         call::<_, bool>(&queue(&ctx)?, "/complete", &body).await
     }
     .await;

@@ -1,17 +1,20 @@
 //! Who is calling, and whether they may: bearer tokens with roles, lease-bound step tokens, and
 //! signed session cookies for browsers.
 //!
-//! - `CONCURRENT_API_TOKEN` (a secret) is the bootstrap admin token.
+//! - `CONCURRENT_API_TOKEN` (a secret of at least [`MIN_BOOTSTRAP_LEN`] characters) is the
+//!   bootstrap admin token, and the key of every signature the edge makes.
 //! - Created tokens (`POST /api/v1/tokens`) are stored as SHA-256 hashes in the catalog.
-//! - Step tokens `cs_<cluster>:<item>:<fencing token>:<hmac>` are issued with each lease and
-//!   verified without storage.
+//! - Step tokens (core's [`StepToken`]) are issued with each lease and verified without storage;
+//!   they act only on their own lease, with its fencing token.
 //! - Behind Cloudflare Access, its verified JWT signs the user in (see `cf_access`).
 //! - A browser signs in at `/login` by posting a token once; it then holds an HttpOnly cookie
-//!   `<expiry>~<role>~<name>~<hmac>` that proves the sign-in without containing the token.
+//!   `<expiry>~<token hash>~<mac>`. Every request looks the token up again, so revoking a token
+//!   ends its sessions at once.
 
-use concurrent_core::access::{allows, permission_for, Permission, Role};
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use concurrent_core::access::{allows, Permission, Role};
+use concurrent_core::sign;
+use concurrent_core::step_token::{self, StepToken};
+use concurrent_core::wire::LeaseRef;
 use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
@@ -19,6 +22,8 @@ use crate::http::{call, now_ms, stub};
 
 const COOKIE: &str = "concurrent_session";
 const SESSION_MS: u64 = 12 * 3600 * 1000;
+/// Shortest bootstrap token the edge accepts: it signs every session and step token.
+pub const MIN_BOOTSTRAP_LEN: usize = 32;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -28,99 +33,113 @@ pub struct User {
     pub role: Role,
     /// The one cluster of an agent or step token.
     pub cluster: Option<String>,
-    /// The one work item of a step token.
-    pub lease_item: Option<String>,
+    /// The one lease of a step token.
+    pub lease: Option<LeaseRef>,
 }
 
 impl User {
+    fn new(name: impl Into<String>, role: Role, cluster: Option<String>) -> User {
+        User {
+            name: name.into(),
+            role,
+            cluster,
+            lease: None,
+        }
+    }
+
+    /// Checks that a step token acts on its own lease only (item and fencing token).
+    ///
     /// # Errors
-    /// [`ApiError::Forbidden`] when a step token is used for another work item.
-    pub fn check_item(&self, item_id: &str) -> Result<(), ApiError> {
-        match &self.lease_item {
-            Some(own) if own != item_id => Err(ApiError::Forbidden(format!(
-                "this step token is bound to work item {own}, not {item_id}"
-            ))),
+    /// [`ApiError::Forbidden`] when a step token names another item or another lease.
+    pub fn check_lease(&self, item_id: &str, token: u64) -> Result<(), ApiError> {
+        match &self.lease {
+            Some(own) if own.item_id != item_id || own.token != token => {
+                Err(ApiError::Forbidden(format!(
+                    "this step token is bound to lease {} of work item {}, not lease {token} of {item_id}",
+                    own.token, own.item_id
+                )))
+            }
             _ => Ok(()),
         }
     }
 }
 
+/// The bootstrap token, refusing one too short to sign with.
+///
+/// # Errors
+/// A 503 naming the setting to fix: the edge serves nothing until it is set.
 pub fn bootstrap_token(env: &Env) -> Result<String, ApiError> {
-    env.secret("CONCURRENT_API_TOKEN")
+    let token = env
+        .secret("CONCURRENT_API_TOKEN")
         .map(|s| s.to_string())
         .or_else(|_| env.var("CONCURRENT_API_TOKEN").map(|s| s.to_string()))
-        .map_err(|_| ApiError::Internal("CONCURRENT_API_TOKEN is not configured; set it with `wrangler secret put CONCURRENT_API_TOKEN`".into()))
-}
-
-fn mac(key: &str, message: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(message.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+        .unwrap_or_default();
+    if token.trim().len() < MIN_BOOTSTRAP_LEN {
+        return Err(ApiError::Misconfigured(format!(
+            "CONCURRENT_API_TOKEN is {}; set a random secret of at least {MIN_BOOTSTRAP_LEN} characters with `wrangler secret put CONCURRENT_API_TOKEN` (e.g. from `openssl rand -hex 32`)",
+            if token.is_empty() { "not set".to_string() } else { format!("only {} characters long", token.trim().len()) }
+        )));
+    }
+    Ok(token)
 }
 
 /// SHA-256 of a token, as stored.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    sign::sha256_hex(token)
 }
 
 /// The step token of one lease.
 pub fn step_token(secret: &str, cluster: &str, item_id: &str, fencing: u64) -> String {
-    let body = format!("{cluster}:{item_id}:{fencing}");
-    format!("cs_{body}:{}", mac(secret, &format!("step:{body}")))
+    let t = StepToken {
+        cluster: cluster.into(),
+        item_id: item_id.into(),
+        fencing,
+    };
+    t.encode(&sign::mac_hex(secret, &t.signed_text()))
 }
 
 fn verify_step_token(secret: &str, token: &str) -> Option<User> {
-    let rest = token.strip_prefix("cs_")?;
-    let (body, given) = rest.rsplit_once(':')?;
-    if !constant_time_eq(
-        mac(secret, &format!("step:{body}")).as_bytes(),
-        given.as_bytes(),
-    ) {
+    let (t, signed, mac) = StepToken::parse(token)?;
+    if !sign::verify(secret, &signed, mac) {
         return None;
     }
-    let mut parts = body.splitn(3, ':');
-    let (cluster, item) = (parts.next()?, parts.next()?);
     Some(User {
-        name: format!("step {item}"),
+        name: format!("step {}", t.item_id),
         role: Role::Agent,
-        cluster: Some(cluster.into()),
-        lease_item: Some(item.into()),
+        cluster: Some(t.cluster),
+        lease: Some(LeaseRef {
+            item_id: t.item_id,
+            token: t.fencing,
+        }),
     })
+}
+
+/// Who the token with this SHA-256 belongs to (the bootstrap token, or one in the catalog).
+async fn user_of_hash(env: &Env, bootstrap: &str, hash: &str) -> Result<Option<User>, ApiError> {
+    if sign::constant_time_eq(hash.as_bytes(), token_hash(bootstrap).as_bytes()) {
+        return Ok(Some(User::new("admin", Role::Admin, None)));
+    }
+    let found: Option<concurrent_core::wire::TokenInfo> = call(
+        &stub(env, crate::catalog::BINDING, crate::catalog::NAME)?,
+        "/tokens/lookup",
+        &hash,
+    )
+    .await?;
+    Ok(found.map(|t| User::new(t.name, t.role, t.cluster)))
 }
 
 /// Who a bearer token belongs to.
 async fn token_user(env: &Env, token: &str) -> Result<User, ApiError> {
     let bootstrap = bootstrap_token(env)?;
-    if constant_time_eq(token.as_bytes(), bootstrap.as_bytes()) {
-        return Ok(User {
-            name: "admin".into(),
-            role: Role::Admin,
-            cluster: None,
-            lease_item: None,
-        });
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized("the bearer token is empty".into()));
     }
-    if token.starts_with("cs_") {
+    if token.starts_with(step_token::PREFIX) {
         return verify_step_token(&bootstrap, token)
             .ok_or_else(|| ApiError::Unauthorized("the step token is not valid".into()));
     }
-    let found: Option<concurrent_core::wire::TokenInfo> = call(
-        &stub(env, crate::catalog::BINDING, crate::catalog::NAME)?,
-        "/tokens/lookup",
-        &token_hash(token),
-    )
-    .await?;
-    found
-        .map(|t| User {
-            name: t.name,
-            role: t.role,
-            cluster: t.cluster,
-            lease_item: None,
-        })
+    user_of_hash(env, &bootstrap, &token_hash(token))
+        .await?
         .ok_or_else(|| {
             ApiError::Unauthorized("the bearer token is not valid (unknown or revoked)".into())
         })
@@ -131,6 +150,7 @@ async fn token_user(env: &Env, token: &str) -> Result<User, ApiError> {
 /// # Errors
 /// [`ApiError::Unauthorized`] naming what was missing or wrong.
 pub async fn authenticate(req: &Request, env: &Env) -> Result<User, ApiError> {
+    let bootstrap = bootstrap_token(env)?;
     if let Some(user) = crate::cf_access::user(req, env).await? {
         return Ok(user);
     }
@@ -155,48 +175,36 @@ pub async fn authenticate(req: &Request, env: &Env) -> Result<User, ApiError> {
     let invalid =
         || ApiError::Unauthorized("the session cookie is not valid; sign in again".into());
     let (body, given) = session.rsplit_once('~').ok_or_else(invalid)?;
-    if !constant_time_eq(
-        mac(&bootstrap_token(env)?, &format!("session:{body}")).as_bytes(),
-        given.as_bytes(),
-    ) {
+    if !sign::verify(&bootstrap, &format!("session:{body}"), given) {
         return Err(invalid());
     }
-    let mut parts = body.splitn(3, '~');
-    let expiry: u64 = parts
-        .next()
-        .and_then(|e| e.parse().ok())
-        .ok_or_else(invalid)?;
-    let role = parts.next().and_then(Role::parse).ok_or_else(invalid)?;
-    let name = parts.next().ok_or_else(invalid)?.to_string();
+    let (expiry, hash) = body.split_once('~').ok_or_else(invalid)?;
+    let expiry: u64 = expiry.parse().map_err(|_| invalid())?;
     if expiry < now_ms() {
         return Err(ApiError::Unauthorized(
             "the session expired; sign in again".into(),
         ));
     }
-    Ok(User {
-        name,
-        role,
-        cluster: None,
-        lease_item: None,
+    user_of_hash(env, &bootstrap, hash).await?.ok_or_else(|| {
+        ApiError::Unauthorized(
+            "the token this session signed in with was revoked; sign in again with a valid token"
+                .into(),
+        )
     })
 }
 
 /// # Errors
 /// [`ApiError::Forbidden`] when the caller's role does not cover the route.
-pub fn authorize(user: &User, method: &str, path: &str) -> Result<(), ApiError> {
-    let needed = permission_for(method, path);
-    if allows(user.role, user.cluster.as_deref(), &needed) {
+pub fn authorize(user: &User, needed: &Permission) -> Result<(), ApiError> {
+    if allows(user.role, user.cluster.as_deref(), needed) {
         return Ok(());
     }
-    let what = match &needed {
-        Permission::Read => "read".to_string(),
-        Permission::Edit => "edit templates and runs".to_string(),
-        Permission::Admin => "manage tokens and schedules".to_string(),
-        Permission::Agent { cluster } => format!("take work of cluster {cluster:?}"),
-    };
-    Err(ApiError::Forbidden(
-        format!("{} (role {:?}) may not {what}", user.name, user.role).to_lowercase(),
-    ))
+    Err(ApiError::Forbidden(format!(
+        "{} (role {}) may not {}",
+        user.name,
+        user.role.as_str(),
+        needed.describe()
+    )))
 }
 
 /// `GET /login` shows the sign-in page; `POST /login` with a token sets the session cookie.
@@ -208,40 +216,43 @@ pub async fn handle_login(mut req: Request, env: &Env) -> Result<Response, ApiEr
     struct Login {
         token: String,
     }
-    let body: Login = req
-        .json()
-        .await
+    let body: Login = serde_json::from_str(&crate::http::body_text(&mut req).await?)
         .map_err(|_| ApiError::BadRequest("send {\"token\": \"...\"}".into()))?;
-    let user = token_user(env, body.token.trim()).await?;
+    let token = body.token.trim();
+    let user = token_user(env, token).await?;
     if user.role == Role::Agent {
         return Err(ApiError::Forbidden(
             "agent and step tokens cannot sign in to the UI".into(),
         ));
     }
     let expiry = now_ms() + SESSION_MS;
-    let role = serde_json::to_value(user.role)?
-        .as_str()
-        .unwrap_or("reader")
-        .to_string();
-    let session_body = format!("{expiry}~{role}~{}", user.name.replace('~', "-"));
+    let session_body = format!("{expiry}~{}", token_hash(token));
     let cookie = format!(
         "{COOKIE}={session_body}~{}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-        mac(&bootstrap_token(env)?, &format!("session:{session_body}")),
+        sign::mac_hex(&bootstrap_token(env)?, &format!("session:{session_body}")),
         SESSION_MS / 1000
     );
-    let mut resp =
-        Response::from_json(&serde_json::json!({"ok": true, "name": user.name, "role": role}))?;
+    let mut resp = Response::from_json(
+        &serde_json::json!({"ok": true, "name": user.name, "role": user.role.as_str()}),
+    )?;
     resp.headers_mut().set("Set-Cookie", &cookie)?;
     Ok(resp)
 }
 
 /// The sign-in page, shown instead of any page when the browser has no session.
 pub fn login_page(e: ApiError) -> worker::Result<Response> {
-    login_html(401, &e.body().error.message).map_err(|e| worker::Error::RustError(format!("{e:?}")))
+    login_html(e.status(), &e.body().error.message)
+        .map_err(|e| worker::Error::RustError(format!("{e:?}")))
 }
 
+/// The sign-in page. It returns to the page it was shown for, and only to a path of this
+/// origin: `//evil.example/x` is a path to the browser's URL parser but another site to
+/// `location.replace`, so the return address is parsed and its origin compared.
 fn login_html(status: u16, message: &str) -> Result<Response, worker::Error> {
-    let message = message.replace('&', "&amp;").replace('<', "&lt;");
+    let message = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
     let html = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Sign in · Concurrent</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:4rem auto;color:#1f272d}}
@@ -250,15 +261,22 @@ input,button{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box;margin
 <form id="f"><label>API token<input id="t" type="password" autocomplete="current-password"></label>
 <button>Sign in</button></form>
 <script>
+function sameOrigin(where) {{
+  try {{
+    const u = new URL(where, location.origin);
+    if (u.origin !== location.origin) return "/";
+    return u.pathname + u.search + u.hash;
+  }} catch (e) {{ return "/"; }}
+}}
 async function signIn(token) {{
   const r = await fetch("/login", {{method: "POST", headers: {{"Content-Type": "application/json"}}, body: JSON.stringify({{token}})}});
-  if (r.ok) {{ const back = sessionStorage.getItem("concurrent.back") || "/"; location.replace(back); }}
+  if (r.ok) {{ location.replace(sameOrigin(sessionStorage.getItem("concurrent.back") || "/")); }}
   else {{ document.getElementById("msg").textContent = (await r.json()).error.message; }}
 }}
 document.getElementById("f").onsubmit = e => {{ e.preventDefault(); signIn(document.getElementById("t").value); }};
 const m = location.hash.match(/token=([^&]+)/);
 if (m) {{ history.replaceState(null, "", location.pathname); signIn(decodeURIComponent(m[1])); }}
-else if (location.pathname !== "/login") sessionStorage.setItem("concurrent.back", location.pathname + location.search + location.hash);
+else if (location.pathname !== "/login") sessionStorage.setItem("concurrent.back", sameOrigin(location.pathname.replace(/^\/+/, "/") + location.search + location.hash));
 </script></body></html>"#
     );
     Ok(Response::from_html(html)?.with_status(status))

@@ -3,7 +3,7 @@
 
 use concurrent_core::access::Role;
 use concurrent_core::run::RunStatus;
-use concurrent_core::schedule::{tick, Schedule, Tick};
+use concurrent_core::schedule::Schedule;
 use concurrent_core::wire::{RunSummary, TemplateSummary, TokenInfo};
 use concurrent_core::Problem;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,8 @@ use worker::{
 };
 
 use crate::error::ApiError;
-use crate::http::{erase, json_body, reply};
+use crate::http::{erase, internal_json, reply};
+use crate::schedules::TickOutcome;
 
 pub const BINDING: &str = "CATALOG";
 pub const NAME: &str = "catalog";
@@ -121,26 +122,26 @@ impl DurableObject for Catalog {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let result = async {
             match req.path().as_str() {
-                "/templates/commit" => erase(self.commit(json_body(&mut req).await?)),
+                "/templates/commit" => erase(self.commit(internal_json(&mut req).await?)),
                 "/templates/list" => erase(self.list_templates()),
-                "/templates/version" => erase(self.version(json_body(&mut req).await?)),
+                "/templates/version" => erase(self.version(internal_json(&mut req).await?)),
                 "/templates/versions" => {
-                    erase(self.versions(json_body::<VersionQuery>(&mut req).await?.name))
+                    erase(self.versions(internal_json::<VersionQuery>(&mut req).await?.name))
                 }
                 "/templates/delete" => {
-                    erase(self.delete(json_body::<VersionQuery>(&mut req).await?.name))
+                    erase(self.delete(internal_json::<VersionQuery>(&mut req).await?.name))
                 }
-                "/runs/upsert" => erase(self.upsert_run(json_body(&mut req).await?)),
-                "/runs/list" => erase(self.list_runs(json_body(&mut req).await?)),
-                "/schedules/create" => erase(self.create_schedule(json_body(&mut req).await?)),
+                "/runs/upsert" => erase(self.upsert_run(internal_json(&mut req).await?)),
+                "/runs/list" => erase(self.list_runs(internal_json(&mut req).await?)),
+                "/schedules/create" => erase(self.create_schedule(internal_json(&mut req).await?)),
                 "/schedules/list" => erase(self.schedules()),
-                "/schedules/delete" => erase(self.delete_schedule(json_body(&mut req).await?)),
-                "/schedules/due" => erase(self.due_schedules(json_body(&mut req).await?)),
-                "/schedules/record" => erase(self.record_schedule_run(json_body(&mut req).await?)),
-                "/tokens/create" => erase(self.create_token(json_body(&mut req).await?)),
-                "/tokens/lookup" => erase(self.lookup_token(json_body(&mut req).await?)),
+                "/schedules/delete" => erase(self.delete_schedule(internal_json(&mut req).await?)),
+                "/schedules/due" => erase(self.due_schedules(internal_json(&mut req).await?)),
+                "/schedules/record" => erase(self.record_tick(internal_json(&mut req).await?)),
+                "/tokens/create" => erase(self.create_token(internal_json(&mut req).await?)),
+                "/tokens/lookup" => erase(self.lookup_token(internal_json(&mut req).await?)),
                 "/tokens/list" => erase(self.list_tokens()),
-                "/tokens/delete" => erase(self.delete_token(json_body(&mut req).await?)),
+                "/tokens/delete" => erase(self.delete_token(internal_json(&mut req).await?)),
                 other => Err(ApiError::NotFound(format!("catalog has no {other}"))),
             }
         }
@@ -479,35 +480,35 @@ impl Catalog {
             .is_some_and(|r| r.status == "pending" || r.status == "running"))
     }
 
-    /// The schedules to fire now; each is marked fired before it is returned.
-    fn due_schedules(&self, now: u64) -> Result<Vec<Schedule>, ApiError> {
+    /// The ticks to start a run for now: pending ones, and new ones (which become pending).
+    fn due_schedules(&self, now: u64) -> Result<Vec<(Schedule, u64)>, ApiError> {
         let mut fire = Vec::new();
         for mut s in self.schedules()? {
             let going = match &s.last_run_id {
                 Some(id) => self.run_is_going(id)?,
                 None => false,
             };
-            match tick(&s, now, going) {
-                Tick::Wait => continue,
-                Tick::Skip { missed, next } => {
-                    s.skipped += missed;
-                    s.next_fire = next;
-                }
-                Tick::Fire { at, missed, next } => {
-                    s.skipped += missed;
-                    s.next_fire = next;
-                    s.last_fired = Some(at);
-                    fire.push(s.clone());
-                }
+            let before = s.clone();
+            if let Some(at) = s.due(now, going) {
+                fire.push((s.clone(), at));
             }
-            self.put_schedule(&s)?;
+            if s != before {
+                self.put_schedule(&s)?;
+            }
         }
         Ok(fire)
     }
 
-    fn record_schedule_run(&self, (name, run_id): (String, String)) -> Result<bool, ApiError> {
-        if let Some(mut s) = self.schedules()?.into_iter().find(|s| s.spec.name == name) {
-            s.last_run_id = Some(run_id);
+    fn record_tick(&self, o: TickOutcome) -> Result<bool, ApiError> {
+        if let Some(mut s) = self
+            .schedules()?
+            .into_iter()
+            .find(|s| s.spec.name == o.name)
+        {
+            match o.result {
+                Ok(run_id) => s.started(o.at, run_id),
+                Err(why) => s.start_failed(o.at, &why),
+            }
             self.put_schedule(&s)?;
         }
         Ok(true)

@@ -20,6 +20,9 @@ use crate::http::now_ms;
 pub const HEADER: &str = "Cf-Access-Jwt-Assertion";
 /// How long fetched keys are used before they are fetched again (Access rotates them).
 const KEYS_TTL_MS: u64 = 3600 * 1000;
+/// A token signed by a key that is not in the set fetches it again, but at most this often: an
+/// unknown `kid` in every request must not turn the edge into a fetcher of Access's keys.
+const KEYS_REFETCH_MS: u64 = 60 * 1000;
 
 #[derive(Deserialize, Clone)]
 struct Jwks {
@@ -79,7 +82,7 @@ pub async fn user(req: &Request, env: &Env) -> Result<Option<User>, ApiError> {
         name,
         role,
         cluster: None,
-        lease_item: None,
+        lease: None,
     }))
 }
 
@@ -87,7 +90,10 @@ async fn key(team: &str, kid: &str, refresh: bool) -> Result<Option<serde_json::
     let cached = KEYS.with(|k| {
         k.borrow()
             .as_ref()
-            .filter(|(t, at, _)| t == team && !refresh && now_ms() < at + KEYS_TTL_MS)
+            .filter(|(t, at, _)| {
+                let age = now_ms().saturating_sub(*at);
+                t == team && age < KEYS_TTL_MS && (!refresh || age < KEYS_REFETCH_MS)
+            })
             .map(|(_, _, j)| j.clone())
     });
     let jwks = match cached {

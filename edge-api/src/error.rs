@@ -1,10 +1,13 @@
 //! The one error type of the API and how it maps to HTTP.
+//!
+//! Callers learn what they can act on; internal detail (stored data, platform errors, MLflow's
+//! address) goes to the log under a reference id, and the caller gets the id.
 
 use concurrent_core::wire::ErrorBody;
 use concurrent_core::Problem;
 use worker::Response;
 
-/// Everything a handler can fail with. Internal detail goes to the log, not to the caller.
+/// Everything a handler can fail with.
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: the request body or query is malformed.
@@ -18,16 +21,26 @@ pub enum ApiError {
     Unauthorized(String),
     /// 403: valid credentials without the right.
     Forbidden(String),
-    /// 413: the body is larger than the API accepts.
-    TooLarge(String),
     /// 404
     NotFound(String),
-    /// 409: a version conflict or a stale lease.
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed(String),
+    /// 409: a version conflict, a stale lease, or the run refused the event.
     Conflict(String),
-    /// 502: MLflow or another upstream failed; retryable.
+    /// 413: the body is larger than the API accepts.
+    TooLarge(String),
+    /// 422: well-formed, but it contradicts what the key already stands for.
+    Unprocessable(String),
+    /// 503: the deployment is not configured (a missing or weak secret); the message says
+    /// which setting to fix, and holds no secret.
+    Misconfigured(String),
+    /// 502: MLflow or another upstream failed; retryable. The detail is logged, not shown.
     Upstream(String),
-    /// 500: a bug or a platform failure; retryable.
+    /// 500: a bug or a platform failure; retryable. The detail is logged, not shown.
     Internal(String),
+    /// A 5xx that was already logged where it happened (across a Durable Object boundary):
+    /// passed on as it is.
+    Reported { status: u16, body: ErrorBody },
 }
 
 impl ApiError {
@@ -36,34 +49,61 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::Invalid { .. } => 400,
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
-            ApiError::TooLarge(_) => 413,
             ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed(_) => 405,
             ApiError::Conflict(_) => 409,
+            ApiError::TooLarge(_) => 413,
+            ApiError::Unprocessable(_) => 422,
+            ApiError::Misconfigured(_) => 503,
             ApiError::Upstream(_) => 502,
             ApiError::Internal(_) => 500,
+            ApiError::Reported { status, .. } => *status,
         }
     }
 
+    /// The error as the caller sees it. A 5xx is logged here with a fresh reference id, which
+    /// the caller's message carries.
     pub fn body(&self) -> ErrorBody {
-        let (code, message, problems) = match self {
-            ApiError::BadRequest(m) => ("bad_request", m.clone(), vec![]),
+        let simple = |code: &str, m: &String| ErrorBody::new(code, m.clone(), vec![]);
+        match self {
+            ApiError::BadRequest(m) => simple("bad_request", m),
             ApiError::Invalid { message, problems } => {
-                ("invalid_template", message.clone(), problems.clone())
+                ErrorBody::new("invalid_template", message.clone(), problems.clone())
             }
-            ApiError::Unauthorized(m) => ("unauthorized", m.clone(), vec![]),
-            ApiError::Forbidden(m) => ("forbidden", m.clone(), vec![]),
-            ApiError::TooLarge(m) => ("too_large", m.clone(), vec![]),
-            ApiError::NotFound(m) => ("not_found", m.clone(), vec![]),
-            ApiError::Conflict(m) => ("conflict", m.clone(), vec![]),
-            ApiError::Upstream(m) => ("upstream_unavailable", m.clone(), vec![]),
-            ApiError::Internal(m) => ("internal", m.clone(), vec![]),
-        };
-        ErrorBody::new(code, message, problems)
+            ApiError::Unauthorized(m) => simple("unauthorized", m),
+            ApiError::Forbidden(m) => simple("forbidden", m),
+            ApiError::NotFound(m) => simple("not_found", m),
+            ApiError::MethodNotAllowed(m) => simple("method_not_allowed", m),
+            ApiError::Conflict(m) => simple("conflict", m),
+            ApiError::TooLarge(m) => simple("too_large", m),
+            ApiError::Unprocessable(m) => simple("unprocessable", m),
+            ApiError::Misconfigured(m) => {
+                worker::console_error!("misconfigured: {m}");
+                simple("misconfigured", m)
+            }
+            ApiError::Upstream(detail) => {
+                let id = log_with_reference(502, detail);
+                ErrorBody::new(
+                    "upstream_unavailable",
+                    format!("MLflow (or another service the edge calls) failed; retry later. Reference {id} in the edge's log has the detail"),
+                    vec![],
+                )
+            }
+            ApiError::Internal(detail) => {
+                let id = log_with_reference(500, detail);
+                ErrorBody::new(
+                    "internal",
+                    format!("internal error; retry, and if it persists report reference {id} (the edge's log has the detail)"),
+                    vec![],
+                )
+            }
+            ApiError::Reported { body, .. } => body.clone(),
+        }
     }
 
     /// Rebuilds an error that crossed a Durable Object boundary.
     pub fn from_parts(status: u16, body: ErrorBody) -> ApiError {
-        let e = body.error;
+        let e = body.error.clone();
         match (status, e.code.as_str()) {
             (400, "invalid_template") => ApiError::Invalid {
                 message: e.message,
@@ -72,20 +112,43 @@ impl ApiError {
             (400, _) => ApiError::BadRequest(e.message),
             (401, _) => ApiError::Unauthorized(e.message),
             (403, _) => ApiError::Forbidden(e.message),
-            (413, _) => ApiError::TooLarge(e.message),
             (404, _) => ApiError::NotFound(e.message),
+            (405, _) => ApiError::MethodNotAllowed(e.message),
             (409, _) => ApiError::Conflict(e.message),
-            (502, _) => ApiError::Upstream(e.message),
-            _ => ApiError::Internal(e.message),
+            (413, _) => ApiError::TooLarge(e.message),
+            (422, _) => ApiError::Unprocessable(e.message),
+            (status, _) => ApiError::Reported {
+                status: if status >= 500 { status } else { 500 },
+                body,
+            },
+        }
+    }
+
+    /// The message for logs: the detail of 5xx errors, the caller's message otherwise.
+    pub fn detail(&self) -> String {
+        match self {
+            ApiError::Upstream(d) | ApiError::Internal(d) => d.clone(),
+            ApiError::Reported { body, .. } => body.error.message.clone(),
+            other => other.body().error.message,
         }
     }
 
     pub fn into_response(self) -> worker::Result<Response> {
-        if self.status() >= 500 {
-            worker::console_error!("{}: {}", self.status(), self.body().error.message);
+        let status = self.status();
+        let mut resp = Response::from_json(&self.body())?.with_status(status);
+        if status == 401 {
+            resp.headers_mut()
+                .set("WWW-Authenticate", "Bearer realm=\"concurrent\"")?;
         }
-        Ok(Response::from_json(&self.body())?.with_status(self.status()))
+        Ok(resp)
     }
+}
+
+/// Logs a 5xx's detail under a new reference id; the id.
+fn log_with_reference(status: u16, detail: &str) -> String {
+    let id = crate::http::random_id()[..12].to_string();
+    worker::console_error!("[ref {id}] {status}: {detail}");
+    id
 }
 
 impl From<worker::Error> for ApiError {

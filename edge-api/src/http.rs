@@ -19,25 +19,32 @@ pub fn random_id() -> String {
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 1 << 20;
+/// Largest body a Durable Object reads from the Worker or another object (they are not
+/// reachable from outside; messages are split at `MAX_MESSAGE_BYTES`, but one work item with a
+/// large file list travels alone).
+const MAX_INTERNAL_BODY: usize = 32 << 20;
 
 /// Reads a body of at most [`MAX_BODY`] bytes.
 pub async fn body_text(req: &mut Request) -> Result<String, ApiError> {
-    let too_large =
-        || ApiError::TooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
+    body_text_within(req, MAX_BODY).await
+}
+
+async fn body_text_within(req: &mut Request, max: usize) -> Result<String, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("the body is larger than {} KiB", max / 1024));
     let declared = req
         .headers()
         .get("Content-Length")
         .ok()
         .flatten()
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
+    if declared.is_some_and(|n| n > max) {
         return Err(too_large());
     }
     let text = req
         .text()
         .await
         .map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
-    if text.len() > MAX_BODY {
+    if text.len() > max {
         return Err(too_large());
     }
     Ok(text)
@@ -46,6 +53,13 @@ pub async fn body_text(req: &mut Request) -> Result<String, ApiError> {
 /// Reads a JSON body, naming what was wrong with it.
 pub async fn json_body<T: DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
     let text = body_text(req).await?;
+    serde_json::from_str(&text)
+        .map_err(|e| ApiError::BadRequest(format!("the JSON body does not fit: {e}")))
+}
+
+/// Reads the JSON body of a request between the edge's own objects.
+pub async fn internal_json<T: DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
+    let text = body_text_within(req, MAX_INTERNAL_BODY).await?;
     serde_json::from_str(&text)
         .map_err(|e| ApiError::BadRequest(format!("the JSON body does not fit: {e}")))
 }

@@ -1,8 +1,9 @@
 //! The edge's MLflow client: experiments, runs, tags and statuses over MLflow's REST API.
 //!
 //! Configuration: the var `MLFLOW_TRACKING_URI` (as the edge reaches MLflow) and the optional
-//! secret `MLFLOW_TRACKING_TOKEN` (a bearer token for a hosted MLflow). Every failure is an
-//! [`ApiError::Upstream`]: retryable, and the run object retries it from its alarm.
+//! secret `MLFLOW_TRACKING_TOKEN` (a bearer token for a hosted MLflow). Failures are
+//! [`MlflowError`]s: transient ones the run object retries with backoff, refusals end what the
+//! call was for.
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -13,6 +14,39 @@ use crate::error::ApiError;
 pub struct Mlflow {
     base: String,
     token: Option<String>,
+}
+
+/// How an MLflow call failed.
+#[derive(Debug)]
+pub enum MlflowError {
+    /// Unreachable, 5xx, 429, or an answer that does not decode: trying later may work.
+    Transient(String),
+    /// MLflow answered 4xx: trying again gets the same answer.
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl MlflowError {
+    /// For the run's record and the caller: the reason, without MLflow's address.
+    pub fn reason(&self) -> String {
+        match self {
+            MlflowError::Transient(why) => why.clone(),
+            MlflowError::Refused {
+                status,
+                code,
+                message,
+            } => format!("MLflow answered {status} {code}: {message}"),
+        }
+    }
+}
+
+impl From<worker::Error> for MlflowError {
+    fn from(e: worker::Error) -> Self {
+        MlflowError::Transient(format!("the request could not be made: {e}"))
+    }
 }
 
 fn kv(pairs: &[(String, String)]) -> Vec<Value> {
@@ -47,7 +81,7 @@ impl Mlflow {
         method: Method,
         path: &str,
         body: Option<Value>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, MlflowError> {
         let headers = Headers::new();
         headers.set("Content-Type", "application/json")?;
         if let Some(t) = &self.token {
@@ -58,37 +92,58 @@ impl Mlflow {
         if let Some(b) = &body {
             init.with_body(Some(b.to_string().into()));
         }
+        let call = path.split('?').next().unwrap_or(path);
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
         let req = Request::new_with_init(&url, &init)?;
         let mut resp = Fetch::Request(req).send().await.map_err(|e| {
-            ApiError::Upstream(format!(
-                "MLflow at {} is unreachable ({path}): {e}",
-                self.base
-            ))
+            worker::console_warn!("MLflow at {} is unreachable ({call}): {e}", self.base);
+            MlflowError::Transient(format!("MLflow is unreachable ({call}): {e}"))
         })?;
         let status = resp.status_code();
         let text = resp.text().await.unwrap_or_default();
         if !(200..300).contains(&status) {
-            return Err(ApiError::Upstream(format!(
-                "MLflow answered {status} to {path}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
+            let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let code = parsed["error_code"].as_str().unwrap_or("").to_string();
+            let message = parsed["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| text.chars().take(300).collect());
+            let message: String = message.chars().take(500).collect();
+            return Err(if status >= 500 || status == 429 || status == 408 {
+                MlflowError::Transient(format!("MLflow answered {status} to {call}: {message}"))
+            } else {
+                MlflowError::Refused {
+                    status,
+                    code,
+                    message,
+                }
+            });
         }
         serde_json::from_str(&text).map_err(|e| {
-            ApiError::Upstream(format!("MLflow's answer to {path} does not decode: {e}"))
+            MlflowError::Transient(format!("MLflow's answer to {call} does not decode: {e}"))
         })
     }
 
     /// The id of the experiment `name`, created when missing.
-    pub async fn experiment_id(&self, name: &str) -> Result<String, ApiError> {
+    pub async fn experiment_id(&self, name: &str) -> Result<String, MlflowError> {
         let path = format!(
             "experiments/get-by-name?experiment_name={}",
             urlencode(name)
         );
-        if let Ok(v) = self.send::<Value>(Method::Get, &path, None).await {
-            if let Some(id) = v["experiment"]["experiment_id"].as_str() {
-                return Ok(id.to_string());
+        let id_of = |v: &Value| {
+            v["experiment"]["experiment_id"]
+                .as_str()
+                .map(str::to_string)
+        };
+        match self.send::<Value>(Method::Get, &path, None).await {
+            Ok(v) => {
+                if let Some(id) = id_of(&v) {
+                    return Ok(id);
+                }
             }
+            Err(MlflowError::Refused { status: 404, .. }) => {}
+            Err(MlflowError::Refused { code, .. }) if code == "RESOURCE_DOES_NOT_EXIST" => {}
+            Err(e) => return Err(e),
         }
         let created = self
             .send::<Value>(
@@ -103,41 +158,73 @@ impl Mlflow {
             Ok(v) => v["experiment_id"]
                 .as_str()
                 .map(str::to_string)
-                .ok_or_else(|| ApiError::Upstream("experiments/create returned no id".into())),
+                .ok_or_else(|| MlflowError::Transient("experiments/create returned no id".into())),
             // Created concurrently by another run: read it again.
-            Err(_) => {
+            Err(MlflowError::Refused { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {
                 let v: Value = self.send(Method::Get, &path, None).await?;
-                v["experiment"]["experiment_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        ApiError::Upstream(format!(
-                            "experiment {name:?} cannot be created or found"
-                        ))
-                    })
+                id_of(&v).ok_or_else(|| {
+                    MlflowError::Transient(format!("experiment {name:?} cannot be found"))
+                })
             }
+            Err(e) => Err(e),
         }
     }
 
-    /// Creates a run with its tags and params; returns its id.
+    /// The run tagged `concurrent.key = key` in the experiment, if one exists.
+    async fn find_run(
+        &self,
+        experiment_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, MlflowError> {
+        let v: Value = self
+            .send(
+                Method::Post,
+                "runs/search",
+                Some(json!({
+                    "experiment_ids": [experiment_id],
+                    "filter": format!("tags.`concurrent.key` = '{}'", key.replace('\'', "")),
+                    "run_view_type": "ALL",
+                    "max_results": 1,
+                })),
+            )
+            .await?;
+        Ok(v["runs"][0]["info"]["run_id"].as_str().map(str::to_string))
+    }
+
+    /// Creates a run with its tags (which carry `concurrent.key = key`) and params; returns its
+    /// id. With `maybe_exists` (an earlier create of this key may have reached MLflow), the run
+    /// is looked up first, so a create whose answer was lost is never made twice.
     pub async fn create_run(
         &self,
+        key: &str,
+        maybe_exists: bool,
         experiment_id: &str,
         run_name: &str,
         start_time: u64,
         tags: &[(String, String)],
         params: &[(String, String)],
-    ) -> Result<String, ApiError> {
-        let mut all_tags = tags.to_vec();
-        all_tags.push(("mlflow.runName".into(), run_name.into()));
-        let v: Value = self
-            .send(Method::Post, "runs/create", Some(json!({"experiment_id": experiment_id, "run_name": run_name, "start_time": start_time, "tags": kv(&all_tags)})))
-            .await?;
-        let run_id = v["run"]["info"]["run_id"]
-            .as_str()
-            .ok_or_else(|| ApiError::Upstream("runs/create returned no run id".into()))?
-            .to_string();
-        // MLflow takes at most 100 params per batch.
+    ) -> Result<String, MlflowError> {
+        let found = if maybe_exists {
+            self.find_run(experiment_id, key).await?
+        } else {
+            None
+        };
+        let run_id = match found {
+            Some(id) => id,
+            None => {
+                let mut all_tags = tags.to_vec();
+                all_tags.push(("mlflow.runName".into(), run_name.into()));
+                let v: Value = self
+                    .send(Method::Post, "runs/create", Some(json!({"experiment_id": experiment_id, "run_name": run_name, "start_time": start_time, "tags": kv(&all_tags)})))
+                    .await?;
+                v["run"]["info"]["run_id"]
+                    .as_str()
+                    .ok_or_else(|| MlflowError::Transient("runs/create returned no run id".into()))?
+                    .to_string()
+            }
+        };
+        // MLflow takes at most 100 params per batch; logging the same value again is allowed,
+        // so a found run gets them too.
         for chunk in params.chunks(100) {
             self.send::<Value>(
                 Method::Post,
@@ -155,7 +242,7 @@ impl Mlflow {
         run_id: &str,
         status: &str,
         end_time: Option<u64>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), MlflowError> {
         let mut body = json!({"run_id": run_id, "status": status});
         if let Some(t) = end_time {
             body["end_time"] = json!(t);

@@ -12,22 +12,32 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use concurrent_core::lease::{on_expiry, Expiry};
 use concurrent_core::run::Event;
 use concurrent_core::wire::{
     CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse,
-    LeaseStatus, Outcome, WorkItem,
+    LeaseStatus, Outcome, WorkItem, MAX_MESSAGE_BYTES,
 };
 use futures_channel::oneshot;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use crate::error::ApiError;
-use crate::http::{call, erase, json_body, now_ms, reply, stub};
-use crate::run_object::Withdraw;
+use crate::http::{call, erase, internal_json, now_ms, reply, stub};
 
 pub const BINDING: &str = "QUEUES";
+
+/// Withdraw request sent to a queue: ready items leave it, leased ones are flagged so their
+/// agents stop them.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Withdraw {
+    pub item_ids: Vec<String>,
+}
 const DEFAULT_LEASE_TTL_MS: u64 = 30_000;
 const MAX_WAIT_MS: u32 = 30_000;
+/// Wait before an expiry pass with failed rows runs again.
+const RETRY_EXPIRY_MS: i64 = 5_000;
 
 #[durable_object]
 pub struct QueueObject {
@@ -45,6 +55,8 @@ struct Row {
     state: String,
     token: f64,
     agent: Option<String>,
+    #[serde(default)]
+    requeues: Option<f64>,
 }
 
 impl DurableObject for QueueObject {
@@ -61,6 +73,11 @@ impl DurableObject for QueueObject {
         ] {
             sql.exec(ddl, None).expect("queue schema");
         }
+        // Added after the first release; fails harmlessly where the column exists.
+        let _ = sql.exec(
+            "ALTER TABLE items ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0",
+            None,
+        );
         QueueObject {
             state,
             env,
@@ -72,11 +89,11 @@ impl DurableObject for QueueObject {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let result = async {
             match req.path().as_str() {
-                "/enqueue" => erase(self.enqueue(json_body(&mut req).await?)),
-                "/lease" => erase(self.lease(json_body(&mut req).await?).await),
-                "/heartbeat" => erase(self.heartbeat(json_body(&mut req).await?).await),
-                "/complete" => erase(self.complete(json_body(&mut req).await?).await),
-                "/withdraw" => erase(self.withdraw(json_body(&mut req).await?).await),
+                "/enqueue" => erase(self.enqueue(internal_json(&mut req).await?)),
+                "/lease" => erase(self.lease(internal_json(&mut req).await?).await),
+                "/heartbeat" => erase(self.heartbeat(internal_json(&mut req).await?).await),
+                "/complete" => erase(self.complete(internal_json(&mut req).await?).await),
+                "/withdraw" => erase(self.withdraw(internal_json(&mut req).await?).await),
                 other => Err(ApiError::NotFound(format!("queue has no {other}"))),
             }
         }
@@ -86,7 +103,7 @@ impl DurableObject for QueueObject {
 
     async fn alarm(&self) -> worker::Result<Response> {
         if let Err(e) = self.expire().await {
-            worker::console_error!("queue: expiring leases failed: {}", e.body().error.message);
+            worker::console_error!("queue: expiring leases failed: {}", e.detail());
             self.state.storage().set_alarm(5_000i64).await?;
         }
         Response::ok("ok")
@@ -174,7 +191,13 @@ impl QueueObject {
             .to_array()?;
         let expires_at = now_ms() + self.ttl();
         let mut leases = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
         for row in rows {
+            // One answer stays within a message's size; the rest waits for the next request.
+            bytes += row.item.len();
+            if !leases.is_empty() && bytes > MAX_MESSAGE_BYTES {
+                break;
+            }
             let token = self.next("token")?;
             self.sql.exec(
                 "UPDATE items SET state = 'leased', token = ?, agent = ?, expires_at = ? WHERE id = ?",
@@ -240,7 +263,7 @@ impl QueueObject {
                 Err(e) => {
                     worker::console_error!(
                         "queue: telling run {run_id} of leases failed: {}",
-                        e.body().error.message
+                        e.detail()
                     );
                     kept.extend(leases);
                 }
@@ -330,7 +353,7 @@ impl QueueObject {
             if let Err(e) = sent {
                 worker::console_error!(
                     "queue: forwarding log tails to run {run_id} failed: {}",
-                    e.body().error.message
+                    e.detail()
                 );
             }
         }
@@ -419,7 +442,9 @@ impl QueueObject {
         Ok(true)
     }
 
-    /// Ends expired leases: the attempt fails with the reason, and the item leaves the queue.
+    /// Ends expired leases, each by core's [`on_expiry`]. One row that fails (its run cannot
+    /// be told, its item does not decode) is logged and left for the next pass; the others
+    /// go on.
     async fn expire(&self) -> Result<(), ApiError> {
         let now = now_ms();
         let rows: Vec<Row> = self
@@ -429,46 +454,13 @@ impl QueueObject {
                 vec![(now as i64).into()],
             )?
             .to_array()?;
+        let mut failed = 0;
         for row in rows {
-            let confirmed: Vec<serde_json::Value> = self
-                .sql
-                .exec(
-                    "SELECT id FROM confirmed WHERE id = ?",
-                    vec![row.id.clone().into()],
-                )?
-                .to_array()?;
-            if row.state == "leased" && confirmed.is_empty() {
-                // Never heartbeated: the long-poll answer likely reached an agent that had died.
-                // Nothing ran (a pod, if any, has the attempt's name and is adopted), so the item
-                // goes back to the queue and the attempt is not counted.
-                let item: WorkItem = serde_json::from_str(&row.item)?;
-                self.tell_run(
-                    &item,
-                    Event::Requeued {
-                        node: item.node_id.clone(),
-                        instance: item.instance,
-                        attempt: item.attempt,
-                    },
-                )
-                .await?;
-                self.sql.exec("UPDATE items SET state = 'ready', token = 0, agent = NULL, expires_at = 0 WHERE id = ?", vec![row.id.into()])?;
-                continue;
+            let id = row.id.clone();
+            if let Err(e) = self.expire_one(row).await {
+                failed += 1;
+                worker::console_error!("queue: expiring the lease of {id} failed: {}", e.detail());
             }
-            if row.state == "leased" {
-                let item: WorkItem = serde_json::from_str(&row.item)?;
-                let error = format!(
-                    "lease expired: agent {:?} sent no heartbeat for {} s (it crashed, lost the network, or was stopped); the attempt is counted as failed",
-                    row.agent.unwrap_or_default(),
-                    self.ttl() / 1000
-                );
-                self.finish(&item, Outcome::Failed { error }).await?;
-            }
-            self.sql.exec(
-                "DELETE FROM items WHERE id = ?",
-                vec![row.id.clone().into()],
-            )?;
-            self.sql
-                .exec("DELETE FROM confirmed WHERE id = ?", vec![row.id.into()])?;
         }
         if self
             .sql
@@ -481,7 +473,78 @@ impl QueueObject {
                 let _ = w.send(());
             }
         }
+        if failed > 0 {
+            self.state.storage().set_alarm(RETRY_EXPIRY_MS).await?;
+            return Ok(());
+        }
         self.arm().await
+    }
+
+    async fn expire_one(&self, row: Row) -> Result<(), ApiError> {
+        let confirmed = !self
+            .sql
+            .exec(
+                "SELECT id FROM confirmed WHERE id = ?",
+                vec![row.id.clone().into()],
+            )?
+            .to_array::<serde_json::Value>()?
+            .is_empty();
+        let requeues = row.requeues.unwrap_or(0.0) as u32;
+        let agent = row.agent.clone().unwrap_or_default();
+        let decision = on_expiry(
+            row.state == "cancelled",
+            confirmed,
+            requeues,
+            &agent,
+            self.ttl(),
+        );
+        if decision != Expiry::Drop {
+            let item: WorkItem = match serde_json::from_str(&row.item) {
+                Ok(item) => item,
+                Err(e) => {
+                    // Written by another version, perhaps: keep it for a person, out of the way.
+                    self.sql.exec(
+                        "UPDATE items SET state = 'broken' WHERE id = ?",
+                        vec![row.id.clone().into()],
+                    )?;
+                    return Err(ApiError::Internal(format!(
+                        "work item {} does not decode ({e}); it is set aside as 'broken'",
+                        row.id
+                    )));
+                }
+            };
+            let event = match &decision {
+                Expiry::Requeue => Event::Requeued {
+                    node: item.node_id.clone(),
+                    instance: item.instance,
+                    attempt: item.attempt,
+                },
+                Expiry::Fail(error) => Event::Finished {
+                    node: item.node_id.clone(),
+                    instance: item.instance,
+                    attempt: item.attempt,
+                    outcome: Outcome::Failed {
+                        error: error.clone(),
+                    },
+                },
+                Expiry::Drop => unreachable!("handled above"),
+            };
+            self.tell_run(&item, event).await?;
+            if decision == Expiry::Requeue {
+                self.sql.exec(
+                    "UPDATE items SET state = 'ready', token = 0, agent = NULL, expires_at = 0, requeues = requeues + 1 WHERE id = ?",
+                    vec![row.id.into()],
+                )?;
+                return Ok(());
+            }
+        }
+        self.sql.exec(
+            "DELETE FROM items WHERE id = ?",
+            vec![row.id.clone().into()],
+        )?;
+        self.sql
+            .exec("DELETE FROM confirmed WHERE id = ?", vec![row.id.into()])?;
+        Ok(())
     }
 
     /// Sets the alarm to the next lease expiry.

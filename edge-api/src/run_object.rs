@@ -9,13 +9,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
 use concurrent_core::run::{apply, reconcile, Effect, Event, MlflowRef, RunState, RunStatus};
-use concurrent_core::wire::{RunSummary, WorkItem};
+use concurrent_core::wire::{batches_by_size, RunSummary, WorkItem, MAX_MESSAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use crate::error::ApiError;
-use crate::http::{call, erase, json_body, now_ms, reply, stub};
-use crate::mlflow::Mlflow;
+use crate::http::{call, erase, internal_json, now_ms, reply, stub};
+use crate::mlflow::{Mlflow, MlflowError};
+use crate::queue::Withdraw;
 
 pub const BINDING: &str = "RUNS";
 /// Wait before retrying effects that failed (MLflow or a queue unreachable).
@@ -48,11 +49,19 @@ struct Cached {
     indexed: Option<(RunStatus, bool)>,
 }
 
-/// Withdraw request sent to a queue.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Withdraw {
-    pub item_ids: Vec<String>,
+/// A cancelled attempt to take out of its queue, and the event that records it.
+#[derive(Serialize)]
+struct Withdrawal {
+    item_id: String,
+    event: Event,
+}
+
+/// The `concurrent.key` of a create effect.
+fn create_key(effect: &Effect) -> Option<&str> {
+    match effect {
+        Effect::CreateParentRun { key, .. } | Effect::CreateChildRun { key, .. } => Some(key),
+        _ => None,
+    }
 }
 
 impl DurableObject for RunObject {
@@ -62,6 +71,12 @@ impl DurableObject for RunObject {
             .expect("run schema");
         sql.exec("CREATE TABLE IF NOT EXISTS instances(node TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY(node, idx))", None)
             .expect("run schema");
+        // MLflow runs whose create was sent and not yet recorded (see `create_sent_before`).
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS creating(key TEXT PRIMARY KEY)",
+            None,
+        )
+        .expect("run schema");
         RunObject {
             state,
             env,
@@ -75,9 +90,9 @@ impl DurableObject for RunObject {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let result = async {
             match req.path().as_str() {
-                "/start" => erase(self.start(json_body(&mut req).await?).await),
+                "/start" => erase(self.start(internal_json(&mut req).await?).await),
                 "/get" => erase(self.with_run(|run| run.clone())),
-                "/events" => erase(self.handle_events(json_body(&mut req).await?).await),
+                "/events" => erase(self.handle_events(internal_json(&mut req).await?).await),
                 other => Err(ApiError::NotFound(format!("run object has no {other}"))),
             }
         }
@@ -204,7 +219,15 @@ impl RunObject {
     }
 
     async fn start(&self, run: RunState) -> Result<RunSummary, ApiError> {
-        if !self.load()? {
+        if self.load()? {
+            let existing = self.with_run(|r| r.request.clone())?;
+            if existing != run.request {
+                return Err(ApiError::Unprocessable(format!(
+                    "run {} was started by an earlier request with this Idempotency-Key, and that request differs from this one; use a new key for a new run",
+                    run.id
+                )));
+            }
+        } else {
             *self.cache.borrow_mut() = Some(Cached {
                 run,
                 header: String::new(),
@@ -321,8 +344,7 @@ impl RunObject {
             let mut failed = false;
             let mut wake: Option<u64> = None;
             let mut enqueues: BTreeMap<String, Vec<WorkItem>> = BTreeMap::new();
-            let mut withdraws: BTreeMap<String, Vec<Event>> = BTreeMap::new();
-            let mut withdraw_ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut withdraws: BTreeMap<String, Vec<Withdrawal>> = BTreeMap::new();
             let mut mlflow_effects = Vec::new();
             for effect in effects {
                 match effect {
@@ -337,20 +359,14 @@ impl RunObject {
                         node,
                         instance,
                         attempt,
-                    } => {
-                        withdraw_ids
-                            .entry(cluster.clone())
-                            .or_default()
-                            .push(item_id);
-                        withdraws
-                            .entry(cluster)
-                            .or_default()
-                            .push(Event::Withdrawn {
-                                node,
-                                instance,
-                                attempt,
-                            });
-                    }
+                    } => withdraws.entry(cluster).or_default().push(Withdrawal {
+                        item_id,
+                        event: Event::Withdrawn {
+                            node,
+                            instance,
+                            attempt,
+                        },
+                    }),
                     other => mlflow_effects.push(other),
                 }
             }
@@ -358,80 +374,93 @@ impl RunObject {
             // A round does a bounded share, so the first instances are queued (and run) while
             // the rest are still being prepared.
             mlflow_effects.truncate(MLFLOW_PER_ROUND);
+            let mut unavailable: Option<String> = None;
             for chunk in mlflow_effects.chunks(MLFLOW_PARALLEL) {
                 let results = futures_util::future::join_all(
-                    chunk
-                        .iter()
-                        .cloned()
-                        .map(|e| self.execute_mlflow(&mlflow, e)),
+                    chunk.iter().map(|e| self.execute_mlflow(&mlflow, e)),
                 )
                 .await;
-                for result in results {
-                    match result {
-                        Ok(event) => {
-                            self.apply_event(event)?;
+                for (effect, result) in chunk.iter().zip(results) {
+                    let event = match result {
+                        Ok(event) => event,
+                        Err(MlflowError::Transient(why)) => {
+                            worker::console_warn!("run {}: {why}", self.run_id());
+                            unavailable.get_or_insert(why);
+                            continue;
+                        }
+                        Err(refused) => {
+                            worker::console_warn!(
+                                "run {}: MLflow refused: {}",
+                                self.run_id(),
+                                refused.reason()
+                            );
+                            Event::MlflowRefused {
+                                call: effect.mlflow_call().expect("an MLflow effect"),
+                                message: refused.reason(),
+                            }
+                        }
+                    };
+                    if let Err(e) = self.apply_event(event) {
+                        worker::console_warn!("run {}: {}", self.run_id(), e.detail());
+                    }
+                    // The create is recorded (or refused for good): no lookup is needed again.
+                    if let Some(key) = create_key(effect) {
+                        self.sql
+                            .exec("DELETE FROM creating WHERE key = ?", vec![key.into()])?;
+                    }
+                    progressed = true;
+                }
+            }
+            if let Some(reason) = unavailable {
+                self.apply_event(Event::MlflowUnavailable { reason })?;
+            }
+            for (cluster, items) in enqueues {
+                let queue = stub(&self.env, crate::queue::BINDING, &cluster)?;
+                // Broadcast inputs are copied into every item: split the batch by size.
+                for batch in batches_by_size(items, MAX_MESSAGE_BYTES) {
+                    match call::<_, bool>(&queue, "/enqueue", &batch).await {
+                        Ok(_) => {
+                            for item in batch {
+                                self.apply_event(Event::Enqueued {
+                                    node: item.node_id,
+                                    instance: item.instance,
+                                    attempt: item.attempt,
+                                })?;
+                            }
                             progressed = true;
                         }
                         Err(e) => {
                             worker::console_error!(
-                                "run {}: {}",
+                                "run {}: enqueue on cluster {cluster:?} failed: {}",
                                 self.run_id(),
-                                e.body().error.message
+                                e.detail()
                             );
                             failed = true;
+                            break;
                         }
                     }
                 }
             }
-            for (cluster, items) in enqueues {
-                match call::<_, bool>(
-                    &stub(&self.env, crate::queue::BINDING, &cluster)?,
-                    "/enqueue",
-                    &items,
-                )
-                .await
-                {
-                    Ok(_) => {
-                        for item in items {
-                            self.apply_event(Event::Enqueued {
-                                node: item.node_id,
-                                instance: item.instance,
-                                attempt: item.attempt,
-                            })?;
+            for (cluster, list) in withdraws {
+                let queue = stub(&self.env, crate::queue::BINDING, &cluster)?;
+                for batch in batches_by_size(list, MAX_MESSAGE_BYTES) {
+                    let item_ids = batch.iter().map(|w| w.item_id.clone()).collect();
+                    match call::<_, bool>(&queue, "/withdraw", &Withdraw { item_ids }).await {
+                        Ok(_) => {
+                            for w in batch {
+                                self.apply_event(w.event)?;
+                            }
+                            progressed = true;
                         }
-                        progressed = true;
-                    }
-                    Err(e) => {
-                        worker::console_error!(
-                            "run {}: enqueue on cluster {cluster:?} failed: {}",
-                            self.run_id(),
-                            e.body().error.message
-                        );
-                        failed = true;
-                    }
-                }
-            }
-            for (cluster, item_ids) in withdraw_ids {
-                match call::<_, bool>(
-                    &stub(&self.env, crate::queue::BINDING, &cluster)?,
-                    "/withdraw",
-                    &Withdraw { item_ids },
-                )
-                .await
-                {
-                    Ok(_) => {
-                        for event in withdraws.remove(&cluster).unwrap_or_default() {
-                            self.apply_event(event)?;
+                        Err(e) => {
+                            worker::console_error!(
+                                "run {}: withdraw on cluster {cluster:?} failed: {}",
+                                self.run_id(),
+                                e.detail()
+                            );
+                            failed = true;
+                            break;
                         }
-                        progressed = true;
-                    }
-                    Err(e) => {
-                        worker::console_error!(
-                            "run {}: withdraw on cluster {cluster:?} failed: {}",
-                            self.run_id(),
-                            e.body().error.message
-                        );
-                        failed = true;
                     }
                 }
             }
@@ -440,7 +469,8 @@ impl RunObject {
                 continue;
             }
             let retry = failed.then(|| now_ms() + RETRY_MS);
-            if let Some(at) = [retry, wake].into_iter().flatten().min() {
+            let backoff = self.with_run(|r| r.mlflow_wait.as_ref().map(|w| w.retry_at))?;
+            if let Some(at) = [retry, wake, backoff].into_iter().flatten().min() {
                 self.state
                     .storage()
                     .set_alarm(at.saturating_sub(now_ms()) as i64)
@@ -450,19 +480,40 @@ impl RunObject {
         }
     }
 
+    /// Whether a create of `key` may already have reached MLflow (it was sent before, and its
+    /// answer never recorded: the object restarted in between). Records the intent otherwise;
+    /// the write is durable before the request leaves (Durable Objects hold outgoing messages
+    /// until storage writes are confirmed).
+    fn create_sent_before(&self, key: &str) -> Result<bool, ApiError> {
+        let n = self
+            .sql
+            .exec(
+                "INSERT OR IGNORE INTO creating(key) VALUES (?)",
+                vec![key.into()],
+            )?
+            .rows_written();
+        Ok(n == 0)
+    }
+
     /// Carries out one MLflow effect and returns the event that records it.
-    async fn execute_mlflow(&self, mlflow: &Mlflow, effect: Effect) -> Result<Event, ApiError> {
+    async fn execute_mlflow(&self, mlflow: &Mlflow, effect: &Effect) -> Result<Event, MlflowError> {
         let now = now_ms();
+        let sent_before = |key: &str| {
+            self.create_sent_before(key)
+                .map_err(|e| MlflowError::Transient(e.detail()))
+        };
         match effect {
             Effect::CreateParentRun {
+                key,
                 experiment_name,
                 run_name,
                 tags,
                 params,
             } => {
-                let experiment_id = mlflow.experiment_id(&experiment_name).await?;
+                let experiment_id = mlflow.experiment_id(experiment_name).await?;
+                let maybe = sent_before(key)?;
                 let run_id = mlflow
-                    .create_run(&experiment_id, &run_name, now, &tags, &params)
+                    .create_run(key, maybe, &experiment_id, run_name, now, tags, params)
                     .await?;
                 Ok(Event::ParentRunCreated(MlflowRef {
                     experiment_id,
@@ -473,18 +524,20 @@ impl RunObject {
                 node,
                 instance,
                 attempt,
+                key,
                 experiment_id,
                 run_name,
                 tags,
                 params,
             } => {
+                let maybe = sent_before(key)?;
                 let run_id = mlflow
-                    .create_run(&experiment_id, &run_name, now, &tags, &params)
+                    .create_run(key, maybe, experiment_id, run_name, now, tags, params)
                     .await?;
                 Ok(Event::ChildRunCreated {
-                    node,
-                    instance,
-                    attempt,
+                    node: node.clone(),
+                    instance: *instance,
+                    attempt: *attempt,
                     run_id,
                 })
             }
@@ -496,11 +549,11 @@ impl RunObject {
                 status,
                 end_time,
             } => {
-                mlflow.update_run(&run_id, status, Some(end_time)).await?;
+                mlflow.update_run(run_id, status, Some(*end_time)).await?;
                 Ok(Event::AttemptRunClosed {
-                    node,
-                    instance,
-                    attempt,
+                    node: node.clone(),
+                    instance: *instance,
+                    attempt: *attempt,
                 })
             }
             Effect::SyncParentRun {
@@ -509,13 +562,13 @@ impl RunObject {
                 end_time,
             } => {
                 mlflow
-                    .update_run(&run_id, status.mlflow_status(), end_time)
+                    .update_run(run_id, status.mlflow_status(), *end_time)
                     .await?;
-                Ok(Event::ParentRunSynced { status })
+                Ok(Event::ParentRunSynced { status: *status })
             }
-            Effect::Enqueue(_) | Effect::Withdraw { .. } | Effect::WakeAt(_) => Err(
-                ApiError::Internal("queue effects are batched by the caller".into()),
-            ),
+            Effect::Enqueue(_) | Effect::Withdraw { .. } | Effect::WakeAt(_) => {
+                unreachable!("drive_rounds passes MLflow effects only")
+            }
         }
     }
 
@@ -542,7 +595,7 @@ impl RunObject {
             Err(e) => worker::console_error!(
                 "run {}: updating the run list failed: {}",
                 summary.id,
-                e.body().error.message
+                e.detail()
             ),
         }
     }

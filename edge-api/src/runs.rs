@@ -1,15 +1,16 @@
 //! `/api/v1/runs`: start, list, get, cancel.
 
 use concurrent_core::run::{self, Event, Repair, RunState, StartError};
+use concurrent_core::sign;
 use concurrent_core::wire::{RunSummary, StartRun};
-use worker::{Env, Request, Response, RouteContext};
+use worker::{Env, Request, Response};
 
-use crate::auth::User;
+use crate::auth::bootstrap_token;
 use crate::catalog::RunQuery;
 use crate::error::{respond, ApiError};
 use crate::http::{call, json_body, now_ms, random_id, stub};
 
-type Ctx = RouteContext<User>;
+use crate::router::Ctx;
 
 /// The cluster of nodes that name none, when the request names none either.
 pub const DEFAULT_CLUSTER: &str = "local";
@@ -19,9 +20,9 @@ pub async fn handle_start(mut req: Request, ctx: Ctx) -> worker::Result<Response
     let result = async {
         let body: StartRun = json_body(&mut req).await?;
         // A retried request with the same Idempotency-Key lands on the same run.
-        let id = match req.headers().get("Idempotency-Key")? {
+        let seed = match req.headers().get("Idempotency-Key")? {
             Some(key) if !key.is_empty() && key.len() <= 200 => {
-                crate::auth::token_hash(&format!("{}\n{key}", ctx.data.name))[..32].to_string()
+                format!("idempotency\n{}\n{key}", ctx.data.name)
             }
             Some(_) => {
                 return Err(ApiError::BadRequest(
@@ -30,25 +31,29 @@ pub async fn handle_start(mut req: Request, ctx: Ctx) -> worker::Result<Response
             }
             None => random_id(),
         };
+        let id = sign::run_id(&bootstrap_token(&ctx.env)?, &seed);
         start_run(&ctx.env, body, &ctx.data.name, id).await
     }
     .await;
     respond(result, 201)
 }
 
-/// Starts a run (from the API or a schedule).
+/// Starts a run (from the API or a schedule). Starting the same id again returns that run when
+/// the request is the same, and a 422 when it differs (an `Idempotency-Key` reused for another
+/// request must not silently answer with the old run).
 pub async fn start_run(
     env: &Env,
     body: StartRun,
     by: &str,
     id: String,
 ) -> Result<RunSummary, ApiError> {
+    let request = sign::sha256_hex(&serde_json::to_string(&body)?);
     let tv = crate::templates::load(env, &body.template, body.version).await?;
     let cluster = body.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into());
     if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
         return Err(ApiError::BadRequest(format!("cluster {cluster:?} {why}")));
     }
-    let state = run::start(id.clone(), tv.template, tv.version, body.parameters, cluster, Some(by.to_string()), now_ms()).map_err(|e| match e {
+    let mut state = run::start(id.clone(), tv.template, tv.version, body.parameters, cluster, Some(by.to_string()), now_ms()).map_err(|e| match e {
         StartError::InvalidTemplate(problems) => ApiError::Invalid {
             message: format!(
                 "template {:?} version {} has {} problem(s) and cannot run; fix them and save a new version",
@@ -60,6 +65,7 @@ pub async fn start_run(
         },
         StartError::BadParameters(m) => ApiError::BadRequest(m),
     })?;
+    state.request = Some(request);
     call::<_, RunSummary>(
         &stub(env, crate::run_object::BINDING, &id)?,
         "/start",
@@ -87,10 +93,10 @@ pub async fn handle_list(req: Request, ctx: Ctx) -> worker::Result<Response> {
 
 fn run_stub(ctx: &Ctx) -> Result<(String, worker::Stub), ApiError> {
     let id = ctx.param("id").cloned().unwrap_or_default();
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::NotFound(format!(
-            "run {id:?} does not exist (run ids are 32 hex digits)"
-        )));
+    // Ids the edge never issued are refused before any object is addressed: a read of an
+    // invented id must not create a run object.
+    if !sign::is_run_id(&bootstrap_token(&ctx.env)?, &id) {
+        return Err(ApiError::NotFound(format!("run {id:?} does not exist")));
     }
     Ok((id.clone(), stub(&ctx.env, crate::run_object::BINDING, &id)?))
 }

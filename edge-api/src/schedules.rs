@@ -1,14 +1,14 @@
 //! `/api/v1/schedules` and the cron trigger that fires them.
 
 use concurrent_core::schedule::{next_tick, NewSchedule, Schedule};
+use concurrent_core::sign;
 use concurrent_core::wire::StartRun;
-use worker::{Env, Request, Response, RouteContext};
+use worker::{Env, Request, Response};
 
-use crate::auth::User;
 use crate::error::{respond, ApiError};
 use crate::http::{call, json_body, now_ms, stub};
 
-type Ctx = RouteContext<User>;
+use crate::router::Ctx;
 
 fn catalog(env: &Env) -> Result<worker::Stub, ApiError> {
     stub(env, crate::catalog::BINDING, crate::catalog::NAME)
@@ -34,6 +34,8 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
             last_fired: None,
             last_run_id: None,
             skipped: 0,
+            pending: None,
+            last_error: None,
         };
         call::<_, Schedule>(&catalog(&ctx.env)?, "/schedules/create", &schedule).await
     }
@@ -59,43 +61,55 @@ pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> 
     }
 }
 
-/// The cron trigger: the catalog picks the due schedules (marking them fired, so a second
-/// trigger cannot fire them again), then a run starts for each.
+/// The outcome of starting a schedule's tick, recorded in the catalog.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TickOutcome {
+    pub name: String,
+    pub at: u64,
+    /// The run that started, or why none did.
+    pub result: Result<String, String>,
+}
+
+/// The cron trigger: the catalog picks the due ticks (keeping each pending until its run has
+/// started), then a run starts for each; a failed start stays pending for the next trigger.
 pub async fn fire_due(env: &Env) -> Result<(), ApiError> {
-    let due: Vec<Schedule> = call(&catalog(env)?, "/schedules/due", &now_ms()).await?;
-    for s in due {
+    let due: Vec<(Schedule, u64)> = call(&catalog(env)?, "/schedules/due", &now_ms()).await?;
+    let secret = crate::auth::bootstrap_token(env)?;
+    for (s, at) in due {
         let body = StartRun {
             template: s.spec.template.clone(),
             version: None,
             parameters: s.spec.parameters.clone(),
             cluster: s.spec.cluster.clone(),
         };
-        // One run per schedule tick, even if the trigger fires twice.
-        let id = crate::auth::token_hash(&format!(
-            "schedule\n{}\n{}",
-            s.spec.name,
-            s.last_fired.unwrap_or_default()
-        ))[..32]
-            .to_string();
-        match crate::runs::start_run(env, body, &format!("schedule {}", s.spec.name), id).await {
-            Ok(run) => {
-                let record = (s.spec.name.clone(), run.id.clone());
-                if let Err(e) = call::<_, bool>(&catalog(env)?, "/schedules/record", &record).await
-                {
-                    worker::console_error!(
-                        "schedule {}: recording run {} failed: {}",
-                        s.spec.name,
-                        run.id,
-                        e.body().error.message
-                    );
-                }
+        // One run per schedule tick, even if the trigger fires twice or a start is retried.
+        let id = sign::run_id(&secret, &format!("schedule\n{}\n{at}", s.spec.name));
+        let by = format!("schedule {}", s.spec.name);
+        let result = match crate::runs::start_run(env, body, &by, id).await {
+            Ok(run) => Ok(run.id),
+            // The same tick again after an earlier start did go through: it is that run.
+            Err(e) => {
+                worker::console_error!(
+                    "schedule {}: starting a run of {} failed: {}",
+                    s.spec.name,
+                    s.spec.template,
+                    e.detail()
+                );
+                Err(e.body().error.message)
             }
-            Err(e) => worker::console_error!(
-                "schedule {}: starting a run of {} failed: {}",
+        };
+        let outcome = TickOutcome {
+            name: s.spec.name.clone(),
+            at,
+            result,
+        };
+        if let Err(e) = call::<_, bool>(&catalog(env)?, "/schedules/record", &outcome).await {
+            worker::console_error!(
+                "schedule {}: recording the tick at {at} failed: {}",
                 s.spec.name,
-                s.spec.template,
-                e.body().error.message
-            ),
+                e.detail()
+            );
         }
     }
     Ok(())

@@ -3,16 +3,15 @@
 use concurrent_core::wire::{SavedTemplate, TemplateVersion, VersionSummary};
 use concurrent_core::{unknown_fields, validate, Problem, Template};
 use serde::Serialize;
-use worker::{Env, Request, Response, RouteContext};
+use worker::{Env, Request, Response};
 
-use crate::auth::User;
 use crate::catalog::{self, Commit, Expected, VersionQuery, VersionRow};
 use crate::error::{respond, ApiError};
 use crate::http::{body_text, call, now_ms, random_id, stub};
 
 pub const KV: &str = "TEMPLATES";
 
-type Ctx = RouteContext<User>;
+use crate::router::Ctx;
 
 fn catalog(env: &Env) -> Result<worker::Stub, ApiError> {
     stub(env, catalog::BINDING, catalog::NAME)

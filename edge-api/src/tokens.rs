@@ -2,14 +2,14 @@
 
 use concurrent_core::access::Role;
 use concurrent_core::wire::{NewToken, TokenInfo};
-use worker::{Request, Response, RouteContext};
+use worker::{Request, Response};
 
-use crate::auth::{token_hash, User};
+use crate::auth::token_hash;
 use crate::catalog::StoredToken;
 use crate::error::{respond, ApiError};
 use crate::http::{call, json_body, now_ms, random_id, stub};
 
-type Ctx = RouteContext<User>;
+use crate::router::Ctx;
 
 fn catalog(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
     stub(&ctx.env, crate::catalog::BINDING, crate::catalog::NAME)

@@ -16,6 +16,7 @@ pub struct AccessIssuer {
     /// The team domain (`CF_ACCESS_TEAM_DOMAIN`), also the tokens' issuer.
     pub url: String,
     key: PathBuf,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
@@ -60,6 +61,8 @@ impl AccessIssuer {
     pub fn start(dir: &Path) -> AccessIssuer {
         let key = new_key(dir, "access");
         let jwks = json!({"keys": [jwk(&key)]});
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         listener.set_nonblocking(true).unwrap();
@@ -71,14 +74,22 @@ impl AccessIssuer {
             runtime.block_on(async move {
                 let app = axum::Router::new().route(
                     "/cdn-cgi/access/certs",
-                    axum::routing::get(move || async move { axum::Json(jwks) }),
+                    axum::routing::get(move || {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async move { axum::Json(jwks) }
+                    }),
                 );
                 axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app)
                     .await
                     .unwrap();
             });
         });
-        AccessIssuer { url, key }
+        AccessIssuer { url, key, fetches }
+    }
+
+    /// How often the key set was fetched.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A token with these claims (merged over valid defaults for `email`), signed with `key`
@@ -92,7 +103,12 @@ impl AccessIssuer {
         for (k, v) in overrides.as_object().cloned().unwrap_or_default() {
             claims[k] = v;
         }
-        let header = json!({"alg": "RS256", "kid": KID, "typ": "JWT"});
+        // `_kid` in the overrides names another signing key id in the header.
+        let kid = claims
+            .as_object_mut()
+            .and_then(|c| c.remove("_kid"))
+            .unwrap_or_else(|| json!(KID));
+        let header = json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
         let signed = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),

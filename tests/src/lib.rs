@@ -20,6 +20,7 @@ pub use serde_json::json;
 
 pub mod access;
 pub mod browser;
+pub mod faults;
 pub mod kube;
 pub mod openapi;
 
@@ -157,7 +158,7 @@ impl Drop for Service {
     }
 }
 
-fn wait_ready(url: &str, service: &Service, timeout: Duration) {
+pub fn wait_ready(url: &str, service: &Service, timeout: Duration) {
     let client = reqwest::blocking::Client::new();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -213,6 +214,62 @@ fn start_mlflow(dir: &Path, port: u16) -> Service {
     )
 }
 
+/// Starts the edge API under `wrangler dev` with this bootstrap token (state under `dir`);
+/// the service and its URL. It is not waited for: call [`wait_ready`] on `/healthz`.
+pub fn start_edge(
+    dir: &Path,
+    token: &str,
+    mlflow_url: &str,
+    access: Option<&access::AccessIssuer>,
+) -> (Service, String) {
+    let root = root();
+    let wrangler = require(&root.join("node_modules/.bin/wrangler"), "scripts/setup.sh");
+    let env_file = dir.join(format!("edge-{}.env", free_port()));
+    std::fs::write(&env_file, format!("CONCURRENT_API_TOKEN={token}\n")).expect("env file");
+    let edge_port = free_port();
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let path = format!(
+        "{}:{}",
+        root.join("node_modules/.bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut vars = vec![
+        format!("MLFLOW_TRACKING_URI:{mlflow_url}"),
+        "LEASE_TTL_MS:6000".to_string(),
+    ];
+    if let Some(a) = access {
+        vars.push(format!("CF_ACCESS_TEAM_DOMAIN:{}", a.url));
+        vars.push(format!("CF_ACCESS_AUD:{}", access::AUD));
+    }
+    let mut cmd = Command::new(&wrangler);
+    cmd.current_dir(&root)
+        .args([
+            "dev",
+            "--ip",
+            &bind_address(),
+            "--port",
+            &edge_port.to_string(),
+            "--persist-to",
+        ])
+        .arg(dir.join("wrangler"))
+        .args(["--show-interactive-dev-session=false", "--env-file"])
+        .arg(&env_file)
+        .arg("--test-scheduled")
+        .env("PATH", path)
+        .env("CONCURRENT_PREBUILT", "1")
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false");
+    for v in &vars {
+        cmd.args(["--var", v]);
+    }
+    let edge = Service::start(
+        "edge API (wrangler dev)",
+        &mut cmd,
+        dir.join(format!("edge-{edge_port}.log")),
+    );
+    (edge, edge_url)
+}
+
 /// MLflow and the edge API, shared by the tests of one binary.
 pub struct Stack {
     /// The stand-in Cloudflare Access key publisher the edge is configured with.
@@ -239,7 +296,6 @@ impl Stack {
     fn start() -> Stack {
         let root = root();
         require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
-        let wrangler = require(&root.join("node_modules/.bin/wrangler"), "scripts/setup.sh");
         require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
         require(
             &root.join("frontend/dist/concurrent/index.html"),
@@ -253,56 +309,22 @@ impl Stack {
         DIRS.lock()
             .expect("poisoned")
             .push(dir.path().to_path_buf());
-        let token = format!("test-{}-{}", std::process::id(), free_port());
+        // At least 32 characters: the edge refuses weaker bootstrap tokens.
+        let token = format!(
+            "test-{}-{}-{}",
+            std::process::id(),
+            free_port(),
+            "0123456789abcdef0123456789"
+        );
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, &token).expect("token file");
-        let env_file = dir.path().join("edge.env");
-        std::fs::write(&env_file, format!("CONCURRENT_API_TOKEN={token}\n")).expect("env file");
 
         let mlflow_port = free_port();
         let mlflow_url = format!("http://127.0.0.1:{mlflow_port}");
         let mlflow = start_mlflow(dir.path(), mlflow_port);
         let access = access::AccessIssuer::start(dir.path());
 
-        let edge_port = free_port();
-        let edge_url = format!("http://127.0.0.1:{edge_port}");
-        let path = format!(
-            "{}:{}",
-            root.join("node_modules/.bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let edge = Service::start(
-            "edge API (wrangler dev)",
-            Command::new(&wrangler)
-                .current_dir(&root)
-                .args([
-                    "dev",
-                    "--ip",
-                    &bind_address(),
-                    "--port",
-                    &edge_port.to_string(),
-                    "--persist-to",
-                ])
-                .arg(dir.path().join("wrangler"))
-                .args(["--show-interactive-dev-session=false", "--env-file"])
-                .arg(&env_file)
-                .args([
-                    "--var",
-                    &format!("MLFLOW_TRACKING_URI:{mlflow_url}"),
-                    "--var",
-                    "LEASE_TTL_MS:6000",
-                    "--var",
-                    &format!("CF_ACCESS_TEAM_DOMAIN:{}", access.url),
-                    "--var",
-                    &format!("CF_ACCESS_AUD:{}", access::AUD),
-                    "--test-scheduled",
-                ])
-                .env("PATH", path)
-                .env("CONCURRENT_PREBUILT", "1")
-                .env("WRANGLER_SEND_METRICS", "false")
-                .env("CLOUDFLARE_CF_FETCH_ENABLED", "false"),
-            dir.path().join("edge.log"),
-        );
+        let (edge, edge_url) = start_edge(dir.path(), &token, &mlflow_url, Some(&access));
         wait_ready(
             &format!("{edge_url}/healthz"),
             &edge,
@@ -354,23 +376,35 @@ impl Stack {
     }
 
     pub fn agent_with_env(&self, cluster: &str, extra: &[&str], env: &[(&str, &str)]) -> Service {
+        self.agent_via(&self.edge_url, cluster, extra, env)
+    }
+
+    /// An agent that reaches the edge at `edge_url` (e.g. through a [`faults::FaultyProxy`]).
+    pub fn agent_via(
+        &self,
+        edge_url: &str,
+        cluster: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Service {
         let root = root();
         let work = self
             .dir
             .path()
             .join(format!("agent-{cluster}-{}", free_port()));
+        let token_file = self.agent_token_file(cluster);
         let mut agent = Service::start(
             &format!("agent for {cluster}"),
             Command::new(concurrent_bin())
                 .args([
                     "agent",
                     "--edge-url",
-                    &self.edge_url,
+                    edge_url,
                     "--cluster",
                     cluster,
                     "--token-file",
                 ])
-                .arg(&self.token_file)
+                .arg(&token_file)
                 .args(["--mlflow-uri", &self.mlflow_url, "--work-dir"])
                 .arg(&work)
                 .arg("--project-root")
@@ -392,6 +426,20 @@ impl Stack {
             );
         }
         agent
+    }
+
+    /// A file holding a new agent token of `cluster` (agents never hold the admin token).
+    pub fn agent_token_file(&self, cluster: &str) -> PathBuf {
+        let name = format!("agent-{cluster}-{}", free_port());
+        let (status, created) = self.api(
+            "POST",
+            "/api/v1/tokens",
+            Some(&json!({"name": name.replace('.', "-"), "role": "agent", "cluster": cluster})),
+        );
+        assert_eq!(status, 201, "creating an agent token: {created}");
+        let file = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&file, created["token"].as_str().expect("token")).expect("token file");
+        file
     }
 
     /// Calls the edge API with the token; the status and the JSON body (Null when empty).

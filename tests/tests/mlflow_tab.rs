@@ -107,3 +107,66 @@ fn the_dags_tab_appears_in_the_mlflow_ui_and_mounts_the_app() {
         b.client.clone().close().await.unwrap();
     });
 }
+
+#[test]
+fn a_reader_signed_in_through_a_crafted_link_stays_on_this_site_and_reads_mlflow() {
+    let stack = Stack::shared();
+    let (status, created) = stack.api(
+        "POST",
+        "/api/v1/tokens",
+        Some(&serde_json::json!({"name": "ui-reader", "role": "reader"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_string();
+    stack.mlflow_api(
+        "POST",
+        "experiments/create",
+        Some(&serde_json::json!({"name": "seen-by-a-reader"})),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let b = Browser::start("mlflow_tab_reader").await;
+        let client = &b.client;
+        // `//evil.example/x` is a path here, and another site to `location.replace`.
+        client
+            .goto(&format!("{}//evil.example/x", stack.edge_url))
+            .await
+            .unwrap();
+        b.fill("#t", &token).await;
+        client
+            .find(Locator::Css("form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        b.wait_js(
+            "the sign-in leaves the login page",
+            "!document.getElementById('t')",
+            Duration::from_secs(20),
+        )
+        .await;
+        let url = client.current_url().await.unwrap();
+        assert_eq!(
+            url.host_str(),
+            Some("127.0.0.1"),
+            "sign-in returned to {url}, not to this site"
+        );
+        // MLflow's UI works for a reader: the experiments list shows.
+        client
+            .goto(&format!("{}/#/experiments", stack.edge_url))
+            .await
+            .unwrap();
+        b.wait_js(
+            "the experiments list, as a reader",
+            "document.body.innerText.includes('seen-by-a-reader')",
+            Duration::from_secs(90),
+        )
+        .await;
+        b.screenshot("reader-experiments").await;
+        b.client.clone().close().await.unwrap();
+    });
+}

@@ -23,10 +23,37 @@ fn an_mlflow_outage_delays_a_run_without_losing_or_doubling_anything() {
         run["status"], "pending",
         "it waits for its MLflow parent run: {run:#}"
     );
+    let wait = run["mlflowWait"]["message"].as_str().unwrap_or_default();
+    assert!(
+        wait.starts_with("waiting for MLflow:"),
+        "the run says why it waits: {run:#}"
+    );
+    assert!(
+        run["mlflowWait"]["failures"].as_u64().unwrap() >= 2,
+        "retried with backoff"
+    );
+    // The MLflow UI behind the edge fails with a reference, never with MLflow's address.
+    let port = stack.mlflow_url.rsplit(':').next().unwrap().to_string();
+    let resp = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/ajax-api/2.0/mlflow/experiments/search",
+            stack.edge_url
+        ))
+        .bearer_auth(&stack.token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    let text = resp.text().unwrap();
+    assert!(text.contains("Reference"), "{text}");
+    assert!(
+        !text.contains(&port) && !text.contains("127.0.0.1"),
+        "no internal address: {text}"
+    );
 
     stack.start_mlflow();
     let run = stack.wait_run(&id, Duration::from_secs(240));
     assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert!(run["mlflowWait"].is_null(), "the wait is over: {run:#}");
 
     let experiment = run["mlflow"]["experimentId"].as_str().unwrap();
     let parents = stack.mlflow_api(

@@ -81,6 +81,30 @@ pub enum Event {
     Repair { repair: Repair, by: Option<String> },
     /// Time passed (an alarm fired): retries that are due start.
     Tick,
+    /// MLflow failed with a retryable error (unreachable, 5xx, 429): MLflow calls pause for a
+    /// capped exponential backoff, and the run shows "waiting for MLflow: <reason>".
+    MlflowUnavailable { reason: String },
+    /// MLflow refused a call for good (a deleted experiment, a value it does not accept): what
+    /// the call was for fails with MLflow's message, instead of being retried for ever.
+    MlflowRefused { call: MlflowCall, message: String },
+}
+
+/// Which MLflow call of the run an [`Event::MlflowRefused`] is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "camelCase")]
+pub enum MlflowCall {
+    ParentRun,
+    ChildRun {
+        node: String,
+        instance: u32,
+        attempt: u32,
+    },
+    CloseAttemptRun {
+        node: String,
+        instance: u32,
+        attempt: u32,
+    },
+    SyncParentRun,
 }
 
 /// Work the run asks for. The edge's run object carries out each effect and applies the event
@@ -89,6 +113,9 @@ pub enum Event {
 pub enum Effect {
     /// Find or create the experiment, then create the parent run. → [`Event::ParentRunCreated`]
     CreateParentRun {
+        /// The run's id, also tagged `concurrent.key`: a create whose answer was lost (an edge
+        /// restart) is found by it instead of being made twice.
+        key: String,
         experiment_name: String,
         run_name: String,
         tags: Vec<(String, String)>,
@@ -99,6 +126,8 @@ pub enum Effect {
         node: String,
         instance: u32,
         attempt: u32,
+        /// The attempt's work item id, also tagged `concurrent.key` (see `CreateParentRun`).
+        key: String,
         experiment_id: String,
         run_name: String,
         tags: Vec<(String, String)>,
@@ -132,6 +161,37 @@ pub enum Effect {
     },
     /// Call [`reconcile`] again with an [`Event::Tick`] at this time (a retry is due).
     WakeAt(u64),
+}
+
+impl Effect {
+    /// The MLflow call this effect makes, or `None` for queue and timer effects.
+    pub fn mlflow_call(&self) -> Option<MlflowCall> {
+        match self {
+            Effect::CreateParentRun { .. } => Some(MlflowCall::ParentRun),
+            Effect::CreateChildRun {
+                node,
+                instance,
+                attempt,
+                ..
+            } => Some(MlflowCall::ChildRun {
+                node: node.clone(),
+                instance: *instance,
+                attempt: *attempt,
+            }),
+            Effect::CloseAttemptRun {
+                node,
+                instance,
+                attempt,
+                ..
+            } => Some(MlflowCall::CloseAttemptRun {
+                node: node.clone(),
+                instance: *instance,
+                attempt: *attempt,
+            }),
+            Effect::SyncParentRun { .. } => Some(MlflowCall::SyncParentRun),
+            Effect::Enqueue(_) | Effect::Withdraw { .. } | Effect::WakeAt(_) => None,
+        }
+    }
 }
 
 /// An event that does not apply to the run as it is (a stale completion, a second cancel).
@@ -198,6 +258,23 @@ pub fn start(
             }
         }
     }
+    // Values with parameter references are checked now that the values are known.
+    let mut resolved = template.clone();
+    for n in &mut resolved.nodes {
+        n.kind = resolve(&n.kind, &parameters);
+        n.image = n.image.as_ref().map(|i| sub(i, &parameters));
+    }
+    let problems = validate(&resolved);
+    if !problems.is_empty() {
+        return Err(StartError::BadParameters(format!(
+            "with these parameter values the template is not valid: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
     let nodes = template
         .nodes
         .iter()
@@ -221,7 +298,9 @@ pub fn start(
         error: None,
         mlflow: None,
         mlflow_status: None,
+        mlflow_wait: None,
         repairs: Vec::new(),
+        request: None,
         nodes,
     };
     advance(&mut run, now);
@@ -233,6 +312,17 @@ pub fn start(
 /// # Errors
 /// [`Rejected`] when the event is stale or does not fit the run; the state is then unchanged.
 pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected> {
+    if matches!(
+        event,
+        Event::ParentRunCreated(_)
+            | Event::ChildRunCreated { .. }
+            | Event::AttemptRunClosed { .. }
+            | Event::ParentRunSynced { .. }
+            | Event::MlflowRefused { .. }
+    ) {
+        // MLflow answered: whatever kept it away is over.
+        run.mlflow_wait = None;
+    }
     match event {
         Event::ParentRunCreated(mlflow) => {
             if run.mlflow.is_none() {
@@ -418,13 +508,98 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
             });
         }
         Event::Tick => {}
+        Event::MlflowUnavailable { reason } => {
+            let (since, failures) = run
+                .mlflow_wait
+                .as_ref()
+                .map_or((now, 1), |w| (w.since, w.failures + 1));
+            run.mlflow_wait = Some(MlflowWait {
+                message: format!("waiting for MLflow: {reason}"),
+                since,
+                failures,
+                retry_at: now + mlflow_backoff_ms(failures),
+            });
+        }
+        Event::MlflowRefused { call, message } => mlflow_refused(run, call, &message, now)?,
     }
     advance(run, now);
     Ok(())
 }
 
+/// A permanent MLflow refusal ends what the call was for, with MLflow's message and what to do.
+fn mlflow_refused(
+    run: &mut RunState,
+    call: MlflowCall,
+    message: &str,
+    now: u64,
+) -> Result<(), Rejected> {
+    match call {
+        MlflowCall::ParentRun => {
+            if run.mlflow.is_some() || run.status.is_terminal() {
+                return Err(Rejected("the parent run already exists".into()));
+            }
+            let why = format!(
+                "MLflow refused to create the run's parent run in experiment \"concurrent/{}\": {message}. \
+                 If that experiment was deleted, restore it in MLflow or remove it for good (`mlflow gc`), then start the run again",
+                run.template.name
+            );
+            end_run(run, RunStatus::Failed, why, now);
+        }
+        MlflowCall::ChildRun {
+            node,
+            instance,
+            attempt,
+        } => {
+            let inst = current_instance_mut(run, &node, instance, attempt)?;
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
+            if a.state != AttemptState::Creating {
+                return Err(Rejected(format!(
+                    "attempt {attempt} of {node}[{instance}] is {:?}, not being created",
+                    a.state
+                )));
+            }
+            a.state = AttemptState::Failed;
+            a.ended_at = Some(now);
+            a.error = Some(format!(
+                "MLflow refused to create this attempt's run: {message}; fix what MLflow names (the experiment, a tag or parameter value), then retry the run"
+            ));
+            // Retrying cannot help: MLflow would refuse again.
+            inst.state = InstanceState::Failed;
+            inst.retry_at = None;
+        }
+        MlflowCall::CloseAttemptRun {
+            node,
+            instance,
+            attempt,
+        } => {
+            // The attempt's own record keeps its outcome; MLflow's copy stays as it is.
+            attempt_mut(run, &node, instance, attempt)?.mlflow_closed = true;
+        }
+        MlflowCall::SyncParentRun => {
+            run.mlflow_status = Some(if run.status.is_terminal() {
+                run.status
+            } else {
+                RunStatus::Running
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Everything that still has to be done for the run, derived from its state alone.
 pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
+    let mut effects = reconcile_all(run, now);
+    if let Some(w) = run.mlflow_wait.as_ref().filter(|w| w.retry_at > now) {
+        // MLflow is backing off: queue effects go on, MLflow calls wait.
+        effects.retain(|e| e.mlflow_call().is_none());
+        effects.push(Effect::WakeAt(w.retry_at));
+    }
+    effects
+}
+
+fn reconcile_all(run: &RunState, now: u64) -> Vec<Effect> {
     let mut effects = Vec::new();
     let Some(mlflow) = &run.mlflow else {
         if run.status == RunStatus::Pending {
@@ -439,7 +614,6 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             let Some(a) = inst.current() else { continue };
-            let key = (node.id.clone(), inst.index, a.number);
             match (a.state, &a.mlflow_run_id) {
                 (AttemptState::Creating, None) => {
                     effects.push(child_run_effect(run, mlflow, &node.id, inst, a))
@@ -447,19 +621,20 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
                 (AttemptState::Queued, Some(_)) if !a.enqueued => effects.push(Effect::Enqueue(
                     Box::new(work_item(run, mlflow, &node.id, inst, a)),
                 )),
-                (AttemptState::Cancelled, _) if a.enqueued && !a.withdrawn => {
-                    effects.push(Effect::Withdraw {
-                        cluster: run.cluster_of(&node.id).to_string(),
-                        item_id: work_item_id(&run.id, &key.0, key.1, key.2),
-                        node: key.0.clone(),
-                        instance: key.1,
-                        attempt: key.2,
-                    })
-                }
                 _ => {}
             }
-            // Earlier attempts too: a retry may start before its predecessor's run is closed.
+            // Earlier attempts too: a retry may start before its predecessor's run is closed,
+            // and a repair before a cancelled attempt was withdrawn (its step must still stop).
             for a in &inst.attempts {
+                if a.state == AttemptState::Cancelled && a.enqueued && !a.withdrawn {
+                    effects.push(Effect::Withdraw {
+                        cluster: run.cluster_of(&node.id).to_string(),
+                        item_id: work_item_id(&run.id, &node.id, inst.index, a.number),
+                        node: node.id.clone(),
+                        instance: inst.index,
+                        attempt: a.number,
+                    })
+                }
                 if let (true, Some(run_id), false) =
                     (a.state.is_terminal(), &a.mlflow_run_id, a.mlflow_closed)
                 {
@@ -507,8 +682,15 @@ fn advance(run: &mut RunState, now: u64) {
         }
     }
     // Nodes become ready in template order; a node's readiness only depends on upstream nodes,
-    // so one pass per newly ready layer; loop until nothing changes.
+    // so one pass per newly ready layer; loop until nothing changes. The edges are indexed once
+    // per call, so a pass is linear in the template's size (a 10,000-node chain stays fast).
+    let incoming = incoming_edges(&run.template);
     loop {
+        let done: Vec<bool> = run
+            .nodes
+            .iter()
+            .map(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded))
+            .collect();
         let ready: Vec<usize> = (0..run.nodes.len())
             .filter(|&i| {
                 let n = &run.nodes[i];
@@ -516,7 +698,7 @@ fn advance(run: &mut RunState, now: u64) {
                     || n.instances
                         .iter()
                         .any(|x| x.state == InstanceState::Waiting);
-                unplanned && n.error.is_none() && upstream_done(run, i)
+                unplanned && n.error.is_none() && incoming[i].iter().all(|&(_, from)| done[from])
             })
             .collect();
         if ready.is_empty() {
@@ -524,7 +706,7 @@ fn advance(run: &mut RunState, now: u64) {
         }
         let mut progressed = false;
         for i in ready {
-            match plan_node(run, i) {
+            match plan_node(run, i, &incoming[i]) {
                 Ok((inputs, unmatched)) => {
                     let node = &mut run.nodes[i];
                     node.unmatched_inputs = unmatched;
@@ -701,12 +883,22 @@ fn downstream_of(t: &Template, node: &str) -> Vec<String> {
         .collect()
 }
 
-fn upstream_done(run: &RunState, i: usize) -> bool {
-    let id = &run.nodes[i].id;
-    run.template.incoming(id).all(|e| {
-        run.node(&e.from)
-            .is_some_and(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded))
-    })
+/// Per node (by index): its incoming edges, as (edge index, upstream node index), in template
+/// order. Run nodes mirror template nodes, so the indices serve both.
+fn incoming_edges(t: &Template) -> Vec<Vec<(usize, usize)>> {
+    let index: std::collections::HashMap<&str, usize> = t
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let mut incoming = vec![Vec::new(); t.nodes.len()];
+    for (k, e) in t.edges.iter().enumerate() {
+        if let (Some(&from), Some(&to)) = (index.get(e.from.as_str()), index.get(e.to.as_str())) {
+            incoming[to].push((k, from));
+        }
+    }
+    incoming
 }
 
 type Inputs = BTreeMap<String, Vec<ArtifactFile>>;
@@ -715,15 +907,15 @@ type Inputs = BTreeMap<String, Vec<ArtifactFile>>;
 fn plan_node(
     run: &RunState,
     i: usize,
+    incoming: &[(usize, usize)],
 ) -> Result<(Vec<Inputs>, Vec<String>), crate::partition::PlanError> {
     let node = &run.template.nodes[i];
     let n = node.instances.max(1) as usize;
     let mut per_instance: Vec<Inputs> = vec![BTreeMap::new(); n];
     let mut unmatched = Vec::new();
-    for edge in run.template.incoming(&node.id) {
-        let upstream = run
-            .node(&edge.from)
-            .expect("validated: edges name existing nodes");
+    for &(k, from) in incoming {
+        let edge = &run.template.edges[k];
+        let upstream = &run.nodes[from];
         let count = upstream.instances.len() as u32;
         let files: Vec<ArtifactFile> = upstream
             .instances
@@ -743,6 +935,16 @@ fn plan_node(
         );
         for (k, slice) in p.slices.into_iter().enumerate() {
             per_instance[k].insert(edge.input.clone(), slice);
+        }
+    }
+    for (k, inputs) in per_instance.iter().enumerate() {
+        let bytes = crate::partition::listed_bytes(inputs.values().flatten());
+        if bytes > crate::partition::MAX_INSTANCE_INPUT_BYTES {
+            return Err(crate::partition::PlanError::TooManyInputs {
+                instance: k as u32,
+                files: inputs.values().map(Vec::len).sum(),
+                bytes,
+            });
         }
     }
     Ok((per_instance, unmatched))
@@ -805,9 +1007,11 @@ fn current_instance_mut<'a>(
 fn parent_run_effect(run: &RunState) -> Effect {
     let t = &run.template;
     Effect::CreateParentRun {
+        key: run.id.clone(),
         experiment_name: format!("concurrent/{}", t.name),
         run_name: format!("{}-{}", t.name, &run.id[..run.id.len().min(8)]),
         tags: vec![
+            ("concurrent.key".into(), run.id.clone()),
             ("concurrent.run_id".into(), run.id.clone()),
             ("concurrent.template".into(), t.name.clone()),
             (
@@ -840,7 +1044,9 @@ fn child_run_effect(
         .node(node_id)
         .expect("run nodes mirror template nodes");
     let kind = resolve(&node.kind, &run.parameters);
+    let key = work_item_id(&run.id, node_id, inst.index, a.number);
     let mut tags = vec![
+        ("concurrent.key".to_string(), key.clone()),
         ("mlflow.parentRunId".to_string(), mlflow.run_id.clone()),
         ("concurrent.run_id".into(), run.id.clone()),
         ("concurrent.template".into(), run.template.name.clone()),
@@ -877,6 +1083,7 @@ fn child_run_effect(
         node: node_id.to_string(),
         instance: inst.index,
         attempt: a.number,
+        key,
         experiment_id: mlflow.experiment_id.clone(),
         run_name: format!("{node_id}[{}] #{}", inst.index, a.number),
         tags,

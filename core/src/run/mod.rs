@@ -9,8 +9,8 @@
 mod machine;
 mod state;
 
-pub use machine::{apply, reconcile, start, Effect, Event, Rejected, StartError};
+pub use machine::{apply, reconcile, start, Effect, Event, MlflowCall, Rejected, StartError};
 pub use state::{
-    Attempt, AttemptState, Instance, InstanceState, MlflowRef, NodeRun, Repair, RepairRecord,
-    RunState, RunStatus,
+    mlflow_backoff_ms, Attempt, AttemptState, Instance, InstanceState, MlflowRef, MlflowWait,
+    NodeRun, Repair, RepairRecord, RunState, RunStatus,
 };

@@ -245,11 +245,38 @@ pub struct RunState {
     /// The status last written to the MLflow parent run (it is created RUNNING).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow_status: Option<RunStatus>,
+    /// Set while MLflow cannot be reached (or answers with a retryable error): the run waits,
+    /// and shows why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_wait: Option<MlflowWait>,
     /// Repairs (retry failed, rerun from a node) applied to this run, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repairs: Vec<RepairRecord>,
+    /// SHA-256 of the start request, so a reused `Idempotency-Key` with another request is
+    /// told apart from a retry of the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
     /// In template order.
     pub nodes: Vec<NodeRun>,
+}
+
+/// MLflow failed with a retryable error (unreachable, 5xx, 429); MLflow calls resume at
+/// `retry_at`, with capped exponential backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowWait {
+    /// "waiting for MLflow: <reason>", for a person.
+    pub message: String,
+    pub since: u64,
+    /// Failures in a row.
+    pub failures: u32,
+    pub retry_at: u64,
+}
+
+/// Delay before MLflow calls are tried again after `failures` failures in a row: 1 s, doubling,
+/// at most a minute.
+pub fn mlflow_backoff_ms(failures: u32) -> u64 {
+    (1000u64 << failures.saturating_sub(1).min(6)).min(60_000)
 }
 
 /// A repair of an ended run: which nodes run again.
@@ -290,7 +317,9 @@ impl RunState {
             error: self.error.clone(),
             mlflow: self.mlflow.clone(),
             mlflow_status: self.mlflow_status,
+            mlflow_wait: self.mlflow_wait.clone(),
             repairs: self.repairs.clone(),
+            request: self.request.clone(),
             nodes: self
                 .nodes
                 .iter()

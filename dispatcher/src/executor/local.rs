@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use concurrent_core::wire::{Lease, Outcome};
+use concurrent_core::wire::{Lease, LeaseRef, Outcome};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -17,16 +17,23 @@ pub struct LocalExecutor {
     pub mlflow_uri: String,
     pub mlflow_bin: String,
     pub project_root: PathBuf,
+    pub allow_path: Vec<PathBuf>,
     pub keep_work_dirs: bool,
 }
 
 impl LocalExecutor {
+    /// One directory per lease: an attempt that went back to the queue unconfirmed may run
+    /// again (here or elsewhere) while a first copy is still stopping; they must not share it.
+    fn step_dir(&self, item_id: &str, token: u64) -> PathBuf {
+        self.work_dir.join(format!("{item_id}-{token}"))
+    }
+
     async fn run_step(
         &self,
         lease: &Lease,
         cancel: CancellationToken,
     ) -> Result<Option<Outcome>, String> {
-        let dir = self.work_dir.join(&lease.item.id);
+        let dir = self.step_dir(&lease.item.id, lease.token);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create the step directory {}: {e}", dir.display()))?;
         let spec = dir.join("spec.json");
@@ -39,8 +46,12 @@ impl LocalExecutor {
         .map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find the concurrent binary: {e}"))?;
-        let mut child = Command::new(exe)
-            .arg("step")
+        let mut command = Command::new(exe);
+        command.arg("step");
+        for dir in &self.allow_path {
+            command.arg("--allow-path").arg(dir);
+        }
+        let mut child = command
             .arg("--spec")
             .arg(&spec)
             .arg("--result")
@@ -90,10 +101,11 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    async fn tail(&self, item_id: &str) -> Option<String> {
-        let text = tokio::fs::read_to_string(self.work_dir.join(item_id).join("step.log"))
-            .await
-            .ok()?;
+    async fn tail(&self, lease: &LeaseRef) -> Option<String> {
+        let text =
+            tokio::fs::read_to_string(self.step_dir(&lease.item_id, lease.token).join("step.log"))
+                .await
+                .ok()?;
         let lines: Vec<&str> = text.lines().collect();
         Some(
             lines[lines

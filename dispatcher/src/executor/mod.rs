@@ -6,7 +6,7 @@ mod local;
 pub use kubernetes::{KubeExecutor, PodSettings};
 pub use local::LocalExecutor;
 
-use concurrent_core::wire::{Lease, Outcome};
+use concurrent_core::wire::{Lease, LeaseRef, Outcome};
 use tokio_util::sync::CancellationToken;
 
 /// Runs one leased step to its end.
@@ -20,7 +20,7 @@ pub trait Executor: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Option<Outcome>> + Send;
 
     /// The last lines of a running step's log, for the live view (`None` when not at hand).
-    fn tail(&self, item_id: &str) -> impl std::future::Future<Output = Option<String>> + Send;
+    fn tail(&self, lease: &LeaseRef) -> impl std::future::Future<Output = Option<String>> + Send;
 }
 
 /// The executor chosen at start.
@@ -37,10 +37,10 @@ impl Executor for AnyExecutor {
         }
     }
 
-    async fn tail(&self, item_id: &str) -> Option<String> {
+    async fn tail(&self, lease: &LeaseRef) -> Option<String> {
         match self {
-            AnyExecutor::Local(e) => e.tail(item_id).await,
-            AnyExecutor::Kubernetes(e) => e.tail(item_id).await,
+            AnyExecutor::Local(e) => e.tail(lease).await,
+            AnyExecutor::Kubernetes(e) => e.tail(lease).await,
         }
     }
 }

@@ -53,7 +53,7 @@ pub async fn run_node(
         NodeKind::Project(p)
             if args.launcher == Launcher::Fast && !is_git(&p.uri) && p.version.is_none() =>
         {
-            let mut dir = resolve(&args.project_root, &p.uri);
+            let mut dir = resolve(args, &p.uri)?;
             if let Some(sub) = &p.sub_path {
                 dir = dir.join(sub);
             }
@@ -75,13 +75,13 @@ pub async fn run_node(
                 }
                 Plan::Mlflow(why) => {
                     tracing::info!(item = %item.id, "starting with `mlflow run`: {why}");
-                    let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p), log);
+                    let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p)?, log);
                     run_logged(args, item, &launch, inputs, outputs, log, timeout).await
                 }
             }
         }
         NodeKind::Project(p) => {
-            let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p), log);
+            let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p)?, log);
             run_logged(args, item, &launch, inputs, outputs, log, timeout).await
         }
         NodeKind::Inference(i) => {
@@ -143,14 +143,12 @@ fn mlflow_run_argv(
     args: &StepArgs,
     item: &WorkItem,
     p: &concurrent_core::template::ProjectSpec,
-) -> Vec<String> {
+) -> anyhow::Result<Vec<String>> {
     let step = &item.step;
     let mut uri = if is_git(&p.uri) {
         p.uri.clone()
     } else {
-        resolve(&args.project_root, &p.uri)
-            .to_string_lossy()
-            .into_owned()
+        resolve(args, &p.uri)?.to_string_lossy().into_owned()
     };
     if let Some(sub) = &p.sub_path {
         if is_git(&p.uri) {
@@ -174,7 +172,7 @@ fn mlflow_run_argv(
         "--run-id".into(),
         step.mlflow.run_id.clone(),
     ]);
-    argv
+    Ok(argv)
 }
 
 fn is_git(uri: &str) -> bool {

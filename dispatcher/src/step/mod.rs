@@ -51,6 +51,9 @@ pub struct StepArgs {
     /// Base directory for relative project and input paths.
     #[arg(long, env = "CONCURRENT_PROJECT_ROOT", default_value = ".")]
     pub project_root: PathBuf,
+    /// Another directory whose projects and input paths templates may use (repeatable).
+    #[arg(long = "allow-path")]
+    pub allow_path: Vec<PathBuf>,
     /// Report the outcome to this edge API itself, with the step token in
     /// `CONCURRENT_STEP_TOKEN` (in pods; the local executor reports for its steps).
     #[arg(long)]
@@ -120,7 +123,8 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reports the outcome with the lease's own step token (`cs_<cluster>:<item>:<fencing>:<mac>`).
+/// Reports the outcome with the lease's own step token (core's `StepToken`), until the edge
+/// accepts or refuses it: the agent heartbeats the pod's lease meanwhile.
 async fn report(
     edge_url: &str,
     cluster: &str,
@@ -129,13 +133,14 @@ async fn report(
 ) -> anyhow::Result<()> {
     let token = std::env::var("CONCURRENT_STEP_TOKEN")
         .context("--report-to needs the step token in CONCURRENT_STEP_TOKEN")?;
-    let fencing: u64 = token
-        .split(':')
-        .nth(2)
-        .and_then(|f| f.parse().ok())
+    let (claims, _, _) = concurrent_core::step_token::StepToken::parse(&token)
         .context("CONCURRENT_STEP_TOKEN is not a step token")?;
     let edge = crate::edge::Edge::new(edge_url, cluster, token, format!("step {}", item.id))?;
-    match edge.complete(&item.id, fencing, outcome).await {
+    let never = tokio_util::sync::CancellationToken::new();
+    match edge
+        .complete_until_settled(&item.id, claims.fencing, outcome, &never)
+        .await
+    {
         Ok(()) => Ok(()),
         Err(crate::edge::EdgeError::Refused(why)) => {
             tracing::warn!(item = %item.id, "the edge refused the outcome: {why}");
@@ -186,7 +191,7 @@ async fn execute(
                     .collect());
             }
             let path = spec.path.as_deref().unwrap_or_default();
-            copy_into(&resolve(&args.project_root, path), &outputs)?;
+            copy_into(&resolve(args, path)?, &outputs)?;
         }
         NodeKind::Project(_) | NodeKind::Inference(_) => {
             launch::run_node(args, item, mlflow, &inputs, &outputs, log).await?;
@@ -195,14 +200,41 @@ async fn execute(
     upload_outputs(mlflow, run_id, &outputs).await
 }
 
-/// A path as written in a template: absolute, or relative to the project root.
-pub fn resolve(root: &Path, path: &str) -> PathBuf {
+/// A local path as written in a template (absolute, or relative to the project root), once it
+/// is known to lie inside the project root or an `--allow-path` directory: a template must not
+/// reach files of the agent's machine that were not offered to it.
+///
+/// # Errors
+/// The path does not exist, or it (or a symbolic link in it) leads outside every allowed root.
+pub fn resolve(args: &StepArgs, path: &str) -> anyhow::Result<PathBuf> {
     let p = Path::new(path.strip_prefix("file://").unwrap_or(path));
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        root.join(p)
+        args.project_root.join(p)
+    };
+    let real = std::fs::canonicalize(&joined).with_context(|| {
+        format!(
+            "local path {path:?} does not exist on this agent (looked at {}; relative paths start at --project-root)",
+            joined.display()
+        )
+    })?;
+    let roots: Vec<PathBuf> = std::iter::once(&args.project_root)
+        .chain(&args.allow_path)
+        .filter_map(|r| std::fs::canonicalize(r).ok())
+        .collect();
+    if roots.iter().any(|r| real.starts_with(r)) {
+        return Ok(real);
     }
+    bail!(
+        "local path {path:?} ({}) is outside the directories this agent offers ({}); move the project there, start the agent with --allow-path <dir>, or use a git URI",
+        real.display(),
+        roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 async fn download_inputs(item: &WorkItem, mlflow: &Mlflow, inputs: &Path) -> anyhow::Result<()> {

@@ -370,6 +370,133 @@ fn cancel_withdraws_queued_work_and_kills_mlflow_runs() {
 }
 
 #[test]
+fn a_repair_before_the_withdraw_still_stops_the_cancelled_attempt() {
+    let mut run = new_run(1, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 0);
+    let prep = d.lease(&mut run, 0).unwrap();
+    apply(
+        &mut run,
+        Event::Cancel {
+            reason: "stop".into(),
+        },
+        1,
+    )
+    .unwrap();
+    // The repair comes before the run object carried out the withdraw.
+    apply(
+        &mut run,
+        Event::Repair {
+            repair: Repair::RetryFailed,
+            by: None,
+        },
+        2,
+    )
+    .unwrap();
+    let withdraws: Vec<_> = reconcile(&run, 2)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Withdraw { item_id, .. } => Some(item_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        withdraws,
+        vec![prep.id.clone()],
+        "attempt 1 must still be stopped"
+    );
+}
+
+#[test]
+fn mlflow_trouble_waits_with_backoff_and_refusals_end_what_they_were_for() {
+    let mut run = new_run(1, 0);
+    apply(
+        &mut run,
+        Event::MlflowUnavailable {
+            reason: "connection refused".into(),
+        },
+        100,
+    )
+    .unwrap();
+    apply(
+        &mut run,
+        Event::MlflowUnavailable {
+            reason: "connection refused".into(),
+        },
+        200,
+    )
+    .unwrap();
+    let wait = run.mlflow_wait.clone().unwrap();
+    assert_eq!(wait.message, "waiting for MLflow: connection refused");
+    assert_eq!(
+        (wait.since, wait.failures, wait.retry_at),
+        (100, 2, 200 + 2000)
+    );
+    let effects = reconcile(&run, 300);
+    assert_eq!(
+        effects,
+        vec![Effect::WakeAt(2200)],
+        "no MLflow call before the backoff"
+    );
+    assert!(matches!(
+        reconcile(&run, 2200)[0],
+        Effect::CreateParentRun { .. }
+    ));
+    apply(
+        &mut run,
+        Event::MlflowRefused {
+            call: MlflowCall::ParentRun,
+            message: "MLflow answered 400 INVALID_STATE: experiment must be active".into(),
+        },
+        2300,
+    )
+    .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.mlflow_wait.is_none());
+    let error = run.error.clone().unwrap();
+    assert!(
+        error.contains("must be active") && error.contains("restore"),
+        "{error}"
+    );
+    assert_eq!(reconcile(&run, 2400), vec![], "nothing is retried for ever");
+}
+
+#[test]
+fn a_refused_child_run_fails_its_instance_without_retries() {
+    let mut run = new_run(1, 3);
+    let mut d = Driver::default();
+    apply(
+        &mut run,
+        Event::ParentRunCreated(MlflowRef {
+            experiment_id: "1".into(),
+            run_id: "p".into(),
+        }),
+        0,
+    )
+    .unwrap();
+    assert!(reconcile(&run, 0)
+        .iter()
+        .any(|e| matches!(e, Effect::CreateChildRun { .. })));
+    apply(
+        &mut run,
+        Event::MlflowRefused {
+            call: MlflowCall::ChildRun {
+                node: "prepare".into(),
+                instance: 0,
+                attempt: 1,
+            },
+            message: "bad tag".into(),
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.clone().unwrap().contains("bad tag"));
+    d.settle(&mut run, 2);
+    assert_eq!(d.child_runs, 0);
+}
+
+#[test]
 fn start_refuses_invalid_templates_and_parameters() {
     let mut t = template(2, 0);
     t.edges[0].to = "ghost".into();

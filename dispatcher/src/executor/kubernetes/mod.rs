@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use concurrent_core::wire::{Lease, Outcome, WorkItem};
+use concurrent_core::wire::{Lease, LeaseRef, Outcome, WorkItem};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
@@ -253,12 +253,12 @@ impl KubeExecutor {
 }
 
 impl Executor for KubeExecutor {
-    async fn tail(&self, item_id: &str) -> Option<String> {
+    async fn tail(&self, lease: &LeaseRef) -> Option<String> {
         let name = self
             .running
             .lock()
             .expect("poisoned")
-            .get(item_id)
+            .get(&lease.item_id)
             .cloned()?;
         // A pod still waiting for its node or image has no log yet: no tail, not an error.
         let params = LogParams {

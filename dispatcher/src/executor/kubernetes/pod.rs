@@ -123,6 +123,9 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
         &s.edge_url,
         "--cluster",
         &s.cluster,
+        // The container is the boundary: any local path of the image may be a project.
+        "--allow-path",
+        "/",
     ]
     .iter()
     .map(|a| a.to_string())
