@@ -11,6 +11,7 @@ WITH_BROWSER=0
 WASM_BINDGEN_VERSION=0.2.130
 WORKER_BUILD_VERSION=0.8.7
 MLFLOW_VERSION=3.17.2
+UV_VERSION=0.13.9
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -47,6 +48,10 @@ else
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "mlflow==$MLFLOW_VERSION"
 fi
+
+step "uv $UV_VERSION in .venv (builds python_env projects' environments)"
+if .venv/bin/uv --version 2>/dev/null | grep -q " $UV_VERSION"; then ok "installed"
+else .venv/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"; fi
 
 step "mlflow-concurrent (the \`mlflow run --backend concurrent\` plugin) in .venv"
 if .venv/bin/python -c "import mlflow_concurrent" 2>/dev/null; then ok "installed"

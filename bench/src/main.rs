@@ -16,6 +16,7 @@ use serde_json::Value;
 mod designer;
 mod load;
 mod peers;
+mod projects;
 
 /// One line of the results table: measurement, result, detail.
 pub type Row = (String, String, String);
@@ -35,7 +36,8 @@ struct Args {
     /// Pods the agent tracks for the memory figure.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
-    /// Run only these measurements (launcher, chain, fan-out, load, designer, memory); all when empty.
+    /// Run only these measurements (launcher, chain, environments, inference, fan-out, load,
+    /// designer, memory); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave out Prefect and Airflow (they are installed into their own virtualenvs on first
@@ -425,6 +427,16 @@ fn main() {
             peers::side_by_side(&ours, args.chain, args.reps, &mut rows);
             write_results(&rows, &args);
         }
+    }
+    if wanted("environments") {
+        eprintln!("python_env environments…");
+        projects::environments(stack, args.reps, &mut rows);
+        write_results(&rows, &args);
+    }
+    if wanted("inference") {
+        eprintln!("inference over 100 files…");
+        projects::inference(stack, 100, &mut rows);
+        write_results(&rows, &args);
     }
     if wanted("fan-out") {
         eprintln!("fan-out of {}…", args.fan_out);

@@ -63,33 +63,6 @@ impl Permission {
     }
 }
 
-/// Every route of `/api/v1`. The Worker has one handler per variant (an exhaustive `match`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
-    TemplatesList,
-    TemplatesValidate,
-    TemplateGet,
-    TemplateSave,
-    TemplateDelete,
-    TemplateVersions,
-    TemplateVersion,
-    RunsList,
-    RunStart,
-    RunGet,
-    RunCancel,
-    RunRetry,
-    RunRerun,
-    SchedulesList,
-    ScheduleCreate,
-    ScheduleDelete,
-    TokensList,
-    TokenCreate,
-    TokenDelete,
-    AgentLease,
-    AgentHeartbeat,
-    AgentComplete,
-}
-
 /// What a route needs, before its path parameters are known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
@@ -110,82 +83,51 @@ pub struct RouteSpec {
     pub needs: Needs,
 }
 
-const fn r(method: &'static str, pattern: &'static str, route: Route, needs: Needs) -> RouteSpec {
-    RouteSpec {
-        method,
-        pattern,
-        route,
-        needs,
-    }
+/// Declares [`Route`] and [`ROUTES`] together, so every route has exactly one line of the table
+/// (method, path, permission) and every line its variant.
+macro_rules! routes {
+    ($($(#[$doc:meta])* $method:literal $pattern:literal => $variant:ident, $needs:ident;)*) => {
+        /// Every route of `/api/v1`. The Worker has one handler per variant (an exhaustive
+        /// `match`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Route {
+            $($(#[$doc])* $variant,)*
+        }
+
+        /// The API under `/api/v1`, each route with its permission.
+        pub const ROUTES: &[RouteSpec] = &[
+            $(RouteSpec { method: $method, pattern: $pattern, route: Route::$variant, needs: Needs::$needs },)*
+        ];
+    };
 }
 
-/// The API under `/api/v1`, each route with its permission.
-pub const ROUTES: &[RouteSpec] = &[
-    r("GET", "/templates", Route::TemplatesList, Needs::Read),
-    // Validation stores nothing, but it is part of editing (and costs CPU): editors.
-    r(
-        "POST",
-        "/templates/validate",
-        Route::TemplatesValidate,
-        Needs::Edit,
-    ),
-    r("GET", "/templates/:name", Route::TemplateGet, Needs::Read),
-    r("PUT", "/templates/:name", Route::TemplateSave, Needs::Edit),
-    r(
-        "DELETE",
-        "/templates/:name",
-        Route::TemplateDelete,
-        Needs::Edit,
-    ),
-    r(
-        "GET",
-        "/templates/:name/versions",
-        Route::TemplateVersions,
-        Needs::Read,
-    ),
-    r(
-        "GET",
-        "/templates/:name/versions/:version",
-        Route::TemplateVersion,
-        Needs::Read,
-    ),
-    r("GET", "/runs", Route::RunsList, Needs::Read),
-    r("POST", "/runs", Route::RunStart, Needs::Edit),
-    r("GET", "/runs/:id", Route::RunGet, Needs::Read),
-    r("POST", "/runs/:id/cancel", Route::RunCancel, Needs::Edit),
-    r("POST", "/runs/:id/retry", Route::RunRetry, Needs::Edit),
-    r("POST", "/runs/:id/rerun", Route::RunRerun, Needs::Edit),
-    r("GET", "/schedules", Route::SchedulesList, Needs::Read),
-    r("POST", "/schedules", Route::ScheduleCreate, Needs::Admin),
-    r(
-        "DELETE",
-        "/schedules/:name",
-        Route::ScheduleDelete,
-        Needs::Admin,
-    ),
-    // Token names, roles and clusters tell an intruder what to aim at: admins only.
-    r("GET", "/tokens", Route::TokensList, Needs::Admin),
-    r("POST", "/tokens", Route::TokenCreate, Needs::Admin),
-    r("DELETE", "/tokens/:name", Route::TokenDelete, Needs::Admin),
-    r(
-        "POST",
-        "/agents/:cluster/lease",
-        Route::AgentLease,
-        Needs::AgentOfCluster,
-    ),
-    r(
-        "POST",
-        "/agents/:cluster/heartbeat",
-        Route::AgentHeartbeat,
-        Needs::AgentOfCluster,
-    ),
-    r(
-        "POST",
-        "/agents/:cluster/complete",
-        Route::AgentComplete,
-        Needs::AgentOfCluster,
-    ),
-];
+routes! {
+    "GET" "/templates" => TemplatesList, Read;
+    /// Validation stores nothing, but it is part of editing (and costs CPU): editors.
+    "POST" "/templates/validate" => TemplatesValidate, Edit;
+    "GET" "/templates/:name" => TemplateGet, Read;
+    "PUT" "/templates/:name" => TemplateSave, Edit;
+    "DELETE" "/templates/:name" => TemplateDelete, Edit;
+    "GET" "/templates/:name/versions" => TemplateVersions, Read;
+    "GET" "/templates/:name/versions/:version" => TemplateVersion, Read;
+    "GET" "/runs" => RunsList, Read;
+    "POST" "/runs" => RunStart, Edit;
+    "GET" "/runs/:id" => RunGet, Read;
+    "POST" "/runs/:id/cancel" => RunCancel, Edit;
+    "POST" "/runs/:id/retry" => RunRetry, Edit;
+    "POST" "/runs/:id/rerun" => RunRerun, Edit;
+    "GET" "/schedules" => SchedulesList, Read;
+    "POST" "/schedules" => ScheduleCreate, Admin;
+    "DELETE" "/schedules/:name" => ScheduleDelete, Admin;
+    /// Token names, roles and clusters tell an intruder what to aim at: admins only.
+    "GET" "/tokens" => TokensList, Admin;
+    "POST" "/tokens" => TokenCreate, Admin;
+    "DELETE" "/tokens/:name" => TokenDelete, Admin;
+    "POST" "/agents/:cluster/lease" => AgentLease, AgentOfCluster;
+    "POST" "/agents/:cluster/heartbeat" => AgentHeartbeat, AgentOfCluster;
+    "POST" "/agents/:cluster/complete" => AgentComplete, AgentOfCluster;
+    "POST" "/agents/:cluster/pin" => AgentPin, AgentOfCluster;
+}
 
 /// The API's path prefix.
 pub const API_PREFIX: &str = "/api/v1";

@@ -217,6 +217,9 @@ impl Editor {
             resources: Default::default(),
             retries: Default::default(),
             timeout_seconds: None,
+            env: Default::default(),
+            secret_env: Default::default(),
+            env_manager: None,
             position: Some(at),
         });
         id

@@ -9,6 +9,8 @@ pub mod design;
 pub mod diff;
 pub mod jwt;
 pub mod lease;
+pub mod logtail;
+pub mod mask;
 pub mod names;
 pub mod params;
 pub mod partition;

@@ -216,6 +216,71 @@ pub fn model_uri_problem(uri: &str) -> Option<String> {
     local_path_problem(uri)
 }
 
+/// `uri` without a user name or password (`https://token@host/x` → `https://host/x`), for
+/// logs and tags.
+pub fn display_url(uri: &str) -> String {
+    match uri.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            if rest.contains('/') {
+                format!("{scheme}://{host}/{path}")
+            } else {
+                format!("{scheme}://{host}")
+            }
+        }
+        None => uri.to_string(),
+    }
+}
+
+/// Variables the step runner sets itself: a node may not replace them.
+const RESERVED_ENV: [&str; 4] = [
+    "MLFLOW_RUN_ID",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "PATH",
+];
+
+/// Why `name` cannot be an environment variable of a step.
+pub fn env_name_problem(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Some(format!(
+            "{name:?} is not an environment variable name (letters, digits and '_', not starting with a digit)"
+        ));
+    }
+    if name.starts_with("CONCURRENT_") || RESERVED_ENV.contains(&name) {
+        return Some(format!(
+            "{name} is set by the step runner itself; choose another name"
+        ));
+    }
+    None
+}
+
+/// Why `secret`/`key` cannot name a key of a Kubernetes Secret.
+pub fn secret_ref_problem(secret: &str, key: &str) -> Option<String> {
+    let subdomain = !secret.is_empty()
+        && secret.len() <= 253
+        && secret
+            .split('.')
+            .all(|label| crate::names::dns_label_problem(label, 63).is_none());
+    if !subdomain {
+        return Some(format!(
+            "secret {secret:?} is not a Kubernetes Secret name (lowercase letters, digits, '-' and '.')"
+        ));
+    }
+    let key_ok = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!key_ok).then(|| format!("key {key:?} is not a Secret key (letters, digits, '-', '_', '.')"))
+}
+
 /// Why `id` is not an MLflow run id.
 pub fn run_id_problem(id: &str) -> Option<String> {
     let ok = !id.is_empty()
@@ -227,6 +292,24 @@ pub fn run_id_problem(id: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            display_url("https://user:tok@github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
+        assert_eq!(
+            display_url("https://github.com/o/r"),
+            "https://github.com/o/r"
+        );
+        assert_eq!(display_url("ssh://git@host:22/r"), "ssh://host:22/r");
+        assert_eq!(
+            display_url("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
+        assert_eq!(display_url("https://tok@host"), "https://host");
+    }
 
     #[test]
     fn image_references_follow_the_registry_grammar() {
@@ -314,6 +397,20 @@ mod tests {
         for bad in ["javascript:x", "-m", ""] {
             assert!(model_uri_problem(bad).is_some(), "{bad}");
         }
+        assert_eq!(env_name_problem("AWS_SECRET_ACCESS_KEY"), None);
+        for bad in [
+            "1X",
+            "A-B",
+            "",
+            "CONCURRENT_INPUT_DIR",
+            "MLFLOW_RUN_ID",
+            "PATH",
+        ] {
+            assert!(env_name_problem(bad).is_some(), "{bad}");
+        }
+        assert_eq!(secret_ref_problem("s3-creds", "secret_key"), None);
+        assert!(secret_ref_problem("S3", "k").is_some());
+        assert!(secret_ref_problem("s3", "a/b").is_some());
         assert_eq!(run_id_problem("0123456789abcdef0123456789abcdef"), None);
         assert!(run_id_problem("x; rm").is_some());
     }

@@ -69,6 +69,17 @@ pub struct Node {
     /// Wall-clock limit of one attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// Environment variables of the step; values may use `{{params.<name>}}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets: the template names where each one is
+    /// kept, never the value (see [`SecretRef`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretRef>,
+    /// How the step's Python environment is made, overriding what the MLproject (or the
+    /// model) declares, like `mlflow run --env-manager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_manager: Option<EnvManager>,
     /// Where the designer draws the node; absent in hand-written templates (auto-layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
@@ -136,6 +147,28 @@ fn main_entry() -> String {
     "main".into()
 }
 
+impl ProjectSpec {
+    /// Whether the project comes from git (otherwise it is a local path).
+    pub fn is_git(&self) -> bool {
+        is_git_uri(&self.uri)
+    }
+
+    /// What a run pins to one commit: the repository and the ref asked for.
+    pub fn source_key(&self) -> String {
+        format!("{}#{}", self.uri, self.version.as_deref().unwrap_or("HEAD"))
+    }
+}
+
+/// Whether `uri` names a git repository (a scheme other than `file`, or `user@host:path`).
+pub fn is_git_uri(uri: &str) -> bool {
+    match uri.split_once("://") {
+        Some((scheme, _)) => !scheme.eq_ignore_ascii_case("file"),
+        None => uri
+            .split_once(':')
+            .is_some_and(|(userhost, _)| userhost.contains('@') && !userhost.contains('/')),
+    }
+}
+
 /// Batch inference with a logged MLflow model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -156,6 +189,41 @@ pub struct InputSpec {
     /// A file or directory readable by the agent (local executor) or the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+/// Where a secret value is kept: a key of a Kubernetes Secret in the agent's namespace (the
+/// Kubernetes executor, through `secretKeyRef`), or the same name and key in the agent's secrets
+/// file (the local executor: `{"<secret>": {"<key>": "<value>"}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    pub secret: String,
+    pub key: String,
+}
+
+/// How a step's Python environment is made (MLflow's `--env-manager`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvManager {
+    /// The agent's (or the image's) own Python, as it is.
+    Local,
+    /// A virtual environment made with `uv` from the project's `python_env.yaml`.
+    Uv,
+    /// A virtual environment from `python_env.yaml`, made with `python -m venv` and pip.
+    Virtualenv,
+    /// A conda environment from the project's `conda.yaml`.
+    Conda,
+}
+
+impl EnvManager {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvManager::Local => "local",
+            EnvManager::Uv => "uv",
+            EnvManager::Virtualenv => "virtualenv",
+            EnvManager::Conda => "conda",
+        }
+    }
 }
 
 /// Kubernetes-style resource requests for one instance.

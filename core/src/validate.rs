@@ -312,6 +312,27 @@ fn check_nodes(
             literal(p, at("image"), image, refs::image_reference_problem);
             refs.push((at("image"), image));
         }
+        for (name, value) in &n.env {
+            if let Some(why) = refs::env_name_problem(name) {
+                p.add(at(&format!("env/{name}")), why);
+            }
+            if n.secret_env.contains_key(name) {
+                p.add(
+                    at(&format!("env/{name}")),
+                    format!("{name} is also in secretEnv; keep it in one of them"),
+                );
+            }
+            refs.push((at(&format!("env/{name}")), value));
+        }
+        for (name, r) in &n.secret_env {
+            let here = at(&format!("secretEnv/{name}"));
+            if let Some(why) = refs::env_name_problem(name) {
+                p.add(here.clone(), why);
+            }
+            if let Some(why) = refs::secret_ref_problem(&r.secret, &r.key) {
+                p.add(here, why);
+            }
+        }
         for (path, text) in refs {
             for r in references(text) {
                 match r {
@@ -414,6 +435,9 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         "resources",
         "retries",
         "timeoutSeconds",
+        "env",
+        "secretEnv",
+        "envManager",
         "position",
     ];
     const PROJECT: &[&str] = &["uri", "version", "subPath", "entryPoint", "parameters"];

@@ -155,6 +155,14 @@ pub struct StepSpec {
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The node's environment variables, with parameters substituted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Variables whose values the executor takes from secrets (never carried here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, crate::template::SecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_manager: Option<crate::template::EnvManager>,
     pub partition_index: u32,
     pub partition_count: u32,
     /// Input name → files to download into `$CONCURRENT_INPUT_DIR/<input>/<path>`.
@@ -162,6 +170,13 @@ pub struct StepSpec {
     pub inputs: BTreeMap<String, Vec<ArtifactFile>>,
     /// The MLflow child run created in advance for this attempt.
     pub mlflow: MlflowRef,
+    /// The run's MLflow parent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
+    /// For git projects: the commit the run pinned its source to, once one was (the first
+    /// attempt to start pins it; see [`PinRequest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// A work item leased to one agent until `expires_at`.
@@ -215,8 +230,28 @@ pub struct HeartbeatRequest {
     pub tails: BTreeMap<String, String>,
 }
 
-/// Lines of a running step's log sent with heartbeats.
-pub const TAIL_LINES: usize = 20;
+/// Most bytes of one step's log tail in a heartbeat (and in the run's record).
+pub const MAX_TAIL_BYTES: usize = 8 * 1024;
+/// Most bytes of all log tails of one heartbeat; each tail gets an equal share of it, so a
+/// heartbeat stays under the edge's body limit whatever the steps print, however many there are.
+pub const MAX_HEARTBEAT_TAIL_BYTES: usize = 256 * 1024;
+/// Most bytes of a failure message.
+pub const MAX_ERROR_BYTES: usize = 8 * 1024;
+/// Most bytes of the output list of one completion (its files as JSON): the run's record of the
+/// instance and the next node's work items carry it.
+pub const MAX_OUTPUT_LIST_BYTES: usize = 768 * 1024;
+
+/// Trims log tails to their share of a heartbeat, keeping the end of each.
+pub fn fit_tails(tails: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let share = (MAX_HEARTBEAT_TAIL_BYTES / tails.len().max(1)).min(MAX_TAIL_BYTES);
+    tails
+        .into_iter()
+        .map(|(id, t)| {
+            let kept = crate::logtail::keep_end(&t, share).to_string();
+            (id, kept)
+        })
+        .collect()
+}
 
 /// What became of a lease at a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +294,36 @@ pub enum Outcome {
     Failed { error: String },
 }
 
+impl Outcome {
+    /// A failure with its message cut to [`MAX_ERROR_BYTES`].
+    pub fn failed(error: impl Into<String>) -> Outcome {
+        Outcome::Failed {
+            error: crate::logtail::keep_start(&error.into(), MAX_ERROR_BYTES),
+        }
+    }
+
+    /// The outcome as it may be sent: a failure message cut to size, and an output list too
+    /// large for the run's records turned into a failure that says what to do.
+    pub fn bounded(self) -> Outcome {
+        match self {
+            Outcome::Failed { error } => Outcome::failed(error),
+            Outcome::Succeeded { outputs } => {
+                let bytes: usize = outputs.iter().map(|o| o.path.len() * 2 + 96).sum();
+                if bytes > MAX_OUTPUT_LIST_BYTES {
+                    Outcome::failed(format!(
+                        "the step wrote {} output files ({} KiB of file list; at most {} KiB fit in the run's records); write fewer, larger files (e.g. archives or Parquet files)",
+                        outputs.len(),
+                        bytes / 1024,
+                        MAX_OUTPUT_LIST_BYTES / 1024
+                    ))
+                } else {
+                    Outcome::Succeeded { outputs }
+                }
+            }
+        }
+    }
+}
+
 /// Report the end of a leased attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -270,6 +335,27 @@ pub struct CompleteRequest {
 
 /// The artifact directory, inside each attempt's MLflow run, that holds the step's outputs.
 pub const OUTPUTS_DIR: &str = "outputs";
+
+/// A step reports the commit it resolved for its git source; the run keeps the first one it
+/// hears of, so every instance, retry and rerun runs that commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PinRequest {
+    pub item_id: String,
+    pub token: u64,
+    /// `ProjectSpec::source_key`: the repository and the ref.
+    pub source: String,
+    pub commit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PinResponse {
+    /// The commit to run (the one pinned first).
+    pub commit: String,
+    /// Whether this request's commit became the pin.
+    pub first: bool,
+}
 
 // ---------------------------------------------------------------- tokens
 
@@ -329,6 +415,42 @@ pub fn batches_by_size<T: Serialize>(items: Vec<T>, max_bytes: usize) -> Vec<Vec
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn tails_share_a_heartbeat_and_keep_their_ends() {
+        let tails: BTreeMap<String, String> = (0..100)
+            .map(|i| (format!("i{i}"), "x".repeat(10_000) + "END"))
+            .collect();
+        let fitted = fit_tails(tails);
+        let total: usize = fitted.values().map(String::len).sum();
+        assert!(total <= MAX_HEARTBEAT_TAIL_BYTES, "{total}");
+        assert!(fitted
+            .values()
+            .all(|t| t.ends_with("END") && t.len() <= MAX_TAIL_BYTES));
+    }
+
+    #[test]
+    fn outcomes_are_bounded_before_they_are_sent() {
+        let huge = Outcome::Failed {
+            error: "e".repeat(1 << 20),
+        }
+        .bounded();
+        assert!(matches!(&huge, Outcome::Failed { error } if error.len() < MAX_ERROR_BYTES + 64));
+        let many = Outcome::Succeeded {
+            outputs: (0..100_000)
+                .map(|i| OutputFile {
+                    path: format!("part-{i}.csv"),
+                    size: 1,
+                    run_id: None,
+                    artifact_path: None,
+                })
+                .collect(),
+        }
+        .bounded();
+        assert!(
+            matches!(&many, Outcome::Failed { error } if error.contains("100000 output files"))
+        );
+    }
 
     proptest! {
         #[test]

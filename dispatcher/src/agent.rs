@@ -51,6 +51,11 @@ pub struct AgentConfig {
     /// Another directory whose projects and input paths templates may use (repeatable).
     #[arg(long = "allow-path")]
     pub allow_path: Vec<PathBuf>,
+    /// Local executor: a JSON file of the secrets nodes may use in `secretEnv`,
+    /// `{"<secret>": {"<key>": "<value>"}}` (like Kubernetes Secrets). Read at each attempt, so
+    /// changes apply without a restart; keep it readable by the agent only.
+    #[arg(long, env = "CONCURRENT_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
     /// The `mlflow` executable the steps use.
     #[arg(long, env = "CONCURRENT_MLFLOW_BIN", default_value = "mlflow")]
     pub mlflow_bin: String,
@@ -99,6 +104,12 @@ pub struct AgentConfig {
     /// Kubernetes: seconds a pod may stay unschedulable or unable to pull its image.
     #[arg(long, env = "CONCURRENT_PENDING_TIMEOUT", default_value_t = 600)]
     pub pending_timeout: u64,
+    /// Kubernetes: a Secret with git credentials for private repositories (`.git-credentials`
+    /// for https, or `ssh-privatekey` and `known_hosts` for ssh), mounted read-only into every
+    /// step pod at /concurrent-git. Mount the same Secret into the agent at /concurrent-git and
+    /// set CONCURRENT_GIT_CREDENTIALS=/concurrent-git so it can read private projects too.
+    #[arg(long, env = "CONCURRENT_GIT_CREDENTIALS_SECRET")]
+    pub git_credentials_secret: Option<String>,
     /// Kubernetes: seconds finished pods are kept before they are deleted.
     #[arg(long, env = "CONCURRENT_KEEP_FINISHED", default_value_t = 300)]
     pub keep_finished: u64,
@@ -142,6 +153,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("cannot create --work-dir {}", cfg.work_dir.display()))?;
     let work_dir = std::fs::canonicalize(&cfg.work_dir)?;
+    let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
     let executor = Arc::new(match cfg.executor {
         ExecutorKind::Local => AnyExecutor::Local(LocalExecutor {
             work_dir,
@@ -149,10 +161,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             mlflow_bin: cfg.mlflow_bin.clone(),
             project_root,
             allow_path: cfg.allow_path.clone(),
+            secrets_file: cfg.secrets_file.clone(),
+            edge_url: cfg.edge_url.clone(),
             keep_work_dirs: cfg.keep_work_dirs,
         }),
         ExecutorKind::Kubernetes => {
             let settings = PodSettings {
+                mlflow_credentials: crate::executor::mlflow_credentials_from_env(),
                 cluster: cfg.cluster.clone(),
                 default_image: cfg.default_image.clone(),
                 agent_image: cfg.agent_image.clone(),
@@ -167,6 +182,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     .step_edge_url
                     .clone()
                     .unwrap_or_else(|| cfg.edge_url.clone()),
+                git_credentials_secret: cfg.git_credentials_secret.clone(),
             };
             let pending = Duration::from_secs(cfg.pending_timeout);
             AnyExecutor::Kubernetes(
@@ -175,12 +191,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     settings,
                     pending,
                     Duration::from_secs(cfg.keep_finished),
+                    edge.clone(),
+                    work_dir.join("git"),
                 )
                 .await?,
             )
         }
     });
-    let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
     tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, executor = ?cfg.executor, "agent started");
 
     let metrics = Arc::new(Metrics::default());
@@ -340,7 +357,7 @@ fn start_step(
             let ok = matches!(outcome, concurrent_core::wire::Outcome::Succeeded { .. });
             // The lease stays in the table while reporting, so heartbeats keep it alive.
             match edge
-                .complete_until_settled(&id, lease.token, outcome, &cancel)
+                .complete_until_settled(&id, lease.token, outcome.bounded(), &cancel)
                 .await
             {
                 Ok(()) => {
@@ -394,7 +411,7 @@ async fn heartbeat_loop(
             .buffer_unordered(8)
             .collect()
             .await;
-        let tails = tails.into_iter().flatten().collect();
+        let tails = concurrent_core::wire::fit_tails(tails.into_iter().flatten().collect());
         match edge.heartbeat(leases, tails).await {
             Ok(resp) => {
                 let table = running.lock().expect("poisoned");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use concurrent_core::wire::{
     CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRef, LeaseRequest,
-    LeaseResponse, Outcome,
+    LeaseResponse, Outcome, PinRequest, PinResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -131,6 +131,11 @@ impl Edge {
             Duration::from_secs(20),
         )
         .await
+    }
+
+    /// Pins a git source of the lease's run to a commit; the run's pinned commit.
+    pub async fn pin(&self, req: &PinRequest) -> Result<PinResponse, EdgeError> {
+        self.post("pin", req, Duration::from_secs(30)).await
     }
 
     pub async fn complete(

@@ -15,8 +15,8 @@ pub struct Mlflow {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
-    /// run id → URL prefix of its artifacts.
-    roots: Mutex<HashMap<String, String>>,
+    /// run id → URL prefix of its artifacts behind the proxy (`None`: another store).
+    roots: Mutex<HashMap<String, Option<String>>>,
 }
 
 const ATTEMPTS: u32 = 4;
@@ -72,11 +72,15 @@ impl Mlflow {
         Err(last)
     }
 
-    /// Sets a tag on a run.
-    pub async fn set_tag(&self, run_id: &str, key: &str, value: &str) -> anyhow::Result<()> {
-        let url = format!("{}/api/2.0/mlflow/runs/set-tag", self.base);
-        let body = serde_json::json!({"run_id": run_id, "key": key, "value": value});
-        let what = format!("setting tag {key} on run {run_id}");
+    /// Sets tags on a run (one call).
+    pub async fn set_tags(&self, run_id: &str, tags: &[(&str, &str)]) -> anyhow::Result<()> {
+        let url = format!("{}/api/2.0/mlflow/runs/log-batch", self.base);
+        let tags: Vec<Value> = tags
+            .iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+            .collect();
+        let body = serde_json::json!({"run_id": run_id, "tags": tags});
+        let what = format!("setting tags on run {run_id}");
         self.send(&what, || {
             self.http
                 .post(&url)
@@ -100,8 +104,14 @@ impl Mlflow {
         Ok(r.json().await?)
     }
 
-    /// The URL under which a run's artifacts are served by the proxy.
-    async fn root(&self, run_id: &str) -> anyhow::Result<String> {
+    /// Whether a run's artifacts go through the tracking server's proxy (`mlflow-artifacts:`);
+    /// otherwise they live in a store MLflow's Python client reaches (s3://, a shared path…).
+    pub async fn proxied(&self, run_id: &str) -> anyhow::Result<bool> {
+        Ok(self.proxy_root(run_id).await?.is_some())
+    }
+
+    /// The URL under which a run's artifacts are served by the proxy, if they are.
+    async fn proxy_root(&self, run_id: &str) -> anyhow::Result<Option<String>> {
         if let Some(r) = self.roots.lock().expect("poisoned").get(run_id) {
             return Ok(r.clone());
         }
@@ -109,22 +119,27 @@ impl Mlflow {
         let uri = v["run"]["info"]["artifact_uri"]
             .as_str()
             .ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
-        let rest = uri.strip_prefix("mlflow-artifacts:").ok_or_else(|| {
-            anyhow!("run {run_id} stores artifacts at {uri:?}; Concurrent needs the MLflow artifact proxy (start the server with --serve-artifacts and --default-artifact-root mlflow-artifacts:/)")
-        })?;
-        // mlflow-artifacts:/1/abc/artifacts or mlflow-artifacts://host/1/abc/artifacts
-        let rest = rest.trim_start_matches("//").trim_start_matches('/');
-        let rest = if uri.starts_with("mlflow-artifacts://") {
-            rest.split_once('/').map_or("", |(_, r)| r)
-        } else {
-            rest
-        };
-        let root = format!("{}/api/2.0/mlflow-artifacts/artifacts/{rest}", self.base);
+        let root = uri.strip_prefix("mlflow-artifacts:").map(|rest| {
+            // mlflow-artifacts:/1/abc/artifacts or mlflow-artifacts://host/1/abc/artifacts
+            let rest = rest.trim_start_matches("//").trim_start_matches('/');
+            let rest = if uri.starts_with("mlflow-artifacts://") {
+                rest.split_once('/').map_or("", |(_, r)| r)
+            } else {
+                rest
+            };
+            format!("{}/api/2.0/mlflow-artifacts/artifacts/{rest}", self.base)
+        });
         self.roots
             .lock()
             .expect("poisoned")
             .insert(run_id.into(), root.clone());
         Ok(root)
+    }
+
+    async fn root(&self, run_id: &str) -> anyhow::Result<String> {
+        self.proxy_root(run_id).await?.ok_or_else(|| {
+            anyhow!("run {run_id} does not store its artifacts behind the proxy; they go through MLflow's client")
+        })
     }
 
     /// Streams one artifact to `dest`, retrying from the start on failure.

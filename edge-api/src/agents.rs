@@ -1,7 +1,8 @@
 //! `/api/v1/agents/:cluster/...`: the agent protocol, forwarded to the cluster's queue object.
 
 use concurrent_core::wire::{
-    CompleteRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse,
+    CompleteRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, PinRequest,
+    PinResponse,
 };
 use worker::{Request, Response};
 
@@ -52,6 +53,26 @@ pub async fn handle_complete(mut req: Request, ctx: Ctx) -> worker::Result<Respo
         let body: CompleteRequest = json_body(&mut req).await?;
         ctx.data.check_lease(&body.item_id, body.token)?;
         call::<_, bool>(&queue(&ctx)?, "/complete", &body).await
+    }
+    .await;
+    respond(result, 200)
+}
+
+/// `POST .../pin` — a step's git commit for its source; answers the run's pin.
+pub async fn handle_pin(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let body: PinRequest = json_body(&mut req).await?;
+        ctx.data.check_lease(&body.item_id, body.token)?;
+        if body.commit.len() < 7
+            || body.commit.len() > 64
+            || !body.commit.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "commit {:?} is not a git commit id",
+                body.commit
+            )));
+        }
+        call::<_, PinResponse>(&queue(&ctx)?, "/pin", &body).await
     }
     .await;
     respond(result, 200)

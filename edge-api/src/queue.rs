@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use concurrent_core::lease::{on_expiry, Expiry};
+use concurrent_core::logtail::keep_end;
 use concurrent_core::run::Event;
 use concurrent_core::wire::{
     CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse,
-    LeaseStatus, Outcome, WorkItem, MAX_MESSAGE_BYTES,
+    LeaseStatus, Outcome, PinRequest, PinResponse, WorkItem, MAX_MESSAGE_BYTES, MAX_TAIL_BYTES,
 };
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,7 @@ impl DurableObject for QueueObject {
                 "/heartbeat" => erase(self.heartbeat(internal_json(&mut req).await?).await),
                 "/complete" => erase(self.complete(internal_json(&mut req).await?).await),
                 "/withdraw" => erase(self.withdraw(internal_json(&mut req).await?).await),
+                "/pin" => erase(self.pin(internal_json(&mut req).await?).await),
                 other => Err(ApiError::NotFound(format!("queue has no {other}"))),
             }
         }
@@ -325,14 +327,7 @@ impl QueueObject {
             let Ok(item) = serde_json::from_str::<WorkItem>(&row.item) else {
                 continue;
             };
-            let tail: String = tail
-                .chars()
-                .rev()
-                .take(8 * 1024)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let tail = keep_end(tail, MAX_TAIL_BYTES).to_string();
             by_run
                 .entry(item.run_id.clone())
                 .or_default()
@@ -389,7 +384,7 @@ impl QueueObject {
             )));
         }
         let item: WorkItem = serde_json::from_str(&row.item)?;
-        let answer = self.finish(&item, r.outcome).await?;
+        let answer = self.finish(&item, r.outcome.bounded()).await?;
         self.sql.exec(
             "DELETE FROM items WHERE id = ?",
             vec![r.item_id.clone().into()],
@@ -426,6 +421,25 @@ impl QueueObject {
         )
         .await?;
         Ok(answers.into_iter().next().flatten())
+    }
+
+    /// Passes a step's commit to its run, for a lease that is current.
+    async fn pin(&self, r: PinRequest) -> Result<PinResponse, ApiError> {
+        match self.row(&r.item_id)? {
+            Some(row) if row.token as u64 == r.token && row.state == "leased" => {
+                let item: WorkItem = serde_json::from_str(&row.item)?;
+                call(
+                    &stub(&self.env, crate::run_object::BINDING, &item.run_id)?,
+                    "/pin",
+                    &(r.source, r.commit),
+                )
+                .await
+            }
+            _ => Err(ApiError::Conflict(format!(
+                "lease {} of work item {} is not current",
+                r.token, r.item_id
+            ))),
+        }
     }
 
     async fn withdraw(&self, w: Withdraw) -> Result<bool, ApiError> {

@@ -67,5 +67,6 @@ pub async fn dispatch(
         Route::AgentLease => agents::handle_lease(req, ctx).await,
         Route::AgentHeartbeat => agents::handle_heartbeat(req, ctx).await,
         Route::AgentComplete => agents::handle_complete(req, ctx).await,
+        Route::AgentPin => agents::handle_pin(req, ctx).await,
     }
 }

@@ -9,7 +9,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
 use concurrent_core::run::{apply, reconcile, Effect, Event, MlflowRef, RunState, RunStatus};
-use concurrent_core::wire::{batches_by_size, RunSummary, WorkItem, MAX_MESSAGE_BYTES};
+use concurrent_core::wire::{
+    batches_by_size, PinResponse, RunSummary, WorkItem, MAX_MESSAGE_BYTES,
+};
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
@@ -93,6 +95,7 @@ impl DurableObject for RunObject {
                 "/start" => erase(self.start(internal_json(&mut req).await?).await),
                 "/get" => erase(self.with_run(|run| run.clone())),
                 "/events" => erase(self.handle_events(internal_json(&mut req).await?).await),
+                "/pin" => erase(self.pin(internal_json(&mut req).await?).await),
                 other => Err(ApiError::NotFound(format!("run object has no {other}"))),
             }
         }
@@ -255,6 +258,21 @@ impl RunObject {
         }
         self.schedule().await?;
         Ok(answers)
+    }
+
+    /// Records a step's commit for a git source unless one is pinned; the commit to run.
+    async fn pin(&self, (source, commit): (String, String)) -> Result<PinResponse, ApiError> {
+        self.apply_event(Event::Pinned {
+            source: source.clone(),
+            commit: commit.clone(),
+        })?;
+        let pinned = self
+            .with_run(|r| r.pins.get(&source).cloned())?
+            .unwrap_or(commit.clone());
+        Ok(PinResponse {
+            first: pinned == commit,
+            commit: pinned,
+        })
     }
 
     fn apply_event(&self, event: Event) -> Result<(), ApiError> {

@@ -185,31 +185,47 @@ fn bind_address() -> String {
     std::env::var("CONCURRENT_TEST_BIND").unwrap_or_else(|_| "127.0.0.1".into())
 }
 
-fn start_mlflow(dir: &Path, port: u16) -> Service {
+/// Where the test MLflow keeps artifacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactStore {
+    /// Behind the tracking server's proxy (`mlflow-artifacts:/`), as `make up` runs it.
+    Proxy,
+    /// `--no-serve-artifacts` with a filesystem root (`<dir>/fsroot`) that clients write
+    /// themselves, as hosted MLflow services with s3://, gs:// or shared-path roots work.
+    Filesystem,
+}
+
+fn start_mlflow(dir: &Path, port: u16, store: ArtifactStore) -> Service {
     let mlflow_bin = require(&root().join(".venv/bin/mlflow"), "scripts/setup.sh");
-    Service::start(
-        "MLflow",
-        Command::new(&mlflow_bin)
-            .args(["server", "--backend-store-uri"])
-            .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
+    let mut cmd = Command::new(&mlflow_bin);
+    cmd.args(["server", "--backend-store-uri"])
+        .arg(format!("sqlite:///{}/mlflow.db", dir.display()));
+    match store {
+        ArtifactStore::Proxy => cmd
             .args([
                 "--default-artifact-root",
                 "mlflow-artifacts:/",
                 "--serve-artifacts",
                 "--artifacts-destination",
             ])
-            .arg(dir.join("artifacts"))
-            .args([
-                "--host",
-                &bind_address(),
-                "--port",
-                &port.to_string(),
-                "--workers",
-                "1",
-            ])
-            .env("MLFLOW_DISABLE_TELEMETRY", "true")
-            .env("DO_NOT_TRACK", "true")
-            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+            .arg(dir.join("artifacts")),
+        ArtifactStore::Filesystem => cmd
+            .args(["--no-serve-artifacts", "--default-artifact-root"])
+            .arg(dir.join("fsroot")),
+    };
+    Service::start(
+        "MLflow",
+        cmd.args([
+            "--host",
+            &bind_address(),
+            "--port",
+            &port.to_string(),
+            "--workers",
+            "1",
+        ])
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env("DO_NOT_TRACK", "true")
+        .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
         dir.join(format!("mlflow-{}.log", free_port())),
     )
 }
@@ -281,6 +297,7 @@ pub struct Stack {
     pub token_file: PathBuf,
     pub mlflow: Mutex<Option<Service>>,
     mlflow_port: u16,
+    pub store: ArtifactStore,
     pub edge: Service,
     http: reqwest::blocking::Client,
 }
@@ -290,10 +307,15 @@ static SHARED: OnceLock<Stack> = OnceLock::new();
 impl Stack {
     /// The binary's stack, started on first use.
     pub fn shared() -> &'static Stack {
-        SHARED.get_or_init(Stack::start)
+        Stack::shared_with(ArtifactStore::Proxy)
     }
 
-    fn start() -> Stack {
+    /// The binary's stack with this artifact store (the first call of a binary decides).
+    pub fn shared_with(store: ArtifactStore) -> &'static Stack {
+        SHARED.get_or_init(|| Stack::start(store))
+    }
+
+    fn start(store: ArtifactStore) -> Stack {
         let root = root();
         require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
         require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
@@ -321,7 +343,7 @@ impl Stack {
 
         let mlflow_port = free_port();
         let mlflow_url = format!("http://127.0.0.1:{mlflow_port}");
-        let mlflow = start_mlflow(dir.path(), mlflow_port);
+        let mlflow = start_mlflow(dir.path(), mlflow_port, store);
         let access = access::AccessIssuer::start(dir.path());
 
         let (edge, edge_url) = start_edge(dir.path(), &token, &mlflow_url, Some(&access));
@@ -345,6 +367,7 @@ impl Stack {
             token_file,
             mlflow,
             mlflow_port,
+            store,
             edge,
             http: reqwest::blocking::Client::new(),
         }
@@ -357,7 +380,7 @@ impl Stack {
 
     /// Starts MLflow again on the same port, store and artifacts.
     pub fn start_mlflow(&self) {
-        let service = start_mlflow(self.dir.path(), self.mlflow_port);
+        let service = start_mlflow(self.dir.path(), self.mlflow_port, self.store);
         wait_ready(
             &format!("{}/health", self.mlflow_url),
             &service,
@@ -554,6 +577,11 @@ impl Stack {
     /// Downloads a run's artifact as text.
     pub fn artifact(&self, run: &Value, path: &str) -> String {
         let uri = run["info"]["artifact_uri"].as_str().expect("artifact_uri");
+        if self.store == ArtifactStore::Filesystem {
+            let file = Path::new(uri.strip_prefix("file://").unwrap_or(uri)).join(path);
+            return std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("artifact {}: {e}", file.display()));
+        }
         let rest = uri
             .strip_prefix("mlflow-artifacts:/")
             .expect("proxied artifacts");

@@ -267,3 +267,168 @@ fn a_lost_lease_deletes_the_orphaned_pod_and_the_retry_runs_in_a_new_one() {
         .unwrap()
         .contains("lease expired"));
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+fn kubectl(server: &TestCluster, args: &[&str]) {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_docker_env_git_project_runs_in_its_image_with_secrets_by_reference_only() {
+    let stack = Stack::shared();
+    let server = kube();
+    // A git project whose MLproject names its Docker image and environment.
+    let served = tempfile::tempdir().unwrap();
+    let repo = served.path().join("docker-project.git");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(
+        repo.join("MLproject"),
+        "name: in-docker\ndocker_env:\n  image: python:3.11-slim\n  environment: [[\"GREETING\", \"from the MLproject\"]]\nentry_points:\n  main:\n    command: \"python step.py\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("step.py"),
+        "import hashlib, os\nout = os.environ['CONCURRENT_OUTPUT_DIR']\nopen(os.path.join(out, 'seen.txt'), 'w').write('\\n'.join([os.environ['GREETING'], os.environ['EPOCHS'], hashlib.sha256(os.environ['API_KEY'].encode()).hexdigest(), str(bool(os.environ.get('MLFLOW_TRACKING_TOKEN')))]))\nprint('key', os.environ['API_KEY'])\n",
+    )
+    .unwrap();
+    git(&repo, &["init", "--quiet", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "--quiet", "-m", "docker project"]);
+    let port = concurrent_tests::free_port();
+    let _daemon = Service::start(
+        "git daemon",
+        std::process::Command::new("git").args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--base-path={}", served.path().display()),
+            &served.path().display().to_string(),
+        ]),
+        served.path().join("daemon.log"),
+    );
+    let (api_key, git_password, mlflow_token) =
+        ("k8s-secret-value-81", "gitpass-93", "mlflow-token-27");
+    for (name, key, value) in [
+        ("api-creds", "api_key", api_key.to_string()),
+        (
+            "git-creds",
+            ".git-credentials",
+            format!("https://bot:{git_password}@git.example.com"),
+        ),
+    ] {
+        let file = served.path().join(format!("{name}.json"));
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"}, "stringData": {key: value}});
+        std::fs::write(&file, secret.to_string()).unwrap();
+        kubectl(
+            &server,
+            &["create", "--validate=false", "-f", file.to_str().unwrap()],
+        );
+    }
+    let (agent_image, step_image) = (server.agent_image(), server.step_image());
+    let mut env = server.agent_env(stack);
+    env.push(("MLFLOW_TRACKING_TOKEN".into(), mlflow_token.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _agent = stack.agent_with_env(
+        "k8s-docker",
+        &[
+            "--executor",
+            "kubernetes",
+            "--namespace",
+            "default",
+            "--agent-image",
+            &agent_image,
+            "--default-image",
+            &step_image,
+            "--git-credentials-secret",
+            "git-creds",
+        ],
+        &env,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t = json!({
+        "apiVersion": "concurrent/v1", "name": "k8s-docker",
+        "nodes": [{"id": "main", "kind": "project", "uri": format!("git://127.0.0.1:{port}/docker-project.git"),
+                   "env": {"EPOCHS": "3"}, "secretEnv": {"API_KEY": {"secret": "api-creds", "key": "api_key"}}}]
+    });
+    stack.put_template(&t);
+    let id = stack.start_run(&json!({"template": "k8s-docker", "cluster": "k8s-docker"}));
+    let run = stack.wait_run(&id, Duration::from_secs(180));
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let pods = server.pods("default", "concurrent.dev/cluster=k8s-docker");
+    assert_eq!(pods.len(), 1);
+    let pod = &pods[0];
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"], "python:3.11-slim",
+        "the pod runs in the MLproject's image"
+    );
+    let spec = pod["spec"].to_string();
+    for secret in [api_key, git_password, mlflow_token] {
+        assert!(!spec.contains(secret), "{secret} is not in the pod spec");
+    }
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    let by_name = |n: &str| {
+        env.iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        by_name("API_KEY")["valueFrom"]["secretKeyRef"],
+        json!({"name": "api-creds", "key": "api_key", "optional": false})
+    );
+    assert!(
+        by_name("MLFLOW_TRACKING_TOKEN")["valueFrom"]["secretKeyRef"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-step")
+    );
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(
+        mounts.contains("/concurrent-git"),
+        "git credentials are mounted: {mounts}"
+    );
+    let attempt = &run["nodes"][0]["instances"][0]["attempts"][0];
+    let child = stack.mlflow_api(
+        "GET",
+        &format!(
+            "runs/get?run_id={}",
+            attempt["mlflowRunId"].as_str().unwrap()
+        ),
+        None,
+    )["run"]
+        .clone();
+    let seen = stack.artifact(&child, "outputs/seen.txt");
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], "from the MLproject");
+    assert_eq!(lines[1], "3");
+    assert_eq!(lines[3], "True", "MLflow's credentials reached the pod");
+    let log = stack.artifact(&child, "logs/step.log");
+    assert!(
+        log.contains("key ***") && !log.contains(api_key),
+        "the secret is masked in the log"
+    );
+}

@@ -87,6 +87,8 @@ pub enum Event {
     /// MLflow refused a call for good (a deleted experiment, a value it does not accept): what
     /// the call was for fails with MLflow's message, instead of being retried for ever.
     MlflowRefused { call: MlflowCall, message: String },
+    /// A step resolved a git source to a commit: the first one becomes the run's pin.
+    Pinned { source: String, commit: String },
 }
 
 /// Which MLflow call of the run an [`Event::MlflowRefused`] is about.
@@ -263,6 +265,9 @@ pub fn start(
     for n in &mut resolved.nodes {
         n.kind = resolve(&n.kind, &parameters);
         n.image = n.image.as_ref().map(|i| sub(i, &parameters));
+        for v in n.env.values_mut() {
+            *v = sub(v, &parameters);
+        }
     }
     let problems = validate(&resolved);
     if !problems.is_empty() {
@@ -301,6 +306,7 @@ pub fn start(
         mlflow_wait: None,
         repairs: Vec::new(),
         request: None,
+        pins: BTreeMap::new(),
         nodes,
     };
     advance(&mut run, now);
@@ -521,6 +527,9 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
             });
         }
         Event::MlflowRefused { call, message } => mlflow_refused(run, call, &message, now)?,
+        Event::Pinned { source, commit } => {
+            run.pins.entry(source).or_insert(commit);
+        }
     }
     advance(run, now);
     Ok(())
@@ -1069,7 +1078,10 @@ fn child_run_effect(
     ];
     let params = match &kind {
         NodeKind::Project(p) => {
-            tags.push(("mlflow.source.name".into(), p.uri.clone()));
+            tags.push((
+                "mlflow.source.name".into(),
+                crate::refs::display_url(&p.uri),
+            ));
             tags.push(("mlflow.project.entryPoint".into(), p.entry_point.clone()));
             p.parameters
                 .iter()
@@ -1103,6 +1115,7 @@ fn work_item(
         .template
         .node(node_id)
         .expect("run nodes mirror template nodes");
+    let kind = resolve(&node.kind, &run.parameters);
     WorkItem {
         id: work_item_id(&run.id, node_id, inst.index, a.number),
         run_id: run.id.clone(),
@@ -1112,10 +1125,16 @@ fn work_item(
         cluster: run.cluster_of(node_id).to_string(),
         step: StepSpec {
             template: run.template.name.clone(),
-            kind: resolve(&node.kind, &run.parameters),
             image: node.image.as_ref().map(|i| sub(i, &run.parameters)),
             resources: node.resources.clone(),
             timeout_seconds: node.timeout_seconds,
+            env: node
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), sub(v, &run.parameters)))
+                .collect(),
+            secret_env: node.secret_env.clone(),
+            env_manager: node.env_manager,
             partition_index: inst.index,
             partition_count: node.instances,
             inputs: inst.inputs.clone(),
@@ -1123,6 +1142,12 @@ fn work_item(
                 experiment_id: mlflow.experiment_id.clone(),
                 run_id: a.mlflow_run_id.clone().unwrap_or_default(),
             },
+            parent_run_id: Some(mlflow.run_id.clone()),
+            commit: match &kind {
+                NodeKind::Project(p) if p.is_git() => run.pins.get(&p.source_key()).cloned(),
+                _ => None,
+            },
+            kind,
         },
     }
 }

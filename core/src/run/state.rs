@@ -252,6 +252,9 @@ pub struct RunState {
     /// Repairs (retry failed, rerun from a node) applied to this run, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repairs: Vec<RepairRecord>,
+    /// Git sources (`ProjectSpec::source_key`) → the commit this run runs them at.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, String>,
     /// SHA-256 of the start request, so a reused `Idempotency-Key` with another request is
     /// told apart from a retry of the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -320,6 +323,7 @@ impl RunState {
             mlflow_wait: self.mlflow_wait.clone(),
             repairs: self.repairs.clone(),
             request: self.request.clone(),
+            pins: self.pins.clone(),
             nodes: self
                 .nodes
                 .iter()

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use concurrent_core::template::SecretRef;
 use concurrent_core::wire::{Lease, LeaseRef, Outcome};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,49 @@ pub struct LocalExecutor {
     pub mlflow_bin: String,
     pub project_root: PathBuf,
     pub allow_path: Vec<PathBuf>,
+    pub secrets_file: Option<PathBuf>,
+    /// The edge as the steps reach it (they pin git commits with their step token).
+    pub edge_url: String,
     pub keep_work_dirs: bool,
+}
+
+/// The values of a step's `secretEnv`, from the agent's secrets file.
+fn secret_env(
+    file: Option<&std::path::Path>,
+    wanted: &std::collections::BTreeMap<String, SecretRef>,
+) -> Result<Vec<(String, String)>, String> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file = file.ok_or_else(|| {
+        "the node asks for secretEnv, but this agent has no secrets file; start it with --secrets-file <json>".to_string()
+    })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read the secrets file {}: {e}", file.display()))?;
+    let secrets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "the secrets file {} is not {{\"<secret>\": {{\"<key>\": \"<value>\"}}}}: {e}",
+                file.display()
+            )
+        })?;
+    wanted
+        .iter()
+        .map(|(name, r)| {
+            secrets
+                .get(&r.secret)
+                .and_then(|keys| keys.get(&r.key))
+                .map(|v| (name.clone(), v.clone()))
+                .ok_or_else(|| {
+                    format!(
+                        "secretEnv {name}: secret {:?} has no key {:?} in the agent's secrets file {}",
+                        r.secret,
+                        r.key,
+                        file.display()
+                    )
+                })
+        })
+        .collect()
 }
 
 impl LocalExecutor {
@@ -46,8 +89,29 @@ impl LocalExecutor {
         .map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find the concurrent binary: {e}"))?;
+        let secrets = secret_env(self.secrets_file.as_deref(), &lease.item.step.secret_env)?;
         let mut command = Command::new(exe);
-        command.arg("step");
+        command
+            .arg("step")
+            .arg("--env-cache")
+            .arg(self.work_dir.join("envs"))
+            .arg("--git-cache")
+            .arg(self.work_dir.join("git"))
+            .arg("--edge-url")
+            .arg(&self.edge_url)
+            .env("CONCURRENT_STEP_TOKEN", &lease.step_token)
+            .envs(secrets)
+            .env(
+                crate::step::SECRET_ENV,
+                lease
+                    .item
+                    .step
+                    .secret_env
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         for dir in &self.allow_path {
             command.arg("--allow-path").arg(dir);
         }
@@ -102,23 +166,18 @@ impl LocalExecutor {
 
 impl Executor for LocalExecutor {
     async fn tail(&self, lease: &LeaseRef) -> Option<String> {
-        let text =
-            tokio::fs::read_to_string(self.step_dir(&lease.item_id, lease.token).join("step.log"))
-                .await
-                .ok()?;
-        let lines: Vec<&str> = text.lines().collect();
-        Some(
-            lines[lines
-                .len()
-                .saturating_sub(concurrent_core::wire::TAIL_LINES)..]
-                .join("\n"),
-        )
+        // The step keeps a small tail file up to date; the log itself may be gigabytes.
+        let dir = self.step_dir(&lease.item_id, lease.token);
+        tokio::fs::read_to_string(dir.join("tail.txt"))
+            .await
+            .ok()
+            .filter(|t| !t.is_empty())
     }
 
     async fn run(&self, lease: &Lease, cancel: CancellationToken) -> Option<Outcome> {
         match self.run_step(lease, cancel).await {
             Ok(outcome) => outcome,
-            Err(error) => Some(Outcome::Failed { error }),
+            Err(error) => Some(Outcome::failed(error)),
         }
     }
 }

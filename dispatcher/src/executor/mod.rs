@@ -3,7 +3,7 @@
 mod kubernetes;
 mod local;
 
-pub use kubernetes::{KubeExecutor, PodSettings};
+pub use kubernetes::{mlflow_credentials_from_env, KubeExecutor, PodSettings};
 pub use local::LocalExecutor;
 
 use concurrent_core::wire::{Lease, LeaseRef, Outcome};

@@ -8,24 +8,30 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use concurrent_core::logtail::Tail;
+use concurrent_core::mask::Masker;
 use concurrent_core::template::NodeKind;
 use concurrent_core::wire::WorkItem;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use super::environment::{self, Choice};
 use super::mlproject::{self, Plan};
-use super::{resolve, Launcher, StepArgs};
+use super::{git, resolve, Launcher, StepArgs};
 use crate::mlflow::Mlflow;
 
-/// Lines of the log quoted in a failure message.
-const TAIL_LINES: usize = 20;
+/// The batch inference helper (run with the model environment's Python).
+const PREDICT_PY: &str = include_str!("python/predict.py");
+
+/// How often the live tail file is rewritten while a step prints.
+const TAIL_EVERY: Duration = Duration::from_secs(1);
 
 /// The program to start, its arguments, its directory and extra environment.
 struct Launch {
     program: String,
     argv: Vec<String>,
     dir: std::path::PathBuf,
-    env: Vec<(&'static str, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -50,137 +56,300 @@ pub async fn run_node(
     let step = &item.step;
     let timeout = step.timeout_seconds.map(Duration::from_secs);
     match &step.kind {
-        NodeKind::Project(p)
-            if args.launcher == Launcher::Fast && !is_git(&p.uri) && p.version.is_none() =>
-        {
-            let mut dir = resolve(args, &p.uri)?;
-            if let Some(sub) = &p.sub_path {
-                dir = dir.join(sub);
-            }
+        NodeKind::Project(p) => {
+            let dir = project_dir(args, item, p, mlflow, log).await?;
             let cwd = log.parent().unwrap_or(Path::new("."));
-            match mlproject::plan(&dir, &p.entry_point, &p.parameters, cwd)
-                .map_err(anyhow::Error::msg)?
-            {
-                Plan::Direct { dir, command } => {
-                    mlflow
-                        .set_tag(&step.mlflow.run_id, "mlflow.project.backend", "local")
-                        .await?;
-                    let launch = Launch {
-                        program: "bash".into(),
-                        argv: vec!["-c".into(), command],
-                        dir,
-                        env: vec![("MLFLOW_RUN_ID", step.mlflow.run_id.clone())],
-                    };
-                    run_logged(args, item, &launch, inputs, outputs, log, timeout).await
-                }
+            let plan = match args.launcher {
+                Launcher::Mlflow => Plan::Mlflow("--launcher mlflow".into()),
+                Launcher::Fast => mlproject::plan(&dir, &p.entry_point, &p.parameters, cwd)
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let (dir, command, declared) = match plan {
+                Plan::Direct { dir, command, env } => (dir, command, env),
                 Plan::Mlflow(why) => {
                     tracing::info!(item = %item.id, "starting with `mlflow run`: {why}");
-                    let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p)?, log);
-                    run_logged(args, item, &launch, inputs, outputs, log, timeout).await
+                    let launch = Launch::mlflow(args, mlflow_run_argv(item, p, &dir, true), log);
+                    return run_logged(args, item, &launch, inputs, outputs, log, timeout).await;
                 }
-            }
-        }
-        NodeKind::Project(p) => {
-            let launch = Launch::mlflow(args, mlflow_run_argv(args, item, p)?, log);
+            };
+            let choice =
+                environment::choose(&declared, step.env_manager).map_err(anyhow::Error::msg)?;
+            let mut env = vec![("MLFLOW_RUN_ID".to_string(), step.mlflow.run_id.clone())];
+            let env_name = match &choice {
+                Choice::Docker(d) if args.in_image => {
+                    // The pod started in the image; the MLproject's variables apply here.
+                    env.extend(
+                        d.environment
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.clone()?))),
+                    );
+                    "docker"
+                }
+                Choice::Docker(d) => {
+                    if !docker_reachable().await {
+                        bail!(
+                            "this project runs in Docker (docker_env image {:?}), and no Docker daemon is reachable from this agent; run the node on a Kubernetes cluster (its pod starts in that image), start Docker here, or remove docker_env from the MLproject",
+                            d.image
+                        );
+                    }
+                    let launch = Launch::mlflow(args, mlflow_run_argv(item, p, &dir, false), log);
+                    return run_logged(args, item, &launch, inputs, outputs, log, timeout).await;
+                }
+                Choice::Local => "local",
+                Choice::Virtual { manager, .. } => manager.as_str(),
+                Choice::Conda(_) => "conda",
+            };
+            let tools = environment::Tools {
+                uv: &args.uv_bin,
+                conda: &args.conda_bin,
+                cache: &args.env_cache,
+            };
+            let activation = environment::prepare(&choice, &dir, &tools, log).await?;
+            env.extend(environment::env_vars(&activation));
+            mlflow
+                .set_tags(
+                    &step.mlflow.run_id,
+                    &[
+                        ("mlflow.project.backend", "local"),
+                        ("mlflow.project.env", env_name),
+                    ],
+                )
+                .await?;
+            let launch = Launch {
+                program: "bash".into(),
+                argv: vec!["-c".into(), command],
+                dir,
+                env,
+            };
             run_logged(args, item, &launch, inputs, outputs, log, timeout).await
         }
         NodeKind::Inference(i) => {
-            let mut any = false;
-            for (name, files) in &step.inputs {
-                for f in files {
-                    let content_type = match f.path.rsplit('.').next() {
-                        Some("csv") => "csv",
-                        Some("json") => "json",
-                        _ => continue,
-                    };
-                    any = true;
-                    let out = outputs
-                        .join("predictions")
-                        .join(name)
-                        .join(format!("{}.json", f.path));
-                    std::fs::create_dir_all(out.parent().expect("joined path has a parent"))?;
-                    let argv = vec![
-                        "models".to_string(),
-                        "predict".into(),
-                        "-m".into(),
-                        i.model_uri.clone(),
-                        "-i".into(),
-                        inputs
-                            .join(name)
-                            .join(&f.path)
-                            .to_string_lossy()
-                            .into_owned(),
-                        "-o".into(),
-                        out.to_string_lossy().into_owned(),
-                        "-t".into(),
-                        content_type.into(),
-                        "--env-manager".into(),
-                        "local".into(),
-                    ];
-                    run_logged(
-                        args,
-                        item,
-                        &Launch::mlflow(args, argv, log),
-                        inputs,
-                        outputs,
-                        log,
-                        timeout,
+            // Every csv/json/parquet file of the partition, predicted by one process that loads
+            // the model once (a Python start and a model load per file cost seconds each).
+            let files: Vec<(String, String, String)> = step
+                .inputs
+                .iter()
+                .flat_map(|(name, files)| files.iter().map(move |f| (name, f)))
+                .filter(|(_, f)| {
+                    matches!(
+                        f.path
+                            .rsplit('.')
+                            .next()
+                            .map(str::to_ascii_lowercase)
+                            .as_deref(),
+                        Some("csv" | "json" | "parquet")
                     )
-                    .await?;
-                }
+                })
+                .map(|(name, f)| {
+                    let path = inputs.join(name).join(&f.path).display().to_string();
+                    (name.clone(), f.path.clone(), path)
+                })
+                .collect();
+            if files.is_empty() {
+                bail!(
+                    "inference needs .csv, .json or .parquet input files; this partition has none"
+                );
             }
-            if !any {
-                bail!("inference needs .csv or .json input files; this partition has none");
-            }
-            Ok(())
+            let work = log.parent().unwrap_or(Path::new("."));
+            let model_dir = work.join("model");
+            // The model's files, with its environment's spec (python_env.yaml, conda.yaml).
+            let download = Launch::mlflow(
+                args,
+                vec![
+                    "artifacts".into(),
+                    "download".into(),
+                    "--artifact-uri".into(),
+                    i.model_uri.clone(),
+                    "--dst-path".into(),
+                    model_dir.display().to_string(),
+                ],
+                log,
+            );
+            run_logged(args, item, &download, inputs, outputs, log, timeout)
+                .await
+                .with_context(|| format!("cannot download the model {}", i.model_uri))?;
+            // `artifacts download` puts the model in a directory of its own name below.
+            let model_dir = walkdir::WalkDir::new(&model_dir)
+                .max_depth(3)
+                .into_iter()
+                .flatten()
+                .find(|e| e.file_name() == "MLmodel")
+                .and_then(|e| e.path().parent().map(Path::to_path_buf))
+                .with_context(|| {
+                    format!(
+                        "{} has no MLmodel file; is it an MLflow model?",
+                        i.model_uri
+                    )
+                })?;
+            let declared = if model_dir.join("python_env.yaml").exists() {
+                environment::Declared::Python(model_dir.join("python_env.yaml"))
+            } else if model_dir.join("conda.yaml").exists() {
+                environment::Declared::Conda(model_dir.join("conda.yaml"))
+            } else {
+                environment::Declared::None
+            };
+            let choice =
+                environment::choose(&declared, step.env_manager).map_err(anyhow::Error::msg)?;
+            let tools = environment::Tools {
+                uv: &args.uv_bin,
+                conda: &args.conda_bin,
+                cache: &args.env_cache,
+            };
+            let activation = environment::prepare(&choice, &model_dir, &tools, log).await?;
+            let python = match &activation.bin {
+                Some(bin) => bin.join("python").display().to_string(),
+                None => super::agent_python(args),
+            };
+            let script = work.join("concurrent_predict.py");
+            std::fs::write(&script, PREDICT_PY)?;
+            let manifest = work.join("predict.json");
+            std::fs::write(&manifest, serde_json::to_vec(&files)?)?;
+            let mut env = environment::env_vars(&activation)
+                .into_iter()
+                .collect::<Vec<_>>();
+            env.push(("MLFLOW_RUN_ID".into(), step.mlflow.run_id.clone()));
+            let launch = Launch {
+                program: python,
+                argv: vec![
+                    script.display().to_string(),
+                    model_dir.display().to_string(),
+                    manifest.display().to_string(),
+                    outputs.display().to_string(),
+                ],
+                dir: work.to_path_buf(),
+                env,
+            };
+            run_logged(args, item, &launch, inputs, outputs, log, timeout).await
         }
         NodeKind::Input(_) => Ok(()),
     }
 }
 
-/// `mlflow run <uri> -e <entry> [-P k=v]... --env-manager local --run-id <id>`.
+/// `mlflow run <dir> -e <entry> [-P k=v]... [--env-manager <m>] --run-id <id>` for a project
+/// already checked out in `dir`.
 fn mlflow_run_argv(
-    args: &StepArgs,
     item: &WorkItem,
     p: &concurrent_core::template::ProjectSpec,
-) -> anyhow::Result<Vec<String>> {
+    dir: &Path,
+    with_env_manager: bool,
+) -> Vec<String> {
     let step = &item.step;
-    let mut uri = if is_git(&p.uri) {
-        p.uri.clone()
-    } else {
-        resolve(args, &p.uri)?.to_string_lossy().into_owned()
-    };
-    if let Some(sub) = &p.sub_path {
-        if is_git(&p.uri) {
-            uri = format!("{uri}#{sub}");
-        } else {
-            uri = Path::new(&uri).join(sub).to_string_lossy().into_owned();
-        }
-    }
-    let mut argv = vec!["run".to_string(), uri, "-e".into(), p.entry_point.clone()];
-    if let Some(v) = &p.version {
-        argv.extend(["--version".into(), v.clone()]);
-    }
+    let mut argv = vec![
+        "run".to_string(),
+        dir.to_string_lossy().into_owned(),
+        "-e".into(),
+        p.entry_point.clone(),
+    ];
     for (k, v) in &p.parameters {
         argv.extend(["-P".into(), format!("{k}={v}")]);
     }
+    if with_env_manager {
+        let m = step.env_manager.map_or("local", |m| m.as_str());
+        argv.extend(["--env-manager".into(), m.into()]);
+    }
     argv.extend([
-        "--env-manager".into(),
-        "local".into(),
         "--experiment-id".into(),
         step.mlflow.experiment_id.clone(),
         "--run-id".into(),
         step.mlflow.run_id.clone(),
     ]);
-    Ok(argv)
+    argv
 }
 
-fn is_git(uri: &str) -> bool {
-    uri.starts_with("https://")
-        || uri.starts_with("http://")
-        || uri.starts_with("git@")
-        || uri.starts_with("git+")
-        || uri.starts_with("ssh://")
+/// Whether a Docker daemon answers here.
+async fn docker_reachable() -> bool {
+    let probe = tokio::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), probe).await,
+        Ok(Ok(s)) if s.success()
+    )
+}
+
+/// The project's directory for this attempt: a git project checked out at the run's pinned
+/// commit (pinning it first if no attempt has), or a local path; the source is recorded on the
+/// attempt's MLflow run (and on the parent run by the attempt that pinned it).
+async fn project_dir(
+    args: &StepArgs,
+    item: &WorkItem,
+    p: &concurrent_core::template::ProjectSpec,
+    mlflow: &Mlflow,
+    log: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let step = &item.step;
+    let work = log.parent().unwrap_or(Path::new("."));
+    let (root, commit, first) = if p.is_git() {
+        let into = work.join("project");
+        let mut co = git::checkout(
+            &p.uri,
+            p.version.as_deref(),
+            step.commit.as_deref(),
+            &args.git_cache,
+            &into,
+            log,
+        )
+        .await?;
+        let mut first = false;
+        if step.commit.is_none() {
+            if let Some(answer) = super::pin(args, item, &p.source_key(), &co.commit).await? {
+                first = answer.first;
+                if answer.commit != co.commit {
+                    // Another instance pinned the source first: run that commit.
+                    let _ = std::fs::remove_dir_all(&into);
+                    co = git::checkout(
+                        &p.uri,
+                        p.version.as_deref(),
+                        Some(&answer.commit),
+                        &args.git_cache,
+                        &into,
+                        log,
+                    )
+                    .await?;
+                }
+            }
+        }
+        (co.dir, Some(co.commit), first)
+    } else {
+        (resolve(args, &p.uri)?, None, false)
+    };
+    let mut tags = vec![
+        ("mlflow.source.name".to_string(), git::display_url(&p.uri)),
+        ("mlflow.source.type".to_string(), "PROJECT".to_string()),
+        (
+            "mlflow.project.entryPoint".to_string(),
+            p.entry_point.clone(),
+        ),
+    ];
+    if let Some(c) = &commit {
+        let url = git::display_url(&p.uri);
+        tags.extend([
+            ("mlflow.source.git.commit".to_string(), c.clone()),
+            ("mlflow.source.git.repoURL".to_string(), url.clone()),
+            ("mlflow.gitRepoURL".to_string(), url),
+        ]);
+    }
+    let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    mlflow.set_tags(&step.mlflow.run_id, &pairs).await?;
+    if let (true, Some(parent)) = (first, &step.parent_run_id) {
+        mlflow
+            .set_tags(
+                parent,
+                &pairs[..2]
+                    .iter()
+                    .chain(&pairs[3..])
+                    .copied()
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+    }
+    Ok(match &p.sub_path {
+        Some(sub) => root.join(sub),
+        None => root,
+    })
 }
 
 /// Runs the launch with the step's environment, appending its output to `log`.
@@ -196,7 +365,7 @@ async fn run_logged(
     let step = &item.step;
     let mut cmd = Command::new(&launch.program);
     cmd.args(&launch.argv)
-        .envs(launch.env.iter().map(|(k, v)| (*k, v)))
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&launch.dir)
         .env("MLFLOW_TRACKING_URI", &args.mlflow_uri)
         .env("MLFLOW_EXPERIMENT_ID", &step.mlflow.experiment_id)
@@ -216,6 +385,7 @@ async fn run_logged(
         .env("CONCURRENT_RUN_ID", &item.run_id)
         .env("CONCURRENT_NODE_ID", &item.node_id)
         .env("CONCURRENT_ATTEMPT", item.attempt.to_string())
+        .envs(&step.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -245,8 +415,11 @@ async fn run_logged(
         .as_bytes(),
     )
     .await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
-    for pipe in [
+    // Raw bytes, not lines: a step may print megabyte lines, progress bars ending in `\r` and
+    // bytes that are not UTF-8. The log keeps them as they are; the tail (core's `Tail`) is
+    // what a person sees live, small whatever was printed.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<u8>)>(64);
+    for (stream, pipe) in [
         child
             .stdout
             .take()
@@ -254,34 +427,59 @@ async fn run_logged(
         child.stderr.take().map(|p| Box::new(p) as _),
     ]
     .into_iter()
-    .flatten()
+    .enumerate()
     {
+        let Some(mut pipe) = pipe else { continue };
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).await.is_err() {
-                    break;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match pipe.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((stream, buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         });
     }
     drop(tx);
-    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut tail = Tail::new(2);
+    let tail_file = tail_path(log);
+    let secrets = super::secret_values();
+    let mut maskers = [Masker::new(&secrets), Masker::new(&secrets)];
     let collect = async {
-        while let Some(line) = rx.recv().await {
-            file.write_all(line.as_bytes()).await?;
-            file.write_all(b"\n").await?;
-            if args.report_to.is_some() {
-                // In a pod, the container's own output is what `kubectl logs` shows.
-                println!("{line}");
+        let mut stdout = tokio::io::stdout();
+        let mut every = tokio::time::interval(TAIL_EVERY);
+        let mut changed = false;
+        loop {
+            tokio::select! {
+                received = rx.recv() => {
+                    let Some((stream, raw)) = received else { break };
+                    let bytes = maskers[stream].push(&raw);
+                    file.write_all(&bytes).await?;
+                    if args.report_to.is_some() {
+                        // In a pod, the container's own output is what `kubectl logs` shows.
+                        stdout.write_all(&bytes).await?;
+                    }
+                    tail.push(stream, &bytes);
+                    changed = true;
+                }
+                _ = every.tick(), if changed => {
+                    write_tail(&tail_file, &tail.text()).await;
+                    changed = false;
+                }
             }
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
+        }
+        for (stream, m) in maskers.iter_mut().enumerate() {
+            let rest = m.finish();
+            file.write_all(&rest).await?;
+            tail.push(stream, &rest);
         }
         file.flush().await?;
+        write_tail(&tail_file, &tail.text()).await;
         anyhow::Ok(())
     };
     let waited = async {
@@ -303,7 +501,6 @@ async fn run_logged(
         let code = status
             .code()
             .map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
-        let tail: Vec<String> = tail.into_iter().collect();
         let what = if launch.program == "bash" {
             "the entry point's command".to_string()
         } else {
@@ -311,10 +508,23 @@ async fn run_logged(
         };
         bail!(
             "{what} ended with {code}; last lines of the log:\n{}",
-            tail.join("\n")
+            tail.text()
         );
     }
     Ok(())
+}
+
+/// The live tail of the step whose log is `log` (read by the agent for its heartbeats).
+pub fn tail_path(log: &Path) -> std::path::PathBuf {
+    log.with_file_name("tail.txt")
+}
+
+/// Replaces the tail file at once (write, then rename), so a reader never sees half of it.
+async fn write_tail(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    if tokio::fs::write(&tmp, text).await.is_ok() {
+        let _ = tokio::fs::rename(&tmp, path).await;
+    }
 }
 
 /// Kills a process group when dropped.

@@ -20,12 +20,18 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
+use super::environment::{declared, Declared};
+
 /// How a step starts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// `bash -c <command>` in `dir`.
-    Direct { dir: PathBuf, command: String },
-    /// Only `mlflow run` can do this (git checkout, Docker, artifact download); why.
+    /// `bash -c <command>` in `dir`, in the environment the MLproject declares.
+    Direct {
+        dir: PathBuf,
+        command: String,
+        env: Declared,
+    },
+    /// Only `mlflow run` can do this (artifact download, Python format syntax); why.
     Mlflow(String),
 }
 
@@ -49,11 +55,7 @@ pub fn plan(
         }
         None => Value::Null,
     };
-    if spec.get("docker_env").is_some() {
-        return Ok(Plan::Mlflow(
-            "the project runs in Docker (docker_env)".into(),
-        ));
-    }
+    let env = declared(dir, &spec)?;
     let entry_points = spec.get("entry_points").and_then(Value::as_mapping);
     let found = entry_points.and_then(|m| m.get(entry));
     let (declared, command) = match found {
@@ -143,6 +145,7 @@ pub fn plan(
     Ok(Plan::Direct {
         dir: dir.to_path_buf(),
         command,
+        env,
     })
 }
 
@@ -351,7 +354,8 @@ mod tests {
             plan,
             Plan::Direct {
                 dir: dir.path().into(),
-                command: "python t.py --a 4 --b 'x y' True {literal} --extra '$HOME'".into()
+                command: "python t.py --a 4 --b 'x y' True {literal} --extra '$HOME'".into(),
+                env: Declared::None,
             }
         );
         let err = super::plan(dir.path(), "main", &BTreeMap::new(), dir.path()).unwrap_err();
@@ -365,13 +369,14 @@ mod tests {
             super::plan(dir.path(), "go.py", &BTreeMap::new(), dir.path()).unwrap(),
             Plan::Direct {
                 dir: dir.path().into(),
-                command: "python go.py".into()
+                command: "python go.py".into(),
+                env: Declared::None,
             }
         );
     }
 
     #[test]
-    fn uri_and_path_parameters_are_checked_and_docker_goes_to_mlflow() {
+    fn uri_and_path_parameters_are_checked_and_docker_env_is_declared() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("mlproject"), "entry_points:\n  main:\n    parameters: {u: uri, p: path}\n    command: \"run {u} {p}\"\n").unwrap();
         std::fs::write(dir.path().join("data.csv"), "").unwrap();
@@ -419,7 +424,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             plan(dir.path(), "main", &BTreeMap::new(), dir.path()).unwrap(),
-            Plan::Mlflow(_)
+            Plan::Direct {
+                env: Declared::Docker(_),
+                ..
+            }
         ));
     }
 }

@@ -8,12 +8,15 @@
 //!
 //! A failing step still exits 0 once its outcome is written: the outcome is the result.
 
+pub mod environment;
+pub mod git;
 mod launch;
 pub mod mlproject;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use concurrent_core::mask::Masker;
 use concurrent_core::partition::relative_path_problem;
 use concurrent_core::template::NodeKind;
 use concurrent_core::wire::{Outcome, OutputFile, WorkItem, OUTPUTS_DIR};
@@ -54,6 +57,24 @@ pub struct StepArgs {
     /// Another directory whose projects and input paths templates may use (repeatable).
     #[arg(long = "allow-path")]
     pub allow_path: Vec<PathBuf>,
+    /// Where built Python environments are kept and reused (one per spec's content).
+    #[arg(long, env = "CONCURRENT_ENV_CACHE", default_value = ".state/envs")]
+    pub env_cache: PathBuf,
+    /// The `uv` executable (for `python_env` projects).
+    #[arg(long, env = "CONCURRENT_UV_BIN", default_value = "uv")]
+    pub uv_bin: String,
+    /// The `conda` executable (for `conda_env` projects).
+    #[arg(long, env = "CONCURRENT_CONDA_BIN", default_value = "conda")]
+    pub conda_bin: String,
+    /// The step already runs in its project's `docker_env` image (set in pods).
+    #[arg(long)]
+    pub in_image: bool,
+    /// Where bare clones of git projects are kept and fetched.
+    #[arg(long, env = "CONCURRENT_GIT_CACHE", default_value = ".state/git")]
+    pub git_cache: PathBuf,
+    /// The edge API, for pinning git commits with the step token in `CONCURRENT_STEP_TOKEN`.
+    #[arg(long)]
+    pub edge_url: Option<String>,
     /// Report the outcome to this edge API itself, with the step token in
     /// `CONCURRENT_STEP_TOKEN` (in pods; the local executor reports for its steps).
     #[arg(long)]
@@ -72,6 +93,21 @@ pub enum Launcher {
 /// Exit code when the outcome could not be reported (the agent then reports a failure).
 const UNREPORTED: u8 = 75;
 
+/// Names of the environment variables that hold secrets (set by the executor, names only).
+pub const SECRET_ENV: &str = "CONCURRENT_SECRET_ENV";
+
+/// The secret values in this process's environment: the node's secret variables and MLflow's
+/// own credentials. They are masked wherever the step's output goes.
+pub fn secret_values() -> Vec<String> {
+    let names = std::env::var(SECRET_ENV).unwrap_or_default();
+    names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .chain(["MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"])
+        .filter_map(|n| std::env::var(n).ok())
+        .collect()
+}
+
 pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("cannot read the step spec {}", args.spec.display()))?;
@@ -87,7 +123,8 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOG_UPLOAD_EVERY).await;
-                if log.exists() {
+                // Other stores are written once, at the end (each write starts MLflow's client).
+                if log.exists() && mlflow.proxied(&run_id).await.unwrap_or(false) {
                     let _ = mlflow.upload(&run_id, "logs/step.log", &log).await;
                 }
             }
@@ -97,8 +134,9 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         result = execute(&args, &item, &mlflow, &log) => match result {
             Ok(outputs) => Outcome::Succeeded { outputs },
-            Err(e) => Outcome::Failed { error: format!("{e:#}") },
-        },
+            Err(e) => Outcome::failed(Masker::new(secret_values()).mask(&format!("{e:#}"))),
+        }
+        .bounded(),
         // Cancelled: dropping `execute` stops the user's processes; there is nothing to report.
         _ = term.recv() => {
             tracing::info!(item = %item.id, "stopped by SIGTERM");
@@ -107,10 +145,7 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     };
     uploader.abort();
     if log.exists() {
-        if let Err(e) = mlflow
-            .upload(&item.step.mlflow.run_id, "logs/step.log", &log)
-            .await
-        {
+        if let Err(e) = upload_log(&args, &mlflow, &item.step.mlflow.run_id, &log).await {
             tracing::warn!(item = %item.id, "the step log could not be uploaded: {e:#}");
         }
     }
@@ -153,6 +188,40 @@ async fn report(
     }
 }
 
+/// Tells the run which commit this attempt resolved its git source to; the run's answer is the
+/// commit to run. `None` when the step has no edge to ask (run by hand).
+async fn pin(
+    args: &StepArgs,
+    item: &WorkItem,
+    source: &str,
+    commit: &str,
+) -> anyhow::Result<Option<concurrent_core::wire::PinResponse>> {
+    let (Some(edge_url), Ok(token)) = (
+        args.edge_url.as_ref().or(args.report_to.as_ref()),
+        std::env::var("CONCURRENT_STEP_TOKEN"),
+    ) else {
+        return Ok(None);
+    };
+    let (claims, _, _) = concurrent_core::step_token::StepToken::parse(&token)
+        .context("CONCURRENT_STEP_TOKEN is not a step token")?;
+    let edge = crate::edge::Edge::new(
+        edge_url,
+        &claims.cluster,
+        token.clone(),
+        format!("step {}", item.id),
+    )?;
+    let answer = edge
+        .pin(&concurrent_core::wire::PinRequest {
+            item_id: item.id.clone(),
+            token: claims.fencing,
+            source: source.into(),
+            commit: commit.into(),
+        })
+        .await
+        .context("cannot pin the project's commit with the edge")?;
+    Ok(Some(answer))
+}
+
 async fn execute(
     args: &StepArgs,
     item: &WorkItem,
@@ -164,7 +233,7 @@ async fn execute(
     for d in [&inputs, &outputs] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    download_inputs(item, mlflow, &inputs).await?;
+    download_inputs(args, item, mlflow, &inputs).await?;
     let run_id = &item.step.mlflow.run_id;
     match &item.step.kind {
         NodeKind::Input(spec) => {
@@ -197,7 +266,7 @@ async fn execute(
             launch::run_node(args, item, mlflow, &inputs, &outputs, log).await?;
         }
     }
-    upload_outputs(mlflow, run_id, &outputs).await
+    upload_outputs(args, mlflow, run_id, &outputs).await
 }
 
 /// A local path as written in a template (absolute, or relative to the project root), once it
@@ -237,26 +306,106 @@ pub fn resolve(args: &StepArgs, path: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-async fn download_inputs(item: &WorkItem, mlflow: &Mlflow, inputs: &Path) -> anyhow::Result<()> {
-    let mut jobs = Vec::new();
+/// The Python of the agent's MLflow (next to its `mlflow`), for MLflow's own client.
+pub fn agent_python(args: &StepArgs) -> String {
+    Path::new(&args.mlflow_bin)
+        .parent()
+        .map(|d| d.join("python"))
+        .filter(|p| p.exists())
+        .map_or("python3".to_string(), |p| p.display().to_string())
+}
+
+/// The artifact helper (MLflow's client, for stores other than the proxy).
+const ARTIFACTS_PY: &str = include_str!("python/artifacts.py");
+
+/// Runs the artifact helper with `helper_args`.
+async fn store_helper(args: &StepArgs, helper_args: &[String]) -> anyhow::Result<()> {
+    let script = args.work_dir.join("concurrent_artifacts.py");
+    std::fs::write(&script, ARTIFACTS_PY)?;
+    let out = tokio::process::Command::new(agent_python(args))
+        .arg(&script)
+        .args(helper_args)
+        .env("MLFLOW_TRACKING_URI", &args.mlflow_uri)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("cannot start MLflow's Python client for the artifact store")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last: Vec<&str> = err.lines().rev().take(5).collect();
+        bail!(
+            "MLflow's client could not {} artifacts: {}",
+            helper_args[0],
+            last.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(())
+}
+
+async fn upload_log(
+    args: &StepArgs,
+    mlflow: &Mlflow,
+    run_id: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
+    if mlflow.proxied(run_id).await? {
+        return mlflow.upload(run_id, "logs/step.log", log).await;
+    }
+    store_helper(
+        args,
+        &[
+            "upload".into(),
+            run_id.into(),
+            log.display().to_string(),
+            "logs".into(),
+        ],
+    )
+    .await
+}
+
+async fn download_inputs(
+    args: &StepArgs,
+    item: &WorkItem,
+    mlflow: &Mlflow,
+    inputs: &Path,
+) -> anyhow::Result<()> {
+    let (mut direct, mut other) = (Vec::new(), Vec::new());
     for (name, files) in &item.step.inputs {
         for f in files {
             if let Some(why) = relative_path_problem(&f.path) {
                 bail!("input {name}: path {why}");
             }
-            jobs.push((inputs.join(name).join(&f.path), f));
+            let dest = inputs.join(name).join(&f.path);
+            if mlflow.proxied(&f.run_id).await? {
+                direct.push((dest, f));
+            } else {
+                other.push((
+                    f.run_id.clone(),
+                    f.artifact_path.clone(),
+                    dest.display().to_string(),
+                ));
+            }
         }
         std::fs::create_dir_all(inputs.join(name))?;
     }
-    futures::stream::iter(jobs)
+    futures::stream::iter(direct)
         .map(|(dest, f)| async move { mlflow.download(&f.run_id, &f.artifact_path, &dest).await })
         .buffer_unordered(PARALLEL_TRANSFERS)
         .try_collect::<Vec<_>>()
         .await?;
+    if !other.is_empty() {
+        // One client process for every file that lives in another store.
+        let manifest = args.work_dir.join("downloads.json");
+        std::fs::write(&manifest, serde_json::to_vec(&other)?)?;
+        store_helper(args, &["download".into(), manifest.display().to_string()]).await?;
+    }
     Ok(())
 }
 
 async fn upload_outputs(
+    args: &StepArgs,
     mlflow: &Mlflow,
     run_id: &str,
     outputs: &Path,
@@ -274,15 +423,26 @@ async fn upload_outputs(
             .replace('\\', "/");
         files.push((entry.path().to_path_buf(), rel, entry.metadata()?.len()));
     }
-    futures::stream::iter(files.iter())
-        .map(|(path, rel, _)| async move {
-            mlflow
-                .upload(run_id, &format!("{OUTPUTS_DIR}/{rel}"), path)
-                .await
-        })
-        .buffer_unordered(PARALLEL_TRANSFERS)
-        .try_collect::<Vec<_>>()
-        .await?;
+    if !files.is_empty() {
+        if mlflow.proxied(run_id).await? {
+            futures::stream::iter(files.iter())
+                .map(|(path, rel, _)| async move {
+                    mlflow
+                        .upload(run_id, &format!("{OUTPUTS_DIR}/{rel}"), path)
+                        .await
+                })
+                .buffer_unordered(PARALLEL_TRANSFERS)
+                .try_collect::<Vec<_>>()
+                .await?;
+        } else {
+            let dir = outputs.display().to_string();
+            store_helper(
+                args,
+                &["upload".into(), run_id.into(), dir, OUTPUTS_DIR.into()],
+            )
+            .await?;
+        }
+    }
     Ok(files
         .into_iter()
         .map(|(_, path, size)| OutputFile {

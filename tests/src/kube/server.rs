@@ -266,8 +266,21 @@ async fn list_or_watch(
 async fn create(
     State(store): State<Shared>,
     Path((ns, resource)): Path<(String, String)>,
-    Json(obj): Json<Value>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
+    // kubectl may send JSON without `application/json` (e.g. with a charset, or `*/*`).
+    let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+        let kind = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        return failure(status(
+            415,
+            "UnsupportedMediaType",
+            format!("the test server reads JSON bodies only, not {kind}"),
+        ));
+    };
     match store.lock().expect("poisoned").create(&resource, &ns, obj) {
         Ok(o) => reply(StatusCode::CREATED, o),
         Err(e) => failure(e),

@@ -104,6 +104,18 @@ impl Store {
         }
         obj["kind"] = json!(kind_of(resource));
         obj["apiVersion"] = json!("v1");
+        // As the API server does: a Secret's `stringData` is written into `data`, base64.
+        if let Some(strings) = obj
+            .as_object_mut()
+            .and_then(|o| o.remove("stringData"))
+            .and_then(|v| v.as_object().cloned())
+        {
+            use base64::Engine;
+            for (k, v) in strings {
+                let text = v.as_str().unwrap_or_default();
+                obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+            }
+        }
         obj["metadata"]["namespace"] = json!(ns);
         obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", self.next_uid));
         self.next_uid += 1;

@@ -5,14 +5,18 @@
 mod diagnose;
 mod pod;
 
-pub use pod::PodSettings;
+pub use pod::{mlflow_credentials_from_env, PodSettings};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use concurrent_core::wire::{Lease, LeaseRef, Outcome, WorkItem};
+use concurrent_core::logtail::{Tail, TAIL_LINES};
+use concurrent_core::template::NodeKind;
+use concurrent_core::wire::{Lease, LeaseRef, Outcome, PinRequest, WorkItem};
+
+use crate::step::git;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
@@ -38,6 +42,10 @@ pub struct KubeExecutor {
     watchers: Watchers,
     /// Work item id → pod name of the steps running now, for live log tails.
     running: Arc<Mutex<HashMap<String, String>>>,
+    /// The edge, for pinning git commits before pods start.
+    edge: crate::edge::Edge,
+    /// Bare clones of git projects, to read their MLproject before a pod is made.
+    git_cache: std::path::PathBuf,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -51,6 +59,8 @@ impl KubeExecutor {
         settings: PodSettings,
         pending_timeout: Duration,
         keep_finished: Duration,
+        edge: crate::edge::Edge,
+        git_cache: std::path::PathBuf,
     ) -> anyhow::Result<KubeExecutor> {
         let client = Client::try_default()
             .await
@@ -100,7 +110,86 @@ impl KubeExecutor {
             keep_finished,
             watchers,
             running: Arc::default(),
+            edge,
+            git_cache,
         })
+    }
+
+    /// What a pod needs to know of its project before it exists: for a git project, the run's
+    /// commit (pinned here when no attempt has yet) and, when the node names no image, the
+    /// `docker_env` image of its MLproject. Local projects live in the step's image, where only
+    /// the pod can read them.
+    async fn inspect(&self, lease: &Lease) -> anyhow::Result<Lease> {
+        let mut lease = lease.clone();
+        let step = &mut lease.item.step;
+        let NodeKind::Project(p) = &step.kind else {
+            return Ok(lease);
+        };
+        if !p.is_git() {
+            return Ok(lease);
+        }
+        let log = self.git_cache.with_extension("log");
+        let (bare, mut commit) = git::resolve(
+            &p.uri,
+            p.version.as_deref(),
+            step.commit.as_deref(),
+            &self.git_cache,
+            &log,
+        )
+        .await?;
+        if step.commit.is_none() {
+            let answer = self
+                .edge
+                .pin(&PinRequest {
+                    item_id: lease.item.id.clone(),
+                    token: lease.token,
+                    source: p.source_key(),
+                    commit: commit.clone(),
+                })
+                .await
+                .context("cannot pin the project's commit with the edge")?;
+            if answer.commit != commit {
+                commit = answer.commit;
+                git::resolve(
+                    &p.uri,
+                    p.version.as_deref(),
+                    Some(&commit),
+                    &self.git_cache,
+                    &log,
+                )
+                .await?;
+            }
+        }
+        if step.image.is_none() {
+            if let Some(text) =
+                git::read_mlproject(&bare, &commit, p.sub_path.as_deref(), &log).await?
+            {
+                let spec: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("the project's MLproject is not valid YAML: {e}")
+                })?;
+                if let Some(docker) = spec.get("docker_env") {
+                    if let Some(volumes) = docker
+                        .get("volumes")
+                        .and_then(|v| v.as_sequence())
+                        .filter(|v| !v.is_empty())
+                    {
+                        let names: Vec<String> = volumes
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect();
+                        anyhow::bail!(
+                            "the MLproject's docker_env volumes {names:?} cannot be mapped into a pod (a pod has no host directories to bind); remove them from docker_env, and give the data as a node input or through a volume of the pod template"
+                        );
+                    }
+                    step.image = docker
+                        .get("image")
+                        .and_then(|i| i.as_str())
+                        .map(str::to_string);
+                }
+            }
+        }
+        step.commit = Some(commit);
+        Ok(lease)
     }
 
     /// The leases behind this cluster's pods, rebuilt from their Secrets, for re-adoption.
@@ -155,6 +244,11 @@ impl KubeExecutor {
 
     async fn launch(&self, lease: &Lease) -> anyhow::Result<()> {
         let name = pod::name_of(lease);
+        // A pod that exists (an adopted attempt) keeps what it was made with.
+        let lease = &match self.pods.get(&name).await {
+            Ok(_) => lease.clone(),
+            Err(_) => self.inspect(lease).await?,
+        };
         let created = match self
             .pods
             .create(&PostParams::default(), &pod::pod(lease, &self.settings))
@@ -169,7 +263,10 @@ impl KubeExecutor {
         };
         match self
             .secrets
-            .create(&PostParams::default(), &pod::secret(lease, &created))
+            .create(
+                &PostParams::default(),
+                &pod::secret(lease, &created, &self.settings),
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -178,13 +275,16 @@ impl KubeExecutor {
         }
     }
 
+    /// The tail of a pod's log: the last lines, read with a byte limit, cut to size.
     async fn log_tail(&self, name: &str) -> String {
         let params = LogParams {
             container: Some("step".into()),
-            tail_lines: Some(concurrent_core::wire::TAIL_LINES as i64),
+            tail_lines: Some(TAIL_LINES as i64),
+            limit_bytes: Some(64 * 1024),
             ..Default::default()
         };
-        self.pods.logs(name, &params).await.unwrap_or_default()
+        let text = self.pods.logs(name, &params).await.unwrap_or_default();
+        Tail::of(text.as_bytes())
     }
 
     fn clean_up_later(&self, name: String) {
@@ -261,16 +361,7 @@ impl Executor for KubeExecutor {
             .get(&lease.item_id)
             .cloned()?;
         // A pod still waiting for its node or image has no log yet: no tail, not an error.
-        let params = LogParams {
-            container: Some("step".into()),
-            tail_lines: Some(concurrent_core::wire::TAIL_LINES as i64),
-            ..Default::default()
-        };
-        self.pods
-            .logs(&name, &params)
-            .await
-            .ok()
-            .filter(|t| !t.is_empty())
+        Some(self.log_tail(&name).await).filter(|t| !t.is_empty())
     }
 
     async fn run(&self, lease: &Lease, cancel: CancellationToken) -> Option<Outcome> {

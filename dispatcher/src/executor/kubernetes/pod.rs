@@ -31,6 +31,42 @@ pub struct PodSettings {
     /// MLflow and the edge as the pods reach them.
     pub mlflow_uri: String,
     pub edge_url: String,
+    /// The agent's own MLflow credentials (`MLFLOW_TRACKING_TOKEN`, `…_USERNAME`,
+    /// `…_PASSWORD`): they reach each pod through its Secret, never its spec.
+    pub mlflow_credentials: BTreeMap<String, String>,
+    /// A Secret with git credentials (`.git-credentials`, or `ssh-privatekey` and
+    /// `known_hosts`), mounted read-only into every pod for private repositories.
+    pub git_credentials_secret: Option<String>,
+}
+
+/// Where a git credentials Secret is mounted in pods (and may be mounted in the agent's).
+pub const GIT_CREDENTIALS_DIR: &str = "/concurrent-git";
+
+/// The MLflow credentials the agent passes on to its pods, from its own environment.
+pub fn mlflow_credentials_from_env() -> BTreeMap<String, String> {
+    [
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ]
+    .into_iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect()
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 pub fn name_of(lease: &Lease) -> String {
@@ -109,6 +145,35 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
             ..Default::default()
         },
     ];
+    let mut env = env;
+    let plain = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    };
+    env.extend(item.step.env.iter().map(|(k, v)| plain(k, v)));
+    // Secret values come from Secrets at the container's start; the spec names them only.
+    env.extend(
+        item.step
+            .secret_env
+            .iter()
+            .map(|(k, r)| from_secret(k, &r.secret, &r.key)),
+    );
+    env.extend(
+        s.mlflow_credentials
+            .keys()
+            .map(|k| from_secret(k, &secret, k)),
+    );
+    env.push(plain(
+        crate::step::SECRET_ENV,
+        &item
+            .step
+            .secret_env
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
     let args: Vec<String> = [
         "step",
         "--spec",
@@ -126,10 +191,51 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
         // The container is the boundary: any local path of the image may be a project.
         "--allow-path",
         "/",
+        // No Docker in a pod: a docker_env project already runs in its image.
+        "--in-image",
     ]
     .iter()
     .map(|a| a.to_string())
     .collect();
+    let mut volumes = vec![
+        Volume {
+            name: "concurrent-bin".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: "work".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: "step".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount("concurrent-bin", "/concurrent-bin", true),
+        mount("work", "/work", false),
+        mount("step", "/concurrent-step", true),
+    ];
+    if let Some(git_secret) = &s.git_credentials_secret {
+        volumes.push(Volume {
+            name: "git-credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(git_secret.clone()),
+                // ssh refuses keys that others can read.
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("git-credentials", GIT_CREDENTIALS_DIR, true));
+        env.push(plain("CONCURRENT_GIT_CREDENTIALS", GIT_CREDENTIALS_DIR));
+    }
     Pod {
         metadata: ObjectMeta {
             name: Some(name),
@@ -148,26 +254,7 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
                     .collect()
             }),
             node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
-            volumes: Some(vec![
-                Volume {
-                    name: "concurrent-bin".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "work".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "step".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ]),
+            volumes: Some(volumes),
             init_containers: Some(vec![Container {
                 name: "concurrent-bin".into(),
                 image: Some(s.agent_image.clone()),
@@ -195,11 +282,7 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
                     limits: (!limits.is_empty()).then_some(limits),
                     ..Default::default()
                 }),
-                volume_mounts: Some(vec![
-                    mount("concurrent-bin", "/concurrent-bin", true),
-                    mount("work", "/work", false),
-                    mount("step", "/concurrent-step", true),
-                ]),
+                volume_mounts: Some(mounts),
                 ..Default::default()
             }],
             ..Default::default()
@@ -208,8 +291,9 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
     }
 }
 
-/// The per-pod Secret: the step token and the work item, owned by the pod (deleted with it).
-pub fn secret(lease: &Lease, pod: &Pod) -> Secret {
+/// The per-pod Secret: the step token, the work item and the agent's MLflow credentials, owned
+/// by the pod (deleted with it).
+pub fn secret(lease: &Lease, pod: &Pod, s: &PodSettings) -> Secret {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let owner = OwnerReference {
         api_version: "v1".into(),
@@ -227,13 +311,22 @@ pub fn secret(lease: &Lease, pod: &Pod) -> Secret {
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([
-            (
-                "token".to_string(),
-                ByteString(lease.step_token.clone().into_bytes()),
-            ),
-            ("spec.json".to_string(), ByteString(spec)),
-        ])),
+        data: Some(
+            [
+                (
+                    "token".to_string(),
+                    ByteString(lease.step_token.clone().into_bytes()),
+                ),
+                ("spec.json".to_string(), ByteString(spec)),
+            ]
+            .into_iter()
+            .chain(
+                s.mlflow_credentials
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))),
+            )
+            .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -264,6 +357,11 @@ mod tests {
                         parameters: Default::default(),
                     }),
                     image: None,
+                    env: Default::default(),
+                    secret_env: Default::default(),
+                    env_manager: None,
+                    parent_run_id: None,
+                    commit: None,
                     resources: Resources {
                         cpu: Some("2".into()),
                         memory: Some("4Gi".into()),
@@ -290,6 +388,11 @@ mod tests {
             cluster: "gpu".into(),
             default_image: "python:3.11".into(),
             agent_image: "concurrent-agent:1".into(),
+            mlflow_credentials: BTreeMap::from([(
+                "MLFLOW_TRACKING_TOKEN".into(),
+                "tok-123".into(),
+            )]),
+            git_credentials_secret: Some("git-creds".into()),
             service_account: Some("steps".into()),
             image_pull_secrets: vec!["regcred".into()],
             node_selector: BTreeMap::from([("pool".into(), "gpu".into())]),
@@ -322,8 +425,55 @@ mod tests {
     fn the_secret_is_owned_by_its_pod() {
         let mut p = pod(&lease(), &settings());
         p.metadata.uid = Some("uid-1".into());
-        let s = secret(&lease(), &p);
+        let s = secret(&lease(), &p, &settings());
         assert_eq!(s.metadata.owner_references.unwrap()[0].uid, "uid-1");
-        assert_eq!(s.data.unwrap()["token"].0, b"cs_secret");
+        let data = s.data.unwrap();
+        assert_eq!(data["token"].0, b"cs_secret");
+        assert_eq!(data["MLFLOW_TRACKING_TOKEN"].0, b"tok-123");
+    }
+
+    #[test]
+    fn secrets_reach_the_pod_by_reference_and_plain_env_by_value() {
+        let mut l = lease();
+        l.item.step.env = BTreeMap::from([("EPOCHS".into(), "3".into())]);
+        l.item.step.secret_env = BTreeMap::from([(
+            "AWS_SECRET_ACCESS_KEY".into(),
+            concurrent_core::template::SecretRef {
+                secret: "s3-creds".into(),
+                key: "secret_key".into(),
+            },
+        )]);
+        let p = pod(&l, &settings());
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            !json.contains("tok-123"),
+            "no MLflow credential in the spec"
+        );
+        let env = &p.spec.unwrap().containers[0].env.clone().unwrap();
+        let find = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
+        assert_eq!(find("EPOCHS").value.as_deref(), Some("3"));
+        let aws = find("AWS_SECRET_ACCESS_KEY")
+            .value_from
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (aws.name.as_str(), aws.key.as_str()),
+            ("s3-creds", "secret_key")
+        );
+        let token = find("MLFLOW_TRACKING_TOKEN")
+            .value_from
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(token.name, "c-0123456789-train-1-2-step");
+        assert_eq!(
+            find("CONCURRENT_SECRET_ENV").value.as_deref(),
+            Some("AWS_SECRET_ACCESS_KEY")
+        );
+        assert_eq!(
+            find("CONCURRENT_GIT_CREDENTIALS").value.as_deref(),
+            Some(GIT_CREDENTIALS_DIR)
+        );
     }
 }

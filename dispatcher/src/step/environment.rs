@@ -1,0 +1,729 @@
+//! A project's Python environment, by MLflow's rules: which one the MLproject declares
+//! (`python_env`, `conda_env`, `docker_env`, or the default `python_env.yaml` / `conda.yaml`
+//! files, as `mlflow/projects/_project_spec.py` decides), which manager builds it (the node's
+//! `envManager` overrides, like `mlflow run --env-manager`), and building it once per content:
+//! environments are cached under a key made of the spec and the requirement files it names (as
+//! MLflow keys its own), so a later attempt reuses it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use concurrent_core::sign::sha256_hex;
+use concurrent_core::template::EnvManager;
+use serde_yaml::Value;
+use tokio::io::AsyncWriteExt;
+
+/// The environment an MLproject declares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Declared {
+    /// No environment: the local Python.
+    None,
+    /// `python_env: <file>` (or a `python_env.yaml` next to the MLproject).
+    Python(PathBuf),
+    /// `conda_env: <file>` (or a `conda.yaml`).
+    Conda(PathBuf),
+    /// `docker_env`: the project runs in this image.
+    Docker(DockerEnv),
+}
+
+/// An MLproject's `docker_env`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DockerEnv {
+    pub image: String,
+    /// `[["NAME", "value"], "COPIED_FROM_HOST"]` as MLflow reads it: (name, Some(value)) or
+    /// (name, None) for a variable copied from the environment where the step starts.
+    pub environment: Vec<(String, Option<String>)>,
+    pub volumes: Vec<String>,
+}
+
+/// Reads which environment the MLproject in `dir` declares (`spec` is its YAML, `Null` when
+/// there is none).
+///
+/// # Errors
+/// MLflow's messages: several environment fields, a missing file, a `docker_env` without image.
+pub fn declared(dir: &Path, spec: &Value) -> Result<Declared, String> {
+    let fields: Vec<&str> = ["python_env", "conda_env", "docker_env"]
+        .into_iter()
+        .filter(|f| spec.get(f).is_some())
+        .collect();
+    if fields.len() > 1 {
+        return Err(format!(
+            "Project cannot contain multiple environment fields: {{{}}}",
+            fields
+                .iter()
+                .map(|f| format!("'{f}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(docker) = spec.get("docker_env") {
+        let image = docker.get("image").and_then(Value::as_str).unwrap_or("");
+        if image.is_empty() {
+            return Err("Project configuration (MLproject file) was invalid: Docker environment specified but no image attribute found.".into());
+        }
+        let environment = docker
+            .get("environment")
+            .and_then(Value::as_sequence)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::String(name) => Some((name.clone(), None)),
+                        Value::Sequence(pair) => Some((
+                            pair.first()?.as_str()?.to_string(),
+                            pair.get(1).and_then(Value::as_str).map(str::to_string),
+                        )),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let volumes = docker
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Ok(Declared::Docker(DockerEnv {
+            image: image.to_string(),
+            environment,
+            volumes,
+        }));
+    }
+    for (field, make) in [
+        ("python_env", Declared::Python as fn(PathBuf) -> Declared),
+        ("conda_env", Declared::Conda as fn(PathBuf) -> Declared),
+    ] {
+        if let Some(file) = spec.get(field).and_then(Value::as_str) {
+            let path = dir.join(file);
+            if !path.exists() {
+                let what = if field == "python_env" {
+                    "python_env file"
+                } else {
+                    "conda environment file"
+                };
+                return Err(format!(
+                    "Project specified {what} {}, but no such file was found.",
+                    path.display()
+                ));
+            }
+            return Ok(make(path));
+        }
+    }
+    if dir.join("python_env.yaml").exists() {
+        return Ok(Declared::Python(dir.join("python_env.yaml")));
+    }
+    if dir.join("conda.yaml").exists() {
+        return Ok(Declared::Conda(dir.join("conda.yaml")));
+    }
+    Ok(Declared::None)
+}
+
+/// How the step's environment is made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// The local (or image's) Python as it is.
+    Local,
+    /// A virtual environment from this spec, made by `manager` (uv or virtualenv).
+    Virtual {
+        manager: EnvManager,
+        spec: PythonSpec,
+    },
+    /// A conda environment from this file.
+    Conda(PathBuf),
+    Docker(DockerEnv),
+}
+
+/// What `python_env.yaml` says (or what MLflow reads from a `conda.yaml` for uv/virtualenv).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PythonSpec {
+    /// Empty: the Python the manager finds first.
+    pub python: String,
+    pub build_dependencies: Vec<String>,
+    pub dependencies: Vec<String>,
+    /// The file the spec was read from (its directory resolves `-r` lines).
+    pub source: Option<PathBuf>,
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_sequence)
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| match x {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn read_yaml(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| format!("{} is not valid YAML: {e}", path.display()))
+}
+
+impl PythonSpec {
+    /// Reads a `python_env.yaml`.
+    pub fn from_python_env(path: &Path) -> Result<PythonSpec, String> {
+        let y = read_yaml(path)?;
+        let python = match y.get("python") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        Ok(PythonSpec {
+            python,
+            build_dependencies: strings(y.get("build_dependencies")),
+            dependencies: strings(y.get("dependencies")),
+            source: Some(path.to_path_buf()),
+        })
+    }
+
+    /// What MLflow's `_PythonEnv.from_conda_yaml` takes from a `conda.yaml`: the `python`
+    /// version, `pip`/`setuptools`/`wheel` as build dependencies, the `pip:` list.
+    pub fn from_conda_yaml(path: &Path) -> Result<PythonSpec, String> {
+        let y = read_yaml(path)?;
+        let mut spec = PythonSpec {
+            source: Some(path.to_path_buf()),
+            ..Default::default()
+        };
+        for dep in y
+            .get("dependencies")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            match dep {
+                Value::String(s) => {
+                    let name: String = s
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                        .collect();
+                    let rest = s[name.len()..].trim_start_matches('=');
+                    match name.as_str() {
+                        "python" => spec.python = rest.to_string(),
+                        "pip" | "setuptools" | "wheel" => {
+                            spec.build_dependencies.push(if rest.is_empty() {
+                                name
+                            } else {
+                                format!("{name}=={rest}")
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                Value::Mapping(m) => {
+                    spec.dependencies.extend(strings(m.get("pip")));
+                }
+                _ => {}
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Decides how the environment is made, by MLflow's rules: `docker_env` always runs in its
+/// image; `python_env` with uv (or the override), `conda_env` with conda, neither locally.
+///
+/// # Errors
+/// MLflow's refusal of conda for a `python_env` project, or an unreadable spec.
+pub fn choose(declared: &Declared, wanted: Option<EnvManager>) -> Result<Choice, String> {
+    use EnvManager::*;
+    Ok(match (declared, wanted) {
+        (Declared::Docker(d), _) => Choice::Docker(d.clone()),
+        (_, Some(Local)) | (Declared::None, None) => Choice::Local,
+        (Declared::Python(_), Some(Conda)) => {
+            return Err("python_env project cannot be executed using conda. Set the node's envManager to 'uv', 'virtualenv' or 'local' to execute this project.".into())
+        }
+        (Declared::Python(path), m) => Choice::Virtual {
+            manager: m.unwrap_or(Uv),
+            spec: PythonSpec::from_python_env(path)?,
+        },
+        (Declared::Conda(path), None | Some(Conda)) => Choice::Conda(path.clone()),
+        (Declared::Conda(path), Some(m)) => Choice::Virtual {
+            manager: m,
+            spec: PythonSpec::from_conda_yaml(path)?,
+        },
+        (Declared::None, Some(Conda)) => {
+            return Err("the project declares no conda_env, so conda has nothing to build; leave envManager out, or set it to 'local', 'uv' or 'virtualenv'".into())
+        }
+        (Declared::None, Some(m)) => Choice::Virtual {
+            manager: m,
+            spec: PythonSpec::default(),
+        },
+    })
+}
+
+/// How the user's command finds its environment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activation {
+    /// Put first on `PATH`.
+    pub bin: Option<PathBuf>,
+    pub vars: Vec<(String, String)>,
+}
+
+/// Where the tools are and where environments are kept.
+pub struct Tools<'a> {
+    pub uv: &'a str,
+    pub conda: &'a str,
+    pub cache: &'a Path,
+}
+
+/// The requirement lines of `deps`, with `-r`/`-c` files made absolute against `base`.
+fn requirement_lines(deps: &[String], base: &Path) -> Vec<String> {
+    deps.iter()
+        .map(|d| {
+            for flag in ["-r ", "--requirement ", "-c ", "--constraint "] {
+                if let Some(file) = d.strip_prefix(flag) {
+                    return format!("{flag}{}", base.join(file.trim()).display());
+                }
+            }
+            d.clone()
+        })
+        .collect()
+}
+
+/// The cache key of a spec: its content and the content of the files its `-r` lines name.
+fn key(manager: &str, spec: &PythonSpec, base: &Path) -> String {
+    let mut text = format!("{manager}\n{}\n", spec.python);
+    for line in requirement_lines(&spec.build_dependencies, base)
+        .iter()
+        .chain(&requirement_lines(&spec.dependencies, base))
+    {
+        text.push_str(line);
+        text.push('\n');
+        if let Some(file) = line
+            .strip_prefix("-r ")
+            .or_else(|| line.strip_prefix("--requirement "))
+        {
+            text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+    }
+    format!("{manager}-{}", &sha256_hex(&text)[..16])
+}
+
+async fn log_line(log: &Path, line: &str) {
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await
+    {
+        let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+    }
+}
+
+/// Runs a build command, its output into the step's log.
+async fn run(log: &Path, dir: &Path, program: &str, args: &[String]) -> anyhow::Result<()> {
+    log_line(log, &format!("$ {program} {}", args.join(" "))).await;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .with_context(|| format!("cannot start {program:?}"))?;
+    if !status.success() {
+        bail!(
+            "`{program} {}` ended with {status}; the step log has its output",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether `program` can be started (on `PATH`, or a path).
+pub fn available(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
+/// Holds an exclusive lock on a file until dropped (the lock ends with the process, too).
+pub(super) struct FileLock(std::fs::File);
+
+impl FileLock {
+    pub(super) async fn take(path: PathBuf) -> anyhow::Result<FileLock> {
+        tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock(2) on a descriptor we own; it blocks until the lock is ours.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                bail!("cannot lock {}", path.display());
+            }
+            Ok(FileLock(f))
+        })
+        .await?
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Builds the environment (or finds it built) and says how to activate it. The build shows in
+/// the step's log, with its time.
+///
+/// # Errors
+/// A missing tool (named, with the node field to change), or a failed build.
+pub async fn prepare(
+    choice: &Choice,
+    project: &Path,
+    tools: &Tools<'_>,
+    log: &Path,
+) -> anyhow::Result<Activation> {
+    let (key, manager) = match choice {
+        Choice::Local | Choice::Docker(_) => return Ok(Activation::default()),
+        Choice::Virtual { manager, spec } => {
+            let base = spec
+                .source
+                .as_ref()
+                .and_then(|s| s.parent())
+                .unwrap_or(project);
+            (key(manager.as_str(), spec, base), *manager)
+        }
+        Choice::Conda(file) => (
+            format!(
+                "conda-{}",
+                &sha256_hex(&std::fs::read_to_string(file).unwrap_or_default())[..16]
+            ),
+            EnvManager::Conda,
+        ),
+    };
+    let tool = match manager {
+        EnvManager::Uv => Some(("uv", tools.uv)),
+        EnvManager::Conda => Some(("conda", tools.conda)),
+        _ => None,
+    };
+    if let Some((name, program)) = tool {
+        if !available(program) {
+            bail!(
+                "this project's environment needs {name}, which this agent does not have ({program:?} is not found); install {name} on the agent (or in the image), or set the node's envManager to another manager (local uses the agent's own Python)"
+            );
+        }
+    }
+    std::fs::create_dir_all(tools.cache).with_context(|| {
+        format!(
+            "cannot create the environment cache {}",
+            tools.cache.display()
+        )
+    })?;
+    let env = tools.cache.join(&key);
+    let _lock = FileLock::take(tools.cache.join(format!("{key}.lock"))).await?;
+    let activation = Activation {
+        bin: Some(env.join("bin")),
+        vars: vec![(
+            if manager == EnvManager::Conda {
+                "CONDA_PREFIX"
+            } else {
+                "VIRTUAL_ENV"
+            }
+            .to_string(),
+            env.display().to_string(),
+        )],
+    };
+    if env.join(".concurrent-ready").exists() {
+        log_line(
+            log,
+            &format!(
+                "==> reusing the {} environment {key} (built before)",
+                manager.as_str()
+            ),
+        )
+        .await;
+        return Ok(activation);
+    }
+    let started = Instant::now();
+    let tmp = tools.cache.join(format!("{key}.building"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    log_line(
+        log,
+        &format!(
+            "==> building the {} environment {key} (cached in {})",
+            manager.as_str(),
+            tools.cache.display()
+        ),
+    )
+    .await;
+    let built = build(choice, project, tools, &tmp, log).await;
+    if let Err(e) = built {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!(
+            "building the {} environment failed",
+            manager.as_str()
+        )));
+    }
+    std::fs::write(tmp.join(".concurrent-ready"), format!("{:?}\n", choice))?;
+    let _ = std::fs::remove_dir_all(&env);
+    std::fs::rename(&tmp, &env)?;
+    log_line(
+        log,
+        &format!(
+            "==> environment {key} ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    )
+    .await;
+    Ok(activation)
+}
+
+async fn build(
+    choice: &Choice,
+    project: &Path,
+    tools: &Tools<'_>,
+    dir: &Path,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let d = dir.display().to_string();
+    match choice {
+        Choice::Virtual { manager, spec } => {
+            let base = spec
+                .source
+                .as_ref()
+                .and_then(|s| s.parent())
+                .unwrap_or(project);
+            let python = dir.join("bin/python").display().to_string();
+            match manager {
+                EnvManager::Uv => {
+                    let mut args = vec!["venv".to_string(), d.clone(), "--quiet".into()];
+                    if !spec.python.is_empty() {
+                        args.push(format!("--python={}", spec.python));
+                    }
+                    run(log, project, tools.uv, &args).await?;
+                }
+                _ => {
+                    let interpreter = find_python(&spec.python)?;
+                    run(
+                        log,
+                        project,
+                        &interpreter,
+                        &["-m".into(), "venv".into(), d.clone()],
+                    )
+                    .await?;
+                }
+            }
+            for deps in [&spec.build_dependencies, &spec.dependencies] {
+                if deps.is_empty() {
+                    continue;
+                }
+                let reqs = dir.join("requirements.concurrent.txt");
+                std::fs::write(&reqs, requirement_lines(deps, base).join("\n") + "\n")?;
+                let reqs = reqs.display().to_string();
+                match manager {
+                    EnvManager::Uv => {
+                        let args = ["pip", "install", "--python", &python, "-r", &reqs];
+                        run(log, project, tools.uv, &args.map(String::from)).await?
+                    }
+                    _ => {
+                        let args = [
+                            "-m",
+                            "pip",
+                            "install",
+                            "--disable-pip-version-check",
+                            "-r",
+                            &reqs,
+                        ];
+                        run(log, project, &python, &args.map(String::from)).await?
+                    }
+                }
+            }
+            Ok(())
+        }
+        Choice::Conda(file) => {
+            let args = [
+                "env",
+                "create",
+                "--quiet",
+                "--prefix",
+                &d,
+                "--file",
+                &file.display().to_string(),
+            ];
+            run(log, project, tools.conda, &args.map(String::from)).await
+        }
+        Choice::Local | Choice::Docker(_) => Ok(()),
+    }
+}
+
+/// An interpreter of `version` ("3.11", "3.11.7", or empty for any) on `PATH`.
+fn find_python(version: &str) -> anyhow::Result<String> {
+    let short: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let mut candidates = Vec::new();
+    if !short.is_empty() {
+        candidates.push(format!("python{short}"));
+    }
+    candidates.extend(["python3".to_string(), "python".to_string()]);
+    for c in candidates {
+        if !available(&c) {
+            continue;
+        }
+        let out = std::process::Command::new(&c)
+            .args(["-c", "import platform; print(platform.python_version())"])
+            .output();
+        if let Ok(out) = out {
+            let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if version.is_empty() || found == version || found.starts_with(&format!("{version}.")) {
+                return Ok(c);
+            }
+        }
+    }
+    bail!(
+        "the project asks for Python {version}, which this agent does not have; install it, or set the node's envManager to 'uv' (which finds or installs Python versions)"
+    )
+}
+
+/// The activation as environment variables for the user's command.
+pub fn env_vars(a: &Activation) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = a.vars.iter().cloned().collect();
+    if let Some(bin) = &a.bin {
+        let path = std::env::var("PATH").unwrap_or_default();
+        vars.insert("PATH".into(), format!("{}:{path}", bin.display()));
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    fn yaml(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_declared_environment_follows_mlflows_rules() {
+        let d = project(&[
+            ("python_env.yaml", "python: '3.11'\ndependencies: [tqdm]\n"),
+            ("conda.yaml", "dependencies: [python=3.11]\n"),
+        ]);
+        assert_eq!(
+            declared(d.path(), &Value::Null).unwrap(),
+            Declared::Python(d.path().join("python_env.yaml")),
+            "python_env.yaml wins over conda.yaml"
+        );
+        let spec = yaml("conda_env: conda.yaml\n");
+        assert_eq!(
+            declared(d.path(), &spec).unwrap(),
+            Declared::Conda(d.path().join("conda.yaml"))
+        );
+        let both = yaml("conda_env: conda.yaml\npython_env: python_env.yaml\n");
+        assert!(declared(d.path(), &both)
+            .unwrap_err()
+            .contains("multiple environment fields"));
+        let missing = yaml("python_env: nope.yaml\n");
+        assert!(declared(d.path(), &missing)
+            .unwrap_err()
+            .contains("no such file"));
+        let docker = yaml("docker_env:\n  image: python:3.11\n  environment: [[A, '1'], B]\n  volumes: ['/data:/data']\n");
+        match declared(d.path(), &docker).unwrap() {
+            Declared::Docker(e) => {
+                assert_eq!(e.image, "python:3.11");
+                assert_eq!(
+                    e.environment,
+                    vec![("A".into(), Some("1".into())), ("B".into(), None)]
+                );
+                assert_eq!(e.volumes, vec!["/data:/data".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let empty = project(&[]);
+        assert_eq!(
+            declared(empty.path(), &Value::Null).unwrap(),
+            Declared::None
+        );
+    }
+
+    #[test]
+    fn the_manager_is_chosen_like_mlflow_run_env_manager() {
+        let d = project(&[
+            (
+                "python_env.yaml",
+                "python: '3.11'\nbuild_dependencies: [pip]\ndependencies: [tqdm==4.66.5]\n",
+            ),
+            (
+                "conda.yaml",
+                "dependencies:\n  - python=3.10\n  - pip\n  - pip: [scikit-learn]\n",
+            ),
+        ]);
+        let py = Declared::Python(d.path().join("python_env.yaml"));
+        let conda = Declared::Conda(d.path().join("conda.yaml"));
+        match choose(&py, None).unwrap() {
+            Choice::Virtual { manager, spec } => {
+                assert_eq!(manager, EnvManager::Uv);
+                assert_eq!(spec.python, "3.11");
+                assert_eq!(spec.dependencies, vec!["tqdm==4.66.5".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(choose(&py, Some(EnvManager::Local)).unwrap(), Choice::Local);
+        assert!(choose(&py, Some(EnvManager::Conda))
+            .unwrap_err()
+            .contains("cannot be executed using conda"));
+        assert_eq!(
+            choose(&conda, None).unwrap(),
+            Choice::Conda(d.path().join("conda.yaml"))
+        );
+        match choose(&conda, Some(EnvManager::Uv)).unwrap() {
+            Choice::Virtual { spec, .. } => {
+                assert_eq!(spec.python, "3.10");
+                assert_eq!(spec.build_dependencies, vec!["pip".to_string()]);
+                assert_eq!(spec.dependencies, vec!["scikit-learn".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(choose(&Declared::None, None).unwrap(), Choice::Local);
+    }
+
+    #[test]
+    fn cache_keys_follow_the_content_of_requirement_files() {
+        let d = project(&[("requirements.txt", "tqdm\n")]);
+        let spec = PythonSpec {
+            python: "3.11".into(),
+            dependencies: vec!["-r requirements.txt".into()],
+            ..Default::default()
+        };
+        let a = key("uv", &spec, d.path());
+        assert_eq!(a, key("uv", &spec, d.path()));
+        assert_ne!(a, key("virtualenv", &spec, d.path()));
+        std::fs::write(d.path().join("requirements.txt"), "tqdm==4.66.5\n").unwrap();
+        assert_ne!(
+            a,
+            key("uv", &spec, d.path()),
+            "a changed requirements file is a new environment"
+        );
+    }
+}
