@@ -142,6 +142,13 @@ pub struct WorkItem {
     pub step: StepSpec,
 }
 
+impl WorkItem {
+    /// The attempt this item is.
+    pub fn key(&self) -> crate::run::AttemptKey {
+        crate::run::AttemptKey::new(self.node_id.clone(), self.instance, self.attempt)
+    }
+}
+
 /// The step of a work item, with template parameters already substituted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

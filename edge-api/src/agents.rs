@@ -1,24 +1,22 @@
 //! `/api/v1/agents/:cluster/...`: the agent protocol, forwarded to the cluster's queue object.
 
-use concurrent_core::wire::{
-    CompleteRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, PinRequest,
-    PinResponse,
-};
+use concurrent_core::wire::{CompleteRequest, HeartbeatRequest, LeaseRequest, PinRequest};
 use worker::{Request, Response};
 
 use crate::error::{respond, ApiError};
-use crate::http::{call, json_body, stub};
+use crate::http::json_body;
+use crate::queue::QueueClient;
 
 use crate::router::Ctx;
 
-fn queue(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
+fn queue(ctx: &Ctx) -> Result<QueueClient, ApiError> {
     let cluster = ctx.param("cluster").cloned().unwrap_or_default();
     if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
         return Err(ApiError::BadRequest(format!(
             "cluster name {cluster:?} {why}"
         )));
     }
-    stub(&ctx.env, crate::queue::BINDING, &cluster)
+    QueueClient::of(&ctx.env, &cluster)
 }
 
 /// `POST .../lease` — long-polls up to `waitMs` for work.
@@ -28,7 +26,7 @@ pub async fn handle_lease(mut req: Request, ctx: Ctx) -> worker::Result<Response
         if ctx.data.lease.is_some() {
             return Err(ApiError::Forbidden("a step token cannot lease work".into()));
         }
-        call::<_, LeaseResponse>(&queue(&ctx)?, "/lease", &body).await
+        queue(&ctx)?.lease(&body).await
     }
     .await;
     respond(result, 200)
@@ -41,7 +39,7 @@ pub async fn handle_heartbeat(mut req: Request, ctx: Ctx) -> worker::Result<Resp
         for l in &body.leases {
             ctx.data.check_lease(&l.item_id, l.token)?;
         }
-        call::<_, HeartbeatResponse>(&queue(&ctx)?, "/heartbeat", &body).await
+        queue(&ctx)?.heartbeat(&body).await
     }
     .await;
     respond(result, 200)
@@ -52,7 +50,7 @@ pub async fn handle_complete(mut req: Request, ctx: Ctx) -> worker::Result<Respo
     let result = async {
         let body: CompleteRequest = json_body(&mut req).await?;
         ctx.data.check_lease(&body.item_id, body.token)?;
-        call::<_, bool>(&queue(&ctx)?, "/complete", &body).await
+        queue(&ctx)?.complete(&body).await
     }
     .await;
     respond(result, 200)
@@ -72,7 +70,7 @@ pub async fn handle_pin(mut req: Request, ctx: Ctx) -> worker::Result<Response> 
                 body.commit
             )));
         }
-        call::<_, PinResponse>(&queue(&ctx)?, "/pin", &body).await
+        queue(&ctx)?.pin(&body).await
     }
     .await;
     respond(result, 200)

@@ -17,8 +17,9 @@ use concurrent_core::step_token::{self, StepToken};
 use concurrent_core::wire::LeaseRef;
 use worker::{Env, Request, Response};
 
+use crate::catalog::CatalogClient;
 use crate::error::ApiError;
-use crate::http::{call, now_ms, stub};
+use crate::http::now_ms;
 
 const COOKIE: &str = "concurrent_session";
 const SESSION_MS: u64 = 12 * 3600 * 1000;
@@ -119,12 +120,9 @@ async fn user_of_hash(env: &Env, bootstrap: &str, hash: &str) -> Result<Option<U
     if sign::constant_time_eq(hash.as_bytes(), token_hash(bootstrap).as_bytes()) {
         return Ok(Some(User::new("admin", Role::Admin, None)));
     }
-    let found: Option<concurrent_core::wire::TokenInfo> = call(
-        &stub(env, crate::catalog::BINDING, crate::catalog::NAME)?,
-        "/tokens/lookup",
-        &hash,
-    )
-    .await?;
+    let found = CatalogClient::of(env)?
+        .lookup_token(&hash.to_string())
+        .await?;
     Ok(found.map(|t| User::new(t.name, t.role, t.cluster)))
 }
 

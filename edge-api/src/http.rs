@@ -72,37 +72,84 @@ pub fn stub(env: &Env, binding: &str, name: &str) -> Result<Stub, ApiError> {
         .get_stub()?)
 }
 
-/// POSTs `body` to a Durable Object and decodes its answer; errors keep their status.
-pub async fn call<B: Serialize, R: DeserializeOwned>(
-    stub: &Stub,
-    path: &str,
-    body: &B,
-) -> Result<R, ApiError> {
-    let headers = Headers::new();
-    headers.set("Content-Type", "application/json")?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(serde_json::to_string(body)?.into()));
-    let req = Request::new_with_init(&format!("https://do{path}"), &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    let status = resp.status_code();
-    let text = resp.text().await?;
-    if (200..300).contains(&status) {
-        Ok(serde_json::from_str(&text)?)
-    } else {
-        let body = serde_json::from_str::<ErrorBody>(&text)
-            .unwrap_or_else(|_| ErrorBody::new("internal", text, vec![]));
-        Err(ApiError::from_parts(status, body))
+/// A Durable Object to call: POSTs JSON to a path, decodes the answer; errors keep their
+/// status. The typed clients (see `object_api!`) are built on it.
+pub struct ObjectStub(pub Stub);
+
+impl ObjectStub {
+    pub fn new(env: &Env, binding: &str, name: &str) -> Result<ObjectStub, ApiError> {
+        Ok(ObjectStub(stub(env, binding, name)?))
+    }
+
+    pub async fn send<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ApiError> {
+        let headers = Headers::new();
+        headers.set("Content-Type", "application/json")?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(serde_json::to_string(body)?.into()));
+        let req = Request::new_with_init(&format!("https://do{path}"), &init)?;
+        let mut resp = self.0.fetch_with_request(req).await?;
+        let status = resp.status_code();
+        let text = resp.text().await?;
+        if (200..300).contains(&status) {
+            Ok(serde_json::from_str(&text)?)
+        } else {
+            let body = serde_json::from_str::<ErrorBody>(&text)
+                .unwrap_or_else(|_| ErrorBody::new("internal", text, vec![]));
+            Err(ApiError::from_parts(status, body))
+        }
     }
 }
+
+/// Declares a Durable Object's API once: each line is a method of the object (`async fn
+/// name(&self, body) -> Result<answer, ApiError>`), the same method on its typed client, and
+/// the path between them. The object's `fetch` calls the generated `serve`.
+macro_rules! object_api {
+    ($client:ident for $object:ident {
+        $( $(#[$doc:meta])* $method:ident($body:ty) -> $answer:ty = $path:literal; )*
+    }) => {
+        #[doc = concat!("The typed client of [`", stringify!($object), "`]: one method per request it serves.")]
+        pub struct $client(pub crate::http::ObjectStub);
+
+        impl $client {
+            $(
+                $(#[$doc])*
+                pub async fn $method(&self, body: &$body) -> Result<$answer, crate::error::ApiError> {
+                    self.0.send($path, body).await
+                }
+            )*
+        }
+
+        impl $object {
+            /// Serves one request by its path, with the method of the client's name.
+            async fn serve(
+                &self,
+                req: &mut worker::Request,
+            ) -> Result<serde_json::Value, crate::error::ApiError> {
+                match req.path().as_str() {
+                    $(
+                        $path => {
+                            let body: $body = crate::http::internal_json(req).await?;
+                            Ok(serde_json::to_value(self.$method(body).await?)?)
+                        }
+                    )*
+                    other => Err(crate::error::ApiError::NotFound(format!(
+                        "{} has no request {other}",
+                        stringify!($object)
+                    ))),
+                }
+            }
+        }
+    };
+}
+pub(crate) use object_api;
 
 /// Answers a Durable Object request: JSON on success, the error's status and body otherwise.
 pub fn reply<T: Serialize>(result: Result<T, ApiError>) -> worker::Result<Response> {
     crate::error::respond(result, 200)
-}
-
-/// Erases a handler's answer type so a Durable Object's `fetch` can dispatch on the path.
-pub fn erase<T: Serialize>(result: Result<T, ApiError>) -> Result<serde_json::Value, ApiError> {
-    Ok(serde_json::to_value(result?)?)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use concurrent_core::lease::{on_expiry, Expiry};
 use concurrent_core::logtail::keep_end;
-use concurrent_core::run::Event;
+use concurrent_core::run::{Event, Rejected};
 use concurrent_core::wire::{
     CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse,
     LeaseStatus, Outcome, PinRequest, PinResponse, WorkItem, MAX_MESSAGE_BYTES, MAX_TAIL_BYTES,
@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use crate::error::ApiError;
-use crate::http::{call, erase, internal_json, now_ms, reply, stub};
+use crate::http::{now_ms, object_api, reply, ObjectStub};
+use crate::run_object::RunClient;
 
 pub const BINDING: &str = "QUEUES";
 
@@ -47,6 +48,35 @@ pub struct QueueObject {
     sql: SqlStorage,
     /// Long-polling lease requests waiting for work.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+object_api! {
+    QueueClient for QueueObject {
+        /// Adds work items (idempotent by item id).
+        enqueue(Vec<WorkItem>) -> bool = "/enqueue";
+        /// Leases up to `max` ready items, waiting up to `wait_ms` for one.
+        lease(LeaseRequest) -> LeaseResponse = "/lease";
+        /// Extends leases; answers which were cancelled or lost.
+        heartbeat(HeartbeatRequest) -> HeartbeatResponse = "/heartbeat";
+        /// Ends a lease with its outcome (409 when the lease is not current).
+        complete(CompleteRequest) -> bool = "/complete";
+        /// Drops ready items and flags leased ones of cancelled attempts.
+        withdraw(Withdraw) -> bool = "/withdraw";
+        /// Passes a step's git commit to its run (for a current lease).
+        pin(PinRequest) -> PinResponse = "/pin";
+    }
+}
+
+impl QueueClient {
+    /// The queue of `cluster`.
+    pub fn of(env: &Env, cluster: &str) -> Result<QueueClient, ApiError> {
+        Ok(QueueClient(ObjectStub::new(env, BINDING, cluster)?))
+    }
+}
+
+/// The run an item belongs to, for telling it what happened.
+fn run_of(env: &Env, item: &WorkItem) -> Result<RunClient, ApiError> {
+    RunClient::of(env, &item.run_id)
 }
 
 #[derive(Deserialize)]
@@ -88,19 +118,7 @@ impl DurableObject for QueueObject {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let result = async {
-            match req.path().as_str() {
-                "/enqueue" => erase(self.enqueue(internal_json(&mut req).await?)),
-                "/lease" => erase(self.lease(internal_json(&mut req).await?).await),
-                "/heartbeat" => erase(self.heartbeat(internal_json(&mut req).await?).await),
-                "/complete" => erase(self.complete(internal_json(&mut req).await?).await),
-                "/withdraw" => erase(self.withdraw(internal_json(&mut req).await?).await),
-                "/pin" => erase(self.pin(internal_json(&mut req).await?).await),
-                other => Err(ApiError::NotFound(format!("queue has no {other}"))),
-            }
-        }
-        .await;
-        reply(result)
+        reply(self.serve(&mut req).await)
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
@@ -148,7 +166,7 @@ impl QueueObject {
         Ok(rows.into_iter().next())
     }
 
-    fn enqueue(&self, items: Vec<WorkItem>) -> Result<bool, ApiError> {
+    async fn enqueue(&self, items: Vec<WorkItem>) -> Result<bool, ApiError> {
         for item in items {
             let seq = self.next("seq")?;
             self.sql.exec(
@@ -234,19 +252,11 @@ impl QueueObject {
             let events: Vec<Event> = leases
                 .iter()
                 .map(|l| Event::Leased {
-                    node: l.item.node_id.clone(),
-                    instance: l.item.instance,
-                    attempt: l.item.attempt,
+                    key: l.item.key(),
                     agent: agent.into(),
                 })
                 .collect();
-            match call::<_, Vec<Option<String>>>(
-                &stub(&self.env, crate::run_object::BINDING, &run_id)?,
-                "/events",
-                &events,
-            )
-            .await
-            {
+            match RunClient::of(&self.env, &run_id)?.events(&events).await {
                 Ok(answers) => {
                     for (lease, answer) in leases.into_iter().zip(answers) {
                         match answer {
@@ -332,19 +342,12 @@ impl QueueObject {
                 .entry(item.run_id.clone())
                 .or_default()
                 .push(Event::LogTail {
-                    node: item.node_id,
-                    instance: item.instance,
-                    attempt: item.attempt,
+                    key: item.key(),
                     tail,
                 });
         }
         for (run_id, events) in by_run {
-            let sent = match stub(&self.env, crate::run_object::BINDING, &run_id) {
-                Ok(s) => call::<_, Vec<Option<String>>>(&s, "/events", &events)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
+            let sent = async { RunClient::of(&self.env, &run_id)?.events(&events).await }.await;
             if let Err(e) = sent {
                 worker::console_error!(
                     "queue: forwarding log tails to run {run_id} failed: {}",
@@ -400,26 +403,23 @@ impl QueueObject {
     }
 
     /// Forwards the end of an attempt to its run; `Some(reason)` when the run refused it.
-    async fn finish(&self, item: &WorkItem, outcome: Outcome) -> Result<Option<String>, ApiError> {
+    async fn finish(
+        &self,
+        item: &WorkItem,
+        outcome: Outcome,
+    ) -> Result<Option<Rejected>, ApiError> {
         self.tell_run(
             item,
             Event::Finished {
-                node: item.node_id.clone(),
-                instance: item.instance,
-                attempt: item.attempt,
+                key: item.key(),
                 outcome,
             },
         )
         .await
     }
 
-    async fn tell_run(&self, item: &WorkItem, event: Event) -> Result<Option<String>, ApiError> {
-        let answers: Vec<Option<String>> = call(
-            &stub(&self.env, crate::run_object::BINDING, &item.run_id)?,
-            "/events",
-            &[event],
-        )
-        .await?;
+    async fn tell_run(&self, item: &WorkItem, event: Event) -> Result<Option<Rejected>, ApiError> {
+        let answers = run_of(&self.env, item)?.events(&vec![event]).await?;
         Ok(answers.into_iter().next().flatten())
     }
 
@@ -428,12 +428,7 @@ impl QueueObject {
         match self.row(&r.item_id)? {
             Some(row) if row.token as u64 == r.token && row.state == "leased" => {
                 let item: WorkItem = serde_json::from_str(&row.item)?;
-                call(
-                    &stub(&self.env, crate::run_object::BINDING, &item.run_id)?,
-                    "/pin",
-                    &(r.source, r.commit),
-                )
-                .await
+                run_of(&self.env, &item)?.pin(&(r.source, r.commit)).await
             }
             _ => Err(ApiError::Conflict(format!(
                 "lease {} of work item {} is not current",
@@ -528,15 +523,9 @@ impl QueueObject {
                 }
             };
             let event = match &decision {
-                Expiry::Requeue => Event::Requeued {
-                    node: item.node_id.clone(),
-                    instance: item.instance,
-                    attempt: item.attempt,
-                },
+                Expiry::Requeue => Event::Requeued { key: item.key() },
                 Expiry::Fail(error) => Event::Finished {
-                    node: item.node_id.clone(),
-                    instance: item.instance,
-                    attempt: item.attempt,
+                    key: item.key(),
                     outcome: Outcome::Failed {
                         error: error.clone(),
                     },

@@ -1,14 +1,15 @@
 //! `/api/v1/runs`: start, list, get, cancel.
 
-use concurrent_core::run::{self, Event, Repair, RunState, StartError};
+use concurrent_core::run::{self, Event, Repair, StartError};
 use concurrent_core::sign;
 use concurrent_core::wire::{RunSummary, StartRun};
 use worker::{Env, Request, Response};
 
 use crate::auth::bootstrap_token;
-use crate::catalog::RunQuery;
+use crate::catalog::{CatalogClient, RunQuery};
 use crate::error::{respond, ApiError};
-use crate::http::{call, json_body, now_ms, random_id, stub};
+use crate::http::{json_body, now_ms, random_id};
+use crate::run_object::RunClient;
 
 use crate::router::Ctx;
 
@@ -66,12 +67,7 @@ pub async fn start_run(
         StartError::BadParameters(m) => ApiError::BadRequest(m),
     })?;
     state.request = Some(request);
-    call::<_, RunSummary>(
-        &stub(env, crate::run_object::BINDING, &id)?,
-        "/start",
-        &state,
-    )
-    .await
+    RunClient::of(env, &id)?.start(&state).await
 }
 
 /// `GET /api/v1/runs?template=&status=&limit=&before=` — newest first.
@@ -80,37 +76,30 @@ pub async fn handle_list(req: Request, ctx: Ctx) -> worker::Result<Response> {
         let q: RunQuery = req
             .query()
             .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
-        call::<_, Vec<RunSummary>>(
-            &stub(&ctx.env, crate::catalog::BINDING, crate::catalog::NAME)?,
-            "/runs/list",
-            &q,
-        )
-        .await
+        CatalogClient::of(&ctx.env)?.list_runs(&q).await
     }
     .await;
     respond(result, 200)
 }
 
-fn run_stub(ctx: &Ctx) -> Result<(String, worker::Stub), ApiError> {
+fn run_client(ctx: &Ctx) -> Result<(String, RunClient), ApiError> {
     let id = ctx.param("id").cloned().unwrap_or_default();
     // Ids the edge never issued are refused before any object is addressed: a read of an
     // invented id must not create a run object.
     if !sign::is_run_id(&bootstrap_token(&ctx.env)?, &id) {
         return Err(ApiError::NotFound(format!("run {id:?} does not exist")));
     }
-    Ok((id.clone(), stub(&ctx.env, crate::run_object::BINDING, &id)?))
+    Ok((id.clone(), RunClient::of(&ctx.env, &id)?))
 }
 
 /// `GET /api/v1/runs/:id` — every node, instance and attempt.
 pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
-        let (id, s) = run_stub(&ctx)?;
-        call::<_, RunState>(&s, "/get", &())
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
-                e => e,
-            })
+        let (id, run) = run_client(&ctx)?;
+        run.get(&()).await.map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
+            e => e,
+        })
     }
     .await;
     respond(result, 200)
@@ -118,13 +107,11 @@ pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
 
 /// Applies one user event to a run; 409 with the reason when the run refuses it.
 async fn user_event(ctx: &Ctx, what: &str, event: Event) -> Result<RunSummary, ApiError> {
-    let (_, s) = run_stub(ctx)?;
-    let answers: Vec<Option<String>> = call(&s, "/events", &[event]).await?;
+    let (_, run) = run_client(ctx)?;
+    let answers = run.events(&vec![event]).await?;
     match answers.into_iter().next().flatten() {
         Some(why) => Err(ApiError::Conflict(format!("cannot {what}: {why}"))),
-        None => call::<_, RunState>(&s, "/get", &())
-            .await
-            .map(|r| r.summary()),
+        None => run.get(&()).await.map(|r| r.summary()),
     }
 }
 

@@ -5,14 +5,11 @@ use concurrent_core::sign;
 use concurrent_core::wire::StartRun;
 use worker::{Env, Request, Response};
 
+use crate::catalog::CatalogClient;
 use crate::error::{respond, ApiError};
-use crate::http::{call, json_body, now_ms, stub};
+use crate::http::{json_body, now_ms};
 
 use crate::router::Ctx;
-
-fn catalog(env: &Env) -> Result<worker::Stub, ApiError> {
-    stub(env, crate::catalog::BINDING, crate::catalog::NAME)
-}
 
 /// `POST /api/v1/schedules` — the cron is checked (it must fire), the template must exist.
 pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
@@ -37,7 +34,9 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
             pending: None,
             last_error: None,
         };
-        call::<_, Schedule>(&catalog(&ctx.env)?, "/schedules/create", &schedule).await
+        CatalogClient::of(&ctx.env)?
+            .create_schedule(&schedule)
+            .await
     }
     .await;
     respond(result, 201)
@@ -46,7 +45,7 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
 /// `GET /api/v1/schedules`
 pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result: Result<Vec<Schedule>, _> =
-        async { call(&catalog(&ctx.env)?, "/schedules/list", &()).await }.await;
+        async { CatalogClient::of(&ctx.env)?.schedules(&()).await }.await;
     respond(result, 200)
 }
 
@@ -54,7 +53,7 @@ pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
 pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let name = ctx.param("name").cloned().unwrap_or_default();
     let result: Result<bool, _> =
-        async { call(&catalog(&ctx.env)?, "/schedules/delete", &name).await }.await;
+        async { CatalogClient::of(&ctx.env)?.delete_schedule(&name).await }.await;
     match result {
         Ok(_) => Ok(Response::empty()?.with_status(204)),
         Err(e) => e.into_response(),
@@ -74,7 +73,8 @@ pub struct TickOutcome {
 /// The cron trigger: the catalog picks the due ticks (keeping each pending until its run has
 /// started), then a run starts for each; a failed start stays pending for the next trigger.
 pub async fn fire_due(env: &Env) -> Result<(), ApiError> {
-    let due: Vec<(Schedule, u64)> = call(&catalog(env)?, "/schedules/due", &now_ms()).await?;
+    let catalog = CatalogClient::of(env)?;
+    let due = catalog.due_schedules(&now_ms()).await?;
     let secret = crate::auth::bootstrap_token(env)?;
     for (s, at) in due {
         let body = StartRun {
@@ -104,7 +104,7 @@ pub async fn fire_due(env: &Env) -> Result<(), ApiError> {
             at,
             result,
         };
-        if let Err(e) = call::<_, bool>(&catalog(env)?, "/schedules/record", &outcome).await {
+        if let Err(e) = catalog.record_tick(&outcome).await {
             worker::console_error!(
                 "schedule {}: recording the tick at {at} failed: {}",
                 s.spec.name,

@@ -5,17 +5,13 @@ use concurrent_core::{unknown_fields, validate, Problem, Template};
 use serde::Serialize;
 use worker::{Env, Request, Response};
 
-use crate::catalog::{self, Commit, Expected, VersionQuery, VersionRow};
+use crate::catalog::{CatalogClient, Commit, Expected, VersionQuery, VersionRow};
 use crate::error::{respond, ApiError};
-use crate::http::{body_text, call, now_ms, random_id, stub};
+use crate::http::{body_text, now_ms, random_id};
 
 pub const KV: &str = "TEMPLATES";
 
 use crate::router::Ctx;
-
-fn catalog(env: &Env) -> Result<worker::Stub, ApiError> {
-    stub(env, catalog::BINDING, catalog::NAME)
-}
 
 fn name_param(ctx: &Ctx) -> String {
     ctx.param("name").cloned().unwrap_or_default()
@@ -96,7 +92,7 @@ async fn save(req: &mut Request, ctx: &Ctx) -> Result<SavedTemplate, ApiError> {
         created_at: now_ms(),
         problems: problems.clone(),
     };
-    let version: u32 = call(&catalog(&ctx.env)?, "/templates/commit", &commit).await?;
+    let version = CatalogClient::of(&ctx.env)?.commit(&commit).await?;
     Ok(SavedTemplate {
         name,
         version,
@@ -110,15 +106,12 @@ pub async fn load(
     name: &str,
     version: Option<u32>,
 ) -> Result<TemplateVersion, ApiError> {
-    let row: VersionRow = call(
-        &catalog(env)?,
-        "/templates/version",
-        &VersionQuery {
+    let row: VersionRow = CatalogClient::of(env)?
+        .version(&VersionQuery {
             name: name.into(),
             version,
-        },
-    )
-    .await?;
+        })
+        .await?;
     let text = env.kv(KV)?.get(&row.kv_key).text().await?.ok_or_else(|| {
         ApiError::Internal(format!(
             "template {name:?} version {} is missing from KV ({})",
@@ -153,25 +146,16 @@ pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
 
 /// `GET /api/v1/templates`
 pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
-    let result: Result<Vec<concurrent_core::wire::TemplateSummary>, _> = match catalog(&ctx.env) {
-        Ok(c) => call(&c, "/templates/list", &()).await,
-        Err(e) => Err(e),
-    };
+    let result = async { CatalogClient::of(&ctx.env)?.list_templates(&()).await }.await;
     respond(result, 200)
 }
 
 /// `GET /api/v1/templates/:name/versions`
 pub async fn handle_versions(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
-        let rows: Vec<VersionRow> = call(
-            &catalog(&ctx.env)?,
-            "/templates/versions",
-            &VersionQuery {
-                name: name_param(&ctx),
-                version: None,
-            },
-        )
-        .await?;
+        let rows = CatalogClient::of(&ctx.env)?
+            .versions(&name_param(&ctx))
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| VersionSummary {
@@ -188,20 +172,12 @@ pub async fn handle_versions(_req: Request, ctx: Ctx) -> worker::Result<Response
 
 /// `DELETE /api/v1/templates/:name` — soft: versions stay readable and runs keep working.
 pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> {
-    let result: Result<bool, _> = match catalog(&ctx.env) {
-        Ok(c) => {
-            call(
-                &c,
-                "/templates/delete",
-                &VersionQuery {
-                    name: name_param(&ctx),
-                    version: None,
-                },
-            )
+    let result = async {
+        CatalogClient::of(&ctx.env)?
+            .delete_template(&name_param(&ctx))
             .await
-        }
-        Err(e) => Err(e),
-    };
+    }
+    .await;
     match result {
         Ok(_) => Ok(Response::empty()?.with_status(204)),
         Err(e) => e.into_response(),

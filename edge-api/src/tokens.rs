@@ -5,15 +5,11 @@ use concurrent_core::wire::{NewToken, TokenInfo};
 use worker::{Request, Response};
 
 use crate::auth::token_hash;
-use crate::catalog::StoredToken;
+use crate::catalog::{CatalogClient, StoredToken};
 use crate::error::{respond, ApiError};
-use crate::http::{call, json_body, now_ms, random_id, stub};
+use crate::http::{json_body, now_ms, random_id};
 
 use crate::router::Ctx;
-
-fn catalog(ctx: &Ctx) -> Result<worker::Stub, ApiError> {
-    stub(&ctx.env, crate::catalog::BINDING, crate::catalog::NAME)
-}
 
 /// `POST /api/v1/tokens` `{"name", "role", "cluster"?}` → the token, once.
 pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
@@ -57,15 +53,12 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
             created_at: now_ms(),
             token: None,
         };
-        let stored: TokenInfo = call(
-            &catalog(&ctx)?,
-            "/tokens/create",
-            &StoredToken {
+        let stored: TokenInfo = CatalogClient::of(&ctx.env)?
+            .create_token(&StoredToken {
                 hash: token_hash(&secret),
                 info,
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(TokenInfo {
             token: Some(secret),
             ..stored
@@ -78,7 +71,7 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
 /// `GET /api/v1/tokens`
 pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result: Result<Vec<TokenInfo>, _> =
-        async { call(&catalog(&ctx)?, "/tokens/list", &()).await }.await;
+        async { CatalogClient::of(&ctx.env)?.list_tokens(&()).await }.await;
     respond(result, 200)
 }
 
@@ -86,7 +79,7 @@ pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
 pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let name = ctx.param("name").cloned().unwrap_or_default();
     let result: Result<bool, _> =
-        async { call(&catalog(&ctx)?, "/tokens/delete", &name).await }.await;
+        async { CatalogClient::of(&ctx.env)?.delete_token(&name).await }.await;
     match result {
         Ok(_) => Ok(Response::empty()?.with_status(204)),
         Err(e) => e.into_response(),

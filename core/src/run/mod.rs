@@ -5,12 +5,31 @@
 //! executes the effects and feeds their results back as events; an effect that failed (MLflow
 //! down, a queue unreachable) is simply derived again on the next reconcile, so nothing is lost
 //! and nothing is done twice.
+//!
+//! - `state`: what is recorded (run, nodes, instances, attempts);
+//! - `event`: what happens ([`Event`], [`AttemptKey`]);
+//! - `start`: a new run from a template version and its parameters;
+//! - `apply`: recording an event; `advance`: planning ready nodes, starting due retries,
+//!   ending the run;
+//! - `reconcile`: what is still to do; `effect`: those effects and their batching.
 
-mod machine;
+mod advance;
+mod apply;
+mod effect;
+mod event;
+mod reconcile;
+mod start;
 mod state;
 
-pub use machine::{apply, reconcile, start, Effect, Event, MlflowCall, Rejected, StartError};
+pub use apply::apply;
+pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
+pub use event::{AttemptKey, Event, MlflowCall, Rejected};
+pub use reconcile::reconcile;
+pub use start::{start, StartError};
 pub use state::{
     mlflow_backoff_ms, Attempt, AttemptState, Instance, InstanceState, MlflowRef, MlflowWait,
     NodeRun, Repair, RepairRecord, RunState, RunStatus,
 };
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,10 @@
 use super::*;
 use crate::run::{Repair, RunStatus};
+use crate::template::{NodeKind, Template};
 use crate::wire::OutputFile;
+use crate::wire::{Outcome, WorkItem};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 fn template(train_instances: u32, retries: u32) -> Template {
@@ -49,81 +52,54 @@ struct Driver {
 }
 
 impl Driver {
+    /// Carries out rounds as the run object does: the same batching (`plan_round`), MLflow
+    /// calls first, then the queues.
     fn settle(&mut self, run: &mut RunState, now: u64) {
         for _ in 0..100 {
-            let effects = reconcile(run, now);
-            let actionable: Vec<_> = effects
-                .into_iter()
-                .filter(|e| !matches!(e, Effect::WakeAt(_)))
-                .collect();
-            if actionable.is_empty() {
+            let round = plan_round(reconcile(run, now), 128);
+            if round.is_empty() {
                 return;
             }
-            for e in actionable {
-                let ev = match e {
-                    Effect::CreateParentRun { .. } => Event::ParentRunCreated(MlflowRef {
+            let mut events = Vec::new();
+            for m in round.mlflow {
+                events.push(match m {
+                    MlflowEffect::CreateParentRun { .. } => Event::ParentRunCreated(MlflowRef {
                         experiment_id: "1".into(),
                         run_id: "parent".into(),
                     }),
-                    Effect::CreateChildRun {
-                        node,
-                        instance,
-                        attempt,
-                        ..
-                    } => {
+                    MlflowEffect::CreateChildRun { attempt, .. } => {
                         self.child_runs += 1;
                         Event::ChildRunCreated {
-                            node,
-                            instance,
-                            attempt,
+                            key: attempt,
                             run_id: format!("child{}", self.child_runs),
                         }
                     }
-                    Effect::Enqueue(item) => {
-                        if self.enqueued_ids.insert(item.id.clone()) {
-                            self.queue.push(*item.clone());
-                        }
-                        Event::Enqueued {
-                            node: item.node_id,
-                            instance: item.instance,
-                            attempt: item.attempt,
-                        }
-                    }
-                    Effect::Withdraw {
-                        item_id,
-                        node,
-                        instance,
-                        attempt,
-                        ..
-                    } => {
-                        self.queue.retain(|i| i.id != item_id);
-                        Event::Withdrawn {
-                            node,
-                            instance,
-                            attempt,
-                        }
-                    }
-                    Effect::CloseAttemptRun {
-                        node,
-                        instance,
+                    MlflowEffect::CloseAttemptRun {
                         attempt,
                         run_id,
                         status,
                         ..
                     } => {
                         self.closed.push((run_id, status));
-                        Event::AttemptRunClosed {
-                            node,
-                            instance,
-                            attempt,
-                        }
+                        Event::AttemptRunClosed { key: attempt }
                     }
-                    Effect::SyncParentRun { run_id, status, .. } => {
+                    MlflowEffect::SyncParentRun { run_id, status, .. } => {
                         self.closed.push((run_id, status.mlflow_status()));
                         Event::ParentRunSynced { status }
                     }
-                    Effect::WakeAt(_) => unreachable!(),
-                };
+                });
+            }
+            for item in round.enqueue.into_values().flatten() {
+                if self.enqueued_ids.insert(item.id.clone()) {
+                    self.queue.push(item.clone());
+                }
+                events.push(Event::Enqueued { key: item.key() });
+            }
+            for (item_id, attempt) in round.withdraw.into_values().flatten() {
+                self.queue.retain(|i| i.id != item_id);
+                events.push(Event::Withdrawn { key: attempt });
+            }
+            for ev in events {
                 apply(run, ev, now).unwrap();
             }
         }
@@ -143,9 +119,7 @@ impl Driver {
         apply(
             run,
             Event::Leased {
-                node: item.node_id.clone(),
-                instance: item.instance,
-                attempt: item.attempt,
+                key: item.key(),
                 agent: "a".into(),
             },
             now,
@@ -159,9 +133,7 @@ fn finish(run: &mut RunState, item: &WorkItem, outcome: Outcome, now: u64) -> Re
     apply(
         run,
         Event::Finished {
-            node: item.node_id.clone(),
-            instance: item.instance,
-            attempt: item.attempt,
+            key: item.key(),
             outcome,
         },
         now,
@@ -341,7 +313,7 @@ fn cancel_withdraws_queued_work_and_kills_mlflow_runs() {
     assert_eq!(run.status, RunStatus::Cancelled);
     let withdraws = reconcile(&run, 2)
         .iter()
-        .filter(|e| matches!(e, Effect::Withdraw { .. }))
+        .filter(|e| matches!(e, Effect::Queue(QueueEffect::Withdraw { .. })))
         .count();
     assert_eq!(
         withdraws, 3,
@@ -396,7 +368,7 @@ fn a_repair_before_the_withdraw_still_stops_the_cancelled_attempt() {
     let withdraws: Vec<_> = reconcile(&run, 2)
         .into_iter()
         .filter_map(|e| match e {
-            Effect::Withdraw { item_id, .. } => Some(item_id),
+            Effect::Queue(QueueEffect::Withdraw { item_id, .. }) => Some(item_id),
             _ => None,
         })
         .collect();
@@ -440,7 +412,7 @@ fn mlflow_trouble_waits_with_backoff_and_refusals_end_what_they_were_for() {
     );
     assert!(matches!(
         reconcile(&run, 2200)[0],
-        Effect::CreateParentRun { .. }
+        Effect::Mlflow(MlflowEffect::CreateParentRun { .. })
     ));
     apply(
         &mut run,
@@ -476,14 +448,12 @@ fn a_refused_child_run_fails_its_instance_without_retries() {
     .unwrap();
     assert!(reconcile(&run, 0)
         .iter()
-        .any(|e| matches!(e, Effect::CreateChildRun { .. })));
+        .any(|e| matches!(e, Effect::Mlflow(MlflowEffect::CreateChildRun { .. }))));
     apply(
         &mut run,
         Event::MlflowRefused {
             call: MlflowCall::ChildRun {
-                node: "prepare".into(),
-                instance: 0,
-                attempt: 1,
+                key: AttemptKey::new("prepare", 0, 1),
             },
             message: "bad tag".into(),
         },
@@ -553,11 +523,7 @@ fn an_unconfirmed_lease_returns_to_the_queue_without_counting_an_attempt() {
     let mut d = Driver::default();
     d.settle(&mut run, 0);
     let prep = d.lease(&mut run, 0).unwrap();
-    let requeue = Event::Requeued {
-        node: prep.node_id.clone(),
-        instance: 0,
-        attempt: 1,
-    };
+    let requeue = Event::Requeued { key: prep.key() };
     apply(&mut run, requeue.clone(), 1).unwrap();
     let inst = &run.node("prepare").unwrap().instances[0];
     assert_eq!(
@@ -571,9 +537,7 @@ fn an_unconfirmed_lease_returns_to_the_queue_without_counting_an_attempt() {
     apply(
         &mut run,
         Event::Leased {
-            node: "prepare".into(),
-            instance: 0,
-            attempt: 1,
+            key: AttemptKey::new("prepare", 0, 1),
             agent: "b".into(),
         },
         3,
@@ -632,10 +596,10 @@ fn retry_failed_reruns_only_what_failed_and_keeps_the_history() {
     assert_eq!(run.repairs.len(), 1);
     assert!(reconcile(&run, 4).iter().any(|e| matches!(
         e,
-        Effect::SyncParentRun {
+        Effect::Mlflow(MlflowEffect::SyncParentRun {
             status: RunStatus::Running,
             ..
-        }
+        })
     )));
     d.settle(&mut run, 4);
     let retry = d.lease(&mut run, 5).unwrap();

@@ -1,0 +1,368 @@
+//! Recording what happened: [`apply`] an event, then let the run move forward.
+
+use crate::partition::{relative_path_problem, ArtifactFile};
+use crate::template::Template;
+use crate::wire::{Outcome, OUTPUTS_DIR};
+
+use super::advance::advance;
+use super::event::{AttemptKey, Event, MlflowCall, Rejected};
+use super::state::*;
+
+/// Records an event, then moves the run forward (ready nodes, due retries, the run's end).
+///
+/// # Errors
+/// [`Rejected`] when the event is stale or does not fit the run; the state is then unchanged.
+pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected> {
+    if event.is_mlflow_answer() {
+        // MLflow answered: whatever kept it away is over.
+        run.mlflow_wait = None;
+    }
+    match event {
+        Event::ParentRunCreated(mlflow) => {
+            if run.mlflow.is_none() {
+                run.mlflow = Some(mlflow);
+                run.mlflow_status = Some(RunStatus::Running);
+            }
+            if run.status == RunStatus::Pending {
+                run.status = RunStatus::Running;
+            }
+        }
+        Event::ChildRunCreated { key, run_id } => {
+            let a = attempt_mut(run, &key)?;
+            match &a.mlflow_run_id {
+                Some(existing) if *existing != run_id => {
+                    return Err(Rejected(format!(
+                        "attempt already has MLflow run {existing}"
+                    )))
+                }
+                _ => a.mlflow_run_id = Some(run_id),
+            }
+            if a.state == AttemptState::Creating {
+                a.state = AttemptState::Queued;
+            }
+        }
+        Event::Enqueued { key } => attempt_mut(run, &key)?.enqueued = true,
+        Event::Withdrawn { key } => attempt_mut(run, &key)?.withdrawn = true,
+        Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
+        Event::AttemptRunClosed { key } => attempt_mut(run, &key)?.mlflow_closed = true,
+        Event::Leased { key, agent } => {
+            let inst = current_instance_mut(run, &key)?;
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
+            match a.state {
+                AttemptState::Queued => {
+                    a.state = AttemptState::Running;
+                    a.started_at = Some(now);
+                    a.agent = Some(agent);
+                    inst.state = InstanceState::Running;
+                }
+                AttemptState::Running if a.agent.as_deref() == Some(agent.as_str()) => {}
+                s => return Err(Rejected(format!("{key} is {s:?}, not queued"))),
+            }
+        }
+        Event::LogTail { key, tail } => {
+            let a = attempt_mut(run, &key)?;
+            if a.state != AttemptState::Running {
+                return Err(Rejected(format!("{key} is not running")));
+            }
+            a.log_tail = Some(tail);
+        }
+        Event::Requeued { key } => {
+            let inst = current_instance_mut(run, &key)?;
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
+            if a.state != AttemptState::Running {
+                return Err(Rejected(format!("{key} is {:?}, not running", a.state)));
+            }
+            a.state = AttemptState::Queued;
+            a.agent = None;
+            a.started_at = None;
+            inst.state = InstanceState::Queued;
+        }
+        Event::Finished { key, outcome } => {
+            let retries = run
+                .template
+                .node(&key.node)
+                .map(|n| n.retries.clone())
+                .unwrap_or_default();
+            let inst = current_instance_mut(run, &key)?;
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
+            if a.state.is_terminal() || a.state == AttemptState::Creating {
+                return Err(Rejected(format!("{key} is already {:?}", a.state)));
+            }
+            a.ended_at = Some(now);
+            a.started_at.get_or_insert(now);
+            let own_run = a.mlflow_run_id.clone().unwrap_or_default();
+            // A step that reports an unsafe path (absolute, `..`) fails: downstream agents would
+            // write outside their input directory.
+            let outcome = match outcome {
+                Outcome::Succeeded { outputs } => {
+                    match outputs.iter().find_map(|o| relative_path_problem(&o.path)) {
+                        Some(why) => Outcome::Failed {
+                            error: format!("the step reported an unsafe output path: {why}"),
+                        },
+                        None => Outcome::Succeeded { outputs },
+                    }
+                }
+                failed => failed,
+            };
+            match outcome {
+                Outcome::Succeeded { outputs } => {
+                    a.state = AttemptState::Succeeded;
+                    inst.state = InstanceState::Succeeded;
+                    inst.outputs = outputs
+                        .into_iter()
+                        .map(|o| ArtifactFile {
+                            artifact_path: o
+                                .artifact_path
+                                .unwrap_or_else(|| format!("{OUTPUTS_DIR}/{}", o.path)),
+                            run_id: o.run_id.unwrap_or_else(|| own_run.clone()),
+                            path: o.path,
+                            size: o.size,
+                        })
+                        .collect();
+                }
+                Outcome::Failed { error } => {
+                    a.state = AttemptState::Failed;
+                    a.error = Some(error);
+                    if inst.attempts.len() as u32 - inst.repair_base <= retries.limit {
+                        inst.state = InstanceState::Retrying;
+                        inst.retry_at =
+                            Some(now + retries.delay_ms(inst.attempts.len() as u32 + 1));
+                    } else {
+                        inst.state = InstanceState::Failed;
+                    }
+                }
+            }
+        }
+        Event::Cancel { reason } => {
+            if run.status.is_terminal() {
+                return Err(Rejected(format!("the run already ended {:?}", run.status)));
+            }
+            end_run(run, RunStatus::Cancelled, reason, now);
+        }
+        Event::Repair { repair, by } => {
+            repair_run(run, &repair)?;
+            run.repairs.push(RepairRecord {
+                repair,
+                at: now,
+                by,
+            });
+        }
+        Event::Tick => {}
+        Event::MlflowUnavailable { reason } => {
+            let (since, failures) = run
+                .mlflow_wait
+                .as_ref()
+                .map_or((now, 1), |w| (w.since, w.failures + 1));
+            run.mlflow_wait = Some(MlflowWait {
+                message: format!("waiting for MLflow: {reason}"),
+                since,
+                failures,
+                retry_at: now + mlflow_backoff_ms(failures),
+            });
+        }
+        Event::MlflowRefused { call, message } => mlflow_refused(run, call, &message, now)?,
+        Event::Pinned { source, commit } => {
+            run.pins.entry(source).or_insert(commit);
+        }
+    }
+    advance(run, now);
+    Ok(())
+}
+
+/// A permanent MLflow refusal ends what the call was for, with MLflow's message and what to do.
+fn mlflow_refused(
+    run: &mut RunState,
+    call: MlflowCall,
+    message: &str,
+    now: u64,
+) -> Result<(), Rejected> {
+    match call {
+        MlflowCall::ParentRun => {
+            if run.mlflow.is_some() || run.status.is_terminal() {
+                return Err(Rejected("the parent run already exists".into()));
+            }
+            let why = format!(
+                "MLflow refused to create the run's parent run in experiment \"concurrent/{}\": {message}. \
+                 If that experiment was deleted, restore it in MLflow or remove it for good (`mlflow gc`), then start the run again",
+                run.template.name
+            );
+            end_run(run, RunStatus::Failed, why, now);
+        }
+        MlflowCall::ChildRun { key } => {
+            let inst = current_instance_mut(run, &key)?;
+            let a = inst
+                .current_mut()
+                .expect("current_instance_mut checked the attempt");
+            if a.state != AttemptState::Creating {
+                return Err(Rejected(format!(
+                    "{key} is {:?}, not being created",
+                    a.state
+                )));
+            }
+            a.state = AttemptState::Failed;
+            a.ended_at = Some(now);
+            a.error = Some(format!(
+                "MLflow refused to create this attempt's run: {message}; fix what MLflow names (the experiment, a tag or parameter value), then retry the run"
+            ));
+            // Retrying cannot help: MLflow would refuse again.
+            inst.state = InstanceState::Failed;
+            inst.retry_at = None;
+        }
+        MlflowCall::CloseAttemptRun { key } => {
+            // The attempt's own record keeps its outcome; MLflow's copy stays as it is.
+            attempt_mut(run, &key)?.mlflow_closed = true;
+        }
+        MlflowCall::SyncParentRun => {
+            run.mlflow_status = Some(if run.status.is_terminal() {
+                run.status
+            } else {
+                RunStatus::Running
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Ends the run; every instance still going is cancelled (fail-fast: a failed node cancels the
+/// rest of the run, so nothing keeps spending compute on a run that has already failed).
+pub(super) fn end_run(run: &mut RunState, status: RunStatus, reason: String, now: u64) {
+    run.status = status;
+    run.ended_at = Some(now);
+    run.error = Some(reason);
+    for inst in run.nodes.iter_mut().flat_map(|n| n.instances.iter_mut()) {
+        if inst.state.is_terminal() {
+            continue;
+        }
+        inst.state = InstanceState::Cancelled;
+        inst.retry_at = None;
+        if let Some(a) = inst.current_mut().filter(|a| !a.state.is_terminal()) {
+            a.state = AttemptState::Cancelled;
+            a.ended_at = Some(now);
+        }
+    }
+}
+
+/// Puts the instances a repair covers back to `Waiting`; they are planned again (with a new
+/// attempt) as soon as their upstream nodes have succeeded.
+fn repair_run(run: &mut RunState, repair: &Repair) -> Result<(), Rejected> {
+    if !run.status.is_terminal() {
+        return Err(Rejected(
+            format!(
+                "the run is still {:?}; wait for it to end or cancel it first",
+                run.status
+            )
+            .to_lowercase(),
+        ));
+    }
+    let rerun: Vec<String> = match repair {
+        Repair::RetryFailed => {
+            let failed: Vec<String> = run
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.error.is_some()
+                        || n.instances.iter().any(|i| {
+                            matches!(i.state, InstanceState::Failed | InstanceState::Cancelled)
+                        })
+                })
+                .map(|n| n.id.clone())
+                .collect();
+            if failed.is_empty() && run.nodes.iter().all(|n| !n.instances.is_empty()) {
+                return Err(Rejected(
+                    "nothing failed or was cancelled; use rerun-from to run nodes again".into(),
+                ));
+            }
+            failed
+        }
+        Repair::RerunFrom { node } => {
+            if run.node(node).is_none() {
+                return Err(Rejected(format!("the run has no node {node:?}")));
+            }
+            downstream_of(&run.template, node)
+        }
+    };
+    let everything = matches!(repair, Repair::RerunFrom { .. });
+    for node in run.nodes.iter_mut().filter(|n| rerun.contains(&n.id)) {
+        node.error = None;
+        for inst in &mut node.instances {
+            if everything || matches!(inst.state, InstanceState::Failed | InstanceState::Cancelled)
+            {
+                inst.state = InstanceState::Waiting;
+                inst.outputs.clear();
+                inst.retry_at = None;
+            }
+        }
+    }
+    run.status = if run.mlflow.is_some() {
+        RunStatus::Running
+    } else {
+        RunStatus::Pending
+    };
+    run.ended_at = None;
+    run.error = None;
+    Ok(())
+}
+
+/// `node` and every node downstream of it, in template order.
+fn downstream_of(t: &Template, node: &str) -> Vec<String> {
+    let mut found = vec![node.to_string()];
+    loop {
+        let more: Vec<String> = t
+            .edges
+            .iter()
+            .filter(|e| found.contains(&e.from) && !found.contains(&e.to))
+            .map(|e| e.to.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        found.extend(more);
+        found.sort();
+        found.dedup();
+    }
+    t.nodes
+        .iter()
+        .filter(|n| found.contains(&n.id))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+fn attempt_mut<'a>(run: &'a mut RunState, key: &AttemptKey) -> Result<&'a mut Attempt, Rejected> {
+    run.node_mut(&key.node)
+        .and_then(|n| n.instances.get_mut(key.instance as usize))
+        .and_then(|i| i.attempts.get_mut(key.attempt.wrapping_sub(1) as usize))
+        .ok_or_else(|| Rejected(format!("run has no {key}")))
+}
+
+/// The instance, if `key.attempt` is its current attempt.
+fn current_instance_mut<'a>(
+    run: &'a mut RunState,
+    key: &AttemptKey,
+) -> Result<&'a mut Instance, Rejected> {
+    let inst = run
+        .node_mut(&key.node)
+        .and_then(|n| n.instances.get_mut(key.instance as usize))
+        .ok_or_else(|| {
+            Rejected(format!(
+                "run has no instance {}[{}]",
+                key.node, key.instance
+            ))
+        })?;
+    match inst.current() {
+        Some(a) if a.number == key.attempt => Ok(inst),
+        Some(a) => Err(Rejected(format!(
+            "{key} is stale; attempt {} replaced it",
+            a.number
+        ))),
+        None => Err(Rejected(format!(
+            "{}[{}] has not started",
+            key.node, key.instance
+        ))),
+    }
+}

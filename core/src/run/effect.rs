@@ -1,0 +1,187 @@
+//! What a run asks for: [`Effect`]s, derived by [`super::reconcile`], split by who carries them
+//! out, and [`plan_round`], which batches one round of them for the run object.
+
+use std::collections::BTreeMap;
+
+use crate::wire::WorkItem;
+
+#[cfg(doc)]
+use super::event::Event;
+use super::event::{AttemptKey, MlflowCall};
+use super::state::RunStatus;
+
+/// Work the run asks for. The edge's run object carries out each effect and applies the event
+/// named in its doc line; an effect that fails is derived again by the next reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Carried out against MLflow by the run object.
+    Mlflow(MlflowEffect),
+    /// Carried out by a cluster's queue object.
+    Queue(QueueEffect),
+    /// Reconcile again, with an [`Event::Tick`], at this time (a retry or a backoff is due).
+    WakeAt(u64),
+}
+
+/// An MLflow call of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MlflowEffect {
+    /// Find or create the experiment, then create the parent run. → [`Event::ParentRunCreated`]
+    CreateParentRun {
+        /// The run's id, also tagged `concurrent.key`: a create whose answer was lost (an edge
+        /// restart) is found by it instead of being made twice.
+        key: String,
+        experiment_name: String,
+        run_name: String,
+        tags: Vec<(String, String)>,
+        params: Vec<(String, String)>,
+    },
+    /// Create an attempt's child run. → [`Event::ChildRunCreated`]
+    CreateChildRun {
+        attempt: AttemptKey,
+        /// The attempt's work item id, also tagged `concurrent.key` (see `CreateParentRun`).
+        key: String,
+        experiment_id: String,
+        run_name: String,
+        tags: Vec<(String, String)>,
+        params: Vec<(String, String)>,
+    },
+    /// Set an attempt's MLflow run to its final status. → [`Event::AttemptRunClosed`]
+    CloseAttemptRun {
+        attempt: AttemptKey,
+        run_id: String,
+        status: &'static str,
+        end_time: u64,
+    },
+    /// Set the parent run's status: final when the run ended, RUNNING again after a repair.
+    /// → [`Event::ParentRunSynced`]
+    SyncParentRun {
+        run_id: String,
+        status: RunStatus,
+        end_time: Option<u64>,
+    },
+}
+
+impl MlflowEffect {
+    /// Which call this is, for [`Event::MlflowRefused`].
+    pub fn call(&self) -> MlflowCall {
+        match self {
+            MlflowEffect::CreateParentRun { .. } => MlflowCall::ParentRun,
+            MlflowEffect::CreateChildRun { attempt, .. } => MlflowCall::ChildRun {
+                key: attempt.clone(),
+            },
+            MlflowEffect::CloseAttemptRun { attempt, .. } => MlflowCall::CloseAttemptRun {
+                key: attempt.clone(),
+            },
+            MlflowEffect::SyncParentRun { .. } => MlflowCall::SyncParentRun,
+        }
+    }
+
+    /// The `concurrent.key` of a create, whose answer the run object must not lose track of.
+    pub fn create_key(&self) -> Option<&str> {
+        match self {
+            MlflowEffect::CreateParentRun { key, .. }
+            | MlflowEffect::CreateChildRun { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A call to a cluster's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueEffect {
+    /// Put a work item into its cluster's queue (idempotent by item id). → [`Event::Enqueued`]
+    Enqueue(Box<WorkItem>),
+    /// Drop a queued item, or flag a leased one so its agent kills it. → [`Event::Withdrawn`]
+    Withdraw {
+        cluster: String,
+        item_id: String,
+        attempt: AttemptKey,
+    },
+}
+
+/// One round of effects, batched as the run object carries them out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Round {
+    /// MLflow calls, at most the round's share (a 10,000-instance node needs 10,000 child
+    /// runs: the first instances are queued, and run, while the rest are still prepared).
+    pub mlflow: Vec<MlflowEffect>,
+    /// Per cluster: the work items to enqueue.
+    pub enqueue: BTreeMap<String, Vec<WorkItem>>,
+    /// Per cluster: the items to withdraw, and the attempts they are.
+    pub withdraw: BTreeMap<String, Vec<(String, AttemptKey)>>,
+    /// The earliest wake-up asked for.
+    pub wake: Option<u64>,
+}
+
+impl Round {
+    pub fn is_empty(&self) -> bool {
+        self.mlflow.is_empty() && self.enqueue.is_empty() && self.withdraw.is_empty()
+    }
+}
+
+/// Batches `effects` into a round with at most `max_mlflow` MLflow calls.
+pub fn plan_round(effects: Vec<Effect>, max_mlflow: usize) -> Round {
+    let mut round = Round::default();
+    for effect in effects {
+        match effect {
+            Effect::WakeAt(t) => round.wake = Some(round.wake.map_or(t, |w| w.min(t))),
+            Effect::Queue(QueueEffect::Enqueue(item)) => round
+                .enqueue
+                .entry(item.cluster.clone())
+                .or_default()
+                .push(*item),
+            Effect::Queue(QueueEffect::Withdraw {
+                cluster,
+                item_id,
+                attempt,
+            }) => round
+                .withdraw
+                .entry(cluster)
+                .or_default()
+                .push((item_id, attempt)),
+            Effect::Mlflow(m) if round.mlflow.len() < max_mlflow => round.mlflow.push(m),
+            Effect::Mlflow(_) => {}
+        }
+    }
+    round
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_batches_by_cluster_and_bounds_mlflow_calls() {
+        let sync = |i| {
+            Effect::Mlflow(MlflowEffect::SyncParentRun {
+                run_id: format!("r{i}"),
+                status: RunStatus::Running,
+                end_time: None,
+            })
+        };
+        let withdraw = |c: &str, n: u32| {
+            Effect::Queue(QueueEffect::Withdraw {
+                cluster: c.into(),
+                item_id: format!("i{n}"),
+                attempt: AttemptKey::new("a", n, 1),
+            })
+        };
+        let effects = vec![
+            sync(1),
+            Effect::WakeAt(50),
+            withdraw("gpu", 1),
+            sync(2),
+            withdraw("cpu", 2),
+            withdraw("gpu", 3),
+            sync(3),
+            Effect::WakeAt(20),
+        ];
+        let round = plan_round(effects, 2);
+        assert_eq!(round.mlflow.len(), 2);
+        assert_eq!(round.wake, Some(20));
+        assert_eq!(round.withdraw["gpu"].len(), 2);
+        assert_eq!(round.withdraw["cpu"].len(), 1);
+        assert!(!round.is_empty());
+        assert!(plan_round(vec![Effect::WakeAt(1)], 2).is_empty());
+    }
+}

@@ -1,0 +1,228 @@
+//! Deriving what is still to do: [`reconcile`] a run's state into effects, and the MLflow
+//! runs and work items those effects carry (tags, params, the step's spec).
+
+use crate::template::NodeKind;
+use crate::wire::{StepSpec, WorkItem};
+
+use super::effect::{Effect, MlflowEffect, QueueEffect};
+use super::event::AttemptKey;
+use super::start::{resolve, sub};
+use super::state::*;
+
+/// Everything that still has to be done for the run, derived from its state alone.
+pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
+    let mut effects = reconcile_all(run, now);
+    if let Some(w) = run.mlflow_wait.as_ref().filter(|w| w.retry_at > now) {
+        // MLflow is backing off: queue effects go on, MLflow calls wait.
+        effects.retain(|e| !matches!(e, Effect::Mlflow(_)));
+        effects.push(Effect::WakeAt(w.retry_at));
+    }
+    effects
+}
+
+fn reconcile_all(run: &RunState, now: u64) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let Some(mlflow) = &run.mlflow else {
+        if run.status == RunStatus::Pending {
+            effects.push(parent_run_effect(run));
+        }
+        return effects;
+    };
+    let mut wake: Option<u64> = None;
+    for node in &run.nodes {
+        for inst in &node.instances {
+            if let Some(at) = inst.retry_at {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+            let Some(a) = inst.current() else { continue };
+            match (a.state, &a.mlflow_run_id) {
+                (AttemptState::Creating, None) => {
+                    effects.push(child_run_effect(run, mlflow, &node.id, inst, a))
+                }
+                (AttemptState::Queued, Some(_)) if !a.enqueued => effects.push(Effect::Queue(
+                    QueueEffect::Enqueue(Box::new(work_item(run, mlflow, &node.id, inst, a))),
+                )),
+                _ => {}
+            }
+            // Earlier attempts too: a retry may start before its predecessor's run is closed,
+            // and a repair before a cancelled attempt was withdrawn (its step must still stop).
+            for a in &inst.attempts {
+                let key = AttemptKey::new(node.id.clone(), inst.index, a.number);
+                if a.state == AttemptState::Cancelled && a.enqueued && !a.withdrawn {
+                    effects.push(Effect::Queue(QueueEffect::Withdraw {
+                        cluster: run.cluster_of(&node.id).to_string(),
+                        item_id: key.work_item_id(&run.id),
+                        attempt: key.clone(),
+                    }))
+                }
+                if let (true, Some(run_id), false) =
+                    (a.state.is_terminal(), &a.mlflow_run_id, a.mlflow_closed)
+                {
+                    effects.push(Effect::Mlflow(MlflowEffect::CloseAttemptRun {
+                        attempt: key,
+                        run_id: run_id.clone(),
+                        status: a.state.mlflow_status(),
+                        end_time: a.ended_at.unwrap_or(now),
+                    }));
+                }
+            }
+        }
+    }
+    if !run.mlflow_in_sync() {
+        let terminal = run.status.is_terminal();
+        effects.push(Effect::Mlflow(MlflowEffect::SyncParentRun {
+            run_id: mlflow.run_id.clone(),
+            status: if terminal {
+                run.status
+            } else {
+                RunStatus::Running
+            },
+            end_time: terminal.then(|| run.ended_at.unwrap_or(now)),
+        }));
+    }
+    if let Some(at) = wake {
+        effects.push(Effect::WakeAt(at));
+    }
+    effects
+}
+
+/// The parent run: the template, its version, the run and its parameters.
+fn parent_run_effect(run: &RunState) -> Effect {
+    let t = &run.template;
+    Effect::Mlflow(MlflowEffect::CreateParentRun {
+        key: run.id.clone(),
+        experiment_name: format!("concurrent/{}", t.name),
+        run_name: format!("{}-{}", t.name, &run.id[..run.id.len().min(8)]),
+        tags: vec![
+            ("concurrent.key".into(), run.id.clone()),
+            ("concurrent.run_id".into(), run.id.clone()),
+            ("concurrent.template".into(), t.name.clone()),
+            (
+                "concurrent.template_version".into(),
+                run.template_version.to_string(),
+            ),
+            ("concurrent.cluster".into(), run.cluster.clone()),
+            (
+                "mlflow.source.name".into(),
+                format!("concurrent:{}", t.name),
+            ),
+        ],
+        params: run
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+/// An attempt's child run, tagged with where it sits in the DAG, its params the node's
+/// resolved project parameters.
+fn child_run_effect(
+    run: &RunState,
+    mlflow: &MlflowRef,
+    node_id: &str,
+    inst: &Instance,
+    a: &Attempt,
+) -> Effect {
+    let node = run
+        .template
+        .node(node_id)
+        .expect("run nodes mirror template nodes");
+    let kind = resolve(&node.kind, &run.parameters);
+    let attempt = AttemptKey::new(node_id, inst.index, a.number);
+    let key = attempt.work_item_id(&run.id);
+    let mut tags = vec![
+        ("concurrent.key".to_string(), key.clone()),
+        ("mlflow.parentRunId".to_string(), mlflow.run_id.clone()),
+        ("concurrent.run_id".into(), run.id.clone()),
+        ("concurrent.template".into(), run.template.name.clone()),
+        ("concurrent.node".into(), node_id.to_string()),
+        ("concurrent.instance".into(), inst.index.to_string()),
+        ("concurrent.attempt".into(), a.number.to_string()),
+        (
+            "concurrent.partition".into(),
+            format!("{}/{}", inst.index, node.instances),
+        ),
+        (
+            "concurrent.input_files".into(),
+            inst.inputs
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                .to_string(),
+        ),
+        ("concurrent.kind".into(), kind.tag().to_string()),
+    ];
+    let params = match &kind {
+        NodeKind::Project(p) => {
+            tags.push((
+                "mlflow.source.name".into(),
+                crate::refs::display_url(&p.uri),
+            ));
+            tags.push(("mlflow.project.entryPoint".into(), p.entry_point.clone()));
+            p.parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }
+        NodeKind::Inference(i) => vec![("model_uri".into(), i.model_uri.clone())],
+        NodeKind::Input(_) => Vec::new(),
+    };
+    Effect::Mlflow(MlflowEffect::CreateChildRun {
+        attempt,
+        key,
+        experiment_id: mlflow.experiment_id.clone(),
+        run_name: format!("{node_id}[{}] #{}", inst.index, a.number),
+        tags,
+        params,
+    })
+}
+
+/// The work item of an attempt, with parameters substituted.
+fn work_item(
+    run: &RunState,
+    mlflow: &MlflowRef,
+    node_id: &str,
+    inst: &Instance,
+    a: &Attempt,
+) -> WorkItem {
+    let node = run
+        .template
+        .node(node_id)
+        .expect("run nodes mirror template nodes");
+    let kind = resolve(&node.kind, &run.parameters);
+    WorkItem {
+        id: AttemptKey::new(node_id, inst.index, a.number).work_item_id(&run.id),
+        run_id: run.id.clone(),
+        node_id: node_id.to_string(),
+        instance: inst.index,
+        attempt: a.number,
+        cluster: run.cluster_of(node_id).to_string(),
+        step: StepSpec {
+            template: run.template.name.clone(),
+            image: node.image.as_ref().map(|i| sub(i, &run.parameters)),
+            resources: node.resources.clone(),
+            timeout_seconds: node.timeout_seconds,
+            env: node
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), sub(v, &run.parameters)))
+                .collect(),
+            secret_env: node.secret_env.clone(),
+            env_manager: node.env_manager,
+            partition_index: inst.index,
+            partition_count: node.instances,
+            inputs: inst.inputs.clone(),
+            mlflow: MlflowRef {
+                experiment_id: mlflow.experiment_id.clone(),
+                run_id: a.mlflow_run_id.clone().unwrap_or_default(),
+            },
+            parent_run_id: Some(mlflow.run_id.clone()),
+            commit: match &kind {
+                NodeKind::Project(p) if p.is_git() => run.pins.get(&p.source_key()).cloned(),
+                _ => None,
+            },
+            kind,
+        },
+    }
+}

@@ -1,0 +1,175 @@
+//! The run Durable Object: hosts one run's state machine and carries out its effects.
+//!
+//! Every change is applied and written synchronously (SQLite writes in one turn are atomic), then
+//! an alarm drives reconcile's effects (`drive`): MLflow calls, enqueueing work, withdrawing
+//! cancelled work. A failed effect is retried by a later alarm, so an MLflow or queue outage
+//! delays a run but never loses it. `store` keeps the run's rows.
+
+mod drive;
+mod store;
+
+use std::cell::{Cell, RefCell};
+
+use concurrent_core::run::{apply, reconcile, Effect, Event, Rejected, RunState};
+use concurrent_core::wire::{PinResponse, RunSummary};
+use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
+
+use self::store::Cached;
+use crate::error::ApiError;
+use crate::http::{now_ms, object_api, reply, ObjectStub};
+
+pub const BINDING: &str = "RUNS";
+
+#[durable_object]
+pub struct RunObject {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+    cache: RefCell<Option<Cached>>,
+    driving: Cell<bool>,
+    again: Cell<bool>,
+}
+
+object_api! {
+    RunClient for RunObject {
+        /// Starts the run (again: the same run, if the request is the same).
+        start(RunState) -> RunSummary = "/start";
+        /// The whole run.
+        get(()) -> RunState = "/get";
+        /// Applies events in order; one answer per event: `None` when applied, the run's
+        /// reason when it refused it (stale, or not fitting the run).
+        events(Vec<Event>) -> Vec<Option<Rejected>> = "/events";
+        /// A step's commit for a git source (source, commit); answers the run's pin.
+        pin((String, String)) -> PinResponse = "/pin";
+    }
+}
+
+impl RunClient {
+    pub fn of(env: &Env, run_id: &str) -> Result<RunClient, ApiError> {
+        Ok(RunClient(ObjectStub::new(env, BINDING, run_id)?))
+    }
+}
+
+impl DurableObject for RunObject {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        for ddl in store::SCHEMA {
+            sql.exec(ddl, None).expect("run schema");
+        }
+        RunObject {
+            state,
+            env,
+            sql,
+            cache: RefCell::new(None),
+            driving: Cell::new(false),
+            again: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        reply(self.serve(&mut req).await)
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        if let Err(e) = self.drive().await {
+            worker::console_error!(
+                "run {}: driving effects failed: {}",
+                self.run_id(),
+                e.detail()
+            );
+            self.state.storage().set_alarm(3_000i64).await?;
+        }
+        Response::ok("ok")
+    }
+}
+
+impl RunObject {
+    fn run_id(&self) -> String {
+        self.cache
+            .borrow()
+            .as_ref()
+            .map(|c| c.run.id.clone())
+            .unwrap_or_default()
+    }
+
+    async fn start(&self, run: RunState) -> Result<RunSummary, ApiError> {
+        if self.load()? {
+            let existing = self.with_run(|r| r.request.clone())?;
+            if existing != run.request {
+                return Err(ApiError::Unprocessable(format!(
+                    "run {} was started by an earlier request with this Idempotency-Key, and that request differs from this one; use a new key for a new run",
+                    run.id
+                )));
+            }
+        } else {
+            *self.cache.borrow_mut() = Some(Cached::new(run));
+            self.save(None)?;
+        }
+        self.sync_index().await;
+        self.schedule().await?;
+        self.with_run(RunState::summary)
+    }
+
+    async fn get(&self, _: ()) -> Result<RunState, ApiError> {
+        self.with_run(|run| run.clone())
+    }
+
+    async fn events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
+        let mut answers = Vec::with_capacity(events.len());
+        for event in events {
+            answers.push(self.apply_event(event)?.err());
+        }
+        self.schedule().await?;
+        Ok(answers)
+    }
+
+    async fn pin(&self, (source, commit): (String, String)) -> Result<PinResponse, ApiError> {
+        self.apply_event(Event::Pinned {
+            source: source.clone(),
+            commit: commit.clone(),
+        })?
+        .ok();
+        let pinned = self
+            .with_run(|r| r.pins.get(&source).cloned())?
+            .unwrap_or(commit.clone());
+        Ok(PinResponse {
+            first: pinned == commit,
+            commit: pinned,
+        })
+    }
+
+    /// Applies one event and writes what changed. The outer error is the system's (storage,
+    /// no such run); the inner one is the run's refusal of the event, which is data.
+    fn apply_event(&self, event: Event) -> Result<Result<(), Rejected>, ApiError> {
+        if !self.load()? {
+            return Err(ApiError::NotFound("no such run".into()));
+        }
+        let touched = event.key().cloned();
+        {
+            let mut guard = self.cache.borrow_mut();
+            let run = &mut guard.as_mut().expect("loaded").run;
+            if let Err(rejected) = apply(run, event, now_ms()) {
+                return Ok(Err(rejected));
+            }
+        }
+        self.save(touched.as_ref())?;
+        Ok(Ok(()))
+    }
+
+    /// Sets the alarm for the earliest moment there is work: now, or when a retry is due.
+    async fn schedule(&self) -> Result<(), ApiError> {
+        let now = now_ms();
+        let effects = self.with_run(|run| reconcile(run, now))?;
+        let due = effects
+            .iter()
+            .map(|e| if let Effect::WakeAt(t) = e { *t } else { now })
+            .min();
+        if let Some(at) = due {
+            self.state
+                .storage()
+                .set_alarm(at.saturating_sub(now) as i64)
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! The run's storage: the header row and one row per instance in the object's SQLite, and the
+//! run in memory with the JSON last written per row, so an event writes only what changed.
+
+use std::collections::HashMap;
+
+use concurrent_core::run::{AttemptKey, RunState, RunStatus};
+use serde::Deserialize;
+
+use super::RunObject;
+use crate::error::ApiError;
+
+/// The run in memory, plus the JSON last written per row so only changed rows are written.
+pub(super) struct Cached {
+    pub run: RunState,
+    pub header: String,
+    pub rows: HashMap<(String, u32), String>,
+    /// Rows stored per node.
+    pub counts: HashMap<String, usize>,
+    /// What the catalog's run list last recorded: status, and whether the MLflow run was known.
+    pub indexed: Option<(RunStatus, bool)>,
+}
+
+impl Cached {
+    pub fn new(run: RunState) -> Cached {
+        Cached {
+            run,
+            header: String::new(),
+            rows: HashMap::new(),
+            counts: HashMap::new(),
+            indexed: None,
+        }
+    }
+}
+
+pub(super) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS header(id INTEGER PRIMARY KEY CHECK (id = 0), json TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS instances(node TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY(node, idx))",
+    // MLflow runs whose create was sent and not yet recorded (see `create_sent_before`).
+    "CREATE TABLE IF NOT EXISTS creating(key TEXT PRIMARY KEY)",
+];
+
+impl RunObject {
+    /// Loads the run into the cache when needed; `Ok(false)` when no run was ever started here.
+    pub(super) fn load(&self) -> Result<bool, ApiError> {
+        if self.cache.borrow().is_some() {
+            return Ok(true);
+        }
+        #[derive(Deserialize)]
+        struct H {
+            json: String,
+        }
+        #[derive(Deserialize)]
+        struct I {
+            node: String,
+            idx: f64,
+            json: String,
+        }
+        let headers: Vec<H> = self.sql.exec("SELECT json FROM header", None)?.to_array()?;
+        let Some(h) = headers.into_iter().next() else {
+            return Ok(false);
+        };
+        let mut run: RunState = serde_json::from_str(&h.json)?;
+        let rows: Vec<I> = self
+            .sql
+            .exec(
+                "SELECT node, idx, json FROM instances ORDER BY node, idx",
+                None,
+            )?
+            .to_array()?;
+        let mut cached_rows = HashMap::new();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for r in rows {
+            if let Some(node) = run.node_mut(&r.node) {
+                node.instances.push(serde_json::from_str(&r.json)?);
+            }
+            *counts.entry(r.node.clone()).or_default() += 1;
+            cached_rows.insert((r.node, r.idx as u32), r.json);
+        }
+        *self.cache.borrow_mut() = Some(Cached {
+            run,
+            header: h.json,
+            rows: cached_rows,
+            counts,
+            indexed: None,
+        });
+        Ok(true)
+    }
+
+    pub(super) fn with_run<T>(&self, f: impl FnOnce(&RunState) -> T) -> Result<T, ApiError> {
+        if !self.load()? {
+            return Err(ApiError::NotFound("no such run".into()));
+        }
+        Ok(f(&self.cache.borrow().as_ref().expect("loaded").run))
+    }
+
+    /// Writes the rows that changed. `touched` names the one instance an event is about; the
+    /// header and every node whose instance count changed are always checked, and `None`
+    /// checks every instance. Serializing 10,000 instances per event would make big runs
+    /// quadratic, so events about one instance write one row.
+    pub(super) fn save(&self, touched: Option<&AttemptKey>) -> Result<(), ApiError> {
+        let mut guard = self.cache.borrow_mut();
+        let c = guard.as_mut().expect("save after load");
+        let mut header = c.run.clone_header();
+        for n in &mut header.nodes {
+            n.instances.clear();
+        }
+        let header_json = serde_json::to_string(&header)?;
+        let status_changed = header_json != c.header;
+        if status_changed {
+            self.sql.exec(
+                "INSERT OR REPLACE INTO header(id, json) VALUES (0, ?)",
+                vec![header_json.clone().into()],
+            )?;
+            c.header = header_json;
+        }
+        for node in &c.run.nodes {
+            let stored = c.counts.get(&node.id).copied().unwrap_or(0);
+            let whole_node = touched.is_none() || status_changed || stored != node.instances.len();
+            for inst in &node.instances {
+                if !whole_node
+                    && !touched.is_some_and(|k| k.node == node.id && k.instance == inst.index)
+                {
+                    continue;
+                }
+                let json = serde_json::to_string(inst)?;
+                let key = (node.id.clone(), inst.index);
+                if c.rows.get(&key) != Some(&json) {
+                    self.sql.exec(
+                        "INSERT OR REPLACE INTO instances(node, idx, json) VALUES (?, ?, ?)",
+                        vec![
+                            node.id.clone().into(),
+                            (inst.index as i64).into(),
+                            json.clone().into(),
+                        ],
+                    )?;
+                    if c.rows.insert(key, json).is_none() {
+                        *c.counts.entry(node.id.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a create of `key` may already have reached MLflow (it was sent before, and its
+    /// answer never recorded: the object restarted in between). Records the intent otherwise;
+    /// the write is durable before the request leaves (Durable Objects hold outgoing messages
+    /// until storage writes are confirmed).
+    pub(super) fn create_sent_before(&self, key: &str) -> Result<bool, ApiError> {
+        let n = self
+            .sql
+            .exec(
+                "INSERT OR IGNORE INTO creating(key) VALUES (?)",
+                vec![key.into()],
+            )?
+            .rows_written();
+        Ok(n == 0)
+    }
+
+    /// The create of `key` is recorded (or refused for good): no lookup is needed again.
+    pub(super) fn create_settled(&self, key: &str) -> Result<(), ApiError> {
+        self.sql
+            .exec("DELETE FROM creating WHERE key = ?", vec![key.into()])?;
+        Ok(())
+    }
+}
