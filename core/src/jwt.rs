@@ -60,37 +60,38 @@ struct Header {
     kid: String,
 }
 
-fn part<'a>(it: &mut impl Iterator<Item = &'a str>, what: &str) -> Result<Vec<u8>, String> {
+fn part<'a>(it: &mut impl Iterator<Item = &'a str>, what: &str) -> Result<Vec<u8>, JwtError> {
     let text = it
         .next()
-        .ok_or_else(|| format!("the token has no {what}"))?;
+        .ok_or_else(|| JwtError::Malformed(format!("the token has no {what}")))?;
     URL_SAFE_NO_PAD
         .decode(text)
-        .map_err(|e| format!("the token's {what} is not base64url: {e}"))
+        .map_err(|e| JwtError::Malformed(format!("the token's {what} is not base64url: {e}")))
 }
 
 /// Splits `header.payload.signature`; only RS256 is accepted (what Access signs with).
 ///
 /// # Errors
-/// Why the token is malformed.
-pub fn parse(token: &str) -> Result<Parts, String> {
+/// [`JwtError::Malformed`], saying why.
+pub fn parse(token: &str) -> Result<Parts, JwtError> {
+    let bad = JwtError::Malformed;
     let mut it = token.split('.');
     let header = part(&mut it, "header")?;
     let payload = part(&mut it, "payload")?;
     let signature = part(&mut it, "signature")?;
     if it.next().is_some() {
-        return Err("the token has more than three parts".into());
+        return Err(bad("the token has more than three parts".into()));
     }
     let header: Header = serde_json::from_slice(&header)
-        .map_err(|e| format!("the token's header does not decode: {e}"))?;
+        .map_err(|e| bad(format!("the token's header does not decode: {e}")))?;
     if header.alg != "RS256" {
-        return Err(format!(
+        return Err(bad(format!(
             "the token is signed with {:?}; only RS256 is accepted",
             header.alg
-        ));
+        )));
     }
     let claims: Claims = serde_json::from_slice(&payload)
-        .map_err(|e| format!("the token's claims do not decode: {e}"))?;
+        .map_err(|e| bad(format!("the token's claims do not decode: {e}")))?;
     let signed = token
         .rsplit_once('.')
         .map(|(s, _)| s.to_string())
@@ -103,38 +104,54 @@ pub fn parse(token: &str) -> Result<Parts, String> {
     })
 }
 
+/// Why an Access token is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// The token cannot be taken apart (shape, base64, JSON, algorithm).
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the token is for another application (aud {got}, expected {expected:?})")]
+    Audience { got: String, expected: String },
+    #[error("the token was issued by {got:?}, not {expected:?}")]
+    Issuer { got: String, expected: String },
+    #[error("the token expired; reload the page to sign in with Cloudflare Access again")]
+    Expired,
+    #[error("the token is not valid yet (check the clocks)")]
+    NotYet,
+    #[error("the token names no user (no email or common_name)")]
+    NoUser,
+}
+
 /// Checks audience, issuer and validity time (with a minute of clock skew); returns who it is.
 ///
 /// # Errors
-/// Which claim failed and why.
-pub fn check(claims: &Claims, aud: &str, issuer: &str, now_ms: u64) -> Result<String, String> {
+/// [`JwtError`]: which claim failed and why.
+pub fn check(claims: &Claims, aud: &str, issuer: &str, now_ms: u64) -> Result<String, JwtError> {
     const SKEW: u64 = 60;
     let now = now_ms / 1000;
     if !claims.aud.contains(aud) {
-        return Err(format!(
-            "the token is for another application (aud {:?}, expected {aud:?})",
-            claims.aud
-        ));
+        return Err(JwtError::Audience {
+            got: format!("{:?}", claims.aud),
+            expected: aud.into(),
+        });
     }
     if claims.iss.trim_end_matches('/') != issuer.trim_end_matches('/') {
-        return Err(format!(
-            "the token was issued by {:?}, not {issuer:?}",
-            claims.iss
-        ));
+        return Err(JwtError::Issuer {
+            got: claims.iss.clone(),
+            expected: issuer.into(),
+        });
     }
     if claims.exp + SKEW < now {
-        return Err(
-            "the token expired; reload the page to sign in with Cloudflare Access again".into(),
-        );
+        return Err(JwtError::Expired);
     }
     if claims.nbf.is_some_and(|nbf| nbf > now + SKEW) {
-        return Err("the token is not valid yet (check the clocks)".into());
+        return Err(JwtError::NotYet);
     }
     claims
         .email
         .clone()
         .or_else(|| claims.common_name.clone())
-        .ok_or_else(|| "the token names no user (no email or common_name)".into())
+        .ok_or(JwtError::NoUser)
 }
 
 #[cfg(test)]
@@ -176,10 +193,12 @@ mod tests {
         assert!(
             check(&p.claims, "other", "https://team.cloudflareaccess.com", NOW)
                 .unwrap_err()
+                .to_string()
                 .contains("another application")
         );
         assert!(check(&p.claims, "app", "https://evil.example", NOW)
             .unwrap_err()
+            .to_string()
             .contains("issued by"));
         assert!(check(
             &p.claims,
@@ -188,6 +207,7 @@ mod tests {
             NOW + 3_600_000
         )
         .unwrap_err()
+        .to_string()
         .contains("expired"));
         let early = parse(&token(
             r#"{"alg": "RS256"}"#,
@@ -201,16 +221,25 @@ mod tests {
             NOW
         )
         .unwrap_err()
+        .to_string()
         .contains("not valid yet"));
         assert!(parse(&token(r#"{"alg": "none"}"#, &claims("")))
             .unwrap_err()
+            .to_string()
             .contains("only RS256"));
         assert!(parse(&token(r#"{"alg": "HS256"}"#, &claims("")))
             .unwrap_err()
+            .to_string()
             .contains("only RS256"));
         let unsigned = token(r#"{"alg": "RS256"}"#, &claims(""));
         let unsigned = unsigned.rsplit_once('.').unwrap().0;
-        assert!(parse(unsigned).unwrap_err().contains("no signature"));
-        assert!(parse("!!.b.c").unwrap_err().contains("base64url"));
+        assert!(parse(unsigned)
+            .unwrap_err()
+            .to_string()
+            .contains("no signature"));
+        assert!(parse("!!.b.c")
+            .unwrap_err()
+            .to_string()
+            .contains("base64url"));
     }
 }

@@ -25,4 +25,4 @@ pub mod validate;
 pub mod wire;
 
 pub use template::Template;
-pub use validate::{unknown_fields, validate, Problem};
+pub use validate::{unknown_fields, validate, Problem, Target};

@@ -73,6 +73,20 @@ pub fn identifier_problem(s: &str) -> Option<String> {
     }
 }
 
+/// Percent-encodes every byte but RFC 3986's unreserved characters (and `/` with
+/// `keep_slashes`, for paths), for URLs built from names and artifact paths.
+pub fn percent_encode(s: &str, keep_slashes: bool) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b'/' if keep_slashes => "/".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The id of one attempt of one instance: the key of its work item and of its lease.
 pub fn work_item_id(run_id: &str, node_id: &str, instance: u32, attempt: u32) -> String {
     format!("{run_id}.{node_id}.{instance}.{attempt}")
@@ -111,6 +125,15 @@ mod tests {
         let name = pod_name(id, &"n".repeat(MAX_NODE_ID_LEN), 9999, 21);
         assert!(name.len() <= 63, "{name}");
         assert_eq!(dns_label_problem(&name, 63), None);
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_and_optionally_slashes() {
+        assert_eq!(
+            percent_encode("concurrent/a b", false),
+            "concurrent%2Fa%20b"
+        );
+        assert_eq!(percent_encode("out/é.csv", true), "out/%C3%A9.csv");
     }
 
     #[test]

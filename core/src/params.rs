@@ -39,25 +39,46 @@ pub fn references(text: &str) -> Vec<Reference<'_>> {
     out
 }
 
+/// Why a text's parameter references cannot be filled in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstituteError {
+    /// A `{{` without its `}}`.
+    #[error("unclosed '{{{{' in {0:?}")]
+    Unclosed(String),
+    /// `{{x}}` where `x` is not `params.<name>`.
+    #[error("'{{{{{0}}}}}' is not a parameter reference")]
+    NotAReference(String),
+    /// A parameter without a value (validation prevents this for saved templates; a run checks
+    /// values before it starts).
+    #[error("parameter {0:?} has no value")]
+    Missing(String),
+}
+
 /// Replaces every `{{params.x}}` in `text` with its value.
 ///
 /// # Errors
-/// The name of the first parameter without a value (validation prevents this for saved
-/// templates; a run checks values before it starts).
-pub fn substitute(text: &str, values: &BTreeMap<String, String>) -> Result<String, String> {
+/// [`SubstituteError`]: the first reference that cannot be filled in.
+pub fn substitute(
+    text: &str,
+    values: &BTreeMap<String, String>,
+) -> Result<String, SubstituteError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            return Err(format!("unclosed '{{{{' in {text:?}"));
+            return Err(SubstituteError::Unclosed(text.to_string()));
         };
         let inner = after[..end].trim();
         let name = inner
             .strip_prefix("params.")
-            .ok_or_else(|| format!("'{{{{{inner}}}}}' is not a parameter reference"))?;
-        out.push_str(values.get(name).ok_or_else(|| name.to_string())?);
+            .ok_or_else(|| SubstituteError::NotAReference(inner.to_string()))?;
+        out.push_str(
+            values
+                .get(name)
+                .ok_or_else(|| SubstituteError::Missing(name.to_string()))?,
+        );
         rest = &after[end + 2..];
     }
     out.push_str(rest);
@@ -91,6 +112,9 @@ mod tests {
             substitute("{{params.x}}-{{ params.y }}", &values).unwrap(),
             "1-two"
         );
-        assert_eq!(substitute("{{params.z}}", &values).unwrap_err(), "z");
+        assert_eq!(
+            substitute("{{params.z}}", &values).unwrap_err(),
+            SubstituteError::Missing("z".into())
+        );
     }
 }

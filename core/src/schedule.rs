@@ -139,30 +139,42 @@ fn at(ms: u64) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-fn parse(expr: &str) -> Result<Cron, String> {
+/// Why a cron expression cannot schedule anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error("cron {0:?} must have 5 fields: minute hour day-of-month month day-of-week (UTC)")]
+    Fields(String),
+    #[error("cron {expr:?} is not valid: {reason}")]
+    Invalid { expr: String, reason: String },
+    /// E.g. `0 0 30 2 *` (February 30th).
+    #[error("cron {0:?} never fires")]
+    Never(String),
+    #[error("cron {0:?} does not fire in the next five years")]
+    TooFar(String),
+}
+
+fn parse(expr: &str) -> Result<Cron, CronError> {
     if expr.split_whitespace().count() != 5 {
-        return Err(format!(
-            "cron {expr:?} must have 5 fields: minute hour day-of-month month day-of-week (UTC)"
-        ));
+        return Err(CronError::Fields(expr.into()));
     }
-    expr.parse::<Cron>()
-        .map_err(|e| format!("cron {expr:?} is not valid: {e}"))
+    expr.parse::<Cron>().map_err(|e| CronError::Invalid {
+        expr: expr.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// The first tick strictly after `after_ms`.
 ///
 /// # Errors
 /// The expression is malformed, or it never fires in the next five years.
-pub fn next_tick(expr: &str, after_ms: u64) -> Result<u64, String> {
+pub fn next_tick(expr: &str, after_ms: u64) -> Result<u64, CronError> {
     let cron = parse(expr)?;
     let next = cron
         .find_next_occurrence(&at(after_ms), false)
-        .map_err(|_| format!("cron {expr:?} never fires"))?;
+        .map_err(|_| CronError::Never(expr.into()))?;
     let next_ms = next.timestamp_millis() as u64;
     if next_ms > after_ms + 5 * 366 * 86_400_000 {
-        return Err(format!(
-            "cron {expr:?} does not fire in the next five years"
-        ));
+        return Err(CronError::TooFar(expr.into()));
     }
     Ok(next_ms)
 }
@@ -262,7 +274,10 @@ mod tests {
 
     #[test]
     fn bad_and_never_firing_expressions_are_refused() {
-        assert!(next_tick("* * *", 0).unwrap_err().contains("5 fields"));
+        assert!(next_tick("* * *", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("5 fields"));
         assert!(next_tick("61 * * * *", 0).is_err());
         assert!(
             next_tick("0 0 30 2 *", 0).is_err(),

@@ -39,6 +39,55 @@ pub struct Problem {
     pub message: String,
 }
 
+/// What a problem is about: a node, an edge or a parameter (by index), or the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Node(usize),
+    Edge(usize),
+    Parameter(usize),
+    Template,
+}
+
+impl Target {
+    /// The JSON pointer of `field` below the target (`/nodes/2/uri`; `field` may be empty or
+    /// have several segments, `resources/cpu`).
+    pub fn pointer(self, field: &str) -> String {
+        let base = match self {
+            Target::Node(i) => format!("/nodes/{i}"),
+            Target::Edge(i) => format!("/edges/{i}"),
+            Target::Parameter(i) => format!("/parameters/{i}"),
+            Target::Template => String::new(),
+        };
+        if field.is_empty() {
+            base
+        } else {
+            format!("{base}/{field}")
+        }
+    }
+}
+
+impl Problem {
+    /// A problem with `field` of `target`.
+    pub fn at(target: Target, field: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            path: target.pointer(field),
+            message: message.into(),
+        }
+    }
+
+    /// What the problem is about, read from its pointer (so the designer marks the culprit).
+    pub fn target(&self) -> Target {
+        let mut parts = self.path.trim_start_matches('/').split('/');
+        let (kind, index) = (parts.next(), parts.next().and_then(|i| i.parse().ok()));
+        match (kind, index) {
+            (Some("nodes"), Some(i)) => Target::Node(i),
+            (Some("edges"), Some(i)) => Target::Edge(i),
+            (Some("parameters"), Some(i)) => Target::Parameter(i),
+            _ => Target::Template,
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
@@ -115,13 +164,13 @@ fn check_parameters(t: &Template, p: &mut Problems) -> BTreeSet<String> {
     for (i, param) in t.parameters.iter().enumerate() {
         if let Some(why) = identifier_problem(&param.name) {
             p.add(
-                format!("/parameters/{i}/name"),
+                Target::Parameter(i).pointer("name"),
                 format!("parameter name {:?} {why}", param.name),
             );
         }
         if !declared.insert(param.name.clone()) {
             p.add(
-                format!("/parameters/{i}/name"),
+                Target::Parameter(i).pointer("name"),
                 format!("parameter {:?} is declared twice", param.name),
             );
         }
@@ -140,7 +189,7 @@ fn check_nodes(
     }
     let mut ids = HashMap::new();
     for (i, n) in t.nodes.iter().enumerate() {
-        let at = |field: &str| format!("/nodes/{i}/{field}");
+        let at = |field: &str| Target::Node(i).pointer(field);
         if let Some(why) = dns_label_problem(&n.id, MAX_NODE_ID_LEN) {
             p.add(
                 at("id"),
@@ -355,7 +404,7 @@ fn check_nodes(
 fn check_edges(t: &Template, ids: &HashMap<String, usize>, p: &mut Problems) {
     let mut seen = BTreeMap::new();
     for (i, e) in t.edges.iter().enumerate() {
-        let at = |field: &str| format!("/edges/{i}/{field}");
+        let at = |field: &str| Target::Edge(i).pointer(field);
         for (field, id) in [("from", &e.from), ("to", &e.to)] {
             if !ids.contains_key(id) {
                 p.add(
@@ -415,6 +464,10 @@ fn check_edges(t: &Template, ids: &HashMap<String, usize>, p: &mut Problems) {
 
 /// Fields a template document has that the model does not know (typos such as `instnaces`
 /// would otherwise be ignored silently), each with the closest known name.
+///
+/// The known names are listed here because the model flattens a node's kind into the node, and
+/// serde (and `serde_ignored`) cannot see unknown fields through `#[serde(flatten)]`; a test
+/// serializes a template with every field set and checks that these lists know all of them.
 pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
     const TEMPLATE: &[&str] = &[
         "apiVersion",
@@ -459,9 +512,9 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
             let closest = known
                 .iter()
                 .flat_map(|k| k.iter())
-                .min_by_key(|k| edit_distance(k, key));
+                .min_by_key(|k| strsim::levenshtein(k, key));
             let hint = closest
-                .filter(|k| edit_distance(k, key) <= 2)
+                .filter(|k| strsim::levenshtein(k, key) <= 2)
                 .map(|k| format!("; did you mean {k:?}?"))
                 .unwrap_or_default();
             p.add(
@@ -506,23 +559,6 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         }
     }
     p.0
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Why `re` cannot serve as a by-key regex, or `None`.
@@ -667,6 +703,28 @@ mod tests {
     }
 
     #[test]
+    fn problems_point_at_their_node_edge_or_parameter() {
+        let target = |path: &str| {
+            Problem {
+                path: path.into(),
+                message: String::new(),
+            }
+            .target()
+        };
+        assert_eq!(target("/nodes/3/uri"), Target::Node(3));
+        assert_eq!(target("/edges/0/partition/keyRegex"), Target::Edge(0));
+        assert_eq!(target("/parameters/1/name"), Target::Parameter(1));
+        assert_eq!(target("/edges"), Target::Template);
+        assert_eq!(target("/name"), Target::Template);
+        let p = Problem::at(Target::Edge(2), "partition/mode", "m");
+        assert_eq!(
+            (p.path.as_str(), p.target()),
+            ("/edges/2/partition/mode", Target::Edge(2))
+        );
+        assert_eq!(Target::Node(1).pointer(""), "/nodes/1");
+    }
+
+    #[test]
     fn a_good_template_has_no_problems() {
         assert_eq!(validate(&template(good())), vec![]);
     }
@@ -779,6 +837,77 @@ mod tests {
                 "/edges/1/to"
             ]
         );
+    }
+
+    #[test]
+    fn the_known_field_lists_cover_every_field_of_the_model() {
+        use crate::template::*;
+        let node = |kind: NodeKind| Node {
+            id: "n".into(),
+            name: "N".into(),
+            kind,
+            instances: 2,
+            cluster: Some("c".into()),
+            image: Some("i".into()),
+            resources: Resources {
+                cpu: Some("1".into()),
+                memory: Some("1Gi".into()),
+                gpu: 1,
+            },
+            retries: Retries {
+                limit: 1,
+                backoff_seconds: 1,
+                max_backoff_seconds: 2,
+            },
+            timeout_seconds: Some(1),
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            secret_env: BTreeMap::from([(
+                "B".into(),
+                SecretRef {
+                    secret: "s".into(),
+                    key: "k".into(),
+                },
+            )]),
+            env_manager: Some(EnvManager::Uv),
+            position: Some(Position { x: 1.0, y: 2.0 }),
+        };
+        let t = Template {
+            api_version: API_VERSION.into(),
+            name: "t".into(),
+            description: "d".into(),
+            parameters: vec![Parameter {
+                name: "p".into(),
+                default: Some("1".into()),
+                description: "d".into(),
+            }],
+            nodes: vec![
+                node(NodeKind::Project(ProjectSpec {
+                    uri: "u".into(),
+                    version: Some("v".into()),
+                    sub_path: Some("s".into()),
+                    entry_point: "main".into(),
+                    parameters: BTreeMap::from([("a".into(), "1".into())]),
+                })),
+                node(NodeKind::Inference(InferenceSpec {
+                    model_uri: "models:/m/1".into(),
+                })),
+                node(NodeKind::Input(InputSpec {
+                    run_id: Some("r".into()),
+                    artifact_path: Some("a".into()),
+                    path: Some("p".into()),
+                })),
+            ],
+            edges: vec![Edge {
+                from: "a".into(),
+                to: "b".into(),
+                input: "data".into(),
+                partition: Partition {
+                    mode: PartitionMode::ByKey,
+                    key_regex: Some("(x)".into()),
+                },
+            }],
+        };
+        assert_eq!(unknown_fields(&serde_json::to_value(&t).unwrap()), vec![]);
     }
 
     #[test]

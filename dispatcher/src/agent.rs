@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use concurrent_core::wire::{Lease, LeaseRef, LeaseStatus};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use concurrent_core::wire::{Lease, LeaseRef, LeaseStatus, Outcome};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::{check_url, Edge, EdgeError};
-use crate::executor::{AnyExecutor, Executor, KubeExecutor, LocalExecutor, PodSettings};
+use crate::executor::{AnyExecutor, Executor};
 use crate::metrics::Metrics;
 use crate::ExecutorKind;
 
@@ -93,7 +94,7 @@ pub struct AgentConfig {
     #[arg(long = "image-pull-secret")]
     pub image_pull_secrets: Vec<String>,
     /// Kubernetes: node selector `key=value` for the step pods (repeatable).
-    #[arg(long = "node-selector", value_parser = parse_key_value)]
+    #[arg(long = "node-selector", value_parser = crate::parse_key_value)]
     pub node_selector: Vec<(String, String)>,
     /// Kubernetes: MLflow as the pods reach it (default: --mlflow-uri).
     #[arg(long, env = "CONCURRENT_STEP_MLFLOW_URI")]
@@ -115,318 +116,276 @@ pub struct AgentConfig {
     pub keep_finished: u64,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("{s:?} is not key=value"))
-}
-
 /// A step this agent runs.
 struct Running {
     token: u64,
     cancel: CancellationToken,
 }
 
-type Table = Arc<Mutex<HashMap<String, Running>>>;
+/// The agent's shared state: what runs, and how to reach the edge and the executor.
+#[derive(Clone)]
+struct Agent {
+    edge: Edge,
+    executor: Arc<AnyExecutor>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    /// Signalled when a step ends (capacity is free).
+    freed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    /// The lease TTL the edge announced; heartbeats go at a third of it.
+    ttl: Arc<Mutex<Duration>>,
+    shutdown: CancellationToken,
+    capacity: u32,
+}
 
+/// Runs the agent until SIGINT/SIGTERM: set up, adopt what survives a restart, claim work,
+/// tear down.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    check_url(&cfg.edge_url)?;
-    if let Some(why) = concurrent_core::names::label_value_problem(&cfg.cluster) {
-        bail!("--cluster {:?} {why}", cfg.cluster);
-    }
-    if !(1..=1000).contains(&cfg.capacity) {
-        bail!("--capacity {} must be between 1 and 1000", cfg.capacity);
-    }
-    let token = crate::read_secret(&cfg.token_file)?;
-    let name = cfg.name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "agent".into());
-        format!("{host}-{}", std::process::id())
-    });
-    let project_root = std::fs::canonicalize(&cfg.project_root).with_context(|| {
-        format!(
-            "--project-root {} does not exist",
-            cfg.project_root.display()
-        )
-    })?;
-    std::fs::create_dir_all(&cfg.work_dir)
-        .with_context(|| format!("cannot create --work-dir {}", cfg.work_dir.display()))?;
-    let work_dir = std::fs::canonicalize(&cfg.work_dir)?;
-    let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
-    let executor = Arc::new(match cfg.executor {
-        ExecutorKind::Local => AnyExecutor::Local(LocalExecutor {
-            work_dir,
-            mlflow_uri: cfg.mlflow_uri.clone(),
-            mlflow_bin: cfg.mlflow_bin.clone(),
-            project_root,
-            allow_path: cfg.allow_path.clone(),
-            secrets_file: cfg.secrets_file.clone(),
-            edge_url: cfg.edge_url.clone(),
-            keep_work_dirs: cfg.keep_work_dirs,
-        }),
-        ExecutorKind::Kubernetes => {
-            let settings = PodSettings {
-                mlflow_credentials: crate::executor::mlflow_credentials_from_env(),
-                cluster: cfg.cluster.clone(),
-                default_image: cfg.default_image.clone(),
-                agent_image: cfg.agent_image.clone(),
-                service_account: cfg.service_account.clone(),
-                image_pull_secrets: cfg.image_pull_secrets.clone(),
-                node_selector: cfg.node_selector.iter().cloned().collect(),
-                mlflow_uri: cfg
-                    .step_mlflow_uri
-                    .clone()
-                    .unwrap_or_else(|| cfg.mlflow_uri.clone()),
-                edge_url: cfg
-                    .step_edge_url
-                    .clone()
-                    .unwrap_or_else(|| cfg.edge_url.clone()),
-                git_credentials_secret: cfg.git_credentials_secret.clone(),
-            };
-            let pending = Duration::from_secs(cfg.pending_timeout);
-            AnyExecutor::Kubernetes(
-                KubeExecutor::connect(
-                    &cfg.namespace,
-                    settings,
-                    pending,
-                    Duration::from_secs(cfg.keep_finished),
-                    edge.clone(),
-                    work_dir.join("git"),
-                )
-                .await?,
-            )
-        }
-    });
-    tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, executor = ?cfg.executor, "agent started");
-
-    let metrics = Arc::new(Metrics::default());
-    if let Some(addr) = &cfg.listen {
-        crate::metrics::serve(addr, metrics.clone()).await?;
-    }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    let running: Table = Arc::default();
-    let freed = Arc::new(Notify::new());
-    // Until the edge tells the lease TTL (with the first lease), heartbeat as if it were short.
-    let ttl = Arc::new(Mutex::new(Duration::from_secs(3)));
-    adopt(&edge, &executor, &running, &freed, &metrics).await?;
-    let heartbeats = tokio::spawn(heartbeat_loop(
-        edge.clone(),
-        executor.clone(),
-        running.clone(),
-        ttl.clone(),
-        shutdown.clone(),
-        metrics.clone(),
-    ));
-
-    let mut failures = 0u32;
-    while !shutdown.is_cancelled() {
-        let free = cfg
-            .capacity
-            .saturating_sub(running.lock().expect("poisoned").len() as u32);
-        if free == 0 {
-            tokio::select! {
-                _ = freed.notified() => {}
-                _ = shutdown.cancelled() => break,
-            }
-            continue;
-        }
-        metrics.lease_requests.fetch_add(1, Ordering::Relaxed);
-        let asked = std::time::Instant::now();
-        let answer = tokio::select! {
-            a = edge.lease(free, LONG_POLL) => a,
-            _ = shutdown.cancelled() => break,
-        };
-        match answer {
-            Ok(resp) => {
-                failures = 0;
-                *ttl.lock().expect("poisoned") = Duration::from_millis(resp.lease_ttl_ms.max(1000));
-                if !resp.leases.is_empty() {
-                    metrics.leases_granted.fetch_add(1, Ordering::Relaxed);
-                    metrics
-                        .lease_wait_ms_sum
-                        .fetch_add(asked.elapsed().as_millis() as u64, Ordering::Relaxed);
-                }
-                for lease in resp.leases {
-                    start_step(lease, &edge, &executor, &running, &freed, &metrics);
-                }
-            }
-            Err(e) => {
-                metrics.lease_errors.fetch_add(1, Ordering::Relaxed);
-                failures += 1;
-                let wait =
-                    Duration::from_millis((500u64 << failures.min(6)) + fastrand::u64(0..500));
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "leasing work failed");
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-    if matches!(executor.as_ref(), AnyExecutor::Kubernetes(_)) {
-        // Pods keep running; a restarted agent (or another one) re-adopts them.
-        tracing::info!("stopping: no new work is leased; running pods are left to be re-adopted");
-    } else {
-        tracing::info!("stopping: no new work is leased; running steps are stopped and their leases expire for a retry");
-        for r in running.lock().expect("poisoned").values() {
-            r.cancel.cancel();
-        }
-    }
+    let agent = Agent::set_up(&cfg).await?;
+    agent.adopt().await?;
+    let heartbeats = tokio::spawn(agent.clone().heartbeat_loop());
+    agent.claim_loop().await;
+    agent.tear_down();
     heartbeats.abort();
     Ok(())
 }
 
-/// After a restart: pods of this cluster whose leases are still valid are watched again instead
-/// of being started again; the others are deleted.
-async fn adopt(
-    edge: &Edge,
-    executor: &Arc<AnyExecutor>,
-    running: &Table,
-    freed: &Arc<Notify>,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<()> {
-    let AnyExecutor::Kubernetes(kube) = executor.as_ref() else {
-        return Ok(());
-    };
-    let leases = kube.adoptable().await?;
-    if leases.is_empty() {
-        return Ok(());
-    }
-    let refs = leases
-        .iter()
-        .map(|l| LeaseRef {
-            item_id: l.item.id.clone(),
-            token: l.token,
+impl Agent {
+    /// Checks the configuration, makes the executor, serves metrics, watches signals.
+    async fn set_up(cfg: &AgentConfig) -> anyhow::Result<Agent> {
+        check_url(&cfg.edge_url)?;
+        if let Some(why) = concurrent_core::names::label_value_problem(&cfg.cluster) {
+            bail!("--cluster {:?} {why}", cfg.cluster);
+        }
+        if !(1..=1000).contains(&cfg.capacity) {
+            bail!("--capacity {} must be between 1 and 1000", cfg.capacity);
+        }
+        let token = crate::read_secret(&cfg.token_file)?;
+        let name = cfg.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "agent".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
+        let executor = Arc::new(crate::executor::build(cfg, &edge).await?);
+        tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, executor = ?cfg.executor, "agent started");
+        let metrics = Arc::new(Metrics::default());
+        if let Some(addr) = &cfg.listen {
+            crate::metrics::serve(addr, metrics.clone()).await?;
+        }
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        Ok(Agent {
+            edge,
+            executor,
+            running: Arc::default(),
+            freed: Arc::new(Notify::new()),
+            metrics,
+            // Until the edge tells the lease TTL (with the first lease), heartbeat as if short.
+            ttl: Arc::new(Mutex::new(Duration::from_secs(3))),
+            shutdown,
+            capacity: cfg.capacity,
         })
-        .collect();
-    let answer = edge
-        .heartbeat(refs, Default::default())
-        .await
-        .context("cannot check the leases of running pods")?;
-    for lease in leases {
-        match answer.leases.get(&lease.item.id) {
-            Some(LeaseStatus::Active) => {
-                tracing::info!(item = %lease.item.id, "re-adopting the pod of a valid lease");
-                start_step(lease, edge, executor, running, freed, metrics);
-            }
-            status => {
-                tracing::info!(item = %lease.item.id, ?status, "deleting the pod of a lease that is no longer valid");
-                kube.discard(&lease).await;
-            }
-        }
     }
-    Ok(())
-}
 
-fn start_step(
-    lease: Lease,
-    edge: &Edge,
-    executor: &Arc<AnyExecutor>,
-    running: &Table,
-    freed: &Arc<Notify>,
-    metrics: &Arc<Metrics>,
-) {
-    let id = lease.item.id.clone();
-    let cancel = CancellationToken::new();
-    running.lock().expect("poisoned").insert(
-        id.clone(),
-        Running {
-            token: lease.token,
-            cancel: cancel.clone(),
-        },
-    );
-    metrics.leases_held.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(item = %id, token = lease.token, "step leased");
-    let (edge, executor, running, freed, metrics) = (
-        edge.clone(),
-        executor.clone(),
-        running.clone(),
-        freed.clone(),
-        metrics.clone(),
-    );
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        let outcome = executor.run(&lease, cancel.clone()).await;
-        let counter = match &outcome {
-            Some(concurrent_core::wire::Outcome::Succeeded { .. }) => &metrics.steps_succeeded,
-            Some(_) => &metrics.steps_failed,
-            None => &metrics.steps_stopped,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics.leases_held.fetch_sub(1, Ordering::Relaxed);
-        if let Some(outcome) = outcome {
-            let ok = matches!(outcome, concurrent_core::wire::Outcome::Succeeded { .. });
-            // The lease stays in the table while reporting, so heartbeats keep it alive.
-            match edge
-                .complete_until_settled(&id, lease.token, outcome.bounded(), &cancel)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported")
-                }
-                Err(EdgeError::Refused(why)) => {
-                    tracing::warn!(item = %id, "the edge refused the result: {why}")
-                }
-                Err(e) => {
-                    tracing::error!(item = %id, "the result cannot be reported: {e}")
-                }
-            }
+    /// After a restart: steps whose leases are still valid (pods of this cluster) are watched
+    /// again instead of being started again; the executor discards the others.
+    async fn adopt(&self) -> anyhow::Result<()> {
+        let leases = self.executor.adoptable().await?;
+        if leases.is_empty() {
+            return Ok(());
         }
-        running.lock().expect("poisoned").remove(&id);
-        freed.notify_one();
-    });
-}
-
-async fn heartbeat_loop(
-    edge: Edge,
-    executor: Arc<AnyExecutor>,
-    running: Table,
-    ttl: Arc<Mutex<Duration>>,
-    shutdown: CancellationToken,
-    metrics: Arc<Metrics>,
-) {
-    loop {
-        let period = *ttl.lock().expect("poisoned") / 3;
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let leases: Vec<LeaseRef> = running
-            .lock()
-            .expect("poisoned")
+        let refs = leases
             .iter()
-            .map(|(id, r)| LeaseRef {
-                item_id: id.clone(),
-                token: r.token,
+            .map(|l| LeaseRef {
+                item_id: l.item.id.clone(),
+                token: l.token,
             })
             .collect();
-        if leases.is_empty() {
-            continue;
+        let answer = self
+            .edge
+            .heartbeat(refs, Default::default())
+            .await
+            .context("cannot check the leases of running steps")?;
+        for lease in leases {
+            match answer.leases.get(&lease.item.id) {
+                Some(LeaseStatus::Active) => {
+                    tracing::info!(item = %lease.item.id, "re-adopting the step of a valid lease");
+                    self.start_step(lease);
+                }
+                status => {
+                    tracing::info!(item = %lease.item.id, ?status, "discarding the step of a lease that is no longer valid");
+                    self.executor.discard(&lease).await;
+                }
+            }
         }
-        // Pods' tails are API calls: a few at a time, so a thousand steps do not stampede it.
-        let tails: Vec<Option<(String, String)>> = futures::stream::iter(leases.clone())
-            .map(|lease| {
-                let executor = executor.clone();
-                async move { executor.tail(&lease).await.map(|t| (lease.item_id, t)) }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let tails = concurrent_core::wire::fit_tails(tails.into_iter().flatten().collect());
-        match edge.heartbeat(leases, tails).await {
-            Ok(resp) => {
-                let table = running.lock().expect("poisoned");
-                for (id, status) in resp.leases {
-                    if status != LeaseStatus::Active {
-                        if let Some(r) = table.get(&id) {
-                            tracing::warn!(item = %id, ?status, "stopping the step");
-                            r.cancel.cancel();
+        Ok(())
+    }
+
+    /// Long-polls for work while there is capacity, until shut down.
+    async fn claim_loop(&self) {
+        // Backoff while the edge cannot be reached: jittered, doubling to half a minute, reset
+        // by the next answer.
+        let policy = || {
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(30))
+                .without_max_times()
+                .with_jitter()
+                .build()
+        };
+        let mut backoff = policy();
+        while !self.shutdown.is_cancelled() {
+            let free = self
+                .capacity
+                .saturating_sub(self.running.lock().expect("poisoned").len() as u32);
+            if free == 0 {
+                tokio::select! {
+                    _ = self.freed.notified() => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            self.metrics.lease_requests.fetch_add(1, Ordering::Relaxed);
+            let asked = std::time::Instant::now();
+            let answer = tokio::select! {
+                a = self.edge.lease(free, LONG_POLL) => a,
+                _ = self.shutdown.cancelled() => break,
+            };
+            match answer {
+                Ok(resp) => {
+                    backoff = policy();
+                    *self.ttl.lock().expect("poisoned") =
+                        Duration::from_millis(resp.lease_ttl_ms.max(1000));
+                    if !resp.leases.is_empty() {
+                        self.metrics.leases_granted.fetch_add(1, Ordering::Relaxed);
+                        self.metrics
+                            .lease_wait_ms_sum
+                            .fetch_add(asked.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
+                    for lease in resp.leases {
+                        self.start_step(lease);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.lease_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "leasing work failed");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// No new work is leased; the executor decides what becomes of the running steps.
+    fn tear_down(&self) {
+        let running: Vec<CancellationToken> = self
+            .running
+            .lock()
+            .expect("poisoned")
+            .values()
+            .map(|r| r.cancel.clone())
+            .collect();
+        self.executor.shut_down(&running);
+    }
+
+    /// Runs a leased step and reports its outcome, keeping the lease in the table (so its
+    /// heartbeats go on) until the edge has the outcome.
+    fn start_step(&self, lease: Lease) {
+        let id = lease.item.id.clone();
+        let cancel = CancellationToken::new();
+        self.running.lock().expect("poisoned").insert(
+            id.clone(),
+            Running {
+                token: lease.token,
+                cancel: cancel.clone(),
+            },
+        );
+        self.metrics.leases_held.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(item = %id, token = lease.token, "step leased");
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = agent.executor.run(&lease, cancel.clone()).await;
+            let m = &agent.metrics;
+            let counter = match &outcome {
+                Some(Outcome::Succeeded { .. }) => &m.steps_succeeded,
+                Some(_) => &m.steps_failed,
+                None => &m.steps_stopped,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            m.leases_held.fetch_sub(1, Ordering::Relaxed);
+            if let Some(outcome) = outcome {
+                let ok = matches!(outcome, Outcome::Succeeded { .. });
+                match agent
+                    .edge
+                    .complete_until_settled(&id, lease.token, outcome.bounded(), &cancel)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported")
+                    }
+                    Err(EdgeError::Refused(why)) => {
+                        tracing::warn!(item = %id, "the edge refused the result: {why}")
+                    }
+                    Err(e) => tracing::error!(item = %id, "the result cannot be reported: {e}"),
+                }
+            }
+            agent.running.lock().expect("poisoned").remove(&id);
+            agent.freed.notify_one();
+        });
+    }
+
+    /// Extends every held lease at a third of its TTL, with the steps' log tails; stops the
+    /// steps whose leases were cancelled or lost.
+    async fn heartbeat_loop(self) {
+        loop {
+            let period = *self.ttl.lock().expect("poisoned") / 3;
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let leases: Vec<LeaseRef> = self
+                .running
+                .lock()
+                .expect("poisoned")
+                .iter()
+                .map(|(id, r)| LeaseRef {
+                    item_id: id.clone(),
+                    token: r.token,
+                })
+                .collect();
+            if leases.is_empty() {
+                continue;
+            }
+            // Pods' tails are API calls: a few at a time, so a thousand steps do not stampede.
+            let tails: Vec<Option<(String, String)>> = futures::stream::iter(leases.clone())
+                .map(|lease| {
+                    let executor = self.executor.clone();
+                    async move { executor.tail(&lease).await.map(|t| (lease.item_id, t)) }
+                })
+                .buffer_unordered(8)
+                .collect()
+                .await;
+            let tails = concurrent_core::wire::fit_tails(tails.into_iter().flatten().collect());
+            match self.edge.heartbeat(leases, tails).await {
+                Ok(resp) => {
+                    let table = self.running.lock().expect("poisoned");
+                    for (id, status) in resp.leases {
+                        if status != LeaseStatus::Active {
+                            if let Some(r) = table.get(&id) {
+                                tracing::warn!(item = %id, ?status, "stopping the step");
+                                r.cancel.cancel();
+                            }
                         }
                     }
                 }
-            }
-            Err(e) => {
-                metrics.heartbeat_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(agent = edge.agent(), "heartbeat failed: {e}");
+                Err(e) => {
+                    self.metrics
+                        .heartbeat_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(agent = self.edge.agent(), "heartbeat failed: {e}");
+                }
             }
         }
     }

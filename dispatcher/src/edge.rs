@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use backon::{ExponentialBuilder, Retryable};
 use concurrent_core::wire::{
     CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRef, LeaseRequest,
     LeaseResponse, Outcome, PinRequest, PinResponse,
@@ -19,7 +20,10 @@ pub enum EdgeError {
     /// 400, 401, 403, 404, 413, 422: the request itself is wrong; sending it again cannot help.
     #[error("{0}")]
     Permanent(String),
-    /// Anything else after the retries: network, 5xx, 429.
+    /// The network, a 5xx or a 429, after the retries.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The answer does not decode.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -49,60 +53,67 @@ impl Edge {
         &self.agent
     }
 
+    /// One call, classified: 409 is a refusal, other 4xx are final, the rest may pass later.
+    async fn post_once<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, EdgeError> {
+        let resp = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| EdgeError::Unavailable(e.to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp
+                .json()
+                .await
+                .with_context(|| format!("the edge's answer to {path} does not decode"))
+                .map_err(EdgeError::Other);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error.message)
+            .unwrap_or(text);
+        Err(match status.as_u16() {
+            409 => EdgeError::Refused(message),
+            400 | 401 | 403 | 404 | 405 | 413 | 422 => {
+                EdgeError::Permanent(format!("the edge answered {status} to {path}: {message}"))
+            }
+            _ => EdgeError::Unavailable(format!("{status}: {message}")),
+        })
+    }
+
+    /// A call, retried with jittered exponential backoff while the edge is unavailable.
     async fn post<B: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
         timeout: Duration,
     ) -> Result<R, EdgeError> {
-        let mut delay = Duration::from_millis(200);
-        let mut last = String::new();
-        for attempt in 1..=6 {
-            let sent = self
-                .http
-                .post(format!("{}/{path}", self.base))
-                .bearer_auth(&self.token)
-                .json(body)
-                .timeout(timeout)
-                .send()
-                .await;
-            match sent {
-                Ok(resp) if resp.status().is_success() => {
-                    return resp
-                        .json()
-                        .await
-                        .with_context(|| format!("the edge's answer to {path} does not decode"))
-                        .map_err(EdgeError::Other)
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    let message = serde_json::from_str::<ErrorBody>(&text)
-                        .map(|b| b.error.message)
-                        .unwrap_or(text);
-                    match status.as_u16() {
-                        409 => return Err(EdgeError::Refused(message)),
-                        400 | 401 | 403 | 404 | 405 | 413 | 422 => {
-                            return Err(EdgeError::Permanent(format!(
-                                "the edge answered {status} to {path}: {message}"
-                            )))
-                        }
-                        _ => last = format!("{status}: {message}"),
-                    }
-                }
-                Err(e) => last = format!("{e}"),
-            }
-            tracing::warn!(path, attempt, error = %last, "edge call failed; retrying");
-            tokio::time::sleep(
-                delay + Duration::from_millis(fastrand::u64(0..delay.as_millis() as u64)),
-            )
-            .await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-        Err(EdgeError::Other(anyhow::anyhow!(
-            "the edge at {} is unavailable for {path}: {last}",
-            self.base
-        )))
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(5)
+            .with_jitter();
+        (|| self.post_once(path, body, timeout))
+            .retry(policy)
+            .when(|e| matches!(e, EdgeError::Unavailable(_)))
+            .notify(|e, wait| tracing::warn!(path, error = %e, retry_in_ms = wait.as_millis() as u64, "edge call failed; retrying"))
+            .await
+            .map_err(|e| match e {
+                EdgeError::Unavailable(last) => EdgeError::Unavailable(format!(
+                    "the edge at {} is unavailable for {path}: {last}",
+                    self.base
+                )),
+                other => other,
+            })
     }
 
     /// Leases up to `max` items, waiting up to `wait` for one.
@@ -167,25 +178,24 @@ impl Edge {
         outcome: Outcome,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<(), EdgeError> {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match self.complete(item_id, token, outcome.clone()).await {
-                Err(EdgeError::Other(e)) => {
-                    tracing::warn!(
-                        item = item_id,
-                        retry_in_s = delay.as_secs(),
-                        "reporting the outcome failed; trying again: {e:#}"
-                    );
-                }
-                settled => return settled,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.cancelled() => {
-                    return Err(EdgeError::Refused("the lease ended while its outcome was being reported".into()))
-                }
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(30))
+            .without_max_times()
+            .with_jitter();
+        let report = (|| self.complete(item_id, token, outcome.clone()))
+            .retry(policy)
+            .when(|e| matches!(e, EdgeError::Unavailable(_)))
+            .notify(|e, wait| {
+                tracing::warn!(
+                    item = item_id,
+                    retry_in_s = wait.as_secs(),
+                    "reporting the outcome failed; trying again: {e}"
+                )
+            });
+        tokio::select! {
+            settled = report => settled,
+            _ = stop.cancelled() => Err(EdgeError::Refused("the lease ended while its outcome was being reported".into())),
         }
     }
 }

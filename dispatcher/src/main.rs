@@ -41,11 +41,12 @@ struct EntryCommandArgs {
     #[arg(short, long, default_value = "main")]
     entry_point: String,
     /// A parameter, `key=value` (repeatable), as `mlflow run -P`.
-    #[arg(short = 'P', value_parser = parse_param)]
+    #[arg(short = 'P', value_parser = parse_key_value)]
     param: Vec<(String, String)>,
 }
 
-fn parse_param(s: &str) -> Result<(String, String), String> {
+/// `key=value`, for repeatable flags (`-P`, `--node-selector`).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{s:?} is not key=value"))

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
+use backon::{ExponentialBuilder, Retryable};
+use concurrent_core::names::percent_encode;
 use futures::TryStreamExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -19,11 +21,27 @@ pub struct Mlflow {
     roots: Mutex<HashMap<String, Option<String>>>,
 }
 
-const ATTEMPTS: u32 = 4;
+/// Tries of one MLflow call: 4, with jittered exponential backoff from 250 ms.
+fn retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(8))
+        .with_max_times(3)
+        .with_jitter()
+}
 
-async fn backoff(attempt: u32) {
-    let ms = 250u64 << attempt.min(6);
-    tokio::time::sleep(Duration::from_millis(ms + fastrand::u64(0..ms))).await;
+/// How an MLflow call failed: 4xx answers are final, the rest may pass on a retry.
+enum Failure {
+    Final(anyhow::Error),
+    Again(anyhow::Error),
+}
+
+impl Failure {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Failure::Final(e) | Failure::Again(e) => e,
+        }
+    }
 }
 
 impl Mlflow {
@@ -53,23 +71,28 @@ impl Mlflow {
         what: &str,
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
-        let mut last = anyhow!("no attempt");
-        for attempt in 0..ATTEMPTS {
+        let once = || async {
             match self.auth(request()).send().await {
-                Ok(r) if r.status().is_success() => return Ok(r),
-                Ok(r) if r.status().is_client_error() => {
-                    bail!(
-                        "MLflow answered {} to {what}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )
-                }
-                Ok(r) => last = anyhow!("MLflow answered {} to {what}", r.status()),
-                Err(e) => last = anyhow!("MLflow at {} is unreachable: {e}", self.base),
+                Ok(r) if r.status().is_success() => Ok(r),
+                Ok(r) if r.status().is_client_error() => Err(Failure::Final(anyhow!(
+                    "MLflow answered {} to {what}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ))),
+                Ok(r) => Err(Failure::Again(anyhow!(
+                    "MLflow answered {} to {what}",
+                    r.status()
+                ))),
+                Err(e) => Err(Failure::Again(anyhow!(
+                    "MLflow at {} is unreachable: {e}",
+                    self.base
+                ))),
             }
-            backoff(attempt).await;
-        }
-        Err(last)
+        };
+        once.retry(retries())
+            .when(|f| matches!(f, Failure::Again(_)))
+            .await
+            .map_err(Failure::into_error)
     }
 
     /// Sets tags on a run (one call).
@@ -152,16 +175,17 @@ impl Mlflow {
         let url = format!(
             "{}/{}",
             self.root(run_id).await?,
-            encode_path(artifact_path)
+            percent_encode(artifact_path, true)
         );
         if let Some(dir) = dest.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let mut last = anyhow!("no attempt");
-        for attempt in 0..ATTEMPTS {
+        let once = || async {
             match self.auth(self.http.get(&url)).send().await {
                 Ok(r) if r.status().is_success() => {
-                    let mut file = tokio::fs::File::create(dest).await?;
+                    let mut file = tokio::fs::File::create(dest)
+                        .await
+                        .map_err(|e| Failure::Final(e.into()))?;
                     let mut stream = r.bytes_stream();
                     let mut n = 0u64;
                     let copied: anyhow::Result<()> = async {
@@ -173,27 +197,26 @@ impl Mlflow {
                         Ok(())
                     }
                     .await;
-                    match copied {
-                        Ok(()) => return Ok(n),
-                        Err(e) => last = e,
-                    }
+                    copied.map(|()| n).map_err(Failure::Again)
                 }
-                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
-                    bail!("artifact {artifact_path} of run {run_id} does not exist (404)")
-                }
-                Ok(r) => {
-                    last = anyhow!(
-                        "MLflow answered {} for artifact {artifact_path}",
-                        r.status()
-                    )
-                }
-                Err(e) => last = anyhow!("{e}"),
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => Err(Failure::Final(
+                    anyhow!("artifact {artifact_path} of run {run_id} does not exist (404)"),
+                )),
+                Ok(r) => Err(Failure::Again(anyhow!(
+                    "MLflow answered {} for artifact {artifact_path}",
+                    r.status()
+                ))),
+                Err(e) => Err(Failure::Again(anyhow!("{e}"))),
             }
-            backoff(attempt).await;
-        }
-        Err(last.context(format!(
-            "downloading artifact {artifact_path} of run {run_id} failed"
-        )))
+        };
+        once.retry(retries())
+            .when(|f| matches!(f, Failure::Again(_)))
+            .await
+            .map_err(|f| {
+                f.into_error().context(format!(
+                    "downloading artifact {artifact_path} of run {run_id} failed"
+                ))
+            })
     }
 
     /// Streams a local file to `artifact_path` in the run's artifacts.
@@ -206,14 +229,18 @@ impl Mlflow {
         let url = format!(
             "{}/{}",
             self.root(run_id).await?,
-            encode_path(artifact_path)
+            percent_encode(artifact_path, true)
         );
-        let mut last = anyhow!("no attempt");
-        for attempt in 0..ATTEMPTS {
+        let once = || async {
             let file = tokio::fs::File::open(src)
                 .await
-                .with_context(|| format!("cannot open {}", src.display()))?;
-            let len = file.metadata().await?.len();
+                .with_context(|| format!("cannot open {}", src.display()))
+                .map_err(Failure::Final)?;
+            let len = file
+                .metadata()
+                .await
+                .map_err(|e| Failure::Final(e.into()))?
+                .len();
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
             match self
                 .auth(self.http.put(&url))
@@ -222,27 +249,27 @@ impl Mlflow {
                 .send()
                 .await
             {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if r.status().is_client_error() => {
-                    bail!(
-                        "MLflow refused artifact {artifact_path}: {} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )
-                }
-                Ok(r) => {
-                    last = anyhow!(
-                        "MLflow answered {} for artifact {artifact_path}",
-                        r.status()
-                    )
-                }
-                Err(e) => last = anyhow!("{e}"),
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) if r.status().is_client_error() => Err(Failure::Final(anyhow!(
+                    "MLflow refused artifact {artifact_path}: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ))),
+                Ok(r) => Err(Failure::Again(anyhow!(
+                    "MLflow answered {} for artifact {artifact_path}",
+                    r.status()
+                ))),
+                Err(e) => Err(Failure::Again(anyhow!("{e}"))),
             }
-            backoff(attempt).await;
-        }
-        Err(last.context(format!(
-            "uploading artifact {artifact_path} to run {run_id} failed"
-        )))
+        };
+        once.retry(retries())
+            .when(|f| matches!(f, Failure::Again(_)))
+            .await
+            .map_err(|f| {
+                f.into_error().context(format!(
+                    "uploading artifact {artifact_path} to run {run_id} failed"
+                ))
+            })
     }
 
     /// Every file below `path` in a run's artifacts, with sizes.
@@ -269,21 +296,4 @@ impl Mlflow {
         out.sort();
         Ok(out)
     }
-}
-
-/// Percent-encodes each path segment, keeping the slashes.
-fn encode_path(p: &str) -> String {
-    p.split('/')
-        .map(|seg| {
-            seg.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }

@@ -5,6 +5,7 @@
 //! [`MlflowError`]s: transient ones the run object retries with backoff, refusals end what the
 //! call was for.
 
+use concurrent_core::names::percent_encode;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit};
@@ -128,7 +129,7 @@ impl Mlflow {
     pub async fn experiment_id(&self, name: &str) -> Result<String, MlflowError> {
         let path = format!(
             "experiments/get-by-name?experiment_name={}",
-            urlencode(name)
+            percent_encode(name, false)
         );
         let id_of = |v: &Value| {
             v["experiment"]["experiment_id"]
@@ -251,15 +252,4 @@ impl Mlflow {
             .await
             .map(|_| ())
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

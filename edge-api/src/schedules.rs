@@ -22,7 +22,8 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
             )));
         }
         let now = now_ms();
-        let next_fire = next_tick(&spec.cron, now).map_err(ApiError::BadRequest)?;
+        let next_fire =
+            next_tick(&spec.cron, now).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         crate::templates::load(&ctx.env, &spec.template, None).await?;
         let schedule = Schedule {
             spec,

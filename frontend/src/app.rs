@@ -7,7 +7,8 @@ use leptos::prelude::*;
 use crate::designer::{Designer, Sessions};
 use crate::route::{self, Route};
 use crate::run_view::RunView;
-use crate::{api, format_time, status_name};
+use crate::{api, format_time};
+use concurrent_core::run::RunStatus;
 
 /// How often lists refresh while shown.
 const REFRESH_MS: u32 = 3_000;
@@ -132,7 +133,7 @@ fn Runs(templates: Signal<Vec<TemplateSummary>>, tick: RwSignal<u32>) -> impl In
                 </select></label>
                 <label>"Status "<select name="filterStatus" on:change=move |e| { status.set(event_target_value(&e)); reset(); }>
                     <option value="">"all"</option>
-                    {["pending", "running", "succeeded", "failed", "cancelled"].map(|s| view! { <option value=s>{s}</option> }).collect_view()}
+                    {RunStatus::ALL.map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
                 </select></label>
             </div>
             <Transition fallback=|| view! { <p class="cc-loading">"Loading runs…"</p> }>
@@ -164,7 +165,7 @@ fn RunTable(list: Vec<RunSummary>) -> impl IntoView {
             <thead><tr><th>"Run"</th><th>"Template"</th><th>"Status"</th><th>"Started"</th><th>"Duration"</th><th>"By"</th><th>"MLflow"</th></tr></thead>
             <tbody>
                 {list.into_iter().map(|r| {
-                    let status = status_name(r.status);
+                    let status = RunStatus::as_str(r.status);
                     let duration = r.ended_at.map(|e| crate::format_duration(e.saturating_sub(r.created_at))).unwrap_or_else(|| "–".into());
                     let mlflow = r.mlflow.map(|m| view! { <a href=route::mlflow_run(&m.experiment_id, &m.run_id)>"open"</a> });
                     view! {

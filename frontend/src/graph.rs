@@ -18,6 +18,18 @@ pub fn edge_path(from: Position, to: Position) -> String {
     )
 }
 
+/// A node's box: its frame and kind band, and its title and subtitle when given. The `<g>`
+/// around it (position, state classes, events) belongs to who draws it.
+#[component]
+pub fn NodeBox(title: String, #[prop(optional_no_strip)] sub: Option<String>) -> impl IntoView {
+    view! {
+        <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
+        <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
+        <text class="cc-node-title" x="16" y="23">{title}</text>
+        {sub.map(|s| view! { <text class="cc-node-sub" x="16" y="42">{s}</text> })}
+    }
+}
+
 /// The arrowhead of edges, as an SVG marker with this id (`marker-end="url(#<id>)"`).
 pub fn arrow_marker(id: &'static str) -> impl IntoView {
     view! {

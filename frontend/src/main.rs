@@ -10,7 +10,6 @@ mod run_view;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod tests;
 
-use concurrent_core::run::RunStatus;
 use wasm_bindgen::prelude::*;
 
 fn main() {
@@ -26,16 +25,6 @@ pub fn mount_in(id: &str) -> Result<(), JsValue> {
     let element: leptos::web_sys::HtmlElement = element.dyn_into()?;
     leptos::mount::mount_to(element, app::App).forget();
     Ok(())
-}
-
-pub fn status_name(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Pending => "pending",
-        RunStatus::Running => "running",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
-    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.

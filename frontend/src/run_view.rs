@@ -1,29 +1,17 @@
 //! One run: the DAG with each node's state, a node's instances, live log tails, and the
 //! repairs (cancel, retry failed, rerun from a node). Polls while shown.
 
-use concurrent_core::run::{Attempt, InstanceState, NodeRun, RunState};
+use concurrent_core::run::{Attempt, InstanceState, NodeRun, RunState, RunStatus};
 use concurrent_core::wire::RunSummary;
 use leptos::prelude::*;
 
 use crate::app::ticker;
-use crate::graph::{arrow_marker, edge_path, fit, subtitle, NODE_H, NODE_W};
+use crate::graph::{arrow_marker, edge_path, fit, subtitle, NodeBox, NODE_H, NODE_W};
 use crate::route::{self, Route};
-use crate::{api, format_duration, format_time, status_name};
+use crate::{api, format_duration, format_time};
 
 /// How often a shown run is read again.
 const POLL_MS: u32 = 1_500;
-
-fn instance_state(s: InstanceState) -> &'static str {
-    match s {
-        InstanceState::Waiting => "waiting",
-        InstanceState::Queued => "queued",
-        InstanceState::Running => "running",
-        InstanceState::Retrying => "retrying",
-        InstanceState::Succeeded => "succeeded",
-        InstanceState::Failed => "failed",
-        InstanceState::Cancelled => "cancelled",
-    }
-}
 
 #[component]
 pub fn RunView(id: String) -> impl IntoView {
@@ -67,7 +55,7 @@ pub fn RunView(id: String) -> impl IntoView {
                 Some(Ok(state)) => {
                     let terminal = state.status.is_terminal();
                     let failed = state.nodes.iter().any(|n| n.instances.iter().any(|i| i.state == InstanceState::Failed || i.state == InstanceState::Cancelled));
-                    let status = status_name(state.status);
+                    let status = RunStatus::as_str(state.status);
                     let duration = format_duration(state.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(state.created_at));
                     let experiment = state.mlflow.as_ref().map(|m| m.experiment_id.clone()).unwrap_or_default();
                     view! {
@@ -92,7 +80,7 @@ pub fn RunView(id: String) -> impl IntoView {
                             let node_id = node.id.clone();
                             view! {
                                 <section class="cc-node-detail" data-node-detail=node_id>
-                                    <h2>{format!("{} — {}", node.id, instance_state(node.shown_state()))}</h2>
+                                    <h2>{format!("{} — {}", node.id, InstanceState::as_str(node.shown_state()))}</h2>
                                     {terminal.then(|| view! { <button data-action="rerun" title="Run this node and everything downstream again" on:click=move |_| act("rerun", serde_json::json!({"node": rerun_id.clone()}))>"Rerun from this node"</button> })}
                                     {node.error.clone().map(|e| view! { <pre class="cc-error">{e}</pre> })}
                                     {(!node.unmatched_inputs.is_empty()).then(|| view! { <p class="cc-error">{format!("Files no partition took: {}", node.unmatched_inputs.join(", "))}</p> })}
@@ -121,7 +109,7 @@ fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoVie
     let edges = t.edges.iter().map(|e| view! { <path class="cc-edge-line" d=edge_path(pos(&e.from), pos(&e.to)) marker-end="url(#cc-run-arrow)"></path> }).collect_view();
     let nodes = t.nodes.iter().map(|n| {
         let run: Option<&NodeRun> = state.nodes.iter().find(|r| r.id == n.id);
-        let shown = run.map(|r| instance_state(r.shown_state())).unwrap_or("waiting");
+        let shown = run.map(|r| InstanceState::as_str(r.shown_state())).unwrap_or("waiting");
         let counts = run.map(|r| format!("{}/{} done", r.succeeded(), r.instances.len())).unwrap_or_default();
         let p = pos(&n.id);
         let id = n.id.clone();
@@ -131,10 +119,7 @@ fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoVie
                 class:cc-selected=move || selected.with(|s| s.as_deref() == Some(sel.as_str()))
                 tabindex="0" on:click=move |_| selected.set(Some(id.clone()))>
                 <title>{format!("{}: {shown}", n.id)}</title>
-                <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
-                <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
-                <text class="cc-node-title" x="16" y="23">{fit(n.display_name(), 24)}</text>
-                <text class="cc-node-sub" x="16" y="42">{format!("{shown} · {counts}")}</text>
+                <NodeBox title=fit(n.display_name(), 24) sub=Some(format!("{shown} · {counts}")) />
                 <title>{subtitle(n)}</title>
             </g>
         }
@@ -166,7 +151,7 @@ fn Instances(node: NodeRun, experiment: String) -> impl IntoView {
                     view! {
                         <tr data-instance=i.index.to_string()>
                             <td>{i.index}</td>
-                            <td><span class=format!("cc-status {}", instance_state(i.state))>{instance_state(i.state)}</span></td>
+                            <td><span class=format!("cc-status {}", InstanceState::as_str(i.state))>{InstanceState::as_str(i.state)}</span></td>
                             <td>{format!("{} of {}", current.map(|a| a.number).unwrap_or(0), i.attempts.len())}</td>
                             <td title=inputs>{format!("{files} file(s), {bytes} bytes")}</td>
                             <td>{duration}</td>

@@ -24,6 +24,25 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    /// The name in JSON and in the UI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -63,6 +82,19 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// The name in JSON and in the UI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Waiting => "waiting",
+            InstanceState::Queued => "queued",
+            InstanceState::Running => "running",
+            InstanceState::Retrying => "retrying",
+            InstanceState::Succeeded => "succeeded",
+            InstanceState::Failed => "failed",
+            InstanceState::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -404,6 +436,19 @@ mod tests {
             instances,
             unmatched_inputs: vec![],
             error: None,
+        }
+    }
+
+    #[test]
+    fn state_names_are_their_json_names() {
+        for s in RunStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        use InstanceState::*;
+        for s in [
+            Waiting, Queued, Running, Retrying, Succeeded, Failed, Cancelled,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 

@@ -15,7 +15,7 @@ use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast;
 
 use super::{Selection, Session, Viewport};
-use crate::graph::{arrow_marker, edge_path, fit as fit_label, subtitle, NODE_H, NODE_W};
+use crate::graph::{arrow_marker, edge_path, fit as fit_label, subtitle, NodeBox, NODE_H, NODE_W};
 
 /// A gesture in progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,13 +264,13 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
         let (mut nodes, mut edges) = (HashSet::new(), HashSet::new());
         session.editor.with(|e| {
             for p in problems.get() {
-                match concurrent_core::design::target_of(&p.path) {
-                    concurrent_core::design::Target::Node(i) => {
+                match p.target() {
+                    concurrent_core::Target::Node(i) => {
                         if let Some(n) = e.template().nodes.get(i) {
                             nodes.insert(n.id.clone());
                         }
                     }
-                    concurrent_core::design::Target::Edge(i) => {
+                    concurrent_core::Target::Edge(i) => {
                         edges.insert(i);
                     }
                     _ => {}
@@ -556,18 +556,16 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                                 class:cc-invalid=move || flagged.with(|f| f.0.contains(&bad_id))
                                 on:focus={ let id = id.clone(); move |_| if session.selection.with_untracked(|s| !s.nodes.contains(&id)) { session.selection.set(Selection::node(&id)) } }>
                                 <title>{format!("{} ({})", node.display_name(), node.id)}</title>
-                                <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
-                                <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
                                 {
                                     let (title, sub) = (fit_label(node.display_name(), 24), fit_label(&subtitle(&node), 30));
                                     let takes_input = !matches!(node.kind, concurrent_core::template::NodeKind::Input(_));
                                     let id = id.clone();
-                                    move || detail.get().then(|| view! {
-                                        <text class="cc-node-title" x="16" y="23">{title.clone()}</text>
-                                        <text class="cc-node-sub" x="16" y="42">{sub.clone()}</text>
+                                    // Zoomed out, only the box is drawn (labels are unreadable there).
+                                    move || if !detail.get() { view! { <NodeBox title=String::new() sub=None /> }.into_any() } else { view! {
+                                        <NodeBox title=title.clone() sub=Some(sub.clone()) />
                                         {takes_input.then(|| view! { <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle> })}
                                         <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>
-                                    })
+                                    }.into_any() }
                                 }
                             </g>
                         }
@@ -618,9 +616,7 @@ fn moving(session: Session, ids: &BTreeSet<String>, dx: f64, dy: f64) -> impl In
                 let p = at(&n.id);
                 view! {
                     <g class=format!("cc-node cc-selected cc-kind-{}", n.kind.tag()) transform=format!("translate({:.1},{:.1})", p.x, p.y)>
-                        <rect class="cc-node-box" width=NODE_W height=NODE_H rx="8"></rect>
-                        <rect class="cc-node-band" width="6" height=NODE_H rx="3"></rect>
-                        <text class="cc-node-title" x="16" y="23">{fit_label(n.display_name(), 24)}</text>
+                        <NodeBox title=fit_label(n.display_name(), 24) sub=None />
                     </g>
                 }
             })

@@ -131,11 +131,7 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
         problems
             .get()
             .into_iter()
-            .filter(|p| {
-                index.is_some_and(|i| {
-                    p.path.starts_with(&format!("/nodes/{i}/")) || p.path == format!("/nodes/{i}")
-                })
-            })
+            .filter(|p| index.is_some_and(|i| p.target() == concurrent_core::Target::Node(i)))
             .collect::<Vec<_>>()
     };
     let others = move || {
@@ -392,7 +388,7 @@ fn EdgeInspector(session: Session, index: usize) -> impl IntoView {
                 <table class="cc-preview" data-preview="">
                     <thead><tr><th>"path"</th><th>"key"</th></tr></thead>
                     <tbody>{move || match preview() {
-                        Err(why) => view! { <tr><td colspan="2" class="cc-error">{why}</td></tr> }.into_any(),
+                        Err(why) => view! { <tr><td colspan="2" class="cc-error">{why.to_string()}</td></tr> }.into_any(),
                         Ok(rows) => rows.into_iter().map(|(p, k)| view! {
                             <tr><td class="mono">{p}</td><td class={ if k.is_some() { "mono" } else { "cc-error" } }>{k.clone().unwrap_or_else(|| "no match: a run would refuse this file".into())}</td></tr>
                         }).collect_view().into_any(),

@@ -8,9 +8,10 @@ mod inspector;
 
 use std::collections::{BTreeSet, HashMap};
 
-use concurrent_core::design::{Clipboard, Editor, Target};
+use concurrent_core::design::{Clipboard, Editor};
 use concurrent_core::template::{Position, API_VERSION};
 use concurrent_core::wire::{SavedTemplate, TemplateVersion};
+use concurrent_core::Target;
 use concurrent_core::{validate, Problem, Template};
 use leptos::ev;
 use leptos::prelude::*;
@@ -440,8 +441,8 @@ fn keyboard(
 }
 
 /// Selects the node, edge or parameter a problem belongs to.
-pub fn select_target(session: Session, path: &str) {
-    match concurrent_core::design::target_of(path) {
+pub fn select_target(session: Session, target: Target) {
+    match target {
         Target::Node(i) => {
             if let Some(id) = session
                 .editor
@@ -462,7 +463,7 @@ pub fn select_target(session: Session, path: &str) {
 pub fn describe(session: Session, p: &Problem) -> String {
     let what = session.editor.with_untracked(|e| {
         let t = e.template();
-        match concurrent_core::design::target_of(&p.path) {
+        match p.target() {
             Target::Node(i) => t.nodes.get(i).map(|n| format!("node {}", n.id)),
             Target::Edge(i) => t
                 .edges
@@ -508,9 +509,9 @@ fn ProblemList(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView 
                 view! {
                     <ul>
                         {list.into_iter().map(|p| {
-                            let path = p.path.clone();
+                            let target = p.target();
                             view! {
-                                <li><button class="cc-link cc-problem" data-path=p.path.clone() on:click=move |_| select_target(session, &path)>
+                                <li><button class="cc-link cc-problem" data-path=p.path.clone() on:click=move |_| select_target(session, target)>
                                     {describe(session, &p)}
                                 </button></li>
                             }

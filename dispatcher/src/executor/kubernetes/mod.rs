@@ -193,7 +193,7 @@ impl KubeExecutor {
     }
 
     /// The leases behind this cluster's pods, rebuilt from their Secrets, for re-adoption.
-    pub async fn adoptable(&self) -> anyhow::Result<Vec<Lease>> {
+    async fn leases_of_pods(&self) -> anyhow::Result<Vec<Lease>> {
         let selector = format!(
             "{}=concurrent,{}={}",
             pod::MANAGED_BY,
@@ -232,14 +232,6 @@ impl KubeExecutor {
             });
         }
         Ok(leases)
-    }
-
-    /// Deletes a pod that is not (or no longer) wanted.
-    pub async fn discard(&self, lease: &Lease) {
-        let _ = self
-            .pods
-            .delete(&pod::name_of(lease), &DeleteParams::default())
-            .await;
     }
 
     async fn launch(&self, lease: &Lease) -> anyhow::Result<()> {
@@ -353,6 +345,23 @@ impl KubeExecutor {
 }
 
 impl Executor for KubeExecutor {
+    async fn adoptable(&self) -> anyhow::Result<Vec<Lease>> {
+        self.leases_of_pods().await
+    }
+
+    /// Deletes a pod that is not (or no longer) wanted.
+    async fn discard(&self, lease: &Lease) {
+        let _ = self
+            .pods
+            .delete(&pod::name_of(lease), &DeleteParams::default())
+            .await;
+    }
+
+    fn shut_down(&self, _running: &[CancellationToken]) {
+        // Pods keep running; a restarted agent (or another one) re-adopts them.
+        tracing::info!("stopping: no new work is leased; running pods are left to be re-adopted");
+    }
+
     async fn tail(&self, lease: &LeaseRef) -> Option<String> {
         let name = self
             .running
