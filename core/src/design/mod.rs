@@ -2,6 +2,7 @@
 //! with undo/redo), `layout` (the layered auto-layout), and the small helpers below.
 
 mod editor;
+pub mod gesture;
 mod layout;
 
 pub use editor::{Clipboard, EditError, Editor, Kind, HISTORY};

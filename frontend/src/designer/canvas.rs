@@ -16,34 +16,8 @@ use leptos::wasm_bindgen::JsCast;
 
 use super::{Selection, Session, Viewport};
 use crate::graph::{arrow_marker, edge_path, fit as fit_label, subtitle, NodeBox, NODE_H, NODE_W};
-
-/// A gesture in progress.
-#[derive(Debug, Clone, PartialEq)]
-enum Gesture {
-    Idle,
-    /// Dragging the background: pans (a click without moving clears the selection).
-    Pan {
-        client: (f64, f64),
-        from: Viewport,
-        moved: bool,
-    },
-    /// Dragging nodes from canvas point `start`.
-    Move {
-        start: Position,
-        ids: Arc<BTreeSet<String>>,
-        moved: bool,
-    },
-    /// Dragging from a node's output port.
-    Connect {
-        from: String,
-    },
-    /// Shift-dragging the background: box select.
-    Select {
-        start: Position,
-    },
-    /// Dragging a palette item.
-    Add(Kind),
-}
+use concurrent_core::design::gesture::Press;
+use concurrent_core::design::gesture::{Action, Gesture, Select, Shown};
 
 /// Visual state of a gesture: what the canvas draws while it lasts.
 #[derive(Clone, Copy)]
@@ -280,116 +254,65 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
         (nodes, edges)
     });
 
+    // The gesture itself is core's state machine; here the DOM is read and its answers drawn
+    // or carried out.
     let on_move = window_event_listener(ev::pointermove, move |e| {
-        let at = to_canvas(session, client(&e));
-        gesture.update_value(|g| match g {
-            Gesture::Idle => {}
-            Gesture::Pan {
-                client: c,
-                from,
-                moved,
-            } => {
-                let (dx, dy) = (e.client_x() as f64 - c.0, e.client_y() as f64 - c.1);
-                *moved |= dx.abs() + dy.abs() > 3.0;
-                session.viewport.set(Viewport {
-                    x: from.x + dx,
-                    y: from.y + dy,
-                    scale: from.scale,
-                });
-            }
-            Gesture::Move { start, ids, moved } => {
-                let (dx, dy) = (at.x - start.x, at.y - start.y);
-                *moved |= dx.abs() + dy.abs() > 2.0;
-                if *moved {
-                    overlay.drag.set(Some((ids.clone(), dx, dy)));
-                }
-            }
-            Gesture::Connect { from } => {
+        let (c, at) = (client(&e), to_canvas(session, client(&e)));
+        let shown = gesture.try_update_value(|g| g.moved(at, c, inside_canvas(c)));
+        match shown.unwrap_or(Shown::Nothing) {
+            Shown::Nothing => {}
+            Shown::Pan { x, y } => session.viewport.update(|v| {
+                v.x = x;
+                v.y = y;
+            }),
+            Shown::Drag { ids, dx, dy } => overlay.drag.set(Some((Arc::new(ids), dx, dy))),
+            Shown::Link { from, to } => {
                 let p = session
                     .editor
-                    .with_untracked(|ed| ed.template().node(from).and_then(|n| n.position))
+                    .with_untracked(|ed| ed.template().node(&from).and_then(|n| n.position))
                     .unwrap_or_default();
-                overlay.link.set(Some((p, at)));
+                overlay.link.set(Some((p, to)));
             }
-            Gesture::Select { start } => overlay.rubber.set(Some((*start, at))),
-            Gesture::Add(kind) => overlay
-                .ghost
-                .set(inside_canvas(client(&e)).then_some((*kind, at))),
-        });
+            Shown::Rubber { from, to } => overlay.rubber.set(Some((from, to))),
+            Shown::Ghost { kind, at } => overlay.ghost.set(at.map(|at| (kind, at))),
+        }
     });
     let on_up = window_event_listener(ev::pointerup, move |e| {
         let g = gesture.get_value();
         gesture.set_value(Gesture::Idle);
-        let at = to_canvas(session, client(&e));
-        match g {
-            Gesture::Idle => {}
-            Gesture::Pan { moved, .. } => {
-                if !moved {
-                    session.selection.set(Selection::default());
-                }
+        overlay.drag.set(None);
+        overlay.link.set(None);
+        overlay.rubber.set(None);
+        overlay.ghost.set(None);
+        let c = client(&e);
+        let under = node_at(c);
+        let action = session.editor.with_untracked(|ed| {
+            g.release(
+                to_canvas(session, c),
+                under.as_deref(),
+                inside_canvas(c),
+                ed.template(),
+                (NODE_W, NODE_H),
+            )
+        });
+        match action {
+            Action::Nothing => {}
+            Action::ClearSelection => session.selection.set(Selection::default()),
+            Action::MoveNodes { ids, dx, dy } => {
+                session.editor.update(|ed| ed.move_nodes(&ids, dx, dy))
             }
-            Gesture::Move { ids, moved, start } => {
-                overlay.drag.set(None);
-                if moved {
-                    let ids: Vec<String> = ids.iter().cloned().collect();
-                    session
-                        .editor
-                        .update(|ed| ed.move_nodes(&ids, at.x - start.x, at.y - start.y));
-                }
+            Action::Connect { from, to } => {
+                let input = input_name(session, &from, &to);
+                session.edit(|ed| ed.connect(&from, &to, &input));
             }
-            Gesture::Connect { from } => {
-                overlay.link.set(None);
-                if let Some(to) = node_at(client(&e)).filter(|to| *to != from) {
-                    let input = input_name(session, &from, &to);
-                    session.edit(|ed| ed.connect(&from, &to, &input));
-                }
-            }
-            Gesture::Select { start } => {
-                overlay.rubber.set(None);
-                let (lo, hi) = (
-                    Position {
-                        x: start.x.min(at.x),
-                        y: start.y.min(at.y),
-                    },
-                    Position {
-                        x: start.x.max(at.x),
-                        y: start.y.max(at.y),
-                    },
-                );
-                let hit: BTreeSet<String> = session.editor.with_untracked(|ed| {
-                    ed.template()
-                        .nodes
-                        .iter()
-                        .filter(|n| {
-                            let p = n.position.unwrap_or_default();
-                            p.x + NODE_W >= lo.x
-                                && p.x <= hi.x
-                                && p.y + NODE_H >= lo.y
-                                && p.y <= hi.y
-                        })
-                        .map(|n| n.id.clone())
-                        .collect()
-                });
-                session.selection.update(|s| {
-                    s.nodes.extend(hit);
-                    s.edge = None;
-                });
-            }
-            Gesture::Add(kind) => {
-                overlay.ghost.set(None);
-                if inside_canvas(client(&e)) {
-                    let mut id = String::new();
-                    session.editor.update(|ed| {
-                        id = ed.add_node(
-                            kind,
-                            Position {
-                                x: at.x - NODE_W / 2.0,
-                                y: at.y - NODE_H / 2.0,
-                            },
-                        )
-                    });
-                    session.selection.set(Selection::node(&id));
-                }
+            Action::SelectBox { ids } => session.selection.update(|s| {
+                s.nodes.extend(ids);
+                s.edge = None;
+            }),
+            Action::AddNode { kind, at } => {
+                let mut id = String::new();
+                session.editor.update(|ed| id = ed.add_node(kind, at));
+                session.selection.set(Selection::node(&id));
             }
         }
     });
@@ -414,42 +337,38 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
         };
         let at = to_canvas(session, client(&e));
         e.prevent_default();
-        if let Some(from) = find("[data-port=out]", "data-port-of") {
-            gesture.set_value(Gesture::Connect { from });
-        } else if let Some(i) =
-            find("[data-edge]", "data-edge").and_then(|i| i.parse::<usize>().ok())
-        {
-            session.selection.set(Selection {
+        let press = if let Some(from) = find("[data-port=out]", "data-port-of") {
+            Press::Port(from)
+        } else if let Some(i) = find("[data-edge]", "data-edge").and_then(|i| i.parse().ok()) {
+            Press::Edge(i)
+        } else if let Some(id) = find("[data-node]", "data-node") {
+            Press::Node {
+                id,
+                shift: e.shift_key(),
+            }
+        } else {
+            Press::Background {
+                shift: e.shift_key(),
+            }
+        };
+        let v = session.viewport.get_untracked();
+        let selected = session.selection.with_untracked(|s| s.nodes.clone());
+        let (g, select) = Gesture::press(press, at, client(&e), (v.x, v.y), &selected);
+        match select {
+            Select::Keep => {}
+            Select::Edge(i) => session.selection.set(Selection {
                 nodes: BTreeSet::new(),
                 edge: Some(i),
-            });
-        } else if let Some(id) = find("[data-node]", "data-node") {
-            let shift = e.shift_key();
-            session.selection.update(|s| {
+            }),
+            Select::Only(id) => session.selection.set(Selection::node(&id)),
+            Select::Toggle(id) => session.selection.update(|s| {
                 s.edge = None;
-                if shift {
-                    if !s.nodes.remove(&id) {
-                        s.nodes.insert(id.clone());
-                    }
-                } else if !s.nodes.contains(&id) {
-                    *s = Selection::node(&id);
+                if !s.nodes.remove(&id) {
+                    s.nodes.insert(id);
                 }
-            });
-            let ids = Arc::new(session.selection.with_untracked(|s| s.nodes.clone()));
-            gesture.set_value(Gesture::Move {
-                start: at,
-                ids,
-                moved: false,
-            });
-        } else if e.shift_key() {
-            gesture.set_value(Gesture::Select { start: at });
-        } else {
-            gesture.set_value(Gesture::Pan {
-                client: client(&e),
-                from: session.viewport.get_untracked(),
-                moved: false,
-            });
+            }),
         }
+        gesture.set_value(g);
     };
     let on_wheel = move |e: web_sys::WheelEvent| {
         e.prevent_default();
