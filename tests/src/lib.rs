@@ -663,3 +663,38 @@ pub fn example_template(name: &str, nodes: usize) -> Value {
     t["edges"] = json!(edges);
     t
 }
+
+/// Runs `git` in `dir` as a test author would (a fixed identity), asserting success.
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .expect("git");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// Serves the git repositories below `dir` with `git daemon` on a free loopback port; the
+/// service and the `git://` URL prefix.
+pub fn git_daemon(dir: &Path) -> (Service, String) {
+    let port = free_port();
+    let daemon = Service::start(
+        "git daemon",
+        Command::new("git").args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--base-path={}", dir.display()),
+            &dir.display().to_string(),
+        ]),
+        dir.join("daemon.log"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    (daemon, format!("git://127.0.0.1:{port}"))
+}

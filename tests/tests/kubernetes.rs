@@ -18,6 +18,16 @@ fn kube_agent(stack: &Stack, cluster: &TestCluster, name: &str) -> Service {
 }
 
 fn kube_agent_with(stack: &Stack, cluster: &TestCluster, name: &str, extra: &[&str]) -> Service {
+    kube_agent_env(stack, cluster, name, extra, &[])
+}
+
+fn kube_agent_env(
+    stack: &Stack,
+    cluster: &TestCluster,
+    name: &str,
+    extra: &[&str],
+    more_env: &[(&str, &str)],
+) -> Service {
     let (agent_image, step_image) = (cluster.agent_image(), cluster.step_image());
     let mut args = vec![
         "--executor",
@@ -31,7 +41,8 @@ fn kube_agent_with(stack: &Stack, cluster: &TestCluster, name: &str, extra: &[&s
     ];
     args.extend_from_slice(extra);
     let env = cluster.agent_env(stack);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(more_env);
     stack.agent_with_env(name, &args, &env)
 }
 
@@ -268,19 +279,6 @@ fn a_lost_lease_deletes_the_orphaned_pod_and_the_retry_runs_in_a_new_one() {
         .contains("lease expired"));
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
-}
-
 fn kubectl(server: &TestCluster, args: &[&str]) {
     let out = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
@@ -313,23 +311,10 @@ fn a_docker_env_git_project_runs_in_its_image_with_secrets_by_reference_only() {
         "import hashlib, os\nout = os.environ['CONCURRENT_OUTPUT_DIR']\nopen(os.path.join(out, 'seen.txt'), 'w').write('\\n'.join([os.environ['GREETING'], os.environ['EPOCHS'], hashlib.sha256(os.environ['API_KEY'].encode()).hexdigest(), str(bool(os.environ.get('MLFLOW_TRACKING_TOKEN')))]))\nprint('key', os.environ['API_KEY'])\n",
     )
     .unwrap();
-    git(&repo, &["init", "--quiet", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "--quiet", "-m", "docker project"]);
-    let port = concurrent_tests::free_port();
-    let _daemon = Service::start(
-        "git daemon",
-        std::process::Command::new("git").args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--base-path={}", served.path().display()),
-            &served.path().display().to_string(),
-        ]),
-        served.path().join("daemon.log"),
-    );
+    concurrent_tests::git(&repo, &["init", "--quiet", "-b", "main"]);
+    concurrent_tests::git(&repo, &["add", "."]);
+    concurrent_tests::git(&repo, &["commit", "--quiet", "-m", "docker project"]);
+    let (_daemon, base) = concurrent_tests::git_daemon(served.path());
     let (api_key, git_password, mlflow_token) =
         ("k8s-secret-value-81", "gitpass-93", "mlflow-token-27");
     for (name, key, value) in [
@@ -371,7 +356,7 @@ fn a_docker_env_git_project_runs_in_its_image_with_secrets_by_reference_only() {
     std::thread::sleep(Duration::from_millis(300));
     let t = json!({
         "apiVersion": "concurrent/v1", "name": "k8s-docker",
-        "nodes": [{"id": "main", "kind": "project", "uri": format!("git://127.0.0.1:{port}/docker-project.git"),
+        "nodes": [{"id": "main", "kind": "project", "uri": format!("{base}/docker-project.git"),
                    "env": {"EPOCHS": "3"}, "secretEnv": {"API_KEY": {"secret": "api-creds", "key": "api_key"}}}]
     });
     stack.put_template(&t);

@@ -191,19 +191,6 @@ fn secrets_reach_the_process_and_nowhere_else() {
     );
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
-}
-
 fn write_version(repo: &Path, version: &str) {
     std::fs::write(
         repo.join("MLproject"),
@@ -218,26 +205,12 @@ fn a_git_project_runs_the_commit_pinned_when_it_first_started() {
     let served = tempfile::tempdir().unwrap();
     let repo = served.path().join("repo.git");
     std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "--quiet", "-b", "main"]);
+    concurrent_tests::git(&repo, &["init", "--quiet", "-b", "main"]);
     write_version(&repo, "one");
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "--quiet", "-m", "one"]);
-    let port = concurrent_tests::free_port();
-    let daemon = concurrent_tests::Service::start(
-        "git daemon",
-        Command::new("git").args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--base-path={}", served.path().display()),
-            &served.path().display().to_string(),
-        ]),
-        served.path().join("daemon.log"),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let uri = format!("git://127.0.0.1:{port}/repo.git");
+    concurrent_tests::git(&repo, &["add", "."]);
+    concurrent_tests::git(&repo, &["commit", "--quiet", "-m", "one"]);
+    let (daemon, base) = concurrent_tests::git_daemon(served.path());
+    let uri = format!("{base}/repo.git");
     let _agent = stack.agent("git");
     let mut first = node("first", &uri, "main");
     first["parameters"] = json!({"wait": "4"});
@@ -257,7 +230,7 @@ fn a_git_project_runs_the_commit_pinned_when_it_first_started() {
     std::thread::sleep(Duration::from_secs(1));
     // The branch moves while the run goes on.
     write_version(&repo, "two");
-    git(&repo, &["commit", "--quiet", "-am", "two"]);
+    concurrent_tests::git(&repo, &["commit", "--quiet", "-am", "two"]);
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded", "{run:#}\n{}", daemon.log_tail());
     let out =
