@@ -3,8 +3,7 @@
 use concurrent_core::template::{Node, NodeKind, Position};
 use leptos::prelude::*;
 
-pub const NODE_W: f64 = 200.0;
-pub const NODE_H: f64 = 56.0;
+pub use concurrent_core::design::{NODE_H, NODE_W};
 
 /// The SVG path of an edge from `from`'s output port to `to`'s input port.
 pub fn edge_path(from: Position, to: Position) -> String {

@@ -125,10 +125,14 @@ fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoVie
         }
     }).collect_view();
     view! {
-        <svg class="cc-run-graph" viewBox=view_box style=format!("max-height: {:.0}px", h.min(520.0)) aria-label="The run's DAG">
-            {arrow_marker("cc-run-arrow")}
-            {edges}{nodes}
-        </svg>
+        // Never narrower than a readable scale: a wide DAG scrolls sideways instead.
+        <div class="cc-run-graph-wrap">
+            <svg class="cc-run-graph" viewBox=view_box aria-label="The run's DAG"
+                style=format!("max-height: {:.0}px; min-width: {:.0}px", h.min(520.0), w * concurrent_core::design::view::readable_scale())>
+                {arrow_marker("cc-run-arrow")}
+                {edges}{nodes}
+            </svg>
+        </div>
         <p class="cc-hint">"Select a node to see its instances."</p>
     }
 }

@@ -27,6 +27,11 @@ pub fn artifacts(test: &str) -> PathBuf {
 impl Browser {
     /// Starts chromedriver and a headless Chromium of 1920×1080.
     pub async fn start(test: &str) -> Browser {
+        Browser::start_sized(test, (1920, 1080)).await
+    }
+
+    /// Starts chromedriver and a headless Chromium whose viewport is `size` CSS pixels.
+    pub async fn start_sized(test: &str, size: (u32, u32)) -> Browser {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap().keep();
         let driver = Service::start(
@@ -37,7 +42,7 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1920,1080",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", format!("--window-size={},{}", size.0, size.1),
             format!("--user-data-dir={}", profile.path().display())]}});
         let deadline = Instant::now() + Duration::from_secs(15);
         let client = loop {

@@ -1,12 +1,15 @@
 //! The designer's decisions, pure so they are tested without a browser: `editor` (every edit,
-//! with undo/redo), `layout` (the layered auto-layout), and the small helpers below.
+//! with undo/redo), `layout` (the layered auto-layout), `gesture` (pointer gestures), `view`
+//! (fitting, zooming and level of detail), and the small helpers below.
 
 mod editor;
 pub mod gesture;
 mod layout;
+pub mod view;
 
 pub use editor::{Clipboard, EditError, Editor, Kind, HISTORY};
 pub use layout::{layout, place_unpositioned, LAYER_GAP, ROW_GAP};
+pub use view::{Viewport, NODE_H, NODE_W};
 
 use crate::template::{Position, Template};
 

@@ -14,10 +14,11 @@ use leptos::ev;
 use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast;
 
-use super::{Selection, Session, Viewport};
+use super::{Selection, Session};
 use crate::graph::{arrow_marker, edge_path, fit as fit_label, subtitle, NodeBox, NODE_H, NODE_W};
 use concurrent_core::design::gesture::Press;
 use concurrent_core::design::gesture::{Action, Gesture, Select, Shown};
+use concurrent_core::design::view::{self, Fit};
 
 /// Visual state of a gesture: what the canvas draws while it lasts.
 #[derive(Clone, Copy)]
@@ -44,9 +45,6 @@ fn gesture() -> StoredValue<Gesture> {
 
 const CANVAS_ID: &str = "cc-canvas";
 
-/// Below this zoom the canvas draws boxes and lines only.
-const DETAIL_SCALE: f64 = 0.45;
-
 fn svg() -> Option<web_sys::Element> {
     document().get_element_by_id(CANVAS_ID)
 }
@@ -55,11 +53,17 @@ fn svg() -> Option<web_sys::Element> {
 fn to_canvas(session: Session, client: (f64, f64)) -> Position {
     let rect = svg().map(|s| s.get_bounding_client_rect());
     let (left, top) = rect.map(|r| (r.left(), r.top())).unwrap_or_default();
-    let v = session.viewport.get_untracked();
-    Position {
-        x: (client.0 - left - v.x) / v.scale,
-        y: (client.1 - top - v.y) / v.scale,
-    }
+    view::to_canvas(
+        session.viewport.get_untracked(),
+        (client.0 - left, client.1 - top),
+    )
+}
+
+/// The canvas's size on screen (CSS pixels).
+fn canvas_size() -> Option<(f64, f64)> {
+    svg()
+        .map(|s| s.get_bounding_client_rect())
+        .map(|r| (r.width(), r.height()))
 }
 
 fn inside_canvas(client: (f64, f64)) -> bool {
@@ -80,65 +84,54 @@ fn node_at(client: (f64, f64)) -> Option<String> {
 }
 
 pub fn visible_center(session: Session) -> Position {
-    let rect = svg().map(|s| s.get_bounding_client_rect());
-    let (w, h) = rect
-        .map(|r| (r.width(), r.height()))
-        .unwrap_or((800.0, 600.0));
-    let v = session.viewport.get_untracked();
+    let (w, h) = canvas_size().unwrap_or((800.0, 600.0));
+    let c = view::to_canvas(session.viewport.get_untracked(), (w / 2.0, h / 2.0));
     Position {
-        x: (w / 2.0 - v.x) / v.scale - NODE_W / 2.0,
-        y: (h / 2.0 - v.y) / v.scale - NODE_H / 2.0,
+        x: c.x - NODE_W / 2.0,
+        y: c.y - NODE_H / 2.0,
     }
 }
 
 /// Zooms around the middle of the canvas.
 pub fn zoom_by(session: Session, factor: f64) {
-    let (w, h) = svg()
-        .map(|s| s.get_bounding_client_rect())
-        .map(|r| (r.width(), r.height()))
-        .unwrap_or((800.0, 600.0));
+    let (w, h) = canvas_size().unwrap_or((800.0, 600.0));
     zoom_at(session, factor, (w / 2.0, h / 2.0));
 }
 
-/// Zooms keeping the canvas point under `at` (relative to the canvas) in place.
 fn zoom_at(session: Session, factor: f64, at: (f64, f64)) {
-    session.viewport.update(|v| {
-        let scale = (v.scale * factor).clamp(0.05, 3.0);
-        let k = scale / v.scale;
-        v.x = at.0 - (at.0 - v.x) * k;
-        v.y = at.1 - (at.1 - v.y) * k;
-        v.scale = scale;
-    });
+    session
+        .viewport
+        .update(|v| *v = view::zoom_at(*v, factor, at));
 }
 
-/// Shows every node.
-pub fn fit(session: Session) {
-    let Some((lo, hi)) = session
+fn bounds(session: Session) -> Option<(Position, Position)> {
+    session
         .editor
         .with_untracked(|e| concurrent_core::design::bounds(e.template()))
-    else {
-        session.viewport.set(Viewport::default());
-        return;
-    };
-    let Some(rect) = svg().map(|s| s.get_bounding_client_rect()) else {
-        return;
-    };
-    let (w, h) = (rect.width().max(200.0), rect.height().max(200.0));
-    let margin = 40.0;
-    let (cw, ch) = (hi.x - lo.x + NODE_W, hi.y - lo.y + NODE_H);
-    let scale = ((w - 2.0 * margin) / cw)
-        .min((h - 2.0 * margin) / ch)
-        .clamp(0.05, 1.5);
-    session.viewport.set(Viewport {
-        x: (w - cw * scale) / 2.0 - lo.x * scale,
-        y: (h - ch * scale) / 2.0 - lo.y * scale,
-        scale,
-    });
+}
+
+/// Shows the DAG at a readable size (its start, when it does not fit whole).
+pub fn fit(session: Session) {
+    if let Some(size) = canvas_size() {
+        session
+            .viewport
+            .set(view::fit(bounds(session), size, Fit::Readable));
+    }
+}
+
+/// The Fit button: a readable fit, or, pressed again, all of a big DAG.
+pub fn fit_again(session: Session) {
+    if let Some(size) = canvas_size() {
+        let now = session.viewport.get_untracked();
+        session
+            .viewport
+            .set(view::next_fit(now, bounds(session), size));
+    }
 }
 
 /// Fits now when the canvas is in the page (then before the next draw), or once it is.
 pub fn fit_when_shown(session: Session) {
-    let shown = || svg().is_some_and(|s| s.get_bounding_client_rect().width() > 0.0);
+    let shown = || canvas_size().is_some_and(|(w, _)| w > 0.0);
     if shown() {
         fit(session);
         return;
@@ -182,7 +175,7 @@ pub fn Palette(session: Session) -> impl IntoView {
         <aside class="cc-palette" aria-label="Node kinds">
             <h3>"Add"</h3>
             {items.into_iter().map(|(kind, label, help)| view! {
-                <button class="cc-palette-item" data-kind=kind_name(kind) title=format!("{help}. Drag onto the canvas, or press Enter to add it in the middle.")
+                <button class="cc-palette-item" data-kind=kind_name(kind) title=format!("{label}: {help}. Drag onto the canvas, or press Enter to add it in the middle.") aria-label=label
                     on:pointerdown=move |e| { e.prevent_default(); gesture.set_value(Gesture::Add(kind)); }
                     on:click=move |_| {
                         // Keyboard (or a click without dragging): add in the middle of the view.
@@ -191,7 +184,7 @@ pub fn Palette(session: Session) -> impl IntoView {
                         session.editor.update(|ed| id = ed.add_node(kind, at));
                         session.selection.set(Selection::node(&id));
                     }>
-                    <span class=format!("cc-swatch cc-kind-{}", kind_name(kind))></span>{label}
+                    <span class=format!("cc-swatch cc-kind-{}", kind_name(kind))></span><span class="cc-palette-label">{label}</span>
                 </button>
             }).collect_view()}
             <p class="cc-hint">"Drag from a node's right port to another node to connect. Shift-drag to select several; drag the background to pan; wheel to zoom. Del deletes, Ctrl+Z / Ctrl+Shift+Z undo and redo, Ctrl+C / Ctrl+V copy and paste, arrows move."</p>
@@ -382,9 +375,12 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
         );
     };
 
-    // Level of detail: zoomed out, labels and ports are unreadable and text is most of the
-    // paint; leaving them out keeps dragging smooth on a thousand nodes.
-    let detail = Memo::new(move |_| session.viewport.with(|v| v.scale >= DETAIL_SCALE));
+    // Level of detail: titles too small to read on this screen are left out with the ports
+    // (text is most of the paint; dragging stays smooth on a thousand nodes).
+    let detail = Memo::new(move |_| {
+        let dpr = window().device_pixel_ratio();
+        session.viewport.with(|v| view::shows_labels(v.scale, dpr))
+    });
     // The nodes being dragged, as a memo that changes only when a drag starts or ends: they
     // (and their edges) are hidden in the big layer and drawn moving in the small overlay, so
     // a frame repaints the overlay only, however many nodes the template has.

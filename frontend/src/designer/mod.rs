@@ -8,7 +8,7 @@ mod inspector;
 
 use std::collections::{BTreeSet, HashMap};
 
-use concurrent_core::design::{Clipboard, Editor};
+use concurrent_core::design::{Clipboard, Editor, Viewport};
 use concurrent_core::template::{Position, API_VERSION};
 use concurrent_core::wire::{SavedTemplate, TemplateVersion};
 use concurrent_core::Target;
@@ -32,24 +32,6 @@ impl Selection {
         Selection {
             nodes: BTreeSet::from([id.to_string()]),
             edge: None,
-        }
-    }
-}
-
-/// The canvas transform: screen = canvas × scale + (x, y).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Viewport {
-    pub x: f64,
-    pub y: f64,
-    pub scale: f64,
-}
-
-impl Default for Viewport {
-    fn default() -> Self {
-        Viewport {
-            x: 40.0,
-            y: 40.0,
-            scale: 1.0,
         }
     }
 }
@@ -224,6 +206,18 @@ pub fn Designer(name: Option<String>) -> impl IntoView {
     });
     let dialog = RwSignal::new(None::<dialogs::Dialog>);
     canvas::provide_gesture();
+    // Where the inspector overlays the canvas (narrow screens), it shows on demand: when
+    // something is selected or its toolbar button is pressed.
+    let side_open = RwSignal::new(false);
+    Effect::new(move |previous: Option<Selection>| {
+        let now = session.selection.get();
+        if previous.is_some_and(|p| p != now) && (!now.nodes.is_empty() || now.edge.is_some()) {
+            side_open.set(true);
+        }
+        now
+    });
+    let root = NodeRef::<leptos::html::Div>::new();
+    fill_height(root);
 
     let save = move || {
         let template = session.editor.with_untracked(|e| e.template().clone());
@@ -278,7 +272,7 @@ pub fn Designer(name: Option<String>) -> impl IntoView {
     };
 
     view! {
-        <div class="cc-designer" data-designer="">
+        <div class="cc-designer" data-designer="" node_ref=root>
             {move || match session.loaded.get() {
                 None => view! { <p class="cc-loading">"Loading the template…"</p> }.into_any(),
                 Some(Err(e)) => view! { <p class="cc-error" role="alert">{e}" "<a href="#/dags">"Back to the list"</a></p> }.into_any(),
@@ -296,9 +290,12 @@ pub fn Designer(name: Option<String>) -> impl IntoView {
                 <button data-action="undo" title="Undo (Ctrl+Z)" disabled=move || !session.editor.with(Editor::can_undo) on:click=move |_| { session.editor.update(|e| { e.undo(); }); }>"Undo"</button>
                 <button data-action="redo" title="Redo (Ctrl+Shift+Z)" disabled=move || !session.editor.with(Editor::can_redo) on:click=move |_| { session.editor.update(|e| { e.redo(); }); }>"Redo"</button>
                 <button data-action="layout" title="Arrange the nodes left to right" on:click=move |_| { session.editor.update(Editor::auto_layout); canvas::fit(session); }>"Auto-layout"</button>
-                <button data-action="fit" title="Fit to view (F)" on:click=move |_| canvas::fit(session)>"Fit"</button>
+                <button data-action="fit" title="Fit to view (F): the DAG at a readable size; press again to see all of a big one" on:click=move |_| canvas::fit_again(session)>"Fit"</button>
                 <button data-action="zoom-out" title="Zoom out (-)" on:click=move |_| canvas::zoom_by(session, 1.0 / 1.25)>"−"</button>
                 <button data-action="zoom-in" title="Zoom in (+)" on:click=move |_| canvas::zoom_by(session, 1.25)>"+"</button>
+                <button data-action="inspector" class="cc-narrow-only" aria-pressed=move || side_open.get().to_string() title="Show or hide the inspector and the problems" on:click=move |_| side_open.update(|o| *o = !*o)>
+                    {move || match problems.with(Vec::len) { 0 => "Inspector".to_string(), n => format!("Inspector · {n} problem(s)") }}
+                </button>
                 <button data-action="import" on:click=move |_| dialog.set(Some(dialogs::Dialog::Import))>"Import"</button>
                 <button data-action="export" on:click=move |_| dialogs::export(session)>"Export"</button>
                 <button data-action="versions" disabled=move || session.saved.with(Option::is_none) on:click=move |_| dialog.set(Some(dialogs::Dialog::Versions))>"Versions"</button>
@@ -311,10 +308,11 @@ pub fn Designer(name: Option<String>) -> impl IntoView {
                     <button class="cc-link" on:click=move |_| session.notice.set(None) title="Dismiss">"×"</button>
                 </div>
             })}
-            <div class="cc-workspace">
+            <div class="cc-workspace" class:cc-side-open=move || side_open.get()>
                 <canvas::Palette session />
                 <canvas::Canvas session problems />
-                <aside class="cc-side">
+                <aside class="cc-side" aria-label="Inspector">
+                    <button class="cc-link cc-close cc-narrow-only" title="Hide the inspector" on:click=move |_| side_open.set(false)>"×"</button>
                     <inspector::Inspector session problems />
                     <ProblemList session problems />
                 </aside>
@@ -322,6 +320,61 @@ pub fn Designer(name: Option<String>) -> impl IntoView {
             {move || dialog.get().map(|d| view! { <dialogs::DialogView dialog=d session close=move || dialog.set(None) /> })}
         </div>
     }
+}
+
+/// Gives the designer the height its page leaves below it (MLflow's main area, or the
+/// window), now and whenever the window is resized.
+fn fill_height(root: NodeRef<leptos::html::Div>) {
+    let fit = move || {
+        let Some(el) = root.get_untracked() else {
+            return;
+        };
+        let el: &web_sys::HtmlElement = &el;
+        let top = el.get_bounding_client_rect().top();
+        let window_h = window()
+            .inner_height()
+            .ok()
+            .and_then(|h| h.as_f64())
+            .unwrap_or(800.0);
+        let bottom = el
+            .closest("main")
+            .ok()
+            .flatten()
+            .map(|m| {
+                let pad = window()
+                    .get_computed_style(&m)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.get_property_value("padding-bottom").ok())
+                    .and_then(|p| p.trim_end_matches("px").parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                m.get_bounding_client_rect().bottom() - pad
+            })
+            .unwrap_or(window_h)
+            .min(window_h);
+        let height = (bottom - top).max(420.0);
+        el.style()
+            .set_property("height", &format!("{height:.0}px"))
+            .ok();
+        // Paddings below the designer (ours, MLflow's) would make the page scroll: take
+        // what overflows back off.
+        if let Some(scroller) = el.closest("main").ok().flatten() {
+            let over = scroller.scroll_height() - scroller.client_height();
+            if over > 0 {
+                let height = (height - f64::from(over)).max(420.0);
+                el.style()
+                    .set_property("height", &format!("{height:.0}px"))
+                    .ok();
+            }
+        }
+    };
+    Effect::new(move |_| {
+        if root.get().is_some() {
+            fit();
+        }
+    });
+    let handle = window_event_listener(ev::resize, move |_| fit());
+    on_cleanup(move || handle.remove());
 }
 
 /// Blurs the focused form field, so its pending `change` is committed.
@@ -430,7 +483,7 @@ fn keyboard(
             "Escape" => session.selection.set(Selection::default()),
             "+" | "=" => canvas::zoom_by(session, 1.25),
             "-" => canvas::zoom_by(session, 1.0 / 1.25),
-            "f" | "F" if !ctrl => canvas::fit(session),
+            "f" | "F" if !ctrl => canvas::fit_again(session),
             _ => handled = false,
         }
         if handled {
