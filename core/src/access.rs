@@ -36,6 +36,18 @@ impl Role {
             Role::Agent => "agent",
         }
     }
+
+    /// Whether this role may do all that `other` may (admin ⊇ editor ⊇ reader; an agent only
+    /// itself).
+    pub fn includes(self, other: Role) -> bool {
+        let rank = |r: Role| match r {
+            Role::Reader => Some(0),
+            Role::Editor => Some(1),
+            Role::Admin => Some(2),
+            Role::Agent => None,
+        };
+        self == other || matches!((rank(self), rank(other)), (Some(a), Some(b)) if a >= b)
+    }
 }
 
 /// What a route needs.
@@ -102,6 +114,8 @@ macro_rules! routes {
 }
 
 routes! {
+    /// Who the caller is: the UI shows what their role may do.
+    "GET" "/me" => Me, Read;
     "GET" "/templates" => TemplatesList, Read;
     /// Validation stores nothing, but it is part of editing (and costs CPU): editors.
     "POST" "/templates/validate" => TemplatesValidate, Edit;
@@ -119,6 +133,8 @@ routes! {
     "GET" "/schedules" => SchedulesList, Read;
     "POST" "/schedules" => ScheduleCreate, Admin;
     "DELETE" "/schedules/:name" => ScheduleDelete, Admin;
+    "POST" "/schedules/:name/pause" => SchedulePause, Admin;
+    "POST" "/schedules/:name/resume" => ScheduleResume, Admin;
     /// Token names, roles and clusters tell an intruder what to aim at: admins only.
     "GET" "/tokens" => TokensList, Admin;
     "POST" "/tokens" => TokenCreate, Admin;
@@ -370,6 +386,42 @@ mod tests {
             })
             .collect();
         format!("{API_PREFIX}{}", filled.join("/"))
+    }
+
+    #[test]
+    fn roles_include_the_ones_below_them_and_agents_only_themselves() {
+        use Role::*;
+        let includes: Vec<(Role, Role)> = Role::ALL
+            .into_iter()
+            .flat_map(|a| Role::ALL.map(|b| (a, b)))
+            .filter(|(a, b)| a.includes(*b))
+            .collect();
+        assert_eq!(
+            includes,
+            [
+                (Reader, Reader),
+                (Editor, Reader),
+                (Editor, Editor),
+                (Admin, Reader),
+                (Admin, Editor),
+                (Admin, Admin),
+                (Agent, Agent)
+            ]
+        );
+        // The same order as the route permissions.
+        for (role, needs) in [
+            (Reader, Permission::Read),
+            (Editor, Permission::Edit),
+            (Admin, Permission::Admin),
+        ] {
+            for r in [Reader, Editor, Admin] {
+                assert_eq!(
+                    r.includes(role),
+                    allows(r, None, &needs),
+                    "{r:?} vs {needs:?}"
+                );
+            }
+        }
     }
 
     #[test]

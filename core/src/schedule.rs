@@ -63,6 +63,9 @@ pub struct Schedule {
     /// Why the latest start failed; cleared when a run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// A paused schedule fires nothing; resuming it starts from the next tick after then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// A tick to start a run for, and how often starting it failed.
@@ -78,10 +81,52 @@ pub struct PendingTick {
 pub const MAX_START_ATTEMPTS: u32 = 10;
 
 impl Schedule {
+    /// A new schedule, created at `now`.
+    ///
+    /// # Errors
+    /// The cron expression cannot schedule anything.
+    pub fn new(spec: NewSchedule, now: u64) -> Result<Schedule, CronError> {
+        let next_fire = next_tick(&spec.cron, now)?;
+        Ok(Schedule {
+            spec,
+            created_at: now,
+            next_fire,
+            last_fired: None,
+            last_run_id: None,
+            skipped: 0,
+            pending: None,
+            last_error: None,
+            paused: false,
+        })
+    }
+
+    /// Stops firing; a tick waiting to start is dropped with it.
+    pub fn pause(&mut self) {
+        self.paused = true;
+        if self.pending.take().is_some() {
+            self.skipped += 1;
+        }
+    }
+
+    /// Fires again from the first tick after `now`: what passed while paused is not caught up.
+    ///
+    /// # Errors
+    /// The cron expression no longer fires (it did when saved; kept for safety).
+    pub fn resume(&mut self, now: u64) -> Result<(), CronError> {
+        if self.paused {
+            self.next_fire = next_tick(&self.spec.cron, now)?;
+            self.paused = false;
+        }
+        Ok(())
+    }
+
     /// The tick to start a run for at this trigger, if any: a pending one first, else the one
     /// [`tick`] picks (which then becomes pending). Call [`Schedule::started`] or
     /// [`Schedule::start_failed`] with the outcome.
     pub fn due(&mut self, now: u64, previous_running: bool) -> Option<u64> {
+        if self.paused {
+            return None;
+        }
         if let Some(p) = &self.pending {
             return Some(p.at);
         }
@@ -179,6 +224,33 @@ pub fn next_tick(expr: &str, after_ms: u64) -> Result<u64, CronError> {
     Ok(next_ms)
 }
 
+/// A cron expression in words, and its next ticks, for people choosing one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronPreview {
+    /// E.g. "At 02:00 on Monday, UTC".
+    pub description: String,
+    /// The next ticks after the given time, in ms since the epoch.
+    pub next: Vec<u64>,
+}
+
+/// What `expr` means and its next `n` ticks after `after_ms`.
+///
+/// # Errors
+/// The same as [`next_tick`]: a malformed expression, or one that never fires.
+pub fn preview(expr: &str, after_ms: u64, n: usize) -> Result<CronPreview, CronError> {
+    let cron = parse(expr)?;
+    let mut next = Vec::with_capacity(n);
+    let mut after = after_ms;
+    for _ in 0..n {
+        after = next_tick(expr, after)?;
+        next.push(after);
+    }
+    Ok(CronPreview {
+        description: format!("{}, UTC", cron.describe().trim_end_matches('.')),
+        next,
+    })
+}
+
 /// What a schedule does at a trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tick {
@@ -245,7 +317,48 @@ mod tests {
             skipped: 0,
             pending: None,
             last_error: None,
+            paused: false,
         }
+    }
+
+    #[test]
+    fn a_paused_schedule_fires_nothing_and_resumes_from_the_next_tick() {
+        let mut s = schedule("*/5 * * * *", 5 * MIN, Overlap::Allow);
+        assert_eq!(s.due(5 * MIN, false), Some(5 * MIN));
+        s.pause();
+        assert_eq!(
+            (s.pending.clone(), s.skipped),
+            (None, 1),
+            "the waiting tick is dropped"
+        );
+        assert_eq!(s.due(60 * MIN, false), None, "nothing while paused");
+        s.resume(62 * MIN).unwrap();
+        assert_eq!(s.next_fire, 65 * MIN, "no catch-up of the paused hour");
+        assert_eq!(s.due(65 * MIN, false), Some(65 * MIN));
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("paused").is_none(), "false is left out: {json}");
+        s.pause();
+        assert_eq!(serde_json::to_value(&s).unwrap()["paused"], true);
+    }
+
+    #[test]
+    fn a_preview_describes_the_cron_and_lists_its_next_ticks() {
+        let p = preview("0 2 * * 1", 0, 5).unwrap();
+        // 1970-01-01 was a Thursday: the first Monday 02:00 is Jan 5th.
+        let day = 86_400_000;
+        assert_eq!(
+            p.next,
+            (0..5)
+                .map(|w| 4 * day + 2 * 60 * MIN + w * 7 * day)
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            p.description.contains("02:00") && p.description.contains("Monday"),
+            "{}",
+            p.description
+        );
+        assert!(preview("0 0 30 2 *", 0, 5).is_err());
+        assert!(matches!(preview("* * *", 0, 5), Err(CronError::Fields(_))));
     }
 
     #[test]

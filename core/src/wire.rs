@@ -378,6 +378,14 @@ pub struct NewToken {
     pub cluster: Option<String>,
 }
 
+/// The caller, as `GET /me` tells them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub name: String,
+    pub role: crate::access::Role,
+}
+
 /// A token as listed (never with its secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

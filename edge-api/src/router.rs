@@ -61,6 +61,15 @@ pub async fn dispatch(
         Route::SchedulesList => schedules::handle_list(req, ctx).await,
         Route::ScheduleCreate => schedules::handle_create(req, ctx).await,
         Route::ScheduleDelete => schedules::handle_delete(req, ctx).await,
+        Route::SchedulePause => schedules::handle_pause(req, ctx, true).await,
+        Route::ScheduleResume => schedules::handle_pause(req, ctx, false).await,
+        Route::Me => crate::error::respond(
+            Ok::<_, crate::error::ApiError>(concurrent_core::wire::Me {
+                name: ctx.data.name.clone(),
+                role: ctx.data.role,
+            }),
+            200,
+        ),
         Route::TokensList => tokens::handle_list(req, ctx).await,
         Route::TokenCreate => tokens::handle_create(req, ctx).await,
         Route::TokenDelete => tokens::handle_delete(req, ctx).await,

@@ -1,6 +1,6 @@
 //! `/api/v1/schedules` and the cron trigger that fires them.
 
-use concurrent_core::schedule::{next_tick, NewSchedule, Schedule};
+use concurrent_core::schedule::{NewSchedule, Schedule};
 use concurrent_core::sign;
 use concurrent_core::wire::StartRun;
 use worker::{Env, Request, Response};
@@ -21,20 +21,9 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
                 spec.name
             )));
         }
-        let now = now_ms();
-        let next_fire =
-            next_tick(&spec.cron, now).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        crate::templates::load(&ctx.env, &spec.template, None).await?;
-        let schedule = Schedule {
-            spec,
-            created_at: now,
-            next_fire,
-            last_fired: None,
-            last_run_id: None,
-            skipped: 0,
-            pending: None,
-            last_error: None,
-        };
+        let schedule =
+            Schedule::new(spec, now_ms()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        crate::templates::load(&ctx.env, &schedule.spec.template, None).await?;
         CatalogClient::of(&ctx.env)?
             .create_schedule(&schedule)
             .await
@@ -59,6 +48,22 @@ pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> 
         Ok(_) => Ok(Response::empty()?.with_status(204)),
         Err(e) => e.into_response(),
     }
+}
+
+/// `POST /api/v1/schedules/:name/pause` and `/resume`: the schedule as it is now.
+pub async fn handle_pause(_req: Request, ctx: Ctx, paused: bool) -> worker::Result<Response> {
+    let name = ctx.param("name").cloned().unwrap_or_default();
+    let result = async {
+        CatalogClient::of(&ctx.env)?
+            .set_paused(&crate::catalog::Pausing {
+                name,
+                paused,
+                now: now_ms(),
+            })
+            .await
+    }
+    .await;
+    respond(result, 200)
 }
 
 /// The outcome of starting a schedule's tick, recorded in the catalog.

@@ -82,6 +82,15 @@ pub async fn send<T: DeserializeOwned>(
     decode(request.send().await.map_err(unreachable)?).await
 }
 
+/// DELETEs `path` (the API answers 204).
+pub async fn delete(path: &str) -> Result<(), ApiError> {
+    let resp = Request::delete(path).send().await.map_err(unreachable)?;
+    if resp.status() == 204 {
+        return Ok(());
+    }
+    decode::<serde_json::Value>(resp).await.map(|_| ())
+}
+
 /// `path` with its query string, leaving out empty values.
 pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
     let query: Vec<String> = pairs

@@ -1,6 +1,7 @@
 //! The app shell: routes from the URL hash, and the home page (templates and runs lists).
 
-use concurrent_core::wire::{RunSummary, TemplateSummary};
+use concurrent_core::access::Role;
+use concurrent_core::wire::{Me, RunSummary, TemplateSummary};
 use leptos::ev;
 use leptos::prelude::*;
 
@@ -18,6 +19,7 @@ const PAGE: usize = 25;
 #[component]
 pub fn App() -> impl IntoView {
     provide_context(Sessions::new());
+    provide_context(Caller(LocalResource::new(|| api::get::<Me>("/api/v1/me"))));
     let current = RwSignal::new(route::current());
     let handle = window_event_listener(ev::hashchange, move |_| current.set(route::current()));
     on_cleanup(move || handle.remove());
@@ -28,11 +30,56 @@ pub fn App() -> impl IntoView {
                 Route::New => view! { <Designer name=None /> }.into_any(),
                 Route::Template(name) => view! { <Designer name=Some(name) /> }.into_any(),
                 Route::Run(id) => view! { <RunView id /> }.into_any(),
+                Route::Schedules => view! { <crate::schedules::Schedules /> }.into_any(),
+                Route::Tokens => view! { <crate::tokens::Tokens /> }.into_any(),
                 Route::NotFound(path) => view! {
                     <p class="cc-error" role="alert">{format!("There is no page {path:?} here. ")}<a href="#/dags">"Go to the DAGs list"</a></p>
                 }.into_any(),
             }}
         </div>
+    }
+}
+
+/// Who is signed in, read once: pages show only what the role may do (the API enforces it).
+#[derive(Clone, Copy)]
+struct Caller(LocalResource<Result<Me, api::ApiError>>);
+
+/// Whether the signed-in caller has at least `role` (false until known).
+pub fn role_is(role: Role) -> Signal<bool> {
+    let caller = expect_context::<Caller>();
+    Signal::derive(move || {
+        caller
+            .0
+            .get()
+            .and_then(Result::ok)
+            .is_some_and(|me| me.role.includes(role))
+    })
+}
+
+/// The app's pages, for the tabs on top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Home,
+    Schedules,
+    Tokens,
+}
+
+/// The tabs between the app's pages (tokens for admins only).
+#[component]
+pub fn Nav(page: Page) -> impl IntoView {
+    let admin = role_is(Role::Admin);
+    let tab = move |p: Page, href: String, label: &'static str| {
+        view! { <a href=href class="cc-tab" class:cc-tab-current=page == p aria-current=(page == p).then_some("page") data-tab=label>{label}</a> }
+    };
+    let caller = expect_context::<Caller>();
+    view! {
+        <nav class="cc-tabs" aria-label="Concurrent">
+            {tab(Page::Home, Route::Home.href(), "DAGs")}
+            {tab(Page::Schedules, Route::Schedules.href(), "Schedules")}
+            {move || admin.get().then(|| tab(Page::Tokens, Route::Tokens.href(), "Tokens"))}
+            <span class="cc-spacer"></span>
+            <span class="cc-hint" data-me="">{move || caller.0.get().and_then(Result::ok).map(|me| format!("signed in as {} ({})", me.name, me.role.as_str()))}</span>
+        </nav>
     }
 }
 
@@ -61,6 +108,7 @@ fn Home() -> impl IntoView {
         api::get::<Vec<TemplateSummary>>("/api/v1/templates")
     });
     view! {
+        <Nav page=Page::Home />
         <header class="cc-header"><h1>"DAGs"</h1><span class="cc-sub">"DAGs of MLflow Projects, run by Concurrent"</span>
             <span class="cc-spacer"></span><a class="cc-button cc-primary" href="#/dags/new" data-action="new">"New DAG"</a></header>
         <section id="templates">

@@ -4,11 +4,14 @@
 mod api;
 mod app;
 mod designer;
+mod forms;
 mod graph;
 mod route;
 mod run_view;
+mod schedules;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod tests;
+mod tokens;
 
 use wasm_bindgen::prelude::*;
 

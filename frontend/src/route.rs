@@ -11,6 +11,8 @@ pub enum Route {
     Template(String),
     /// One run.
     Run(String),
+    Schedules,
+    Tokens,
     NotFound(String),
 }
 
@@ -42,6 +44,8 @@ impl Route {
             ["dags", "new"] => Route::New,
             ["dags", "templates", name] => Route::Template(name.to_string()),
             ["dags", "runs", id] => Route::Run(id.to_string()),
+            ["dags", "schedules"] => Route::Schedules,
+            ["dags", "tokens"] => Route::Tokens,
             _ => Route::NotFound(path.to_string()),
         }
     }
@@ -53,6 +57,8 @@ impl Route {
             Route::New => "#/dags/new".into(),
             Route::Template(name) => format!("#/dags/templates/{}", enc(name)),
             Route::Run(id) => format!("#/dags/runs/{}", enc(id)),
+            Route::Schedules => "#/dags/schedules".into(),
+            Route::Tokens => "#/dags/tokens".into(),
         }
     }
 }

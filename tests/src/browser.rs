@@ -67,8 +67,13 @@ impl Browser {
 
     /// Signs in through the printed link (the token travels in the fragment).
     pub async fn sign_in(&self, stack: &Stack) {
+        self.sign_in_with(stack, &stack.token).await;
+    }
+
+    /// Signs in with another token, as its sign-in link does.
+    pub async fn sign_in_with(&self, stack: &Stack, token: &str) {
         self.client
-            .goto(&format!("{}/login#token={}", stack.edge_url, stack.token))
+            .goto(&format!("{}/login#token={token}", stack.edge_url))
             .await
             .unwrap();
     }

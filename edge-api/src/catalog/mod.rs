@@ -7,6 +7,7 @@ mod templates;
 mod tokens;
 
 pub use runs::RunQuery;
+pub use schedules::Pausing;
 pub use templates::{Commit, Expected, VersionQuery, VersionRow};
 pub use tokens::StoredToken;
 
@@ -41,6 +42,7 @@ object_api! {
         create_schedule(Schedule) -> Schedule = "/schedules/create";
         schedules(()) -> Vec<Schedule> = "/schedules/list";
         delete_schedule(String) -> bool = "/schedules/delete";
+        set_paused(Pausing) -> Schedule = "/schedules/pause";
         /// The ticks to start a run for now (pending ones first).
         due_schedules(u64) -> Vec<(Schedule, u64)> = "/schedules/due";
         record_tick(TickOutcome) -> bool = "/schedules/record";

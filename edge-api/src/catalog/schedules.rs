@@ -1,7 +1,7 @@
 //! The catalog's schedules: each as a JSON row, with the tick pending a start.
 
 use concurrent_core::schedule::Schedule;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Catalog;
 use crate::error::ApiError;
@@ -9,6 +9,14 @@ use crate::schedules::TickOutcome;
 
 pub const SCHEMA: &[&str] =
     &["CREATE TABLE IF NOT EXISTS schedules(name TEXT PRIMARY KEY, json TEXT NOT NULL)"];
+
+/// Pause (or resume, at `now`) the schedule `name`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Pausing {
+    pub name: String,
+    pub paused: bool,
+    pub now: u64,
+}
 
 impl Catalog {
     /// Every schedule, by name.
@@ -66,6 +74,27 @@ impl Catalog {
             return Err(ApiError::NotFound(format!("no schedule named {name:?}")));
         }
         Ok(true)
+    }
+
+    pub(super) async fn set_paused(&self, p: Pausing) -> Result<Schedule, ApiError> {
+        let Some(mut s) = self
+            .all_schedules()?
+            .into_iter()
+            .find(|s| s.spec.name == p.name)
+        else {
+            return Err(ApiError::NotFound(format!(
+                "no schedule named {:?}",
+                p.name
+            )));
+        };
+        if p.paused {
+            s.pause();
+        } else {
+            s.resume(p.now)
+                .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        }
+        self.put_schedule(&s)?;
+        Ok(s)
     }
 
     fn run_is_going(&self, run_id: &str) -> Result<bool, ApiError> {

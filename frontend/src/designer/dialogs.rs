@@ -1,7 +1,5 @@
 //! The designer's dialogs: run, import, versions with their diff; and export.
 
-use std::collections::BTreeMap;
-
 use concurrent_core::diff::{diff, Change};
 use concurrent_core::wire::{RunSummary, StartRun, TemplateVersion, VersionSummary};
 use concurrent_core::Template;
@@ -118,13 +116,7 @@ fn RunDialog(session: Session, close: impl Fn() + Copy + 'static) -> impl IntoVi
         .saved
         .get_untracked()
         .expect("run needs a saved version");
-    let values = RwSignal::new(
-        template
-            .parameters
-            .iter()
-            .map(|p| (p.name.clone(), p.default.clone().unwrap_or_default()))
-            .collect::<BTreeMap<_, _>>(),
-    );
+    let values = RwSignal::new(crate::forms::defaults(&template.parameters));
     let cluster = RwSignal::new("local".to_string());
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
@@ -154,16 +146,7 @@ fn RunDialog(session: Session, close: impl Fn() + Copy + 'static) -> impl IntoVi
     };
     view! {
         <h2>{format!("Run {} version {version}", template.name)}</h2>
-        {template.parameters.iter().map(|p| {
-            let key = p.name.clone();
-            let key2 = p.name.clone();
-            view! {
-                <label class="cc-field"><span>{format!("{}{}", p.name, if p.description.is_empty() { String::new() } else { format!(" — {}", p.description) })}</span>
-                    <input type="text" name=format!("param-{}", p.name) placeholder=p.default.clone().map(|d| format!("default: {d}")).unwrap_or_else(|| "required".into())
-                        prop:value=move || values.with(|v| v.get(&key).cloned().unwrap_or_default())
-                        on:input=move |e| { let v = event_target_value(&e); values.update(|m| { m.insert(key2.clone(), v); }); } /></label>
-            }
-        }).collect_view()}
+        <crate::forms::ParameterFields parameters=template.parameters.clone() values />
         <label class="cc-field"><span>"Cluster (for nodes that name none)"</span>
             <input type="text" name="cluster" prop:value=move || cluster.get() on:input=move |e| cluster.set(event_target_value(&e)) /></label>
         {move || error.get().map(|e| view! { <p class="cc-error" role="alert">{e}</p> })}
