@@ -10,6 +10,7 @@ pub mod diff;
 pub mod jwt;
 pub mod lease;
 pub mod logtail;
+pub mod logview;
 pub mod mask;
 pub mod names;
 pub mod params;

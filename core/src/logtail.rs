@@ -11,16 +11,34 @@ pub const TAIL_LINES: usize = 20;
 pub const MAX_LINE_BYTES: usize = 1024;
 
 /// One output stream cut into lines.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Lines {
     current: Vec<u8>,
-    /// Bytes of the current line beyond [`MAX_LINE_BYTES`].
+    /// Longest line kept; the rest of it is counted.
+    max: usize,
+    /// Bytes of the current line beyond `max`.
     cut: usize,
     /// A `\r` came: the next byte starts the line over.
     rewind: bool,
 }
 
+impl Default for Lines {
+    fn default() -> Lines {
+        Lines::with_max(MAX_LINE_BYTES)
+    }
+}
+
 impl Lines {
+    /// Lines of at most `max` bytes each.
+    pub fn with_max(max: usize) -> Lines {
+        Lines {
+            current: Vec::new(),
+            max,
+            cut: 0,
+            rewind: false,
+        }
+    }
+
     /// Feeds bytes; returns the lines they completed.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut done = Vec::new();
@@ -39,7 +57,7 @@ impl Lines {
                         self.cut = 0;
                         self.rewind = false;
                     }
-                    if self.current.len() < MAX_LINE_BYTES {
+                    if self.current.len() < self.max {
                         self.current.push(b);
                     } else {
                         self.cut += 1;

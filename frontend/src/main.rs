@@ -6,6 +6,7 @@ mod app;
 mod designer;
 mod forms;
 mod graph;
+mod log_view;
 mod route;
 mod run_view;
 mod schedules;
@@ -44,5 +45,14 @@ pub fn format_duration(ms: u64) -> String {
         0..60 => format!("{:.1} s", ms as f64 / 1000.0),
         60..3600 => format!("{} min {} s", s / 60, s % 60),
         _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `812 B`, `3.4 KB`, `12.0 MB`.
+pub fn format_bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KB", n as f64 / 1024.0),
+        _ => format!("{:.1} MB", n as f64 / 1_048_576.0),
     }
 }

@@ -1,17 +1,30 @@
 //! One run: the DAG with each node's state, a node's instances, live log tails, and the
 //! repairs (cancel, retry failed, rerun from a node). Polls while shown.
 
-use concurrent_core::run::{Attempt, InstanceState, NodeRun, RunState, RunStatus};
+use concurrent_core::run::{
+    Attempt, AttemptState, InstanceFilter, InstanceState, NodeRun, RunState, RunStatus,
+};
 use concurrent_core::wire::RunSummary;
 use leptos::prelude::*;
 
 use crate::app::ticker;
 use crate::graph::{arrow_marker, edge_path, fit, subtitle, NodeBox, NODE_H, NODE_W};
+use crate::log_view::{LogPanel, LogTarget};
 use crate::route::{self, Route};
 use crate::{api, format_duration, format_time};
 
 /// How often a shown run is read again.
 const POLL_MS: u32 = 1_500;
+/// Instances per page of a node's table.
+const PAGE: usize = 50;
+
+/// What the node table shows; kept across the run's refreshes.
+#[derive(Clone, Copy)]
+struct TableView {
+    state: RwSignal<Option<InstanceState>>,
+    page: RwSignal<usize>,
+    log_of: RwSignal<Option<LogTarget>>,
+}
 
 #[component]
 pub fn RunView(id: String) -> impl IntoView {
@@ -33,6 +46,30 @@ pub fn RunView(id: String) -> impl IntoView {
         }
     });
     let selected = RwSignal::new(None::<String>);
+    let table = TableView {
+        state: RwSignal::new(None),
+        page: RwSignal::new(0),
+        log_of: RwSignal::new(None),
+    };
+    Effect::new(move |_| {
+        selected.track();
+        table.state.set(None);
+        table.page.set(0);
+    });
+    // Whether the attempt whose log is open may still write to it.
+    let log_running = Signal::derive(move || {
+        let Some(t) = table.log_of.get() else {
+            return false;
+        };
+        last.with(|r| {
+            let Some(Ok(state)) = r else { return false };
+            state
+                .node(&t.node)
+                .and_then(|n| n.instances.get(t.index))
+                .and_then(|i| i.attempts.iter().find(|a| a.number == t.attempt))
+                .is_some_and(|a| !a.state.is_terminal())
+        })
+    });
     let action_error = RwSignal::new(None::<String>);
     let path = StoredValue::new(path);
     let act = move |what: &'static str, body: serde_json::Value| {
@@ -84,13 +121,16 @@ pub fn RunView(id: String) -> impl IntoView {
                                     {terminal.then(|| view! { <button data-action="rerun" title="Run this node and everything downstream again" on:click=move |_| act("rerun", serde_json::json!({"node": rerun_id.clone()}))>"Rerun from this node"</button> })}
                                     {node.error.clone().map(|e| view! { <pre class="cc-error">{e}</pre> })}
                                     {(!node.unmatched_inputs.is_empty()).then(|| view! { <p class="cc-error">{format!("Files no partition took: {}", node.unmatched_inputs.join(", "))}</p> })}
-                                    <Instances node experiment=experiment.clone() />
+                                    <Instances node experiment=experiment.clone() table />
                                 </section>
                             }
                         })}
                     }.into_any()
                 }
             }}
+            {move || table.log_of.get().map(|target| view! {
+                <LogPanel target running=log_running on_close=Callback::new(move |_| table.log_of.set(None)) />
+            })}
         </div>
     }
 }
@@ -138,34 +178,74 @@ fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoVie
 }
 
 #[component]
-fn Instances(node: NodeRun, experiment: String) -> impl IntoView {
+fn Instances(node: NodeRun, experiment: String, table: TableView) -> impl IntoView {
+    move || instance_table(&node, &experiment, table)
+}
+
+/// The chips, the pager and the page of rows that `table` picks.
+fn instance_table(node: &NodeRun, experiment: &str, table: TableView) -> impl IntoView {
+    let filter = InstanceFilter {
+        state: table.state.get(),
+        offset: table.page.get() * PAGE,
+        limit: PAGE,
+    };
+    let page = concurrent_core::run::page(node, filter);
+    let pages = page.pages(PAGE);
+    let shown = table.page.get_untracked().min(pages - 1);
+    let chip = move |state: Option<InstanceState>, label: String| {
+        let on = table.state.get_untracked() == state;
+        view! {
+            <button class="cc-chip" class:cc-chip-on=on aria-pressed=on.to_string()
+                data-filter=state.map(InstanceState::as_str).unwrap_or("all")
+                on:click=move |_| { table.state.set(state); table.page.set(0); }>{label}</button>
+        }
+    };
+    let chips = std::iter::once(chip(None, format!("all {}", node.instances.len())))
+        .chain(
+            page.counts
+                .iter()
+                .map(|&(s, n)| chip(Some(s), format!("{} {n}", InstanceState::as_str(s)))),
+        )
+        .collect_view();
+    let first = (page.matched > 0).then(|| filter.offset + 1).unwrap_or(0);
+    let last = (filter.offset + page.instances.len()).min(page.matched);
+    let pager = (pages > 1).then(|| view! {
+        <span class="cc-pager" data-pager="">
+            <button data-page="prev" disabled={shown == 0} on:click=move |_| table.page.update(|p| *p = p.saturating_sub(1))>"‹ Previous"</button>
+            <span data-page-of="">{format!("{first}–{last} of {} · page {} of {pages}", page.matched, shown + 1)}</span>
+            <button data-page="next" disabled={shown + 1 >= pages} on:click=move |_| table.page.update(|p| *p += 1)>"Next ›"</button>
+        </span>
+    });
+    let rows = page.instances.iter().map(|i| {
+        let current: Option<&Attempt> = i.current();
+        let files: usize = i.inputs.values().map(Vec::len).sum();
+        let bytes: u64 = i.inputs.values().flatten().map(|f| f.size).sum();
+        let inputs = i.inputs.iter().map(|(k, v)| format!("{k}: {}", v.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("\n");
+        let duration = current.and_then(|a| Some(a.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(a.started_at?))).map(format_duration).unwrap_or_else(|| "–".into());
+        let link = current.and_then(|a| a.mlflow_run_id.clone()).map(|r| view! { <a data-mlflow-run="" href=route::mlflow_run(experiment, &r)>{r[..8.min(r.len())].to_string()}</a> });
+        let log = current.and_then(|a| Some(LogTarget { node: node.id.clone(), index: i.index as usize, attempt: a.number, mlflow_run_id: a.mlflow_run_id.clone()? }))
+            .map(|target| view! { <button class="cc-link" data-open-log="" title="Read the whole log" on:click=move |_| table.log_of.set(Some(target.clone()))>"Log"</button> });
+        let error = i.attempts.iter().rev().find_map(|a| a.error.clone());
+        let tail = current.filter(|a| a.state == AttemptState::Running).and_then(|a| a.log_tail.clone());
+        view! {
+            <tr data-instance=i.index.to_string()>
+                <td>{i.index}</td>
+                <td><span class=format!("cc-status {}", InstanceState::as_str(i.state))>{InstanceState::as_str(i.state)}</span></td>
+                <td>{format!("{} of {}", current.map(|a| a.number).unwrap_or(0), i.attempts.len())}</td>
+                <td title=inputs>{format!("{files} file(s), {}", crate::format_bytes(bytes))}</td>
+                <td>{duration}</td>
+                <td>{link}" "{log}</td>
+                <td>{error.map(|e| view! { <pre class="cc-error">{e}</pre> })}</td>
+            </tr>
+            {tail.map(|t| view! { <tr class="cc-tail"><td colspan="7"><pre data-log-tail="">{t}</pre></td></tr> })}
+        }
+    }).collect_view();
     view! {
+        <div class="cc-table-tools" data-instance-filters="">{chips}<span class="cc-spacer"></span>{pager}</div>
         <table class="cc-table" data-instances="">
             <thead><tr><th>"#"</th><th>"State"</th><th>"Attempt"</th><th>"Inputs"</th><th>"Duration"</th><th>"MLflow run"</th><th>"Last error"</th></tr></thead>
-            <tbody>
-                {node.instances.iter().map(|i| {
-                    let current: Option<&Attempt> = i.current();
-                    let files: usize = i.inputs.values().map(Vec::len).sum();
-                    let bytes: u64 = i.inputs.values().flatten().map(|f| f.size).sum();
-                    let inputs = i.inputs.iter().map(|(k, v)| format!("{k}: {}", v.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("\n");
-                    let duration = current.and_then(|a| Some(a.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(a.started_at?))).map(format_duration).unwrap_or_else(|| "–".into());
-                    let link = current.and_then(|a| a.mlflow_run_id.clone()).map(|r| view! { <a data-mlflow-run="" href=route::mlflow_run(&experiment, &r)>{r[..8.min(r.len())].to_string()}</a> });
-                    let error = i.attempts.iter().rev().find_map(|a| a.error.clone());
-                    let tail = current.filter(|a| a.state == concurrent_core::run::AttemptState::Running).and_then(|a| a.log_tail.clone());
-                    view! {
-                        <tr data-instance=i.index.to_string()>
-                            <td>{i.index}</td>
-                            <td><span class=format!("cc-status {}", InstanceState::as_str(i.state))>{InstanceState::as_str(i.state)}</span></td>
-                            <td>{format!("{} of {}", current.map(|a| a.number).unwrap_or(0), i.attempts.len())}</td>
-                            <td title=inputs>{format!("{files} file(s), {bytes} bytes")}</td>
-                            <td>{duration}</td>
-                            <td>{link}</td>
-                            <td>{error.map(|e| view! { <pre class="cc-error">{e}</pre> })}</td>
-                        </tr>
-                        {tail.map(|t| view! { <tr class="cc-tail"><td colspan="7"><pre data-log-tail="">{t}</pre></td></tr> })}
-                    }
-                }).collect_view()}
-            </tbody>
+            <tbody>{rows}</tbody>
         </table>
+        {(page.matched == 0).then(|| view! { <p class="cc-sub">"No instance is in this state."</p> })}
     }
 }

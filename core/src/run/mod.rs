@@ -11,12 +11,14 @@
 //! - `start`: a new run from a template version and its parameters;
 //! - `apply`: recording an event; `advance`: planning ready nodes, starting due retries,
 //!   ending the run;
-//! - `reconcile`: what is still to do; `effect`: those effects and their batching.
+//! - `reconcile`: what is still to do; `effect`: those effects and their batching;
+//! - `page`: a node's instances a page at a time, by state.
 
 mod advance;
 mod apply;
 mod effect;
 mod event;
+mod page;
 mod reconcile;
 mod start;
 mod state;
@@ -24,6 +26,7 @@ mod state;
 pub use apply::apply;
 pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
 pub use event::{AttemptKey, Event, MlflowCall, Rejected};
+pub use page::{page, InstanceFilter, InstancePage};
 pub use reconcile::reconcile;
 pub use start::{start, StartError};
 pub use state::{

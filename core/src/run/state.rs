@@ -82,6 +82,17 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// Every state, in the order a person reads a run (what waits, what runs, how it ended).
+    pub const ALL: [InstanceState; 7] = [
+        InstanceState::Waiting,
+        InstanceState::Queued,
+        InstanceState::Running,
+        InstanceState::Retrying,
+        InstanceState::Succeeded,
+        InstanceState::Failed,
+        InstanceState::Cancelled,
+    ];
+
     /// The name in JSON and in the UI.
     pub fn as_str(self) -> &'static str {
         match self {

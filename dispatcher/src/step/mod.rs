@@ -26,8 +26,9 @@ use crate::mlflow::Mlflow;
 
 /// Files transferred at once.
 const PARALLEL_TRANSFERS: usize = 8;
-/// How often a running step's log is uploaded to its MLflow run.
-const LOG_UPLOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a running step's log is uploaded to its MLflow run (when it grew), at least; a log
+/// so big that its upload takes long is sent less often (at most a tenth of the time uploading).
+const LOG_UPLOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(clap::Args, Debug)]
 pub struct StepArgs {
@@ -121,11 +122,17 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     let uploader = {
         let (mlflow, log, run_id) = (mlflow.clone(), log.clone(), item.step.mlflow.run_id.clone());
         tokio::spawn(async move {
+            let (mut sent, mut pause) = (0u64, LOG_UPLOAD_EVERY);
             loop {
-                tokio::time::sleep(LOG_UPLOAD_EVERY).await;
+                tokio::time::sleep(pause).await;
+                let size = std::fs::metadata(&log).map_or(0, |m| m.len());
                 // Other stores are written once, at the end (each write starts MLflow's client).
-                if log.exists() && mlflow.proxied(&run_id).await.unwrap_or(false) {
-                    let _ = mlflow.upload(&run_id, "logs/step.log", &log).await;
+                if size != sent && mlflow.proxied(&run_id).await.unwrap_or(false) {
+                    let began = std::time::Instant::now();
+                    if mlflow.upload(&run_id, "logs/step.log", &log).await.is_ok() {
+                        sent = size;
+                    }
+                    pause = LOG_UPLOAD_EVERY.max(began.elapsed() * 10);
                 }
             }
         })

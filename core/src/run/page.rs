@@ -1,0 +1,159 @@
+//! A node's instances a page at a time, filtered by state: what a run view of a 10,000-wide
+//! node shows without handling every instance.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{Instance, InstanceState, NodeRun};
+
+/// Which instances of a node to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InstanceFilter {
+    /// Only instances in this state; all when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InstanceState>,
+    /// Matching instances to skip.
+    #[serde(default)]
+    pub offset: usize,
+    /// Most instances on the page.
+    pub limit: usize,
+}
+
+/// One page of a node's instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancePage<'a> {
+    pub instances: Vec<&'a Instance>,
+    /// How many instances match the filter (over all pages).
+    pub matched: usize,
+    /// How many instances are in each state (only states that have some), in
+    /// [`InstanceState::ALL`] order.
+    pub counts: Vec<(InstanceState, usize)>,
+}
+
+impl InstancePage<'_> {
+    /// The number of pages the matching instances fill (at least one).
+    pub fn pages(&self, limit: usize) -> usize {
+        self.matched.div_ceil(limit.max(1)).max(1)
+    }
+}
+
+/// The page of `node`'s instances that `filter` picks.
+pub fn page(node: &NodeRun, filter: InstanceFilter) -> InstancePage<'_> {
+    let mut counts = [0usize; InstanceState::ALL.len()];
+    for i in &node.instances {
+        counts[InstanceState::ALL
+            .iter()
+            .position(|s| *s == i.state)
+            .unwrap_or(0)] += 1;
+    }
+    let matching = node
+        .instances
+        .iter()
+        .filter(|i| filter.state.is_none_or(|s| i.state == s));
+    let matched = match filter.state {
+        None => node.instances.len(),
+        Some(s) => counts[InstanceState::ALL.iter().position(|x| *x == s).unwrap_or(0)],
+    };
+    InstancePage {
+        instances: matching.skip(filter.offset).take(filter.limit).collect(),
+        matched,
+        counts: InstanceState::ALL
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn node(states: &[InstanceState]) -> NodeRun {
+        NodeRun {
+            id: "n".into(),
+            instances: states
+                .iter()
+                .enumerate()
+                .map(|(index, state)| Instance {
+                    index: index as u32,
+                    state: *state,
+                    inputs: BTreeMap::new(),
+                    attempts: vec![],
+                    outputs: vec![],
+                    retry_at: None,
+                    repair_base: 0,
+                })
+                .collect(),
+            unmatched_inputs: vec![],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_filtered_page_counts_every_state_and_takes_its_slice() {
+        use InstanceState::*;
+        let states: Vec<InstanceState> = (0..1000)
+            .map(|i| match i % 10 {
+                0 => Failed,
+                1 | 2 => Running,
+                _ => Succeeded,
+            })
+            .collect();
+        let n = node(&states);
+        let p = page(
+            &n,
+            InstanceFilter {
+                state: Some(Running),
+                offset: 50,
+                limit: 50,
+            },
+        );
+        assert_eq!(p.matched, 200);
+        assert_eq!(p.pages(50), 4);
+        assert_eq!(p.instances.len(), 50);
+        assert!(p.instances.iter().all(|i| i.state == Running));
+        assert_eq!(p.instances[0].index, 251, "the 51st running one");
+        assert_eq!(p.counts, [(Running, 200), (Succeeded, 700), (Failed, 100)]);
+        let all = page(
+            &n,
+            InstanceFilter {
+                state: None,
+                offset: 990,
+                limit: 50,
+            },
+        );
+        assert_eq!((all.matched, all.instances.len()), (1000, 10));
+        let none = page(
+            &n,
+            InstanceFilter {
+                state: Some(Cancelled),
+                offset: 0,
+                limit: 50,
+            },
+        );
+        assert_eq!(
+            (none.matched, none.instances.len(), none.pages(50)),
+            (0, 0, 1)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn pages_cover_the_matching_instances_once(
+            states in proptest::collection::vec(proptest::sample::select(InstanceState::ALL.to_vec()), 0..300),
+            limit in 1usize..40,
+            state in proptest::option::of(proptest::sample::select(InstanceState::ALL.to_vec())),
+        ) {
+            let n = node(&states);
+            let first = page(&n, InstanceFilter { state, offset: 0, limit });
+            let seen: Vec<u32> = (0..first.pages(limit))
+                .flat_map(|p| page(&n, InstanceFilter { state, offset: p * limit, limit }).instances.into_iter().map(|i| i.index).collect::<Vec<_>>())
+                .collect();
+            let want: Vec<u32> = n.instances.iter().filter(|i| state.is_none_or(|s| i.state == s)).map(|i| i.index).collect();
+            prop_assert_eq!(seen, want);
+            prop_assert_eq!(first.counts.iter().map(|c| c.1).sum::<usize>(), states.len());
+        }
+    }
+}
