@@ -130,6 +130,8 @@ routes! {
     "POST" "/runs/:id/cancel" => RunCancel, Edit;
     "POST" "/runs/:id/retry" => RunRetry, Edit;
     "POST" "/runs/:id/rerun" => RunRerun, Edit;
+    /// A live agent of the cluster reads the project (entry points, parameters) for the designer.
+    "POST" "/clusters/:cluster/inspect" => ProjectInspect, Edit;
     "GET" "/schedules" => SchedulesList, Read;
     "POST" "/schedules" => ScheduleCreate, Admin;
     "DELETE" "/schedules/:name" => ScheduleDelete, Admin;
@@ -143,6 +145,8 @@ routes! {
     "POST" "/agents/:cluster/heartbeat" => AgentHeartbeat, AgentOfCluster;
     "POST" "/agents/:cluster/complete" => AgentComplete, AgentOfCluster;
     "POST" "/agents/:cluster/pin" => AgentPin, AgentOfCluster;
+    "POST" "/agents/:cluster/inspections" => AgentInspections, AgentOfCluster;
+    "POST" "/agents/:cluster/inspections/answer" => AgentInspectAnswer, AgentOfCluster;
 }
 
 /// The API's path prefix.

@@ -15,6 +15,7 @@ pub mod mask;
 pub mod names;
 pub mod params;
 pub mod partition;
+pub mod project;
 pub mod refs;
 pub mod run;
 pub mod schedule;

@@ -426,6 +426,57 @@ pub fn batches_by_size<T: Serialize>(items: Vec<T>, max_bytes: usize) -> Vec<Vec
     batches
 }
 
+/// The designer asks a cluster's agent what a project declares (`POST /clusters/:cluster/inspect`):
+/// the agent reads it where steps would (git with the cluster's credentials, or its project root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InspectRequest {
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+}
+
+/// How long the edge waits for an agent to answer an inspection.
+pub const INSPECT_TIMEOUT_MS: u64 = 20_000;
+
+/// An inspection handed to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    pub id: String,
+    pub request: InspectRequest,
+}
+
+/// An agent long-polls for inspections (`POST /agents/:cluster/inspections`), apart from its
+/// leases, so a busy agent still answers the designer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InspectionsRequest {
+    pub agent: String,
+    #[serde(default)]
+    pub wait_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectionsResponse {
+    pub inspections: Vec<Inspection>,
+}
+
+/// What the agent found (`POST /agents/:cluster/inspections/answer`): the project, or why it
+/// could not be read (no such repository or ref, no access, outside the agent's roots).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InspectAnswer {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<crate::project::ProjectInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use concurrent_core::wire::{Lease, LeaseRef, LeaseStatus, Outcome};
+use concurrent_core::wire::{InspectAnswer, Lease, LeaseRef, LeaseStatus, Outcome};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -135,6 +135,7 @@ struct Agent {
     ttl: Arc<Mutex<Duration>>,
     shutdown: CancellationToken,
     capacity: u32,
+    inspector: Arc<crate::inspect::Inspector>,
 }
 
 /// Runs the agent until SIGINT/SIGTERM: set up, adopt what survives a restart, claim work,
@@ -143,9 +144,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let agent = Agent::set_up(&cfg).await?;
     agent.adopt().await?;
     let heartbeats = tokio::spawn(agent.clone().heartbeat_loop());
+    let inspections = tokio::spawn(agent.clone().inspect_loop());
     agent.claim_loop().await;
     agent.tear_down();
     heartbeats.abort();
+    inspections.abort();
     Ok(())
 }
 
@@ -185,6 +188,12 @@ impl Agent {
             ttl: Arc::new(Mutex::new(Duration::from_secs(3))),
             shutdown,
             capacity: cfg.capacity,
+            inspector: Arc::new(crate::inspect::Inspector {
+                project_root: cfg.project_root.clone(),
+                allow_path: cfg.allow_path.clone(),
+                git_cache: cfg.work_dir.join("git"),
+                local_paths: cfg.executor == ExecutorKind::Local,
+            }),
         })
     }
 
@@ -272,6 +281,52 @@ impl Agent {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "leasing work failed");
                     tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Answers the designer's project inspections, whatever the steps keep the agent busy
+    /// with, until shut down.
+    async fn inspect_loop(self) {
+        let mut failures = 0u32;
+        while !self.shutdown.is_cancelled() {
+            match self.edge.inspections(LONG_POLL).await {
+                Ok(list) => {
+                    failures = 0;
+                    for i in list {
+                        let (edge, inspector) = (self.edge.clone(), self.inspector.clone());
+                        tokio::spawn(async move {
+                            let result = inspector.inspect(&i.request).await;
+                            tracing::info!(uri = %concurrent_core::refs::display_url(&i.request.uri), ok = result.is_ok(), "inspected a project for the designer");
+                            let (project, error) = match result {
+                                Ok(p) => (Some(p), None),
+                                Err(e) => (None, Some(e)),
+                            };
+                            let answer = InspectAnswer {
+                                id: i.id,
+                                project,
+                                error,
+                            };
+                            if let Err(e) = edge.answer_inspection(&answer).await {
+                                tracing::warn!("an inspection's answer could not be sent: {e}");
+                            }
+                        });
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    // An edge without inspections (older) answers 404: ask rarely.
+                    let wait = Duration::from_secs(if matches!(e, EdgeError::Permanent(_)) {
+                        300
+                    } else {
+                        1 << failures.min(5)
+                    });
+                    tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "waiting for inspections failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
                 }
             }
         }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use backon::{ExponentialBuilder, Retryable};
 use concurrent_core::wire::{
-    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRef, LeaseRequest,
-    LeaseResponse, Outcome, PinRequest, PinResponse,
+    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, InspectAnswer, Inspection,
+    InspectionsRequest, InspectionsResponse, LeaseRef, LeaseRequest, LeaseResponse, Outcome,
+    PinRequest, PinResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -162,6 +163,29 @@ impl Edge {
         };
         let _: bool = self
             .post("complete", &body, Duration::from_secs(60))
+            .await?;
+        Ok(())
+    }
+}
+
+impl Edge {
+    /// Waits up to `wait` for project inspections to answer (once, no retries: the loop
+    /// that calls it backs off).
+    pub async fn inspections(&self, wait: Duration) -> Result<Vec<Inspection>, EdgeError> {
+        let body = InspectionsRequest {
+            agent: self.agent.clone(),
+            wait_ms: wait.as_millis() as u32,
+        };
+        let answer: InspectionsResponse = self
+            .post_once("inspections", &body, wait + Duration::from_secs(15))
+            .await?;
+        Ok(answer.inspections)
+    }
+
+    /// What this agent found for an inspection.
+    pub async fn answer_inspection(&self, answer: &InspectAnswer) -> Result<(), EdgeError> {
+        let _: bool = self
+            .post("inspections/answer", answer, Duration::from_secs(15))
             .await?;
         Ok(())
     }

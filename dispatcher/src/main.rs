@@ -3,6 +3,7 @@
 mod agent;
 mod edge;
 mod executor;
+mod inspect;
 mod metrics;
 mod mlflow;
 mod step;

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 503: the deployment is not configured (a missing or weak secret); the message says
     /// which setting to fix, and holds no secret.
     Misconfigured(String),
+    /// 503: no agent of the cluster answered (none connected, or it took too long); the message
+    /// says which cluster and what to start.
+    NoAgent(String),
     /// 502: MLflow or another upstream failed; retryable. The detail is logged, not shown.
     Upstream(String),
     /// 500: a bug or a platform failure; retryable. The detail is logged, not shown.
@@ -54,7 +57,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::TooLarge(_) => 413,
             ApiError::Unprocessable(_) => 422,
-            ApiError::Misconfigured(_) => 503,
+            ApiError::Misconfigured(_) | ApiError::NoAgent(_) => 503,
             ApiError::Upstream(_) => 502,
             ApiError::Internal(_) => 500,
             ApiError::Reported { status, .. } => *status,
@@ -81,6 +84,7 @@ impl ApiError {
                 worker::console_error!("misconfigured: {m}");
                 simple("misconfigured", m)
             }
+            ApiError::NoAgent(m) => simple("no_agent", m),
             ApiError::Upstream(detail) => {
                 let id = log_with_reference(502, detail);
                 ErrorBody::new(

@@ -13,6 +13,7 @@ mod catalog;
 mod cf_access;
 mod error;
 mod http;
+mod inspect;
 mod mlflow;
 mod mlflow_proxy;
 mod queue;

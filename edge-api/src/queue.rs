@@ -48,6 +48,8 @@ pub struct QueueObject {
     sql: SqlStorage,
     /// Long-polling lease requests waiting for work.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Project inspections for the designer (in memory: they live for one request).
+    pub(crate) inspections: crate::inspect::Inspections,
 }
 
 object_api! {
@@ -64,6 +66,12 @@ object_api! {
         withdraw(Withdraw) -> bool = "/withdraw";
         /// Passes a step's git commit to its run (for a current lease).
         pin(PinRequest) -> PinResponse = "/pin";
+        /// Has a live agent read a project; waits for its answer.
+        inspect(crate::inspect::InspectCall) -> concurrent_core::project::ProjectInfo = "/inspect";
+        /// An agent long-polls for inspections to answer.
+        take_inspections(concurrent_core::wire::InspectionsRequest) -> concurrent_core::wire::InspectionsResponse = "/inspections";
+        /// An agent's answer to an inspection (false: nobody waits for it any more).
+        answer_inspection(concurrent_core::wire::InspectAnswer) -> bool = "/inspections/answer";
     }
 }
 
@@ -114,6 +122,7 @@ impl DurableObject for QueueObject {
             env,
             sql,
             waiters: RefCell::new(Vec::new()),
+            inspections: Default::default(),
         }
     }
 

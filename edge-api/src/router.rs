@@ -6,7 +6,7 @@ use worker::{Env, Request, Response};
 
 use crate::auth::User;
 use crate::error::ApiError;
-use crate::{agents, runs, schedules, templates, tokens};
+use crate::{agents, inspect, runs, schedules, templates, tokens};
 
 /// What a handler gets besides the request: the environment, the caller, the path parameters.
 pub struct Ctx {
@@ -77,5 +77,8 @@ pub async fn dispatch(
         Route::AgentHeartbeat => agents::handle_heartbeat(req, ctx).await,
         Route::AgentComplete => agents::handle_complete(req, ctx).await,
         Route::AgentPin => agents::handle_pin(req, ctx).await,
+        Route::ProjectInspect => inspect::handle_inspect(req, ctx).await,
+        Route::AgentInspections => inspect::handle_poll(req, ctx).await,
+        Route::AgentInspectAnswer => inspect::handle_answer(req, ctx).await,
     }
 }

@@ -75,7 +75,10 @@ fn a_dag_designed_in_the_browser_is_saved_run_and_opened_in_mlflow() {
             b.wait_js("inspector", &format!(r#"document.querySelector('[data-inspector="node"] input[name="id"]')?.value === "{id}""#), SECS).await;
             b.fill(r#"[data-inspector="node"] input[name="name"]"#, name).await;
             b.fill(r#"[data-inspector="node"] input[name="uri"]"#, &project).await;
-            b.fill(r#"[data-inspector="node"] input[name="entryPoint"]"#, entry).await;
+            // The agent reads the project: its entry points are offered, not typed.
+            b.wait_js("the entry points read", &format!(r#"document.querySelector('[data-entry-points] option[value="{entry}"]')"#), SECS).await;
+            b.wait_for("[data-entry-points]", SECS).await.select_by_value(entry).await.unwrap();
+            b.wait_js("the entry point chosen", &format!(r#"document.querySelector('[data-node="{id}"]')?.textContent.includes("{entry}")"#), SECS).await;
         }
         b.wait_for(r#"[data-node="project-2"] .cc-node-box"#, SECS).await.click().await.unwrap();
         b.fill(r#"[data-inspector="node"] input[name="instances"]"#, "2").await;

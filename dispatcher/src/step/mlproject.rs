@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use concurrent_core::project::{EntryPointInfo, ParameterInfo, ProjectInfo};
 use serde_yaml::Value;
 
 use super::environment::{declared, Declared};
@@ -147,6 +148,68 @@ pub fn plan(
         command,
         env,
     })
+}
+
+/// What an MLproject (its text; `None`: the project has none) declares, for the designer.
+///
+/// # Errors
+/// The file is not valid YAML, or its `entry_points` are not a mapping.
+pub fn describe(text: Option<&str>) -> Result<ProjectInfo, String> {
+    let Some(text) = text else {
+        return Ok(ProjectInfo::default());
+    };
+    let spec: Value =
+        serde_yaml::from_str(text).map_err(|e| format!("the MLproject is not valid YAML: {e}"))?;
+    let environment = ["python_env", "conda_env", "docker_env"]
+        .into_iter()
+        .find(|k| spec.get(*k).is_some())
+        .map(String::from);
+    let entry_points = match spec.get("entry_points") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .map(|(name, ep)| EntryPointInfo {
+                name: python_str(name).unwrap_or_default(),
+                command: ep
+                    .get("command")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                parameters: ep
+                    .get("parameters")
+                    .and_then(Value::as_mapping)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| {
+                                let (name, kind, default) = parameter(k, v);
+                                ParameterInfo {
+                                    name,
+                                    kind,
+                                    default,
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        Some(_) => return Err("the MLproject's entry_points is not a mapping".into()),
+    };
+    Ok(ProjectInfo {
+        name: spec.get("name").and_then(python_str),
+        commit: None,
+        environment,
+        entry_points,
+    })
+}
+
+/// The MLproject file of a local project directory, if it has one.
+pub fn read_local(dir: &Path) -> Result<Option<String>, String> {
+    find_mlproject(dir)
+        .map(|p| {
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        })
+        .transpose()
 }
 
 fn find_mlproject(dir: &Path) -> Option<PathBuf> {
@@ -313,6 +376,38 @@ fn format_command(template: &str, values: &BTreeMap<String, String>) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_description_lists_entry_points_in_order_with_typed_parameters() {
+        let info = describe(Some(
+            "name: demo\npython_env: python_env.yaml\nentry_points:\n  train:\n    parameters:\n      alpha: {type: float, default: 0.5}\n      data: uri\n      n: {default: 3}\n    command: python t.py\n  eval:\n    command: python e.py\n",
+        ))
+        .unwrap();
+        assert_eq!(info.name.as_deref(), Some("demo"));
+        assert_eq!(info.environment.as_deref(), Some("python_env"));
+        let names: Vec<&str> = info.entry_points.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["train", "eval"]);
+        let p = &info.entry_points[0].parameters;
+        let shown: Vec<(&str, &str, Option<&str>)> = p
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind.as_str(), p.default.as_deref()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("alpha", "float", Some("0.5")),
+                ("data", "uri", None),
+                ("n", "string", Some("3"))
+            ]
+        );
+        assert_eq!(describe(None).unwrap(), ProjectInfo::default());
+        assert!(describe(Some("entry_points: [a, b]"))
+            .unwrap_err()
+            .contains("not a mapping"));
+        assert!(describe(Some("name: ["))
+            .unwrap_err()
+            .contains("not valid YAML"));
+    }
 
     #[test]
     fn quoting_matches_python_shlex() {

@@ -283,11 +283,23 @@ async fn execute(
 /// # Errors
 /// The path does not exist, or it (or a symbolic link in it) leads outside every allowed root.
 pub fn resolve(args: &StepArgs, path: &str) -> anyhow::Result<PathBuf> {
+    within_roots(&args.project_root, &args.allow_path, path)
+}
+
+/// [`resolve`] for any project root and `--allow-path` list (the agent's, for inspections).
+///
+/// # Errors
+/// See [`resolve`].
+pub fn within_roots(
+    project_root: &Path,
+    allow_path: &[PathBuf],
+    path: &str,
+) -> anyhow::Result<PathBuf> {
     let p = Path::new(path.strip_prefix("file://").unwrap_or(path));
     let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        args.project_root.join(p)
+        project_root.join(p)
     };
     let real = std::fs::canonicalize(&joined).with_context(|| {
         format!(
@@ -295,8 +307,8 @@ pub fn resolve(args: &StepArgs, path: &str) -> anyhow::Result<PathBuf> {
             joined.display()
         )
     })?;
-    let roots: Vec<PathBuf> = std::iter::once(&args.project_root)
-        .chain(&args.allow_path)
+    let roots: Vec<PathBuf> = std::iter::once(&project_root.to_path_buf())
+        .chain(allow_path)
         .filter_map(|r| std::fs::canonicalize(r).ok())
         .collect();
     if roots.iter().any(|r| real.starts_with(r)) {

@@ -11,7 +11,7 @@ use leptos::prelude::*;
 use super::{describe, Selection, Session};
 
 /// A labelled text field showing `value` and committing edits with `commit`.
-fn field(
+pub(super) fn field(
     label: &'static str,
     name: &'static str,
     hint: &'static str,
@@ -174,8 +174,7 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
                 {field("Project URI", "uri", "https://github.com/org/repo.git or a path", read(|n| project(n).map(|p| p.uri.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.uri = v.trim().to_string())))}
                 {field("Git version", "version", "branch, tag or commit", read(|n| project(n).and_then(|p| p.version.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.version = optional(v))))}
                 {field("Sub-directory", "subPath", "where MLproject is, if not at the root", read(|n| project(n).and_then(|p| p.sub_path.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.sub_path = optional(v))))}
-                {field("Entry point", "entryPoint", "main", read(|n| project(n).map(|p| p.entry_point.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.entry_point = v.trim().to_string())))}
-                <ParametersEditor session id=id.get_value() />
+                <super::project::ProjectAware session id />
             }
         })
     };
@@ -263,7 +262,7 @@ fn with_input(
 
 /// `-P key=value` rows of a project node.
 #[component]
-fn ParametersEditor(session: Session, id: String) -> impl IntoView {
+pub(super) fn ParametersEditor(session: Session, id: String) -> impl IntoView {
     let params = {
         let id = id.clone();
         move || {
