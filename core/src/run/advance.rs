@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::partition::{input_path, plan, ArtifactFile};
+use crate::partition::{plan, ArtifactFile};
 use crate::template::Template;
 
 use super::apply::end_run;
@@ -152,19 +152,11 @@ fn plan_node(
     let mut unmatched = Vec::new();
     for &(k, from) in incoming {
         let edge = &run.template.edges[k];
-        let upstream = &run.nodes[from];
-        let count = upstream.instances.len() as u32;
-        let files: Vec<ArtifactFile> = upstream
-            .instances
-            .iter()
-            .flat_map(|inst| {
-                inst.outputs.iter().map(move |f| ArtifactFile {
-                    path: input_path(count, inst.index, &f.path),
-                    ..f.clone()
-                })
-            })
-            .collect();
-        let p = plan(&files, n as u32, &edge.partition)?;
+        let p = plan(
+            &run.nodes[from].outputs_as_inputs(),
+            n as u32,
+            &edge.partition,
+        )?;
         unmatched.extend(
             p.unmatched
                 .into_iter()

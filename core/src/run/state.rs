@@ -255,6 +255,21 @@ impl NodeRun {
             })
     }
 
+    /// Every instance's outputs as the downstream node sees them: one instance's at their
+    /// paths, several instances' under `<instance>/` (so fan-in never collides).
+    pub fn outputs_as_inputs(&self) -> Vec<ArtifactFile> {
+        let count = self.instances.len() as u32;
+        self.instances
+            .iter()
+            .flat_map(|inst| {
+                inst.outputs.iter().map(move |f| ArtifactFile {
+                    path: crate::partition::input_path(count, inst.index, &f.path),
+                    ..f.clone()
+                })
+            })
+            .collect()
+    }
+
     /// How many instances succeeded.
     pub fn succeeded(&self) -> usize {
         self.instances

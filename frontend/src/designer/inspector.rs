@@ -394,6 +394,7 @@ fn EdgeInspector(session: Session, index: usize) -> impl IntoView {
                     }}</tbody>
                 </table>
             })}
+            <super::partitions::PartitionPreview session index />
             <button class="cc-danger" on:click=move |_| { session.editor.update(|e| e.delete(&[], &[index])); session.selection.set(Selection::default()); }>"Delete connection"</button>
         </section>
     }

@@ -5,6 +5,7 @@
 mod canvas;
 mod dialogs;
 mod inspector;
+mod partitions;
 mod project;
 
 use std::collections::{BTreeSet, HashMap};
