@@ -76,6 +76,14 @@ impl Browser {
             .goto(&format!("{}/login#token={token}", stack.edge_url))
             .await
             .unwrap();
+        // The login page trades the token for a session cookie, then leaves: wait for that, so
+        // the next page does not race the cookie.
+        self.wait_js(
+            "signed in (the login page left)",
+            "location.pathname !== '/login'",
+            Duration::from_secs(30),
+        )
+        .await;
     }
 
     /// The first element matching `css`, waiting for it; the panic shows the page.

@@ -60,7 +60,7 @@ fn a_connection_previews_its_split_of_the_last_runs_real_files() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let b = Browser::start("designer_partitions").await;
+        let b = Browser::start_sized("designer_partitions", (1440, 900)).await;
         b.sign_in(stack).await;
         b.client.goto(&format!("{}/#/dags/templates/preview-pipeline", stack.edge_url)).await.unwrap();
         b.wait_js("prepare → train drawn", r#"document.querySelector('[data-edge="0"] .cc-edge-hit')"#, Duration::from_secs(90)).await;
@@ -77,7 +77,11 @@ fn a_connection_previews_its_split_of_the_last_runs_real_files() {
         b.wait_for(r#"[data-inspector="edge"] select[name="mode"]"#, SECS).await.select_by_value("broadcast").await.unwrap();
         b.wait_js("broadcast", "[...document.querySelectorAll('[data-slices] tr[data-slice]')].every((r) => r.children[1].textContent === '5')", SECS).await;
 
-        // Fan-in: report sees both train instances' files, each under its instance.
+        // Fan-in: report sees both train instances' files, each under its instance. (At 1440 px
+        // with MLflow's Assistant open the inspector overlays the canvas: close it first.)
+        if b.count(".cc-side > .cc-close").await > 0 {
+            b.wait_for(".cc-side > .cc-close", SECS).await.click().await.unwrap();
+        }
         b.wait_for(r#"[data-edge="1"] .cc-edge-hit"#, SECS).await.click().await.unwrap();
         b.wait_js("one slice for report", "document.querySelectorAll('[data-slices] tr[data-slice]').length === 1", Duration::from_secs(60)).await;
         let fan_in = slices(&b).await;

@@ -167,7 +167,7 @@ fn the_designer_offers_the_projects_entry_points_and_marks_bad_parameters() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let b = Browser::start("designer_project").await;
+        let b = Browser::start_sized("designer_project", (1440, 900)).await;
         b.sign_in(stack).await;
         b.client.goto(&format!("{}/#/dags/templates/aware", stack.edge_url)).await.unwrap();
         b.wait_for(r#"[data-node="train"] .cc-node-box"#, Duration::from_secs(90)).await.click().await.unwrap();

@@ -34,7 +34,7 @@ fn schedules_are_created_with_a_preview_paused_resumed_and_deleted_in_the_ui() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let b = Browser::start("pages_schedules").await;
+        let b = Browser::start_sized("pages_schedules", (1440, 900)).await;
         b.sign_in(stack).await;
         b.wait_for(r#"aside nav a[data-concurrent="dags"]"#, Duration::from_secs(90)).await.click().await.unwrap();
         b.wait_for(r#"#concurrent-root a[data-tab="Schedules"]"#, SECS).await.click().await.unwrap();
@@ -104,7 +104,7 @@ fn tokens_are_created_shown_once_and_revoked_in_the_ui_and_hidden_from_readers()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let b = Browser::start("pages_tokens").await;
+        let b = Browser::start_sized("pages_tokens", (1440, 900)).await;
         b.sign_in(stack).await;
         b.client.goto(&format!("{}/#/dags/tokens", stack.edge_url)).await.unwrap();
         b.fill(r#"[data-new-token] input[name="name"]"#, "page-reader").await;

@@ -34,7 +34,7 @@ fn the_whole_log_is_followed_while_the_step_runs_then_searched_and_downloaded() 
     );
     let id = stack.start_run(&json!({"template": "chatty", "cluster": "chatty"}));
     runtime().block_on(async {
-        let b = Browser::start("run_view_log").await;
+        let b = Browser::start_sized("run_view_log", (1440, 900)).await;
         b.sign_in(stack).await;
         b.client.goto(&format!("{}/#/dags/runs/{id}", stack.edge_url)).await.unwrap();
         b.wait_for(r#"[data-node="talk"]"#, Duration::from_secs(90)).await.click().await.unwrap();
@@ -183,7 +183,7 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
     let first_failed = states.iter().position(|s| *s == "failed").unwrap();
 
     runtime().block_on(async {
-        let b = Browser::start("run_view_wide").await;
+        let b = Browser::start_sized("run_view_wide", (1440, 900)).await;
         b.sign_in(stack).await;
         b.client.goto(&format!("{}/#/dags/runs/{id}", stack.edge_url)).await.unwrap();
         b.wait_for(r#"[data-node="b"]"#, Duration::from_secs(90)).await.click().await.unwrap();
