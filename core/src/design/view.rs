@@ -49,6 +49,34 @@ pub fn shows_labels(scale: f64, device_pixel_ratio: f64) -> bool {
     TITLE_PX * scale * device_pixel_ratio.max(0.25) >= LABEL_DEVICE_PX
 }
 
+/// Grid step of [`labelled_area`], in canvas units: the area changes only when the view crosses
+/// a tile edge, so panning re-decides labels a few times, not on every frame.
+const LABEL_TILE: f64 = 512.0;
+
+/// The canvas area whose nodes are drawn with labels: what a canvas of `size` CSS pixels shows,
+/// and a tile more around it, snapped to the tile grid. Labels far off-screen are most of the
+/// cost of opening a big DAG at a readable zoom.
+pub fn labelled_area(v: Viewport, size: (f64, f64)) -> (Position, Position) {
+    let (lo, hi) = (to_canvas(v, (0.0, 0.0)), to_canvas(v, size));
+    let down = |x: f64| (x / LABEL_TILE).floor() * LABEL_TILE - LABEL_TILE;
+    let up = |x: f64| (x / LABEL_TILE).ceil() * LABEL_TILE + LABEL_TILE;
+    (
+        Position {
+            x: down(lo.x) - NODE_W,
+            y: down(lo.y) - NODE_H,
+        },
+        Position {
+            x: up(hi.x),
+            y: up(hi.y),
+        },
+    )
+}
+
+/// Whether a node anchored at `p` lies in `area`.
+pub fn within(area: (Position, Position), p: Position) -> bool {
+    (area.0.x..=area.1.x).contains(&p.x) && (area.0.y..=area.1.y).contains(&p.y)
+}
+
 /// How a fit treats a DAG too big to show whole at a readable size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
@@ -233,5 +261,29 @@ mod tests {
             let after = to_canvas(zoom_at(v, factor, (ax, ay)), (ax, ay));
             prop_assert!((before.x - after.x).abs() < 1e-6 && (before.y - after.y).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn labels_cover_the_screen_and_a_tile_around_it_and_move_in_steps() {
+        let v = Viewport {
+            x: 0.0,
+            y: 0.0,
+            scale: 1.0,
+        };
+        let area = labelled_area(v, (1000.0, 600.0));
+        for p in [(0.0, 0.0), (999.0, 599.0), (-100.0, -30.0), (1400.0, 900.0)] {
+            assert!(
+                within(area, Position { x: p.0, y: p.1 }),
+                "{p:?} in {area:?}"
+            );
+        }
+        assert!(!within(area, Position { x: 5000.0, y: 0.0 }));
+        // A small pan inside the same tile changes nothing.
+        let panned = Viewport { x: -10.0, ..v };
+        assert_eq!(labelled_area(panned, (1000.0, 600.0)), area);
+        assert_ne!(
+            labelled_area(Viewport { x: -600.0, ..v }, (1000.0, 600.0)),
+            area
+        );
     }
 }

@@ -381,6 +381,11 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
         let dpr = window().device_pixel_ratio();
         session.viewport.with(|v| view::shows_labels(v.scale, dpr))
     });
+    // Labels only near the screen: the area changes when the view crosses a tile, not per frame.
+    let labelled = Memo::new(move |_| {
+        let v = session.viewport.get();
+        view::labelled_area(v, canvas_size().unwrap_or((1600.0, 1200.0)))
+    });
     // The nodes being dragged, as a memo that changes only when a drag starts or ends: they
     // (and their edges) are hidden in the big layer and drawn moving in the small overlay, so
     // a frame repaints the overlay only, however many nodes the template has.
@@ -446,6 +451,8 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                         let label = format!("{} · {}", edge.input, edge.partition.mode.as_str());
                         let (mx, my) = ((a.x + NODE_W + b.x) / 2.0, (a.y + b.y) / 2.0 + NODE_H / 2.0 - 6.0);
                         let (from, to) = (edge.from.clone(), edge.to.clone());
+                        let mid = Position { x: mx, y: my };
+                        let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, mid)));
                         view! {
                             <g class="cc-edge" data-edge=i.to_string() data-from=edge.from.clone() data-to=edge.to.clone()
                                 class:cc-selected=move || session.selection.with(|s| s.edge == Some(i))
@@ -453,7 +460,7 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                                 class:cc-hidden=move || dragged.with(|ids| ids.contains(&from) || ids.contains(&to))>
                                 <path class="cc-edge-hit" d=d.clone()></path>
                                 <path class="cc-edge-line" d=d marker-end="url(#cc-arrow)"></path>
-                                {move || detail.get().then(|| view! {
+                                {move || shown.get().then(|| view! {
                                     <text class="cc-edge-label" x=format!("{mx:.1}") y=format!("{my:.1}") text-anchor="middle">{label.clone()}</text>
                                 })}
                             </g>
@@ -475,8 +482,9 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                                     let (title, sub) = (fit_label(node.display_name(), 24), fit_label(&subtitle(&node), 30));
                                     let takes_input = !matches!(node.kind, concurrent_core::template::NodeKind::Input(_));
                                     let id = id.clone();
-                                    // Zoomed out, only the box is drawn (labels are unreadable there).
-                                    move || if !detail.get() { view! { <NodeBox title=String::new() sub=None /> }.into_any() } else { view! {
+                                    // Zoomed out, or far off-screen, only the box is drawn.
+                                    let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, p)));
+                                    move || if !shown.get() { view! { <NodeBox title=String::new() sub=None /> }.into_any() } else { view! {
                                         <NodeBox title=title.clone() sub=Some(sub.clone()) />
                                         {takes_input.then(|| view! { <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle> })}
                                         <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>
