@@ -170,9 +170,9 @@ impl Agent {
             format!("{host}-{}", std::process::id())
         });
         let edge = Edge::new(&cfg.edge_url, &cfg.cluster, token, name.clone())?;
-        let executor = Arc::new(crate::executor::build(cfg, &edge).await?);
-        tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, executor = ?cfg.executor, "agent started");
         let metrics = Arc::new(Metrics::default());
+        let executor = Arc::new(crate::executor::build(cfg, &edge, metrics.clone()).await?);
+        tracing::info!(agent = %name, cluster = %cfg.cluster, edge = %cfg.edge_url, capacity = cfg.capacity, executor = ?cfg.executor, "agent started");
         if let Some(addr) = &cfg.listen {
             crate::metrics::serve(addr, metrics.clone()).await?;
         }
@@ -249,10 +249,12 @@ impl Agent {
                 .capacity
                 .saturating_sub(self.running.lock().expect("poisoned").len() as u32);
             if free == 0 {
+                self.metrics.health.waiting_for_capacity(true);
                 tokio::select! {
                     _ = self.freed.notified() => {}
                     _ = self.shutdown.cancelled() => break,
                 }
+                self.metrics.health.waiting_for_capacity(false);
                 continue;
             }
             self.metrics.lease_requests.fetch_add(1, Ordering::Relaxed);
@@ -264,13 +266,11 @@ impl Agent {
             match answer {
                 Ok(resp) => {
                     backoff = policy();
+                    self.metrics.health.claimed(Ok(()));
                     *self.ttl.lock().expect("poisoned") =
                         Duration::from_millis(resp.lease_ttl_ms.max(1000));
                     if !resp.leases.is_empty() {
-                        self.metrics.leases_granted.fetch_add(1, Ordering::Relaxed);
-                        self.metrics
-                            .lease_wait_ms_sum
-                            .fetch_add(asked.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        self.metrics.lease_latency.observe(asked.elapsed());
                     }
                     for lease in resp.leases {
                         self.start_step(lease);
@@ -278,6 +278,7 @@ impl Agent {
                 }
                 Err(e) => {
                     self.metrics.lease_errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.health.claimed(Err(e.to_string()));
                     let wait = backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "leasing work failed");
                     tokio::time::sleep(wait).await;
@@ -370,6 +371,7 @@ impl Agent {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             m.leases_held.fetch_sub(1, Ordering::Relaxed);
+            m.step_duration.observe(started.elapsed());
             if let Some(outcome) = outcome {
                 let ok = matches!(outcome, Outcome::Succeeded { .. });
                 match agent
@@ -411,6 +413,7 @@ impl Agent {
                 })
                 .collect();
             if leases.is_empty() {
+                self.metrics.health.heartbeat_done();
                 continue;
             }
             // Pods' tails are API calls: a few at a time, so a thousand steps do not stampede.
@@ -442,6 +445,7 @@ impl Agent {
                     tracing::warn!(agent = self.edge.agent(), "heartbeat failed: {e}");
                 }
             }
+            self.metrics.health.heartbeat_done();
         }
     }
 }

@@ -85,13 +85,52 @@ fn a_dag_runs_end_to_end_through_pods() {
         "each pod reported for itself:\n{metrics}"
     );
     assert!(metrics.contains("concurrent_leases_held 0"), "{metrics}");
-    assert_eq!(
-        reqwest::blocking::get(format!("http://{listen}/healthz"))
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    // Histograms of what took how long: 4 steps ran, each pod was seen running.
+    for line in [
+        "concurrent_step_duration_seconds_count 4",
+        "concurrent_pod_start_seconds_count 4",
+        "# TYPE concurrent_lease_latency_seconds histogram",
+        &format!(
+            "concurrent_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    for probe in ["healthz", "readyz"] {
+        let r = reqwest::blocking::get(format!("http://{listen}/{probe}")).unwrap();
+        assert_eq!(r.status().as_u16(), 200, "/{probe}: {}", r.text().unwrap());
+    }
+}
+
+/// Readiness means the edge answers: an agent whose edge is down is alive but not ready, and
+/// says why.
+#[test]
+fn an_agent_that_cannot_reach_its_edge_is_alive_but_not_ready() {
+    let stack = Stack::shared();
+    let listen = format!("127.0.0.1:{}", concurrent_tests::free_port());
+    let dead_edge = format!("http://127.0.0.1:{}", concurrent_tests::free_port());
+    let _agent = stack.agent_via(&dead_edge, "no-edge", &["--listen", &listen], &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (status, text) = loop {
+        let r = reqwest::blocking::get(format!("http://{listen}/readyz"));
+        if let Ok(r) = r {
+            let status = r.status().as_u16();
+            let text = r.text().unwrap();
+            if text.contains("cannot be reached") || std::time::Instant::now() > deadline {
+                break (status, text);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never answered"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("the edge cannot be reached"), "{text}");
+    let live = reqwest::blocking::get(format!("http://{listen}/healthz")).unwrap();
+    assert_eq!(live.status().as_u16(), 200, "its loops still turn");
 }
 
 #[test]

@@ -94,7 +94,11 @@ impl Executor for AnyExecutor {
 }
 
 /// The executor the configuration asks for.
-pub async fn build(cfg: &AgentConfig, edge: &Edge) -> anyhow::Result<AnyExecutor> {
+pub async fn build(
+    cfg: &AgentConfig,
+    edge: &Edge,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<AnyExecutor> {
     let project_root = std::fs::canonicalize(&cfg.project_root).with_context(|| {
         format!(
             "--project-root {} does not exist",
@@ -142,6 +146,7 @@ pub async fn build(cfg: &AgentConfig, edge: &Edge) -> anyhow::Result<AnyExecutor
                     Duration::from_secs(cfg.keep_finished),
                     edge.clone(),
                     work_dir.join("git"),
+                    metrics,
                 )
                 .await?,
             )

@@ -46,6 +46,8 @@ pub struct KubeExecutor {
     edge: crate::edge::Edge,
     /// Bare clones of git projects, to read their MLproject before a pod is made.
     git_cache: std::path::PathBuf,
+    /// For the pod start latency.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -61,6 +63,7 @@ impl KubeExecutor {
         keep_finished: Duration,
         edge: crate::edge::Edge,
         git_cache: std::path::PathBuf,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<KubeExecutor> {
         let client = Client::try_default()
             .await
@@ -112,6 +115,7 @@ impl KubeExecutor {
             running: Arc::default(),
             edge,
             git_cache,
+            metrics,
         })
     }
 
@@ -292,12 +296,19 @@ impl KubeExecutor {
         name: &str,
         mut rx: watch::Receiver<Option<Pod>>,
         cancel: CancellationToken,
+        launched: Instant,
     ) -> Option<Outcome> {
         let mut stuck_since: Option<Instant> = None;
+        let mut started = false;
         let mut seen = false;
         loop {
             let current = rx.borrow_and_update().clone();
-            match current.as_ref().map(diagnose::state) {
+            let state = current.as_ref().map(diagnose::state);
+            if !started && matches!(state, Some(PodState::Running | PodState::Succeeded)) {
+                started = true;
+                self.metrics.pod_start.observe(launched.elapsed());
+            }
+            match state {
                 None if seen => {
                     return Some(Outcome::Failed {
                         error: format!("pod {name} was deleted before it finished"),
@@ -384,6 +395,7 @@ impl Executor for KubeExecutor {
             .lock()
             .expect("poisoned")
             .insert(lease.item.id.clone(), name.clone());
+        let launched = Instant::now();
         let result = match self.launch(lease).await {
             Ok(()) => {
                 if let Ok(p) = self.pods.get(&name).await {
@@ -399,7 +411,7 @@ impl Executor for KubeExecutor {
                         });
                     }
                 }
-                self.observe(&name, rx, cancel).await
+                self.observe(&name, rx, cancel, launched).await
             }
             Err(e) => Some(Outcome::Failed {
                 error: format!("{e:#}"),
