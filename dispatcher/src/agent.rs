@@ -111,6 +111,11 @@ pub struct AgentConfig {
     /// set CONCURRENT_GIT_CREDENTIALS=/concurrent-git so it can read private projects too.
     #[arg(long, env = "CONCURRENT_GIT_CREDENTIALS_SECRET")]
     pub git_credentials_secret: Option<String>,
+    /// Kubernetes: a pod template file (YAML, a `PodTemplateSpec`) every step pod starts from:
+    /// tolerations, affinity, volumes (PVCs, `/dev/shm`), sidecars, security contexts. The
+    /// step's image, command, resources and env are merged in.
+    #[arg(long, env = "CONCURRENT_POD_TEMPLATE")]
+    pub pod_template: Option<PathBuf>,
     /// Kubernetes: seconds finished pods are kept before they are deleted.
     #[arg(long, env = "CONCURRENT_KEEP_FINISHED", default_value_t = 300)]
     pub keep_finished: u64,

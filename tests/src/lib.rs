@@ -23,6 +23,7 @@ pub mod browser;
 pub mod faults;
 pub mod kube;
 pub mod openapi;
+pub mod pss;
 
 /// Process groups to kill, and directories to remove, when the test binary exits.
 static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());

@@ -60,19 +60,74 @@ fn a_dag_runs_end_to_end_through_pods() {
     let stack = Stack::shared();
     let server = kube();
     let listen = format!("127.0.0.1:{}", concurrent_tests::free_port());
-    let _agent = kube_agent_with(stack, &server, "k8s-e2e", &["--listen", &listen]);
+    // The platform team's pod template: a toleration, /dev/shm in memory, a label of theirs.
+    let dir = tempfile::tempdir().unwrap();
+    let pod_template = dir.path().join("pod-template.yaml");
+    std::fs::write(&pod_template, "metadata:\n  labels: {team: ml}\nspec:\n  tolerations: [{key: dedicated, operator: Equal, value: ml, effect: NoSchedule}]\n  volumes: [{name: dshm, emptyDir: {medium: Memory}}]\n  containers:\n    - name: step\n      volumeMounts: [{name: dshm, mountPath: /dev/shm}]\n").unwrap();
+    let pod_template = pod_template.display().to_string();
+    let _agent = kube_agent_with(
+        stack,
+        &server,
+        "k8s-e2e",
+        &["--listen", &listen, "--pod-template", &pod_template],
+    );
     stack.put_template(&template(&server, "k8s-pipeline", 3));
     let id = stack.start_run(&json!({"template": "k8s-pipeline", "cluster": "k8s-e2e"}));
     let run = stack.wait_run(&id, Duration::from_secs(300));
     assert_eq!(run["status"], "succeeded", "{run:#}");
     let pods = server.pods("default", "concurrent.dev/cluster=k8s-e2e");
-    assert_eq!(pods.len(), 4, "prepare, train x2, report");
+    let names: Vec<&str> = pods
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        pods.len(),
+        4,
+        "prepare, train x2, report: {names:?}\n{run:#}"
+    );
     for p in &pods {
         let name = p["metadata"]["name"].as_str().unwrap();
         assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}");
         assert_eq!(server.creations("default", name), 1, "{name} created once");
         let spec = p["spec"].to_string();
         assert!(!spec.contains("cs_"), "no step token in the pod spec");
+        // The template's parts, and the restricted defaults.
+        assert_eq!(p["metadata"]["labels"]["team"], "ml");
+        assert_eq!(
+            p["metadata"]["labels"]["app.kubernetes.io/component"],
+            "step"
+        );
+        assert_eq!(p["spec"]["tolerations"][0]["key"], "dedicated", "{p:#}");
+        assert!(p["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/dev/shm"));
+        assert_eq!(p["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            p["spec"]["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        for c in p["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(p["spec"]["containers"].as_array().unwrap())
+        {
+            assert_eq!(
+                c["securityContext"]["allowPrivilegeEscalation"], false,
+                "{c:#}"
+            );
+            assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        }
+        assert!(p["spec"]["initContainers"][0]["resources"]["requests"]["memory"].is_string());
+        let typed: k8s_openapi::api::core::v1::PodSpec =
+            serde_json::from_value(p["spec"].clone()).unwrap();
+        assert_eq!(
+            concurrent_tests::pss::restricted_problems(&typed),
+            Vec::<String>::new(),
+            "a restricted namespace admits the step pod"
+        );
     }
     let merged = &run["nodes"][2]["instances"][0]["outputs"];
     assert_eq!(merged[0]["path"], "merged_model.json");

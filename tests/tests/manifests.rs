@@ -60,12 +60,27 @@ fn the_manifests_are_valid_kubernetes_objects() {
             serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
         let kind = doc["kind"].as_str().unwrap().to_string();
         match kind.as_str() {
-            "Namespace" => strict::<Namespace>(&doc),
+            "Namespace" => {
+                strict::<Namespace>(&doc);
+                assert_eq!(
+                    doc["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+                    "the namespace enforces the restricted pod security standard"
+                );
+            }
             "ServiceAccount" => strict::<ServiceAccount>(&doc),
             "Role" => strict::<Role>(&doc),
             "RoleBinding" => strict::<RoleBinding>(&doc),
             "Secret" => strict::<Secret>(&doc),
-            "Deployment" => strict::<Deployment>(&doc),
+            "Deployment" => {
+                strict::<Deployment>(&doc);
+                // The namespace enforces the restricted standard: the agent itself must meet it.
+                let d: Deployment = serde_json::from_value(doc.clone()).unwrap();
+                let spec = d.spec.unwrap().template.spec.unwrap();
+                assert_eq!(
+                    concurrent_tests::pss::restricted_problems(&spec),
+                    Vec::<String>::new()
+                );
+            }
             other => panic!("unexpected kind {other}"),
         }
         kinds.push(kind);

@@ -137,6 +137,11 @@ pub async fn build(
                     .clone()
                     .unwrap_or_else(|| cfg.edge_url.clone()),
                 git_credentials_secret: cfg.git_credentials_secret.clone(),
+                template: cfg
+                    .pod_template
+                    .as_deref()
+                    .map(kubernetes::pod::read_template)
+                    .transpose()?,
             };
             AnyExecutor::Kubernetes(
                 KubeExecutor::connect(

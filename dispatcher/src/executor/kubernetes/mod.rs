@@ -3,7 +3,7 @@
 //! them again (pod names are deterministic per attempt, so a second create is `AlreadyExists`).
 
 mod diagnose;
-mod pod;
+pub mod pod;
 
 pub use pod::{mlflow_credentials_from_env, PodSettings};
 

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use concurrent_core::names::pod_name;
 use concurrent_core::wire::Lease;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Pod, PodSpec,
-    ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Pod,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -37,6 +38,65 @@ pub struct PodSettings {
     /// A Secret with git credentials (`.git-credentials`, or `ssh-privatekey` and
     /// `known_hosts`), mounted read-only into every pod for private repositories.
     pub git_credentials_secret: Option<String>,
+    /// The platform team's pod template (`--pod-template`): every step pod starts from it.
+    pub template: Option<PodTemplateSpec>,
+}
+
+/// The user step pods run as unless the pod template says otherwise (the `restricted` pod
+/// security standard refuses root).
+pub const STEP_UID: i64 = 1000;
+
+/// Reads a pod template file (YAML or JSON, a `PodTemplateSpec`: `metadata` and `spec`).
+///
+/// # Errors
+/// The file cannot be read or is not a PodTemplateSpec (the message names the field).
+pub fn read_template(path: &std::path::Path) -> anyhow::Result<PodTemplateSpec> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--pod-template {}: {e}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "--pod-template {} is not a PodTemplateSpec (metadata, spec): {e}",
+            path.display()
+        )
+    })
+}
+
+/// Security defaults that meet the `restricted` pod security standard.
+fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(STEP_UID),
+        run_as_group: Some(STEP_UID),
+        fs_group: Some(STEP_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+        .collect()
 }
 
 /// Where a git credentials Secret is mounted in pods (and may be mounted in the agent's).
@@ -79,10 +139,120 @@ pub fn secret_name(pod: &str) -> String {
 }
 
 /// The pod of a leased attempt. The step token and the spec live in the Secret, never here.
+/// The pod of one attempt: the pod template (if any) with what the attempt needs merged in.
 pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
+    let ours = own_pod(lease, s);
+    match &s.template {
+        Some(t) => merge(t, ours),
+        None => ours,
+    }
+}
+
+/// Merges the attempt's pod into the platform team's template. The template keeps what it
+/// alone says (tolerations, affinity, extra volumes and sidecars, its security contexts);
+/// labels, node selectors, pull secrets, volumes, mounts and env are unions with ours winning
+/// on a clash; what makes the step run (image, command, args, restart policy, deadline, the
+/// init container) is ours. A template container named `step` is the base of the step's.
+pub fn merge(template: &PodTemplateSpec, ours: Pod) -> Pod {
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    let union = |a: Option<BTreeMap<String, String>>, b: Option<BTreeMap<String, String>>| {
+        let mut m = a.unwrap_or_default();
+        m.extend(b.unwrap_or_default());
+        (!m.is_empty()).then_some(m)
+    };
+    meta.labels = union(meta.labels.take(), ours.metadata.labels);
+    meta.annotations = union(meta.annotations.take(), ours.metadata.annotations);
+    meta.name = ours.metadata.name;
+    let mine = ours.spec.unwrap_or_default();
+    let mut spec = template.spec.clone().unwrap_or_default();
+    spec.restart_policy = mine.restart_policy;
+    spec.active_deadline_seconds = mine.active_deadline_seconds;
+    spec.service_account_name = mine.service_account_name.or(spec.service_account_name);
+    spec.node_selector = union(spec.node_selector.take(), mine.node_selector);
+    spec.security_context = spec.security_context.or(mine.security_context);
+    let mut pulls = spec.image_pull_secrets.take().unwrap_or_default();
+    pulls.extend(mine.image_pull_secrets.unwrap_or_default());
+    spec.image_pull_secrets = (!pulls.is_empty()).then_some(pulls);
+    let mut volumes = spec.volumes.take().unwrap_or_default();
+    volumes.extend(mine.volumes.unwrap_or_default());
+    spec.volumes = Some(volumes);
+    let mut inits = mine.init_containers.unwrap_or_default();
+    inits.extend(spec.init_containers.take().unwrap_or_default());
+    spec.init_containers = Some(inits);
+    let step = mine.containers.into_iter().next().unwrap_or_default();
+    let mut containers = std::mem::take(&mut spec.containers);
+    let at = containers.iter().position(|c| c.name == "step");
+    let mut base = at.map(|i| containers.remove(i)).unwrap_or_default();
+    let mut env: Vec<EnvVar> = base
+        .env
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !step.env.iter().flatten().any(|o| o.name == e.name))
+        .collect();
+    env.extend(step.env.unwrap_or_default());
+    let mut mounts = base.volume_mounts.take().unwrap_or_default();
+    mounts.extend(step.volume_mounts.unwrap_or_default());
+    let resources = {
+        let (b, o) = (
+            base.resources.take().unwrap_or_default(),
+            step.resources.unwrap_or_default(),
+        );
+        let join = |a: Option<BTreeMap<String, Quantity>>,
+                    b: Option<BTreeMap<String, Quantity>>| {
+            let mut m = a.unwrap_or_default();
+            m.extend(b.unwrap_or_default());
+            (!m.is_empty()).then_some(m)
+        };
+        ResourceRequirements {
+            requests: join(b.requests, o.requests),
+            limits: join(b.limits, o.limits),
+            ..Default::default()
+        }
+    };
+    let merged = Container {
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        resources: Some(resources),
+        security_context: base.security_context.take().or(step.security_context),
+        ..Container {
+            name: step.name,
+            image: step.image,
+            command: step.command,
+            args: step.args,
+            ..base
+        }
+    };
+    containers.insert(0, merged);
+    spec.containers = containers;
+    Pod {
+        metadata: meta,
+        spec: Some(spec),
+        ..Default::default()
+    }
+}
+
+fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
     let item = &lease.item;
     let name = name_of(lease);
     let labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "concurrent-step".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), name.clone()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "step".to_string(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "concurrent".to_string(),
+        ),
+        (
+            "app.kubernetes.io/version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
         (MANAGED_BY.to_string(), "concurrent".to_string()),
         (CLUSTER.to_string(), s.cluster.clone()),
         ("concurrent.dev/run".to_string(), item.run_id.clone()),
@@ -142,6 +312,12 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
         EnvVar {
             name: "MLFLOW_DISABLE_TELEMETRY".into(),
             value: Some("true".into()),
+            ..Default::default()
+        },
+        // A non-root user of an image usually has no writable home; caches go to the work dir.
+        EnvVar {
+            name: "HOME".into(),
+            value: Some("/work".into()),
             ..Default::default()
         },
     ];
@@ -254,6 +430,7 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
                     .collect()
             }),
             node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
+            security_context: Some(restricted_pod()),
             volumes: Some(volumes),
             init_containers: Some(vec![Container {
                 name: "concurrent-bin".into(),
@@ -264,6 +441,13 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
                     "/concurrent-bin/concurrent".into(),
                 ]),
                 volume_mounts: Some(vec![mount("concurrent-bin", "/concurrent-bin", false)]),
+                // A ResourceQuota without LimitRange defaults refuses containers without these.
+                resources: Some(ResourceRequirements {
+                    requests: Some(quantities(&[("cpu", "10m"), ("memory", "16Mi")])),
+                    limits: Some(quantities(&[("cpu", "200m"), ("memory", "64Mi")])),
+                    ..Default::default()
+                }),
+                security_context: Some(restricted_container()),
                 ..Default::default()
             }]),
             containers: vec![Container {
@@ -283,6 +467,7 @@ pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
                     ..Default::default()
                 }),
                 volume_mounts: Some(mounts),
+                security_context: Some(restricted_container()),
                 ..Default::default()
             }],
             ..Default::default()
@@ -398,7 +583,122 @@ mod tests {
             node_selector: BTreeMap::from([("pool".into(), "gpu".into())]),
             mlflow_uri: "http://mlflow".into(),
             edge_url: "https://edge".into(),
+            template: None,
         }
+    }
+
+    #[test]
+    fn step_pods_meet_the_restricted_pod_security_standard_by_default() {
+        let p = pod(&lease(), &settings());
+        let spec = p.spec.unwrap();
+        let psc = spec.security_context.unwrap();
+        assert_eq!(
+            (psc.run_as_non_root, psc.run_as_user),
+            (Some(true), Some(STEP_UID))
+        );
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        for c in spec.init_containers.unwrap().iter().chain(&spec.containers) {
+            let sc = c.security_context.clone().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+            assert!(c.resources.is_some(), "{} has requests", c.name);
+        }
+        let labels = p.metadata.labels.unwrap();
+        for k in [
+            "name",
+            "instance",
+            "component",
+            "part-of",
+            "version",
+            "managed-by",
+        ] {
+            assert!(
+                labels.contains_key(&format!("app.kubernetes.io/{k}")),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pod_template_is_the_base_and_the_attempt_is_merged_in() {
+        let template: PodTemplateSpec = serde_yaml::from_str(
+            r#"
+metadata:
+  labels: {team: ml, app.kubernetes.io/name: overridden}
+spec:
+  tolerations: [{key: gpu, operator: Exists, effect: NoSchedule}]
+  nodeSelector: {zone: a}
+  securityContext: {runAsNonRoot: true, runAsUser: 2000}
+  volumes:
+    - {name: dshm, emptyDir: {medium: Memory, sizeLimit: 2Gi}}
+    - {name: data, persistentVolumeClaim: {claimName: datasets}}
+  containers:
+    - name: step
+      env: [{name: HF_HOME, value: /data/hf}, {name: HOME, value: /nope}]
+      volumeMounts: [{name: dshm, mountPath: /dev/shm}, {name: data, mountPath: /data, readOnly: true}]
+      resources: {requests: {ephemeral-storage: 10Gi, cpu: "1"}}
+    - name: proxy
+      image: envoy:1
+"#,
+        )
+        .unwrap();
+        let mut s = settings();
+        s.template = Some(template);
+        let p = pod(&lease(), &s);
+        let labels = p.metadata.labels.clone().unwrap();
+        assert_eq!(labels["team"], "ml");
+        assert_eq!(
+            labels["app.kubernetes.io/name"], "concurrent-step",
+            "ours win"
+        );
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("gpu"));
+        let selector = spec.node_selector.unwrap();
+        assert_eq!(
+            (selector["zone"].as_str(), selector["pool"].as_str()),
+            ("a", "gpu")
+        );
+        assert_eq!(
+            spec.security_context.unwrap().run_as_user,
+            Some(2000),
+            "the template's"
+        );
+        let volumes: Vec<String> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        assert!(
+            volumes.starts_with(&["dshm".to_string(), "data".to_string()])
+                && volumes.contains(&"work".to_string())
+        );
+        assert_eq!(spec.containers.len(), 2, "the sidecar stays");
+        let step = &spec.containers[0];
+        assert_eq!(step.name, "step");
+        assert_eq!(
+            step.command.as_deref(),
+            Some(&["/concurrent-bin/concurrent".to_string()][..])
+        );
+        let env = step.env.clone().unwrap();
+        let value = |k: &str| {
+            env.iter()
+                .find(|e| e.name == k)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(value("HF_HOME").as_deref(), Some("/data/hf"));
+        assert_eq!(value("HOME").as_deref(), Some("/work"), "ours win");
+        assert_eq!(env.iter().filter(|e| e.name == "HOME").count(), 1);
+        let mounts: Vec<&str> = step
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(
+            mounts.contains(&"/dev/shm") && mounts.contains(&"/work"),
+            "{mounts:?}"
+        );
+        let r = step.resources.clone().unwrap();
+        let requests = r.requests.unwrap();
+        assert_eq!(requests["ephemeral-storage"].0, "10Gi");
+        assert_eq!(requests["cpu"].0, "2", "the node's request wins");
+        assert_eq!(spec.init_containers.unwrap()[0].name, "concurrent-bin");
     }
 
     #[test]
