@@ -1,6 +1,7 @@
 //! `concurrent`: the cluster agent (`concurrent agent`) and the step runner (`concurrent step`).
 
 mod agent;
+mod cli;
 mod edge;
 mod executor;
 mod inspect;
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "concurrent",
     version,
-    about = "Runs the steps of Concurrent DAGs: an agent that pulls work from the edge API, and the step runner it launches."
+    about = "Concurrent: the cluster agent that pulls work from the edge API, the step runner it launches, and the templates and runs commands for terminal users."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +33,20 @@ enum Command {
     /// Print the shell command an entry point of a local MLflow Project runs with these
     /// parameters (what the fast launcher starts), or why only `mlflow run` can start it.
     EntryCommand(EntryCommandArgs),
+    /// Push, validate, list and get DAG templates.
+    Templates {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::Templates,
+    },
+    /// Start, follow, list, read, cancel and repair runs.
+    Runs {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::Runs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -91,13 +106,28 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_tracing();
-    let result = match Cli::parse().command {
+    let command = Cli::parse().command;
+    let for_people = matches!(command, Command::Templates { .. } | Command::Runs { .. });
+    let result = match command {
         Command::Agent(config) => agent::run(config).await,
         Command::Step(args) => step::run(args).await,
         Command::EntryCommand(args) => entry_command(args),
+        Command::Templates {
+            connection,
+            command,
+        } => cli::templates(connection, command).await,
+        Command::Runs {
+            connection,
+            command,
+        } => cli::runs(connection, command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A terminal user gets the message alone; agents and steps log it.
+        Err(e) if for_people => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE
