@@ -1,4 +1,5 @@
-"""`mlflow run <uri> --backend concurrent --backend-config cfg.json`.
+"""Concurrent from Python: `Client` (see `client.py`), and the MLflow Projects backend
+`mlflow run <uri> --backend concurrent --backend-config cfg.json`.
 
 Submits the project as a one-node DAG to Concurrent's edge API and returns the MLflow run of the
 step, so the MLflow CLI keeps working. The backend config (a JSON file or inline JSON):
@@ -10,45 +11,18 @@ step, so the MLflow CLI keeps working. The backend config (a JSON file or inline
 """
 
 import hashlib
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 
 from mlflow.entities import RunStatus
 from mlflow.projects.backend.abstract_backend import AbstractBackend
 from mlflow.projects.submitted_run import SubmittedRun
 
+from .client import Client, ConcurrentError, Conflict, Forbidden, Invalid, NotFound, Run, RunFailed, Unauthorized, Unavailable
+
+__all__ = ["Client", "Run", "ConcurrentError", "Unauthorized", "Forbidden", "NotFound", "Invalid", "Conflict", "Unavailable", "RunFailed", "ConcurrentBackend"]
+
 POLL_SECONDS = 1.0
-
-
-class ConcurrentError(Exception):
-    """The edge API refused or failed a request."""
-
-
-class _Edge:
-    def __init__(self, url, token):
-        self.url = url.rstrip("/")
-        self.token = token
-
-    def call(self, method, path, body=None, headers=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Authorization", "Bearer " + self.token)
-        req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                text = resp.read().decode()
-                return json.loads(text) if text else None
-        except urllib.error.HTTPError as e:
-            try:
-                message = json.loads(e.read().decode())["error"]["message"]
-            except Exception:  # noqa: BLE001 - the status alone still says enough
-                message = e.reason
-            raise ConcurrentError(f"{method} {path} answered {e.code}: {message}") from None
 
 
 def _token(config):
@@ -104,9 +78,10 @@ class ConcurrentSubmittedRun(SubmittedRun):
 class ConcurrentBackend(AbstractBackend):
     def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri, experiment_id):
         config = backend_config or {}
-        edge = _Edge(config.get("edge_url") or os.environ.get("CONCURRENT_EDGE_URL", ""), _token(config))
-        if not edge.url:
+        url = config.get("edge_url") or os.environ.get("CONCURRENT_EDGE_URL", "")
+        if not url:
             raise ConcurrentError("no edge_url in the backend config (or CONCURRENT_EDGE_URL)")
+        edge = Client(url, _token(config))
         uri = project_uri if "://" in project_uri or project_uri.startswith("git@") else os.path.abspath(project_uri)
         name = "mlflow-run-" + hashlib.sha256(f"{uri}#{entry_point}".encode()).hexdigest()[:12]
         node = {"id": "main", "name": entry_point, "kind": "project", "uri": uri, "entryPoint": entry_point,
