@@ -85,7 +85,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn attempt<'a>(run: &'a Value, node: usize) -> &'a Value {
+fn attempt(run: &Value, node: usize) -> &Value {
     &run["nodes"][node]["instances"][0]["attempts"][0]
 }
 
@@ -264,7 +264,7 @@ fn fan_out(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)>) {
             );
         }
         leased += leases.len();
-        if leased >= n + 1 && all_b.is_none() {
+        if leased > n && all_b.is_none() {
             all_b = Some(start.elapsed());
         }
         if start.elapsed() > Duration::from_secs(3600) {

@@ -207,7 +207,11 @@ fn instance_table(node: &NodeRun, experiment: &str, table: TableView) -> impl In
                 .map(|&(s, n)| chip(Some(s), format!("{} {n}", InstanceState::as_str(s)))),
         )
         .collect_view();
-    let first = (page.matched > 0).then(|| filter.offset + 1).unwrap_or(0);
+    let first = if page.matched > 0 {
+        filter.offset + 1
+    } else {
+        0
+    };
     let last = (filter.offset + page.instances.len()).min(page.matched);
     let pager = (pages > 1).then(|| view! {
         <span class="cc-pager" data-pager="">

@@ -133,11 +133,10 @@ fn a_terminal_user_pushes_a_template_runs_it_follows_it_and_reads_its_log() {
         &[
             "runs",
             "retry",
-            &err.lines()
+            err.lines()
                 .find_map(|l| l.strip_prefix("started run "))
                 .unwrap()
-                .trim()
-                .to_string(),
+                .trim(),
         ],
     );
     assert!(retried.status.success(), "{}", text(&retried).1);

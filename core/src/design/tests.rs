@@ -37,10 +37,10 @@ fn every_edit_undoes_and_redoes() {
     let a = e.add_node(Kind::Project, Position::default());
     let b = e.add_node(Kind::Inference, Position::default());
     e.connect(&a, &b, "data").unwrap();
-    e.move_nodes(&[a.clone()], 10.0, 5.0);
+    e.move_nodes(std::slice::from_ref(&a), 10.0, 5.0);
     e.update_node(&b, |n| n.instances = 4).unwrap();
     let done = e.template().clone();
-    e.delete(&[a.clone()], &[]);
+    e.delete(std::slice::from_ref(&a), &[]);
     assert!(
         e.template().edges.is_empty(),
         "a deleted node takes its edges"

@@ -260,6 +260,9 @@ fn with_input(
     Ok(())
 }
 
+/// An edit of a project node's `-P` parameters.
+pub(super) type ParamEdit = Box<dyn FnOnce(&mut BTreeMap<String, String>)>;
+
 /// `-P key=value` rows of a project node.
 #[component]
 pub(super) fn ParametersEditor(session: Session, id: String) -> impl IntoView {
@@ -274,7 +277,7 @@ pub(super) fn ParametersEditor(session: Session, id: String) -> impl IntoView {
             })
         }
     };
-    let change = move |id: String, f: Box<dyn FnOnce(&mut BTreeMap<String, String>)>| {
+    let change = move |id: String, f: ParamEdit| {
         session.edit(|e| {
             e.update_node(&id, |n| {
                 if let NodeKind::Project(p) = &mut n.kind {

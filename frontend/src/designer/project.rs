@@ -11,7 +11,7 @@ use concurrent_core::template::NodeKind;
 use concurrent_core::wire::InspectRequest;
 use leptos::prelude::*;
 
-use super::inspector::{field, ParametersEditor};
+use super::inspector::{field, ParamEdit, ParametersEditor};
 use super::Session;
 use crate::api;
 
@@ -121,7 +121,7 @@ fn Described(
             },
         )
     });
-    let change = move |f: Box<dyn FnOnce(&mut BTreeMap<String, String>)>| {
+    let change = move |f: ParamEdit| {
         session.edit(|e| {
             e.update_node(&id.get_value(), |n| {
                 if let NodeKind::Project(p) = &mut n.kind {
@@ -196,7 +196,7 @@ fn Described(
 fn TypedParameters(
     ep: EntryPointInfo,
     values: Memo<BTreeMap<String, String>>,
-    change: Callback<Box<dyn FnOnce(&mut BTreeMap<String, String>)>>,
+    change: Callback<ParamEdit>,
 ) -> impl IntoView {
     let ep = StoredValue::new(ep);
     let problems = Memo::new(move |_| {

@@ -154,7 +154,7 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if wants_table(&headers) && resource == "pods" && q.get("watch").is_none() {
+    if wants_table(&headers) && resource == "pods" && !q.contains_key("watch") {
         let s = store.lock().expect("poisoned");
         let items = s.list(
             &resource,
