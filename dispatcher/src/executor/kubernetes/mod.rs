@@ -238,22 +238,24 @@ impl KubeExecutor {
         Ok(leases)
     }
 
-    async fn launch(&self, lease: &Lease) -> anyhow::Result<()> {
+    /// Creates the attempt's pod and secret; whether this call created the pod (not an adopted
+    /// one that already ran).
+    async fn launch(&self, lease: &Lease) -> anyhow::Result<bool> {
         let name = pod::name_of(lease);
         // A pod that exists (an adopted attempt) keeps what it was made with.
         let lease = &match self.pods.get(&name).await {
             Ok(_) => lease.clone(),
             Err(_) => self.inspect(lease).await?,
         };
-        let created = match self
+        let (created, new) = match self
             .pods
             .create(&PostParams::default(), &pod::pod(lease, &self.settings))
             .await
         {
-            Ok(p) => p,
+            Ok(p) => (p, true),
             Err(e) if is_conflict(&e) => {
                 tracing::info!(pod = %name, "pod exists; adopting it");
-                self.pods.get(&name).await?
+                (self.pods.get(&name).await?, false)
             }
             Err(e) => return Err(e).with_context(|| format!("cannot create pod {name}")),
         };
@@ -265,8 +267,8 @@ impl KubeExecutor {
             )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if is_conflict(&e) => Ok(()),
+            Ok(_) => Ok(new),
+            Err(e) if is_conflict(&e) => Ok(new),
             Err(e) => Err(e).with_context(|| format!("cannot create the secret of pod {name}")),
         }
     }
@@ -296,17 +298,19 @@ impl KubeExecutor {
         name: &str,
         mut rx: watch::Receiver<Option<Pod>>,
         cancel: CancellationToken,
-        launched: Instant,
+        launched: Option<Instant>,
     ) -> Option<Outcome> {
         let mut stuck_since: Option<Instant> = None;
-        let mut started = false;
+        let mut started = launched.is_none();
         let mut seen = false;
         loop {
             let current = rx.borrow_and_update().clone();
             let state = current.as_ref().map(diagnose::state);
             if !started && matches!(state, Some(PodState::Running | PodState::Succeeded)) {
                 started = true;
-                self.metrics.pod_start.observe(launched.elapsed());
+                if let Some(at) = launched {
+                    self.metrics.pod_start.observe(at.elapsed());
+                }
             }
             match state {
                 None if seen => {
@@ -397,7 +401,7 @@ impl Executor for KubeExecutor {
             .insert(lease.item.id.clone(), name.clone());
         let launched = Instant::now();
         let result = match self.launch(lease).await {
-            Ok(()) => {
+            Ok(new) => {
                 if let Ok(p) = self.pods.get(&name).await {
                     if let Some(tx) = self.watchers.lock().expect("poisoned").get(&name) {
                         tx.send_if_modified(|cur| {
@@ -411,7 +415,9 @@ impl Executor for KubeExecutor {
                         });
                     }
                 }
-                self.observe(&name, rx, cancel, launched).await
+                // An adopted pod started long ago: its start is not measured again.
+                self.observe(&name, rx, cancel, new.then_some(launched))
+                    .await
             }
             Err(e) => Some(Outcome::Failed {
                 error: format!("{e:#}"),
