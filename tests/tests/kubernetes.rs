@@ -286,6 +286,10 @@ fn a_killed_agent_restarts_and_adopts_its_pods_without_running_a_step_twice() {
             .as_array()
             .is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["state"] == "running"))
     });
+    // Past the agent's first heartbeat (a third of the 6 s lease TTL), so the leases are
+    // confirmed: a lease that was never confirmed goes back to the queue by design, and its pod
+    // would be made again; this test is about adopting confirmed ones.
+    std::thread::sleep(Duration::from_secs(3));
     agent.signal(libc::SIGKILL);
     agent.wait_exit(Duration::from_secs(5));
     let _restarted = kube_agent(stack, &server, "k8s-restart");
