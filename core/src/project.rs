@@ -75,8 +75,9 @@ pub fn value_problem(kind: &str, value: &str) -> Option<String> {
     }
 }
 
-/// A URI scheme as Python's `urllib.parse.urlparse` finds it (what MLflow checks for `uri`).
-fn has_scheme(v: &str) -> bool {
+/// A URI scheme as Python's `urllib.parse.urlparse` finds it (what MLflow checks for `uri`
+/// parameters, and how it tells a remote `path` from a local one).
+pub fn has_scheme(v: &str) -> bool {
     match v.split_once(':') {
         Some((scheme, _)) => {
             !scheme.is_empty()

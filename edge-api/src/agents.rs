@@ -9,14 +9,20 @@ use crate::queue::QueueClient;
 
 use crate::router::Ctx;
 
-fn queue(ctx: &Ctx) -> Result<QueueClient, ApiError> {
+/// The route's `:cluster`, once it is a valid cluster name.
+pub(crate) fn cluster(ctx: &Ctx) -> Result<String, ApiError> {
     let cluster = ctx.param("cluster").cloned().unwrap_or_default();
     if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
         return Err(ApiError::BadRequest(format!(
             "cluster name {cluster:?} {why}"
         )));
     }
-    QueueClient::of(&ctx.env, &cluster)
+    Ok(cluster)
+}
+
+/// The queue of the route's cluster.
+pub(crate) fn queue(ctx: &Ctx) -> Result<QueueClient, ApiError> {
+    QueueClient::of(&ctx.env, &cluster(ctx)?)
 }
 
 /// `POST .../lease` — long-polls up to `waitMs` for work.

@@ -21,6 +21,7 @@ use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use worker::{Request, Response};
 
+use crate::agents::{cluster, queue};
 use crate::error::{respond, ApiError};
 use crate::http::{json_body, now_ms, random_id};
 use crate::queue::{QueueClient, QueueObject};
@@ -143,16 +144,6 @@ impl QueueObject {
     }
 }
 
-fn cluster(ctx: &Ctx) -> Result<String, ApiError> {
-    let cluster = ctx.param("cluster").cloned().unwrap_or_default();
-    if let Some(why) = concurrent_core::names::label_value_problem(&cluster) {
-        return Err(ApiError::BadRequest(format!(
-            "cluster name {cluster:?} {why}"
-        )));
-    }
-    Ok(cluster)
-}
-
 /// `POST /clusters/:cluster/inspect` — what the project declares, read by a live agent.
 pub async fn handle_inspect(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
@@ -195,9 +186,7 @@ pub async fn handle_poll(mut req: Request, ctx: Ctx) -> worker::Result<Response>
                 "a step token cannot take inspections".into(),
             ));
         }
-        QueueClient::of(&ctx.env, &cluster(&ctx)?)?
-            .take_inspections(&body)
-            .await
+        queue(&ctx)?.take_inspections(&body).await
     }
     .await;
     respond(result, 200)
@@ -215,9 +204,7 @@ pub async fn handle_answer(mut req: Request, ctx: Ctx) -> worker::Result<Respons
         if let Some(e) = body.error.take() {
             body.error = Some(concurrent_core::logtail::keep_start(&e, 4096));
         }
-        QueueClient::of(&ctx.env, &cluster(&ctx)?)?
-            .answer_inspection(&body)
-            .await
+        queue(&ctx)?.answer_inspection(&body).await
     }
     .await;
     respond(result, 200)

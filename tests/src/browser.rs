@@ -24,6 +24,16 @@ pub fn artifacts(test: &str) -> PathBuf {
     dir
 }
 
+/// A runtime for a browser test: multi-threaded, so the test may call the stack's blocking
+/// helpers inside it with `tokio::task::block_in_place`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium of 1920×1080.
     pub async fn start(test: &str) -> Browser {

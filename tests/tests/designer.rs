@@ -17,11 +17,7 @@ const SECS: Duration = Duration::from_secs(20);
 fn a_dag_designed_in_the_browser_is_saved_run_and_opened_in_mlflow() {
     let stack = Stack::shared();
     let project = root().join("examples/pipeline").display().to_string();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = concurrent_tests::browser::runtime();
     let _agent = stack.agent("local");
     runtime.block_on(async {
         let b = Browser::start("designer").await;

@@ -54,11 +54,7 @@ fn a_connection_previews_its_split_of_the_last_runs_real_files() {
     t["name"] = json!("never-ran");
     stack.put_template(&t);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = concurrent_tests::browser::runtime();
     runtime.block_on(async {
         let b = Browser::start_sized("designer_partitions", (1440, 900)).await;
         b.sign_in(stack).await;

@@ -161,11 +161,7 @@ fn the_designer_offers_the_projects_entry_points_and_marks_bad_parameters() {
     stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "aware", "nodes": [
         {"id": "train", "kind": "project", "uri": "tests/projects/noisy", "entryPoint": "noisy", "cluster": "inspect-ui",
          "parameters": {"epochs": "3"}, "position": {"x": 0, "y": 0}}], "edges": []}));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = concurrent_tests::browser::runtime();
     runtime.block_on(async {
         let b = Browser::start_sized("designer_project", (1440, 900)).await;
         b.sign_in(stack).await;

@@ -28,11 +28,7 @@ fn schedule(stack: &Stack, name: &str) -> Option<Value> {
 fn schedules_are_created_with_a_preview_paused_resumed_and_deleted_in_the_ui() {
     let stack = Stack::shared();
     stack.put_template(&concurrent_tests::example_template("scheduled-pipeline", 3));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = concurrent_tests::browser::runtime();
     runtime.block_on(async {
         let b = Browser::start_sized("pages_schedules", (1440, 900)).await;
         b.sign_in(stack).await;
@@ -98,11 +94,7 @@ fn schedules_are_created_with_a_preview_paused_resumed_and_deleted_in_the_ui() {
 #[test]
 fn tokens_are_created_shown_once_and_revoked_in_the_ui_and_hidden_from_readers() {
     let stack = Stack::shared();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = concurrent_tests::browser::runtime();
     runtime.block_on(async {
         let b = Browser::start_sized("pages_tokens", (1440, 900)).await;
         b.sign_in(stack).await;

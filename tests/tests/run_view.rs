@@ -4,19 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use concurrent_tests::browser::Browser;
+use concurrent_tests::browser::{runtime, Browser};
 use concurrent_tests::{json, Stack};
 use serde_json::Value;
 
 const SECS: Duration = Duration::from_secs(30);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn api(stack: &Stack, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     tokio::task::block_in_place(|| stack.api(method, path, body))

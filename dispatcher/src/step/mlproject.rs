@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use concurrent_core::project::{EntryPointInfo, ParameterInfo, ProjectInfo};
+use concurrent_core::project::{has_scheme, EntryPointInfo, ParameterInfo, ProjectInfo};
 use serde_yaml::Value;
 
 use super::environment::{declared, Declared};
@@ -309,23 +309,6 @@ pub fn quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\"'\"'"))
-}
-
-/// `urllib.parse.urlparse(v).scheme != ""`, as MLflow's `is_uri` checks.
-fn has_scheme(v: &str) -> bool {
-    match v.split_once(':') {
-        Some((scheme, _)) => {
-            !scheme.is_empty()
-                && scheme
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic())
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-        }
-        None => false,
-    }
 }
 
 fn absolute(p: &Path) -> String {

@@ -23,6 +23,17 @@ struct Source {
     sub_path: Option<String>,
 }
 
+/// Sets the node's entry point (one undo step).
+fn set_entry_point(session: Session, id: StoredValue<String>, v: String) {
+    session.edit(|e| {
+        e.update_node(&id.get_value(), |n| {
+            if let NodeKind::Project(p) = &mut n.kind {
+                p.entry_point = v;
+            }
+        })
+    })
+}
+
 #[component]
 pub fn ProjectAware(session: Session, id: StoredValue<String>) -> impl IntoView {
     let spec = Memo::new(move |_| {
@@ -64,15 +75,7 @@ pub fn ProjectAware(session: Session, id: StoredValue<String>) -> impl IntoView 
             Some(api::send::<ProjectInfo>(gloo_net::http::Request::post(&path), &body).await)
         }
     });
-    let set_entry = move |v: String| {
-        session.edit(|e| {
-            e.update_node(&id.get_value(), |n| {
-                if let NodeKind::Project(p) = &mut n.kind {
-                    p.entry_point = v;
-                }
-            })
-        })
-    };
+    let set_entry = move |v: String| set_entry_point(session, id, v);
     let fallback = move || {
         view! {
             {field("Entry point", "entryPoint", "main", move || spec.get().map(|p| p.entry_point).unwrap_or_default(), move |v| set_entry(v.trim().to_string()))}
@@ -130,15 +133,7 @@ fn Described(
             })
         })
     };
-    let set_entry = move |v: String| {
-        session.edit(|e| {
-            e.update_node(&id.get_value(), |n| {
-                if let NodeKind::Project(p) = &mut n.kind {
-                    p.entry_point = v;
-                }
-            })
-        })
-    };
+    let set_entry = move |v: String| set_entry_point(session, id, v);
     let about = info.with_value(|p| {
         [
             p.name.clone().map(|n| format!("project {n}")),
