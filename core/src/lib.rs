@@ -8,6 +8,7 @@ pub mod access;
 pub mod design;
 pub mod diff;
 pub mod jwt;
+pub mod kubernetes;
 pub mod lease;
 pub mod logtail;
 pub mod logview;

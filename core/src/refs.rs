@@ -289,6 +289,17 @@ pub fn run_id_problem(id: &str) -> Option<String> {
     (!ok).then(|| format!("{id:?} is not an MLflow run id (32 hex digits)"))
 }
 
+/// Why `id` is not an MLflow experiment id (digits in MLflow's stores; letters, `-` and `_`
+/// are let through for other tracking servers), or `None`.
+pub fn experiment_id_problem(id: &str) -> Option<String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    (!ok).then(|| format!("{id:?} is not an MLflow experiment id (such as \"0\" or \"42\")"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

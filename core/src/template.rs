@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::kubernetes::KubernetesSpec;
+
 /// The only template schema version this build understands.
 pub const API_VERSION: &str = "concurrent/v1";
 
@@ -80,6 +82,10 @@ pub struct Node {
     /// model) declares, like `mlflow run --env-manager`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_manager: Option<EnvManager>,
+    /// Node selector, tolerations, affinity, volumes and service account of the node's pods
+    /// (the Kubernetes executor; the local executor ignores them).
+    #[serde(default, skip_serializing_if = "KubernetesSpec::is_empty")]
+    pub kubernetes: KubernetesSpec,
     /// Where the designer draws the node; absent in hand-written templates (auto-layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
@@ -239,6 +245,11 @@ pub struct Resources {
     /// Whole GPUs (`nvidia.com/gpu`).
     #[serde(default)]
     pub gpu: u32,
+    /// GPU model (`NVIDIA-A100-SXM4-80GB`, `nvidia-tesla-t4`): a node selector on the label
+    /// the agent names with `--gpu-type-label` (GPU feature discovery's
+    /// `nvidia.com/gpu.product` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_type: Option<String>,
 }
 
 /// How often a failed attempt is tried again, and how long to wait in between.

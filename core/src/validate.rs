@@ -293,6 +293,24 @@ fn check_nodes(
                 ),
             );
         }
+        match (&n.resources.gpu_type, n.resources.gpu) {
+            (Some(_), 0) => p.add(
+                at("resources/gpuType"),
+                "chooses a GPU model, but the node asks for no GPU; set resources.gpu too",
+            ),
+            (Some(t), _) => {
+                if let Some(why) = label_value_problem(t) {
+                    p.add(
+                        at("resources/gpuType"),
+                        format!("GPU type {t:?} {why} (it becomes a node label value)"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        for (field, why) in crate::kubernetes::problems(&n.kubernetes) {
+            p.add(at(&format!("kubernetes/{field}")), why);
+        }
         let mut refs: Vec<(String, &str)> = Vec::new();
         match &n.kind {
             NodeKind::Project(spec) => {
@@ -491,12 +509,13 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         "env",
         "secretEnv",
         "envManager",
+        "kubernetes",
         "position",
     ];
     const PROJECT: &[&str] = &["uri", "version", "subPath", "entryPoint", "parameters"];
     const INFERENCE: &[&str] = &["modelUri"];
     const INPUT: &[&str] = &["runId", "artifactPath", "path"];
-    const RESOURCES: &[&str] = &["cpu", "memory", "gpu"];
+    const RESOURCES: &[&str] = &["cpu", "memory", "gpu", "gpuType"];
     const RETRIES: &[&str] = &["limit", "backoffSeconds", "maxBackoffSeconds"];
     const POSITION: &[&str] = &["x", "y"];
     const EDGE: &[&str] = &["from", "to", "input", "partition"];
@@ -549,6 +568,37 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         ] {
             if let Some(v) = node.get(field) {
                 check(&mut p, v, &format!("{at}/{field}"), &[known]);
+            }
+        }
+        // The affinity document is checked field by field by `kubernetes::affinity_problems`.
+        if let Some(k) = node.get("kubernetes") {
+            use crate::kubernetes::{
+                SPEC_FIELDS, TOLERATION_FIELDS, VOLUME_FIELDS, VOLUME_SOURCE_FIELDS,
+            };
+            let at = format!("{at}/kubernetes");
+            check(&mut p, k, &at, &[SPEC_FIELDS]);
+            let list = |key: &str| {
+                k.get(key)
+                    .and_then(|v| v.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            for (j, t) in list("tolerations").iter().enumerate() {
+                check(
+                    &mut p,
+                    t,
+                    &format!("{at}/tolerations/{j}"),
+                    &[TOLERATION_FIELDS],
+                );
+            }
+            for (j, v) in list("volumes").iter().enumerate() {
+                let here = format!("{at}/volumes/{j}");
+                check(&mut p, v, &here, &[VOLUME_FIELDS]);
+                for (source, known) in VOLUME_SOURCE_FIELDS {
+                    if let Some(s) = v.get(source) {
+                        check(&mut p, s, &format!("{here}/{source}"), &[known]);
+                    }
+                }
             }
         }
     }
@@ -654,7 +704,7 @@ fn cpu_cores(s: &str) -> Option<f64> {
 }
 
 /// Bytes of a Kubernetes memory quantity (`512Mi`, `1G`, `1000`).
-fn memory_bytes(s: &str) -> Option<f64> {
+pub(crate) fn memory_bytes(s: &str) -> Option<f64> {
     const SUFFIXES: [(&str, f64); 12] = [
         ("Ki", 1024.0),
         ("Mi", 1048576.0),
@@ -853,6 +903,7 @@ mod tests {
                 cpu: Some("1".into()),
                 memory: Some("1Gi".into()),
                 gpu: 1,
+                gpu_type: Some("t4".into()),
             },
             retries: Retries {
                 limit: 1,
@@ -869,6 +920,35 @@ mod tests {
                 },
             )]),
             env_manager: Some(EnvManager::Uv),
+            kubernetes: crate::kubernetes::KubernetesSpec {
+                node_selector: BTreeMap::from([("a".into(), "b".into())]),
+                tolerations: vec![crate::kubernetes::Toleration {
+                    key: Some("k".into()),
+                    operator: Some("Equal".into()),
+                    value: Some("v".into()),
+                    effect: Some("NoExecute".into()),
+                    toleration_seconds: Some(1),
+                }],
+                affinity: Some(serde_json::json!({})),
+                volumes: vec![crate::kubernetes::VolumeSpec {
+                    name: "v".into(),
+                    mount_path: "/v".into(),
+                    read_only: true,
+                    sub_path: Some("s".into()),
+                    persistent_volume_claim: Some(crate::kubernetes::ClaimSource {
+                        claim_name: "c".into(),
+                    }),
+                    empty_dir: Some(crate::kubernetes::EmptyDirSource {
+                        medium: Some("Memory".into()),
+                        size_limit: Some("1Gi".into()),
+                    }),
+                    config_map: Some(crate::kubernetes::ConfigMapSource { name: "m".into() }),
+                    secret: Some(crate::kubernetes::SecretSource {
+                        secret_name: "s".into(),
+                    }),
+                }],
+                service_account_name: Some("sa".into()),
+            },
             position: Some(Position { x: 1.0, y: 2.0 }),
         };
         let t = Template {
@@ -916,21 +996,53 @@ mod tests {
         t["nodes"][1]["instnaces"] = 3.into();
         t["edges"][0]["partition"]["keyregex"] = "x".into();
         t["colour"] = "blue".into();
+        t["nodes"][0]["kubernetes"] = serde_json::json!({
+            "tolerations": [{"key": "k", "efect": "NoSchedule"}],
+            "volumes": [{"name": "d", "mountPath": "/d", "emptyDir": {"sizelimit": "1Gi"}}],
+            "nodeSelektor": {}
+        });
         let problems = unknown_fields(&t);
         assert_eq!(
             paths(&problems),
             vec![
                 "/colour",
+                "/nodes/0/kubernetes/nodeSelektor",
+                "/nodes/0/kubernetes/tolerations/0/efect",
+                "/nodes/0/kubernetes/volumes/0/emptyDir/sizelimit",
                 "/nodes/1/instnaces",
                 "/edges/0/partition/keyregex"
             ]
         );
         assert!(
-            problems[1].message.contains("did you mean \"instances\""),
+            problems[4].message.contains("did you mean \"instances\""),
             "{}",
-            problems[1].message
+            problems[4].message
         );
         assert_eq!(unknown_fields(&good()), vec![]);
+    }
+
+    #[test]
+    fn kubernetes_settings_are_checked_with_the_node() {
+        let mut t = good();
+        t["nodes"][1]["resources"] = serde_json::json!({"gpuType": "nvidia-tesla-t4"});
+        t["nodes"][1]["kubernetes"] = serde_json::json!({
+            "tolerations": [{"key": "gpu", "operator": "Exists", "value": "yes"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+        });
+        let problems = validate(&template(t));
+        assert_eq!(
+            paths(&problems),
+            vec![
+                "/nodes/1/resources/gpuType",
+                "/nodes/1/kubernetes/tolerations/0/value",
+                "/nodes/1/kubernetes/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
+            ]
+        );
+        assert!(
+            problems[0].message.contains("set resources.gpu"),
+            "{}",
+            problems[0].message
+        );
     }
 
     #[test]

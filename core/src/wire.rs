@@ -105,6 +105,10 @@ pub struct StartRun {
     /// Cluster for nodes that name none; `local` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The MLflow experiment of the run's parent and child runs (as `mlflow run
+    /// --experiment-id`); the template's `concurrent/<template>` experiment when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
 }
 
 /// A run in the list.
@@ -170,6 +174,11 @@ pub struct StepSpec {
     pub secret_env: BTreeMap<String, crate::template::SecretRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_manager: Option<crate::template::EnvManager>,
+    #[serde(
+        default,
+        skip_serializing_if = "crate::kubernetes::KubernetesSpec::is_empty"
+    )]
+    pub kubernetes: crate::kubernetes::KubernetesSpec,
     pub partition_index: u32,
     pub partition_count: u32,
     /// Input name → files to download into `$CONCURRENT_INPUT_DIR/<input>/<path>`.

@@ -90,6 +90,19 @@ pub struct AgentConfig {
     /// Kubernetes: service account of the step pods.
     #[arg(long, env = "CONCURRENT_SERVICE_ACCOUNT")]
     pub service_account: Option<String>,
+    /// Kubernetes: a service account nodes may ask for with `kubernetes.serviceAccountName`
+    /// (repeatable); nodes asking for any other fail. The default step account is always allowed.
+    #[arg(long = "allow-service-account")]
+    pub allowed_service_accounts: Vec<String>,
+    /// Kubernetes: the node label that names a node's GPU model, matched by a node's
+    /// `resources.gpuType` (GKE: cloud.google.com/gke-accelerator; EKS:
+    /// node.kubernetes.io/instance-type is the usual stand-in).
+    #[arg(
+        long,
+        env = "CONCURRENT_GPU_TYPE_LABEL",
+        default_value = "nvidia.com/gpu.product"
+    )]
+    pub gpu_type_label: String,
     /// Kubernetes: image pull secret for the step pods (repeatable).
     #[arg(long = "image-pull-secret")]
     pub image_pull_secrets: Vec<String>,

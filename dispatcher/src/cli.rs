@@ -4,7 +4,6 @@
 //! Lists print tables, `--output json` prints the API's JSON for scripts, and `runs start
 //! --follow` / `runs get --follow` show the run live and exit with its outcome.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,6 +68,9 @@ pub enum Runs {
         cluster: Option<String>,
         #[arg(long)]
         version: Option<u32>,
+        /// The MLflow experiment of the run (default: `concurrent/<template>`).
+        #[arg(long)]
+        experiment_id: Option<String>,
         /// Follow the run until it ends; exit 0 only if it succeeded.
         #[arg(long, short)]
         follow: bool,
@@ -493,16 +495,16 @@ pub async fn runs(c: Connection, cmd: Runs) -> anyhow::Result<()> {
             params,
             cluster,
             version,
+            experiment_id,
             follow: f,
         } => {
-            let params: BTreeMap<String, String> = params.into_iter().collect();
-            let mut body = json!({"template": template, "parameters": params});
-            if let Some(c) = cluster {
-                body["cluster"] = json!(c);
-            }
-            if let Some(v) = version {
-                body["version"] = json!(v);
-            }
+            let body = serde_json::to_value(concurrent_core::wire::StartRun {
+                template,
+                version,
+                parameters: params.into_iter().collect(),
+                cluster,
+                experiment_id,
+            })?;
             let started: RunSummary = serde_json::from_value(
                 api.json(reqwest::Method::POST, "/api/v1/runs", Some(&body))
                     .await?,

@@ -125,6 +125,29 @@ impl Mlflow {
         })
     }
 
+    /// Checks that the experiment a caller chose exists and is not deleted.
+    pub async fn check_experiment(&self, id: &str) -> Result<(), ApiError> {
+        let path = format!(
+            "experiments/get?experiment_id={}",
+            percent_encode(id, false)
+        );
+        match self.send::<Value>(Method::Get, &path, None).await {
+            Ok(v) if v["experiment"]["lifecycle_stage"] == "deleted" => Err(ApiError::Unprocessable(format!(
+                "MLflow experiment {id} is deleted; restore it or choose another experiment"
+            ))),
+            Ok(_) => Ok(()),
+            Err(MlflowError::Refused { status, code, .. })
+                if status == 404 || code == "RESOURCE_DOES_NOT_EXIST" || code == "INVALID_PARAMETER_VALUE" =>
+            {
+                Err(ApiError::Unprocessable(format!(
+                    "MLflow experiment {id} does not exist in the MLflow server this edge writes to \
+                     (its MLFLOW_TRACKING_URI); check the experiment id, or leave experimentId out"
+                )))
+            }
+            Err(e) => Err(ApiError::Upstream(e.reason())),
+        }
+    }
+
     /// The id of the experiment `name`, created when missing.
     pub async fn experiment_id(&self, name: &str) -> Result<String, MlflowError> {
         let path = format!(

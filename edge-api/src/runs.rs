@@ -67,6 +67,15 @@ pub async fn start_run(
         StartError::BadParameters(m) => ApiError::BadRequest(m),
     })?;
     state.request = Some(request);
+    if let Some(exp) = &body.experiment_id {
+        if let Some(why) = concurrent_core::refs::experiment_id_problem(exp) {
+            return Err(ApiError::BadRequest(format!("experimentId {why}")));
+        }
+        crate::mlflow::Mlflow::from_env(env)?
+            .check_experiment(exp)
+            .await?;
+    }
+    state.experiment_id = body.experiment_id.clone();
     RunClient::of(env, &id)?.start(&state).await
 }
 

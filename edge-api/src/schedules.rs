@@ -88,6 +88,7 @@ pub async fn fire_due(env: &Env) -> Result<(), ApiError> {
             version: None,
             parameters: s.spec.parameters.clone(),
             cluster: s.spec.cluster.clone(),
+            experiment_id: None,
         };
         // One run per schedule tick, even if the trigger fires twice or a start is retried.
         let id = sign::run_id(&secret, &format!("schedule\n{}\n{at}", s.spec.name));

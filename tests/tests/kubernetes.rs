@@ -69,9 +69,32 @@ fn a_dag_runs_end_to_end_through_pods() {
         stack,
         &server,
         "k8s-e2e",
-        &["--listen", &listen, "--pod-template", &pod_template],
+        &[
+            "--listen",
+            &listen,
+            "--pod-template",
+            &pod_template,
+            "--allow-service-account",
+            "trainer",
+        ],
     );
-    stack.put_template(&template(&server, "k8s-pipeline", 3));
+    // The train node asks for a node pool, a taint's toleration, its dataset claim, a bigger
+    // /dev/shm than the template's and its own service account. (The test node has no GPUs;
+    // `resources.gpuType` is checked by the pod's unit tests.)
+    let mut t = template(&server, "k8s-pipeline", 3);
+    t["nodes"][1]["kubernetes"] = json!({
+        "nodeSelector": {"pool": "a100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+             "labelSelector": {"matchLabels": {"concurrent.dev/node": "train"}}}}]}},
+        "volumes": [
+            {"name": "dataset", "mountPath": "/data", "readOnly": true, "persistentVolumeClaim": {"claimName": "imagenet"}},
+            {"name": "dshm", "mountPath": "/dev/shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}
+        ],
+        "serviceAccountName": "trainer"
+    });
+    stack.put_template(&t);
     let id = stack.start_run(&json!({"template": "k8s-pipeline", "cluster": "k8s-e2e"}));
     let run = stack.wait_run(&id, Duration::from_secs(300));
     assert_eq!(run["status"], "succeeded", "{run:#}");
@@ -121,6 +144,41 @@ fn a_dag_runs_end_to_end_through_pods() {
             assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
         }
         assert!(p["spec"]["initContainers"][0]["resources"]["requests"]["memory"].is_string());
+        if p["metadata"]["labels"]["concurrent.dev/node"] == "train" {
+            let spec = &p["spec"];
+            assert_eq!(spec["serviceAccountName"], "trainer", "{spec:#}");
+            assert_eq!(spec["nodeSelector"]["pool"], "a100");
+            let tolerated: Vec<&Value> = spec["tolerations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| &t["key"])
+                .collect();
+            assert_eq!(tolerated, [&json!("dedicated"), &json!("nvidia.com/gpu")]);
+            assert_eq!(
+                spec["affinity"]["podAntiAffinity"]
+                    ["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"],
+                100
+            );
+            let volume = |n: &str| {
+                spec["volumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|v| v["name"] == n)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                volume("dataset")[0]["persistentVolumeClaim"]["claimName"],
+                "imagenet"
+            );
+            let shm = volume("dshm");
+            assert_eq!(shm.len(), 1, "the node's /dev/shm replaces the template's");
+            assert_eq!(shm[0]["emptyDir"]["sizeLimit"], "8Gi");
+        } else {
+            assert!(p["spec"]["serviceAccountName"].is_null(), "{p:#}");
+        }
         let typed: k8s_openapi::api::core::v1::PodSpec =
             serde_json::from_value(p["spec"].clone()).unwrap();
         assert_eq!(
@@ -375,6 +433,30 @@ fn a_lost_lease_deletes_the_orphaned_pod_and_the_retry_runs_in_a_new_one() {
         .as_str()
         .unwrap()
         .contains("lease expired"));
+}
+
+#[test]
+fn a_node_asking_for_a_service_account_the_agent_does_not_allow_fails_with_the_fix() {
+    let stack = Stack::shared();
+    let server = kube();
+    let _agent = kube_agent(stack, &server, "k8s-sa");
+    let mut t = template(&server, "k8s-sa", 1);
+    t["nodes"][0]["kubernetes"] = json!({"serviceAccountName": "cluster-admin"});
+    stack.put_template(&t);
+    let id = stack.start_run(&json!({"template": "k8s-sa", "cluster": "k8s-sa"}));
+    let run = stack.wait_run(&id, Duration::from_secs(120));
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let error = run["nodes"][0]["instances"][0]["attempts"][0]["error"].to_string();
+    assert!(
+        error.contains("cluster-admin") && error.contains("--allow-service-account cluster-admin"),
+        "{error}"
+    );
+    assert!(
+        server
+            .pods("default", "concurrent.dev/cluster=k8s-sa")
+            .is_empty(),
+        "no pod was made"
+    );
 }
 
 fn kubectl(server: &TestCluster, args: &[&str]) {

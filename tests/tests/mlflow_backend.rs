@@ -4,6 +4,40 @@ use std::process::Command;
 
 use concurrent_tests::{json, root, Stack};
 
+/// `mlflow run examples/pipeline -e prepare --experiment-name <experiment> --backend concurrent`
+/// with `tracking_uri`; its output and stdout+stderr.
+fn mlflow_run(
+    config: &std::path::Path,
+    tracking_uri: &str,
+    experiment: &str,
+) -> (std::process::Output, String) {
+    let out = Command::new(root().join(".venv/bin/mlflow"))
+        .args(["run"])
+        .arg(root().join("examples/pipeline"))
+        .args([
+            "-e",
+            "prepare",
+            "-P",
+            "parts=3",
+            "--experiment-name",
+            experiment,
+            "--backend",
+            "concurrent",
+            "--backend-config",
+        ])
+        .arg(config)
+        .env("MLFLOW_TRACKING_URI", tracking_uri)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .output()
+        .expect("mlflow runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
 #[test]
 fn mlflow_run_with_the_concurrent_backend_runs_the_project_through_an_agent() {
     let stack = Stack::shared();
@@ -15,28 +49,7 @@ fn mlflow_run_with_the_concurrent_backend_runs_the_project_through_an_agent() {
             .to_string(),
     )
     .unwrap();
-    let out = Command::new(root().join(".venv/bin/mlflow"))
-        .args(["run"])
-        .arg(root().join("examples/pipeline"))
-        .args([
-            "-e",
-            "prepare",
-            "-P",
-            "parts=3",
-            "--backend",
-            "concurrent",
-            "--backend-config",
-        ])
-        .arg(&config)
-        .env("MLFLOW_TRACKING_URI", &stack.mlflow_url)
-        .env("MLFLOW_DISABLE_TELEMETRY", "true")
-        .output()
-        .expect("mlflow runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (out, text) = mlflow_run(&config, &stack.mlflow_url, "plugin-experiment");
     assert!(
         out.status.success(),
         "mlflow run --backend concurrent failed:\n{text}"
@@ -58,6 +71,15 @@ fn mlflow_run_with_the_concurrent_backend_runs_the_project_through_an_agent() {
     assert_eq!(dag["status"], "succeeded", "{dag:#}");
     let run = stack.mlflow_api("GET", &format!("runs/get?run_id={run_id}"), None)["run"].clone();
     assert_eq!(run["info"]["status"], "FINISHED", "{run}");
+    // The experiment `mlflow run --experiment-name` chose holds the parent and the step's run.
+    let experiment = stack.mlflow_api(
+        "GET",
+        "experiments/get-by-name?experiment_name=plugin-experiment",
+        None,
+    )["experiment"]["experiment_id"]
+        .clone();
+    assert_eq!(run["info"]["experiment_id"], experiment, "{run}");
+    assert_eq!(dag["mlflow"]["experimentId"], experiment, "{dag:#}");
     assert!(stack
         .artifact(&run, "outputs/part-2.csv")
         .starts_with("sepal_length"));
@@ -67,5 +89,31 @@ fn mlflow_run_with_the_concurrent_backend_runs_the_project_through_an_agent() {
             .iter()
             .any(|p| p["key"] == "parts" && p["value"] == "3"),
         "{params:?}"
+    );
+}
+
+#[test]
+fn mlflow_run_against_another_tracking_server_says_which_one_the_edge_uses() {
+    let stack = Stack::shared();
+    let config = stack.dir.path().join("backend-elsewhere.json");
+    std::fs::write(
+        &config,
+        json!({"edge_url": stack.edge_url, "cluster": "cli", "token_file": stack.token_file})
+            .to_string(),
+    )
+    .unwrap();
+    // A tracking store of the caller's own, which the edge does not write to.
+    let store = tempfile::tempdir().unwrap();
+    let uri = format!("sqlite:///{}/mlflow.db", store.path().display());
+    let (out, text) = mlflow_run(&config, &uri, "elsewhere");
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        // Its experiment id is unknown to the edge's MLflow (refused at start), or names another
+        // experiment there (the step's run is then not found at the caller's URI).
+        (text.contains("does not exist in the MLflow server this edge writes to")
+            || text.contains("so the run was cancelled"))
+            && text.contains(&uri)
+            && text.contains("set MLFLOW_TRACKING_URI to the MLflow server the Concurrent edge writes to"),
+        "{text}"
     );
 }

@@ -154,6 +154,7 @@ impl Editor {
             env: Default::default(),
             secret_env: Default::default(),
             env_manager: None,
+            kubernetes: Default::default(),
             position: Some(at),
         });
         id

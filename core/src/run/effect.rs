@@ -31,6 +31,8 @@ pub enum MlflowEffect {
         /// restart) is found by it instead of being made twice.
         key: String,
         experiment_name: String,
+        /// The experiment to use instead of finding or creating `experiment_name`'s.
+        experiment_id: Option<String>,
         run_name: String,
         tags: Vec<(String, String)>,
         params: Vec<(String, String)>,

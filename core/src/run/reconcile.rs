@@ -92,6 +92,7 @@ fn parent_run_effect(run: &RunState) -> Effect {
     Effect::Mlflow(MlflowEffect::CreateParentRun {
         key: run.id.clone(),
         experiment_name: format!("concurrent/{}", t.name),
+        experiment_id: run.experiment_id.clone(),
         run_name: format!("{}-{}", t.name, &run.id[..run.id.len().min(8)]),
         tags: vec![
             ("concurrent.key".into(), run.id.clone()),
@@ -210,6 +211,7 @@ fn work_item(
                 .collect(),
             secret_env: node.secret_env.clone(),
             env_manager: node.env_manager,
+            kubernetes: node.kubernetes.clone(),
             partition_index: inst.index,
             partition_count: node.instances,
             inputs: inst.inputs.clone(),

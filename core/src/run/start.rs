@@ -114,6 +114,7 @@ pub fn start(
         mlflow_wait: None,
         repairs: Vec::new(),
         request: None,
+        experiment_id: None,
         pins: BTreeMap::new(),
         nodes,
     };

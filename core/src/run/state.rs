@@ -317,6 +317,10 @@ pub struct RunState {
     /// told apart from a retry of the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// The MLflow experiment the caller chose (`mlflow run --experiment-name`); the
+    /// template's `concurrent/<template>` experiment when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
     /// In template order.
     pub nodes: Vec<NodeRun>,
 }
@@ -381,6 +385,7 @@ impl RunState {
             mlflow_wait: self.mlflow_wait.clone(),
             repairs: self.repairs.clone(),
             request: self.request.clone(),
+            experiment_id: self.experiment_id.clone(),
             pins: self.pins.clone(),
             nodes: self
                 .nodes

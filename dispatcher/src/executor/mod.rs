@@ -137,6 +137,8 @@ pub async fn build(
                     .clone()
                     .unwrap_or_else(|| cfg.edge_url.clone()),
                 git_credentials_secret: cfg.git_credentials_secret.clone(),
+                allowed_service_accounts: cfg.allowed_service_accounts.clone(),
+                gpu_type_label: cfg.gpu_type_label.clone(),
                 template: cfg
                     .pod_template
                     .as_deref()

@@ -185,11 +185,15 @@ impl RunObject {
             MlflowEffect::CreateParentRun {
                 key,
                 experiment_name,
+                experiment_id,
                 run_name,
                 tags,
                 params,
             } => {
-                let experiment_id = mlflow.experiment_id(experiment_name).await?;
+                let experiment_id = match experiment_id {
+                    Some(id) => id.clone(),
+                    None => mlflow.experiment_id(experiment_name).await?,
+                };
                 let maybe = sent_before(key)?;
                 let run_id = mlflow
                     .create_run(key, maybe, &experiment_id, run_name, now, tags, params)

@@ -127,6 +127,7 @@ fn RunDialog(session: Session, close: impl Fn() + Copy + 'static) -> impl IntoVi
             version: Some(version),
             parameters: values.get_untracked(),
             cluster: Some(cluster.get_untracked()).filter(|c| !c.trim().is_empty()),
+            experiment_id: None,
         };
         busy.set(true);
         leptos::task::spawn_local(async move {

@@ -75,6 +75,19 @@ class ConcurrentSubmittedRun(SubmittedRun):
         self._edge.call("POST", f"/api/v1/runs/{self._dag_run_id}/cancel")
 
 
+def _check_visible(run_id, tracking_uri):
+    """The caller reads the step's run from its own tracking URI: make sure it is there."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except Exception as e:  # any failure means the caller cannot follow the run
+        raise ConcurrentError(
+            f"the step's MLflow run {run_id} is not in the tracking server {tracking_uri} ({e}), so the "
+            "run was cancelled; set MLFLOW_TRACKING_URI to the MLflow server the Concurrent edge writes to"
+        ) from e
+
+
 class ConcurrentBackend(AbstractBackend):
     def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri, experiment_id):
         config = backend_config or {}
@@ -92,18 +105,30 @@ class ConcurrentBackend(AbstractBackend):
             if key in config:
                 node[field] = config[key]
         template = {"apiVersion": "concurrent/v1", "name": name, "description": f"mlflow run {uri} -e {entry_point}", "nodes": [node]}
-        edge.call("PUT", f"/api/v1/templates/{name}", template, {"If-Match": "*"})
-        body = {"template": name}
-        if config.get("cluster"):
-            body["cluster"] = config["cluster"]
-        dag_run = edge.call("POST", "/api/v1/runs", body)
+        edge.push_template(template)
+        # `mlflow run` resolved the experiment (--experiment-name/-id, MLFLOW_EXPERIMENT_*, or
+        # Default) in the caller's tracking server; the runs go there, as with any backend.
+        try:
+            dag_run = edge.start_run(name, cluster=config.get("cluster"), experiment_id=experiment_id)
+        except ConcurrentError as e:
+            if e.status == 422 and "experiment" in str(e):
+                raise ConcurrentError(
+                    f"{e}. `mlflow run` chose experiment {experiment_id} at the tracking URI {tracking_uri}; "
+                    "set MLFLOW_TRACKING_URI to the MLflow server the Concurrent edge writes to", e.status) from e
+            raise
         # The step's MLflow run is created in advance by the edge; wait for its id.
         while True:
-            state = edge.call("GET", f"/api/v1/runs/{dag_run['id']}")
+            state = edge.call("GET", f"/api/v1/runs/{dag_run.id}")
             attempts = [a for n in state["nodes"] for i in n["instances"] for a in i["attempts"]]
             if attempts and attempts[0].get("mlflowRunId"):
-                print(f"Concurrent run {dag_run['id']}, step run {attempts[0]['mlflowRunId']}")
-                return ConcurrentSubmittedRun(edge, dag_run["id"], attempts[0]["mlflowRunId"])
+                run_id = attempts[0]["mlflowRunId"]
+                try:
+                    _check_visible(run_id, tracking_uri)
+                except ConcurrentError:
+                    dag_run.cancel()
+                    raise
+                print(f"Concurrent run {dag_run.id}, step run {run_id}")
+                return ConcurrentSubmittedRun(edge, dag_run.id, run_id)
             if state["status"] in ("failed", "cancelled"):
                 raise ConcurrentError(f"the run ended {state['status']}: {state.get('error')}")
             time.sleep(0.2)

@@ -249,7 +249,7 @@ impl KubeExecutor {
         };
         let (created, new) = match self
             .pods
-            .create(&PostParams::default(), &pod::pod(lease, &self.settings))
+            .create(&PostParams::default(), &pod::pod(lease, &self.settings)?)
             .await
         {
             Ok(p) => (p, true),

@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use concurrent_core::kubernetes::KubernetesSpec;
 use concurrent_core::names::pod_name;
 use concurrent_core::wire::Lease;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, LocalObjectReference, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -40,6 +42,12 @@ pub struct PodSettings {
     pub git_credentials_secret: Option<String>,
     /// The platform team's pod template (`--pod-template`): every step pod starts from it.
     pub template: Option<PodTemplateSpec>,
+    /// Service accounts a node may ask for (`--allow-service-account`); any other is refused,
+    /// since a service account carries rights in the cluster that the template's author may
+    /// not have.
+    pub allowed_service_accounts: Vec<String>,
+    /// The node label that names a node's GPU model (`--gpu-type-label`).
+    pub gpu_type_label: String,
 }
 
 /// The user step pods run as unless the pod template says otherwise (the `restricted` pod
@@ -138,14 +146,85 @@ pub fn secret_name(pod: &str) -> String {
     format!("{pod}-step")
 }
 
-/// The pod of a leased attempt. The step token and the spec live in the Secret, never here.
 /// The pod of one attempt: the pod template (if any) with what the attempt needs merged in.
-pub fn pod(lease: &Lease, s: &PodSettings) -> Pod {
-    let ours = own_pod(lease, s);
-    match &s.template {
+/// The step token and the spec live in the Secret, never here.
+///
+/// # Errors
+/// The node asks for a service account this agent does not allow, or its affinity is not a
+/// Kubernetes `Affinity` (core's validation catches that when the template is saved).
+pub fn pod(lease: &Lease, s: &PodSettings) -> anyhow::Result<Pod> {
+    let k = &lease.item.step.kubernetes;
+    if let Some(sa) = &k.service_account_name {
+        if !s.allowed_service_accounts.contains(sa) && s.service_account.as_ref() != Some(sa) {
+            let allowed = if s.allowed_service_accounts.is_empty() {
+                "none are allowed".to_string()
+            } else {
+                format!("allowed: {}", s.allowed_service_accounts.join(", "))
+            };
+            anyhow::bail!(
+                "node {:?} asks for service account {sa:?}, which this agent does not allow ({allowed}); \
+                 the platform team adds it with --allow-service-account {sa}, or remove \
+                 kubernetes.serviceAccountName from the node",
+                lease.item.node_id
+            );
+        }
+    }
+    let affinity: Option<Affinity> = match &k.affinity {
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            anyhow::anyhow!(
+                "node {:?} has a kubernetes.affinity that is not a Kubernetes Affinity: {e}",
+                lease.item.node_id
+            )
+        })?),
+        None => None,
+    };
+    let mut ours = own_pod(lease, s);
+    if let Some(spec) = ours.spec.as_mut() {
+        spec.affinity = affinity;
+    }
+    Ok(match &s.template {
         Some(t) => merge(t, ours),
         None => ours,
-    }
+    })
+}
+
+/// The node's volumes, and where the step's container mounts them.
+fn node_volumes(k: &KubernetesSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
+    k.volumes
+        .iter()
+        .map(|v| {
+            let volume = Volume {
+                name: v.name.clone(),
+                persistent_volume_claim: v.persistent_volume_claim.as_ref().map(|c| {
+                    PersistentVolumeClaimVolumeSource {
+                        claim_name: c.claim_name.clone(),
+                        read_only: v.read_only.then_some(true),
+                    }
+                }),
+                empty_dir: v.empty_dir.as_ref().map(|e| EmptyDirVolumeSource {
+                    medium: e.medium.clone(),
+                    size_limit: e.size_limit.clone().map(Quantity),
+                }),
+                config_map: v.config_map.as_ref().map(|c| ConfigMapVolumeSource {
+                    name: c.name.clone(),
+                    ..Default::default()
+                }),
+                secret: v.secret.as_ref().map(|c| SecretVolumeSource {
+                    secret_name: Some(c.secret_name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let mount = VolumeMount {
+                name: v.name.clone(),
+                mount_path: v.mount_path.clone(),
+                read_only: v.read_only.then_some(true),
+                sub_path: v.sub_path.clone(),
+                ..Default::default()
+            };
+            (volume, mount)
+        })
+        .unzip()
 }
 
 /// Merges the attempt's pod into the platform team's template. The template keeps what it
@@ -173,8 +252,27 @@ pub fn merge(template: &PodTemplateSpec, ours: Pod) -> Pod {
     let mut pulls = spec.image_pull_secrets.take().unwrap_or_default();
     pulls.extend(mine.image_pull_secrets.unwrap_or_default());
     spec.image_pull_secrets = (!pulls.is_empty()).then_some(pulls);
-    let mut volumes = spec.volumes.take().unwrap_or_default();
-    volumes.extend(mine.volumes.unwrap_or_default());
+    let mut tolerations = spec.tolerations.take().unwrap_or_default();
+    tolerations.extend(mine.tolerations.unwrap_or_default());
+    spec.tolerations = (!tolerations.is_empty()).then_some(tolerations);
+    if let Some(node) = mine.affinity {
+        let base = spec.affinity.take().unwrap_or_default();
+        spec.affinity = Some(Affinity {
+            node_affinity: node.node_affinity.or(base.node_affinity),
+            pod_affinity: node.pod_affinity.or(base.pod_affinity),
+            pod_anti_affinity: node.pod_anti_affinity.or(base.pod_anti_affinity),
+        });
+    }
+    // A node's volume replaces the template's of the same name (Kubernetes refuses two).
+    let mine_volumes = mine.volumes.unwrap_or_default();
+    let mut volumes: Vec<Volume> = spec
+        .volumes
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !mine_volumes.iter().any(|m| m.name == v.name))
+        .collect();
+    volumes.extend(mine_volumes);
     spec.volumes = Some(volumes);
     let mut inits = mine.init_containers.unwrap_or_default();
     inits.extend(spec.init_containers.take().unwrap_or_default());
@@ -191,8 +289,15 @@ pub fn merge(template: &PodTemplateSpec, ours: Pod) -> Pod {
         .filter(|e| !step.env.iter().flatten().any(|o| o.name == e.name))
         .collect();
     env.extend(step.env.unwrap_or_default());
-    let mut mounts = base.volume_mounts.take().unwrap_or_default();
-    mounts.extend(step.volume_mounts.unwrap_or_default());
+    let step_mounts = step.volume_mounts.unwrap_or_default();
+    let mut mounts: Vec<VolumeMount> = base
+        .volume_mounts
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !step_mounts.iter().any(|m| m.mount_path == v.mount_path))
+        .collect();
+    mounts.extend(step_mounts);
     let resources = {
         let (b, o) = (
             base.resources.take().unwrap_or_default(),
@@ -398,6 +503,26 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
         mount("work", "/work", false),
         mount("step", "/concurrent-step", true),
     ];
+    let k = &item.step.kubernetes;
+    let (node_volumes, node_mounts) = node_volumes(k);
+    volumes.extend(node_volumes);
+    mounts.extend(node_mounts);
+    let mut node_selector = s.node_selector.clone();
+    node_selector.extend(k.node_selector.clone());
+    if let Some(gpu) = &r.gpu_type {
+        node_selector.insert(s.gpu_type_label.clone(), gpu.clone());
+    }
+    let tolerations: Vec<Toleration> = k
+        .tolerations
+        .iter()
+        .map(|t| Toleration {
+            key: t.key.clone(),
+            operator: t.operator.clone(),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+            toleration_seconds: t.toleration_seconds,
+        })
+        .collect();
     if let Some(git_secret) = &s.git_credentials_secret {
         volumes.push(Volume {
             name: "git-credentials".into(),
@@ -422,14 +547,18 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             active_deadline_seconds: item.step.timeout_seconds.map(|t| t as i64),
-            service_account_name: s.service_account.clone(),
+            service_account_name: k
+                .service_account_name
+                .clone()
+                .or_else(|| s.service_account.clone()),
             image_pull_secrets: (!s.image_pull_secrets.is_empty()).then(|| {
                 s.image_pull_secrets
                     .iter()
                     .map(|n| LocalObjectReference { name: n.clone() })
                     .collect()
             }),
-            node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
+            node_selector: (!node_selector.is_empty()).then_some(node_selector),
+            tolerations: (!tolerations.is_empty()).then_some(tolerations),
             security_context: Some(restricted_pod()),
             volumes: Some(volumes),
             init_containers: Some(vec![Container {
@@ -545,12 +674,14 @@ mod tests {
                     env: Default::default(),
                     secret_env: Default::default(),
                     env_manager: None,
+                    kubernetes: Default::default(),
                     parent_run_id: None,
                     commit: None,
                     resources: Resources {
                         cpu: Some("2".into()),
                         memory: Some("4Gi".into()),
                         gpu: 1,
+                        gpu_type: None,
                     },
                     timeout_seconds: Some(600),
                     partition_index: 1,
@@ -584,12 +715,14 @@ mod tests {
             mlflow_uri: "http://mlflow".into(),
             edge_url: "https://edge".into(),
             template: None,
+            allowed_service_accounts: vec!["trainer".into()],
+            gpu_type_label: "nvidia.com/gpu.product".into(),
         }
     }
 
     #[test]
     fn step_pods_meet_the_restricted_pod_security_standard_by_default() {
-        let p = pod(&lease(), &settings());
+        let p = pod(&lease(), &settings()).unwrap();
         let spec = p.spec.unwrap();
         let psc = spec.security_context.unwrap();
         assert_eq!(
@@ -644,7 +777,7 @@ spec:
         .unwrap();
         let mut s = settings();
         s.template = Some(template);
-        let p = pod(&lease(), &s);
+        let p = pod(&lease(), &s).unwrap();
         let labels = p.metadata.labels.clone().unwrap();
         assert_eq!(labels["team"], "ml");
         assert_eq!(
@@ -702,8 +835,113 @@ spec:
     }
 
     #[test]
+    fn a_node_adds_its_scheduling_volumes_and_service_account_to_the_template() {
+        let template: PodTemplateSpec = serde_yaml::from_str(
+            r#"
+spec:
+  tolerations: [{key: spot, operator: Exists}]
+  affinity:
+    nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}
+    podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{weight: 1, podAffinityTerm: {topologyKey: kubernetes.io/hostname}}]}
+  volumes: [{name: data, persistentVolumeClaim: {claimName: old}}]
+  containers: [{name: step, volumeMounts: [{name: data, mountPath: /data}]}]
+"#,
+        )
+        .unwrap();
+        let mut l = lease();
+        l.item.step.resources.gpu = 1;
+        l.item.step.resources.gpu_type = Some("NVIDIA-A100-SXM4-80GB".into());
+        l.item.step.kubernetes = serde_json::from_value(serde_json::json!({
+            "nodeSelector": {"pool": "a100", "disk": "ssd"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]}}},
+            "volumes": [
+                {"name": "data", "mountPath": "/data", "readOnly": true, "persistentVolumeClaim": {"claimName": "imagenet"}},
+                {"name": "dshm", "mountPath": "/dev/shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}
+            ],
+            "serviceAccountName": "trainer"
+        }))
+        .unwrap();
+        let mut s = settings();
+        s.template = Some(template);
+        let spec = pod(&l, &s).unwrap().spec.unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some("trainer"));
+        let selector = spec.node_selector.unwrap();
+        assert_eq!(selector["pool"], "a100", "the node's wins over the agent's");
+        assert_eq!(selector["disk"], "ssd");
+        assert_eq!(selector["nvidia.com/gpu.product"], "NVIDIA-A100-SXM4-80GB");
+        let tolerated: Vec<_> = spec
+            .tolerations
+            .unwrap()
+            .into_iter()
+            .filter_map(|t| t.key)
+            .collect();
+        assert_eq!(
+            tolerated,
+            ["spot", "nvidia.com/gpu"],
+            "the template's and the node's"
+        );
+        let affinity = spec.affinity.unwrap();
+        let terms = affinity
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(
+            terms.node_selector_terms[0]
+                .match_expressions
+                .as_ref()
+                .unwrap()[0]
+                .values,
+            Some(vec!["b".to_string()]),
+            "the node's node affinity replaces the template's"
+        );
+        assert!(
+            affinity.pod_anti_affinity.is_some(),
+            "the template's other parts stay"
+        );
+        let volumes = spec.volumes.unwrap();
+        let data: Vec<_> = volumes.iter().filter(|v| v.name == "data").collect();
+        assert_eq!(data.len(), 1, "one volume per name");
+        assert_eq!(
+            data[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            "imagenet"
+        );
+        let shm = volumes.iter().find(|v| v.name == "dshm").unwrap();
+        assert_eq!(
+            shm.empty_dir.as_ref().unwrap().medium.as_deref(),
+            Some("Memory")
+        );
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        let at_data: Vec<_> = mounts.iter().filter(|m| m.mount_path == "/data").collect();
+        assert_eq!((at_data.len(), at_data[0].read_only), (1, Some(true)));
+        assert!(mounts
+            .iter()
+            .any(|m| m.mount_path == "/dev/shm" && m.name == "dshm"));
+    }
+
+    #[test]
+    fn a_service_account_the_agent_does_not_allow_is_refused() {
+        let mut l = lease();
+        l.item.step.kubernetes.service_account_name = Some("cluster-admin".into());
+        let err = pod(&l, &settings()).unwrap_err().to_string();
+        assert!(
+            err.contains("\"cluster-admin\"")
+                && err.contains("--allow-service-account cluster-admin")
+                && err.contains("allowed: trainer"),
+            "{err}"
+        );
+        l.item.step.kubernetes.service_account_name = Some("steps".into());
+        assert!(
+            pod(&l, &settings()).is_ok(),
+            "the agent's own step account is allowed"
+        );
+    }
+
+    #[test]
     fn the_pod_carries_resources_deadline_and_labels_but_no_secret() {
-        let p = pod(&lease(), &settings());
+        let p = pod(&lease(), &settings()).unwrap();
         let json = serde_json::to_string(&p).unwrap();
         assert!(
             !json.contains("cs_secret"),
@@ -723,7 +961,7 @@ spec:
 
     #[test]
     fn the_secret_is_owned_by_its_pod() {
-        let mut p = pod(&lease(), &settings());
+        let mut p = pod(&lease(), &settings()).unwrap();
         p.metadata.uid = Some("uid-1".into());
         let s = secret(&lease(), &p, &settings());
         assert_eq!(s.metadata.owner_references.unwrap()[0].uid, "uid-1");
@@ -743,7 +981,7 @@ spec:
                 key: "secret_key".into(),
             },
         )]);
-        let p = pod(&l, &settings());
+        let p = pod(&l, &settings()).unwrap();
         let json = serde_json::to_string(&p).unwrap();
         assert!(
             !json.contains("tok-123"),
