@@ -150,6 +150,29 @@ pub const VOLUME_SOURCE_FIELDS: [(&str, &[&str]); 4] = [
     ("secret", &["secretName"]),
 ];
 
+/// Reads Kubernetes settings as a person types them (the designer's JSON field): empty text
+/// is none; unknown fields are refused (serde would drop a typo silently).
+///
+/// # Errors
+/// Not JSON, an unknown field (with the closest known one), or a field of the wrong type.
+pub fn from_json(text: &str) -> Result<KubernetesSpec, String> {
+    if text.trim().is_empty() {
+        return Ok(KubernetesSpec::default());
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+    // The template's unknown-field check, on a node that holds only these settings.
+    let doc = serde_json::json!({"nodes": [{"kind": "input", "kubernetes": v}]});
+    if let Some(p) = crate::validate::unknown_fields(&doc).into_iter().next() {
+        return Err(format!(
+            "{}: {}",
+            p.path.trim_start_matches("/nodes/0/kubernetes/"),
+            p.message
+        ));
+    }
+    serde_json::from_value(v)
+        .map_err(|e| format!("does not have the shape of Kubernetes settings: {e}"))
+}
+
 /// Every problem of a node's Kubernetes settings, as (field below `kubernetes`, message).
 pub fn problems(k: &KubernetesSpec) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -803,6 +826,23 @@ mod tests {
             affinity_problems(&json!([])),
             vec![("".to_string(), "must be an object".to_string())]
         );
+    }
+
+    #[test]
+    fn typed_settings_refuse_typos_and_wrong_types() {
+        assert_eq!(from_json("  "), Ok(KubernetesSpec::default()));
+        let k = from_json(r#"{"nodeSelector": {"pool": "a100"}}"#).unwrap();
+        assert_eq!(k.node_selector["pool"], "a100");
+        let typo =
+            from_json(r#"{"tolerations": [{"key": "k", "efect": "NoSchedule"}]}"#).unwrap_err();
+        assert!(
+            typo.starts_with("tolerations/0/efect: unknown field") && typo.contains("\"effect\""),
+            "{typo}"
+        );
+        assert!(from_json("{").unwrap_err().starts_with("is not JSON"));
+        assert!(from_json(r#"{"volumes": {}}"#)
+            .unwrap_err()
+            .contains("shape"));
     }
 
     #[test]

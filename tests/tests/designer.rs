@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use concurrent_tests::browser::Browser;
-use concurrent_tests::{root, Stack};
+use concurrent_tests::{json, root, Stack};
 use fantoccini::Locator;
 
 const CTRL_Z: &str = "\u{E009}z\u{E000}";
@@ -78,6 +78,15 @@ fn a_dag_designed_in_the_browser_is_saved_run_and_opened_in_mlflow() {
         }
         b.wait_for(r#"[data-node="project-2"] .cc-node-box"#, SECS).await.click().await.unwrap();
         b.fill(r#"[data-inspector="node"] input[name="instances"]"#, "2").await;
+        // Kubernetes settings as JSON: a typo is refused on the spot, a bad value is a problem
+        // pointing into the settings, a good one is kept.
+        let k8s = r#"[data-inspector="node"] textarea[name="kubernetes"]"#;
+        b.fill(k8s, r#"{"nodeSelektor": {"pool": "a100"}}"#).await;
+        b.wait_js("typo refused", r#"document.querySelector('[data-notice]')?.textContent.includes('did you mean "nodeSelector"')"#, SECS).await;
+        b.fill(k8s, r#"{"nodeSelector": {"pool": "a100"}, "tolerations": [{"key": "gpu", "operator": "Exists", "value": "yes"}]}"#).await;
+        b.wait_js("the toleration's problem", r#"[...document.querySelectorAll('.cc-node-problems li')].some(li => li.textContent.includes('must be empty when the operator is "Exists"'))"#, SECS).await;
+        b.fill(k8s, r#"{"nodeSelector": {"pool": "a100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]}"#).await;
+        b.wait_js("no node problems", r#"document.querySelectorAll('.cc-node-problems li').length === 0"#, SECS).await;
         // The second connection feeds report.py's "models" input, broadcast.
         b.wait_js("train → report drawn", r#"document.querySelector('[data-edge="1"] .cc-edge-hit')"#, SECS).await;
         b.wait_for(r#"[data-edge="1"] .cc-edge-hit"#, SECS).await.click().await.unwrap();
@@ -110,6 +119,7 @@ fn a_dag_designed_in_the_browser_is_saved_run_and_opened_in_mlflow() {
         let saved = tokio::task::block_in_place(|| stack.api("GET", "/api/v1/templates/designed-pipeline", None).1);
         assert_eq!(saved["template"]["edges"][1]["input"], "models", "{saved}");
         assert_eq!(saved["template"]["nodes"][1]["instances"], 2);
+        assert_eq!(saved["template"]["nodes"][1]["kubernetes"], json!({"nodeSelector": {"pool": "a100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]}));
 
         // Undo and redo an edit (instances 2 → 3), then save it as version 2.
         b.wait_for(r#"[data-node="project-2"] .cc-node-box"#, SECS).await.click().await.unwrap();

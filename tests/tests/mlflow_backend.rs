@@ -113,7 +113,9 @@ fn mlflow_run_against_another_tracking_server_says_which_one_the_edge_uses() {
         (text.contains("does not exist in the MLflow server this edge writes to")
             || text.contains("so the run was cancelled"))
             && text.contains(&uri)
-            && text.contains("set MLFLOW_TRACKING_URI to the MLflow server the Concurrent edge writes to"),
+            && text.contains(
+                "set MLFLOW_TRACKING_URI to the MLflow server the Concurrent edge writes to"
+            ),
         "{text}"
     );
 }

@@ -205,12 +205,17 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
                     {field("CPU", "cpu", "e.g. 500m", read(|n| n.resources.cpu.clone().unwrap_or_default()), write(|n, v| { n.resources.cpu = optional(v); Ok(()) }))}
                     {field("Memory", "memory", "e.g. 2Gi", read(|n| n.resources.memory.clone().unwrap_or_default()), write(|n, v| { n.resources.memory = optional(v); Ok(()) }))}
                     {field("GPUs", "gpu", "0", read(|n| n.resources.gpu.to_string()), write(|n, v| { n.resources.gpu = number("GPUs", &v)? as u32; Ok(()) }))}
+                    {field("GPU type", "gpuType", "any", read(|n| n.resources.gpu_type.clone().unwrap_or_default()), write(|n, v| { n.resources.gpu_type = optional(v); Ok(()) }))}
                 </div>
                 <div class="cc-row">
                     {field("Retries", "retries", "0", read(|n| n.retries.limit.to_string()), write(|n, v| { n.retries.limit = number("retries", &v)? as u32; Ok(()) }))}
                     {field("Backoff (s)", "backoffSeconds", "10", read(|n| n.retries.backoff_seconds.to_string()), write(|n, v| { n.retries.backoff_seconds = number("backoff", &v)? as u32; Ok(()) }))}
                     {field("Timeout (s)", "timeoutSeconds", "none", read(|n| n.timeout_seconds.map(|t| t.to_string()).unwrap_or_default()), write(|n, v| { n.timeout_seconds = if v.trim().is_empty() { None } else { Some(number("timeout", &v)?) }; Ok(()) }))}
                 </div>
+                <label class="cc-field"><span>"Kubernetes (JSON)"</span>
+                    <textarea name="kubernetes" rows="3" class="mono" placeholder=r#"{"nodeSelector": {…}, "tolerations": […], "volumes": […]}"#
+                        prop:value=read(|n| if n.kubernetes.is_empty() { String::new() } else { serde_json::to_string_pretty(&n.kubernetes).unwrap_or_default() })
+                        on:change=move |e| write(|n, v| { n.kubernetes = concurrent_core::kubernetes::from_json(&v).map_err(|why| format!("Kubernetes settings: {why}"))?; Ok(()) })(event_target_value(&e))></textarea></label>
                 <label class="cc-field"><span>"Add an input from"</span>
                     <select name="connectFrom" on:change=connect_from prop:value="">
                         <option value="">"choose a node…"</option>
