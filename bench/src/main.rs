@@ -16,7 +16,9 @@ use serde_json::Value;
 mod designer;
 mod load;
 mod peers;
+mod postgres;
 mod projects;
+mod scale;
 
 /// One line of the results table: measurement, result, detail.
 pub type Row = (String, String, String);
@@ -225,115 +227,7 @@ fn launcher(reps: usize, rows: &mut Vec<(String, String, String)>) {
     ));
 }
 
-/// 1 → N → 1 through the control plane, with the benchmark itself as a synthetic agent that
-/// completes every item at once (no steps run: this measures the edge and MLflow bookkeeping).
-fn fan_out(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)>) {
-    let node = |id: &str, instances: usize| json!({"id": id, "kind": "project", "uri": "synthetic", "entryPoint": "main", "instances": instances});
-    stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-fan", "nodes": [node("a", 1), node("b", n), node("c", 1)],
-        "edges": [{"from": "a", "to": "b", "partition": {"mode": "by-file"}}, {"from": "b", "to": "c"}]}));
-    let id = stack.start_run(&json!({"template": "bench-fan", "cluster": "bench-fan"}));
-    let start = Instant::now();
-    let (mut leased, mut first_b, mut all_b) = (0usize, None, None);
-    while leased < n + 2 {
-        let (status, body) = stack.api(
-            "POST",
-            "/api/v1/agents/bench-fan/lease",
-            Some(&json!({"agent": "synthetic", "max": 100, "waitMs": 5000})),
-        );
-        assert_eq!(status, 200, "{body}");
-        let leases = body["leases"].as_array().cloned().unwrap_or_default();
-        for l in &leases {
-            let outputs = if l["item"]["nodeId"] == "a" {
-                (0..n)
-                    .map(|i| json!({"path": format!("part-{i}"), "size": 1}))
-                    .collect::<Vec<_>>()
-            } else {
-                vec![]
-            };
-            let done = json!({"itemId": l["item"]["id"], "token": l["token"], "outcome": {"status": "succeeded", "outputs": outputs}});
-            let (status, body) =
-                stack.api("POST", "/api/v1/agents/bench-fan/complete", Some(&done));
-            assert_eq!(status, 200, "{body}");
-            if l["item"]["nodeId"] == "b" {
-                first_b.get_or_insert(start.elapsed());
-            }
-            eprintln!(
-                "{:>7.2} s leased {}",
-                start.elapsed().as_secs_f64(),
-                l["item"]["id"]
-            );
-        }
-        leased += leases.len();
-        if leased > n && all_b.is_none() {
-            all_b = Some(start.elapsed());
-        }
-        if start.elapsed() > Duration::from_secs(3600) {
-            panic!("fan-out stalled at {leased} of {}", n + 2);
-        }
-    }
-    let run = stack.wait_run(&id, Duration::from_secs(600));
-    let end = start.elapsed();
-    assert_eq!(run["status"], "succeeded");
-    let all = all_b.unwrap_or(end).as_secs_f64();
-    rows.push((
-        format!("fan-out 1 → {n} → 1, control plane only: all {n} leased"),
-        format!("{all:.1} s"),
-        format!(
-            "first after {:.2} s; {:.0} items/s",
-            first_b.unwrap_or_default().as_secs_f64(),
-            n as f64 / all
-        ),
-    ));
-    rows.push((
-        format!("fan-out 1 → {n} → 1: run start to run end"),
-        format!("{:.1} s", end.as_secs_f64()),
-        format!("{} MLflow runs created", n + 3),
-    ));
-    let runs_dir = stack.dir.path().join("wrangler/v3/do");
-    let size: u64 = walk(&runs_dir)
-        .into_iter()
-        .filter(|(p, _)| p.contains("RunObject"))
-        .map(|(_, s)| s)
-        .sum();
-    rows.push((
-        "run objects' storage after the fan-out (all runs)".into(),
-        format!("{:.1} MiB", size as f64 / 1048576.0),
-        "SQLite files of the RunObject namespace".into(),
-    ));
-    // Read latency of the big run, 8 concurrent readers.
-    let mut lat = Vec::new();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    (0..25)
-                        .map(|_| {
-                            let t = Instant::now();
-                            let (status, _) = stack.api("GET", &format!("/api/v1/runs/{id}"), None);
-                            (status, t.elapsed().as_secs_f64() * 1000.0)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            lat.extend(h.join().unwrap());
-        }
-    });
-    let errors = lat.iter().filter(|(s, _)| *s != 200).count();
-    let mut ms: Vec<f64> = lat.iter().map(|(_, m)| *m).collect();
-    rows.push((
-        format!("GET a {n}-instance run, 8 concurrent readers"),
-        format!("p50 {:.0} ms", median(&mut ms.clone())),
-        format!(
-            "p99 {:.0} ms, {errors} errors of {}",
-            pct(&mut ms, 0.99),
-            lat.len()
-        ),
-    ));
-}
-
-fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
+pub fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -440,8 +334,22 @@ fn main() {
     }
     if wanted("fan-out") {
         eprintln!("fan-out of {}…", args.fan_out);
-        fan_out(stack, args.fan_out, &mut rows);
+        scale::fan_out(stack, args.fan_out, "SQLite, 1 worker", &mut rows);
         write_results(&rows, &args);
+        let pg = postgres::Postgres::start();
+        let production = Stack::start_with(concurrent_tests::Backend {
+            uri: Some(pg.uri()),
+            workers: 4,
+        });
+        scale::fan_out(
+            &production,
+            args.fan_out,
+            "PostgreSQL, 4 workers",
+            &mut rows,
+        );
+        write_results(&rows, &args);
+        drop(production);
+        drop(pg);
     }
     if wanted("load") {
         eprintln!("agent protocol under load…");

@@ -127,6 +127,10 @@ routes! {
     "GET" "/runs" => RunsList, Read;
     "POST" "/runs" => RunStart, Edit;
     "GET" "/runs/:id" => RunGet, Read;
+    /// The run without instances, with each node's counts by state (big runs).
+    "GET" "/runs/:id/overview" => RunOverview, Read;
+    /// A page of one node's instances, filtered by state.
+    "GET" "/runs/:id/instances" => RunInstances, Read;
     "POST" "/runs/:id/cancel" => RunCancel, Edit;
     "POST" "/runs/:id/retry" => RunRetry, Edit;
     "POST" "/runs/:id/rerun" => RunRerun, Edit;

@@ -111,6 +111,24 @@ pub struct StartRun {
     pub experiment_id: Option<String>,
 }
 
+/// Which of a node's instances `GET /runs/<id>/instances` answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstancesQuery {
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::run::InstanceState>,
+    #[serde(default)]
+    pub offset: usize,
+    /// At most [`crate::run::MAX_PAGE`]; 50 when absent.
+    #[serde(default = "fifty")]
+    pub limit: usize,
+}
+
+fn fifty() -> usize {
+    50
+}
+
 /// A run in the list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,8 +202,13 @@ pub struct StepSpec {
     /// Input name → files to download into `$CONCURRENT_INPUT_DIR/<input>/<path>`.
     #[serde(default)]
     pub inputs: BTreeMap<String, Vec<ArtifactFile>>,
-    /// The MLflow child run created in advance for this attempt.
+    /// The attempt's MLflow run: `run_id` is empty until the agent that leased the attempt
+    /// created it from [`StepSpec::child_run`] (the edge creates no runs ahead of the work:
+    /// a 10,000-wide node is queued at once, and each run is made where its step starts).
     pub mlflow: MlflowRef,
+    /// How to create the attempt's MLflow run, while `mlflow.run_id` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_run: Option<ChildRun>,
     /// The run's MLflow parent run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<String>,
@@ -193,6 +216,21 @@ pub struct StepSpec {
     /// attempt to start pins it; see [`PinRequest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+}
+
+/// An attempt's MLflow run as the agent creates it: in the run's experiment, tagged
+/// `concurrent.key = key` (the work item id) so that a create whose answer was lost, or one
+/// made by an agent that died before reporting it, is found instead of made twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildRun {
+    pub key: String,
+    pub run_name: String,
+    pub tags: Vec<(String, String)>,
+    pub params: Vec<(String, String)>,
+    /// The item was leased before (its agent died unconfirmed): look the run up first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maybe_exists: bool,
 }
 
 /// A work item leased to one agent until `expires_at`.
@@ -244,6 +282,9 @@ pub struct HeartbeatRequest {
     /// Item id → the last lines of the step's log, shown live in the run view.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tails: BTreeMap<String, String>,
+    /// Item id → the MLflow run the agent created for it, until a heartbeat delivered it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<String, String>,
 }
 
 /// Most bytes of one step's log tail in a heartbeat (and in the run's record).
@@ -347,6 +388,9 @@ pub struct CompleteRequest {
     pub item_id: String,
     pub token: u64,
     pub outcome: Outcome,
+    /// The attempt's MLflow run (the run may not have heard of it yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_run_id: Option<String>,
 }
 
 /// The artifact directory, inside each attempt's MLflow run, that holds the step's outputs.

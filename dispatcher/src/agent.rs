@@ -1,7 +1,7 @@
 //! The agent's lifecycle: set up, claim loop (long-poll leases while there is capacity),
 //! heartbeat loop, tear down on SIGINT/SIGTERM.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -138,6 +138,9 @@ pub struct AgentConfig {
 struct Running {
     token: u64,
     cancel: CancellationToken,
+    /// The attempt's MLflow run, once made; `reported` once a heartbeat delivered it.
+    mlflow_run: Option<String>,
+    reported: bool,
 }
 
 /// The agent's shared state: what runs, and how to reach the edge and the executor.
@@ -154,6 +157,10 @@ struct Agent {
     shutdown: CancellationToken,
     capacity: u32,
     inspector: Arc<crate::inspect::Inspector>,
+    /// Creates each leased attempt's MLflow run (the edge creates none ahead of the work).
+    mlflow: Arc<crate::mlflow::Mlflow>,
+    /// Wakes the heartbeat loop early: a new MLflow run should reach the run view at once.
+    report_now: Arc<Notify>,
 }
 
 /// Runs the agent until SIGINT/SIGTERM: set up, adopt what survives a restart, claim work,
@@ -206,6 +213,11 @@ impl Agent {
             ttl: Arc::new(Mutex::new(Duration::from_secs(3))),
             shutdown,
             capacity: cfg.capacity,
+            report_now: Arc::new(Notify::new()),
+            mlflow: Arc::new(crate::mlflow::Mlflow::new(
+                &cfg.mlflow_uri,
+                std::env::var("MLFLOW_TRACKING_TOKEN").ok(),
+            )?),
             inspector: Arc::new(crate::inspect::Inspector {
                 project_root: cfg.project_root.clone(),
                 allow_path: cfg.allow_path.clone(),
@@ -231,7 +243,7 @@ impl Agent {
             .collect();
         let answer = self
             .edge
-            .heartbeat(refs, Default::default())
+            .heartbeat(refs, Default::default(), Default::default())
             .await
             .context("cannot check the leases of running steps")?;
         for lease in leases {
@@ -368,11 +380,14 @@ impl Agent {
     fn start_step(&self, lease: Lease) {
         let id = lease.item.id.clone();
         let cancel = CancellationToken::new();
+        let known = Some(lease.item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
         self.running.lock().expect("poisoned").insert(
             id.clone(),
             Running {
                 token: lease.token,
                 cancel: cancel.clone(),
+                mlflow_run: known,
+                reported: false,
             },
         );
         self.metrics.leases_held.fetch_add(1, Ordering::Relaxed);
@@ -380,7 +395,14 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let outcome = agent.executor.run(&lease, cancel.clone()).await;
+            let (lease, outcome) = match agent.make_run(lease, &cancel).await {
+                Ok(lease) => {
+                    let outcome = agent.executor.run(&lease, cancel.clone()).await;
+                    (lease, outcome)
+                }
+                Err((lease, outcome)) => (lease, outcome),
+            };
+            let mlflow_run = Some(lease.item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
             let m = &agent.metrics;
             let counter = match &outcome {
                 Some(Outcome::Succeeded { .. }) => &m.steps_succeeded,
@@ -394,7 +416,13 @@ impl Agent {
                 let ok = matches!(outcome, Outcome::Succeeded { .. });
                 match agent
                     .edge
-                    .complete_until_settled(&id, lease.token, outcome.bounded(), &cancel)
+                    .complete_until_settled(
+                        &id,
+                        lease.token,
+                        outcome.bounded(),
+                        mlflow_run,
+                        &cancel,
+                    )
                     .await
                 {
                     Ok(()) => {
@@ -411,6 +439,63 @@ impl Agent {
         });
     }
 
+    /// Creates the attempt's MLflow run (or finds the one an agent that died made) before the
+    /// step starts, trying again while MLflow is away and the lease lives. `Err` carries the
+    /// outcome instead of a step: a failure when MLflow refuses, nothing when stopped.
+    async fn make_run(
+        &self,
+        mut lease: Lease,
+        cancel: &CancellationToken,
+    ) -> Result<Lease, (Lease, Option<Outcome>)> {
+        let Some(child) = lease.item.step.child_run.clone() else {
+            return Ok(lease);
+        };
+        if !lease.item.step.mlflow.run_id.is_empty() {
+            return Ok(lease);
+        }
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(30))
+            .without_max_times()
+            .with_jitter()
+            .build();
+        loop {
+            let experiment = lease.item.step.mlflow.experiment_id.clone();
+            let made = tokio::select! {
+                made = self.mlflow.ensure_run(&experiment, &child) => made,
+                _ = cancel.cancelled() => return Err((lease, None)),
+            };
+            match made {
+                Ok(run_id) => {
+                    if let Some(r) = self
+                        .running
+                        .lock()
+                        .expect("poisoned")
+                        .get_mut(&lease.item.id)
+                    {
+                        r.mlflow_run = Some(run_id.clone());
+                    }
+                    lease.item.step.mlflow.run_id = run_id;
+                    lease.item.step.child_run = None;
+                    self.report_now.notify_one();
+                    return Ok(lease);
+                }
+                Err(e) if e.downcast_ref::<crate::mlflow::Refused>().is_some() => {
+                    let why = format!("MLflow refused to create this attempt's run: {e:#}; fix what MLflow names (the experiment, a tag or parameter value), then retry the run");
+                    return Err((lease, Some(Outcome::failed(why))));
+                }
+                Err(e) => {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(item = %lease.item.id, retry_in_s = wait.as_secs(), "creating the attempt's MLflow run failed; trying again: {e:#}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => return Err((lease, None)),
+                    }
+                }
+            }
+        }
+    }
+
     /// Extends every held lease at a third of its TTL, with the steps' log tails; stops the
     /// steps whose leases were cancelled or lost.
     async fn heartbeat_loop(self) {
@@ -418,6 +503,8 @@ impl Agent {
             let period = *self.ttl.lock().expect("poisoned") / 3;
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
+                // New runs are reported at once (a burst of them in one heartbeat).
+                _ = self.report_now.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
                 _ = self.shutdown.cancelled() => return,
             }
             let leases: Vec<LeaseRef> = self
@@ -444,9 +531,22 @@ impl Agent {
                 .collect()
                 .await;
             let tails = concurrent_core::wire::fit_tails(tails.into_iter().flatten().collect());
-            match self.edge.heartbeat(leases, tails).await {
+            let runs: BTreeMap<String, String> = self
+                .running
+                .lock()
+                .expect("poisoned")
+                .iter()
+                .filter(|(_, r)| !r.reported)
+                .filter_map(|(id, r)| Some((id.clone(), r.mlflow_run.clone()?)))
+                .collect();
+            match self.edge.heartbeat(leases, tails, runs.clone()).await {
                 Ok(resp) => {
-                    let table = self.running.lock().expect("poisoned");
+                    let mut table = self.running.lock().expect("poisoned");
+                    for id in runs.keys() {
+                        if let Some(r) = table.get_mut(id) {
+                            r.reported = true;
+                        }
+                    }
                     for (id, status) in resp.leases {
                         if status != LeaseStatus::Active {
                             if let Some(r) = table.get(&id) {

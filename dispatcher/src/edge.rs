@@ -132,6 +132,7 @@ impl Edge {
         &self,
         leases: Vec<LeaseRef>,
         tails: BTreeMap<String, String>,
+        runs: BTreeMap<String, String>,
     ) -> Result<HeartbeatResponse, EdgeError> {
         self.post(
             "heartbeat",
@@ -139,6 +140,7 @@ impl Edge {
                 agent: self.agent.clone(),
                 leases,
                 tails,
+                runs,
             },
             Duration::from_secs(20),
         )
@@ -155,11 +157,13 @@ impl Edge {
         item_id: &str,
         token: u64,
         outcome: Outcome,
+        mlflow_run_id: Option<String>,
     ) -> Result<(), EdgeError> {
         let body = CompleteRequest {
             item_id: item_id.into(),
             token,
             outcome,
+            mlflow_run_id,
         };
         let _: bool = self
             .post("complete", &body, Duration::from_secs(60))
@@ -200,6 +204,7 @@ impl Edge {
         item_id: &str,
         token: u64,
         outcome: Outcome,
+        mlflow_run_id: Option<String>,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<(), EdgeError> {
         let policy = ExponentialBuilder::default()
@@ -207,7 +212,7 @@ impl Edge {
             .with_max_delay(Duration::from_secs(30))
             .without_max_times()
             .with_jitter();
-        let report = (|| self.complete(item_id, token, outcome.clone()))
+        let report = (|| self.complete(item_id, token, outcome.clone(), mlflow_run_id.clone()))
             .retry(policy)
             .when(|e| matches!(e, EdgeError::Unavailable(_)))
             .notify(|e, wait| {

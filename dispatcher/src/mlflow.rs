@@ -30,6 +30,11 @@ fn retries() -> ExponentialBuilder {
         .with_jitter()
 }
 
+/// MLflow answered 4xx: the same call would be refused again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// How an MLflow call failed: 4xx answers are final, the rest may pass on a retry.
 enum Failure {
     Final(anyhow::Error),
@@ -74,11 +79,13 @@ impl Mlflow {
         let once = || async {
             match self.auth(request()).send().await {
                 Ok(r) if r.status().is_success() => Ok(r),
-                Ok(r) if r.status().is_client_error() => Err(Failure::Final(anyhow!(
-                    "MLflow answered {} to {what}: {}",
-                    r.status(),
-                    r.text().await.unwrap_or_default()
-                ))),
+                Ok(r) if r.status().is_client_error() => {
+                    Err(Failure::Final(anyhow::Error::new(Refused(format!(
+                        "MLflow answered {} to {what}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )))))
+                }
                 Ok(r) => Err(Failure::Again(anyhow!(
                     "MLflow answered {} to {what}",
                     r.status()
@@ -93,6 +100,67 @@ impl Mlflow {
             .when(|f| matches!(f, Failure::Again(_)))
             .await
             .map_err(Failure::into_error)
+    }
+
+    /// The attempt's MLflow run: the one tagged with its key when an earlier agent may have
+    /// made it, or a new one, with the run name, tags and params the edge chose. A 4xx
+    /// (a deleted experiment, a value MLflow refuses) is final; the rest is retried.
+    pub async fn ensure_run(
+        &self,
+        experiment_id: &str,
+        child: &concurrent_core::wire::ChildRun,
+    ) -> anyhow::Result<String> {
+        let pairs = |kv: &[(String, String)]| -> Vec<Value> {
+            kv.iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+                .collect()
+        };
+        let post = |path: &str, body: Value| {
+            let url = format!("{}/api/2.0/mlflow/{path}", self.base);
+            let what = format!("{path} for {}", child.key);
+            async move {
+                let r = self
+                    .send(&what, || {
+                        self.http
+                            .post(&url)
+                            .json(&body)
+                            .timeout(Duration::from_secs(30))
+                    })
+                    .await?;
+                anyhow::Ok(r.json::<Value>().await?)
+            }
+        };
+        let found = if child.maybe_exists {
+            let filter = format!("tags.`concurrent.key` = '{}'", child.key.replace('\'', ""));
+            let v = post("runs/search", serde_json::json!({"experiment_ids": [experiment_id], "filter": filter, "run_view_type": "ALL", "max_results": 1})).await?;
+            v["runs"][0]["info"]["run_id"].as_str().map(str::to_string)
+        } else {
+            None
+        };
+        let run_id = match found {
+            Some(id) => id,
+            None => {
+                let mut tags = child.tags.clone();
+                tags.push(("mlflow.runName".into(), child.run_name.clone()));
+                let start = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let v = post("runs/create", serde_json::json!({"experiment_id": experiment_id, "run_name": child.run_name, "start_time": start, "tags": pairs(&tags)})).await?;
+                v["run"]["info"]["run_id"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("MLflow's runs/create returned no run id"))?
+                    .to_string()
+            }
+        };
+        // At most 100 params per batch; logging the same value again is allowed.
+        for chunk in child.params.chunks(100) {
+            post(
+                "runs/log-batch",
+                serde_json::json!({"run_id": run_id, "params": pairs(chunk)}),
+            )
+            .await?;
+        }
+        Ok(run_id)
     }
 
     /// Sets tags on a run (one call).

@@ -195,7 +195,7 @@ impl Mlflow {
     }
 
     /// The run tagged `concurrent.key = key` in the experiment, if one exists.
-    async fn find_run(
+    pub async fn find_run(
         &self,
         experiment_id: &str,
         key: &str,

@@ -320,12 +320,61 @@ impl QueueObject {
             };
             answers.insert(l.item_id, status);
         }
+        self.forward_runs(&r.runs, &answers).await?;
         self.forward_tails(&r.tails, &answers).await;
         self.arm().await?;
         Ok(HeartbeatResponse {
             leases: answers,
             expires_at,
         })
+    }
+
+    /// Tells the runs of active leases which MLflow runs their agents made, one call per run.
+    /// A failure fails the heartbeat, so the agent sends them again with the next one.
+    async fn forward_runs(
+        &self,
+        runs: &BTreeMap<String, String>,
+        status: &BTreeMap<String, LeaseStatus>,
+    ) -> Result<(), ApiError> {
+        let mut by_run: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        for (item_id, mlflow_run) in runs {
+            if status.get(item_id) != Some(&LeaseStatus::Active) {
+                continue;
+            }
+            let Some(row) = self.row(item_id)? else {
+                continue;
+            };
+            let mut item: WorkItem = serde_json::from_str(&row.item)?;
+            if item.step.mlflow.run_id == *mlflow_run {
+                continue;
+            }
+            if concurrent_core::refs::run_id_problem(mlflow_run).is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "runs: {mlflow_run:?} of {item_id} is not an MLflow run id"
+                )));
+            }
+            by_run
+                .entry(item.run_id.clone())
+                .or_default()
+                .push(Event::ChildRunCreated {
+                    key: item.key(),
+                    run_id: mlflow_run.clone(),
+                });
+            // A redelivered item carries its run, so a next agent does not make another.
+            item.step.mlflow.run_id = mlflow_run.clone();
+            item.step.child_run = None;
+            self.sql.exec(
+                "UPDATE items SET item = ? WHERE id = ?",
+                vec![serde_json::to_string(&item)?.into(), item_id.clone().into()],
+            )?;
+        }
+        for (run_id, events) in by_run {
+            let answers = RunClient::of(&self.env, &run_id)?.events(&events).await?;
+            for why in answers.into_iter().flatten() {
+                worker::console_warn!("queue: run {run_id} refused an MLflow run: {why}");
+            }
+        }
+        Ok(())
     }
 
     /// Sends the log tails of active leases to their runs, one call per run (best effort: a
@@ -396,6 +445,20 @@ impl QueueObject {
             )));
         }
         let item: WorkItem = serde_json::from_str(&row.item)?;
+        if let Some(mlflow_run) = r.mlflow_run_id.filter(|m| *m != item.step.mlflow.run_id) {
+            if concurrent_core::refs::run_id_problem(&mlflow_run).is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "mlflowRunId {mlflow_run:?} is not an MLflow run id"
+                )));
+            }
+            let created = Event::ChildRunCreated {
+                key: item.key(),
+                run_id: mlflow_run,
+            };
+            if let Some(why) = self.tell_run(&item, created).await? {
+                worker::console_warn!("queue: run {} refused an MLflow run: {why}", item.run_id);
+            }
+        }
         let answer = self.finish(&item, r.outcome.bounded()).await?;
         self.sql.exec(
             "DELETE FROM items WHERE id = ?",
@@ -543,9 +606,14 @@ impl QueueObject {
             };
             self.tell_run(&item, event).await?;
             if decision == Expiry::Requeue {
+                // Its agent may have made the MLflow run before dying: the next one looks first.
+                let mut item = item;
+                if let Some(c) = item.step.child_run.as_mut() {
+                    c.maybe_exists = true;
+                }
                 self.sql.exec(
-                    "UPDATE items SET state = 'ready', token = 0, agent = NULL, expires_at = 0, requeues = requeues + 1 WHERE id = ?",
-                    vec![row.id.into()],
+                    "UPDATE items SET state = 'ready', token = 0, agent = NULL, expires_at = 0, requeues = requeues + 1, item = ? WHERE id = ?",
+                    vec![serde_json::to_string(&item)?.into(), row.id.into()],
                 )?;
                 return Ok(());
             }

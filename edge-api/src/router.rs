@@ -55,6 +55,8 @@ pub async fn dispatch(
         Route::RunsList => runs::handle_list(req, ctx).await,
         Route::RunStart => runs::handle_start(req, ctx).await,
         Route::RunGet => runs::handle_get(req, ctx).await,
+        Route::RunOverview => runs::handle_overview(req, ctx).await,
+        Route::RunInstances => runs::handle_instances(req, ctx).await,
         Route::RunCancel => runs::handle_cancel(req, ctx).await,
         Route::RunRetry => runs::handle_retry(req, ctx).await,
         Route::RunRerun => runs::handle_rerun(req, ctx).await,

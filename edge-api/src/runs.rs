@@ -114,6 +114,34 @@ pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     respond(result, 200)
 }
 
+/// `GET /api/v1/runs/:id/overview` — the run without instances, each node's counts.
+pub async fn handle_overview(_req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let (id, run) = run_client(&ctx)?;
+        run.overview(&()).await.map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
+            e => e,
+        })
+    }
+    .await;
+    respond(result, 200)
+}
+
+/// `GET /api/v1/runs/:id/instances?node=&state=&offset=&limit=` — a page of a node's instances.
+pub async fn handle_instances(req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let q: concurrent_core::wire::InstancesQuery = req.query().map_err(|e| {
+            ApiError::BadRequest(format!(
+                "bad query: {e}; give node=<id>, and optionally state, offset, limit"
+            ))
+        })?;
+        let (_, run) = run_client(&ctx)?;
+        run.instances(&q).await
+    }
+    .await;
+    respond(result, 200)
+}
+
 /// Applies one user event to a run; 409 with the reason when the run refuses it.
 async fn user_event(ctx: &Ctx, what: &str, event: Event) -> Result<RunSummary, ApiError> {
     let (_, run) = run_client(ctx)?;

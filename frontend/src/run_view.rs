@@ -1,8 +1,11 @@
 //! One run: the DAG with each node's state, a node's instances, live log tails, and the
-//! repairs (cancel, retry failed, rerun from a node). Polls while shown.
+//! repairs (cancel, retry failed, rerun from a node). Polls while shown: the run's overview
+//! (no instances, each node's counts) and the shown page of the selected node's instances, so a
+//! 10,000-wide node costs what a page of 50 costs.
 
 use concurrent_core::run::{
-    Attempt, AttemptState, InstanceFilter, InstanceState, NodeRun, RunState, RunStatus,
+    Attempt, AttemptState, InstanceState, InstancesPage, NodeCounts, RunOverview, RunState,
+    RunStatus,
 };
 use concurrent_core::wire::RunSummary;
 use leptos::prelude::*;
@@ -31,15 +34,15 @@ pub fn RunView(id: String) -> impl IntoView {
     let tick = ticker(POLL_MS);
     let path = format!("/api/v1/runs/{}", api::segment(&id));
     let run = LocalResource::new({
-        let path = path.clone();
+        let path = format!("{path}/overview");
         move || {
             tick.get();
             let path = path.clone();
-            async move { api::get::<RunState>(&path).await }
+            async move { api::get::<RunOverview>(&path).await }
         }
     });
     // The last good answer stays on screen while the next one loads (no flicker).
-    let last = RwSignal::new(None::<Result<RunState, api::ApiError>>);
+    let last = RwSignal::new(None::<Result<RunOverview, api::ApiError>>);
     Effect::new(move |_| {
         if let Some(r) = run.get() {
             last.set(Some(r));
@@ -51,23 +54,56 @@ pub fn RunView(id: String) -> impl IntoView {
         page: RwSignal::new(0),
         log_of: RwSignal::new(None),
     };
+    // The selected node's shown page of instances, read with the overview.
+    let rows = LocalResource::new({
+        let path = format!("{path}/instances");
+        move || {
+            tick.get();
+            let node = selected.get();
+            let state = table.state.get().map(InstanceState::as_str).unwrap_or("");
+            let offset = (table.page.get() * PAGE).to_string();
+            let url = api::with_query(
+                &path,
+                &[
+                    ("node", node.as_deref().unwrap_or("")),
+                    ("state", state),
+                    ("offset", &offset),
+                    ("limit", &PAGE.to_string()),
+                ],
+            );
+            async move {
+                match node {
+                    Some(_) => Some(api::get::<InstancesPage>(&url).await),
+                    None => None,
+                }
+            }
+        }
+    });
+    let last_rows = RwSignal::new(None::<Result<InstancesPage, api::ApiError>>);
+    Effect::new(move |_| {
+        if let Some(r) = rows.get() {
+            // A page of another node or filter than the one shown is dropped with it.
+            last_rows.set(r);
+        }
+    });
     Effect::new(move |_| {
         selected.track();
         table.state.set(None);
         table.page.set(0);
+        last_rows.set(None);
     });
     // Whether the attempt whose log is open may still write to it.
     let log_running = Signal::derive(move || {
         let Some(t) = table.log_of.get() else {
             return false;
         };
-        last.with(|r| {
-            let Some(Ok(state)) = r else { return false };
-            state
-                .node(&t.node)
-                .and_then(|n| n.instances.get(t.index))
-                .and_then(|i| i.attempts.iter().find(|a| a.number == t.attempt))
-                .is_some_and(|a| !a.state.is_terminal())
+        last_rows.with(|r| {
+            let Some(Ok(page)) = r else { return false };
+            page.items
+                .iter()
+                .filter(|i| page.node == t.node && i.index as usize == t.index)
+                .flat_map(|i| i.attempts.iter().find(|a| a.number == t.attempt))
+                .any(|a| !a.state.is_terminal())
         })
     });
     let action_error = RwSignal::new(None::<String>);
@@ -89,9 +125,9 @@ pub fn RunView(id: String) -> impl IntoView {
             {move || match last.get() {
                 None => view! { <p class="cc-loading">"Loading the run…"</p> }.into_any(),
                 Some(Err(e)) => view! { <p class="cc-error" role="alert">{format!("The run could not be read: {e}. ")}<a href="#/dags">"Back to the list"</a></p> }.into_any(),
-                Some(Ok(state)) => {
+                Some(Ok(RunOverview { run: state, nodes: counts })) => {
                     let terminal = state.status.is_terminal();
-                    let failed = state.nodes.iter().any(|n| n.instances.iter().any(|i| i.state == InstanceState::Failed || i.state == InstanceState::Cancelled));
+                    let failed = counts.iter().any(|n| n.count(InstanceState::Failed) + n.count(InstanceState::Cancelled) > 0);
                     let status = RunStatus::as_str(state.status);
                     let duration = format_duration(state.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(state.created_at));
                     let experiment = state.mlflow.as_ref().map(|m| m.experiment_id.clone()).unwrap_or_default();
@@ -111,17 +147,22 @@ pub fn RunView(id: String) -> impl IntoView {
                         {(!state.parameters.is_empty()).then(|| view! {
                             <p class="cc-sub">"Parameters: "{state.parameters.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")}</p>
                         })}
-                        <RunGraph state=state.clone() selected />
-                        {move || selected.get().and_then(|id| state.nodes.iter().find(|n| n.id == id).cloned()).map(|node| {
+                        <RunGraph state=state.clone() counts=counts.clone() selected />
+                        {move || selected.get().and_then(|id| Some((state.nodes.iter().find(|n| n.id == id).cloned()?, counts.iter().find(|n| n.id == id).cloned()?))).map(|(node, count)| {
                             let rerun_id = node.id.clone();
                             let node_id = node.id.clone();
+                            let experiment = experiment.clone();
                             view! {
                                 <section class="cc-node-detail" data-node-detail=node_id>
-                                    <h2>{format!("{} — {}", node.id, InstanceState::as_str(node.shown_state()))}</h2>
+                                    <h2>{format!("{} — {}", node.id, InstanceState::as_str(count.shown_state()))}</h2>
                                     {terminal.then(|| view! { <button data-action="rerun" title="Run this node and everything downstream again" on:click=move |_| act("rerun", serde_json::json!({"node": rerun_id.clone()}))>"Rerun from this node"</button> })}
                                     {node.error.clone().map(|e| view! { <pre class="cc-error">{e}</pre> })}
                                     {(!node.unmatched_inputs.is_empty()).then(|| view! { <p class="cc-error">{format!("Files no partition took: {}", node.unmatched_inputs.join(", "))}</p> })}
-                                    <Instances node experiment=experiment.clone() table />
+                                    {move || match last_rows.get() {
+                                        None => view! { <p class="cc-loading">"Loading the instances…"</p> }.into_any(),
+                                        Some(Err(e)) => view! { <p class="cc-error" role="alert">{format!("The instances could not be read: {e}")}</p> }.into_any(),
+                                        Some(Ok(page)) => instance_table(&count, &page, &experiment, table).into_any(),
+                                    }}
                                 </section>
                             }
                         })}
@@ -136,7 +177,11 @@ pub fn RunView(id: String) -> impl IntoView {
 }
 
 #[component]
-fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoView {
+fn RunGraph(
+    state: RunState,
+    counts: Vec<NodeCounts>,
+    selected: RwSignal<Option<String>>,
+) -> impl IntoView {
     let mut t = state.template.clone();
     concurrent_core::design::place_unpositioned(&mut t);
     let pos = |id: &str| t.node(id).and_then(|n| n.position).unwrap_or_default();
@@ -148,9 +193,9 @@ fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoVie
     let view_box = format!("{:.0} {:.0} {w:.0} {h:.0}", lo.x - 20.0, lo.y - 20.0);
     let edges = t.edges.iter().map(|e| view! { <path class="cc-edge-line" d=edge_path(pos(&e.from), pos(&e.to)) marker-end="url(#cc-run-arrow)"></path> }).collect_view();
     let nodes = t.nodes.iter().map(|n| {
-        let run: Option<&NodeRun> = state.nodes.iter().find(|r| r.id == n.id);
+        let run: Option<&NodeCounts> = counts.iter().find(|r| r.id == n.id);
         let shown = run.map(|r| InstanceState::as_str(r.shown_state())).unwrap_or("waiting");
-        let counts = run.map(|r| format!("{}/{} done", r.succeeded(), r.instances.len())).unwrap_or_default();
+        let counts = run.map(|r| format!("{}/{} done", r.count(InstanceState::Succeeded), r.instances)).unwrap_or_default();
         let p = pos(&n.id);
         let id = n.id.clone();
         let sel = n.id.clone();
@@ -177,20 +222,14 @@ fn RunGraph(state: RunState, selected: RwSignal<Option<String>>) -> impl IntoVie
     }
 }
 
-#[component]
-fn Instances(node: NodeRun, experiment: String, table: TableView) -> impl IntoView {
-    move || instance_table(&node, &experiment, table)
-}
-
-/// The chips, the pager and the page of rows that `table` picks.
-fn instance_table(node: &NodeRun, experiment: &str, table: TableView) -> impl IntoView {
-    let filter = InstanceFilter {
-        state: table.state.get(),
-        offset: table.page.get() * PAGE,
-        limit: PAGE,
-    };
-    let page = concurrent_core::run::page(node, filter);
-    let pages = page.pages(PAGE);
+/// The chips (the node's counts), the pager and the page of rows the edge answered with.
+fn instance_table(
+    count: &NodeCounts,
+    page: &InstancesPage,
+    experiment: &str,
+    table: TableView,
+) -> impl IntoView {
+    let pages = page.matched.div_ceil(PAGE).max(1);
     let shown = table.page.get_untracked().min(pages - 1);
     let chip = move |state: Option<InstanceState>, label: String| {
         let on = table.state.get_untracked() == state;
@@ -200,19 +239,21 @@ fn instance_table(node: &NodeRun, experiment: &str, table: TableView) -> impl In
                 on:click=move |_| { table.state.set(state); table.page.set(0); }>{label}</button>
         }
     };
-    let chips = std::iter::once(chip(None, format!("all {}", node.instances.len())))
+    let chips = std::iter::once(chip(None, format!("all {}", count.instances)))
         .chain(
-            page.counts
-                .iter()
-                .map(|&(s, n)| chip(Some(s), format!("{} {n}", InstanceState::as_str(s)))),
+            InstanceState::ALL
+                .into_iter()
+                .filter(|s| count.count(*s) > 0)
+                .map(|s| {
+                    chip(
+                        Some(s),
+                        format!("{} {}", InstanceState::as_str(s), count.count(s)),
+                    )
+                }),
         )
         .collect_view();
-    let first = if page.matched > 0 {
-        filter.offset + 1
-    } else {
-        0
-    };
-    let last = (filter.offset + page.instances.len()).min(page.matched);
+    let first = if page.matched > 0 { page.offset + 1 } else { 0 };
+    let last = (page.offset + page.items.len()).min(page.matched);
     let pager = (pages > 1).then(|| view! {
         <span class="cc-pager" data-pager="">
             <button data-page="prev" disabled={shown == 0} on:click=move |_| table.page.update(|p| *p = p.saturating_sub(1))>"‹ Previous"</button>
@@ -220,14 +261,15 @@ fn instance_table(node: &NodeRun, experiment: &str, table: TableView) -> impl In
             <button data-page="next" disabled={shown + 1 >= pages} on:click=move |_| table.page.update(|p| *p += 1)>"Next ›"</button>
         </span>
     });
-    let rows = page.instances.iter().map(|i| {
+    let node_id = page.node.clone();
+    let rows = page.items.iter().map(|i| {
         let current: Option<&Attempt> = i.current();
         let files: usize = i.inputs.values().map(Vec::len).sum();
         let bytes: u64 = i.inputs.values().flatten().map(|f| f.size).sum();
         let inputs = i.inputs.iter().map(|(k, v)| format!("{k}: {}", v.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("\n");
         let duration = current.and_then(|a| Some(a.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(a.started_at?))).map(format_duration).unwrap_or_else(|| "–".into());
         let link = current.and_then(|a| a.mlflow_run_id.clone()).map(|r| view! { <a data-mlflow-run="" href=route::mlflow_run(experiment, &r)>{r[..8.min(r.len())].to_string()}</a> });
-        let log = current.and_then(|a| Some(LogTarget { node: node.id.clone(), index: i.index as usize, attempt: a.number, mlflow_run_id: a.mlflow_run_id.clone()? }))
+        let log = current.and_then(|a| Some(LogTarget { node: node_id.clone(), index: i.index as usize, attempt: a.number, mlflow_run_id: a.mlflow_run_id.clone()? }))
             .map(|target| view! { <button class="cc-link" data-open-log="" title="Read the whole log" on:click=move |_| table.log_of.set(Some(target.clone()))>"Log"</button> });
         let error = i.attempts.iter().rev().find_map(|a| a.error.clone());
         let tail = current.filter(|a| a.state == AttemptState::Running).and_then(|a| a.log_tail.clone());

@@ -196,11 +196,22 @@ pub enum ArtifactStore {
     Filesystem,
 }
 
-fn start_mlflow(dir: &Path, port: u16, store: ArtifactStore) -> Service {
+/// MLflow's tracking store: the default SQLite file with one worker, or a database URI (the
+/// benchmark's PostgreSQL) with several.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Backend {
+    pub uri: Option<String>,
+    pub workers: u32,
+}
+
+fn start_mlflow(dir: &Path, port: u16, store: ArtifactStore, backend: &Backend) -> Service {
     let mlflow_bin = require(&root().join(".venv/bin/mlflow"), "scripts/setup.sh");
     let mut cmd = Command::new(&mlflow_bin);
-    cmd.args(["server", "--backend-store-uri"])
-        .arg(format!("sqlite:///{}/mlflow.db", dir.display()));
+    let uri = backend
+        .uri
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:///{}/mlflow.db", dir.display()));
+    cmd.args(["server", "--backend-store-uri", &uri]);
     match store {
         ArtifactStore::Proxy => cmd
             .args([
@@ -222,7 +233,7 @@ fn start_mlflow(dir: &Path, port: u16, store: ArtifactStore) -> Service {
             "--port",
             &port.to_string(),
             "--workers",
-            "1",
+            &backend.workers.max(1).to_string(),
         ])
         .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .env("DO_NOT_TRACK", "true")
@@ -299,6 +310,7 @@ pub struct Stack {
     pub mlflow: Mutex<Option<Service>>,
     mlflow_port: u16,
     pub store: ArtifactStore,
+    backend: Backend,
     pub edge: Service,
     http: reqwest::blocking::Client,
 }
@@ -313,10 +325,15 @@ impl Stack {
 
     /// The binary's stack with this artifact store (the first call of a binary decides).
     pub fn shared_with(store: ArtifactStore) -> &'static Stack {
-        SHARED.get_or_init(|| Stack::start(store))
+        SHARED.get_or_init(|| Stack::start(store, Backend::default()))
     }
 
-    fn start(store: ArtifactStore) -> Stack {
+    /// A stack of its own (not the binary's shared one) whose MLflow uses `backend`.
+    pub fn start_with(backend: Backend) -> Stack {
+        Stack::start(ArtifactStore::Proxy, backend)
+    }
+
+    fn start(store: ArtifactStore, backend: Backend) -> Stack {
         let root = root();
         require(&root.join(".venv/bin/mlflow"), "scripts/setup.sh");
         require(&root.join("edge-api/build/index.js"), "scripts/build.sh");
@@ -344,7 +361,7 @@ impl Stack {
 
         let mlflow_port = free_port();
         let mlflow_url = format!("http://127.0.0.1:{mlflow_port}");
-        let mlflow = start_mlflow(dir.path(), mlflow_port, store);
+        let mlflow = start_mlflow(dir.path(), mlflow_port, store, &backend);
         let access = access::AccessIssuer::start(dir.path());
 
         let (edge, edge_url) = start_edge(dir.path(), &token, &mlflow_url, Some(&access));
@@ -369,6 +386,7 @@ impl Stack {
             mlflow,
             mlflow_port,
             store,
+            backend,
             edge,
             http: reqwest::blocking::Client::new(),
         }
@@ -381,7 +399,7 @@ impl Stack {
 
     /// Starts MLflow again on the same port, store and artifacts.
     pub fn start_mlflow(&self) {
-        let service = start_mlflow(self.dir.path(), self.mlflow_port, self.store);
+        let service = start_mlflow(self.dir.path(), self.mlflow_port, self.store, &self.backend);
         wait_ready(
             &format!("{}/health", self.mlflow_url),
             &service,
@@ -417,6 +435,17 @@ impl Stack {
             .path()
             .join(format!("agent-{cluster}-{}", free_port()));
         let token_file = self.agent_token_file(cluster);
+        // `--mlflow-uri` in `extra` replaces the stack's (e.g. a faulty proxy in front of it).
+        let mlflow_uri = extra
+            .windows(2)
+            .find(|w| w[0] == "--mlflow-uri")
+            .map_or(self.mlflow_url.as_str(), |w| w[1]);
+        let extra: Vec<&str> = extra
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| **a != "--mlflow-uri" && (*i == 0 || extra[i - 1] != "--mlflow-uri"))
+            .map(|(_, a)| *a)
+            .collect();
         let mut agent = Service::start(
             &format!("agent for {cluster}"),
             Command::new(concurrent_bin())
@@ -429,13 +458,13 @@ impl Stack {
                     "--token-file",
                 ])
                 .arg(&token_file)
-                .args(["--mlflow-uri", &self.mlflow_url, "--work-dir"])
+                .args(["--mlflow-uri", mlflow_uri, "--work-dir"])
                 .arg(&work)
                 .arg("--project-root")
                 .arg(&root)
                 .arg("--mlflow-bin")
                 .arg(root.join(".venv/bin/mlflow"))
-                .args(extra)
+                .args(&extra)
                 .envs(env.iter().copied())
                 .env("MLFLOW_DISABLE_TELEMETRY", "true"),
             self.dir

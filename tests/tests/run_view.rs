@@ -68,13 +68,13 @@ fn the_whole_log_is_followed_while_the_step_runs_then_searched_and_downloaded() 
         assert!(href.contains(attempt["mlflowRunId"].as_str().unwrap()), "{href}");
         let downloaded = b
             .client
-            .execute_async("const done = arguments[arguments.length - 1]; fetch(arguments[0]).then((r) => r.arrayBuffer()).then((a) => done(a.byteLength))", vec![json!(href)])
+            .execute_async("const done = arguments[arguments.length - 1]; fetch(arguments[0]).then((r) => r.ok ? r.arrayBuffer().then((a) => done(a.byteLength)) : r.text().then((t) => done(r.status + ' ' + t))).catch((e) => done(String(e)))", vec![json!(href)])
             .await
             .unwrap();
         let mlflow_run = tokio::task::block_in_place(|| stack.mlflow_api("GET", &format!("runs/get?run_id={}", attempt["mlflowRunId"].as_str().unwrap()), None))["run"].clone();
         let whole = tokio::task::block_in_place(|| stack.artifact(&mlflow_run, "logs/step.log"));
         assert!(whole.len() > 5 << 20);
-        assert_eq!(downloaded.as_u64(), Some(whole.len() as u64), "the download is the whole log");
+        assert_eq!(downloaded.as_u64(), Some(whole.len() as u64), "the download is the whole log: {downloaded} from {href}");
         b.screenshot("log-view").await;
         b.wait_for("[data-log-close]", SECS).await.click().await.unwrap();
         assert_eq!(b.count("[data-log-view]").await, 0);
@@ -173,6 +173,51 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
         "{failed} failed, {cancelled} cancelled"
     );
     let first_failed = states.iter().position(|s| *s == "failed").unwrap();
+    // The same, from the API a view of a big run reads: counts without instances, and pages.
+    let (status, overview) = stack.api("GET", &format!("/api/v1/runs/{id}/overview"), None);
+    assert_eq!(status, 200, "{overview}");
+    assert!(overview["run"]["nodes"][1]["instances"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(overview["nodes"][1]["instances"], n);
+    assert_eq!(overview["nodes"][1]["counts"]["succeeded"], 950);
+    assert_eq!(overview["nodes"][1]["counts"]["failed"], failed);
+    let (status, page) = stack.api(
+        "GET",
+        &format!("/api/v1/runs/{id}/instances?node=b&state=succeeded&offset=100&limit=25"),
+        None,
+    );
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        (page["instances"].as_u64(), page["matched"].as_u64()),
+        (Some(n as u64), Some(950))
+    );
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 25);
+    assert!(items.iter().all(|i| i["state"] == "succeeded"));
+    let nth_succeeded = run["nodes"][1]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "succeeded")
+        .nth(100)
+        .unwrap();
+    assert_eq!(items[0]["index"], nth_succeeded["index"]);
+    let (status, body) = stack.api(
+        "GET",
+        &format!("/api/v1/runs/{id}/instances?node=nope"),
+        None,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["message"], "the run has no node \"nope\"");
+    let (status, body) = stack.api(
+        "GET",
+        &format!("/api/v1/runs/{id}/instances?state=failed"),
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("node=<id>"), "{body}");
 
     runtime().block_on(async {
         let b = Browser::start_sized("run_view_wide", (1440, 900)).await;

@@ -182,11 +182,12 @@ fn plan_node(
 fn new_attempt(number: u32, now: u64) -> Attempt {
     Attempt {
         number,
-        state: AttemptState::Creating,
+        state: AttemptState::Queued,
         mlflow_run_id: None,
         enqueued: false,
         withdrawn: false,
         mlflow_closed: false,
+        leased: false,
         agent: None,
         created_at: now,
         started_at: None,

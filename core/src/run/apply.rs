@@ -41,7 +41,13 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 a.state = AttemptState::Queued;
             }
         }
-        Event::Enqueued { key } => attempt_mut(run, &key)?.enqueued = true,
+        Event::Enqueued { key } => {
+            let a = attempt_mut(run, &key)?;
+            a.enqueued = true;
+            if a.state == AttemptState::Creating {
+                a.state = AttemptState::Queued;
+            }
+        }
         Event::Withdrawn { key } => attempt_mut(run, &key)?.withdrawn = true,
         Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
         Event::AttemptRunClosed { key } => attempt_mut(run, &key)?.mlflow_closed = true,
@@ -55,6 +61,7 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                     a.state = AttemptState::Running;
                     a.started_at = Some(now);
                     a.agent = Some(agent);
+                    a.leased = true;
                     inst.state = InstanceState::Running;
                 }
                 AttemptState::Running if a.agent.as_deref() == Some(agent.as_str()) => {}
@@ -193,26 +200,6 @@ fn mlflow_refused(
                 run.template.name
             );
             end_run(run, RunStatus::Failed, why, now);
-        }
-        MlflowCall::ChildRun { key } => {
-            let inst = current_instance_mut(run, &key)?;
-            let a = inst
-                .current_mut()
-                .expect("current_instance_mut checked the attempt");
-            if a.state != AttemptState::Creating {
-                return Err(Rejected(format!(
-                    "{key} is {:?}, not being created",
-                    a.state
-                )));
-            }
-            a.state = AttemptState::Failed;
-            a.ended_at = Some(now);
-            a.error = Some(format!(
-                "MLflow refused to create this attempt's run: {message}; fix what MLflow names (the experiment, a tag or parameter value), then retry the run"
-            ));
-            // Retrying cannot help: MLflow would refuse again.
-            inst.state = InstanceState::Failed;
-            inst.retry_at = None;
         }
         MlflowCall::CloseAttemptRun { key } => {
             // The attempt's own record keeps its outcome; MLflow's copy stays as it is.

@@ -37,15 +37,15 @@ pub enum MlflowEffect {
         tags: Vec<(String, String)>,
         params: Vec<(String, String)>,
     },
-    /// Create an attempt's child run. → [`Event::ChildRunCreated`]
-    CreateChildRun {
+    /// Find the MLflow run an agent may have created for an attempt that ended before the
+    /// run heard of it (its agent died), by its `concurrent.key`, and set its final status.
+    /// → [`Event::AttemptRunClosed`]
+    CloseUnreportedRun {
         attempt: AttemptKey,
-        /// The attempt's work item id, also tagged `concurrent.key` (see `CreateParentRun`).
-        key: String,
         experiment_id: String,
-        run_name: String,
-        tags: Vec<(String, String)>,
-        params: Vec<(String, String)>,
+        key: String,
+        status: &'static str,
+        end_time: u64,
     },
     /// Set an attempt's MLflow run to its final status. → [`Event::AttemptRunClosed`]
     CloseAttemptRun {
@@ -68,10 +68,8 @@ impl MlflowEffect {
     pub fn call(&self) -> MlflowCall {
         match self {
             MlflowEffect::CreateParentRun { .. } => MlflowCall::ParentRun,
-            MlflowEffect::CreateChildRun { attempt, .. } => MlflowCall::ChildRun {
-                key: attempt.clone(),
-            },
-            MlflowEffect::CloseAttemptRun { attempt, .. } => MlflowCall::CloseAttemptRun {
+            MlflowEffect::CloseAttemptRun { attempt, .. }
+            | MlflowEffect::CloseUnreportedRun { attempt, .. } => MlflowCall::CloseAttemptRun {
                 key: attempt.clone(),
             },
             MlflowEffect::SyncParentRun { .. } => MlflowCall::SyncParentRun,
@@ -81,8 +79,7 @@ impl MlflowEffect {
     /// The `concurrent.key` of a create, whose answer the run object must not lose track of.
     pub fn create_key(&self) -> Option<&str> {
         match self {
-            MlflowEffect::CreateParentRun { key, .. }
-            | MlflowEffect::CreateChildRun { key, .. } => Some(key),
+            MlflowEffect::CreateParentRun { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -104,8 +101,7 @@ pub enum QueueEffect {
 /// One round of effects, batched as the run object carries them out.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Round {
-    /// MLflow calls, at most the round's share (a 10,000-instance node needs 10,000 child
-    /// runs: the first instances are queued, and run, while the rest are still prepared).
+    /// MLflow calls, at most the round's share.
     pub mlflow: Vec<MlflowEffect>,
     /// Per cluster: the work items to enqueue.
     pub enqueue: BTreeMap<String, Vec<WorkItem>>,

@@ -55,7 +55,8 @@ impl std::fmt::Display for AttemptKey {
 pub enum Event {
     /// The MLflow experiment and parent run exist.
     ParentRunCreated(MlflowRef),
-    /// The MLflow child run of an attempt exists.
+    /// The MLflow child run of an attempt exists (its agent created it and reported it with a
+    /// heartbeat or the completion).
     ChildRunCreated {
         #[serde(flatten)]
         key: AttemptKey,
@@ -152,10 +153,6 @@ impl Event {
 #[serde(tag = "call", rename_all = "camelCase")]
 pub enum MlflowCall {
     ParentRun,
-    ChildRun {
-        #[serde(flatten)]
-        key: AttemptKey,
-    },
     CloseAttemptRun {
         #[serde(flatten)]
         key: AttemptKey,
@@ -186,7 +183,7 @@ mod tests {
         );
         assert_eq!(serde_json::from_value::<Event>(json).unwrap(), e);
         let r = Event::MlflowRefused {
-            call: MlflowCall::ChildRun {
+            call: MlflowCall::CloseAttemptRun {
                 key: AttemptKey::new("a", 0, 1),
             },
             message: "no".into(),

@@ -26,7 +26,10 @@ mod state;
 pub use apply::apply;
 pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
 pub use event::{AttemptKey, Event, MlflowCall, Rejected};
-pub use page::{page, InstanceFilter, InstancePage};
+pub use page::{
+    instances_page, overview, page, InstanceFilter, InstancePage, InstancesPage, NodeCounts,
+    RunOverview, MAX_PAGE,
+};
 pub use reconcile::reconcile;
 pub use start::{start, StartError};
 pub use state::{

@@ -1,9 +1,97 @@
 //! A node's instances a page at a time, filtered by state: what a run view of a 10,000-wide
 //! node shows without handling every instance.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::state::{Instance, InstanceState, NodeRun};
+use super::state::{Instance, InstanceState, NodeRun, RunState};
+
+/// Most instances one page of the API holds.
+pub const MAX_PAGE: usize = 500;
+
+/// A run without its instances, and how many of each node's instances are in each state: what
+/// a view of a big run reads every few seconds (`GET /runs/<id>/overview`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOverview {
+    /// The run, every node's instance list left empty.
+    pub run: RunState,
+    pub nodes: Vec<NodeCounts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCounts {
+    pub id: String,
+    pub instances: usize,
+    /// State name → instances in it (only states that have some).
+    pub counts: BTreeMap<String, usize>,
+}
+
+impl NodeCounts {
+    pub fn count(&self, state: InstanceState) -> usize {
+        self.counts.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// The state the node shows (see [`super::state::shown_state`]).
+    pub fn shown_state(&self) -> InstanceState {
+        super::state::shown_state(self.instances, |s| self.count(s))
+    }
+}
+
+/// One page of a node's instances (`GET /runs/<id>/instances?node=&state=&offset=&limit=`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancesPage {
+    pub node: String,
+    /// All the node's instances.
+    pub instances: usize,
+    /// Those matching the state filter.
+    pub matched: usize,
+    pub offset: usize,
+    pub items: Vec<Instance>,
+}
+
+/// The run's overview: no instances, and each node's counts by state.
+pub fn overview(run: &RunState) -> RunOverview {
+    let nodes = run
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut counts = BTreeMap::new();
+            for i in &n.instances {
+                *counts.entry(i.state.as_str().to_string()).or_insert(0) += 1;
+            }
+            NodeCounts {
+                id: n.id.clone(),
+                instances: n.instances.len(),
+                counts,
+            }
+        })
+        .collect();
+    RunOverview {
+        run: run.clone_header(),
+        nodes,
+    }
+}
+
+/// A page of `node`'s instances, or `None` when the run has no such node.
+pub fn instances_page(run: &RunState, node: &str, filter: InstanceFilter) -> Option<InstancesPage> {
+    let n = run.nodes.iter().find(|n| n.id == node)?;
+    let filter = InstanceFilter {
+        limit: filter.limit.clamp(1, MAX_PAGE),
+        ..filter
+    };
+    let p = page(n, filter);
+    Some(InstancesPage {
+        node: node.to_string(),
+        instances: n.instances.len(),
+        matched: p.matched,
+        offset: filter.offset,
+        items: p.instances.into_iter().cloned().collect(),
+    })
+}
 
 /// Which instances of a node to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -137,6 +225,44 @@ mod tests {
             (none.matched, none.instances.len(), none.pages(50)),
             (0, 0, 1)
         );
+    }
+
+    #[test]
+    fn an_overview_counts_without_instances_and_a_page_is_bounded() {
+        use InstanceState::*;
+        let t: crate::template::Template = serde_json::from_value(serde_json::json!({
+            "apiVersion": "concurrent/v1", "name": "t",
+            "nodes": [{"id": "n", "kind": "project", "uri": "p", "instances": 3}]
+        }))
+        .unwrap();
+        let mut run =
+            crate::run::start("r".into(), t, 1, BTreeMap::new(), "local".into(), None, 0).unwrap();
+        run.nodes[0] = NodeRun {
+            id: "n".into(),
+            ..node(&[Running, Failed, Running])
+        };
+        let o = overview(&run);
+        assert!(o.run.nodes[0].instances.is_empty());
+        assert_eq!(o.nodes[0].instances, 3);
+        assert_eq!(
+            o.nodes[0].counts,
+            BTreeMap::from([("failed".into(), 1), ("running".into(), 2)])
+        );
+        let p = instances_page(
+            &run,
+            "n",
+            InstanceFilter {
+                state: Some(Running),
+                offset: 1,
+                limit: 100_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (p.instances, p.matched, p.items.len(), p.items[0].index),
+            (3, 2, 1, 2)
+        );
+        assert!(instances_page(&run, "nope", InstanceFilter::default()).is_none());
     }
 
     proptest! {

@@ -2,7 +2,7 @@
 //! runs and work items those effects carry (tags, params, the step's spec).
 
 use crate::template::NodeKind;
-use crate::wire::{StepSpec, WorkItem};
+use crate::wire::{ChildRun, StepSpec, WorkItem};
 
 use super::effect::{Effect, MlflowEffect, QueueEffect};
 use super::event::AttemptKey;
@@ -35,14 +35,10 @@ fn reconcile_all(run: &RunState, now: u64) -> Vec<Effect> {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             let Some(a) = inst.current() else { continue };
-            match (a.state, &a.mlflow_run_id) {
-                (AttemptState::Creating, None) => {
-                    effects.push(child_run_effect(run, mlflow, &node.id, inst, a))
-                }
-                (AttemptState::Queued, Some(_)) if !a.enqueued => effects.push(Effect::Queue(
-                    QueueEffect::Enqueue(Box::new(work_item(run, mlflow, &node.id, inst, a))),
-                )),
-                _ => {}
+            if matches!(a.state, AttemptState::Creating | AttemptState::Queued) && !a.enqueued {
+                effects.push(Effect::Queue(QueueEffect::Enqueue(Box::new(work_item(
+                    run, mlflow, &node.id, inst, a,
+                )))));
             }
             // Earlier attempts too: a retry may start before its predecessor's run is closed,
             // and a repair before a cancelled attempt was withdrawn (its step must still stop).
@@ -55,15 +51,28 @@ fn reconcile_all(run: &RunState, now: u64) -> Vec<Effect> {
                         attempt: key.clone(),
                     }))
                 }
-                if let (true, Some(run_id), false) =
-                    (a.state.is_terminal(), &a.mlflow_run_id, a.mlflow_closed)
-                {
-                    effects.push(Effect::Mlflow(MlflowEffect::CloseAttemptRun {
+                if !a.state.is_terminal() || a.mlflow_closed {
+                    continue;
+                }
+                let (status, end_time) = (a.state.mlflow_status(), a.ended_at.unwrap_or(now));
+                match &a.mlflow_run_id {
+                    Some(run_id) => effects.push(Effect::Mlflow(MlflowEffect::CloseAttemptRun {
                         attempt: key,
                         run_id: run_id.clone(),
-                        status: a.state.mlflow_status(),
-                        end_time: a.ended_at.unwrap_or(now),
-                    }));
+                        status,
+                        end_time,
+                    })),
+                    // Its agent may have made the run and died before telling.
+                    None if a.leased => {
+                        effects.push(Effect::Mlflow(MlflowEffect::CloseUnreportedRun {
+                            key: key.work_item_id(&run.id),
+                            attempt: key,
+                            experiment_id: mlflow.experiment_id.clone(),
+                            status,
+                            end_time,
+                        }))
+                    }
+                    None => {}
                 }
             }
         }
@@ -118,20 +127,19 @@ fn parent_run_effect(run: &RunState) -> Effect {
 
 /// An attempt's child run, tagged with where it sits in the DAG, its params the node's
 /// resolved project parameters.
-fn child_run_effect(
+fn child_run(
     run: &RunState,
     mlflow: &MlflowRef,
     node_id: &str,
     inst: &Instance,
     a: &Attempt,
-) -> Effect {
+) -> ChildRun {
     let node = run
         .template
         .node(node_id)
         .expect("run nodes mirror template nodes");
     let kind = resolve(&node.kind, &run.parameters);
-    let attempt = AttemptKey::new(node_id, inst.index, a.number);
-    let key = attempt.work_item_id(&run.id);
+    let key = AttemptKey::new(node_id, inst.index, a.number).work_item_id(&run.id);
     let mut tags = vec![
         ("concurrent.key".to_string(), key.clone()),
         ("mlflow.parentRunId".to_string(), mlflow.run_id.clone()),
@@ -169,14 +177,13 @@ fn child_run_effect(
         NodeKind::Inference(i) => vec![("model_uri".into(), i.model_uri.clone())],
         NodeKind::Input(_) => Vec::new(),
     };
-    Effect::Mlflow(MlflowEffect::CreateChildRun {
-        attempt,
+    ChildRun {
         key,
-        experiment_id: mlflow.experiment_id.clone(),
         run_name: format!("{node_id}[{}] #{}", inst.index, a.number),
         tags,
         params,
-    })
+        maybe_exists: false,
+    }
 }
 
 /// The work item of an attempt, with parameters substituted.
@@ -219,6 +226,10 @@ fn work_item(
                 experiment_id: mlflow.experiment_id.clone(),
                 run_id: a.mlflow_run_id.clone().unwrap_or_default(),
             },
+            child_run: a
+                .mlflow_run_id
+                .is_none()
+                .then(|| child_run(run, mlflow, node_id, inst, a)),
             parent_run_id: Some(mlflow.run_id.clone()),
             commit: match &kind {
                 NodeKind::Project(p) if p.is_git() => run.pins.get(&p.source_key()).cloned(),

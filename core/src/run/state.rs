@@ -118,7 +118,8 @@ impl InstanceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptState {
-    /// Its MLflow child run is being created.
+    /// Kept for runs recorded when the edge created child runs before queueing; such an
+    /// attempt is queued now like any other.
     Creating,
     /// Waiting in the cluster's work queue.
     Queued,
@@ -174,6 +175,9 @@ pub struct Attempt {
     /// The MLflow child run carries the attempt's final status.
     #[serde(default)]
     pub mlflow_closed: bool,
+    /// An agent leased the attempt at some time, so it may have created an MLflow run.
+    #[serde(default)]
+    pub leased: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     pub created_at: u64,
@@ -240,19 +244,9 @@ impl NodeRun {
     /// The one state the run view shows for the node: a failure first (the run will fail),
     /// then activity, and succeeded only when every instance has.
     pub fn shown_state(&self) -> InstanceState {
-        use InstanceState::*;
-        let any = |s: InstanceState| self.instances.iter().any(|i| i.state == s);
-        if self.instances.is_empty() {
-            return Waiting;
-        }
-        [Failed, Running, Retrying, Queued, Cancelled]
-            .into_iter()
-            .find(|s| any(*s))
-            .unwrap_or(if self.all(Succeeded) {
-                Succeeded
-            } else {
-                Waiting
-            })
+        shown_state(self.instances.len(), |s| {
+            self.instances.iter().filter(|i| i.state == s).count()
+        })
     }
 
     /// Every instance's outputs as the downstream node sees them: one instance's at their
@@ -277,6 +271,23 @@ impl NodeRun {
             .filter(|i| i.state == InstanceState::Succeeded)
             .count()
     }
+}
+
+/// The one state a node shows for its `total` instances, `count(state)` of them in each: the
+/// most urgent one any instance is in, succeeded only when all are.
+pub fn shown_state(total: usize, count: impl Fn(InstanceState) -> usize) -> InstanceState {
+    use InstanceState::*;
+    if total == 0 {
+        return Waiting;
+    }
+    [Failed, Running, Retrying, Queued, Cancelled]
+        .into_iter()
+        .find(|s| count(*s) > 0)
+        .unwrap_or(if count(Succeeded) == total {
+            Succeeded
+        } else {
+            Waiting
+        })
 }
 
 /// Everything recorded about one run. It keeps the exact template version it started from.

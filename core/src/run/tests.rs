@@ -67,12 +67,14 @@ impl Driver {
                         experiment_id: "1".into(),
                         run_id: "parent".into(),
                     }),
-                    MlflowEffect::CreateChildRun { attempt, .. } => {
-                        self.child_runs += 1;
-                        Event::ChildRunCreated {
-                            key: attempt,
-                            run_id: format!("child{}", self.child_runs),
-                        }
+                    MlflowEffect::CloseUnreportedRun {
+                        attempt,
+                        key,
+                        status,
+                        ..
+                    } => {
+                        self.closed.push((format!("by key {key}"), status));
+                        Event::AttemptRunClosed { key: attempt }
                     }
                     MlflowEffect::CloseAttemptRun {
                         attempt,
@@ -124,8 +126,26 @@ impl Driver {
             },
             now,
         )
-        .ok()
-        .map(|_| item)
+        .ok()?;
+        Some(self.create_run(run, item, now))
+    }
+
+    /// What the agent does first with a lease: create the attempt's MLflow run and report it.
+    fn create_run(&mut self, run: &mut RunState, mut item: WorkItem, now: u64) -> WorkItem {
+        assert!(
+            item.step.child_run.is_some(),
+            "{} has no run to create",
+            item.id
+        );
+        self.child_runs += 1;
+        item.step.mlflow.run_id = format!("child{}", self.child_runs);
+        item.step.child_run = None;
+        let created = Event::ChildRunCreated {
+            key: item.key(),
+            run_id: item.step.mlflow.run_id.clone(),
+        };
+        apply(run, created, now).unwrap();
+        item
     }
 }
 
@@ -321,9 +341,10 @@ fn cancel_withdraws_queued_work_and_kills_mlflow_runs() {
     );
     d.settle(&mut run, 2);
     assert!(d.queue.is_empty());
+    // The running attempt's run and the parent; queued attempts never had a run.
     assert_eq!(
         d.closed.iter().filter(|(_, s)| *s == "KILLED").count(),
-        4,
+        2,
         "{:?}",
         d.closed
     );
@@ -434,36 +455,91 @@ fn mlflow_trouble_waits_with_backoff_and_refusals_end_what_they_were_for() {
 }
 
 #[test]
-fn a_refused_child_run_fails_its_instance_without_retries() {
-    let mut run = new_run(1, 3);
+fn a_wide_node_is_queued_at_once_and_its_runs_are_made_where_steps_start() {
+    let mut run = new_run(1, 0);
     let mut d = Driver::default();
+    d.settle(&mut run, 1);
+    let prep = d.lease(&mut run, 2).unwrap();
+    let outputs: Vec<(String, u64)> = (0..1000).map(|i| (format!("part-{i}.csv"), 1)).collect();
+    let outputs: Vec<(&str, u64)> = outputs.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+    // A node of 1,000 instances: every item is queued in one round, none waits for MLflow.
+    let mut wide = new_run(1000, 0);
+    let mut w = Driver::default();
+    w.settle(&mut wide, 1);
+    let first = w.lease(&mut wide, 2).unwrap();
+    finish(&mut wide, &first, files(&outputs), 3).unwrap();
+    let round = plan_round(reconcile(&wide, 4), 128);
+    assert!(
+        round
+            .mlflow
+            .iter()
+            .all(|m| matches!(m, MlflowEffect::CloseAttemptRun { .. })),
+        "no MLflow call but closing the finished attempt: {:?}",
+        round.mlflow
+    );
+    let items = &round.enqueue["local"];
+    assert_eq!(items.len(), 1000);
+    let child = items[999].step.child_run.as_ref().unwrap();
+    assert_eq!(child.key, items[999].id);
+    assert!(
+        child
+            .tags
+            .contains(&("mlflow.parentRunId".into(), "parent".into())),
+        "{:?}",
+        child.tags
+    );
+    assert!(child
+        .tags
+        .contains(&("concurrent.partition".into(), "999/1000".into())));
+    assert!(items.iter().all(|i| i.step.mlflow.run_id.is_empty()));
+    drop(prep);
+}
+
+#[test]
+fn an_attempt_that_ended_before_its_run_was_reported_is_closed_by_key() {
+    let mut run = new_run(1, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 1);
+    // The agent leases prepare and dies before its heartbeat could report the run it made.
+    let item = d.queue.remove(0);
     apply(
         &mut run,
-        Event::ParentRunCreated(MlflowRef {
-            experiment_id: "1".into(),
-            run_id: "p".into(),
-        }),
-        0,
-    )
-    .unwrap();
-    assert!(reconcile(&run, 0)
-        .iter()
-        .any(|e| matches!(e, Effect::Mlflow(MlflowEffect::CreateChildRun { .. }))));
-    apply(
-        &mut run,
-        Event::MlflowRefused {
-            call: MlflowCall::ChildRun {
-                key: AttemptKey::new("prepare", 0, 1),
-            },
-            message: "bad tag".into(),
+        Event::Leased {
+            key: item.key(),
+            agent: "a".into(),
         },
-        1,
+        2,
     )
     .unwrap();
-    assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.error.clone().unwrap().contains("bad tag"));
-    d.settle(&mut run, 2);
-    assert_eq!(d.child_runs, 0);
+    let expired = Outcome::Failed {
+        error: "lease expired".into(),
+    };
+    finish(&mut run, &item, expired, 3).unwrap();
+    d.settle(&mut run, 4);
+    assert!(
+        d.closed
+            .contains(&(format!("by key {}", item.id), "FAILED")),
+        "{:?}",
+        d.closed
+    );
+    // Never leased (cancelled while queued): nothing to look for.
+    let mut queued = new_run(1, 0);
+    let mut q = Driver::default();
+    q.settle(&mut queued, 1);
+    apply(
+        &mut queued,
+        Event::Cancel {
+            reason: "stop".into(),
+        },
+        2,
+    )
+    .unwrap();
+    q.settle(&mut queued, 3);
+    assert!(
+        q.closed.iter().all(|(r, _)| !r.starts_with("by key")),
+        "{:?}",
+        q.closed
+    );
 }
 
 #[test]

@@ -180,7 +180,13 @@ async fn report(
     let edge = crate::edge::Edge::new(edge_url, cluster, token, format!("step {}", item.id))?;
     let never = tokio_util::sync::CancellationToken::new();
     match edge
-        .complete_until_settled(&item.id, claims.fencing, outcome, &never)
+        .complete_until_settled(
+            &item.id,
+            claims.fencing,
+            outcome,
+            Some(item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty()),
+            &never,
+        )
         .await
     {
         Ok(()) => Ok(()),

@@ -203,21 +203,18 @@ impl RunObject {
                     run_id,
                 }))
             }
-            MlflowEffect::CreateChildRun {
+            MlflowEffect::CloseUnreportedRun {
                 attempt,
-                key,
                 experiment_id,
-                run_name,
-                tags,
-                params,
+                key,
+                status,
+                end_time,
             } => {
-                let maybe = sent_before(key)?;
-                let run_id = mlflow
-                    .create_run(key, maybe, experiment_id, run_name, now, tags, params)
-                    .await?;
-                Ok(Event::ChildRunCreated {
+                if let Some(run_id) = mlflow.find_run(experiment_id, key).await? {
+                    mlflow.update_run(&run_id, status, Some(*end_time)).await?;
+                }
+                Ok(Event::AttemptRunClosed {
                     key: attempt.clone(),
-                    run_id,
                 })
             }
             MlflowEffect::CloseAttemptRun {

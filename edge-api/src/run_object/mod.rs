@@ -36,6 +36,10 @@ object_api! {
         start(RunState) -> RunSummary = "/start";
         /// The whole run.
         get(()) -> RunState = "/get";
+        /// The run without instances, each node's counts by state.
+        overview(()) -> concurrent_core::run::RunOverview = "/overview";
+        /// A page of a node's instances.
+        instances(concurrent_core::wire::InstancesQuery) -> concurrent_core::run::InstancesPage = "/instances";
         /// Applies events in order; one answer per event: `None` when applied, the run's
         /// reason when it refused it (stale, or not fitting the run).
         events(Vec<Event>) -> Vec<Option<Rejected>> = "/events";
@@ -112,6 +116,23 @@ impl RunObject {
 
     async fn get(&self, _: ()) -> Result<RunState, ApiError> {
         self.with_run(|run| run.clone())
+    }
+
+    async fn overview(&self, _: ()) -> Result<concurrent_core::run::RunOverview, ApiError> {
+        self.with_run(concurrent_core::run::overview)
+    }
+
+    async fn instances(
+        &self,
+        q: concurrent_core::wire::InstancesQuery,
+    ) -> Result<concurrent_core::run::InstancesPage, ApiError> {
+        let filter = concurrent_core::run::InstanceFilter {
+            state: q.state,
+            offset: q.offset,
+            limit: q.limit,
+        };
+        self.with_run(|run| concurrent_core::run::instances_page(run, &q.node, filter))?
+            .ok_or_else(|| ApiError::NotFound(format!("the run has no node {:?}", q.node)))
     }
 
     async fn events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
