@@ -1,39 +1,71 @@
-//! The agent protocol under load: several synthetic agents at once doing lease/complete cycles
-//! against one cluster's queue, each call timed. (Control plane only: the agents complete each
-//! item at once.)
+//! The agent protocol under load: several synthetic agents at once leasing items in batches
+//! (one long-poll returns up to 50) and reporting them in batches (`/completions`), against one
+//! cluster's queue, each call timed. Control plane only: the agents complete each item at once,
+//! naming an MLflow run made before the clock starts (the fan-out measures run creation).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use concurrent_tests::{json, Stack};
+use serde_json::Value;
 
 use crate::{median, pct, Row};
+
+const BATCH: usize = 50;
 
 pub fn agents(stack: &Stack, agents: usize, items: usize, rows: &mut Vec<Row>) {
     stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-load",
         "nodes": [{"id": "w", "kind": "project", "uri": "synthetic", "entryPoint": "main", "instances": items}]}));
     let id = stack.start_run(&json!({"template": "bench-load", "cluster": "bench-load"}));
-    // Every item queued first (its MLflow run created), so the figure is the protocol's, not
-    // MLflow's run-creation rate (that is the fan-out's figure).
-    stack.wait_until(&id, Duration::from_secs(1800), "every item queued", |r| {
-        r["nodes"][0]["instances"]
-            .as_array()
-            .is_some_and(|i| i.len() == items && i.iter().all(|x| x["state"] == "queued"))
+    stack.wait_until(&id, Duration::from_secs(600), "every item queued", |r| {
+        r["mlflow"]["experimentId"].is_string()
+            && r["nodes"][0]["instances"]
+                .as_array()
+                .is_some_and(|i| i.len() == items && i.iter().all(|x| x["state"] == "queued"))
     });
+    let experiment = stack
+        .api("GET", &format!("/api/v1/runs/{id}/overview"), None)
+        .1["run"]["mlflow"]["experimentId"]
+        .clone();
+    // The attempts' MLflow runs, made before the clock starts.
+    let http = &reqwest::blocking::Client::new();
+    let pool: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let experiment = experiment.clone();
+                s.spawn(move || {
+                    let body = json!({"experiment_id": experiment});
+                    (0..items.div_ceil(2))
+                        .map(|_| {
+                            crate::scale::mlflow(http, stack, "runs/create", &body)["run"]["info"]
+                                ["run_id"]
+                                .as_str()
+                                .unwrap()
+                                .to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let next_run = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let started = Instant::now();
-    let (mut lease_ms, mut complete_ms, mut errors, mut first) =
-        (vec![], vec![], 0usize, None::<Duration>);
+    let (mut lease_ms, mut complete_ms, mut errors) = (vec![], vec![], 0usize);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..agents)
             .map(|a| {
-                let done = &done;
+                let (done, next_run, pool) = (&done, &next_run, &pool);
                 s.spawn(move || {
-                    let (mut lease, mut complete, mut errors, mut first) = (vec![], vec![], 0usize, None);
+                    let (mut lease, mut complete, mut errors) = (vec![], vec![], 0usize);
                     while done.load(Ordering::Relaxed) < items {
                         assert!(started.elapsed() < Duration::from_secs(1800), "load run stalled at {} of {items}", done.load(Ordering::Relaxed));
                         let t = Instant::now();
-                        let (status, body) = stack.api("POST", "/api/v1/agents/bench-load/lease", Some(&json!({"agent": format!("load-{a}"), "max": 1, "waitMs": 0})));
+                        let (status, body) = stack.api("POST", "/api/v1/agents/bench-load/lease", Some(&json!({"agent": format!("load-{a}"), "max": BATCH, "waitMs": 0})));
                         let elapsed = t.elapsed().as_secs_f64() * 1000.0;
                         if status != 200 {
                             errors += 1;
@@ -45,44 +77,45 @@ pub fn agents(stack: &Stack, agents: usize, items: usize, rows: &mut Vec<Row>) {
                             std::thread::sleep(Duration::from_millis(50));
                             continue;
                         }
-                        first.get_or_insert(started.elapsed());
                         lease.push(elapsed);
-                        for l in leases {
-                            let t = Instant::now();
-                            let body = json!({"itemId": l["item"]["id"], "token": l["token"], "outcome": {"status": "succeeded", "outputs": []}});
-                            let (status, _) = stack.api("POST", "/api/v1/agents/bench-load/complete", Some(&body));
-                            complete.push(t.elapsed().as_secs_f64() * 1000.0);
-                            if status == 200 {
-                                done.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                errors += 1;
-                            }
+                        let completions: Vec<Value> = leases
+                            .iter()
+                            .map(|l| {
+                                let run = &pool[next_run.fetch_add(1, Ordering::Relaxed) % pool.len()];
+                                json!({"itemId": l["item"]["id"], "token": l["token"], "mlflowRunId": run, "outcome": {"status": "succeeded", "outputs": []}})
+                            })
+                            .collect();
+                        let t = Instant::now();
+                        let (status, body) = stack.api("POST", "/api/v1/agents/bench-load/completions", Some(&json!({"completions": completions})));
+                        complete.push(t.elapsed().as_secs_f64() * 1000.0);
+                        if status != 200 {
+                            errors += 1;
+                            continue;
                         }
+                        let accepted = body["results"].as_array().unwrap().iter().filter(|r| r["refused"].is_null()).count();
+                        errors += leases.len() - accepted;
+                        done.fetch_add(accepted, Ordering::Relaxed);
                     }
-                    (lease, complete, errors, first)
+                    (lease, complete, errors)
                 })
             })
             .collect();
         for h in handles {
-            let (l, c, e, f) = h.join().unwrap();
+            let (l, c, e) = h.join().unwrap();
             lease_ms.extend(l);
             complete_ms.extend(c);
             errors += e;
-            first = match (first, f) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
         }
     });
-    let busy = started.elapsed() - first.unwrap_or_default();
+    let busy = started.elapsed();
     let run = stack.wait_run(&id, Duration::from_secs(900));
     assert_eq!(run["status"], "succeeded", "the load run ends");
     let calls = lease_ms.len() + complete_ms.len();
     rows.push((
-        format!("agent protocol under load: {agents} agents, {items} lease/complete cycles"),
+        format!("agent protocol under load: {agents} agents, {items} lease+complete cycles, batches of {BATCH}"),
         format!("{:.0} cycles/s", items as f64 / busy.as_secs_f64()),
         format!(
-            "lease p50 {:.0} ms / p99 {:.0} ms; complete p50 {:.0} ms / p99 {:.0} ms; {errors} errors of {calls} calls",
+            "per call: lease p50 {:.0} ms / p99 {:.0} ms; completions p50 {:.0} ms / p99 {:.0} ms; {errors} errors in {calls} calls",
             median(&mut lease_ms.clone()),
             pct(&mut lease_ms, 0.99),
             median(&mut complete_ms.clone()),

@@ -76,7 +76,13 @@ pub fn spread(v: &[f64]) -> String {
     format!("{lo:.2}–{hi:.2}")
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// Whether an MLflow 4xx is its store being overloaded (it answers an exhausted SQLAlchemy
+/// connection pool or a locked SQLite file with 400 BAD_REQUEST): worth trying again.
+pub fn overloaded(body: &str) -> bool {
+    body.contains("QueuePool limit") || body.contains("database is locked")
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -334,8 +340,19 @@ fn main() {
     }
     if wanted("fan-out") {
         eprintln!("fan-out of {}…", args.fan_out);
-        scale::fan_out(stack, args.fan_out, "SQLite, 1 worker", &mut rows);
+        use scale::Spread::ByFile;
+        scale::fan_out(
+            stack,
+            args.fan_out,
+            "SQLite, 1 worker",
+            ByFile,
+            1,
+            &mut rows,
+        );
         write_results(&rows, &args);
+    }
+    if wanted("fan-out") || wanted("fan-out-postgres") {
+        use scale::Spread::{Broadcast, ByFile};
         let pg = postgres::Postgres::start();
         let production = Stack::start_with(concurrent_tests::Backend {
             uri: Some(pg.uri()),
@@ -345,6 +362,18 @@ fn main() {
             &production,
             args.fan_out,
             "PostgreSQL, 4 workers",
+            ByFile,
+            4,
+            &mut rows,
+        );
+        write_results(&rows, &args);
+        // The memory case: every instance sees 100 input files.
+        scale::fan_out(
+            &production,
+            args.fan_out,
+            "PostgreSQL, 4 workers, 100 files broadcast to every instance",
+            Broadcast,
+            4,
             &mut rows,
         );
         write_results(&rows, &args);
@@ -353,7 +382,7 @@ fn main() {
     }
     if wanted("load") {
         eprintln!("agent protocol under load…");
-        load::agents(stack, 8, 2000, &mut rows);
+        load::agents(stack, 8, 5000, &mut rows);
         write_results(&rows, &args);
     }
     if wanted("designer") {

@@ -81,7 +81,10 @@ impl Postgres {
 
     /// The MLflow backend store URI of the `mlflow` database.
     pub fn uri(&self) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/mlflow", self.port)
+        format!(
+            "postgresql+psycopg2://postgres@127.0.0.1:{}/mlflow",
+            self.port
+        )
     }
 }
 

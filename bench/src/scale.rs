@@ -1,6 +1,8 @@
 //! A 1 → N → 1 fan-out through the control plane, with synthetic agents that do what a real
 //! agent does with each lease except running a step: create the attempt's MLflow run from the
-//! item's `childRun` (in MLflow, for real), then complete it at once with that run's id.
+//! item's `childRun` (in MLflow, for real), then complete it at once with that run's id. The
+//! upstream's files reach the wide node split one per instance, or all broadcast to every
+//! instance (N × 100 input references: the run object's worst case for memory).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -11,10 +13,11 @@ use serde_json::Value;
 
 use crate::{median, pct, Row};
 
-/// Synthetic agents, and MLflow runs each creates at once (a real agent runs up to its
-/// `--capacity` steps at a time, each creating its run when it starts).
+/// Synthetic agents (each creates up to `per_agent` MLflow runs at once: a real agent runs up
+/// to its `--capacity` steps at a time, each creating its run when it starts).
 const AGENTS: usize = 8;
-const PER_AGENT: usize = 4;
+/// Items one agent leases at a time (its free capacity).
+const CAPACITY: usize = 16;
 
 /// Seconds spent per component, summed over all agents' calls.
 #[derive(Default)]
@@ -24,68 +27,134 @@ struct Spent {
     complete: f64,
 }
 
+/// One MLflow call, tried again after a pause on a failure, as the agent's client does.
+pub fn mlflow(http: &reqwest::blocking::Client, stack: &Stack, path: &str, body: &Value) -> Value {
+    let url = format!("{}/api/2.0/mlflow/{path}", stack.mlflow_url);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match http.post(&url).json(body).send() {
+            Ok(r) if r.status().is_success() => return r.json().expect("MLflow JSON"),
+            Ok(r) if r.status().is_client_error() => {
+                let text = r.text().unwrap_or_default();
+                // MLflow answers an exhausted connection pool with a 400 (see the agent's client).
+                assert!(
+                    crate::overloaded(&text) && attempt < 20,
+                    "MLflow refused {path}: {text}"
+                );
+                std::thread::sleep(Duration::from_millis(250 * attempt));
+            }
+            other => {
+                assert!(attempt < 10, "MLflow {path} kept failing: {other:?}");
+                std::thread::sleep(Duration::from_millis(250 * attempt));
+            }
+        }
+    }
+}
+
 /// The attempt's MLflow run, as the agent's `Mlflow::ensure_run` makes it (create + params).
-fn create_run(stack: &Stack, item: &Value) -> String {
+fn create_run(http: &reqwest::blocking::Client, stack: &Stack, item: &Value) -> String {
     let child = &item["step"]["childRun"];
-    let mut tags: Vec<Value> = child["tags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|kv| json!({"key": kv[0], "value": kv[1]}))
-        .collect();
+    let pairs = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|kv| json!({"key": kv[0], "value": kv[1]}))
+            .collect()
+    };
+    let mut tags = pairs(&child["tags"]);
     tags.push(json!({"key": "mlflow.runName", "value": child["runName"]}));
-    let created = stack.mlflow_api(
-        "POST",
-        "runs/create",
-        Some(&json!({"experiment_id": item["step"]["mlflow"]["experimentId"], "run_name": child["runName"], "tags": tags})),
-    );
+    let body = json!({"experiment_id": item["step"]["mlflow"]["experimentId"], "run_name": child["runName"], "tags": tags});
+    let created = mlflow(http, stack, "runs/create", &body);
     let run_id = created["run"]["info"]["run_id"]
         .as_str()
         .expect("run id")
         .to_string();
-    let params: Vec<Value> = child["params"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|kv| json!({"key": kv[0], "value": kv[1]}))
-        .collect();
+    let params = pairs(&child["params"]);
     if !params.is_empty() {
-        stack.mlflow_api(
-            "POST",
+        mlflow(
+            http,
+            stack,
             "runs/log-batch",
-            Some(&json!({"run_id": run_id, "params": params})),
+            &json!({"run_id": run_id, "params": params}),
         );
     }
     run_id
 }
 
-pub fn fan_out(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
+/// How the upstream's files reach the wide node.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Spread {
+    /// 5,000 files split one per instance (half the instances get none).
+    ByFile,
+    /// 100 files every instance sees: N × 100 input references.
+    Broadcast,
+}
+
+pub fn fan_out(
+    stack: &Stack,
+    n: usize,
+    label: &str,
+    spread: Spread,
+    per_agent: usize,
+    rows: &mut Vec<Row>,
+) {
     let node = |id: &str, instances: usize| json!({"id": id, "kind": "project", "uri": "synthetic", "entryPoint": "main", "instances": instances});
     let name = format!(
-        "bench-fan-{}",
-        label.split(',').next().unwrap_or("x").to_lowercase()
+        "bench-fan-{}-{}",
+        label.split(',').next().unwrap_or("x").to_lowercase(),
+        if spread == Spread::Broadcast {
+            "broadcast"
+        } else {
+            "by-file"
+        }
     );
     stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": name, "nodes": [node("a", 1), node("b", n), node("c", 1)],
-        "edges": [{"from": "a", "to": "b", "partition": {"mode": "by-file"}}, {"from": "b", "to": "c"}]}));
+        "edges": [{"from": "a", "to": "b", "partition": {"mode": if spread == Spread::Broadcast { "broadcast" } else { "by-file" }}}, {"from": "b", "to": "c"}]}));
     let id = stack.start_run(&json!({"template": name, "cluster": name}));
     let start = Instant::now();
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let peak_rss = AtomicUsize::new(0);
+    let edge_pid = stack.edge.pid();
     let leased_b = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let first_b = Mutex::new(None::<Duration>);
     let all_b = Mutex::new(None::<Duration>);
     let spent = Mutex::new(Spent::default());
+    let http = &reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let heartbeat_path = &format!("/api/v1/agents/{name}/heartbeat");
     let lease_path = format!("/api/v1/agents/{name}/lease");
     let complete_path = format!("/api/v1/agents/{name}/complete");
     std::thread::scope(|s| {
+        let (ended, peak_rss, id) = (&ended, &peak_rss, &id);
+        // The edge's memory (workerd holds the run objects), sampled while the run goes on.
+        s.spawn(move || {
+            while !ended.load(Ordering::Relaxed) {
+                peak_rss.fetch_max(workerd_rss_kib(edge_pid) as usize, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        s.spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let (_, o) = stack.api("GET", &format!("/api/v1/runs/{id}/overview"), None);
+            let status = o["run"]["status"].as_str().unwrap_or_default();
+            if ["succeeded", "failed", "cancelled"].contains(&status) {
+                ended.store(true, Ordering::Relaxed);
+                return;
+            }
+        });
         for a in 0..AGENTS {
             let (leased_b, finished, first_b, all_b, spent) =
                 (&leased_b, &finished, &first_b, &all_b, &spent);
             let (lease_path, complete_path) = (&lease_path, &complete_path);
             s.spawn(move || {
-                while finished.load(Ordering::Relaxed) < n + 2 {
+                while !ended.load(Ordering::Relaxed) {
                     assert!(start.elapsed() < Duration::from_secs(3600), "fan-out stalled at {} of {}", finished.load(Ordering::Relaxed), n + 2);
                     let t = Instant::now();
-                    let (status, body) = stack.api("POST", lease_path, Some(&json!({"agent": format!("synthetic-{a}"), "max": 100, "waitMs": 1000})));
+                    let (status, body) = stack.api("POST", lease_path, Some(&json!({"agent": format!("synthetic-{a}"), "max": CAPACITY, "waitMs": 1000})));
                     spent.lock().unwrap().lease += t.elapsed().as_secs_f64();
                     assert_eq!(status, 200, "{body}");
                     let leases = body["leases"].as_array().cloned().unwrap_or_default();
@@ -97,16 +166,30 @@ pub fn fan_out(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
                         }
                     }
                     // Each lease as its own step would: its MLflow run, then its completion.
-                    let chunks: Vec<&[Value]> = leases.chunks(leases.len().div_ceil(PER_AGENT).max(1)).collect();
+                    let chunks: Vec<&[Value]> = leases.chunks(leases.len().div_ceil(per_agent).max(1)).collect();
+                    let refs: Vec<Value> = leases.iter().map(|l| json!({"itemId": l["item"]["id"], "token": l["token"]})).collect();
+                    let batch_done = std::sync::atomic::AtomicBool::new(false);
                     std::thread::scope(|s| {
-                        for chunk in chunks {
-                            s.spawn(move || {
+                        let (batch_done, refs) = (&batch_done, &refs);
+                        // The agent heartbeats what it holds (a third of the lease TTL).
+                        s.spawn(move || {
+                            let mut since = Instant::now();
+                            while !batch_done.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(100));
+                                if since.elapsed() >= Duration::from_secs(1) {
+                                    since = Instant::now();
+                                    stack.api("POST", heartbeat_path, Some(&json!({"agent": format!("synthetic-{a}"), "leases": refs})));
+                                }
+                            }
+                        });
+                        let workers: Vec<_> = chunks.into_iter().map(|chunk| s.spawn(move || {
                                 for l in chunk {
                                     let t = Instant::now();
-                                    let run_id = create_run(stack, &l["item"]);
+                                    let run_id = create_run(http, stack, &l["item"]);
                                     let made = t.elapsed().as_secs_f64();
                                     let outputs = if l["item"]["nodeId"] == "a" {
-                                        (0..n).map(|i| json!({"path": format!("part-{i}"), "size": 1})).collect::<Vec<_>>()
+                                        let files = if spread == Spread::Broadcast { 100 } else { 5000 };
+                                        (0..files).map(|i| json!({"path": format!("shard-{i:04}.parquet"), "size": 1 << 20})).collect::<Vec<_>>()
                                     } else {
                                         vec![]
                                     };
@@ -120,8 +203,11 @@ pub fn fan_out(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
                                     drop(sp);
                                     finished.fetch_add(1, Ordering::Relaxed);
                                 }
-                            });
+                            })).collect();
+                        for w in workers {
+                            w.join().unwrap();
                         }
+                        batch_done.store(true, Ordering::Relaxed);
                     });
                 }
             });
@@ -129,7 +215,7 @@ pub fn fan_out(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
     });
     let run = stack.wait_run(&id, Duration::from_secs(900));
     let end = start.elapsed();
-    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["status"], "succeeded", "{}", run["error"]);
     let all = all_b.lock().unwrap().unwrap_or(end).as_secs_f64();
     let first = first_b.lock().unwrap().unwrap_or_default().as_secs_f64();
     let sp = spent.lock().unwrap();
@@ -145,7 +231,7 @@ pub fn fan_out(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
         format!("fan-out 1 → {n} → 1 ({label}): run start to run end"),
         format!("{:.1} s", end.as_secs_f64()),
         format!(
-            "{} MLflow runs made by {AGENTS} synthetic agents, {PER_AGENT} at a time each; time in calls, summed over agents: MLflow run creation {:.0} s, completions {:.0} s, leases {:.0} s",
+            "{} MLflow runs made by {AGENTS} synthetic agents, {per_agent} at a time each; time in calls, summed over agents: MLflow run creation {:.0} s, completions {:.0} s, leases {:.0} s",
             n + 5,
             sp.mlflow,
             sp.complete,
@@ -163,35 +249,89 @@ pub fn fan_out(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
         format!("{:.1} MiB", size as f64 / 1048576.0),
         "SQLite files of the RunObject namespace".into(),
     ));
-    // Read latency of the big run, 8 concurrent readers.
-    let mut lat = Vec::new();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    (0..25)
-                        .map(|_| {
-                            let t = Instant::now();
-                            let (status, _) = stack.api("GET", &format!("/api/v1/runs/{id}"), None);
-                            (status, t.elapsed().as_secs_f64() * 1000.0)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            lat.extend(h.join().unwrap());
-        }
-    });
-    let errors = lat.iter().filter(|(s, _)| *s != 200).count();
-    let mut ms: Vec<f64> = lat.iter().map(|(_, m)| *m).collect();
     rows.push((
-        format!("GET a {n}-instance run ({label}), 8 concurrent readers"),
-        format!("p50 {:.0} ms", median(&mut ms.clone())),
+        format!("edge memory during the fan-out ({label})"),
         format!(
-            "p99 {:.0} ms, {errors} errors of {}",
-            pct(&mut ms, 0.99),
-            lat.len()
+            "{:.0} MiB peak",
+            peak_rss.load(Ordering::Relaxed) as f64 / 1024.0
+        ),
+        format!(
+            "workerd's RSS (every object of the local edge; wasm memory never shrinks, so this is the high-water mark); {n} instances, {}",
+            if spread == Spread::Broadcast { "100 input files each" } else { "5,000 files split one per instance" }
         ),
     ));
+    // Read latency of the big run, 8 concurrent readers, for each way of reading it.
+    for (what, path) in [
+        ("GET the whole run", format!("/api/v1/runs/{id}")),
+        ("GET its overview", format!("/api/v1/runs/{id}/overview")),
+        (
+            "GET a page of 50 instances",
+            format!("/api/v1/runs/{id}/instances?node=b&state=succeeded&offset=5000&limit=50"),
+        ),
+    ] {
+        let mut lat = Vec::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..25)
+                            .map(|_| {
+                                let t = Instant::now();
+                                let (status, _) = stack.api("GET", &path, None);
+                                (status, t.elapsed().as_secs_f64() * 1000.0)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                lat.extend(h.join().unwrap());
+            }
+        });
+        let errors = lat.iter().filter(|(s, _)| *s != 200).count();
+        let mut ms: Vec<f64> = lat.iter().map(|(_, m)| *m).collect();
+        rows.push((
+            format!("{what} of a {n}-instance run ({label}), 8 concurrent readers"),
+            format!("p50 {:.0} ms", median(&mut ms.clone())),
+            format!(
+                "p99 {:.0} ms, {errors} errors of {}",
+                pct(&mut ms, 0.99),
+                lat.len()
+            ),
+        ));
+    }
+}
+
+/// RSS of the workerd processes below `pid` (wrangler runs workerd as its child).
+fn workerd_rss_kib(pid: u32) -> u64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "workerd")
+        })
+        .filter(|p| {
+            let mut at = *p;
+            for _ in 0..8 {
+                match parent_of(at) {
+                    Some(pp) if pp == pid => return true,
+                    Some(pp) if pp > 1 => at = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .map(crate::rss_kib)
+        .sum()
 }

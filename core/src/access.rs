@@ -148,6 +148,8 @@ routes! {
     "POST" "/agents/:cluster/lease" => AgentLease, AgentOfCluster;
     "POST" "/agents/:cluster/heartbeat" => AgentHeartbeat, AgentOfCluster;
     "POST" "/agents/:cluster/complete" => AgentComplete, AgentOfCluster;
+    /// Several completions in one call.
+    "POST" "/agents/:cluster/completions" => AgentCompletions, AgentOfCluster;
     "POST" "/agents/:cluster/pin" => AgentPin, AgentOfCluster;
     "POST" "/agents/:cluster/inspections" => AgentInspections, AgentOfCluster;
     "POST" "/agents/:cluster/inspections/answer" => AgentInspectAnswer, AgentOfCluster;

@@ -393,6 +393,33 @@ pub struct CompleteRequest {
     pub mlflow_run_id: Option<String>,
 }
 
+/// Most completions in one [`CompletionsRequest`].
+pub const MAX_COMPLETIONS: usize = 100;
+
+/// Report the end of several leased attempts at once (one round trip for a burst of finished
+/// steps; the queue tells each run once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompletionsRequest {
+    pub completions: Vec<CompleteRequest>,
+}
+
+/// One answer per completion, in order: accepted, or why not (what a single `/complete`
+/// answers with 409).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionsResponse {
+    pub results: Vec<CompletionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionResult {
+    pub item_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
 /// The artifact directory, inside each attempt's MLflow run, that holds the step's outputs.
 pub const OUTPUTS_DIR: &str = "outputs";
 

@@ -129,6 +129,10 @@ pub struct AgentConfig {
     /// step's image, command, resources and env are merged in.
     #[arg(long, env = "CONCURRENT_POD_TEMPLATE")]
     pub pod_template: Option<PathBuf>,
+    /// Kubernetes: most pods created per second, spread evenly (a 10,000-wide node must not
+    /// flood the API server; client-go's default is 5 requests a second).
+    #[arg(long, env = "CONCURRENT_POD_CREATE_QPS", default_value_t = 20.0)]
+    pub pod_create_qps: f64,
     /// Kubernetes: seconds finished pods are kept before they are deleted.
     #[arg(long, env = "CONCURRENT_KEEP_FINISHED", default_value_t = 300)]
     pub keep_finished: u64,
@@ -183,6 +187,12 @@ impl Agent {
         check_url(&cfg.edge_url)?;
         if let Some(why) = concurrent_core::names::label_value_problem(&cfg.cluster) {
             bail!("--cluster {:?} {why}", cfg.cluster);
+        }
+        if !(cfg.pod_create_qps > 0.0 && cfg.pod_create_qps <= 10_000.0) {
+            bail!(
+                "--pod-create-qps {} must be above 0 and at most 10000",
+                cfg.pod_create_qps
+            );
         }
         if !(1..=1000).contains(&cfg.capacity) {
             bail!("--capacity {} must be between 1 and 1000", cfg.capacity);

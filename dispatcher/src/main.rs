@@ -7,6 +7,7 @@ mod executor;
 mod inspect;
 mod metrics;
 mod mlflow;
+mod pace;
 mod step;
 
 use std::path::PathBuf;

@@ -80,11 +80,16 @@ impl Mlflow {
             match self.auth(request()).send().await {
                 Ok(r) if r.status().is_success() => Ok(r),
                 Ok(r) if r.status().is_client_error() => {
-                    Err(Failure::Final(anyhow::Error::new(Refused(format!(
-                        "MLflow answered {} to {what}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )))))
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    let message = format!("MLflow answered {status} to {what}: {text}");
+                    // MLflow answers an exhausted database connection pool, or a locked SQLite
+                    // file, with 400 BAD_REQUEST: an overload that passes, not a refusal.
+                    if text.contains("QueuePool limit") || text.contains("database is locked") {
+                        Err(Failure::Again(anyhow!(message)))
+                    } else {
+                        Err(Failure::Final(anyhow::Error::new(Refused(message))))
+                    }
                 }
                 Ok(r) => Err(Failure::Again(anyhow!(
                     "MLflow answered {} to {what}",

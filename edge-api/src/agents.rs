@@ -62,6 +62,26 @@ pub async fn handle_complete(mut req: Request, ctx: Ctx) -> worker::Result<Respo
     respond(result, 200)
 }
 
+/// `POST .../completions` — up to 100 completions; one answer each, in order.
+pub async fn handle_completions(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let body: concurrent_core::wire::CompletionsRequest = json_body(&mut req).await?;
+        if body.completions.len() > concurrent_core::wire::MAX_COMPLETIONS {
+            return Err(ApiError::BadRequest(format!(
+                "{} completions in one call; at most {} are allowed",
+                body.completions.len(),
+                concurrent_core::wire::MAX_COMPLETIONS
+            )));
+        }
+        for c in &body.completions {
+            ctx.data.check_lease(&c.item_id, c.token)?;
+        }
+        queue(&ctx)?.completions(&body).await
+    }
+    .await;
+    respond(result, 200)
+}
+
 /// `POST .../pin` — a step's git commit for its source; answers the run's pin.
 pub async fn handle_pin(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {

@@ -62,6 +62,8 @@ object_api! {
         heartbeat(HeartbeatRequest) -> HeartbeatResponse = "/heartbeat";
         /// Ends a lease with its outcome (409 when the lease is not current).
         complete(CompleteRequest) -> bool = "/complete";
+        /// Ends several leases; one answer each.
+        completions(concurrent_core::wire::CompletionsRequest) -> concurrent_core::wire::CompletionsResponse = "/completions";
         /// Drops ready items and flags leased ones of cancelled attempts.
         withdraw(Withdraw) -> bool = "/withdraw";
         /// Passes a step's git commit to its run (for a current lease).
@@ -201,8 +203,22 @@ impl QueueObject {
             leases = self.take_ready(&r)?;
         }
         if !leases.is_empty() {
-            self.arm().await?;
             leases = self.tell_runs_leased(leases, &r.agent).await?;
+            // The TTL counts from the answer: a run slow to record the leases (a 10,000-wide
+            // node being planned) must not expire them before the agent has them.
+            let expires_at = now_ms() + self.ttl();
+            for l in &mut leases {
+                l.expires_at = expires_at;
+                self.sql.exec(
+                    "UPDATE items SET expires_at = ? WHERE id = ? AND token = ?",
+                    vec![
+                        (expires_at as i64).into(),
+                        l.item.id.clone().into(),
+                        (l.token as i64).into(),
+                    ],
+                )?;
+            }
+            self.arm().await?;
         }
         Ok(LeaseResponse {
             leases,
@@ -416,14 +432,32 @@ impl QueueObject {
     }
 
     async fn complete(&self, r: CompleteRequest) -> Result<bool, ApiError> {
-        let row = self.row(&r.item_id)?.ok_or_else(|| {
-            ApiError::Conflict(format!(
+        let answer = self.complete_all(vec![r]).await?;
+        match answer.into_iter().next().and_then(|a| a.refused) {
+            None => Ok(true),
+            Some(why) => Err(ApiError::Conflict(why)),
+        }
+    }
+
+    async fn completions(
+        &self,
+        r: concurrent_core::wire::CompletionsRequest,
+    ) -> Result<concurrent_core::wire::CompletionsResponse, ApiError> {
+        Ok(concurrent_core::wire::CompletionsResponse {
+            results: self.complete_all(r.completions).await?,
+        })
+    }
+
+    /// Why a completion cannot be taken (the lease is not current), or its item.
+    fn check_completion(&self, r: &CompleteRequest) -> Result<Result<WorkItem, String>, ApiError> {
+        let Some(row) = self.row(&r.item_id)? else {
+            return Ok(Err(format!(
                 "work item {} is not leased (it completed, expired or was cancelled)",
                 r.item_id
-            ))
-        })?;
+            )));
+        };
         if row.token as u64 != r.token {
-            return Err(ApiError::Conflict(format!(
+            return Ok(Err(format!(
                 "lease token {} of work item {} is stale; the current lease has token {}",
                 r.token, r.item_id, row.token
             )));
@@ -433,61 +467,73 @@ impl QueueObject {
                 "DELETE FROM items WHERE id = ?",
                 vec![r.item_id.clone().into()],
             )?;
-            return Err(ApiError::Conflict(format!(
+            return Ok(Err(format!(
                 "work item {} was cancelled; its result is discarded",
                 r.item_id
             )));
         }
         if row.state != "leased" {
-            return Err(ApiError::Conflict(format!(
-                "work item {} is not leased",
-                r.item_id
-            )));
+            return Ok(Err(format!("work item {} is not leased", r.item_id)));
         }
-        let item: WorkItem = serde_json::from_str(&row.item)?;
-        if let Some(mlflow_run) = r.mlflow_run_id.filter(|m| *m != item.step.mlflow.run_id) {
-            if concurrent_core::refs::run_id_problem(&mlflow_run).is_some() {
-                return Err(ApiError::BadRequest(format!(
-                    "mlflowRunId {mlflow_run:?} is not an MLflow run id"
-                )));
-            }
-            let created = Event::ChildRunCreated {
-                key: item.key(),
-                run_id: mlflow_run,
-            };
-            if let Some(why) = self.tell_run(&item, created).await? {
-                worker::console_warn!("queue: run {} refused an MLflow run: {why}", item.run_id);
-            }
-        }
-        let answer = self.finish(&item, r.outcome.bounded()).await?;
-        self.sql.exec(
-            "DELETE FROM items WHERE id = ?",
-            vec![r.item_id.clone().into()],
-        )?;
-        self.sql
-            .exec("DELETE FROM confirmed WHERE id = ?", vec![r.item_id.into()])?;
-        match answer {
-            None => Ok(true),
-            Some(why) => Err(ApiError::Conflict(format!(
-                "the run refused the result: {why}"
-            ))),
-        }
+        Ok(Ok(serde_json::from_str(&row.item)?))
     }
 
-    /// Forwards the end of an attempt to its run; `Some(reason)` when the run refused it.
-    async fn finish(
+    /// Takes completions: each run hears of its own in one call (the attempt's MLflow run
+    /// first, then the end), then the items leave the queue. A run that cannot be reached fails
+    /// the call, leaving every item to be completed again or to expire.
+    async fn complete_all(
         &self,
-        item: &WorkItem,
-        outcome: Outcome,
-    ) -> Result<Option<Rejected>, ApiError> {
-        self.tell_run(
-            item,
-            Event::Finished {
+        requests: Vec<CompleteRequest>,
+    ) -> Result<Vec<concurrent_core::wire::CompletionResult>, ApiError> {
+        let mut results: Vec<concurrent_core::wire::CompletionResult> = Vec::new();
+        // Run id → (result index, index of its Finished event) and the events.
+        let mut by_run: BTreeMap<String, (Vec<(usize, usize)>, Vec<Event>)> = BTreeMap::new();
+        for r in requests {
+            results.push(concurrent_core::wire::CompletionResult {
+                item_id: r.item_id.clone(),
+                refused: None,
+            });
+            let at = results.len() - 1;
+            let item = match self.check_completion(&r)? {
+                Ok(item) => item,
+                Err(why) => {
+                    results[at].refused = Some(why);
+                    continue;
+                }
+            };
+            let (slots, events) = by_run.entry(item.run_id.clone()).or_default();
+            if let Some(mlflow_run) = r.mlflow_run_id.filter(|m| *m != item.step.mlflow.run_id) {
+                if concurrent_core::refs::run_id_problem(&mlflow_run).is_some() {
+                    results[at].refused = Some(format!(
+                        "mlflowRunId {mlflow_run:?} is not an MLflow run id"
+                    ));
+                    continue;
+                }
+                events.push(Event::ChildRunCreated {
+                    key: item.key(),
+                    run_id: mlflow_run,
+                });
+            }
+            slots.push((at, events.len()));
+            events.push(Event::Finished {
                 key: item.key(),
-                outcome,
-            },
-        )
-        .await
+                outcome: r.outcome.bounded(),
+            });
+        }
+        for (run_id, (slots, events)) in by_run {
+            let answers = RunClient::of(&self.env, &run_id)?.events(&events).await?;
+            for (at, event) in slots {
+                if let Some(why) = answers.get(event).cloned().flatten() {
+                    results[at].refused = Some(format!("the run refused the result: {why}"));
+                }
+                let id = results[at].item_id.clone();
+                self.sql
+                    .exec("DELETE FROM items WHERE id = ?", vec![id.clone().into()])?;
+                self.sql
+                    .exec("DELETE FROM confirmed WHERE id = ?", vec![id.into()])?;
+            }
+        }
+        Ok(results)
     }
 
     async fn tell_run(&self, item: &WorkItem, event: Event) -> Result<Option<Rejected>, ApiError> {

@@ -78,6 +78,7 @@ pub async fn dispatch(
         Route::AgentLease => agents::handle_lease(req, ctx).await,
         Route::AgentHeartbeat => agents::handle_heartbeat(req, ctx).await,
         Route::AgentComplete => agents::handle_complete(req, ctx).await,
+        Route::AgentCompletions => agents::handle_completions(req, ctx).await,
         Route::AgentPin => agents::handle_pin(req, ctx).await,
         Route::ProjectInspect => inspect::handle_inspect(req, ctx).await,
         Route::AgentInspections => inspect::handle_poll(req, ctx).await,

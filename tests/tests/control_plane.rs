@@ -681,3 +681,99 @@ fn a_cloudflare_access_jwt_signs_in_only_when_it_verifies() {
         .unwrap();
     assert_eq!(saved["updatedBy"], "ana@example.com");
 }
+
+#[test]
+fn completions_in_one_call_are_each_taken_or_refused_with_the_reason() {
+    let stack = Stack::shared();
+    let node = json!({"id": "w", "kind": "project", "uri": "synthetic", "entryPoint": "main", "instances": 3});
+    stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "batched", "nodes": [node]}));
+    let id = stack.start_run(&json!({"template": "batched", "cluster": "batched"}));
+    let mut leases = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leases.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 3 items leased",
+            leases.len()
+        );
+        let (status, body) = stack.api(
+            "POST",
+            "/api/v1/agents/batched/lease",
+            Some(&json!({"agent": "synthetic", "max": 3, "waitMs": 2000})),
+        );
+        assert_eq!(status, 200, "{body}");
+        leases.extend(body["leases"].as_array().unwrap().clone());
+    }
+    // Each item carries the run to make, and none was made ahead of the lease.
+    assert!(leases
+        .iter()
+        .all(|l| l["item"]["step"]["childRun"]["key"] == l["item"]["id"]));
+    assert!(leases
+        .iter()
+        .all(|l| l["item"]["step"]["mlflow"]["runId"] == ""));
+    let experiment = leases[0]["item"]["step"]["mlflow"]["experimentId"].clone();
+    let made = stack.mlflow_api(
+        "POST",
+        "runs/create",
+        Some(&json!({"experiment_id": experiment})),
+    );
+    let mlflow_run = made["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let completion = |l: &Value, token: &Value| {
+        json!({"itemId": l["item"]["id"], "token": token, "mlflowRunId": mlflow_run,
+               "outcome": {"status": "succeeded", "outputs": [{"path": "out.txt", "size": 3}]}})
+    };
+    let body = json!({"completions": [
+        completion(&leases[0], &leases[0]["token"]),
+        completion(&leases[1], &json!(leases[1]["token"].as_u64().unwrap() + 1000)),
+        completion(&leases[2], &leases[2]["token"]),
+    ]});
+    let (status, answer) = stack.api("POST", "/api/v1/agents/batched/completions", Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(
+        results[0]["refused"].is_null() && results[2]["refused"].is_null(),
+        "{answer}"
+    );
+    assert!(
+        results[1]["refused"].as_str().unwrap().contains("is stale"),
+        "{answer}"
+    );
+    // The run took both, with the MLflow run their agent named.
+    let (_, page) = stack.api(
+        "GET",
+        &format!("/api/v1/runs/{id}/instances?node=w&state=succeeded"),
+        None,
+    );
+    assert_eq!(page["matched"], 2, "{page}");
+    for i in page["items"].as_array().unwrap() {
+        assert_eq!(i["attempts"][0]["mlflowRunId"], mlflow_run.as_str());
+        assert_eq!(
+            i["outputs"][0]["runId"],
+            mlflow_run.as_str(),
+            "outputs live in that run"
+        );
+    }
+    // More than 100 at once is refused before anything is taken.
+    let many: Vec<Value> = (0..101)
+        .map(|_| completion(&leases[1], &leases[1]["token"]))
+        .collect();
+    let (status, body) = stack.api(
+        "POST",
+        "/api/v1/agents/batched/completions",
+        Some(&json!({"completions": many})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100"),
+        "{body}"
+    );
+    stack.api(
+        "POST",
+        &format!("/api/v1/runs/{id}/cancel"),
+        Some(&json!({})),
+    );
+}

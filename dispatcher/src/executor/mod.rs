@@ -154,6 +154,7 @@ pub async fn build(
                     edge.clone(),
                     work_dir.join("git"),
                     metrics,
+                    cfg.pod_create_qps,
                 )
                 .await?,
             )

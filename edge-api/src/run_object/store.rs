@@ -9,11 +9,12 @@ use serde::Deserialize;
 use super::RunObject;
 use crate::error::ApiError;
 
-/// The run in memory, plus the JSON last written per row so only changed rows are written.
+/// The run in memory, plus a hash of the JSON last written per row so only changed rows are
+/// written (a hash, not the JSON: a 10,000-instance run would otherwise be held twice).
 pub(super) struct Cached {
     pub run: RunState,
     pub header: String,
-    pub rows: HashMap<(String, u32), String>,
+    pub rows: HashMap<(String, u32), u64>,
     /// Rows stored per node.
     pub counts: HashMap<String, usize>,
     /// What the catalog's run list last recorded: status, and whether the MLflow run was known.
@@ -38,6 +39,13 @@ pub(super) const SCHEMA: &[&str] = &[
     // MLflow runs whose create was sent and not yet recorded (see `create_sent_before`).
     "CREATE TABLE IF NOT EXISTS creating(key TEXT PRIMARY KEY)",
 ];
+
+fn digest(json: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
+}
 
 impl RunObject {
     /// Loads the run into the cache when needed; `Ok(false)` when no run was ever started here.
@@ -74,7 +82,7 @@ impl RunObject {
                 node.instances.push(serde_json::from_str(&r.json)?);
             }
             *counts.entry(r.node.clone()).or_default() += 1;
-            cached_rows.insert((r.node, r.idx as u32), r.json);
+            cached_rows.insert((r.node, r.idx as u32), digest(&r.json));
         }
         *self.cache.borrow_mut() = Some(Cached {
             run,
@@ -124,16 +132,17 @@ impl RunObject {
                 }
                 let json = serde_json::to_string(inst)?;
                 let key = (node.id.clone(), inst.index);
-                if c.rows.get(&key) != Some(&json) {
+                let hash = digest(&json);
+                if c.rows.get(&key) != Some(&hash) {
                     self.sql.exec(
                         "INSERT OR REPLACE INTO instances(node, idx, json) VALUES (?, ?, ?)",
                         vec![
                             node.id.clone().into(),
                             (inst.index as i64).into(),
-                            json.clone().into(),
+                            json.into(),
                         ],
                     )?;
-                    if c.rows.insert(key, json).is_none() {
+                    if c.rows.insert(key, hash).is_none() {
                         *c.counts.entry(node.id.clone()).or_default() += 1;
                     }
                 }

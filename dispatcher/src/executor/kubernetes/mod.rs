@@ -48,6 +48,8 @@ pub struct KubeExecutor {
     git_cache: std::path::PathBuf,
     /// For the pod start latency.
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Pod creations are spread at `--pod-create-qps`.
+    pace: crate::pace::Pace,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -64,6 +66,7 @@ impl KubeExecutor {
         edge: crate::edge::Edge,
         git_cache: std::path::PathBuf,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
+        pod_create_qps: f64,
     ) -> anyhow::Result<KubeExecutor> {
         let client = Client::try_default()
             .await
@@ -116,6 +119,7 @@ impl KubeExecutor {
             edge,
             git_cache,
             metrics,
+            pace: crate::pace::Pace::per_second(pod_create_qps),
         })
     }
 
@@ -247,11 +251,9 @@ impl KubeExecutor {
             Ok(_) => lease.clone(),
             Err(_) => self.inspect(lease).await?,
         };
-        let (created, new) = match self
-            .pods
-            .create(&PostParams::default(), &pod::pod(lease, &self.settings)?)
-            .await
-        {
+        let spec = pod::pod(lease, &self.settings)?;
+        self.pace.wait().await;
+        let (created, new) = match self.pods.create(&PostParams::default(), &spec).await {
             Ok(p) => (p, true),
             Err(e) if is_conflict(&e) => {
                 tracing::info!(pod = %name, "pod exists; adopting it");

@@ -675,6 +675,7 @@ mod tests {
                     secret_env: Default::default(),
                     env_manager: None,
                     kubernetes: Default::default(),
+                    child_run: None,
                     parent_run_id: None,
                     commit: None,
                     resources: Resources {
