@@ -162,7 +162,8 @@ fn a_dag_designed_in_the_browser_is_saved_run_and_opened_in_mlflow() {
 
         // A node's instances link to their MLflow runs, which show the DAG's tags.
         b.wait_for(r#".cc-run-graph [data-node="project-2"]"#, SECS).await.click().await.unwrap();
-        assert_eq!(b.count("[data-instances] tr[data-instance]").await, 3);
+        // The node's page of instances is read when it is selected.
+        b.wait_js("the instances", "document.querySelectorAll('[data-instances] tr[data-instance]').length === 3", SECS).await;
         let link = b.wait_for("[data-instances] a[data-mlflow-run]", SECS).await;
         let href = link.attr("href").await.unwrap().unwrap();
         let run_id = href.rsplit('/').next().unwrap().to_string();
