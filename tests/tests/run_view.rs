@@ -66,6 +66,11 @@ fn the_whole_log_is_followed_while_the_step_runs_then_searched_and_downloaded() 
         let href = b.wait_for("[data-log-download]", SECS).await.attr("href").await.unwrap().unwrap();
         let attempt = &run["nodes"][0]["instances"][0]["attempts"][0];
         assert!(href.contains(attempt["mlflowRunId"].as_str().unwrap()), "{href}");
+        // A 5 MB read through the edge while the other test of this binary loads it: more time
+        // than WebDriver's default 30 s for a script.
+        let mut timeouts = b.client.get_timeouts().await.unwrap();
+        timeouts.set_script(Some(Duration::from_secs(180)));
+        b.client.update_timeouts(timeouts).await.unwrap();
         let downloaded = b
             .client
             .execute_async("const done = arguments[arguments.length - 1]; fetch(arguments[0]).then((r) => r.ok ? r.arrayBuffer().then((a) => done(a.byteLength)) : r.text().then((t) => done(r.status + ' ' + t))).catch((e) => done(String(e)))", vec![json!(href)])

@@ -20,6 +20,51 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
     effects
 }
 
+/// When the run next has something to do: `now` if [`reconcile`] has any effect, else its
+/// earliest wake-up. What the run object asks after every event, without building the effects
+/// (a 10,000-wide node's work items) only to look at their times.
+pub fn next_wake(run: &RunState, now: u64) -> Option<u64> {
+    // MLflow is backing off: its calls wait, and the run wakes when the backoff ends.
+    let paused = run
+        .mlflow_wait
+        .as_ref()
+        .map(|w| w.retry_at)
+        .filter(|&t| t > now);
+    let mut due = paused;
+    let mut wake = |t: u64| due = Some(due.map_or(t, |d| d.min(t)));
+    let mlflow_call = if paused.is_some() { None } else { Some(now) };
+    if run.mlflow.is_none() {
+        if run.status == RunStatus::Pending {
+            mlflow_call.into_iter().for_each(&mut wake);
+        }
+        return due;
+    }
+    for inst in run.nodes.iter().flat_map(|n| &n.instances) {
+        if let Some(t) = inst.retry_at {
+            wake(t);
+        }
+        let queue_work = inst.current().is_some_and(|a| {
+            matches!(a.state, AttemptState::Creating | AttemptState::Queued) && !a.enqueued
+        }) || inst
+            .attempts
+            .iter()
+            .any(|a| a.state == AttemptState::Cancelled && a.enqueued && !a.withdrawn);
+        if queue_work {
+            return Some(now);
+        }
+        let to_close = inst.attempts.iter().any(|a| {
+            a.state.is_terminal() && !a.mlflow_closed && (a.mlflow_run_id.is_some() || a.leased)
+        });
+        if to_close {
+            mlflow_call.into_iter().for_each(&mut wake);
+        }
+    }
+    if !run.mlflow_in_sync() {
+        mlflow_call.into_iter().for_each(&mut wake);
+    }
+    due
+}
+
 fn reconcile_all(run: &RunState, now: u64) -> Vec<Effect> {
     let mut effects = Vec::new();
     let Some(mlflow) = &run.mlflow else {

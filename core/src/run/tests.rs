@@ -842,6 +842,10 @@ proptest! {
                 Step::RetryFailed => { let _ = apply(&mut run, Event::Repair { repair: Repair::RetryFailed, by: None }, now); }
                 _ => {}
             }
+            // The run object's cheap question agrees with the effects themselves.
+            let effects = reconcile(&run, now);
+            let from_effects = effects.iter().map(|e| if let Effect::WakeAt(t) = e { *t } else { now }).min();
+            prop_assert_eq!(next_wake(&run, now).map(|t| t.max(now)), from_effects.map(|t| t.max(now)), "{:?}", effects);
         }
         // Drain: run every remaining item to success, with time moving past every backoff.
         for _ in 0..200 {

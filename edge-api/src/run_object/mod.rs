@@ -10,7 +10,7 @@ mod store;
 
 use std::cell::{Cell, RefCell};
 
-use concurrent_core::run::{apply, reconcile, Effect, Event, Rejected, RunState};
+use concurrent_core::run::{apply, next_wake, Event, Rejected, RunState};
 use concurrent_core::wire::{PinResponse, RunSummary};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
@@ -180,12 +180,7 @@ impl RunObject {
     /// Sets the alarm for the earliest moment there is work: now, or when a retry is due.
     async fn schedule(&self) -> Result<(), ApiError> {
         let now = now_ms();
-        let effects = self.with_run(|run| reconcile(run, now))?;
-        let due = effects
-            .iter()
-            .map(|e| if let Effect::WakeAt(t) = e { *t } else { now })
-            .min();
-        if let Some(at) = due {
+        if let Some(at) = self.with_run(|run| next_wake(run, now))? {
             self.state
                 .storage()
                 .set_alarm(at.saturating_sub(now) as i64)
