@@ -502,6 +502,15 @@ impl Walk {
         s
     }
 
+    /// A string that must be a label key (`what` names it in the message).
+    fn label_key(&mut self, v: &Value, at: &str, what: &str) {
+        if let Some(k) = self.string(v, at) {
+            if let Some(why) = label_key_problem(k) {
+                self.add(at, format!("{what} {k:?} {why}"));
+            }
+        }
+    }
+
     fn weight(&mut self, v: &Value, at: &str) {
         match v.as_i64() {
             Some(1..=100) => {}
@@ -563,11 +572,7 @@ impl Walk {
             &["key", "operator", "values"],
             |w, key, v, at| match key {
                 "key" => {
-                    if let Some(k) = w.string(v, at) {
-                        if let Some(why) = label_key_problem(k) {
-                            w.add(at, format!("label key {k:?} {why}"));
-                        }
-                    }
+                    w.label_key(v, at, "label key");
                 }
                 "operator" => operator = w.string(v, at).map(str::to_string),
                 _ => match v.as_array() {
@@ -650,11 +655,7 @@ impl Walk {
         self.object(v, at, KNOWN, |w, key, v, at| match key {
             "labelSelector" | "namespaceSelector" => w.label_selector(v, at),
             "topologyKey" => {
-                if let Some(k) = w.string(v, at) {
-                    if let Some(why) = label_key_problem(k) {
-                        w.add(at, format!("topology key {k:?} {why}"));
-                    }
-                }
+                w.label_key(v, at, "topology key");
             }
             _ => w.array(v, at, |w, item, at| {
                 w.string(item, at);

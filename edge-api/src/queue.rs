@@ -84,6 +84,24 @@ impl QueueClient {
     }
 }
 
+/// The event recording the MLflow run an agent made for `item`: none when the item already has
+/// it, an error when `mlflow_run` is not a run id.
+fn reported_run(item: &WorkItem, mlflow_run: &str) -> Result<Option<Event>, String> {
+    if item.step.mlflow.run_id == mlflow_run {
+        return Ok(None);
+    }
+    if concurrent_core::refs::run_id_problem(mlflow_run).is_some() {
+        return Err(format!(
+            "{mlflow_run:?}, reported as the MLflow run of {}, is not an MLflow run id",
+            item.id
+        ));
+    }
+    Ok(Some(Event::ChildRunCreated {
+        key: item.key(),
+        run_id: mlflow_run.to_string(),
+    }))
+}
+
 /// The run an item belongs to, for telling it what happened.
 fn run_of(env: &Env, item: &WorkItem) -> Result<RunClient, ApiError> {
     RunClient::of(env, &item.run_id)
@@ -361,21 +379,10 @@ impl QueueObject {
                 continue;
             };
             let mut item: WorkItem = serde_json::from_str(&row.item)?;
-            if item.step.mlflow.run_id == *mlflow_run {
+            let Some(event) = reported_run(&item, mlflow_run).map_err(ApiError::BadRequest)? else {
                 continue;
-            }
-            if concurrent_core::refs::run_id_problem(mlflow_run).is_some() {
-                return Err(ApiError::BadRequest(format!(
-                    "runs: {mlflow_run:?} of {item_id} is not an MLflow run id"
-                )));
-            }
-            by_run
-                .entry(item.run_id.clone())
-                .or_default()
-                .push(Event::ChildRunCreated {
-                    key: item.key(),
-                    run_id: mlflow_run.clone(),
-                });
+            };
+            by_run.entry(item.run_id.clone()).or_default().push(event);
             // A redelivered item carries its run, so a next agent does not make another.
             item.step.mlflow.run_id = mlflow_run.clone();
             item.step.child_run = None;
@@ -501,19 +508,16 @@ impl QueueObject {
                     continue;
                 }
             };
-            let (slots, events) = by_run.entry(item.run_id.clone()).or_default();
-            if let Some(mlflow_run) = r.mlflow_run_id.filter(|m| *m != item.step.mlflow.run_id) {
-                if concurrent_core::refs::run_id_problem(&mlflow_run).is_some() {
-                    results[at].refused = Some(format!(
-                        "mlflowRunId {mlflow_run:?} is not an MLflow run id"
-                    ));
+            let created = match r.mlflow_run_id.as_deref().map(|m| reported_run(&item, m)) {
+                Some(Err(why)) => {
+                    results[at].refused = Some(why);
                     continue;
                 }
-                events.push(Event::ChildRunCreated {
-                    key: item.key(),
-                    run_id: mlflow_run,
-                });
-            }
+                Some(Ok(event)) => event,
+                None => None,
+            };
+            let (slots, events) = by_run.entry(item.run_id.clone()).or_default();
+            events.extend(created);
             slots.push((at, events.len()));
             events.push(Event::Finished {
                 key: item.key(),

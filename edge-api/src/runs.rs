@@ -101,14 +101,19 @@ fn run_client(ctx: &Ctx) -> Result<(String, RunClient), ApiError> {
     Ok((id.clone(), RunClient::of(&ctx.env, &id)?))
 }
 
+/// The run object's "no such run", naming the run.
+fn named_missing(id: &str, e: ApiError) -> ApiError {
+    match e {
+        ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
+        e => e,
+    }
+}
+
 /// `GET /api/v1/runs/:id` — every node, instance and attempt.
 pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let (id, run) = run_client(&ctx)?;
-        run.get(&()).await.map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
-            e => e,
-        })
+        run.get(&()).await.map_err(|e| named_missing(&id, e))
     }
     .await;
     respond(result, 200)
@@ -118,10 +123,7 @@ pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
 pub async fn handle_overview(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let (id, run) = run_client(&ctx)?;
-        run.overview(&()).await.map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound(format!("run {id} does not exist")),
-            e => e,
-        })
+        run.overview(&()).await.map_err(|e| named_missing(&id, e))
     }
     .await;
     respond(result, 200)
