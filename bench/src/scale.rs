@@ -13,16 +13,16 @@ use serde_json::Value;
 
 use crate::{median, pct, Row};
 
-/// Synthetic agents (each creates up to `per_agent` MLflow runs at once: a real agent runs up
-/// to its `--capacity` steps at a time, each creating its run when it starts).
+/// Synthetic agents. Each leases as much as its capacity holds (the cluster has room for the
+/// whole node, as a Kubernetes cluster with an autoscaler would) and runs `per_agent` steps at a
+/// time, each creating its MLflow run when it starts, as a real agent does.
 const AGENTS: usize = 8;
-/// Items one agent leases at a time (its free capacity).
-const CAPACITY: usize = 16;
 
 /// Seconds spent per component, summed over all agents' calls.
 #[derive(Default)]
 struct Spent {
     lease: f64,
+    heartbeat: f64,
     mlflow: f64,
     complete: f64,
 }
@@ -128,6 +128,7 @@ pub fn fan_out(
     let heartbeat_path = &format!("/api/v1/agents/{name}/heartbeat");
     let lease_path = format!("/api/v1/agents/{name}/lease");
     let complete_path = format!("/api/v1/agents/{name}/complete");
+    let capacity = n.div_ceil(AGENTS) + 16;
     std::thread::scope(|s| {
         let (ended, peak_rss, id) = (&ended, &peak_rss, &id);
         // The edge's memory (workerd holds the run objects), sampled while the run goes on.
@@ -150,66 +151,85 @@ pub fn fan_out(
             let (leased_b, finished, first_b, all_b, spent) =
                 (&leased_b, &finished, &first_b, &all_b, &spent);
             let (lease_path, complete_path) = (&lease_path, &complete_path);
+            let agent = format!("synthetic-{a}");
+            // What the agent holds (item id → lease token) and what waits for a worker.
+            let held = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+            let todo = Mutex::new(std::collections::VecDeque::<Value>::new());
             s.spawn(move || {
-                while !ended.load(Ordering::Relaxed) {
-                    assert!(start.elapsed() < Duration::from_secs(3600), "fan-out stalled at {} of {}", finished.load(Ordering::Relaxed), n + 2);
-                    let t = Instant::now();
-                    let (status, body) = stack.api("POST", lease_path, Some(&json!({"agent": format!("synthetic-{a}"), "max": CAPACITY, "waitMs": 1000})));
-                    spent.lock().unwrap().lease += t.elapsed().as_secs_f64();
-                    assert_eq!(status, 200, "{body}");
-                    let leases = body["leases"].as_array().cloned().unwrap_or_default();
-                    let b = leases.iter().filter(|l| l["item"]["nodeId"] == "b").count();
-                    if b > 0 {
-                        first_b.lock().unwrap().get_or_insert(start.elapsed());
-                        if leased_b.fetch_add(b, Ordering::Relaxed) + b == n {
-                            *all_b.lock().unwrap() = Some(start.elapsed());
-                        }
-                    }
-                    // Each lease as its own step would: its MLflow run, then its completion.
-                    let chunks: Vec<&[Value]> = leases.chunks(leases.len().div_ceil(per_agent).max(1)).collect();
-                    let refs: Vec<Value> = leases.iter().map(|l| json!({"itemId": l["item"]["id"], "token": l["token"]})).collect();
-                    let batch_done = std::sync::atomic::AtomicBool::new(false);
-                    std::thread::scope(|s| {
-                        let (batch_done, refs) = (&batch_done, &refs);
-                        // The agent heartbeats what it holds (a third of the lease TTL).
-                        s.spawn(move || {
-                            let mut since = Instant::now();
-                            while !batch_done.load(Ordering::Relaxed) {
-                                std::thread::sleep(Duration::from_millis(100));
-                                if since.elapsed() >= Duration::from_secs(1) {
-                                    since = Instant::now();
-                                    stack.api("POST", heartbeat_path, Some(&json!({"agent": format!("synthetic-{a}"), "leases": refs})));
+                let (held, todo, agent) = (&held, &todo, &agent);
+                std::thread::scope(|s| {
+                    // Leasing: as much as the agent's capacity has room for, 100 a call.
+                    s.spawn(move || {
+                        while !ended.load(Ordering::Relaxed) {
+                            assert!(start.elapsed() < Duration::from_secs(3600), "fan-out stalled at {} of {}", finished.load(Ordering::Relaxed), n + 2);
+                            let free = capacity - held.lock().unwrap().len();
+                            if free == 0 {
+                                std::thread::sleep(Duration::from_millis(20));
+                                continue;
+                            }
+                            let t = Instant::now();
+                            let (status, body) = stack.api("POST", lease_path, Some(&json!({"agent": agent, "max": free.min(100), "waitMs": 1000})));
+                            spent.lock().unwrap().lease += t.elapsed().as_secs_f64();
+                            assert_eq!(status, 200, "{body}");
+                            let leases = body["leases"].as_array().cloned().unwrap_or_default();
+                            let b = leases.iter().filter(|l| l["item"]["nodeId"] == "b").count();
+                            if b > 0 {
+                                first_b.lock().unwrap().get_or_insert(start.elapsed());
+                                if leased_b.fetch_add(b, Ordering::Relaxed) + b == n {
+                                    *all_b.lock().unwrap() = Some(start.elapsed());
                                 }
                             }
-                        });
-                        let workers: Vec<_> = chunks.into_iter().map(|chunk| s.spawn(move || {
-                                for l in chunk {
-                                    let t = Instant::now();
-                                    let run_id = create_run(http, stack, &l["item"]);
-                                    let made = t.elapsed().as_secs_f64();
-                                    let outputs = if l["item"]["nodeId"] == "a" {
-                                        let files = if spread == Spread::Broadcast { 100 } else { 5000 };
-                                        (0..files).map(|i| json!({"path": format!("shard-{i:04}.parquet"), "size": 1 << 20})).collect::<Vec<_>>()
-                                    } else {
-                                        vec![]
-                                    };
-                                    let done = json!({"itemId": l["item"]["id"], "token": l["token"], "mlflowRunId": run_id, "outcome": {"status": "succeeded", "outputs": outputs}});
-                                    let t = Instant::now();
-                                    let (status, body) = stack.api("POST", complete_path, Some(&done));
-                                    assert_eq!(status, 200, "{body}");
-                                    let mut sp = spent.lock().unwrap();
-                                    sp.mlflow += made;
-                                    sp.complete += t.elapsed().as_secs_f64();
-                                    drop(sp);
-                                    finished.fetch_add(1, Ordering::Relaxed);
-                                }
-                            })).collect();
-                        for w in workers {
-                            w.join().unwrap();
+                            let mut h = held.lock().unwrap();
+                            for l in &leases {
+                                h.insert(l["item"]["id"].as_str().unwrap().to_string(), l["token"].as_u64().unwrap());
+                            }
+                            drop(h);
+                            todo.lock().unwrap().extend(leases);
                         }
-                        batch_done.store(true, Ordering::Relaxed);
                     });
-                }
+                    // Heartbeats: every lease held, each second (a sixth of the bench's TTL).
+                    s.spawn(move || {
+                        while !ended.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_secs(1));
+                            let refs: Vec<Value> = held.lock().unwrap().iter().map(|(id, token)| json!({"itemId": id, "token": token})).collect();
+                            if !refs.is_empty() {
+                                let t = Instant::now();
+                                stack.api("POST", heartbeat_path, Some(&json!({"agent": agent, "leases": refs})));
+                                spent.lock().unwrap().heartbeat += t.elapsed().as_secs_f64();
+                            }
+                        }
+                    });
+                    // Steps: each makes its MLflow run, then completes, as a step would.
+                    for _ in 0..per_agent {
+                        s.spawn(move || {
+                            while !ended.load(Ordering::Relaxed) {
+                                let Some(l) = todo.lock().unwrap().pop_front() else {
+                                    std::thread::sleep(Duration::from_millis(10));
+                                    continue;
+                                };
+                                let t = Instant::now();
+                                let run_id = create_run(http, stack, &l["item"]);
+                                let made = t.elapsed().as_secs_f64();
+                                let outputs = if l["item"]["nodeId"] == "a" {
+                                    let files = if spread == Spread::Broadcast { 100 } else { 5000 };
+                                    (0..files).map(|i| json!({"path": format!("shard-{i:04}.parquet"), "size": 1 << 20})).collect::<Vec<_>>()
+                                } else {
+                                    vec![]
+                                };
+                                let done = json!({"itemId": l["item"]["id"], "token": l["token"], "mlflowRunId": run_id, "outcome": {"status": "succeeded", "outputs": outputs}});
+                                let t = Instant::now();
+                                let (status, body) = stack.api("POST", complete_path, Some(&done));
+                                assert_eq!(status, 200, "{body}");
+                                held.lock().unwrap().remove(l["item"]["id"].as_str().unwrap());
+                                let mut sp = spent.lock().unwrap();
+                                sp.mlflow += made;
+                                sp.complete += t.elapsed().as_secs_f64();
+                                drop(sp);
+                                finished.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                });
             });
         }
     });
@@ -223,7 +243,7 @@ pub fn fan_out(
         format!("fan-out 1 → {n} → 1 ({label}): all {n} leased"),
         format!("{all:.1} s"),
         format!(
-            "first after {first:.2} s; {:.0} items/s; no MLflow call before a lease",
+            "first after {first:.2} s; {:.0} items/s; agents with room for the whole node; no MLflow call before a lease",
             n as f64 / all
         ),
     ));
@@ -231,11 +251,12 @@ pub fn fan_out(
         format!("fan-out 1 → {n} → 1 ({label}): run start to run end"),
         format!("{:.1} s", end.as_secs_f64()),
         format!(
-            "{} MLflow runs made by {AGENTS} synthetic agents, {per_agent} at a time each; time in calls, summed over agents: MLflow run creation {:.0} s, completions {:.0} s, leases {:.0} s",
+            "{} MLflow runs made by {AGENTS} synthetic agents (capacity {capacity} each), {per_agent} at a time each; time in calls, summed over agents: MLflow run creation {:.0} s, completions {:.0} s, leases {:.0} s, heartbeats {:.0} s",
             n + 5,
             sp.mlflow,
             sp.complete,
-            sp.lease
+            sp.lease,
+            sp.heartbeat
         ),
     ));
     drop(sp);
@@ -300,6 +321,25 @@ pub fn fan_out(
             ),
         ));
     }
+    let wasm_mib = stack
+        .edge
+        .log_text()
+        .lines()
+        .filter_map(|l| {
+            l.split("wasm memory high-water mark: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .expect("the edge logs its wasm memory high-water mark");
+    rows.push((
+        format!("edge wasm memory, fan-out and reads ({label})"),
+        format!("{wasm_mib} MiB"),
+        "the isolate's wasm linear memory as the edge logs it (16 MiB steps; every object of the local edge shares one isolate, so this bounds the run object's); Cloudflare resets an isolate above 128 MB".into(),
+    ));
 }
 
 /// RSS of the workerd processes below `pid` (wrangler runs workerd as its child).

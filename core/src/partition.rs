@@ -114,9 +114,7 @@ pub fn plan(
     if instances == 0 {
         return Err(PlanError::NoInstances);
     }
-    let mut files = files.to_vec();
-    files.sort();
-    files.dedup();
+    let files = broadcast(files.to_vec());
     let mut unmatched = Vec::new();
     let groups: Vec<(String, Vec<ArtifactFile>)> = match &partition.mode {
         PartitionMode::Broadcast => {
@@ -165,6 +163,14 @@ pub fn plan(
         slices: balance(groups, instances as usize),
         unmatched,
     })
+}
+
+/// What every instance of a `broadcast` edge receives: each file once, in path order. (The run
+/// keeps it once per node rather than in every instance.)
+pub fn broadcast(mut files: Vec<ArtifactFile>) -> Vec<ArtifactFile> {
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// Longest-processing-time-first: biggest group to the lightest instance; ties go to the

@@ -151,5 +151,26 @@ pub(crate) use object_api;
 
 /// Answers a Durable Object request: JSON on success, the error's status and body otherwise.
 pub fn reply<T: Serialize>(result: Result<T, ApiError>) -> worker::Result<Response> {
-    crate::error::respond(result, 200)
+    let response = crate::error::respond(result, 200);
+    note_memory();
+    response
+}
+
+/// Logs the isolate's wasm memory each time it reaches a new high-water mark (in steps of
+/// 16 MiB), so an operator sees an object nearing the isolate's limit (128 MB on Cloudflare)
+/// before it is reset. Wasm memory never shrinks, so the mark is the peak of every object that
+/// shares the isolate.
+pub fn note_memory() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static LOGGED: AtomicUsize = AtomicUsize::new(0);
+        let mib = core::arch::wasm32::memory_size(0) * 64 / 1024;
+        let step = mib / 16;
+        if step > LOGGED.fetch_max(step, Ordering::Relaxed) {
+            worker::console_log!(
+                "wasm memory high-water mark: {mib} MiB (an isolate is reset at 128 MB on Cloudflare)"
+            );
+        }
+    }
 }

@@ -264,9 +264,10 @@ fn instance_table(
     let node_id = page.node.clone();
     let rows = page.items.iter().map(|i| {
         let current: Option<&Attempt> = i.current();
-        let files: usize = i.inputs.values().map(Vec::len).sum();
-        let bytes: u64 = i.inputs.values().flatten().map(|f| f.size).sum();
-        let inputs = i.inputs.iter().map(|(k, v)| format!("{k}: {}", v.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("\n");
+        let all = || page.shared_inputs.iter().chain(&i.inputs);
+        let files: usize = all().map(|(_, v)| v.len()).sum();
+        let bytes: u64 = all().flat_map(|(_, v)| v).map(|f| f.size).sum();
+        let inputs = all().map(|(k, v)| format!("{k}: {}", v.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("\n");
         let duration = current.and_then(|a| Some(a.ended_at.unwrap_or_else(|| js_sys::Date::now() as u64).saturating_sub(a.started_at?))).map(format_duration).unwrap_or_else(|| "–".into());
         let link = current.and_then(|a| a.mlflow_run_id.clone()).map(|r| view! { <a data-mlflow-run="" href=route::mlflow_run(experiment, &r)>{r[..8.min(r.len())].to_string()}</a> });
         let log = current.and_then(|a| Some(LogTarget { node: node_id.clone(), index: i.index as usize, attempt: a.number, mlflow_run_id: a.mlflow_run_id.clone()? }))

@@ -32,8 +32,10 @@ fn fan_out_then_fan_in_gives_the_last_node_every_instance_output() {
     let id = stack.start_run(&json!({"template": "fan-pipeline", "cluster": "fan"}));
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    let report = &run["nodes"][2]["instances"][0];
-    let inputs: Vec<&str> = report["inputs"]["models"]
+    // A broadcast input is the node's, once: every instance receives it.
+    let report = &run["nodes"][2];
+    assert_eq!(report["instances"][0]["inputs"], json!({}), "{report:#}");
+    let inputs: Vec<&str> = report["sharedInputs"]["models"]
         .as_array()
         .unwrap()
         .iter()

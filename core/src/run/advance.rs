@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::partition::{plan, ArtifactFile};
-use crate::template::Template;
+use crate::partition::{broadcast, listed_bytes, plan, ArtifactFile};
+use crate::template::{PartitionMode, Template};
 
 use super::apply::end_run;
 use super::state::*;
@@ -48,9 +48,15 @@ pub(super) fn advance(run: &mut RunState, now: u64) {
         let mut progressed = false;
         for i in ready {
             match plan_node(run, i, &incoming[i]) {
-                Ok((inputs, unmatched)) => {
+                Ok(NodePlan {
+                    shared,
+                    own: inputs,
+                    unmatched,
+                }) => {
                     let node = &mut run.nodes[i];
                     node.unmatched_inputs = unmatched;
+                    node.shared_inputs = shared;
+                    node.plans += 1;
                     if node.instances.is_empty() {
                         node.instances = inputs
                             .into_iter()
@@ -140,23 +146,32 @@ fn incoming_edges(t: &Template) -> Vec<Vec<(usize, usize)>> {
 
 type Inputs = BTreeMap<String, Vec<ArtifactFile>>;
 
+/// What a node receives: the inputs all its instances share, and each instance's own.
+struct NodePlan {
+    shared: Inputs,
+    own: Vec<Inputs>,
+    unmatched: Vec<String>,
+}
+
 /// Plans node `i`'s partitions from its upstream nodes' outputs.
 fn plan_node(
     run: &RunState,
     i: usize,
     incoming: &[(usize, usize)],
-) -> Result<(Vec<Inputs>, Vec<String>), crate::partition::PlanError> {
+) -> Result<NodePlan, crate::partition::PlanError> {
     let node = &run.template.nodes[i];
     let n = node.instances.max(1) as usize;
+    let mut shared = Inputs::new();
     let mut per_instance: Vec<Inputs> = vec![BTreeMap::new(); n];
     let mut unmatched = Vec::new();
     for &(k, from) in incoming {
         let edge = &run.template.edges[k];
-        let p = plan(
-            &run.nodes[from].outputs_as_inputs(),
-            n as u32,
-            &edge.partition,
-        )?;
+        let files = run.nodes[from].outputs_as_inputs();
+        if edge.partition.mode == PartitionMode::Broadcast {
+            shared.insert(edge.input.clone(), broadcast(files));
+            continue;
+        }
+        let p = plan(&files, n as u32, &edge.partition)?;
         unmatched.extend(
             p.unmatched
                 .into_iter()
@@ -166,17 +181,22 @@ fn plan_node(
             per_instance[k].insert(edge.input.clone(), slice);
         }
     }
+    let shared_bytes = listed_bytes(shared.values().flatten());
     for (k, inputs) in per_instance.iter().enumerate() {
-        let bytes = crate::partition::listed_bytes(inputs.values().flatten());
+        let bytes = shared_bytes + listed_bytes(inputs.values().flatten());
         if bytes > crate::partition::MAX_INSTANCE_INPUT_BYTES {
             return Err(crate::partition::PlanError::TooManyInputs {
                 instance: k as u32,
-                files: inputs.values().map(Vec::len).sum(),
+                files: shared.values().chain(inputs.values()).map(Vec::len).sum(),
                 bytes,
             });
         }
     }
-    Ok((per_instance, unmatched))
+    Ok(NodePlan {
+        shared,
+        own: per_instance,
+        unmatched,
+    })
 }
 
 fn new_attempt(number: u32, now: u64) -> Attempt {

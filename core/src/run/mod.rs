@@ -30,7 +30,7 @@ pub use page::{
     instances_page, overview, page, InstanceFilter, InstancePage, InstancesPage, NodeCounts,
     RunOverview, MAX_PAGE,
 };
-pub use reconcile::{next_wake, reconcile};
+pub use reconcile::{next_wake, reconcile, reconcile_at_most};
 pub use start::{start, StartError};
 pub use state::{
     mlflow_backoff_ms, Attempt, AttemptState, Instance, InstanceState, MlflowRef, MlflowWait,

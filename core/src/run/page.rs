@@ -15,7 +15,7 @@ pub const MAX_PAGE: usize = 500;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunOverview {
-    /// The run, every node's instance list left empty.
+    /// The run, every node's instance list and shared inputs left empty (a page has them).
     pub run: RunState,
     pub nodes: Vec<NodeCounts>,
 }
@@ -51,6 +51,9 @@ pub struct InstancesPage {
     pub matched: usize,
     pub offset: usize,
     pub items: Vec<Instance>,
+    /// What every instance of the node receives besides its own `inputs` (broadcast edges).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_inputs: BTreeMap<String, Vec<crate::partition::ArtifactFile>>,
 }
 
 /// The run's overview: no instances, and each node's counts by state.
@@ -70,10 +73,11 @@ pub fn overview(run: &RunState) -> RunOverview {
             }
         })
         .collect();
-    RunOverview {
-        run: run.clone_header(),
-        nodes,
+    let mut header = run.clone_header();
+    for n in &mut header.nodes {
+        n.shared_inputs.clear();
     }
+    RunOverview { run: header, nodes }
 }
 
 /// A page of `node`'s instances, or `None` when the run has no such node.
@@ -90,6 +94,7 @@ pub fn instances_page(run: &RunState, node: &str, filter: InstanceFilter) -> Opt
         matched: p.matched,
         offset: filter.offset,
         items: p.instances.into_iter().cloned().collect(),
+        shared_inputs: n.shared_inputs.clone(),
     })
 }
 
@@ -174,8 +179,7 @@ mod tests {
                     repair_base: 0,
                 })
                 .collect(),
-            unmatched_inputs: vec![],
-            error: None,
+            ..NodeRun::new("n")
         }
     }
 

@@ -11,7 +11,13 @@ use super::state::*;
 
 /// Everything that still has to be done for the run, derived from its state alone.
 pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
-    let mut effects = reconcile_all(run, now);
+    reconcile_at_most(run, now, usize::MAX)
+}
+
+/// [`reconcile`], with at most `max_items` work items to enqueue: a 10,000-wide node's items
+/// (each with its inputs) are built a batch at a time, not all at once in the run's memory.
+pub fn reconcile_at_most(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
+    let mut effects = reconcile_all(run, now, max_items);
     if let Some(w) = run.mlflow_wait.as_ref().filter(|w| w.retry_at > now) {
         // MLflow is backing off: queue effects go on, MLflow calls wait.
         effects.retain(|e| !matches!(e, Effect::Mlflow(_)));
@@ -65,8 +71,9 @@ pub fn next_wake(run: &RunState, now: u64) -> Option<u64> {
     due
 }
 
-fn reconcile_all(run: &RunState, now: u64) -> Vec<Effect> {
+fn reconcile_all(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
     let mut effects = Vec::new();
+    let mut items = 0;
     let Some(mlflow) = &run.mlflow else {
         if run.status == RunStatus::Pending {
             effects.push(parent_run_effect(run));
@@ -80,9 +87,13 @@ fn reconcile_all(run: &RunState, now: u64) -> Vec<Effect> {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             let Some(a) = inst.current() else { continue };
-            if matches!(a.state, AttemptState::Creating | AttemptState::Queued) && !a.enqueued {
+            if matches!(a.state, AttemptState::Creating | AttemptState::Queued)
+                && !a.enqueued
+                && items < max_items
+            {
+                items += 1;
                 effects.push(Effect::Queue(QueueEffect::Enqueue(Box::new(work_item(
-                    run, mlflow, &node.id, inst, a,
+                    run, mlflow, node, inst, a,
                 )))));
             }
             // Earlier attempts too: a retry may start before its predecessor's run is closed,
@@ -175,10 +186,11 @@ fn parent_run_effect(run: &RunState) -> Effect {
 fn child_run(
     run: &RunState,
     mlflow: &MlflowRef,
-    node_id: &str,
+    node_run: &NodeRun,
     inst: &Instance,
     a: &Attempt,
 ) -> ChildRun {
+    let node_id = node_run.id.as_str();
     let node = run
         .template
         .node(node_id)
@@ -199,11 +211,7 @@ fn child_run(
         ),
         (
             "concurrent.input_files".into(),
-            inst.inputs
-                .values()
-                .map(Vec::len)
-                .sum::<usize>()
-                .to_string(),
+            node_run.input_size(inst).0.to_string(),
         ),
         ("concurrent.kind".into(), kind.tag().to_string()),
     ];
@@ -235,10 +243,11 @@ fn child_run(
 fn work_item(
     run: &RunState,
     mlflow: &MlflowRef,
-    node_id: &str,
+    node_run: &NodeRun,
     inst: &Instance,
     a: &Attempt,
 ) -> WorkItem {
+    let node_id = node_run.id.as_str();
     let node = run
         .template
         .node(node_id)
@@ -266,7 +275,7 @@ fn work_item(
             kubernetes: node.kubernetes.clone(),
             partition_index: inst.index,
             partition_count: node.instances,
-            inputs: inst.inputs.clone(),
+            inputs: node_run.inputs_of(inst),
             mlflow: MlflowRef {
                 experiment_id: mlflow.experiment_id.clone(),
                 run_id: a.mlflow_run_id.clone().unwrap_or_default(),
@@ -274,7 +283,7 @@ fn work_item(
             child_run: a
                 .mlflow_run_id
                 .is_none()
-                .then(|| child_run(run, mlflow, node_id, inst, a)),
+                .then(|| child_run(run, mlflow, node_run, inst, a)),
             parent_run_id: Some(mlflow.run_id.clone()),
             commit: match &kind {
                 NodeKind::Project(p) if p.is_git() => run.pins.get(&p.source_key()).cloned(),

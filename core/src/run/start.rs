@@ -91,12 +91,7 @@ pub fn start(
     let nodes = template
         .nodes
         .iter()
-        .map(|n| NodeRun {
-            id: n.id.clone(),
-            instances: Vec::new(),
-            unmatched_inputs: Vec::new(),
-            error: None,
-        })
+        .map(|n| NodeRun::new(n.id.clone()))
         .collect();
     let mut run = RunState {
         id,

@@ -198,7 +198,8 @@ pub struct Attempt {
 pub struct Instance {
     pub index: u32,
     pub state: InstanceState,
-    /// Input name → the files of this instance's partition (planned when the node became ready).
+    /// Input name → the files of this instance's partition (planned when the node became
+    /// ready); broadcast inputs are the node's `shared_inputs`.
     #[serde(default)]
     pub inputs: BTreeMap<String, Vec<ArtifactFile>>,
     #[serde(default)]
@@ -234,9 +235,53 @@ pub struct NodeRun {
     pub unmatched_inputs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Inputs every instance receives (from its `broadcast` edges), kept once for the node: a
+    /// 10,000-wide node fed 100 files would otherwise hold a million file references.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_inputs: BTreeMap<String, Vec<ArtifactFile>>,
+    /// How often the node's inputs were planned (once, plus once per repair). Planning changes
+    /// many instances at once; the count tells the run's storage to write them all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub plans: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl NodeRun {
+    /// A node not yet planned.
+    pub fn new(id: impl Into<String>) -> NodeRun {
+        NodeRun {
+            id: id.into(),
+            instances: Vec::new(),
+            unmatched_inputs: Vec::new(),
+            error: None,
+            shared_inputs: BTreeMap::new(),
+            plans: 0,
+        }
+    }
+
+    /// Everything `inst` receives: the node's shared inputs and its own partition.
+    pub fn inputs_of(&self, inst: &Instance) -> BTreeMap<String, Vec<ArtifactFile>> {
+        let mut all = self.shared_inputs.clone();
+        all.extend(inst.inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    }
+
+    /// How many input files `inst` receives, and their bytes.
+    pub fn input_size(&self, inst: &Instance) -> (usize, u64) {
+        self.shared_inputs
+            .values()
+            .chain(inst.inputs.values())
+            .fold((0, 0), |(n, b), files| {
+                (
+                    n + files.len(),
+                    b + files.iter().map(|f| f.size).sum::<u64>(),
+                )
+            })
+    }
+
     pub fn all(&self, state: InstanceState) -> bool {
         self.instances.iter().all(|i| i.state == state)
     }
@@ -406,6 +451,8 @@ impl RunState {
                     instances: Vec::new(),
                     unmatched_inputs: n.unmatched_inputs.clone(),
                     error: n.error.clone(),
+                    shared_inputs: n.shared_inputs.clone(),
+                    plans: n.plans,
                 })
                 .collect(),
         }
@@ -474,10 +521,8 @@ mod tests {
             })
             .collect();
         NodeRun {
-            id: "n".into(),
             instances,
-            unmatched_inputs: vec![],
-            error: None,
+            ..NodeRun::new("n")
         }
     }
 

@@ -231,12 +231,16 @@ fn a_run_flows_through_partitions_to_success() {
     finish(&mut run, &t0, files(&[("model.txt", 1)]), 5).unwrap();
     d.settle(&mut run, 5);
     // Fan-in: the report node sees both instances' outputs, without path collisions.
-    let report = &run.node("report").unwrap().instances[0];
-    let paths: Vec<_> = report.inputs["models"]
-        .iter()
-        .map(|f| f.path.as_str())
-        .collect();
+    let report_node = run.node("report").unwrap();
+    let report = &report_node.instances[0];
+    let inputs = report_node.inputs_of(report);
+    let paths: Vec<_> = inputs["models"].iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, vec!["0/model.txt", "1/model.txt"]);
+    assert!(
+        report.inputs.is_empty(),
+        "a broadcast input is kept once for the node, not per instance"
+    );
+    assert_eq!(report_node.input_size(report), (2, 2));
     let r = d.lease(&mut run, 6).unwrap();
     finish(&mut run, &r, files(&[]), 7).unwrap();
     d.settle(&mut run, 7);
@@ -493,6 +497,44 @@ fn a_wide_node_is_queued_at_once_and_its_runs_are_made_where_steps_start() {
         .contains(&("concurrent.partition".into(), "999/1000".into())));
     assert!(items.iter().all(|i| i.step.mlflow.run_id.is_empty()));
     drop(prep);
+}
+
+#[test]
+fn broadcast_inputs_are_kept_once_and_wide_nodes_are_queued_a_batch_at_a_time() {
+    let mut t = template(1000, 0);
+    t.edges[0].partition.mode = crate::template::PartitionMode::parse("broadcast");
+    let mode = BTreeMap::from([("mode".to_string(), "fast".to_string())]);
+    let mut run = start("run1".into(), t, 1, mode, "local".into(), None, 0).unwrap();
+    let mut d = Driver::default();
+    d.settle(&mut run, 1);
+    let prep = d.lease(&mut run, 2).unwrap();
+    let names: Vec<String> = (0..100).map(|i| format!("f-{i:03}.csv")).collect();
+    let outputs: Vec<(&str, u64)> = names.iter().map(|p| (p.as_str(), 7)).collect();
+    finish(&mut run, &prep, files(&outputs), 3).unwrap();
+    let train = run.node("train").unwrap();
+    assert_eq!(train.instances.len(), 1000);
+    assert_eq!(train.shared_inputs["data"].len(), 100);
+    assert!(train.instances.iter().all(|i| i.inputs.is_empty()));
+    assert_eq!(train.input_size(&train.instances[5]), (100, 700));
+    assert_eq!(train.plans, 1);
+
+    // Work items are built 300 at a time; each carries the shared files and says how many.
+    let mut seen = BTreeSet::new();
+    loop {
+        let round = plan_round(reconcile_at_most(&run, 4, 300), 128);
+        let Some(items) = round.enqueue.get("local") else {
+            break;
+        };
+        assert!(items.len() <= 300);
+        for item in items {
+            assert_eq!(item.step.inputs["data"].len(), 100);
+            let tags = &item.step.child_run.as_ref().unwrap().tags;
+            assert!(tags.contains(&("concurrent.input_files".into(), "100".into())));
+            assert!(seen.insert(item.id.clone()), "{} built twice", item.id);
+            apply(&mut run, Event::Enqueued { key: item.key() }, 4).unwrap();
+        }
+    }
+    assert_eq!(seen.len(), 1000);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use concurrent_core::run::{plan_round, reconcile, Event, MlflowEffect, MlflowRef, Round};
+use concurrent_core::run::{plan_round, reconcile_at_most, Event, MlflowEffect, MlflowRef, Round};
 use concurrent_core::wire::{batches_by_size, MAX_MESSAGE_BYTES};
 
 use super::RunObject;
@@ -22,6 +22,9 @@ const MLFLOW_PARALLEL: usize = 8;
 const ALARM_BUDGET_MS: u64 = 20_000;
 /// MLflow calls per drive round, before queued work is handed to the cluster queues.
 const MLFLOW_PER_ROUND: usize = 128;
+/// Work items built per drive round: a 10,000-wide node is handed over in batches, so its items
+/// (each with its inputs) are never all in memory at once.
+const ITEMS_PER_ROUND: usize = 500;
 
 /// What a round achieved.
 #[derive(Default)]
@@ -70,7 +73,12 @@ impl RunObject {
             if retry_due {
                 self.apply_event(Event::Tick)?.ok();
             }
-            let round = self.with_run(|run| plan_round(reconcile(run, now), MLFLOW_PER_ROUND))?;
+            let round = self.with_run(|run| {
+                plan_round(
+                    reconcile_at_most(run, now, ITEMS_PER_ROUND),
+                    MLFLOW_PER_ROUND,
+                )
+            })?;
             let wake = round.wake;
             let outcome = self.carry_out(&mlflow, round).await?;
             self.sync_index().await;

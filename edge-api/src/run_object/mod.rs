@@ -83,6 +83,7 @@ impl DurableObject for RunObject {
             );
             self.state.storage().set_alarm(3_000i64).await?;
         }
+        crate::http::note_memory();
         Response::ok("ok")
     }
 }

@@ -1,5 +1,6 @@
-//! The run's storage: the header row and one row per instance in the object's SQLite, and the
-//! run in memory with the JSON last written per row, so an event writes only what changed.
+//! The run's storage: the header row, one row per instance and one per node's shared inputs in
+//! the object's SQLite, and the run in memory with a hash of the JSON last written per row, so
+//! an event writes only what changed.
 
 use std::collections::HashMap;
 
@@ -17,6 +18,8 @@ pub(super) struct Cached {
     pub rows: HashMap<(String, u32), u64>,
     /// Rows stored per node.
     pub counts: HashMap<String, usize>,
+    /// Per node, the hash of its shared inputs as last written.
+    pub shared: HashMap<String, u64>,
     /// What the catalog's run list last recorded: status, and whether the MLflow run was known.
     pub indexed: Option<(RunStatus, bool)>,
 }
@@ -28,6 +31,7 @@ impl Cached {
             header: String::new(),
             rows: HashMap::new(),
             counts: HashMap::new(),
+            shared: HashMap::new(),
             indexed: None,
         }
     }
@@ -36,6 +40,8 @@ impl Cached {
 pub(super) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS header(id INTEGER PRIMARY KEY CHECK (id = 0), json TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS instances(node TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY(node, idx))",
+    // A node's broadcast inputs, once (not in the header: that is written on most events).
+    "CREATE TABLE IF NOT EXISTS shared(node TEXT PRIMARY KEY, json TEXT NOT NULL)",
     // MLflow runs whose create was sent and not yet recorded (see `create_sent_before`).
     "CREATE TABLE IF NOT EXISTS creating(key TEXT PRIMARY KEY)",
 ];
@@ -75,6 +81,22 @@ impl RunObject {
                 None,
             )?
             .to_array()?;
+        #[derive(Deserialize)]
+        struct S {
+            node: String,
+            json: String,
+        }
+        let shared: Vec<S> = self
+            .sql
+            .exec("SELECT node, json FROM shared", None)?
+            .to_array()?;
+        let mut shared_hashes = HashMap::new();
+        for s in shared {
+            if let Some(node) = run.node_mut(&s.node) {
+                node.shared_inputs = serde_json::from_str(&s.json)?;
+            }
+            shared_hashes.insert(s.node, digest(&s.json));
+        }
         let mut cached_rows = HashMap::new();
         let mut counts: HashMap<String, usize> = HashMap::new();
         for r in rows {
@@ -89,6 +111,7 @@ impl RunObject {
             header: h.json,
             rows: cached_rows,
             counts,
+            shared: shared_hashes,
             indexed: None,
         });
         Ok(true)
@@ -104,17 +127,20 @@ impl RunObject {
     /// Writes the rows that changed. `touched` names the one instance an event is about; the
     /// header and every node whose instance count changed are always checked, and `None`
     /// checks every instance. Serializing 10,000 instances per event would make big runs
-    /// quadratic, so events about one instance write one row.
+    /// quadratic, so events about one instance write one row. An event that changes other
+    /// instances too (planning a node, ending the run) changes the header, and then every row
+    /// is checked.
     pub(super) fn save(&self, touched: Option<&AttemptKey>) -> Result<(), ApiError> {
         let mut guard = self.cache.borrow_mut();
         let c = guard.as_mut().expect("save after load");
         let mut header = c.run.clone_header();
         for n in &mut header.nodes {
             n.instances.clear();
+            n.shared_inputs.clear();
         }
         let header_json = serde_json::to_string(&header)?;
-        let status_changed = header_json != c.header;
-        if status_changed {
+        let header_changed = header_json != c.header;
+        if header_changed {
             self.sql.exec(
                 "INSERT OR REPLACE INTO header(id, json) VALUES (0, ?)",
                 vec![header_json.clone().into()],
@@ -122,8 +148,19 @@ impl RunObject {
             c.header = header_json;
         }
         for node in &c.run.nodes {
+            if touched.is_none() || header_changed {
+                let json = serde_json::to_string(&node.shared_inputs)?;
+                let hash = digest(&json);
+                if c.shared.get(&node.id) != Some(&hash) {
+                    self.sql.exec(
+                        "INSERT OR REPLACE INTO shared(node, json) VALUES (?, ?)",
+                        vec![node.id.clone().into(), json.into()],
+                    )?;
+                    c.shared.insert(node.id.clone(), hash);
+                }
+            }
             let stored = c.counts.get(&node.id).copied().unwrap_or(0);
-            let whole_node = touched.is_none() || status_changed || stored != node.instances.len();
+            let whole_node = touched.is_none() || header_changed || stored != node.instances.len();
             for inst in &node.instances {
                 if !whole_node
                     && !touched.is_some_and(|k| k.node == node.id && k.instance == inst.index)
