@@ -388,7 +388,8 @@ fn main() {
     }
     if wanted("load") {
         eprintln!("agent protocol under load…");
-        load::agents(stack, 8, 5000, &mut rows);
+        load::agents(stack, 8, 5000, load::Pace::Saturate, &mut rows);
+        load::agents(stack, 8, 5000, load::Pace::Rate(500.0), &mut rows);
         write_results(&rows, &args);
     }
     if wanted("designer") {

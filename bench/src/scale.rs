@@ -154,9 +154,10 @@ pub fn fan_out(
             let agent = format!("synthetic-{a}");
             // What the agent holds (item id → lease token) and what waits for a worker.
             let held = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+            let ttl_ms = AtomicUsize::new(3000);
             let todo = Mutex::new(std::collections::VecDeque::<Value>::new());
             s.spawn(move || {
-                let (held, todo, agent) = (&held, &todo, &agent);
+                let (held, todo, agent, ttl_ms) = (&held, &todo, &agent, &ttl_ms);
                 std::thread::scope(|s| {
                     // Leasing: as much as the agent's capacity has room for, 100 a call.
                     s.spawn(move || {
@@ -171,6 +172,7 @@ pub fn fan_out(
                             let (status, body) = stack.api("POST", lease_path, Some(&json!({"agent": agent, "max": free.min(100), "waitMs": 1000})));
                             spent.lock().unwrap().lease += t.elapsed().as_secs_f64();
                             assert_eq!(status, 200, "{body}");
+                            ttl_ms.store(body["leaseTtlMs"].as_u64().unwrap_or(3000) as usize, Ordering::Relaxed);
                             let leases = body["leases"].as_array().cloned().unwrap_or_default();
                             let b = leases.iter().filter(|l| l["item"]["nodeId"] == "b").count();
                             if b > 0 {
@@ -187,10 +189,10 @@ pub fn fan_out(
                             todo.lock().unwrap().extend(leases);
                         }
                     });
-                    // Heartbeats: every lease held, each second (a sixth of the bench's TTL).
+                    // Heartbeats: every lease held, each third of the lease TTL (as the agent).
                     s.spawn(move || {
                         while !ended.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_secs(1));
+                            std::thread::sleep(Duration::from_millis(ttl_ms.load(Ordering::Relaxed) as u64 / 3));
                             let refs: Vec<Value> = held.lock().unwrap().iter().map(|(id, token)| json!({"itemId": id, "token": token})).collect();
                             if !refs.is_empty() {
                                 let t = Instant::now();

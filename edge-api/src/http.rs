@@ -86,6 +86,13 @@ impl ObjectStub {
         path: &str,
         body: &B,
     ) -> Result<R, ApiError> {
+        let mut resp = self.forward(path, body).await?;
+        Ok(serde_json::from_str(&resp.text().await?)?)
+    }
+
+    /// The object's successful answer as it came, body unread (a big run's JSON is passed on
+    /// without being copied into this isolate's memory); its error otherwise.
+    pub async fn forward<B: Serialize>(&self, path: &str, body: &B) -> Result<Response, ApiError> {
         let headers = Headers::new();
         headers.set("Content-Type", "application/json")?;
         let mut init = RequestInit::new();
@@ -95,14 +102,13 @@ impl ObjectStub {
         let req = Request::new_with_init(&format!("https://do{path}"), &init)?;
         let mut resp = self.0.fetch_with_request(req).await?;
         let status = resp.status_code();
-        let text = resp.text().await?;
         if (200..300).contains(&status) {
-            Ok(serde_json::from_str(&text)?)
-        } else {
-            let body = serde_json::from_str::<ErrorBody>(&text)
-                .unwrap_or_else(|_| ErrorBody::new("internal", text, vec![]));
-            Err(ApiError::from_parts(status, body))
+            return Ok(resp);
         }
+        let text = resp.text().await?;
+        let body = serde_json::from_str::<ErrorBody>(&text)
+            .unwrap_or_else(|_| ErrorBody::new("internal", text, vec![]));
+        Err(ApiError::from_parts(status, body))
     }
 }
 
@@ -130,12 +136,14 @@ macro_rules! object_api {
             async fn serve(
                 &self,
                 req: &mut worker::Request,
-            ) -> Result<serde_json::Value, crate::error::ApiError> {
+            ) -> Result<String, crate::error::ApiError> {
                 match req.path().as_str() {
                     $(
                         $path => {
                             let body: $body = crate::http::internal_json(req).await?;
-                            Ok(serde_json::to_value(self.$method(body).await?)?)
+                            // Straight to text: a `Value` tree of a 10,000-instance run would
+                            // take several times the run's own memory.
+                            Ok(serde_json::to_string(&self.$method(body).await?)?)
                         }
                     )*
                     other => Err(crate::error::ApiError::NotFound(format!(
@@ -149,9 +157,17 @@ macro_rules! object_api {
 }
 pub(crate) use object_api;
 
-/// Answers a Durable Object request: JSON on success, the error's status and body otherwise.
-pub fn reply<T: Serialize>(result: Result<T, ApiError>) -> worker::Result<Response> {
-    let response = crate::error::respond(result, 200);
+/// Answers a Durable Object request: its JSON text on success, the error's status and body
+/// otherwise.
+pub fn reply(result: Result<String, ApiError>) -> worker::Result<Response> {
+    let response = match result {
+        Ok(json) => {
+            let headers = Headers::new();
+            headers.set("Content-Type", "application/json")?;
+            Ok(Response::ok(json)?.with_headers(headers))
+        }
+        Err(e) => e.into_response(),
+    };
     note_memory();
     response
 }
@@ -166,9 +182,11 @@ pub fn note_memory() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static LOGGED: AtomicUsize = AtomicUsize::new(0);
         let mib = core::arch::wasm32::memory_size(0) * 64 / 1024;
-        let step = mib / 16;
+        // The first answer logs too: the mark starts wherever the isolate starts.
+        let step = mib / 16 + 1;
         if step > LOGGED.fetch_max(step, Ordering::Relaxed) {
-            worker::console_log!(
+            // A warning, so it shows at wrangler's and Cloudflare's default log level.
+            worker::console_warn!(
                 "wasm memory high-water mark: {mib} MiB (an isolate is reset at 128 MB on Cloudflare)"
             );
         }

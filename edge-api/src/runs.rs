@@ -113,10 +113,10 @@ fn named_missing(id: &str, e: ApiError) -> ApiError {
 pub async fn handle_get(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let result = async {
         let (id, run) = run_client(&ctx)?;
-        run.get(&()).await.map_err(|e| named_missing(&id, e))
+        run.get_response().await.map_err(|e| named_missing(&id, e))
     }
     .await;
-    respond(result, 200)
+    result.or_else(ApiError::into_response)
 }
 
 /// `GET /api/v1/runs/:id/overview` — the run without instances, each node's counts.
@@ -150,7 +150,7 @@ async fn user_event(ctx: &Ctx, what: &str, event: Event) -> Result<RunSummary, A
     let answers = run.events(&vec![event]).await?;
     match answers.into_iter().next().flatten() {
         Some(why) => Err(ApiError::Conflict(format!("cannot {what}: {why}"))),
-        None => run.get(&()).await.map(|r| r.summary()),
+        None => run.overview(&()).await.map(|o| o.run.summary()),
     }
 }
 

@@ -34,8 +34,9 @@ object_api! {
     RunClient for RunObject {
         /// Starts the run (again: the same run, if the request is the same).
         start(RunState) -> RunSummary = "/start";
-        /// The whole run.
-        get(()) -> RunState = "/get";
+        /// The whole run. Callers use `get_response`, which passes it on unparsed.
+        #[allow(dead_code)]
+        get(()) -> Box<serde_json::value::RawValue> = "/get";
         /// The run without instances, each node's counts by state.
         overview(()) -> concurrent_core::run::RunOverview = "/overview";
         /// A page of a node's instances.
@@ -51,6 +52,11 @@ object_api! {
 impl RunClient {
     pub fn of(env: &Env, run_id: &str) -> Result<RunClient, ApiError> {
         Ok(RunClient(ObjectStub::new(env, BINDING, run_id)?))
+    }
+
+    /// The whole run's answer, passed on as the object wrote it.
+    pub async fn get_response(&self) -> Result<Response, ApiError> {
+        self.0.forward("/get", &()).await
     }
 }
 
@@ -115,8 +121,8 @@ impl RunObject {
         self.with_run(RunState::summary)
     }
 
-    async fn get(&self, _: ()) -> Result<RunState, ApiError> {
-        self.with_run(|run| run.clone())
+    async fn get(&self, _: ()) -> Result<Box<serde_json::value::RawValue>, ApiError> {
+        Ok(self.with_run(serde_json::value::to_raw_value)??)
     }
 
     async fn overview(&self, _: ()) -> Result<concurrent_core::run::RunOverview, ApiError> {
