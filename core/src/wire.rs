@@ -169,6 +169,29 @@ impl WorkItem {
     pub fn key(&self) -> crate::run::AttemptKey {
         crate::run::AttemptKey::new(self.node_id.clone(), self.instance, self.attempt)
     }
+
+    /// Puts the inputs the item shares with its node's other instances (`step.shared_inputs`)
+    /// into its own, as the queue does before handing it to an agent.
+    pub fn merge_shared(&mut self, shared: &BTreeMap<String, Vec<ArtifactFile>>) {
+        self.step.shared_inputs = None;
+        for (input, files) in shared {
+            self.step
+                .inputs
+                .entry(input.clone())
+                .or_insert_with(|| files.clone());
+        }
+    }
+}
+
+/// What a run hands a cluster's queue: work items, and the inputs their nodes share, once
+/// (10,000 instances fed the same 100 files are 10,000 small items and one list of files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnqueueRequest {
+    pub items: Vec<WorkItem>,
+    /// `step.shared_inputs` key → input name → files.
+    #[serde(default)]
+    pub shared: BTreeMap<String, BTreeMap<String, Vec<ArtifactFile>>>,
 }
 
 /// The step of a work item, with template parameters already substituted.
@@ -202,6 +225,11 @@ pub struct StepSpec {
     /// Input name → files to download into `$CONCURRENT_INPUT_DIR/<input>/<path>`.
     #[serde(default)]
     pub inputs: BTreeMap<String, Vec<ArtifactFile>>,
+    /// Inside the edge only: the key of the inputs this step shares with its node's other
+    /// instances, kept once by the queue and merged into `inputs` when the item is leased (an
+    /// agent never sees it set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_inputs: Option<String>,
     /// The attempt's MLflow run: `run_id` is empty until the agent that leased the attempt
     /// created it from [`StepSpec::child_run`] (the edge creates no runs ahead of the work:
     /// a 10,000-wide node is queued at once, and each run is made where its step starts).

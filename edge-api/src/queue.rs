@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use concurrent_core::lease::{on_expiry, Expiry};
 use concurrent_core::logtail::keep_end;
+use concurrent_core::partition::ArtifactFile;
 use concurrent_core::run::{Event, Rejected};
 use concurrent_core::wire::{
     CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse,
@@ -54,8 +55,8 @@ pub struct QueueObject {
 
 object_api! {
     QueueClient for QueueObject {
-        /// Adds work items (idempotent by item id).
-        enqueue(Vec<WorkItem>) -> bool = "/enqueue";
+        /// Adds work items (idempotent by item id) and the inputs they share.
+        enqueue(concurrent_core::wire::EnqueueRequest) -> bool = "/enqueue";
         /// Leases up to `max` ready items, waiting up to `wait_ms` for one.
         lease(LeaseRequest) -> LeaseResponse = "/lease";
         /// Extends leases; answers which were cancelled or lost.
@@ -126,6 +127,10 @@ impl DurableObject for QueueObject {
                state TEXT NOT NULL, token INTEGER NOT NULL DEFAULT 0, agent TEXT, expires_at INTEGER NOT NULL DEFAULT 0,
                seq INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS items_ready ON items(state, seq)",
+            "CREATE INDEX IF NOT EXISTS items_run ON items(run_id)",
+            // Inputs every instance of a node receives, once; merged into items as they are
+            // leased, dropped when the run has no item left here.
+            "CREATE TABLE IF NOT EXISTS shared(key TEXT PRIMARY KEY, run_id TEXT NOT NULL, json TEXT NOT NULL)",
             // Set by the first heartbeat: the agent is alive and has the lease.
             "CREATE TABLE IF NOT EXISTS confirmed(id TEXT PRIMARY KEY)",
             "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -195,8 +200,52 @@ impl QueueObject {
         Ok(rows.into_iter().next())
     }
 
-    async fn enqueue(&self, items: Vec<WorkItem>) -> Result<bool, ApiError> {
-        for item in items {
+    /// The JSON of shared inputs an item refers to. A missing row is the system's fault (the
+    /// run sends them with the items), so it fails the lease rather than handing out a step
+    /// without its inputs.
+    fn shared_json(&self, key: &str) -> Result<String, ApiError> {
+        #[derive(Deserialize)]
+        struct Shared {
+            json: String,
+        }
+        let rows: Vec<Shared> = self
+            .sql
+            .exec("SELECT json FROM shared WHERE key = ?", vec![key.into()])?
+            .to_array()?;
+        rows.into_iter().next().map(|r| r.json).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "the shared inputs {key:?} of a queued item are missing from the queue"
+            ))
+        })
+    }
+
+    /// Drops the shared inputs of runs with no item left here (a few rows, each one index
+    /// lookup).
+    fn forget_shared(&self) -> Result<(), ApiError> {
+        self.sql.exec(
+            "DELETE FROM shared WHERE NOT EXISTS (SELECT 1 FROM items WHERE items.run_id = shared.run_id)",
+            None,
+        )?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, r: concurrent_core::wire::EnqueueRequest) -> Result<bool, ApiError> {
+        for (key, inputs) in &r.shared {
+            let run_id = r
+                .items
+                .first()
+                .map(|i| i.run_id.clone())
+                .unwrap_or_default();
+            self.sql.exec(
+                "INSERT OR IGNORE INTO shared(key, run_id, json) VALUES (?, ?, ?)",
+                vec![
+                    key.clone().into(),
+                    run_id.into(),
+                    serde_json::to_string(inputs)?.into(),
+                ],
+            )?;
+        }
+        for item in r.items {
             let seq = self.next("seq")?;
             self.sql.exec(
                 "INSERT OR IGNORE INTO items(id, run_id, item, state, seq) VALUES (?, ?, ?, 'ready', ?)",
@@ -255,9 +304,22 @@ impl QueueObject {
         let expires_at = now_ms() + self.ttl();
         let mut leases = Vec::with_capacity(rows.len());
         let mut bytes = 0;
+        let mut shared: BTreeMap<String, (usize, BTreeMap<String, Vec<ArtifactFile>>)> =
+            BTreeMap::new();
         for row in rows {
+            let mut item: WorkItem = serde_json::from_str(&row.item)?;
+            let mut size = row.item.len();
+            if let Some(key) = item.step.shared_inputs.clone() {
+                if !shared.contains_key(&key) {
+                    let json = self.shared_json(&key)?;
+                    shared.insert(key.clone(), (json.len(), serde_json::from_str(&json)?));
+                }
+                let (len, files) = &shared[&key];
+                size += len;
+                item.merge_shared(files);
+            }
             // One answer stays within a message's size; the rest waits for the next request.
-            bytes += row.item.len();
+            bytes += size;
             if !leases.is_empty() && bytes > MAX_MESSAGE_BYTES {
                 break;
             }
@@ -266,7 +328,6 @@ impl QueueObject {
                 "UPDATE items SET state = 'leased', token = ?, agent = ?, expires_at = ? WHERE id = ?",
                 vec![(token as i64).into(), r.agent.clone().into(), (expires_at as i64).into(), row.id.into()],
             )?;
-            let item: WorkItem = serde_json::from_str(&row.item)?;
             let step_token =
                 crate::auth::step_token(&self.secret()?, &item.cluster, &item.id, token);
             leases.push(Lease {
@@ -564,6 +625,7 @@ impl QueueObject {
                     .exec("DELETE FROM confirmed WHERE id = ?", vec![id.into()])?;
             }
         }
+        self.forget_shared()?;
         Ok(results)
     }
 
@@ -597,6 +659,7 @@ impl QueueObject {
                 vec![id.into()],
             )?;
         }
+        self.forget_shared()?;
         Ok(true)
     }
 
@@ -620,6 +683,7 @@ impl QueueObject {
                 worker::console_error!("queue: expiring the lease of {id} failed: {}", e.detail());
             }
         }
+        self.forget_shared()?;
         if self
             .sql
             .exec("SELECT id FROM items WHERE state = 'ready' LIMIT 1", None)?

@@ -275,7 +275,9 @@ fn work_item(
             kubernetes: node.kubernetes.clone(),
             partition_index: inst.index,
             partition_count: node.instances,
-            inputs: node_run.inputs_of(inst),
+            // Shared inputs travel once per batch (`RunState::shared_for`), not in each item.
+            inputs: inst.inputs.clone(),
+            shared_inputs: node_run.shared_key(&run.id),
             mlflow: MlflowRef {
                 experiment_id: mlflow.experiment_id.clone(),
                 run_id: a.mlflow_run_id.clone().unwrap_or_default(),

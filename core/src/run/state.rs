@@ -262,6 +262,12 @@ impl NodeRun {
         }
     }
 
+    /// The key of this planning's shared inputs in the queue (`StepSpec::shared_inputs`); a
+    /// repair plans again under a new key.
+    pub fn shared_key(&self, run_id: &str) -> Option<String> {
+        (!self.shared_inputs.is_empty()).then(|| format!("{run_id}/{}/{}", self.id, self.plans))
+    }
+
     /// Everything `inst` receives: the node's shared inputs and its own partition.
     pub fn inputs_of(&self, inst: &Instance) -> BTreeMap<String, Vec<ArtifactFile>> {
         let mut all = self.shared_inputs.clone();
@@ -456,6 +462,29 @@ impl RunState {
                 })
                 .collect(),
         }
+    }
+
+    /// The shared inputs `items` refer to, by key (what an enqueue sends along with them).
+    pub fn shared_for<'a>(
+        &self,
+        items: impl IntoIterator<Item = &'a crate::wire::WorkItem>,
+    ) -> BTreeMap<String, BTreeMap<String, Vec<ArtifactFile>>> {
+        let mut shared = BTreeMap::new();
+        for item in items {
+            let Some(key) = &item.step.shared_inputs else {
+                continue;
+            };
+            if shared.contains_key(key) {
+                continue;
+            }
+            if let Some(node) = self
+                .node(&item.node_id)
+                .filter(|n| n.shared_key(&self.id).as_ref() == Some(key))
+            {
+                shared.insert(key.clone(), node.shared_inputs.clone());
+            }
+        }
+        shared
     }
 
     /// Whether the MLflow parent run shows the run's current status.

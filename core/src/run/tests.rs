@@ -45,6 +45,8 @@ fn new_run(train_instances: u32, retries: u32) -> RunState {
 #[derive(Default)]
 struct Driver {
     queue: Vec<WorkItem>,
+    /// Shared inputs by key, as the queue keeps them.
+    shared: BTreeMap<String, BTreeMap<String, Vec<crate::partition::ArtifactFile>>>,
     enqueued_ids: BTreeSet<String>,
     leased_ids: BTreeSet<String>,
     child_runs: u32,
@@ -91,7 +93,9 @@ impl Driver {
                     }
                 });
             }
-            for item in round.enqueue.into_values().flatten() {
+            let items: Vec<WorkItem> = round.enqueue.into_values().flatten().collect();
+            self.shared.extend(run.shared_for(&items));
+            for item in items {
                 if self.enqueued_ids.insert(item.id.clone()) {
                     self.queue.push(item.clone());
                 }
@@ -112,7 +116,10 @@ impl Driver {
         if self.queue.is_empty() {
             return None;
         }
-        let item = self.queue.remove(0);
+        let mut item = self.queue.remove(0);
+        if let Some(key) = item.step.shared_inputs.clone() {
+            item.merge_shared(&self.shared[&key]);
+        }
         assert!(
             self.leased_ids.insert(item.id.clone()),
             "item {} leased twice",
@@ -518,7 +525,8 @@ fn broadcast_inputs_are_kept_once_and_wide_nodes_are_queued_a_batch_at_a_time() 
     assert_eq!(train.input_size(&train.instances[5]), (100, 700));
     assert_eq!(train.plans, 1);
 
-    // Work items are built 300 at a time; each carries the shared files and says how many.
+    // Work items are built 300 at a time; the shared files go along once, each item says how
+    // many it receives, and the queue's merge gives each its full list.
     let mut seen = BTreeSet::new();
     loop {
         let round = plan_round(reconcile_at_most(&run, 4, 300), 128);
@@ -526,8 +534,18 @@ fn broadcast_inputs_are_kept_once_and_wide_nodes_are_queued_a_batch_at_a_time() 
             break;
         };
         assert!(items.len() <= 300);
+        let shared = run.shared_for(items);
         for item in items {
-            assert_eq!(item.step.inputs["data"].len(), 100);
+            assert!(
+                item.step.inputs.is_empty(),
+                "shared inputs travel once, not per item"
+            );
+            let key = item.step.shared_inputs.as_ref().unwrap();
+            assert_eq!(shared[key]["data"].len(), 100);
+            let mut leased = item.clone();
+            leased.merge_shared(&shared[key]);
+            assert_eq!(leased.step.inputs["data"].len(), 100);
+            assert_eq!(leased.step.shared_inputs, None);
             let tags = &item.step.child_run.as_ref().unwrap().tags;
             assert!(tags.contains(&("concurrent.input_files".into(), "100".into())));
             assert!(seen.insert(item.id.clone()), "{} built twice", item.id);

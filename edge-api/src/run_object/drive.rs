@@ -5,7 +5,7 @@
 use std::cell::Cell;
 
 use concurrent_core::run::{plan_round, reconcile_at_most, Event, MlflowEffect, MlflowRef, Round};
-use concurrent_core::wire::{batches_by_size, MAX_MESSAGE_BYTES};
+use concurrent_core::wire::{batches_by_size, EnqueueRequest, MAX_MESSAGE_BYTES};
 
 use super::RunObject;
 use crate::catalog::CatalogClient;
@@ -139,9 +139,12 @@ impl RunObject {
         }
         for (cluster, items) in round.enqueue {
             let queue = QueueClient::of(&self.env, &cluster)?;
-            // Broadcast inputs are copied into every item: split the batch by size.
             for batch in batches_by_size(items, MAX_MESSAGE_BYTES) {
-                if let Err(e) = queue.enqueue(&batch).await {
+                let request = EnqueueRequest {
+                    shared: self.with_run(|run| run.shared_for(&batch))?,
+                    items: batch,
+                };
+                if let Err(e) = queue.enqueue(&request).await {
                     worker::console_error!(
                         "run {}: enqueue on cluster {cluster:?} failed: {}",
                         self.run_id(),
@@ -150,7 +153,7 @@ impl RunObject {
                     outcome.failed = true;
                     break;
                 }
-                for item in batch {
+                for item in request.items {
                     self.apply_event(Event::Enqueued { key: item.key() })?.ok();
                 }
                 outcome.progressed = true;

@@ -688,6 +688,7 @@ mod tests {
                     partition_index: 1,
                     partition_count: 2,
                     inputs: Default::default(),
+                    shared_inputs: None,
                     mlflow: MlflowRef {
                         experiment_id: "1".into(),
                         run_id: "r".into(),
