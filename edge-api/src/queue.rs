@@ -285,7 +285,7 @@ impl QueueObject {
                     ],
                 )?;
             }
-            self.arm().await?;
+            self.arm_by(expires_at).await?;
         }
         Ok(LeaseResponse {
             leases,
@@ -444,7 +444,7 @@ impl QueueObject {
         }
         self.forward_runs(&r.runs, &answers).await?;
         self.forward_tails(&r.tails, &answers).await;
-        self.arm().await?;
+        self.arm_by(expires_at).await?;
         Ok(HeartbeatResponse {
             leases: answers,
             expires_at,
@@ -769,6 +769,22 @@ impl QueueObject {
     }
 
     /// Sets the alarm to the next lease expiry.
+    /// Makes sure the alarm rings by `expires_at` (a lease or heartbeat just set it): cheap,
+    /// as an alarm already set sooner stays, and a later one is brought forward. The alarm's
+    /// pass finds the true next expiry with [`Self::arm`].
+    async fn arm_by(&self, expires_at: u64) -> Result<(), ApiError> {
+        let storage = self.state.storage();
+        match storage.get_alarm().await? {
+            Some(at) if at <= expires_at as i64 => {}
+            _ => {
+                storage
+                    .set_alarm(expires_at.saturating_sub(now_ms()) as i64 + 1)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
     async fn arm(&self) -> Result<(), ApiError> {
         #[derive(Deserialize)]
         struct Next {
