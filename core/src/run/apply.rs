@@ -13,6 +13,18 @@ use super::state::*;
 /// # Errors
 /// [`Rejected`] when the event is stale or does not fit the run; the state is then unchanged.
 pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected> {
+    // Only these can make a node ready, start a due retry or end the run; the rest (a lease, a
+    // reported MLflow run, a closed one, a log tail…) skip the walk over every instance, which
+    // for a 10,000-wide node is most of an event's cost.
+    let moves_run = matches!(
+        event,
+        Event::ParentRunCreated(_)
+            | Event::Finished { .. }
+            | Event::Cancel { .. }
+            | Event::Repair { .. }
+            | Event::Tick
+            | Event::MlflowRefused { .. }
+    );
     if event.is_mlflow_answer() {
         // MLflow answered: whatever kept it away is over.
         run.mlflow_wait = None;
@@ -178,7 +190,9 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
             run.pins.entry(source).or_insert(commit);
         }
     }
-    advance(run, now);
+    if moves_run {
+        advance(run, now);
+    }
     Ok(())
 }
 

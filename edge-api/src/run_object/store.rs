@@ -161,12 +161,16 @@ impl RunObject {
             }
             let stored = c.counts.get(&node.id).copied().unwrap_or(0);
             let whole_node = touched.is_none() || header_changed || stored != node.instances.len();
-            for inst in &node.instances {
-                if !whole_node
-                    && !touched.is_some_and(|k| k.node == node.id && k.instance == inst.index)
-                {
-                    continue;
-                }
+            let rows: &[_] = match touched {
+                _ if whole_node => &node.instances,
+                Some(k) if k.node == node.id => node
+                    .instances
+                    .get(k.instance as usize)
+                    .map(std::slice::from_ref)
+                    .unwrap_or_default(),
+                _ => &[],
+            };
+            for inst in rows {
                 let json = serde_json::to_string(inst)?;
                 let key = (node.id.clone(), inst.index);
                 let hash = digest(&json);
