@@ -230,12 +230,12 @@ impl QueueObject {
     }
 
     async fn enqueue(&self, r: concurrent_core::wire::EnqueueRequest) -> Result<bool, ApiError> {
+        let run_id = r
+            .items
+            .first()
+            .map(|i| i.run_id.as_str())
+            .unwrap_or_default();
         for (key, inputs) in &r.shared {
-            let run_id = r
-                .items
-                .first()
-                .map(|i| i.run_id.clone())
-                .unwrap_or_default();
             self.sql.exec(
                 "INSERT OR IGNORE INTO shared(key, run_id, json) VALUES (?, ?, ?)",
                 vec![

@@ -73,11 +73,10 @@ pub fn overview(run: &RunState) -> RunOverview {
             }
         })
         .collect();
-    let mut header = run.clone_header();
-    for n in &mut header.nodes {
-        n.shared_inputs.clear();
+    RunOverview {
+        run: run.clone_header(),
+        nodes,
     }
-    RunOverview { run: header, nodes }
 }
 
 /// A page of `node`'s instances, or `None` when the run has no such node.

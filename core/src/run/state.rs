@@ -268,13 +268,6 @@ impl NodeRun {
         (!self.shared_inputs.is_empty()).then(|| format!("{run_id}/{}/{}", self.id, self.plans))
     }
 
-    /// Everything `inst` receives: the node's shared inputs and its own partition.
-    pub fn inputs_of(&self, inst: &Instance) -> BTreeMap<String, Vec<ArtifactFile>> {
-        let mut all = self.shared_inputs.clone();
-        all.extend(inst.inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
-        all
-    }
-
     /// How many input files `inst` receives, and their bytes.
     pub fn input_size(&self, inst: &Instance) -> (usize, u64) {
         self.shared_inputs
@@ -428,8 +421,8 @@ pub struct RepairRecord {
 }
 
 impl RunState {
-    /// A copy without any instances (cheap for big runs): what the run object stores as the
-    /// run's header row.
+    /// A copy without any instances or shared inputs (cheap for big runs): what the run object
+    /// stores as the run's header row, and what the overview shows.
     pub fn clone_header(&self) -> RunState {
         RunState {
             id: self.id.clone(),
@@ -457,7 +450,7 @@ impl RunState {
                     instances: Vec::new(),
                     unmatched_inputs: n.unmatched_inputs.clone(),
                     error: n.error.clone(),
-                    shared_inputs: n.shared_inputs.clone(),
+                    shared_inputs: BTreeMap::new(),
                     plans: n.plans,
                 })
                 .collect(),

@@ -240,8 +240,10 @@ fn a_run_flows_through_partitions_to_success() {
     // Fan-in: the report node sees both instances' outputs, without path collisions.
     let report_node = run.node("report").unwrap();
     let report = &report_node.instances[0];
-    let inputs = report_node.inputs_of(report);
-    let paths: Vec<_> = inputs["models"].iter().map(|f| f.path.as_str()).collect();
+    let paths: Vec<_> = report_node.shared_inputs["models"]
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
     assert_eq!(paths, vec!["0/model.txt", "1/model.txt"]);
     assert!(
         report.inputs.is_empty(),

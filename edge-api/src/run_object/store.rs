@@ -133,12 +133,7 @@ impl RunObject {
     pub(super) fn save(&self, touched: Option<&AttemptKey>) -> Result<(), ApiError> {
         let mut guard = self.cache.borrow_mut();
         let c = guard.as_mut().expect("save after load");
-        let mut header = c.run.clone_header();
-        for n in &mut header.nodes {
-            n.instances.clear();
-            n.shared_inputs.clear();
-        }
-        let header_json = serde_json::to_string(&header)?;
+        let header_json = serde_json::to_string(&c.run.clone_header())?;
         let header_changed = header_json != c.header;
         if header_changed {
             self.sql.exec(
