@@ -147,12 +147,18 @@ impl Browser {
             .unwrap_or(0)
     }
 
+    /// The text of the first element matching `css`. A live view re-renders while it is read,
+    /// so an element found a moment ago may be gone (stale): it is then looked up again.
     pub async fn text(&self, css: &str) -> String {
-        self.wait_for(css, Duration::from_secs(10))
-            .await
-            .text()
-            .await
-            .unwrap_or_default()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.wait_for(css, Duration::from_secs(10)).await;
+            match found.text().await {
+                Ok(text) => return text,
+                Err(e) if Instant::now() > deadline => panic!("the text of {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Presses the pointer on `from`, moves to `to` (offset from its centre) and releases:

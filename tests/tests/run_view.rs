@@ -109,15 +109,35 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
         assert!(status == 200 || cancelled, "{status} {body}");
         status
     };
+    // Held leases are heartbeaten at least every second (the stack's lease TTL is 6 s): a
+    // loaded machine takes seconds for a hundred completions, and an expired lease would fail
+    // its instance with another error than the one this test reads back.
+    let heartbeat = |held: &[(Value, Value)]| {
+        let leases: Vec<Value> = held
+            .iter()
+            .map(|(i, t)| json!({"itemId": i["id"], "token": t}))
+            .collect();
+        let (status, body) = stack.api(
+            "POST",
+            "/api/v1/agents/wide/heartbeat",
+            Some(&json!({"agent": "synthetic", "leases": leases})),
+        );
+        assert_eq!(status, 200, "{body}");
+        Instant::now()
+    };
     let (mut done, mut held) = (0, Vec::<(Value, Value)>::new());
+    let mut beat = Instant::now();
     while done + held.len() < n + 1 {
         let (status, body) = stack.api(
             "POST",
             "/api/v1/agents/wide/lease",
-            Some(&json!({"agent": "synthetic", "max": 100, "waitMs": 5000})),
+            Some(&json!({"agent": "synthetic", "max": 100, "waitMs": 1000})),
         );
         assert_eq!(status, 200, "{body}");
         for l in body["leases"].as_array().unwrap() {
+            if beat.elapsed() > Duration::from_secs(1) {
+                beat = heartbeat(&held);
+            }
             let item = &l["item"];
             if item["nodeId"] == "a" {
                 complete(
@@ -137,16 +157,7 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
             }
             done += 1;
         }
-        let leases: Vec<Value> = held
-            .iter()
-            .map(|(i, t)| json!({"itemId": i["id"], "token": t}))
-            .collect();
-        let (status, body) = stack.api(
-            "POST",
-            "/api/v1/agents/wide/heartbeat",
-            Some(&json!({"agent": "synthetic", "leases": leases})),
-        );
-        assert_eq!(status, 200, "{body}");
+        beat = heartbeat(&held);
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "only {done} of {} items done",
@@ -252,7 +263,8 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
         b.wait_js("the failed ones", "[...document.querySelectorAll('[data-instances] tbody tr[data-instance]')].every((r) => r.querySelector('.cc-status').textContent === 'failed')", SECS).await;
         let first = b.wait_for("[data-instances] tbody tr[data-instance]", SECS).await.attr("data-instance").await.unwrap();
         assert_eq!(first, Some(first_failed.to_string()));
-        assert!(b.text("[data-instances] tbody").await.contains(&format!("synthetic failure of instance {first_failed}")));
+        let rows = b.text("[data-instances] tbody").await;
+        assert!(rows.contains(&format!("synthetic failure of instance {first_failed}")), "{rows}");
         // The page stays live: it still answers after several refreshes of the 1,000-instance run.
         tokio::time::sleep(Duration::from_secs(5)).await;
         b.wait_for(r#"[data-filter="all"]"#, SECS).await.click().await.unwrap();
