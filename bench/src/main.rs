@@ -358,6 +358,7 @@ fn main() {
             uri: Some(pg.uri()),
             workers: 4,
         });
+        scale::mlflow_ceiling(&production, 2000, "PostgreSQL, 4 workers", &mut rows);
         scale::fan_out(
             &production,
             args.fan_out,

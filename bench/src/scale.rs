@@ -82,6 +82,51 @@ fn create_run(http: &reqwest::blocking::Client, stack: &Stack, item: &Value) -> 
     run_id
 }
 
+/// MLflow's own ceiling for what a run asks of it per attempt (create the run, then close it),
+/// with no Concurrent in the way: `attempts` of them from 32 threads against the same server.
+pub fn mlflow_ceiling(stack: &Stack, attempts: usize, label: &str, rows: &mut Vec<Row>) {
+    let http = &reqwest::blocking::Client::new();
+    let experiment = mlflow(
+        http,
+        stack,
+        "experiments/create",
+        &json!({"name": format!("bench-ceiling-{}", std::process::id())}),
+    )["experiment_id"]
+        .clone();
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..32 {
+            s.spawn(|| {
+                while next.fetch_add(1, Ordering::Relaxed) < attempts {
+                    let created = mlflow(
+                        http,
+                        stack,
+                        "runs/create",
+                        &json!({"experiment_id": experiment, "tags": [{"key": "concurrent.key", "value": "ceiling"}]}),
+                    );
+                    let run_id = created["run"]["info"]["run_id"].clone();
+                    mlflow(
+                        http,
+                        stack,
+                        "runs/update",
+                        &json!({"run_id": run_id, "status": "FINISHED", "end_time": 1}),
+                    );
+                }
+            });
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    rows.push((
+        format!("MLflow alone ({label}): create + close a run, 32 clients"),
+        format!("{:.0} runs/s", attempts as f64 / secs),
+        format!(
+            "{attempts} runs in {secs:.1} s, no Concurrent in the way: the ceiling for attempts of any fan-out here ({:.0} s for 10,000)",
+            10_000.0 * secs / attempts as f64
+        ),
+    ));
+}
+
 /// How the upstream's files reach the wide node.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Spread {
@@ -111,6 +156,7 @@ pub fn fan_out(
     );
     stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": name, "nodes": [node("a", 1), node("b", n), node("c", 1)],
         "edges": [{"from": "a", "to": "b", "partition": {"mode": if spread == Spread::Broadcast { "broadcast" } else { "by-file" }}}, {"from": "b", "to": "c"}]}));
+    let cpu_before = cpu_seconds();
     let id = stack.start_run(&json!({"template": name, "cluster": name}));
     let start = Instant::now();
     let ended = std::sync::atomic::AtomicBool::new(false);
@@ -127,7 +173,7 @@ pub fn fan_out(
         .unwrap();
     let heartbeat_path = &format!("/api/v1/agents/{name}/heartbeat");
     let lease_path = format!("/api/v1/agents/{name}/lease");
-    let complete_path = format!("/api/v1/agents/{name}/complete");
+    let completions_path = format!("/api/v1/agents/{name}/completions");
     let capacity = n.div_ceil(AGENTS) + 16;
     std::thread::scope(|s| {
         let (ended, peak_rss, id) = (&ended, &peak_rss, &id);
@@ -150,14 +196,15 @@ pub fn fan_out(
         for a in 0..AGENTS {
             let (leased_b, finished, first_b, all_b, spent) =
                 (&leased_b, &finished, &first_b, &all_b, &spent);
-            let (lease_path, complete_path) = (&lease_path, &complete_path);
+            let (lease_path, completions_path) = (&lease_path, &completions_path);
             let agent = format!("synthetic-{a}");
             // What the agent holds (item id → lease token) and what waits for a worker.
             let held = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
             let ttl_ms = AtomicUsize::new(3000);
             let todo = Mutex::new(std::collections::VecDeque::<Value>::new());
+            let reports = Mutex::new(Vec::<Value>::new());
             s.spawn(move || {
-                let (held, todo, agent, ttl_ms) = (&held, &todo, &agent, &ttl_ms);
+                let (held, todo, agent, ttl_ms, reports) = (&held, &todo, &agent, &ttl_ms, &reports);
                 std::thread::scope(|s| {
                     // Leasing: as much as the agent's capacity has room for, 100 a call.
                     s.spawn(move || {
@@ -219,27 +266,47 @@ pub fn fan_out(
                                     vec![]
                                 };
                                 let done = json!({"itemId": l["item"]["id"], "token": l["token"], "mlflowRunId": run_id, "outcome": {"status": "succeeded", "outputs": outputs}});
-                                let t = Instant::now();
-                                let (status, body) = stack.api("POST", complete_path, Some(&done));
-                                if status != 200 {
-                                    let (_, o) = stack.api("GET", &format!("/api/v1/runs/{id}/overview"), None);
-                                    panic!("completing {} failed: {body}; the run: {} {}", l["item"]["id"], o["run"]["status"], o["run"]["error"]);
-                                }
-                                held.lock().unwrap().remove(l["item"]["id"].as_str().unwrap());
-                                let mut sp = spent.lock().unwrap();
-                                sp.mlflow += made;
-                                sp.complete += t.elapsed().as_secs_f64();
-                                drop(sp);
-                                finished.fetch_add(1, Ordering::Relaxed);
+                                spent.lock().unwrap().mlflow += made;
+                                reports.lock().unwrap().push(done);
                             }
                         });
                     }
+                    // Reporting, as the agent's reporter: what finished while the last call was
+                    // in flight goes in the next one, up to 100 a call.
+                    s.spawn(move || {
+                        while !ended.load(Ordering::Relaxed) {
+                            let batch: Vec<Value> = {
+                                let mut r = reports.lock().unwrap();
+                                let k = r.len().min(100);
+                                r.drain(..k).collect()
+                            };
+                            if batch.is_empty() {
+                                std::thread::sleep(Duration::from_millis(5));
+                                continue;
+                            }
+                            let t = Instant::now();
+                            let (status, body) = stack.api("POST", completions_path, Some(&json!({"completions": batch})));
+                            spent.lock().unwrap().complete += t.elapsed().as_secs_f64();
+                            let refused: Vec<&Value> = body["results"].as_array().into_iter().flatten().filter(|r| !r["refused"].is_null() || !r["unavailable"].is_null()).collect();
+                            if status != 200 || !refused.is_empty() {
+                                let (_, o) = stack.api("GET", &format!("/api/v1/runs/{id}/overview"), None);
+                                panic!("completing failed: {status} {refused:?} {body}; the run: {} {}", o["run"]["status"], o["run"]["error"]);
+                            }
+                            let mut h = held.lock().unwrap();
+                            for done in &batch {
+                                h.remove(done["itemId"].as_str().unwrap());
+                            }
+                            drop(h);
+                            finished.fetch_add(batch.len(), Ordering::Relaxed);
+                        }
+                    });
                 });
             });
         }
     });
     let run = stack.wait_run(&id, Duration::from_secs(900));
     let end = start.elapsed();
+    let cpu_after = cpu_seconds();
     assert_eq!(run["status"], "succeeded", "{}", run["error"]);
     let all = all_b.lock().unwrap().unwrap_or(end).as_secs_f64();
     let first = first_b.lock().unwrap().unwrap_or_default().as_secs_f64();
@@ -256,7 +323,7 @@ pub fn fan_out(
         format!("fan-out 1 → {n} → 1 ({label}): run start to run end"),
         format!("{:.1} s", end.as_secs_f64()),
         format!(
-            "{} MLflow runs made by {AGENTS} synthetic agents (capacity {capacity} each), {per_agent} at a time each; time in calls, summed over agents: MLflow run creation {:.0} s, completions {:.0} s, leases {:.0} s, heartbeats {:.0} s",
+            "{} MLflow runs made by {AGENTS} synthetic agents (capacity {capacity} each), {per_agent} at a time each, completions reported in batches of what finished meanwhile; time in calls, summed over agents: MLflow run creation {:.0} s, completions {:.0} s, leases {:.0} s, heartbeats {:.0} s",
             n + 5,
             sp.mlflow,
             sp.complete,
@@ -265,6 +332,26 @@ pub fn fan_out(
         ),
     ));
     drop(sp);
+    let cpu: Vec<(&str, f64)> = cpu_after
+        .iter()
+        .map(|(k, v)| (*k, v - cpu_before.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    let total: f64 = cpu.iter().map(|(_, v)| v).sum();
+    rows.push((
+        format!("fan-out 1 → {n} → 1 ({label}): CPU time, start to end"),
+        format!("{total:.0} CPU-s"),
+        format!(
+            "{} (of {:.0} CPU-s the machine's cores had)",
+            cpu.iter()
+                .map(|(k, v)| format!(
+                    "{k} {v:.0} s ({:.1} ms per instance)",
+                    v * 1000.0 / n as f64
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            end.as_secs_f64() * std::thread::available_parallelism().map_or(1, |c| c.get()) as f64
+        ),
+    ));
     let size: u64 = crate::walk(&stack.dir.path().join("wrangler/v3/do"))
         .into_iter()
         .filter(|(p, _)| p.contains("RunObject"))
@@ -379,4 +466,45 @@ fn workerd_rss_kib(pid: u32) -> u64 {
         })
         .map(crate::rss_kib)
         .sum()
+}
+
+/// CPU seconds (user + system) so far of the processes that take part in a run, by part: the
+/// edge (workerd), MLflow's server workers, PostgreSQL, and this benchmark (the synthetic agents).
+fn cpu_seconds() -> std::collections::BTreeMap<&'static str, f64> {
+    let me = std::process::id();
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return by;
+    };
+    for pid in procs.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let (Ok(stat), Ok(cmdline)) = (
+            std::fs::read_to_string(format!("/proc/{pid}/stat")),
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")),
+        ) else {
+            continue;
+        };
+        let comm = stat.split(['(', ')']).nth(1).unwrap_or_default();
+        let part = match () {
+            _ if pid == me => "synthetic agents (this bench)",
+            _ if comm == "workerd" => "edge (workerd)",
+            _ if comm == "postgres" => "PostgreSQL",
+            // MLflow's server and its workers (Python processes it spawns).
+            _ if comm.starts_with("python") || cmdline.contains("mlflow") => "MLflow",
+            _ => continue,
+        };
+        // utime, stime, and those of its children that ended (PostgreSQL's backends come and
+        // go): fields 14 to 17, 12 to 15 after the command's closing parenthesis.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = [11, 12, 13, 14]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+            .sum();
+        *by.entry(part).or_insert(0.0) += ticks / 100.0;
+    }
+    by
 }

@@ -446,6 +446,10 @@ pub struct CompletionResult {
     pub item_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The item's run could not be told (its object was unreachable): nothing was taken;
+    /// report it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// The artifact directory, inside each attempt's MLflow run, that holds the step's outputs.

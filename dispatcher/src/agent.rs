@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use concurrent_core::wire::{InspectAnswer, Lease, LeaseRef, LeaseStatus, Outcome};
+use concurrent_core::wire::{
+    CompleteRequest, InspectAnswer, Lease, LeaseRef, LeaseStatus, Outcome,
+};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -151,6 +153,8 @@ struct Running {
 #[derive(Clone)]
 struct Agent {
     edge: Edge,
+    /// Reports finished steps, several in one call when they finish together.
+    reporter: crate::report::Reporter,
     executor: Arc<AnyExecutor>,
     running: Arc<Mutex<HashMap<String, Running>>>,
     /// Signalled when a step ends (capacity is free).
@@ -214,6 +218,7 @@ impl Agent {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
         Ok(Agent {
+            reporter: crate::report::Reporter::start(edge.clone()),
             edge,
             executor,
             running: Arc::default(),
@@ -424,16 +429,16 @@ impl Agent {
             m.step_duration.observe(started.elapsed());
             if let Some(outcome) = outcome {
                 let ok = matches!(outcome, Outcome::Succeeded { .. });
-                match agent
-                    .edge
-                    .complete_until_settled(
-                        &id,
-                        lease.token,
-                        outcome.bounded(),
-                        mlflow_run,
-                        &cancel,
-                    )
-                    .await
+                let request = CompleteRequest {
+                    item_id: id.clone(),
+                    token: lease.token,
+                    outcome: outcome.bounded(),
+                    mlflow_run_id: mlflow_run,
+                };
+                match crate::edge::complete_until_settled(&id, &cancel, || {
+                    agent.reporter.complete(request.clone())
+                })
+                .await
                 {
                     Ok(()) => {
                         tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported")

@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use backon::{ExponentialBuilder, Retryable};
 use concurrent_core::wire::{
-    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, InspectAnswer, Inspection,
-    InspectionsRequest, InspectionsResponse, LeaseRef, LeaseRequest, LeaseResponse, Outcome,
-    PinRequest, PinResponse,
+    CompleteRequest, CompletionsRequest, CompletionsResponse, ErrorBody, HeartbeatRequest,
+    HeartbeatResponse, InspectAnswer, Inspection, InspectionsRequest, InspectionsResponse,
+    LeaseRef, LeaseRequest, LeaseResponse, Outcome, PinRequest, PinResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -27,6 +27,18 @@ pub enum EdgeError {
     /// The answer does not decode.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+impl EdgeError {
+    /// The same error again, for each of several calls it ended (a batch of completions).
+    pub fn same(&self) -> EdgeError {
+        match self {
+            EdgeError::Refused(m) => EdgeError::Refused(m.clone()),
+            EdgeError::Permanent(m) => EdgeError::Permanent(m.clone()),
+            EdgeError::Unavailable(m) => EdgeError::Unavailable(m.clone()),
+            EdgeError::Other(e) => EdgeError::Other(anyhow::anyhow!("{e:#}")),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -170,6 +182,19 @@ impl Edge {
             .await?;
         Ok(())
     }
+
+    /// Reports several completions in one call; the edge answers for each (see `report`).
+    pub async fn completions(
+        &self,
+        completions: Vec<CompleteRequest>,
+    ) -> Result<CompletionsResponse, EdgeError> {
+        self.post(
+            "completions",
+            &CompletionsRequest { completions },
+            Duration::from_secs(60),
+        )
+        .await
+    }
 }
 
 impl Edge {
@@ -195,37 +220,36 @@ impl Edge {
     }
 }
 
-impl Edge {
-    /// Reports an outcome until the edge accepts or refuses it: a finished step's result is
-    /// never dropped because the edge was away for a while. Gives up only when `stop` fires
-    /// (the lease was lost meanwhile, or the agent stops), or the request itself is wrong.
-    pub async fn complete_until_settled(
-        &self,
-        item_id: &str,
-        token: u64,
-        outcome: Outcome,
-        mlflow_run_id: Option<String>,
-        stop: &tokio_util::sync::CancellationToken,
-    ) -> Result<(), EdgeError> {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(30))
-            .without_max_times()
-            .with_jitter();
-        let report = (|| self.complete(item_id, token, outcome.clone(), mlflow_run_id.clone()))
-            .retry(policy)
-            .when(|e| matches!(e, EdgeError::Unavailable(_)))
-            .notify(|e, wait| {
-                tracing::warn!(
-                    item = item_id,
-                    retry_in_s = wait.as_secs(),
-                    "reporting the outcome failed; trying again: {e}"
-                )
-            });
-        tokio::select! {
-            settled = report => settled,
-            _ = stop.cancelled() => Err(EdgeError::Refused("the lease ended while its outcome was being reported".into())),
-        }
+/// Reports an outcome with `report` until the edge accepts or refuses it: a finished step's
+/// result is never dropped because the edge was away for a while. Gives up only when `stop`
+/// fires (the lease was lost meanwhile, or the agent stops), or the request itself is wrong.
+pub async fn complete_until_settled<F, Fut>(
+    item_id: &str,
+    stop: &tokio_util::sync::CancellationToken,
+    report: F,
+) -> Result<(), EdgeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), EdgeError>>,
+{
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .with_jitter();
+    let report = report
+        .retry(policy)
+        .when(|e| matches!(e, EdgeError::Unavailable(_)))
+        .notify(|e, wait| {
+            tracing::warn!(
+                item = item_id,
+                retry_in_s = wait.as_secs(),
+                "reporting the outcome failed; trying again: {e}"
+            )
+        });
+    tokio::select! {
+        settled = report => settled,
+        _ = stop.cancelled() => Err(EdgeError::Refused("the lease ended while its outcome was being reported".into())),
     }
 }
 

@@ -8,6 +8,7 @@ mod inspect;
 mod metrics;
 mod mlflow;
 mod pace;
+mod report;
 mod step;
 
 use std::path::PathBuf;

@@ -17,8 +17,9 @@ use concurrent_core::logtail::keep_end;
 use concurrent_core::partition::ArtifactFile;
 use concurrent_core::run::{Event, Rejected};
 use concurrent_core::wire::{
-    CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest, LeaseResponse,
-    LeaseStatus, Outcome, PinRequest, PinResponse, WorkItem, MAX_MESSAGE_BYTES, MAX_TAIL_BYTES,
+    CompleteRequest, CompletionResult, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest,
+    LeaseResponse, LeaseStatus, Outcome, PinRequest, PinResponse, WorkItem, MAX_MESSAGE_BYTES,
+    MAX_TAIL_BYTES,
 };
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
@@ -528,9 +529,15 @@ impl QueueObject {
 
     async fn complete(&self, r: CompleteRequest) -> Result<bool, ApiError> {
         let answer = self.complete_all(vec![r]).await?;
-        match answer.into_iter().next().and_then(|a| a.refused) {
-            None => Ok(true),
-            Some(why) => Err(ApiError::Conflict(why)),
+        match answer.into_iter().next() {
+            Some(CompletionResult {
+                refused: Some(why), ..
+            }) => Err(ApiError::Conflict(why)),
+            Some(CompletionResult {
+                unavailable: Some(why),
+                ..
+            }) => Err(ApiError::Upstream(why)),
+            _ => Ok(true),
         }
     }
 
@@ -574,19 +581,20 @@ impl QueueObject {
     }
 
     /// Takes completions: each run hears of its own in one call (the attempt's MLflow run
-    /// first, then the end), then the items leave the queue. A run that cannot be reached fails
-    /// the call, leaving every item to be completed again or to expire.
+    /// first, then the end), then the items leave the queue. The items of a run that cannot be
+    /// reached stay leased, answered as unavailable: to be completed again or to expire.
     async fn complete_all(
         &self,
         requests: Vec<CompleteRequest>,
-    ) -> Result<Vec<concurrent_core::wire::CompletionResult>, ApiError> {
-        let mut results: Vec<concurrent_core::wire::CompletionResult> = Vec::new();
+    ) -> Result<Vec<CompletionResult>, ApiError> {
+        let mut results: Vec<CompletionResult> = Vec::new();
         // Run id → (result index, index of its Finished event) and the events.
         let mut by_run: BTreeMap<String, (Vec<(usize, usize)>, Vec<Event>)> = BTreeMap::new();
         for r in requests {
-            results.push(concurrent_core::wire::CompletionResult {
+            results.push(CompletionResult {
                 item_id: r.item_id.clone(),
                 refused: None,
+                unavailable: None,
             });
             let at = results.len() - 1;
             let item = match self.check_completion(&r)? {
@@ -613,7 +621,22 @@ impl QueueObject {
             });
         }
         for (run_id, (slots, events)) in by_run {
-            let answers = RunClient::of(&self.env, &run_id)?.events(&events).await?;
+            let answers = match RunClient::of(&self.env, &run_id)?.events(&events).await {
+                Ok(answers) => answers,
+                Err(e) => {
+                    worker::console_error!(
+                        "queue: telling run {run_id} of {} completions failed: {}",
+                        slots.len(),
+                        e.detail()
+                    );
+                    for (at, _) in slots {
+                        results[at].unavailable = Some(format!(
+                            "run {run_id} could not be told of the result; report it again"
+                        ));
+                    }
+                    continue;
+                }
+            };
             for (at, event) in slots {
                 if let Some(why) = answers.get(event).cloned().flatten() {
                     results[at].refused = Some(format!("the run refused the result: {why}"));

@@ -79,11 +79,36 @@ pub fn concurrent_bin() -> PathBuf {
 }
 
 /// Picks a free loopback port.
+/// A free port for a service to listen on, below the kernel's ephemeral range: a service takes
+/// seconds to bind the port it is given (MLflow, wrangler), and a port from that range could be
+/// handed meanwhile to another process's outgoing connection or `bind(0)` (workerd's, Chromium's).
+/// Never the same port twice in one test binary.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_100));
+    let mut given = GIVEN.lock().expect("poisoned");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 20)
+        | 1;
+    for _ in 0..10_000 {
+        // xorshift: a different start in each binary, no dependency for it.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = low + (seed % u64::from(high - low)) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port between {low} and {high}");
 }
 
 /// A started process; its whole group is stopped on drop.

@@ -623,8 +623,9 @@ fn a_completion_is_retried_until_the_edge_takes_it() {
     let mut t = example_template("flaky-complete", 1);
     t["nodes"][0]["retries"] = json!({"limit": 0});
     stack.put_template(&t);
-    // Completions fail for 25 s (longer than the agent's inner retries), heartbeats go through.
-    proxy.block("/complete");
+    // Completions (the agent reports them in batches, at /completions) fail for 25 s, longer
+    // than the agent's inner retries; heartbeats go through.
+    proxy.block("/completions");
     let id = stack.start_run(&json!({"template": "flaky-complete", "cluster": "flaky-edge"}));
     stack.wait_until(&id, RUN_TIMEOUT, "the step runs", |r| {
         r["nodes"][0]["instances"][0]["state"] == "running"

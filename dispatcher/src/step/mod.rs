@@ -179,15 +179,16 @@ async fn report(
         .context("CONCURRENT_STEP_TOKEN is not a step token")?;
     let edge = crate::edge::Edge::new(edge_url, cluster, token, format!("step {}", item.id))?;
     let never = tokio_util::sync::CancellationToken::new();
-    match edge
-        .complete_until_settled(
+    let mlflow_run_id = Some(item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
+    match crate::edge::complete_until_settled(&item.id, &never, || {
+        edge.complete(
             &item.id,
             claims.fencing,
-            outcome,
-            Some(item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty()),
-            &never,
+            outcome.clone(),
+            mlflow_run_id.clone(),
         )
-        .await
+    })
+    .await
     {
         Ok(()) => Ok(()),
         Err(crate::edge::EdgeError::Refused(why)) => {
