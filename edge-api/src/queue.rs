@@ -178,7 +178,8 @@ impl QueueObject {
         crate::auth::bootstrap_token(&self.env)
     }
 
-    fn next(&self, counter: &str) -> Result<u64, ApiError> {
+    /// Takes the next `n` values of a counter in one statement; the first of them.
+    fn next_n(&self, counter: &str, n: usize) -> Result<u64, ApiError> {
         #[derive(Deserialize)]
         struct V {
             value: f64,
@@ -186,11 +187,11 @@ impl QueueObject {
         let v: V = self
             .sql
             .exec(
-                "INSERT INTO counters(name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
-                vec![counter.into()],
+                "INSERT INTO counters(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2 RETURNING value",
+                vec![counter.into(), (n as i64).into()],
             )?
             .one()?;
-        Ok(v.value as u64)
+        Ok(v.value as u64 + 1 - n as u64)
     }
 
     fn row(&self, id: &str) -> Result<Option<Row>, ApiError> {
@@ -199,6 +200,29 @@ impl QueueObject {
             .exec("SELECT * FROM items WHERE id = ?", vec![id.into()])?
             .to_array()?;
         Ok(rows.into_iter().next())
+    }
+
+    /// The rows of these items that are here, in one statement.
+    fn rows(&self, ids: &[&str]) -> Result<Vec<Row>, ApiError> {
+        Ok(self
+            .sql
+            .exec(
+                "SELECT * FROM items WHERE id IN (SELECT value FROM json_each(?))",
+                vec![serde_json::to_string(ids)?.into()],
+            )?
+            .to_array()?)
+    }
+
+    /// Drops these items (and their confirmations), two statements for any number.
+    fn delete(&self, ids: &[String]) -> Result<(), ApiError> {
+        let ids = serde_json::to_string(ids)?;
+        for table in ["items", "confirmed"] {
+            self.sql.exec(
+                &format!("DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))"),
+                vec![ids.clone().into()],
+            )?;
+        }
+        Ok(())
     }
 
     /// The JSON of shared inputs an item refers to. A missing row is the system's fault (the
@@ -246,8 +270,11 @@ impl QueueObject {
                 ],
             )?;
         }
-        for item in r.items {
-            let seq = self.next("seq")?;
+        let first = match r.items.len() {
+            0 => 0,
+            n => self.next_n("seq", n)?,
+        };
+        for (seq, item) in (first..).zip(r.items) {
             self.sql.exec(
                 "INSERT OR IGNORE INTO items(id, run_id, item, state, seq) VALUES (?, ?, ?, 'ready', ?)",
                 vec![item.id.clone().into(), item.run_id.clone().into(), serde_json::to_string(&item)?.into(), (seq as i64).into()],
@@ -303,7 +330,7 @@ impl QueueObject {
             )?
             .to_array()?;
         let expires_at = now_ms() + self.ttl();
-        let mut leases = Vec::with_capacity(rows.len());
+        let mut taken = Vec::with_capacity(rows.len());
         let mut bytes = 0;
         let mut shared: BTreeMap<String, (usize, BTreeMap<String, Vec<ArtifactFile>>)> =
             BTreeMap::new();
@@ -321,16 +348,23 @@ impl QueueObject {
             }
             // One answer stays within a message's size; the rest waits for the next request.
             bytes += size;
-            if !leases.is_empty() && bytes > MAX_MESSAGE_BYTES {
+            if !taken.is_empty() && bytes > MAX_MESSAGE_BYTES {
                 break;
             }
-            let token = self.next("token")?;
+            taken.push((row.id, item));
+        }
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.next_n("token", taken.len())?;
+        let secret = self.secret()?;
+        let mut leases = Vec::with_capacity(taken.len());
+        for (token, (id, item)) in (first..).zip(taken) {
             self.sql.exec(
                 "UPDATE items SET state = 'leased', token = ?, agent = ?, expires_at = ? WHERE id = ?",
-                vec![(token as i64).into(), r.agent.clone().into(), (expires_at as i64).into(), row.id.into()],
+                vec![(token as i64).into(), r.agent.clone().into(), (expires_at as i64).into(), id.into()],
             )?;
-            let step_token =
-                crate::auth::step_token(&self.secret()?, &item.cluster, &item.id, token);
+            let step_token = crate::auth::step_token(&secret, &item.cluster, &item.id, token);
             leases.push(Lease {
                 item,
                 token,
@@ -551,8 +585,12 @@ impl QueueObject {
     }
 
     /// Why a completion cannot be taken (the lease is not current), or its item.
-    fn check_completion(&self, r: &CompleteRequest) -> Result<Result<WorkItem, String>, ApiError> {
-        let Some(row) = self.row(&r.item_id)? else {
+    fn check_completion(
+        &self,
+        r: &CompleteRequest,
+        row: Option<Row>,
+    ) -> Result<Result<WorkItem, String>, ApiError> {
+        let Some(row) = row else {
             return Ok(Err(format!(
                 "work item {} is not leased (it completed, expired or was cancelled)",
                 r.item_id
@@ -590,6 +628,12 @@ impl QueueObject {
         let mut results: Vec<CompletionResult> = Vec::new();
         // Run id → (result index, index of its Finished event) and the events.
         let mut by_run: BTreeMap<String, (Vec<(usize, usize)>, Vec<Event>)> = BTreeMap::new();
+        let ids: Vec<&str> = requests.iter().map(|r| r.item_id.as_str()).collect();
+        let mut rows: BTreeMap<String, Row> = self
+            .rows(&ids)?
+            .into_iter()
+            .map(|row| (row.id.clone(), row))
+            .collect();
         for r in requests {
             results.push(CompletionResult {
                 item_id: r.item_id.clone(),
@@ -597,7 +641,8 @@ impl QueueObject {
                 unavailable: None,
             });
             let at = results.len() - 1;
-            let item = match self.check_completion(&r)? {
+            let row = rows.remove(&r.item_id);
+            let item = match self.check_completion(&r, row)? {
                 Ok(item) => item,
                 Err(why) => {
                     results[at].refused = Some(why);
@@ -637,16 +682,14 @@ impl QueueObject {
                     continue;
                 }
             };
+            let mut done = Vec::with_capacity(slots.len());
             for (at, event) in slots {
                 if let Some(why) = answers.get(event).cloned().flatten() {
                     results[at].refused = Some(format!("the run refused the result: {why}"));
                 }
-                let id = results[at].item_id.clone();
-                self.sql
-                    .exec("DELETE FROM items WHERE id = ?", vec![id.clone().into()])?;
-                self.sql
-                    .exec("DELETE FROM confirmed WHERE id = ?", vec![id.into()])?;
+                done.push(results[at].item_id.clone());
             }
+            self.delete(&done)?;
         }
         self.forget_shared()?;
         Ok(results)

@@ -105,6 +105,8 @@ impl RunObject {
             let results =
                 futures_util::future::join_all(chunk.iter().map(|e| self.call_mlflow(mlflow, e)))
                     .await;
+            let mut events = Vec::new();
+            let mut settled = Vec::new();
             for (effect, result) in chunk.iter().zip(results) {
                 let event = match result {
                     Ok(event) => event,
@@ -125,13 +127,16 @@ impl RunObject {
                         }
                     }
                 };
-                if let Err(why) = self.apply_event(event)? {
-                    worker::console_warn!("run {}: {why}", self.run_id());
-                }
-                if let Some(key) = effect.create_key() {
-                    self.create_settled(key)?;
-                }
+                events.push(event);
+                settled.extend(effect.create_key());
                 outcome.progressed = true;
+            }
+            for why in self.apply_events(events)?.into_iter().flatten() {
+                worker::console_warn!("run {}: {why}", self.run_id());
+            }
+            // Only once the created runs are recorded may their intents go.
+            for key in settled {
+                self.create_settled(key)?;
             }
         }
         if let Some(reason) = unavailable {
@@ -153,9 +158,13 @@ impl RunObject {
                     outcome.failed = true;
                     break;
                 }
-                for item in request.items {
-                    self.apply_event(Event::Enqueued { key: item.key() })?.ok();
-                }
+                self.apply_events(
+                    request
+                        .items
+                        .iter()
+                        .map(|item| Event::Enqueued { key: item.key() })
+                        .collect(),
+                )?;
                 outcome.progressed = true;
             }
         }
@@ -172,9 +181,12 @@ impl RunObject {
                     outcome.failed = true;
                     break;
                 }
-                for (_, key) in batch {
-                    self.apply_event(Event::Withdrawn { key })?.ok();
-                }
+                self.apply_events(
+                    batch
+                        .into_iter()
+                        .map(|(_, key)| Event::Withdrawn { key })
+                        .collect(),
+                )?;
                 outcome.progressed = true;
             }
         }

@@ -143,10 +143,7 @@ impl RunObject {
     }
 
     async fn events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
-        let mut answers = Vec::with_capacity(events.len());
-        for event in events {
-            answers.push(self.apply_event(event)?.err());
-        }
+        let answers = self.apply_events(events)?;
         self.schedule().await?;
         Ok(answers)
     }
@@ -169,19 +166,41 @@ impl RunObject {
     /// Applies one event and writes what changed. The outer error is the system's (storage,
     /// no such run); the inner one is the run's refusal of the event, which is data.
     fn apply_event(&self, event: Event) -> Result<Result<(), Rejected>, ApiError> {
+        let answer = self.apply_events(vec![event])?.pop().flatten();
+        Ok(answer.map_or(Ok(()), Err))
+    }
+
+    /// Applies events in order, then writes what they changed at once (the instances they are
+    /// about, or every row when one of them is about no single instance); each event's
+    /// refusal, in order.
+    fn apply_events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
         if !self.load()? {
             return Err(ApiError::NotFound("no such run".into()));
         }
-        let touched = event.key().cloned();
+        let mut touched = Some(std::collections::BTreeSet::new());
+        let mut answers = Vec::with_capacity(events.len());
         {
             let mut guard = self.cache.borrow_mut();
             let run = &mut guard.as_mut().expect("loaded").run;
-            if let Err(rejected) = apply(run, event, now_ms()) {
-                return Ok(Err(rejected));
+            let now = now_ms();
+            for event in events {
+                let key = event.key().map(|k| (k.node.clone(), k.instance));
+                let answer = apply(run, event, now).err();
+                if answer.is_none() {
+                    match key {
+                        Some(k) => {
+                            touched.as_mut().map(|t| t.insert(k));
+                        }
+                        None => touched = None,
+                    }
+                }
+                answers.push(answer);
             }
         }
-        self.save(touched.as_ref())?;
-        Ok(Ok(()))
+        if touched.as_ref().is_none_or(|t| !t.is_empty()) {
+            self.save(touched.as_ref())?;
+        }
+        Ok(answers)
     }
 
     /// Sets the alarm for the earliest moment there is work: now, or when a retry is due.

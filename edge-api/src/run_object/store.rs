@@ -2,9 +2,9 @@
 //! the object's SQLite, and the run in memory with a hash of the JSON last written per row, so
 //! an event writes only what changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use concurrent_core::run::{AttemptKey, RunState, RunStatus};
+use concurrent_core::run::{Instance, RunState, RunStatus};
 use serde::Deserialize;
 
 use super::RunObject;
@@ -124,15 +124,16 @@ impl RunObject {
         Ok(f(&self.cache.borrow().as_ref().expect("loaded").run))
     }
 
-    /// Writes the rows that changed. `touched` names the one instance an event is about; the
-    /// header and every node whose instance count changed are always checked, and `None`
-    /// checks every instance. Serializing 10,000 instances per event would make big runs
+    /// Writes the rows that changed. `touched` names the instances (node, index) events were
+    /// about; the header and every node whose instance count changed are always checked, and
+    /// `None` checks every instance. Serializing 10,000 instances per event would make big runs
     /// quadratic, so events about one instance write one row. An event that changes other
     /// instances too (planning a node, ending the run) changes the header, and then every row
-    /// is checked.
-    pub(super) fn save(&self, touched: Option<&AttemptKey>) -> Result<(), ApiError> {
+    /// is checked. The changed instances go to storage in one statement.
+    pub(super) fn save(&self, touched: Option<&BTreeSet<(String, u32)>>) -> Result<(), ApiError> {
         let mut guard = self.cache.borrow_mut();
         let c = guard.as_mut().expect("save after load");
+        let mut changed: Vec<String> = Vec::new();
         let header_json = serde_json::to_string(&c.run.clone_header())?;
         let header_changed = header_json != c.header;
         if header_changed {
@@ -156,33 +157,36 @@ impl RunObject {
             }
             let stored = c.counts.get(&node.id).copied().unwrap_or(0);
             let whole_node = touched.is_none() || header_changed || stored != node.instances.len();
-            let rows: &[_] = match touched {
-                _ if whole_node => &node.instances,
-                Some(k) if k.node == node.id => node
-                    .instances
-                    .get(k.instance as usize)
-                    .map(std::slice::from_ref)
-                    .unwrap_or_default(),
-                _ => &[],
+            let rows: Vec<&Instance> = match touched {
+                _ if whole_node => node.instances.iter().collect(),
+                Some(keys) => keys
+                    .range((node.id.clone(), 0)..=(node.id.clone(), u32::MAX))
+                    .filter_map(|(_, i)| node.instances.get(*i as usize))
+                    .collect(),
+                None => Vec::new(),
             };
             for inst in rows {
                 let json = serde_json::to_string(inst)?;
                 let key = (node.id.clone(), inst.index);
                 let hash = digest(&json);
                 if c.rows.get(&key) != Some(&hash) {
-                    self.sql.exec(
-                        "INSERT OR REPLACE INTO instances(node, idx, json) VALUES (?, ?, ?)",
-                        vec![
-                            node.id.clone().into(),
-                            (inst.index as i64).into(),
-                            json.into(),
-                        ],
-                    )?;
+                    changed.push(format!(
+                        "[{},{},{json}]",
+                        serde_json::to_string(&node.id)?,
+                        inst.index
+                    ));
                     if c.rows.insert(key, hash).is_none() {
                         *c.counts.entry(node.id.clone()).or_default() += 1;
                     }
                 }
             }
+        }
+        // `->>` gives an object member's JSON text back: each row stores its instance's JSON.
+        for batch in changed.chunks(500) {
+            self.sql.exec(
+                "INSERT OR REPLACE INTO instances(node, idx, json) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+                vec![format!("[{}]", batch.join(",")).into()],
+            )?;
         }
         Ok(())
     }
