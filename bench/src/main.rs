@@ -353,6 +353,10 @@ fn main() {
     }
     if wanted("fan-out") || wanted("fan-out-postgres") {
         use scale::Spread::{Broadcast, ByFile};
+        // The production lease TTL (wrangler.toml's 30 s, heartbeats every 10 s): with ten
+        // thousand leases in flight on two shared cores, a heartbeat can wait seconds behind
+        // other calls, longer than the tests' 6 s TTL allows.
+        std::env::set_var("CONCURRENT_LEASE_TTL_MS", "30000");
         let pg = postgres::Postgres::start();
         let production = Stack::start_with(concurrent_tests::Backend {
             uri: Some(pg.uri()),

@@ -98,3 +98,114 @@ async fn settle(edge: &Edge, call: Vec<Pending>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::post;
+    use axum::Router;
+    use concurrent_core::wire::{
+        CompletionResult, CompletionsRequest, CompletionsResponse, Outcome,
+    };
+
+    use super::*;
+
+    /// A stand-in edge that records each `/completions` call's size: it refuses items named
+    /// `…refuse`, and answers items named `…flaky` as unavailable the first time.
+    async fn edge(calls: Arc<Mutex<Vec<usize>>>) -> String {
+        let seen = Arc::new(Mutex::new(std::collections::BTreeSet::<String>::new()));
+        let app = Router::new().route(
+            "/api/v1/agents/c/completions",
+            post(move |body: String| {
+                let (calls, seen) = (calls.clone(), seen.clone());
+                async move {
+                    let r: CompletionsRequest = serde_json::from_str(&body).unwrap();
+                    calls.lock().unwrap().push(r.completions.len());
+                    // Slow enough that what finishes meanwhile waits for the next call.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let results = r
+                        .completions
+                        .into_iter()
+                        .map(|c| {
+                            let first = seen.lock().unwrap().insert(c.item_id.clone());
+                            CompletionResult {
+                                refused: c.item_id.ends_with("refuse").then(|| "stale".into()),
+                                unavailable: (c.item_id.ends_with("flaky") && first)
+                                    .then(|| "run away".into()),
+                                item_id: c.item_id,
+                            }
+                        })
+                        .collect();
+                    serde_json::to_string(&CompletionsResponse { results }).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn request(id: &str) -> CompleteRequest {
+        CompleteRequest {
+            item_id: id.into(),
+            token: 1,
+            outcome: Outcome::Succeeded { outputs: vec![] },
+            mlflow_run_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_completions_takes_few_calls_and_each_gets_its_own_answer() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let url = edge(calls.clone()).await;
+        let reporter = Reporter::start(Edge::new(&url, "c", "t".into(), "a".into()).unwrap());
+        let ids: Vec<String> = (0..150)
+            .map(|i| {
+                if i == 7 {
+                    "i7-refuse".into()
+                } else {
+                    format!("i{i}")
+                }
+            })
+            .collect();
+        let answers = futures::future::join_all(ids.iter().map(|id| {
+            let reporter = reporter.clone();
+            async move { reporter.complete(request(id)).await }
+        }))
+        .await;
+        for (id, answer) in ids.iter().zip(&answers) {
+            match answer {
+                Err(EdgeError::Refused(why)) => assert!(id.ends_with("refuse") && why == "stale"),
+                other => assert!(other.is_ok() && !id.ends_with("refuse"), "{id}: {other:?}"),
+            }
+        }
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().sum::<usize>(), 150, "{calls:?}");
+        assert!(calls.iter().all(|n| *n <= MAX_COMPLETIONS), "{calls:?}");
+        assert!(
+            calls.len() <= 4,
+            "150 completions at once took {} calls: {calls:?}",
+            calls.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_completion_whose_run_was_unavailable_is_reported_again() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let url = edge(calls.clone()).await;
+        let reporter = Reporter::start(Edge::new(&url, "c", "t".into(), "a".into()).unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let settled = crate::edge::complete_until_settled("x-flaky", &stop, || {
+            reporter.complete(request("x-flaky"))
+        })
+        .await;
+        assert!(settled.is_ok(), "{settled:?}");
+        assert_eq!(
+            calls.lock().unwrap().len(),
+            2,
+            "answered unavailable, then taken"
+        );
+    }
+}

@@ -293,7 +293,12 @@ pub fn start_edge(
     );
     let mut vars = vec![
         format!("MLFLOW_TRACKING_URI:{mlflow_url}"),
-        "LEASE_TTL_MS:6000".to_string(),
+        // Short, so the suites see leases expire within seconds; the benchmark's wide runs
+        // set the production default instead.
+        format!(
+            "LEASE_TTL_MS:{}",
+            std::env::var("CONCURRENT_LEASE_TTL_MS").unwrap_or_else(|_| "6000".into())
+        ),
     ];
     if let Some(a) = access {
         vars.push(format!("CF_ACCESS_TEAM_DOMAIN:{}", a.url));
