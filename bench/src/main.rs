@@ -38,8 +38,9 @@ struct Args {
     /// Pods the agent tracks for the memory figure.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
-    /// Run only these measurements (launcher, chain, environments, inference, fan-out, load,
-    /// designer, memory); all when empty.
+    /// Run only these measurements (launcher, chain, environments, inference, fan-out — or
+    /// one part of it: fan-out-postgres, fan-out-control —, load, designer, memory); all when
+    /// empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave out Prefect and Airflow (they are installed into their own virtualenvs on first
@@ -347,6 +348,7 @@ fn main() {
             "SQLite, 1 worker",
             ByFile,
             1,
+            true,
             &mut rows,
         );
         write_results(&rows, &args);
@@ -369,6 +371,7 @@ fn main() {
             "PostgreSQL, 4 workers",
             ByFile,
             4,
+            true,
             &mut rows,
         );
         write_results(&rows, &args);
@@ -385,11 +388,28 @@ fn main() {
             "PostgreSQL, 4 workers, 100 files broadcast to every instance",
             Broadcast,
             4,
+            true,
             &mut rows,
         );
         write_results(&rows, &args);
         drop(production);
         drop(pg);
+    }
+    if wanted("fan-out") || wanted("fan-out-control") {
+        // The part Concurrent controls: the same fan-out with agents that make no MLflow run
+        // per attempt (so MLflow's write rate is out of the way), on a fresh edge.
+        std::env::set_var("CONCURRENT_LEASE_TTL_MS", "30000");
+        let control = Stack::start_with(concurrent_tests::Backend::default());
+        scale::fan_out(
+            &control,
+            args.fan_out,
+            "control plane only",
+            scale::Spread::ByFile,
+            4,
+            false,
+            &mut rows,
+        );
+        write_results(&rows, &args);
     }
     if wanted("load") {
         eprintln!("agent protocol under load…");
