@@ -178,16 +178,27 @@ impl RunObject {
                     if c.rows.insert(key, hash).is_none() {
                         *c.counts.entry(node.id.clone()).or_default() += 1;
                     }
+                    // Written 500 at a time: a whole node's rows are never all held at once.
+                    if changed.len() == 500 {
+                        self.write_instances(&mut changed)?;
+                    }
                 }
             }
         }
-        // `->>` gives an object member's JSON text back: each row stores its instance's JSON.
-        for batch in changed.chunks(500) {
-            self.sql.exec(
-                "INSERT OR REPLACE INTO instances(node, idx, json) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
-                vec![format!("[{}]", batch.join(",")).into()],
-            )?;
+        self.write_instances(&mut changed)
+    }
+
+    /// Writes `[node, index, instance]` rows in one statement and empties the list.
+    fn write_instances(&self, rows: &mut Vec<String>) -> Result<(), ApiError> {
+        if rows.is_empty() {
+            return Ok(());
         }
+        // `->>` gives an element that is an object back as its JSON text.
+        self.sql.exec(
+            "INSERT OR REPLACE INTO instances(node, idx, json) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+            vec![format!("[{}]", rows.join(",")).into()],
+        )?;
+        rows.clear();
         Ok(())
     }
 
