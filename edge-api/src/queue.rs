@@ -825,13 +825,7 @@ impl QueueObject {
                 return Ok(());
             }
         }
-        self.sql.exec(
-            "DELETE FROM items WHERE id = ?",
-            vec![row.id.clone().into()],
-        )?;
-        self.sql
-            .exec("DELETE FROM confirmed WHERE id = ?", vec![row.id.into()])?;
-        Ok(())
+        self.delete(&[row.id])
     }
 
     /// Sets the alarm to the next lease expiry.
