@@ -243,10 +243,14 @@ pub fn fan_out(
                             todo.lock().unwrap().extend(leases);
                         }
                     });
-                    // Heartbeats: every lease held, each third of the lease TTL (as the agent).
+                    // Heartbeats: every lease held, each third of the lease TTL from the last one's
+                    // start (as the agent).
                     s.spawn(move || {
+                        let mut last = Instant::now();
                         while !ended.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(ttl_ms.load(Ordering::Relaxed) as u64 / 3));
+                            let period = Duration::from_millis(ttl_ms.load(Ordering::Relaxed) as u64 / 3);
+                            std::thread::sleep(period.saturating_sub(last.elapsed()));
+                            last = Instant::now();
                             let refs: Vec<Value> = held.lock().unwrap().iter().map(|(id, token)| json!({"itemId": id, "token": token})).collect();
                             if !refs.is_empty() {
                                 let t = Instant::now();

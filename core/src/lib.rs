@@ -5,6 +5,7 @@
 //! the Unix epoch).
 
 pub mod access;
+pub mod concurrency_limit;
 pub mod design;
 pub mod diff;
 pub mod jwt;

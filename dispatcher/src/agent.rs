@@ -514,14 +514,18 @@ impl Agent {
     /// Extends every held lease at a third of its TTL, with the steps' log tails; stops the
     /// steps whose leases were cancelled or lost.
     async fn heartbeat_loop(self) {
+        // Periods count from one heartbeat's start to the next's, so a slow answer (a loaded
+        // edge) does not push the next one later: a lease survives answers up to a TTL late.
+        let mut last = tokio::time::Instant::now();
         loop {
             let period = *self.ttl.lock().expect("poisoned") / 3;
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep_until(last + period) => {}
                 // New runs are reported at once (a burst of them in one heartbeat).
                 _ = self.report_now.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
                 _ = self.shutdown.cancelled() => return,
             }
+            last = tokio::time::Instant::now();
             let leases: Vec<LeaseRef> = self
                 .running
                 .lock()

@@ -1,9 +1,11 @@
 //! Driving a run from its alarm: each round reconciles the state into effects (core's
-//! `plan_round` batches them), carries out the MLflow calls a few at a time and the queue calls
-//! per cluster, and applies what they return, until nothing is left or everything left failed.
+//! `plan_round` batches them), carries out the MLflow calls in waves as wide as an adaptive
+//! limit allows and the queue calls per cluster, and applies what they return, until nothing is
+//! left or everything left failed.
 
 use std::cell::Cell;
 
+use concurrent_core::concurrency_limit::ConcurrencyLimit;
 use concurrent_core::run::{plan_round, reconcile_at_most, Event, MlflowEffect, MlflowRef, Round};
 use concurrent_core::wire::{batches_by_size, EnqueueRequest, MAX_MESSAGE_BYTES};
 
@@ -16,8 +18,9 @@ use crate::queue::{QueueClient, Withdraw};
 
 /// Wait before retrying effects that failed (a queue unreachable).
 const RETRY_MS: u64 = 3_000;
-/// MLflow calls in flight at once from one run.
-const MLFLOW_PARALLEL: usize = 8;
+/// MLflow calls in flight at once from one run: where the adaptive limit starts, and its
+/// bounds (a run never takes all of a shared MLflow, nor drops below two calls).
+const MLFLOW_PARALLEL: (usize, usize, usize) = (8, 2, 64);
 /// Longest time one alarm drives the run before handing over to the next alarm.
 const ALARM_BUDGET_MS: u64 = 20_000;
 /// MLflow calls per drive round, before queued work is handed to the cluster queues.
@@ -25,6 +28,11 @@ const MLFLOW_PER_ROUND: usize = 128;
 /// Work items built per drive round: a 10,000-wide node is handed over in batches, so its items
 /// (each with its inputs) are never all in memory at once.
 const ITEMS_PER_ROUND: usize = 500;
+
+pub(super) fn mlflow_limit() -> ConcurrencyLimit {
+    let (initial, min, max) = MLFLOW_PARALLEL;
+    ConcurrencyLimit::new(initial, min, max)
+}
 
 /// What a round achieved.
 #[derive(Default)]
@@ -101,21 +109,34 @@ impl RunObject {
     async fn carry_out(&self, mlflow: &Mlflow, round: Round) -> Result<Outcome, ApiError> {
         let mut outcome = Outcome::default();
         let mut unavailable: Option<String> = None;
-        for chunk in round.mlflow.chunks(MLFLOW_PARALLEL) {
-            let results =
-                futures_util::future::join_all(chunk.iter().map(|e| self.call_mlflow(mlflow, e)))
-                    .await;
+        let mut pending = round.mlflow.as_slice();
+        while !pending.is_empty() {
+            let wave = self.mlflow_limit.borrow().current().min(pending.len());
+            let (chunk, rest) = pending.split_at(wave);
+            pending = rest;
+            let results = futures_util::future::join_all(chunk.iter().map(|e| async {
+                let sent = now_ms();
+                let result = self.call_mlflow(mlflow, e).await;
+                (now_ms().saturating_sub(sent) as f64, result)
+            }))
+            .await;
             let mut events = Vec::new();
             let mut settled = Vec::new();
-            for (effect, result) in chunk.iter().zip(results) {
+            let (mut answered_ms, mut overloaded) = (Vec::new(), false);
+            for (effect, (ms, result)) in chunk.iter().zip(results) {
                 let event = match result {
-                    Ok(event) => event,
+                    Ok(event) => {
+                        answered_ms.push(ms);
+                        event
+                    }
                     Err(MlflowError::Transient(why)) => {
                         worker::console_warn!("run {}: {why}", self.run_id());
                         unavailable.get_or_insert(why);
+                        overloaded = true;
                         continue;
                     }
                     Err(refused) => {
+                        answered_ms.push(ms);
                         worker::console_warn!(
                             "run {}: MLflow refused: {}",
                             self.run_id(),
@@ -131,6 +152,9 @@ impl RunObject {
                 settled.extend(effect.create_key());
                 outcome.progressed = true;
             }
+            self.mlflow_limit
+                .borrow_mut()
+                .on_wave(&answered_ms, overloaded);
             for why in self.apply_events(events)?.into_iter().flatten() {
                 worker::console_warn!("run {}: {why}", self.run_id());
             }

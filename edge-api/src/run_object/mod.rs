@@ -10,6 +10,7 @@ mod store;
 
 use std::cell::{Cell, RefCell};
 
+use concurrent_core::concurrency_limit::ConcurrencyLimit;
 use concurrent_core::run::{apply, next_wake, Event, Rejected, RunState};
 use concurrent_core::wire::{PinResponse, RunSummary};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
@@ -28,6 +29,8 @@ pub struct RunObject {
     cache: RefCell<Option<Cached>>,
     driving: Cell<bool>,
     again: Cell<bool>,
+    /// MLflow calls in flight at once from this run, adapted to how MLflow answers.
+    mlflow_limit: RefCell<ConcurrencyLimit>,
 }
 
 object_api! {
@@ -73,6 +76,7 @@ impl DurableObject for RunObject {
             cache: RefCell::new(None),
             driving: Cell::new(false),
             again: Cell::new(false),
+            mlflow_limit: RefCell::new(drive::mlflow_limit()),
         }
     }
 
