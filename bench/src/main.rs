@@ -15,6 +15,7 @@ use serde_json::Value;
 
 mod designer;
 mod load;
+mod many_runs;
 mod peers;
 mod postgres;
 mod projects;
@@ -35,12 +36,15 @@ struct Args {
     /// Instances of the fan-out (control plane only, synthetic agent).
     #[arg(long, default_value_t = 10_000)]
     fan_out: usize,
+    /// One-step runs started at once for the runs-a-minute figure.
+    #[arg(long, default_value_t = 1000)]
+    runs: usize,
     /// Pods the agent tracks for the memory figure.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
     /// Run only these measurements (launcher, chain, environments, inference, fan-out — or
-    /// one part of it: fan-out-postgres, fan-out-control —, load, designer, memory); all when
-    /// empty.
+    /// one part of it: fan-out-postgres, fan-out-control —, many-runs, load, designer,
+    /// memory); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave out Prefect and Airflow (they are installed into their own virtualenvs on first
@@ -409,6 +413,17 @@ fn main() {
             false,
             &mut rows,
         );
+        write_results(&rows, &args);
+    }
+    if wanted("many-runs") {
+        eprintln!("{} one-step runs at once…", args.runs);
+        std::env::set_var("CONCURRENT_LEASE_TTL_MS", "30000");
+        let pg = postgres::Postgres::start();
+        let production = Stack::start_with(concurrent_tests::Backend {
+            uri: Some(pg.uri()),
+            workers: 4,
+        });
+        many_runs::many_runs(&production, args.runs, "PostgreSQL, 4 workers", &mut rows);
         write_results(&rows, &args);
     }
     if wanted("load") {

@@ -53,7 +53,7 @@ pub fn mlflow(http: &reqwest::blocking::Client, stack: &Stack, path: &str, body:
 }
 
 /// The attempt's MLflow run, as the agent's `Mlflow::ensure_run` makes it (create + params).
-fn create_run(http: &reqwest::blocking::Client, stack: &Stack, item: &Value) -> String {
+pub fn create_run(http: &reqwest::blocking::Client, stack: &Stack, item: &Value) -> String {
     let child = &item["step"]["childRun"];
     let pairs = |v: &Value| -> Vec<Value> {
         v.as_array()
@@ -346,25 +346,11 @@ pub fn fan_out(
         ),
     ));
     drop(sp);
-    let cpu: Vec<(&str, f64)> = cpu_after
-        .iter()
-        .map(|(k, v)| (*k, v - cpu_before.get(k).copied().unwrap_or(0.0)))
-        .collect();
-    let total: f64 = cpu.iter().map(|(_, v)| v).sum();
-    rows.push((
+    rows.push(cpu_row(
         format!("fan-out 1 → {n} → 1 ({label}): CPU time, start to end"),
-        format!("{total:.0} CPU-s"),
-        format!(
-            "{} (of {:.0} CPU-s the machine's cores had)",
-            cpu.iter()
-                .map(|(k, v)| format!(
-                    "{k} {v:.0} s ({:.1} ms per instance)",
-                    v * 1000.0 / n as f64
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
-            end.as_secs_f64() * std::thread::available_parallelism().map_or(1, |c| c.get()) as f64
-        ),
+        (&cpu_before, &cpu_after),
+        (n, "instance"),
+        end,
     ));
     let size: u64 = crate::walk(&stack.dir.path().join("wrangler/v3/do"))
         .into_iter()
@@ -482,9 +468,39 @@ fn workerd_rss_kib(pid: u32) -> u64 {
         .sum()
 }
 
+/// CPU seconds per component between two readings of [`cpu_seconds`], per `unit` (n of them),
+/// beside what the machine's cores had over `elapsed`.
+pub fn cpu_row(
+    title: String,
+    (before, after): (&Cpu, &Cpu),
+    (n, unit): (usize, &str),
+    elapsed: Duration,
+) -> Row {
+    let cpu: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    let total: f64 = cpu.iter().map(|(_, v)| v).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    (
+        title,
+        format!("{total:.0} CPU-s"),
+        format!(
+            "{} (of {:.0} CPU-s the machine's cores had)",
+            cpu.iter()
+                .map(|(k, v)| format!("{k} {v:.0} s ({:.1} ms per {unit})", v * 1000.0 / n as f64))
+                .collect::<Vec<_>>()
+                .join(", "),
+            elapsed.as_secs_f64() * cores
+        ),
+    )
+}
+
+pub type Cpu = std::collections::BTreeMap<&'static str, f64>;
+
 /// CPU seconds (user + system) so far of the processes that take part in a run, by part: the
 /// edge (workerd), MLflow's server workers, PostgreSQL, and this benchmark (the synthetic agents).
-fn cpu_seconds() -> std::collections::BTreeMap<&'static str, f64> {
+pub fn cpu_seconds() -> Cpu {
     let me = std::process::id();
     let mut by = std::collections::BTreeMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
