@@ -12,6 +12,17 @@ use worker::{Env, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::error::ApiError;
 
+/// How long an experiment's id is taken from memory instead of asked for again: runs of one
+/// template started together (a schedule, a burst) need one lookup, not one each. Short,
+/// because an experiment renamed away in MLflow keeps receiving runs for that long.
+const EXPERIMENT_MEMORY_MS: u64 = 10_000;
+
+thread_local! {
+    /// Experiment ids by (MLflow's URL, experiment name), with when they were looked up.
+    static EXPERIMENTS: std::cell::RefCell<std::collections::HashMap<(String, String), (String, u64)>> =
+        Default::default();
+}
+
 pub struct Mlflow {
     base: String,
     token: Option<String>,
@@ -146,6 +157,36 @@ impl Mlflow {
             }
             Err(e) => Err(ApiError::Upstream(e.reason())),
         }
+    }
+
+    /// The id of the experiment `name` and whether it came from memory (looked up in the last
+    /// few seconds, so MLflow may have deleted it since: see [`Mlflow::forget_experiment`]).
+    pub async fn experiment_id_remembered(
+        &self,
+        name: &str,
+    ) -> Result<(String, bool), MlflowError> {
+        let key = (self.base.clone(), name.to_string());
+        let now = crate::http::now_ms();
+        let known = EXPERIMENTS.with(|m| {
+            m.borrow()
+                .get(&key)
+                .filter(|(_, at)| now.saturating_sub(*at) < EXPERIMENT_MEMORY_MS)
+                .map(|(id, _)| id.clone())
+        });
+        if let Some(id) = known {
+            return Ok((id, true));
+        }
+        let id = self.experiment_id(name).await?;
+        EXPERIMENTS.with(|m| m.borrow_mut().insert(key, (id.clone(), now)));
+        Ok((id, false))
+    }
+
+    /// Drops what [`Mlflow::experiment_id_remembered`] remembers of `name`.
+    pub fn forget_experiment(&self, name: &str) {
+        EXPERIMENTS.with(|m| {
+            m.borrow_mut()
+                .remove(&(self.base.clone(), name.to_string()))
+        });
     }
 
     /// The id of the experiment `name`, created when missing.

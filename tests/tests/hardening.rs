@@ -524,18 +524,17 @@ fn local_paths_outside_the_agents_roots_fail_the_attempt_with_the_roots_named() 
 fn a_deleted_experiment_fails_the_run_with_mlflows_reason_instead_of_hanging() {
     let stack = Stack::shared();
     let name = "deleted-experiment";
-    let exp = stack.mlflow_api(
-        "POST",
-        "experiments/create",
-        Some(&json!({"name": format!("concurrent/{name}")})),
-    )["experiment_id"]
-        .clone();
+    stack.put_template(&example_template(name, 1));
+    let has_parent = |r: &Value| !r["mlflow"].is_null();
+    // A run before the deletion: the edge now remembers the experiment's id for a while.
+    let before = stack.start_run(&json!({"template": name, "cluster": "nowhere"}));
+    let run = stack.wait_until(&before, Duration::from_secs(30), "a parent run", has_parent);
+    let exp = run["mlflow"]["experimentId"].clone();
     stack.mlflow_api(
         "POST",
         "experiments/delete",
         Some(&json!({"experiment_id": exp})),
     );
-    stack.put_template(&example_template(name, 1));
     let id = stack.start_run(&json!({"template": name, "cluster": "nowhere"}));
     let run = stack.wait_until(&id, Duration::from_secs(30), "the run fails", |r| {
         r["status"] == "failed"
@@ -545,6 +544,54 @@ fn a_deleted_experiment_fails_the_run_with_mlflows_reason_instead_of_hanging() {
         error.contains("MLflow refused") && error.contains("restore"),
         "{error}"
     );
+    // Restored, it serves the next run at once (what was remembered of it is gone).
+    stack.mlflow_api(
+        "POST",
+        "experiments/restore",
+        Some(&json!({"experiment_id": exp})),
+    );
+    let after = stack.start_run(&json!({"template": name, "cluster": "nowhere"}));
+    let run = stack.wait_until(&after, Duration::from_secs(30), "a parent run", has_parent);
+    assert_eq!(run["mlflow"]["experimentId"], exp, "{run}");
+    stack.api("POST", &format!("/api/v1/runs/{before}/cancel"), None);
+    stack.api("POST", &format!("/api/v1/runs/{after}/cancel"), None);
+}
+
+#[test]
+fn an_experiment_replaced_in_mlflow_right_after_a_run_receives_the_next_run() {
+    let stack = Stack::shared();
+    let name = "replaced-experiment";
+    stack.put_template(&example_template(name, 1));
+    let has_parent = |r: &Value| !r["mlflow"].is_null();
+    let first = stack.start_run(&json!({"template": name, "cluster": "nowhere"}));
+    let run = stack.wait_until(&first, Duration::from_secs(30), "a parent run", has_parent);
+    let old = run["mlflow"]["experimentId"].clone();
+    // Within the seconds the edge remembers the old id: renamed away, deleted, and a new
+    // experiment of the name made.
+    stack.mlflow_api(
+        "POST",
+        "experiments/update",
+        Some(&json!({"experiment_id": old, "new_name": "replaced-experiment-old"})),
+    );
+    stack.mlflow_api(
+        "POST",
+        "experiments/delete",
+        Some(&json!({"experiment_id": old})),
+    );
+    let new = stack.mlflow_api(
+        "POST",
+        "experiments/create",
+        Some(&json!({"name": format!("concurrent/{name}")})),
+    )["experiment_id"]
+        .clone();
+    let next = stack.start_run(&json!({"template": name, "cluster": "nowhere"}));
+    let run = stack.wait_until(&next, Duration::from_secs(30), "a parent run", |r| {
+        has_parent(r) || r["status"] == "failed"
+    });
+    assert_eq!(run["mlflow"]["experimentId"], new, "{run}");
+    for id in [first, next] {
+        stack.api("POST", &format!("/api/v1/runs/{id}/cancel"), None);
+    }
 }
 
 #[test]

@@ -237,14 +237,25 @@ impl RunObject {
                 tags,
                 params,
             } => {
-                let experiment_id = match experiment_id {
-                    Some(id) => id.clone(),
-                    None => mlflow.experiment_id(experiment_name).await?,
+                let (mut experiment_id, remembered) = match experiment_id {
+                    Some(id) => (id.clone(), false),
+                    None => mlflow.experiment_id_remembered(experiment_name).await?,
                 };
                 let maybe = sent_before(key)?;
-                let run_id = mlflow
-                    .create_run(key, maybe, &experiment_id, run_name, now, tags, params)
-                    .await?;
+                let create = |experiment_id: String| async move {
+                    mlflow
+                        .create_run(key, maybe, &experiment_id, run_name, now, tags, params)
+                        .await
+                };
+                let run_id = match create(experiment_id.clone()).await {
+                    // The remembered experiment may have been deleted since: ask once more.
+                    Err(MlflowError::Refused { .. }) if remembered => {
+                        mlflow.forget_experiment(experiment_name);
+                        experiment_id = mlflow.experiment_id(experiment_name).await?;
+                        create(experiment_id.clone()).await?
+                    }
+                    other => other?,
+                };
                 Ok(Event::ParentRunCreated(MlflowRef {
                     experiment_id,
                     run_id,
