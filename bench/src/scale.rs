@@ -277,8 +277,9 @@ pub fn fan_out(
                                     vec![]
                                 };
                                 let mut done = json!({"itemId": l["item"]["id"], "token": l["token"], "outcome": {"status": "succeeded", "outputs": outputs}});
-                                if let Some(run_id) = run_id {
-                                    done["mlflowRunId"] = json!(run_id);
+                                match run_id {
+                                    Some(run_id) => done["mlflowRunId"] = json!(run_id),
+                                    None => done["noMlflowRun"] = json!(true),
                                 }
                                 spent.lock().unwrap().mlflow += made;
                                 reports.lock().unwrap().push(done);
@@ -338,7 +339,7 @@ pub fn fan_out(
         format!("{:.1} s", end.as_secs_f64()),
         format!(
             "{} by {AGENTS} synthetic agents (capacity {capacity} each), {per_agent} at a time each, completions reported in batches of what finished meanwhile; time in calls, summed over agents: MLflow run creation {:.0} s, completions {:.0} s, leases {:.0} s, heartbeats {:.0} s",
-            if mlflow_runs { format!("{} MLflow runs made", n + 5) } else { "no MLflow run made by the agents, so the edge looks each attempt's up by its key, as for an agent that died (the end waits on those MLflow searches)".into() },
+            if mlflow_runs { format!("{} MLflow runs made", n + 5) } else { "no MLflow run made by the agents, which say so in each completion (as an agent does when MLflow refused a first lease's create), so the edge has none to look up or close".into() },
             sp.mlflow,
             sp.complete,
             sp.lease,

@@ -419,6 +419,10 @@ pub struct CompleteRequest {
     /// The attempt's MLflow run (the run may not have heard of it yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow_run_id: Option<String>,
+    /// The agent made no MLflow run for the attempt and no earlier agent may have (MLflow
+    /// refused the create of a first lease): the run has nothing to look up or close.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_mlflow_run: bool,
 }
 
 /// Most completions in one [`CompletionsRequest`].

@@ -410,12 +410,20 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let (lease, outcome) = match agent.make_run(lease, &cancel).await {
+            // A first lease whose create MLflow refused has no run anywhere: the edge need not
+            // look for one.
+            let first_lease = lease
+                .item
+                .step
+                .child_run
+                .as_ref()
+                .is_some_and(|c| !c.maybe_exists);
+            let (lease, outcome, no_run) = match agent.make_run(lease, &cancel).await {
                 Ok(lease) => {
                     let outcome = agent.executor.run(&lease, cancel.clone()).await;
-                    (lease, outcome)
+                    (lease, outcome, false)
                 }
-                Err((lease, outcome)) => (lease, outcome),
+                Err((lease, outcome)) => (lease, outcome, first_lease),
             };
             let mlflow_run = Some(lease.item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
             let m = &agent.metrics;
@@ -432,6 +440,7 @@ impl Agent {
                 let request = CompleteRequest {
                     item_id: id.clone(),
                     token: lease.token,
+                    no_mlflow_run: no_run && mlflow_run.is_none(),
                     outcome: outcome.bounded(),
                     mlflow_run_id: mlflow_run,
                 };

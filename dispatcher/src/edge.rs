@@ -176,6 +176,7 @@ impl Edge {
             token,
             outcome,
             mlflow_run_id,
+            no_mlflow_run: false,
         };
         let _: bool = self
             .post("complete", &body, Duration::from_secs(60))

@@ -153,6 +153,7 @@ mod tests {
             token: 1,
             outcome: Outcome::Succeeded { outputs: vec![] },
             mlflow_run_id: None,
+            no_mlflow_run: false,
         }
     }
 

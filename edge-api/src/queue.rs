@@ -657,8 +657,20 @@ impl QueueObject {
                 Some(Ok(event)) => event,
                 None => None,
             };
+            let none = match (r.no_mlflow_run, &r.mlflow_run_id) {
+                (true, Some(id)) => {
+                    results[at].refused = Some(format!(
+                        "the completion of {} names MLflow run {id} and says it made none",
+                        r.item_id
+                    ));
+                    continue;
+                }
+                (true, None) => Some(Event::NoAttemptRun { key: item.key() }),
+                (false, _) => None,
+            };
             let (slots, events) = by_run.entry(item.run_id.clone()).or_default();
             events.extend(created);
+            events.extend(none);
             slots.push((at, events.len()));
             events.push(Event::Finished {
                 key: item.key(),

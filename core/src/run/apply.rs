@@ -53,6 +53,15 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
                 a.state = AttemptState::Queued;
             }
         }
+        Event::NoAttemptRun { key } => {
+            let a = attempt_mut(run, &key)?;
+            if let Some(existing) = &a.mlflow_run_id {
+                return Err(Rejected(format!(
+                    "attempt already has MLflow run {existing}"
+                )));
+            }
+            a.mlflow_closed = true;
+        }
         Event::Enqueued { key } => {
             let a = attempt_mut(run, &key)?;
             a.enqueued = true;

@@ -62,6 +62,12 @@ pub enum Event {
         key: AttemptKey,
         run_id: String,
     },
+    /// The attempt has no MLflow run and never will (its agent says MLflow refused the
+    /// create): nothing to look up or close when it ends.
+    NoAttemptRun {
+        #[serde(flatten)]
+        key: AttemptKey,
+    },
     /// The cluster queue holds the attempt's work item.
     Enqueued {
         #[serde(flatten)]
@@ -124,6 +130,7 @@ impl Event {
     pub fn key(&self) -> Option<&AttemptKey> {
         match self {
             Event::ChildRunCreated { key, .. }
+            | Event::NoAttemptRun { key }
             | Event::Enqueued { key }
             | Event::Withdrawn { key }
             | Event::AttemptRunClosed { key }

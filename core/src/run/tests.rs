@@ -605,6 +605,42 @@ fn an_attempt_that_ended_before_its_run_was_reported_is_closed_by_key() {
 }
 
 #[test]
+fn an_attempt_whose_agent_made_no_run_is_not_looked_for() {
+    let mut run = new_run(1, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 1);
+    // MLflow refused the agent's create of a first lease: it says there is no run.
+    let item = d.queue.remove(0);
+    let leased = Event::Leased {
+        key: item.key(),
+        agent: "a".into(),
+    };
+    apply(&mut run, leased, 2).unwrap();
+    apply(&mut run, Event::NoAttemptRun { key: item.key() }, 3).unwrap();
+    let refused = Outcome::Failed {
+        error: "MLflow refused to create this attempt's run".into(),
+    };
+    finish(&mut run, &item, refused, 3).unwrap();
+    d.settle(&mut run, 4);
+    assert!(
+        d.closed.iter().all(|(r, _)| !r.starts_with("by key")),
+        "{:?}",
+        d.closed
+    );
+    // An attempt with a run cannot be said to have none.
+    let mut other = new_run(1, 0);
+    let mut o = Driver::default();
+    o.settle(&mut other, 1);
+    let item = o.lease(&mut other, 2).unwrap();
+    let said = apply(&mut other, Event::NoAttemptRun { key: item.key() }, 3);
+    assert!(
+        said.as_ref()
+            .is_err_and(|r| r.0.contains("already has MLflow run")),
+        "{said:?}"
+    );
+}
+
+#[test]
 fn start_refuses_invalid_templates_and_parameters() {
     let mut t = template(2, 0);
     t.edges[0].to = "ghost".into();
