@@ -410,20 +410,22 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            // A first lease whose create MLflow refused has no run anywhere: the edge need not
-            // look for one.
-            let first_lease = lease
-                .item
-                .step
-                .child_run
-                .as_ref()
-                .is_some_and(|c| !c.maybe_exists);
             let (lease, outcome, no_run) = match agent.make_run(lease, &cancel).await {
                 Ok(lease) => {
                     let outcome = agent.executor.run(&lease, cancel.clone()).await;
                     (lease, outcome, false)
                 }
-                Err((lease, outcome)) => (lease, outcome, first_lease),
+                // MLflow refused the create, and no run can exist: no earlier agent's (a
+                // first lease) and none of a create of ours whose answer was lost.
+                Err((lease, outcome)) => {
+                    let none = lease
+                        .item
+                        .step
+                        .child_run
+                        .as_ref()
+                        .is_some_and(|c| !c.maybe_exists);
+                    (lease, outcome, none)
+                }
             };
             let mlflow_run = Some(lease.item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
             let m = &agent.metrics;
@@ -471,7 +473,7 @@ impl Agent {
         mut lease: Lease,
         cancel: &CancellationToken,
     ) -> Result<Lease, (Lease, Option<Outcome>)> {
-        let Some(child) = lease.item.step.child_run.clone() else {
+        let Some(mut child) = lease.item.step.child_run.clone() else {
             return Ok(lease);
         };
         if !lease.item.step.mlflow.run_id.is_empty() {
@@ -509,6 +511,11 @@ impl Agent {
                     return Err((lease, Some(Outcome::failed(why))));
                 }
                 Err(e) => {
+                    // The create may have reached MLflow: from now on it is looked up first.
+                    child.maybe_exists = true;
+                    if let Some(c) = lease.item.step.child_run.as_mut() {
+                        c.maybe_exists = true;
+                    }
                     let wait = backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(item = %lease.item.id, retry_in_s = wait.as_secs(), "creating the attempt's MLflow run failed; trying again: {e:#}");
                     tokio::select! {

@@ -76,40 +76,49 @@ impl Mlflow {
         what: &str,
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
-        let once = || async {
-            match self.auth(request()).send().await {
-                Ok(r) if r.status().is_success() => Ok(r),
-                Ok(r) if r.status().is_client_error() => {
-                    let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    let message = format!("MLflow answered {status} to {what}: {text}");
-                    // MLflow answers an exhausted database connection pool, or a locked SQLite
-                    // file, with 400 BAD_REQUEST: an overload that passes, not a refusal.
-                    if text.contains("QueuePool limit") || text.contains("database is locked") {
-                        Err(Failure::Again(anyhow!(message)))
-                    } else {
-                        Err(Failure::Final(anyhow::Error::new(Refused(message))))
-                    }
-                }
-                Ok(r) => Err(Failure::Again(anyhow!(
-                    "MLflow answered {} to {what}",
-                    r.status()
-                ))),
-                Err(e) => Err(Failure::Again(anyhow!(
-                    "MLflow at {} is unreachable: {e}",
-                    self.base
-                ))),
-            }
-        };
-        once.retry(retries())
+        (|| self.send_once(what, &request))
+            .retry(retries())
             .when(|f| matches!(f, Failure::Again(_)))
             .await
             .map_err(Failure::into_error)
     }
 
+    /// One try of [`Mlflow::send`]: for a call that must not be repeated blindly (a create
+    /// whose answer was lost may have made the run).
+    async fn send_once(
+        &self,
+        what: &str,
+        request: &impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        match self.auth(request()).send().await {
+            Ok(r) if r.status().is_success() => Ok(r),
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                let message = format!("MLflow answered {status} to {what}: {text}");
+                // MLflow answers an exhausted database connection pool, or a locked SQLite
+                // file, with 400 BAD_REQUEST: an overload that passes, not a refusal.
+                if text.contains("QueuePool limit") || text.contains("database is locked") {
+                    Err(Failure::Again(anyhow!(message)))
+                } else {
+                    Err(Failure::Final(anyhow::Error::new(Refused(message))))
+                }
+            }
+            Ok(r) => Err(Failure::Again(anyhow!(
+                "MLflow answered {} to {what}",
+                r.status()
+            ))),
+            Err(e) => Err(Failure::Again(anyhow!(
+                "MLflow at {} is unreachable: {e}",
+                self.base
+            ))),
+        }
+    }
+
     /// The attempt's MLflow run: the one tagged with its key when an earlier agent may have
     /// made it, or a new one, with the run name, tags and params the edge chose. A 4xx
-    /// (a deleted experiment, a value MLflow refuses) is final; the rest is retried.
+    /// (a deleted experiment, a value MLflow refuses) is final; the create is tried once (the
+    /// caller tries again with `maybe_exists`), the other calls until MLflow answers.
     pub async fn ensure_run(
         &self,
         experiment_id: &str,
@@ -150,7 +159,22 @@ impl Mlflow {
                 let start = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                let v = post("runs/create", serde_json::json!({"experiment_id": experiment_id, "run_name": child.run_name, "start_time": start, "tags": pairs(&tags)})).await?;
+                // Tried once: a create whose answer was lost may have made the run, so the
+                // caller tries again as if an earlier agent had (looking it up first).
+                let url = format!("{}/api/2.0/mlflow/runs/create", self.base);
+                let body = serde_json::json!({"experiment_id": experiment_id, "run_name": child.run_name, "start_time": start, "tags": pairs(&tags)});
+                let what = format!("runs/create for {}", child.key);
+                let v: Value = self
+                    .send_once(&what, &|| {
+                        self.http
+                            .post(&url)
+                            .json(&body)
+                            .timeout(Duration::from_secs(30))
+                    })
+                    .await
+                    .map_err(Failure::into_error)?
+                    .json()
+                    .await?;
                 v["run"]["info"]["run_id"]
                     .as_str()
                     .ok_or_else(|| anyhow!("MLflow's runs/create returned no run id"))?

@@ -16,6 +16,9 @@ struct Faults {
     refused: AtomicUsize,
     /// Path suffixes whose answers are held this long after the upstream answered.
     delayed: Mutex<Vec<(String, std::time::Duration)>>,
+    /// Path suffixes whose next answers (this many) are dropped after the upstream answered,
+    /// and 502 sent instead: a gateway that lost the answer of a call that took effect.
+    lost: Mutex<Vec<(String, usize)>>,
     /// Requests forwarded, by path.
     seen: Mutex<Vec<String>>,
 }
@@ -71,6 +74,16 @@ impl FaultyProxy {
             .lock()
             .unwrap()
             .push((suffix.into(), delay));
+    }
+
+    /// Forwards the next `times` requests whose path ends with `suffix`, then answers them 502
+    /// instead of with the upstream's answer.
+    pub fn lose_answers(&self, suffix: &str, times: usize) {
+        self.faults
+            .lost
+            .lock()
+            .unwrap()
+            .push((suffix.into(), times));
     }
 
     /// How many forwarded requests had a path ending with `suffix`.
@@ -137,9 +150,23 @@ async fn forward(
         .await
         .unwrap_or_default();
     let sent = out.body(body.to_vec()).send().await;
+    let lose = faults
+        .lost
+        .lock()
+        .unwrap()
+        .iter_mut()
+        .find(|(s, left)| path.ends_with(s.as_str()) && *left > 0)
+        .map(|(_, left)| *left -= 1)
+        .is_some();
     faults.seen.lock().unwrap().push(path);
     if let Some(d) = hold {
         tokio::time::sleep(d).await;
+    }
+    if lose && sent.is_ok() {
+        return Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Body::from("the test lost this answer"))
+            .unwrap();
     }
     match sent {
         Ok(resp) => {

@@ -1010,6 +1010,46 @@ fn an_edge_killed_between_creating_an_mlflow_run_and_recording_it_creates_it_onc
 }
 
 #[test]
+fn an_agent_whose_create_answer_was_lost_makes_the_steps_run_once() {
+    let stack = Stack::shared();
+    // MLflow makes the step's run, but the answer never reaches the agent (a gateway's 502).
+    let proxy = FaultyProxy::start(&stack.mlflow_url);
+    proxy.lose_answers("/runs/create", 1);
+    let cluster = format!("lost-answer-{}", std::process::id());
+    let _agent = stack.agent_with(&cluster, &["--mlflow-uri", &proxy.url]);
+    let name = format!("lost-answer-{}", std::process::id());
+    stack.put_template(&example_template(&name, 1));
+    let id = stack.start_run(&json!({"template": name, "cluster": cluster}));
+    let run = stack.wait_run(&id, Duration::from_secs(120));
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert!(
+        proxy.seen("/runs/create") >= 1,
+        "the agent never created a run"
+    );
+    let runs = stack.mlflow_api(
+        "POST",
+        "runs/search",
+        Some(&json!({"experiment_ids": [run["mlflow"]["experimentId"]], "filter": format!("tags.`concurrent.run_id` = '{id}'"), "max_results": 50})),
+    );
+    let mut keys: Vec<String> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            let tags = r["data"]["tags"].as_array().unwrap();
+            let tag = |k: &str| tags.iter().find(|t| t["key"] == k);
+            tag("mlflow.parentRunId")?;
+            Some(tag("concurrent.key")?["value"].as_str()?.to_string())
+        })
+        .collect();
+    let all = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(all, keys.len(), "one MLflow run per attempt: {runs:#}");
+    assert!(!keys.is_empty(), "{runs:#}");
+}
+
+#[test]
 fn an_agent_killed_while_creating_a_steps_mlflow_run_leaves_one_run_per_attempt_all_closed() {
     let stack = Stack::shared();
     // The agent's MLflow creates the step's run, but the answer is held: the agent dies
