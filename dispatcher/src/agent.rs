@@ -473,10 +473,7 @@ impl Agent {
         mut lease: Lease,
         cancel: &CancellationToken,
     ) -> Result<Lease, (Lease, Option<Outcome>)> {
-        let Some(mut child) = lease.item.step.child_run.clone() else {
-            return Ok(lease);
-        };
-        if !lease.item.step.mlflow.run_id.is_empty() {
+        if lease.item.step.child_run.is_none() || !lease.item.step.mlflow.run_id.is_empty() {
             return Ok(lease);
         }
         let mut backoff = ExponentialBuilder::default()
@@ -487,6 +484,9 @@ impl Agent {
             .build();
         loop {
             let experiment = lease.item.step.mlflow.experiment_id.clone();
+            let Some(child) = lease.item.step.child_run.clone() else {
+                return Ok(lease);
+            };
             let made = tokio::select! {
                 made = self.mlflow.ensure_run(&experiment, &child) => made,
                 _ = cancel.cancelled() => return Err((lease, None)),
@@ -512,7 +512,6 @@ impl Agent {
                 }
                 Err(e) => {
                     // The create may have reached MLflow: from now on it is looked up first.
-                    child.maybe_exists = true;
                     if let Some(c) = lease.item.step.child_run.as_mut() {
                         c.maybe_exists = true;
                     }

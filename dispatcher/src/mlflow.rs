@@ -129,21 +129,29 @@ impl Mlflow {
                 .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
                 .collect()
         };
-        let post = |path: &str, body: Value| {
+        // `once`: a create whose answer was lost may have made the run, so it is not repeated
+        // here; the caller tries again as if an earlier agent had (looking it up first).
+        let call = |path: &str, body: Value, once: bool| {
             let url = format!("{}/api/2.0/mlflow/{path}", self.base);
             let what = format!("{path} for {}", child.key);
             async move {
-                let r = self
-                    .send(&what, || {
-                        self.http
-                            .post(&url)
-                            .json(&body)
-                            .timeout(Duration::from_secs(30))
-                    })
-                    .await?;
+                let request = || {
+                    self.http
+                        .post(&url)
+                        .json(&body)
+                        .timeout(Duration::from_secs(30))
+                };
+                let r = if once {
+                    self.send_once(&what, &request)
+                        .await
+                        .map_err(Failure::into_error)?
+                } else {
+                    self.send(&what, request).await?
+                };
                 anyhow::Ok(r.json::<Value>().await?)
             }
         };
+        let post = |path: &str, body: Value| call(path, body, false);
         let found = if child.maybe_exists {
             let filter = format!("tags.`concurrent.key` = '{}'", child.key.replace('\'', ""));
             let v = post("runs/search", serde_json::json!({"experiment_ids": [experiment_id], "filter": filter, "run_view_type": "ALL", "max_results": 1})).await?;
@@ -159,22 +167,8 @@ impl Mlflow {
                 let start = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                // Tried once: a create whose answer was lost may have made the run, so the
-                // caller tries again as if an earlier agent had (looking it up first).
-                let url = format!("{}/api/2.0/mlflow/runs/create", self.base);
                 let body = serde_json::json!({"experiment_id": experiment_id, "run_name": child.run_name, "start_time": start, "tags": pairs(&tags)});
-                let what = format!("runs/create for {}", child.key);
-                let v: Value = self
-                    .send_once(&what, &|| {
-                        self.http
-                            .post(&url)
-                            .json(&body)
-                            .timeout(Duration::from_secs(30))
-                    })
-                    .await
-                    .map_err(Failure::into_error)?
-                    .json()
-                    .await?;
+                let v = call("runs/create", body, true).await?;
                 v["run"]["info"]["run_id"]
                     .as_str()
                     .ok_or_else(|| anyhow!("MLflow's runs/create returned no run id"))?

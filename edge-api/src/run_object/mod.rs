@@ -193,7 +193,9 @@ impl RunObject {
                 if answer.is_none() {
                     match key {
                         Some(k) => {
-                            touched.as_mut().map(|t| t.insert(k));
+                            if let Some(t) = touched.as_mut() {
+                                t.insert(k);
+                            }
                         }
                         None => touched = None,
                     }
