@@ -617,8 +617,8 @@ fn an_idempotency_key_reused_for_another_request_is_refused() {
         .contains("Idempotency-Key"));
 }
 
-fn run_objects(stack: &Stack) -> usize {
-    walkdir(&stack.dir.path().join("wrangler"))
+fn run_objects(dir: &std::path::Path) -> usize {
+    walkdir(&dir.join("wrangler"))
         .into_iter()
         .filter(|p| {
             p.to_string_lossy().contains("RunObject")
@@ -643,20 +643,45 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn reads_of_invented_run_ids_create_no_state() {
     let stack = Stack::shared();
-    // Make sure at least one run object exists, so the directory is where we look.
-    stack.put_template(&example_template("invented-pipeline", 1));
-    stack.start_run(&json!({"template": "invented-pipeline", "cluster": "nowhere"}));
+    // An edge of its own: the shared one's other tests start runs (and objects) meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let token = stack.token.clone();
+    let (edge, url) = concurrent_tests::start_edge(dir.path(), &token, &stack.mlflow_url, None);
+    concurrent_tests::wait_ready(&format!("{url}/healthz"), &edge, Duration::from_secs(90));
+    let h = http();
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let mut rb = h
+            .request(method.parse().unwrap(), format!("{url}{path}"))
+            .bearer_auth(&token);
+        if method == "PUT" {
+            rb = rb.header("If-Match", "*");
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().unwrap_or(Value::Null))
+    };
+    // One real run, so the directory counted is where run objects live.
+    let name = format!("invented-{}", std::process::id());
+    let path = format!("/api/v1/templates/{name}");
+    let (status, body) = call("PUT", &path, Some(example_template(&name, 1)));
+    assert_eq!(status, 201, "{body}");
+    let start = json!({"template": name, "cluster": "nowhere"});
+    let (status, body) = call("POST", "/api/v1/runs", Some(start));
+    assert_eq!(status, 201, "{body}");
     std::thread::sleep(Duration::from_secs(1));
-    let before = run_objects(stack);
+    let before = run_objects(dir.path());
     assert!(before > 0, "run objects live under the persist directory");
     for i in 0..20 {
-        let (status, _) = stack.api("GET", &format!("/api/v1/runs/{i:032x}"), None);
+        let (status, _) = call("GET", &format!("/api/v1/runs/{i:032x}"), None);
         assert_eq!(status, 404);
-        let (status, _) = stack.api("POST", &format!("/api/v1/runs/{i:032x}/cancel"), None);
+        let (status, _) = call("POST", &format!("/api/v1/runs/{i:032x}/cancel"), None);
         assert_eq!(status, 404);
     }
     assert_eq!(
-        run_objects(stack),
+        run_objects(dir.path()),
         before,
         "no object was created for invented ids"
     );
