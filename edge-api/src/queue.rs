@@ -50,6 +50,8 @@ pub struct QueueObject {
     sql: SqlStorage,
     /// Long-polling lease requests waiting for work.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// `LEASE_TTL_MS`, read once (it is asked for several times per lease).
+    lease_ttl_ms: u64,
     /// Project inspections for the designer (in memory: they live for one request).
     pub(crate) inspections: crate::inspect::Inspections,
 }
@@ -143,11 +145,17 @@ impl DurableObject for QueueObject {
             "ALTER TABLE items ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0",
             None,
         );
+        let lease_ttl_ms = env
+            .var("LEASE_TTL_MS")
+            .ok()
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(DEFAULT_LEASE_TTL_MS);
         QueueObject {
             state,
             env,
             sql,
             waiters: RefCell::new(Vec::new()),
+            lease_ttl_ms,
             inspections: Default::default(),
         }
     }
@@ -167,11 +175,7 @@ impl DurableObject for QueueObject {
 
 impl QueueObject {
     fn ttl(&self) -> u64 {
-        self.env
-            .var("LEASE_TTL_MS")
-            .ok()
-            .and_then(|v| v.to_string().parse().ok())
-            .unwrap_or(DEFAULT_LEASE_TTL_MS)
+        self.lease_ttl_ms
     }
 
     fn secret(&self) -> Result<String, ApiError> {
@@ -304,15 +308,16 @@ impl QueueObject {
             let expires_at = now_ms() + self.ttl();
             for l in &mut leases {
                 l.expires_at = expires_at;
-                self.sql.exec(
-                    "UPDATE items SET expires_at = ? WHERE id = ? AND token = ?",
-                    vec![
-                        (expires_at as i64).into(),
-                        l.item.id.clone().into(),
-                        (l.token as i64).into(),
-                    ],
-                )?;
             }
+            // One statement for the batch; a lease taken over meanwhile keeps its own expiry.
+            let held: Vec<(&str, u64)> = leases
+                .iter()
+                .map(|l| (l.item.id.as_str(), l.token))
+                .collect();
+            self.sql.exec(
+                "UPDATE items SET expires_at = ?1 FROM json_each(?2) AS j WHERE items.id = j.value ->> 0 AND items.token = j.value ->> 1",
+                vec![(expires_at as i64).into(), serde_json::to_string(&held)?.into()],
+            )?;
             self.arm_by(expires_at).await?;
         }
         Ok(LeaseResponse {
@@ -359,11 +364,15 @@ impl QueueObject {
         let first = self.next_n("token", taken.len())?;
         let secret = self.secret()?;
         let mut leases = Vec::with_capacity(taken.len());
-        for (token, (id, item)) in (first..).zip(taken) {
-            self.sql.exec(
-                "UPDATE items SET state = 'leased', token = ?, agent = ?, expires_at = ? WHERE id = ?",
-                vec![(token as i64).into(), r.agent.clone().into(), (expires_at as i64).into(), id.into()],
-            )?;
+        let tokens: Vec<(&str, u64)> = (first..)
+            .zip(&taken)
+            .map(|(token, (id, _))| (id.as_str(), token))
+            .collect();
+        self.sql.exec(
+            "UPDATE items SET state = 'leased', token = j.value ->> 1, agent = ?1, expires_at = ?2 FROM json_each(?3) AS j WHERE items.id = j.value ->> 0",
+            vec![r.agent.clone().into(), (expires_at as i64).into(), serde_json::to_string(&tokens)?.into()],
+        )?;
+        for (token, (_, item)) in (first..).zip(taken) {
             let step_token = crate::auth::step_token(&secret, &item.cluster, &item.id, token);
             leases.push(Lease {
                 item,

@@ -1,4 +1,5 @@
-//! Recording what happened: [`apply`] an event, then let the run move forward.
+//! Recording what happened: [`apply`] an event (or [`apply_all`] of a batch), then let the run
+//! move forward.
 
 use crate::partition::{relative_path_problem, ArtifactFile};
 use crate::template::Template;
@@ -13,6 +14,41 @@ use super::state::*;
 /// # Errors
 /// [`Rejected`] when the event is stale or does not fit the run; the state is then unchanged.
 pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected> {
+    if record(run, event, now)? {
+        advance(run, now);
+    }
+    Ok(())
+}
+
+/// Records events in order, then moves the run forward once: what [`apply`] does for each,
+/// with one walk over the run's instances for the batch instead of one per event (an agent
+/// reports 50 completions of a 10,000-wide node at once). One answer per event, in order.
+///
+/// The run moves forward after the batch, so an event is judged before what the earlier ones
+/// would have set off: a success reported beside the failure that ends a fail-fast run is
+/// recorded rather than refused as cancelled.
+pub fn apply_all(
+    run: &mut RunState,
+    events: impl IntoIterator<Item = Event>,
+    now: u64,
+) -> Vec<Result<(), Rejected>> {
+    let mut moves_run = false;
+    let answers = events
+        .into_iter()
+        .map(|event| {
+            record(run, event, now).map(|moves| {
+                moves_run |= moves;
+            })
+        })
+        .collect();
+    if moves_run {
+        advance(run, now);
+    }
+    answers
+}
+
+/// Records one event; whether the run may have to move forward.
+fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> {
     // Only these can make a node ready, start a due retry or end the run; the rest (a lease, a
     // reported MLflow run, a closed one, a log tail…) skip the walk over every instance, which
     // for a 10,000-wide node is most of an event's cost.
@@ -199,10 +235,7 @@ pub fn apply(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected>
             run.pins.entry(source).or_insert(commit);
         }
     }
-    if moves_run {
-        advance(run, now);
-    }
-    Ok(())
+    Ok(moves_run)
 }
 
 /// A permanent MLflow refusal ends what the call was for, with MLflow's message and what to do.

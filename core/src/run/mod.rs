@@ -23,7 +23,7 @@ mod reconcile;
 mod start;
 mod state;
 
-pub use apply::apply;
+pub use apply::{apply, apply_all};
 pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
 pub use event::{AttemptKey, Event, MlflowCall, Rejected};
 pub use page::{

@@ -105,8 +105,9 @@ impl Driver {
                 self.queue.retain(|i| i.id != item_id);
                 events.push(Event::Withdrawn { key: attempt });
             }
-            for ev in events {
-                apply(run, ev, now).unwrap();
+            // In one batch, as the run object applies a round's answers.
+            for answer in apply_all(run, events, now) {
+                answer.unwrap();
             }
         }
         panic!("effects never settled");
@@ -506,6 +507,64 @@ fn a_wide_node_is_queued_at_once_and_its_runs_are_made_where_steps_start() {
         .contains(&("concurrent.partition".into(), "999/1000".into())));
     assert!(items.iter().all(|i| i.step.mlflow.run_id.is_empty()));
     drop(prep);
+}
+
+#[test]
+fn a_batch_of_events_ends_as_the_same_events_one_at_a_time() {
+    // Two runs driven alike up to 50 leased `train` instances; their completions are then
+    // applied one at a time to one and as one batch to the other.
+    let prepared = || {
+        let mut run = new_run(50, 0);
+        let mut d = Driver::default();
+        d.settle(&mut run, 1);
+        let prep = d.lease(&mut run, 2).unwrap();
+        let parts: Vec<(String, u64)> = (0..50).map(|i| (format!("part-{i}.csv"), 1)).collect();
+        let parts: Vec<(&str, u64)> = parts.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        finish(&mut run, &prep, files(&parts), 3).unwrap();
+        d.settle(&mut run, 4);
+        let items: Vec<WorkItem> = (0..50).map_while(|_| d.lease(&mut run, 5)).collect();
+        assert_eq!(items.len(), 50);
+        (run, items)
+    };
+    let finished = |item: &WorkItem| Event::Finished {
+        key: item.key(),
+        outcome: files(&[("model.pkl", 1)]),
+    };
+    let (mut one_by_one, items) = prepared();
+    for item in &items {
+        apply(&mut one_by_one, finished(item), 6).unwrap();
+    }
+    let (mut batched, items) = prepared();
+    let answers = apply_all(&mut batched, items.iter().map(finished), 6);
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(batched, one_by_one);
+    assert_eq!(
+        batched.node("report").unwrap().instances.len(),
+        1,
+        "the batch moved the run on"
+    );
+    // A replay in a batch is refused alone; the rest of the batch is taken.
+    let (mut run, items) = prepared();
+    let mut events: Vec<Event> = items[..2].iter().map(finished).collect();
+    events.push(finished(&items[0]));
+    let answers = apply_all(&mut run, events, 6);
+    assert!(answers[0].is_ok() && answers[1].is_ok() && answers[2].is_err());
+
+    // The run moves on after the batch: a success beside the failure that ends the run is
+    // recorded, not cancelled.
+    let (mut run, items) = prepared();
+    let failed = Event::Finished {
+        key: items[0].key(),
+        outcome: Outcome::Failed {
+            error: "boom".into(),
+        },
+    };
+    let answers = apply_all(&mut run, [failed, finished(&items[1])], 6);
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(run.status, RunStatus::Failed);
+    let train = &run.node("train").unwrap().instances;
+    assert_eq!(train[1].state, InstanceState::Succeeded);
+    assert_eq!(train[2].state, InstanceState::Cancelled);
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod store;
 use std::cell::{Cell, RefCell};
 
 use concurrent_core::concurrency_limit::ConcurrencyLimit;
-use concurrent_core::run::{apply, next_wake, Event, Rejected, RunState};
+use concurrent_core::run::{apply_all, next_wake, Event, Rejected, RunState};
 use concurrent_core::wire::{PinResponse, RunSummary};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
@@ -181,26 +181,30 @@ impl RunObject {
         if !self.load()? {
             return Err(ApiError::NotFound("no such run".into()));
         }
-        let mut touched = Some(std::collections::BTreeSet::new());
-        let mut answers = Vec::with_capacity(events.len());
-        {
+        let keys: Vec<Option<(String, u32)>> = events
+            .iter()
+            .map(|e| e.key().map(|k| (k.node.clone(), k.instance)))
+            .collect();
+        let answers: Vec<Option<Rejected>> = {
             let mut guard = self.cache.borrow_mut();
             let run = &mut guard.as_mut().expect("loaded").run;
-            let now = now_ms();
-            for event in events {
-                let key = event.key().map(|k| (k.node.clone(), k.instance));
-                let answer = apply(run, event, now).err();
-                if answer.is_none() {
-                    match key {
-                        Some(k) => {
-                            if let Some(t) = touched.as_mut() {
-                                t.insert(k);
-                            }
-                        }
-                        None => touched = None,
+            apply_all(run, events, now_ms())
+                .into_iter()
+                .map(Result::err)
+                .collect()
+        };
+        // The instances applied events were about; `None` when one was about no single
+        // instance (then every row is checked).
+        let mut touched = Some(std::collections::BTreeSet::new());
+        for (key, answer) in keys.into_iter().zip(&answers) {
+            match (answer, key) {
+                (Some(_), _) => {}
+                (None, Some(k)) => {
+                    if let Some(t) = touched.as_mut() {
+                        t.insert(k);
                     }
                 }
-                answers.push(answer);
+                (None, None) => touched = None,
             }
         }
         if touched.as_ref().is_none_or(|t| !t.is_empty()) {
@@ -209,14 +213,16 @@ impl RunObject {
         Ok(answers)
     }
 
-    /// Sets the alarm for the earliest moment there is work: now, or when a retry is due.
+    /// Makes sure the alarm rings by the earliest moment there is work: now, or when a retry is
+    /// due. An alarm already set that soon stays (reading it is cheap, setting it is a write).
     async fn schedule(&self) -> Result<(), ApiError> {
         let now = now_ms();
         if let Some(at) = self.with_run(|run| next_wake(run, now))? {
-            self.state
-                .storage()
-                .set_alarm(at.saturating_sub(now) as i64)
-                .await?;
+            let storage = self.state.storage();
+            match storage.get_alarm().await? {
+                Some(set) if set <= at as i64 => {}
+                _ => storage.set_alarm(at.saturating_sub(now) as i64).await?,
+            }
         }
         Ok(())
     }
