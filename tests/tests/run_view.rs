@@ -63,7 +63,8 @@ fn the_whole_log_is_followed_while_the_step_runs_then_searched_and_downloaded() 
         b.fill("[data-log-search]", "").await;
 
         // Download is the whole log, as MLflow has it.
-        let href = b.wait_for("[data-log-download]", SECS).await.attr("href").await.unwrap().unwrap();
+        let href = b.wait_js("the download link", "document.querySelector('[data-log-download]')?.getAttribute('href')", SECS).await;
+        let href = href.as_str().unwrap();
         let attempt = &run["nodes"][0]["instances"][0]["attempts"][0];
         assert!(href.contains(attempt["mlflowRunId"].as_str().unwrap()), "{href}");
         // A 5 MB read through the edge while the other test of this binary loads it: more time
@@ -261,8 +262,9 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
         assert_eq!(b.count("[data-pager]").await, 0, "one page needs no pager");
         b.wait_for(r#"[data-filter="failed"]"#, SECS).await.click().await.unwrap();
         b.wait_js("the failed ones", "[...document.querySelectorAll('[data-instances] tbody tr[data-instance]')].every((r) => r.querySelector('.cc-status').textContent === 'failed')", SECS).await;
-        let first = b.wait_for("[data-instances] tbody tr[data-instance]", SECS).await.attr("data-instance").await.unwrap();
-        assert_eq!(first, Some(first_failed.to_string()));
+        // Read in one script: the live view may redraw the rows between a lookup and a read.
+        let first = b.wait_js("the first failed row", "document.querySelector('[data-instances] tbody tr[data-instance]')?.getAttribute('data-instance')", SECS).await;
+        assert_eq!(first, json!(first_failed.to_string()));
         let rows = b.text("[data-instances] tbody").await;
         assert!(rows.contains(&format!("synthetic failure of instance {first_failed}")), "{rows}");
         // The page stays live: it still answers after several refreshes of the 1,000-instance run.
