@@ -71,10 +71,23 @@ if ! agent_token_ok; then
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$STATE/agent-token" )
 fi
 
-echo "==> agent for cluster 'local' (log: .state/logs/agent.log)"
+# Secrets that nodes use in `secretEnv`: {"<secret>": {"<key>": "<value>"}}, read at each
+# attempt, so secrets added here apply without a restart. Readable by its owner only.
+if [[ ! -e "$STATE/secrets.json" ]]; then
+  ( umask 077; echo '{}' > "$STATE/secrets.json" )
+fi
+AGENT_FLAGS=()
+# Without conda on this machine, conda_env projects (mlflow/mlflow-example, say) are built with
+# uv from their conda.yaml, as `mlflow run --env-manager uv` would; a node's envManager wins.
+if ! command -v conda >/dev/null 2>&1; then
+  AGENT_FLAGS+=(--conda-env-manager uv)
+fi
+
+echo "==> agent for cluster 'local' (log: .state/logs/agent.log; secrets: .state/secrets.json)"
 "$CARGO_TARGET_DIR/debug/concurrent" agent --edge-url "http://127.0.0.1:$EDGE_PORT" --cluster local \
   --token-file "$STATE/agent-token" --mlflow-uri "http://127.0.0.1:$MLFLOW_PORT" --work-dir "$STATE/agent" \
-  --project-root "$ROOT" --mlflow-bin "$ROOT/.venv/bin/mlflow" > "$STATE/logs/agent.log" 2>&1 &
+  --project-root "$ROOT" --mlflow-bin "$ROOT/.venv/bin/mlflow" --secrets-file "$STATE/secrets.json" \
+  ${AGENT_FLAGS[@]+"${AGENT_FLAGS[@]}"} > "$STATE/logs/agent.log" 2>&1 &
 PIDS+=($!)
 
 echo "==> loading examples/pipeline/template.json"

@@ -8,6 +8,7 @@ pub mod access;
 pub mod concurrency_limit;
 pub mod design;
 pub mod diff;
+pub mod env_cache;
 pub mod jwt;
 pub mod kubernetes;
 pub mod lease;

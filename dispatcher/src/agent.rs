@@ -59,6 +59,14 @@ pub struct AgentConfig {
     /// changes apply without a restart; keep it readable by the agent only.
     #[arg(long, env = "CONCURRENT_SECRETS_FILE")]
     pub secrets_file: Option<PathBuf>,
+    /// How steps build `conda_env` projects when this machine has no conda: `uv` (MLflow's
+    /// conversion of the `conda.yaml` to a Python environment, as `mlflow run --env-manager uv`),
+    /// `virtualenv`, or `local`. Unset, such projects need conda. A node's `envManager` comes
+    /// first; the step's log says when this is used.
+    #[arg(long, env = "CONCURRENT_CONDA_ENV_MANAGER", value_enum)]
+    pub conda_env_manager: Option<crate::step::CondaFallback>,
+    #[command(flatten)]
+    pub env_cache_bounds: crate::step::EnvCacheBounds,
     /// The `mlflow` executable the steps use.
     #[arg(long, env = "CONCURRENT_MLFLOW_BIN", default_value = "mlflow")]
     pub mlflow_bin: String,

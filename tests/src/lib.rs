@@ -162,6 +162,11 @@ impl Service {
         unsafe { libc::kill(-(self.child.id() as i32), signal) };
     }
 
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits up to `timeout` for the process to exit; its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
@@ -325,11 +330,25 @@ pub fn start_edge(
     for v in &vars {
         cmd.args(["--var", v]);
     }
-    let edge = Service::start(
+    // wrangler picks its inner ports (workerd's sockets, the inspector's) by probing for free
+    // ones and binding them later: two edges of one test binary starting at once can pick the
+    // same one ("Address already in use"). So they start one at a time, each until it is ready
+    // or has failed.
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut edge = Service::start(
         "edge API (wrangler dev)",
         &mut cmd,
         dir.join(format!("edge-{edge_port}.log")),
     );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let log = edge.log_text();
+        if log.contains("Ready on") || log.contains("ERROR") || edge.exited() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     (edge, edge_url)
 }
 

@@ -40,6 +40,29 @@ fn http() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// A call to an edge of a test's own (not the shared stack's): status and JSON body.
+fn call_edge(
+    h: &reqwest::blocking::Client,
+    url: &str,
+    token: &str,
+    (method, path): (&str, &str),
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut rb = h
+        .request(method.parse().unwrap(), format!("{url}{path}"))
+        .bearer_auth(token);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json::<Value>().unwrap_or(Value::Null))
+}
+
 #[test]
 fn every_route_answers_each_role_as_the_route_table_says() {
     let stack = Stack::shared();
@@ -650,18 +673,12 @@ fn reads_of_invented_run_ids_create_no_state() {
     concurrent_tests::wait_ready(&format!("{url}/healthz"), &edge, Duration::from_secs(90));
     let h = http();
     let call = |method: &str, path: &str, body: Option<Value>| {
-        let mut rb = h
-            .request(method.parse().unwrap(), format!("{url}{path}"))
-            .bearer_auth(&token);
-        if method == "PUT" {
-            rb = rb.header("If-Match", "*");
-        }
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let resp = rb.send().unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json::<Value>().unwrap_or(Value::Null))
+        let if_match: &[(&str, &str)] = if method == "PUT" {
+            &[("If-Match", "*")]
+        } else {
+            &[]
+        };
+        call_edge(&h, &url, &token, (method, path), body, if_match)
     };
     // One real run, so the directory counted is where run objects live.
     let name = format!("invented-{}", std::process::id());
@@ -952,18 +969,7 @@ fn an_edge_killed_between_creating_an_mlflow_run_and_recording_it_creates_it_onc
     let h = http();
     let call =
         |url: &str, method: &str, path: &str, body: Option<Value>, extra: &[(&str, &str)]| {
-            let mut rb = h
-                .request(method.parse().unwrap(), format!("{url}{path}"))
-                .bearer_auth(&token);
-            for (k, v) in extra {
-                rb = rb.header(*k, *v);
-            }
-            if let Some(b) = body {
-                rb = rb.json(&b);
-            }
-            let resp = rb.send().unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().unwrap_or(Value::Null))
+            call_edge(&h, url, &token, (method, path), body, extra)
         };
     let name = format!("restart-{}", std::process::id());
     let mut t = example_template(&name, 1);

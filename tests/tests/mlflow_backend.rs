@@ -11,6 +11,16 @@ fn mlflow_run(
     tracking_uri: &str,
     experiment: &str,
 ) -> (std::process::Output, String) {
+    mlflow_run_with(config, tracking_uri, experiment, "no")
+}
+
+/// [`mlflow_run`] with the step's `fail` parameter.
+fn mlflow_run_with(
+    config: &std::path::Path,
+    tracking_uri: &str,
+    experiment: &str,
+    fail: &str,
+) -> (std::process::Output, String) {
     let out = Command::new(root().join(".venv/bin/mlflow"))
         .args(["run"])
         .arg(root().join("examples/pipeline"))
@@ -19,6 +29,8 @@ fn mlflow_run(
             "prepare",
             "-P",
             "parts=3",
+            "-P",
+            &format!("fail={fail}"),
             "--experiment-name",
             experiment,
             "--backend",
@@ -66,7 +78,15 @@ fn mlflow_run_with_the_concurrent_backend_runs_the_project_through_an_agent() {
         .trim()
         .to_string();
     let run_id = line.split("step run ").nth(1).unwrap().trim().to_string();
-    // Like MLflow's other remote backends, `mlflow run` returns once the run is submitted.
+    // Like MLflow's other remote backends, `mlflow run` returns once the run is submitted, and
+    // says so, with where to watch the run.
+    for said in [
+        format!("watch it:  {}/#/dags/runs/{dag_run}", stack.edge_url),
+        format!("follow it: concurrent runs get {dag_run} --follow"),
+        "returns now, before the step has run".to_string(),
+    ] {
+        assert!(text.contains(&said), "{said:?} not in:\n{text}");
+    }
     let dag = stack.wait_run(&dag_run, std::time::Duration::from_secs(180));
     assert_eq!(dag["status"], "succeeded", "{dag:#}");
     let run = stack.mlflow_api("GET", &format!("runs/get?run_id={run_id}"), None)["run"].clone();
@@ -118,4 +138,30 @@ fn mlflow_run_against_another_tracking_server_says_which_one_the_edge_uses() {
             ),
         "{text}"
     );
+}
+
+#[test]
+fn mlflow_run_with_wait_follows_the_run_and_fails_when_the_step_fails() {
+    let stack = Stack::shared();
+    let _agent = stack.agent("cli-wait");
+    let config = stack.dir.path().join("backend-wait.json");
+    std::fs::write(
+        &config,
+        json!({"edge_url": stack.edge_url, "cluster": "cli-wait", "token_file": stack.token_file, "wait": true})
+            .to_string(),
+    )
+    .unwrap();
+    let (out, text) = mlflow_run_with(&config, &stack.mlflow_url, "plugin-wait", "yes");
+    assert!(!out.status.success(), "a failed step must fail `mlflow run`:\n{text}");
+    assert!(text.contains("ended failed"), "{text}");
+    assert!(!text.contains("returns now"), "{text}");
+    // The run had ended when `mlflow run` returned.
+    let line = text.lines().find(|l| l.starts_with("Concurrent run ")).unwrap();
+    let dag_run = line["Concurrent run ".len()..].split(',').next().unwrap().trim();
+    let (status, run) = stack.api("GET", &format!("/api/v1/runs/{dag_run}"), None);
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let (out, text) = mlflow_run_with(&config, &stack.mlflow_url, "plugin-wait", "no");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(": succeeded (1/1 steps done)"), "{text}");
 }

@@ -191,6 +191,100 @@ fn secrets_reach_the_process_and_nowhere_else() {
     );
 }
 
+#[test]
+fn a_step_with_secrets_shows_its_output_live_and_keeps_its_lines_whole() {
+    let stack = Stack::shared();
+    let file = stack.dir.path().join("secrets-live.json");
+    std::fs::write(
+        &file,
+        json!({"test-creds": {"api_key": "s3cr3t-value-4217"}}).to_string(),
+    )
+    .unwrap();
+    let env = agent_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent =
+        stack.agent_with_env("secrets-live", &["--secrets-file", file.to_str().unwrap()], &env);
+    let release = stack.dir.path().join("release-held-step");
+    let mut n = node("held", &project("noisy"), "held");
+    n["parameters"] = json!({"release": release.display().to_string()});
+    n["secretEnv"] = json!({"API_KEY": {"secret": "test-creds", "key": "api_key"}});
+    stack.put_template(&template("secret-live-tail", vec![n], vec![]));
+    let id = stack.start_run(&json!({"template": "secret-live-tail", "cluster": "secrets-live"}));
+    // The half-printed line shows in the live tail while the step waits: masking holds back
+    // only what could still become a secret ("phase one " cannot).
+    let tail_of = |r: &Value| {
+        r["nodes"][0]["instances"][0]["attempts"][0]["logTail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let run = stack.wait_until(&id, RUN_TIMEOUT, "the live tail showing \"phase one\"", |r| {
+        tail_of(r).contains("phase one")
+    });
+    assert_eq!(run["status"], "running", "{run:#}");
+    std::fs::write(&release, "").unwrap();
+    let run = stack.wait_run(&id, RUN_TIMEOUT);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    // Nothing of stdout waited for its next write: the stderr line follows what stdout printed
+    // before it, as on a terminal.
+    let log = stack.artifact(&attempt_run(stack, &run, 0, 0), "logs/step.log");
+    assert!(
+        log.contains("starting\nphase one a warning\nphase two\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_conda_yaml_only_project_from_git_runs_on_an_agent_without_conda() {
+    // `make up`'s agent on a machine without conda: --conda-env-manager uv.
+    let stack = Stack::shared();
+    let served = tempfile::tempdir().unwrap();
+    let repo = served.path().join("conda-example.git");
+    std::fs::create_dir(&repo).unwrap();
+    for f in ["MLproject", "conda.yaml", "train.py", "table.csv"] {
+        std::fs::copy(root().join("tests/projects/conda-example").join(f), repo.join(f)).unwrap();
+    }
+    concurrent_tests::git(&repo, &["init", "--quiet", "-b", "main"]);
+    concurrent_tests::git(&repo, &["add", "."]);
+    concurrent_tests::git(&repo, &["commit", "--quiet", "-m", "example"]);
+    let (daemon, base) = concurrent_tests::git_daemon(served.path());
+    let mut env = agent_env();
+    env.push(("CONCURRENT_CONDA_BIN", "/nonexistent/conda".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent = stack.agent_with_env("no-conda", &["--conda-env-manager", "uv"], &env);
+    let mut n = node("train", &format!("{base}/conda-example.git"), "main");
+    n["parameters"] = json!({"alpha": "0.3", "l1_ratio": "0.2"});
+    stack.put_template(&template("conda-example", vec![n], vec![]));
+    let id = stack.start_run(&json!({"template": "conda-example", "cluster": "no-conda"}));
+    let run = stack.wait_run(&id, Duration::from_secs(600));
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", daemon.log_tail());
+    let child = attempt_run(stack, &run, 0, 0);
+    let log = stack.artifact(&child, "logs/step.log");
+    assert!(
+        log.contains("this agent has no conda") && log.contains("building it with uv instead"),
+        "the log says how the conda.yaml was built: {log}"
+    );
+    assert!(
+        log.contains("left out, as MLflow leaves them out: numpy>=1.14.3"),
+        "{log}"
+    );
+    let metrics = child["data"]["metrics"].as_array().cloned().unwrap_or_default();
+    let rmse = metrics
+        .iter()
+        .find(|m| m["key"] == "rmse")
+        .unwrap_or_else(|| panic!("no rmse metric: {child:#}"));
+    assert!(rmse["value"].as_f64().unwrap() > 0.0, "{rmse}");
+    assert_eq!(tag(&child, "mlflow.project.env"), Some("uv"));
+    // The node's envManager still comes first: conda, which this agent lacks, is named.
+    let mut n = node("train", &format!("{base}/conda-example.git"), "main");
+    n["envManager"] = json!("conda");
+    stack.put_template(&template("conda-example-conda", vec![n], vec![]));
+    let id = stack.start_run(&json!({"template": "conda-example-conda", "cluster": "no-conda"}));
+    let run = stack.wait_run(&id, RUN_TIMEOUT);
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.contains("needs conda"), "{error}");
+}
+
 fn write_version(repo: &Path, version: &str) {
     std::fs::write(
         repo.join("MLproject"),
@@ -394,5 +488,10 @@ fn inference_loads_the_model_once_in_its_environment_and_predicts_every_file() {
     // The same model by its run.
     let by_run = format!("runs:/{}/model", train["info"]["run_id"].as_str().unwrap());
     let id = stack.start_run(&json!({"template": "iris-inference", "cluster": "inference", "parameters": {"model": by_run}}));
-    check(&stack.wait_run(&id, Duration::from_secs(600)));
+    let run = stack.wait_run(&id, Duration::from_secs(600));
+    check(&run);
+    // The model's environment is keyed by what its files say, not where each attempt
+    // downloaded them: the second inference reuses what the first built.
+    let log = stack.artifact(&attempt_run(stack, &run, 2, 0), "logs/step.log");
+    assert!(log.contains("reusing the uv environment"), "{log}");
 }

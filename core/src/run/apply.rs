@@ -33,14 +33,16 @@ pub fn apply_all(
     now: u64,
 ) -> Vec<Result<(), Rejected>> {
     let mut moves_run = false;
-    let answers = events
-        .into_iter()
-        .map(|event| {
-            record(run, event, now).map(|moves| {
+    let mut answers = Vec::new();
+    for event in events {
+        answers.push(match record(run, event, now) {
+            Ok(moves) => {
                 moves_run |= moves;
-            })
-        })
-        .collect();
+                Ok(())
+            }
+            Err(why) => Err(why),
+        });
+    }
     if moves_run {
         advance(run, now);
     }

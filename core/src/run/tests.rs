@@ -182,6 +182,13 @@ fn files(names: &[(&str, u64)]) -> Outcome {
     }
 }
 
+/// A success with `n` part files of one byte (`part-<i>.csv`).
+fn part_files(n: usize) -> Outcome {
+    let names: Vec<String> = (0..n).map(|i| format!("part-{i}.csv")).collect();
+    let names: Vec<(&str, u64)> = names.iter().map(|p| (p.as_str(), 1)).collect();
+    files(&names)
+}
+
 #[test]
 fn a_run_flows_through_partitions_to_success() {
     let mut run = new_run(2, 0);
@@ -474,14 +481,12 @@ fn a_wide_node_is_queued_at_once_and_its_runs_are_made_where_steps_start() {
     let mut d = Driver::default();
     d.settle(&mut run, 1);
     let prep = d.lease(&mut run, 2).unwrap();
-    let outputs: Vec<(String, u64)> = (0..1000).map(|i| (format!("part-{i}.csv"), 1)).collect();
-    let outputs: Vec<(&str, u64)> = outputs.iter().map(|(p, s)| (p.as_str(), *s)).collect();
     // A node of 1,000 instances: every item is queued in one round, none waits for MLflow.
     let mut wide = new_run(1000, 0);
     let mut w = Driver::default();
     w.settle(&mut wide, 1);
     let first = w.lease(&mut wide, 2).unwrap();
-    finish(&mut wide, &first, files(&outputs), 3).unwrap();
+    finish(&mut wide, &first, part_files(1000), 3).unwrap();
     let round = plan_round(reconcile(&wide, 4), 128);
     assert!(
         round
@@ -518,9 +523,7 @@ fn a_batch_of_events_ends_as_the_same_events_one_at_a_time() {
         let mut d = Driver::default();
         d.settle(&mut run, 1);
         let prep = d.lease(&mut run, 2).unwrap();
-        let parts: Vec<(String, u64)> = (0..50).map(|i| (format!("part-{i}.csv"), 1)).collect();
-        let parts: Vec<(&str, u64)> = parts.iter().map(|(p, s)| (p.as_str(), *s)).collect();
-        finish(&mut run, &prep, files(&parts), 3).unwrap();
+        finish(&mut run, &prep, part_files(50), 3).unwrap();
         d.settle(&mut run, 4);
         let items: Vec<WorkItem> = (0..50).map_while(|_| d.lease(&mut run, 5)).collect();
         assert_eq!(items.len(), 50);

@@ -23,6 +23,8 @@ pub struct LocalExecutor {
     /// The edge as the steps reach it (they pin git commits with their step token).
     pub edge_url: String,
     pub keep_work_dirs: bool,
+    /// Flags every step gets from the agent's configuration (environment policy).
+    pub step_flags: Vec<String>,
 }
 
 /// The values of a step's `secretEnv`, from the agent's secrets file.
@@ -99,6 +101,7 @@ impl LocalExecutor {
             .arg(self.work_dir.join("git"))
             .arg("--edge-url")
             .arg(&self.edge_url)
+            .args(&self.step_flags)
             .env("CONCURRENT_STEP_TOKEN", &lease.step_token)
             .envs(secrets)
             .env(

@@ -118,6 +118,13 @@ pub async fn build(
             secrets_file: cfg.secrets_file.clone(),
             edge_url: cfg.edge_url.clone(),
             keep_work_dirs: cfg.keep_work_dirs,
+            step_flags: cfg
+                .conda_env_manager
+                .map(|m| ["--conda-env-manager".to_string(), m.as_str().into()])
+                .into_iter()
+                .flatten()
+                .chain(cfg.env_cache_bounds.args())
+                .collect(),
         }),
         ExecutorKind::Kubernetes => {
             let settings = PodSettings {
@@ -139,6 +146,7 @@ pub async fn build(
                 git_credentials_secret: cfg.git_credentials_secret.clone(),
                 allowed_service_accounts: cfg.allowed_service_accounts.clone(),
                 gpu_type_label: cfg.gpu_type_label.clone(),
+                conda_env_manager: cfg.conda_env_manager,
                 template: cfg
                     .pod_template
                     .as_deref()

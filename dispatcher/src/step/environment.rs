@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use concurrent_core::env_cache::{to_evict, Bounds, Entry};
 use concurrent_core::sign::sha256_hex;
 use concurrent_core::template::EnvManager;
 use serde_yaml::Value;
@@ -148,6 +149,9 @@ pub struct PythonSpec {
     pub dependencies: Vec<String>,
     /// The file the spec was read from (its directory resolves `-r` lines).
     pub source: Option<PathBuf>,
+    /// Conda packages of a `conda.yaml` that a Python environment cannot install (MLflow drops
+    /// them too, with a warning); the build says so in the step's log.
+    pub dropped: Vec<String>,
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -184,11 +188,17 @@ impl PythonSpec {
             build_dependencies: strings(y.get("build_dependencies")),
             dependencies: strings(y.get("dependencies")),
             source: Some(path.to_path_buf()),
+            dropped: Vec::new(),
         })
     }
 
     /// What MLflow's `_PythonEnv.from_conda_yaml` takes from a `conda.yaml`: the `python`
-    /// version, `pip`/`setuptools`/`wheel` as build dependencies, the `pip:` list.
+    /// version, `pip`/`setuptools`/`wheel` as build dependencies, the `pip:` list; other conda
+    /// packages are dropped (listed in `dropped`).
+    ///
+    /// # Errors
+    /// An unreadable file, or MLflow's refusals: an unpinned `python`, or one pinned with
+    /// `<`, `>` or `!=`.
     pub fn from_conda_yaml(path: &Path) -> Result<PythonSpec, String> {
         let y = read_yaml(path)?;
         let mut spec = PythonSpec {
@@ -202,26 +212,24 @@ impl PythonSpec {
             .flatten()
         {
             match dep {
-                Value::String(s) => {
-                    let name: String = s
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                        .collect();
-                    let rest = s[name.len()..].trim_start_matches('=');
-                    match name.as_str() {
-                        "python" => spec.python = rest.to_string(),
-                        "pip" | "setuptools" | "wheel" => {
-                            spec.build_dependencies.push(if rest.is_empty() {
-                                name
-                            } else {
-                                format!("{name}=={rest}")
-                            })
+                Value::String(s) => match conda_dependency(s) {
+                    Some(("python", op, version)) if spec.python.is_empty() => {
+                        if op.is_empty() {
+                            return Err(format!("{}: invalid dependency for python: {s}. It must be pinned (e.g. python=3.8.13).", path.display()));
                         }
-                        _ => {}
+                        if matches!(op, "<" | ">" | "!=") {
+                            return Err(format!("{}: invalid version comparator for python: '{op}'. Must be one of ['<=', '>=', '=', '=='].", path.display()));
+                        }
+                        spec.python = version.to_string();
                     }
-                }
-                Value::Mapping(m) => {
-                    spec.dependencies.extend(strings(m.get("pip")));
+                    Some((name, op, version)) => {
+                        let op = if op == "=" { "==" } else { op };
+                        spec.build_dependencies.push(format!("{name}{op}{version}"));
+                    }
+                    None => spec.dropped.push(s.clone()),
+                },
+                Value::Mapping(m) if m.contains_key("pip") => {
+                    spec.dependencies = strings(m.get("pip"));
                 }
                 _ => {}
             }
@@ -230,13 +238,41 @@ impl PythonSpec {
     }
 }
 
+/// A conda dependency as MLflow's `_CONDA_DEPENDENCY_REGEX` reads it: one of `python`, `pip`,
+/// `setuptools`, `wheel`, an optional comparator and an optional version of digits and dots.
+fn conda_dependency(dep: &str) -> Option<(&str, &str, &str)> {
+    let name = ["python", "pip", "setuptools", "wheel"]
+        .into_iter()
+        .find(|n| dep.starts_with(n))?;
+    let rest = &dep[name.len()..];
+    let op_len = rest
+        .chars()
+        .take_while(|c| matches!(c, '<' | '>' | '=' | '!'))
+        .count();
+    let (op, version) = rest.split_at(op_len);
+    let ok_op = matches!(op, "" | "<" | ">" | "<=" | ">=" | "=" | "==" | "!=");
+    let ok_version = version.chars().all(|c| c.is_ascii_digit() || c == '.');
+    (ok_op && ok_version).then_some((name, op, version))
+}
+
 /// Decides how the environment is made, by MLflow's rules: `docker_env` always runs in its
 /// image; `python_env` with uv (or the override), `conda_env` with conda, neither locally.
+/// `without_conda` is the agent's manager for `conda_env` projects when it has no conda
+/// (`--conda-env-manager`): such a project is then built as `mlflow run --env-manager <it>`
+/// would build it; the node's `envManager` still comes first.
 ///
 /// # Errors
 /// MLflow's refusal of conda for a `python_env` project, or an unreadable spec.
-pub fn choose(declared: &Declared, wanted: Option<EnvManager>) -> Result<Choice, String> {
+pub fn choose(
+    declared: &Declared,
+    wanted: Option<EnvManager>,
+    without_conda: Option<EnvManager>,
+) -> Result<Choice, String> {
     use EnvManager::*;
+    let wanted = match (declared, wanted, without_conda) {
+        (Declared::Conda(_), None, Some(m)) if m != Conda => Some(m),
+        _ => wanted,
+    };
     Ok(match (declared, wanted) {
         (Declared::Docker(d), _) => Choice::Docker(d.clone()),
         (_, Some(Local)) | (Declared::None, None) => Choice::Local,
@@ -275,42 +311,47 @@ pub struct Tools<'a> {
     pub uv: &'a str,
     pub conda: &'a str,
     pub cache: &'a Path,
+    /// When unused environments are let go.
+    pub bounds: Bounds,
+}
+
+/// The flags of a requirement line that name a file.
+const FILE_FLAGS: [&str; 4] = ["-r ", "--requirement ", "-c ", "--constraint "];
+
+/// The file a `-r`/`-c` requirement line names, as written.
+fn named_file(line: &str) -> Option<(&str, &str)> {
+    FILE_FLAGS
+        .iter()
+        .find_map(|flag| Some((*flag, line.strip_prefix(flag)?.trim())))
 }
 
 /// The requirement lines of `deps`, with `-r`/`-c` files made absolute against `base`.
 fn requirement_lines(deps: &[String], base: &Path) -> Vec<String> {
     deps.iter()
-        .map(|d| {
-            for flag in ["-r ", "--requirement ", "-c ", "--constraint "] {
-                if let Some(file) = d.strip_prefix(flag) {
-                    return format!("{flag}{}", base.join(file.trim()).display());
-                }
-            }
-            d.clone()
+        .map(|d| match named_file(d) {
+            Some((flag, file)) => format!("{flag}{}", base.join(file).display()),
+            None => d.clone(),
         })
         .collect()
 }
 
-/// The cache key of a spec: its content and the content of the files its `-r` lines name.
+/// The cache key of a spec: its lines as written and the content of the files its `-r`/`-c`
+/// lines name, never where those files are (a model's `requirements.txt` lies in each
+/// attempt's own directory).
 fn key(manager: &str, spec: &PythonSpec, base: &Path) -> String {
     let mut text = format!("{manager}\n{}\n", spec.python);
-    for line in requirement_lines(&spec.build_dependencies, base)
-        .iter()
-        .chain(&requirement_lines(&spec.dependencies, base))
-    {
+    for line in spec.build_dependencies.iter().chain(&spec.dependencies) {
         text.push_str(line);
         text.push('\n');
-        if let Some(file) = line
-            .strip_prefix("-r ")
-            .or_else(|| line.strip_prefix("--requirement "))
-        {
-            text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        if let Some((_, file)) = named_file(line) {
+            text.push_str(&std::fs::read_to_string(base.join(file)).unwrap_or_default());
+            text.push('\n');
         }
     }
     format!("{manager}-{}", &sha256_hex(&text)[..16])
 }
 
-async fn log_line(log: &Path, line: &str) {
+pub(super) async fn log_line(log: &Path, line: &str) {
     if let Ok(mut f) = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -356,39 +397,106 @@ pub fn available(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
-/// Holds an exclusive lock on a file until dropped (the lock ends with the process, too).
+/// Holds a lock on a file until dropped (the lock ends with the process, too).
 pub(super) struct FileLock(std::fs::File);
 
 impl FileLock {
-    pub(super) async fn take(path: PathBuf) -> anyhow::Result<FileLock> {
+    fn open(path: &Path) -> anyhow::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))
+    }
+
+    /// flock(2) with `op` on `f`; false when a non-blocking request found the lock taken.
+    fn flock(f: &std::fs::File, op: libc::c_int) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own; no memory is involved.
+        unsafe { libc::flock(f.as_raw_fd(), op) == 0 }
+    }
+
+    async fn wait(path: PathBuf, op: libc::c_int) -> anyhow::Result<FileLock> {
         tokio::task::spawn_blocking(move || {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock(2) on a descriptor we own; it blocks until the lock is ours.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let f = Self::open(&path)?;
+            if !Self::flock(&f, op) {
                 bail!("cannot lock {}", path.display());
             }
             Ok(FileLock(f))
         })
         .await?
     }
+
+    /// Waits for the exclusive lock.
+    pub(super) async fn take(path: PathBuf) -> anyhow::Result<FileLock> {
+        Self::wait(path, libc::LOCK_EX).await
+    }
+
+    /// Waits for a shared lock (others may hold one too, nobody the exclusive one).
+    async fn shared(path: PathBuf) -> anyhow::Result<FileLock> {
+        Self::wait(path, libc::LOCK_SH).await
+    }
+
+    /// The exclusive lock if nobody holds any lock on the file now.
+    fn try_exclusive(path: &Path) -> Option<FileLock> {
+        let f = Self::open(path).ok()?;
+        Self::flock(&f, libc::LOCK_EX | libc::LOCK_NB).then_some(FileLock(f))
+    }
+
+    /// Turns an exclusive lock into a shared one.
+    fn share(self) -> anyhow::Result<FileLock> {
+        if !Self::flock(&self.0, libc::LOCK_SH) {
+            bail!("cannot share a lock");
+        }
+        Ok(self)
+    }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: as above.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        Self::flock(&self.0, libc::LOCK_UN);
     }
 }
 
+/// Marks a built environment (its content follows its key).
+const READY: &str = ".concurrent-ready";
+/// When a step last started with the environment (milliseconds since the epoch, as text).
+const USED: &str = ".concurrent-used";
+/// The environment's size in bytes, measured once after its build (as text).
+const SIZE: &str = ".concurrent-size";
+
+/// An environment made ready for a step: how to activate it, and a shared lock that keeps it
+/// from being evicted until the step ends (drop it then).
+pub struct Prepared {
+    pub activation: Activation,
+    _in_use: Option<FileLock>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn read_number(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Bytes of the files under `dir`.
+fn size_of(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Builds the environment (or finds it built) and says how to activate it. The build shows in
-/// the step's log, with its time.
+/// the step's log, with its time; afterwards the cache lets go of what its bounds say (never
+/// an environment a running step holds).
 ///
 /// # Errors
 /// A missing tool (named, with the node field to change), or a failed build.
@@ -397,9 +505,14 @@ pub async fn prepare(
     project: &Path,
     tools: &Tools<'_>,
     log: &Path,
-) -> anyhow::Result<Activation> {
+) -> anyhow::Result<Prepared> {
     let (key, manager) = match choice {
-        Choice::Local | Choice::Docker(_) => return Ok(Activation::default()),
+        Choice::Local | Choice::Docker(_) => {
+            return Ok(Prepared {
+                activation: Activation::default(),
+                _in_use: None,
+            })
+        }
         Choice::Virtual { manager, spec } => {
             let base = spec
                 .source
@@ -435,7 +548,7 @@ pub async fn prepare(
         )
     })?;
     let env = tools.cache.join(&key);
-    let _lock = FileLock::take(tools.cache.join(format!("{key}.lock"))).await?;
+    let lock = tools.cache.join(format!("{key}.lock"));
     let activation = Activation {
         bin: Some(env.join("bin")),
         vars: vec![(
@@ -448,17 +561,47 @@ pub async fn prepare(
             env.display().to_string(),
         )],
     };
-    if env.join(".concurrent-ready").exists() {
-        log_line(
-            log,
-            &format!(
-                "==> reusing the {} environment {key} (built before)",
-                manager.as_str()
-            ),
-        )
-        .await;
-        return Ok(activation);
+    let reusing = format!(
+        "==> reusing the {} environment {key} (built before)",
+        manager.as_str()
+    );
+    // Most steps find their environment built: shared locks let them start together, and
+    // keep the cache's eviction away while they run.
+    let shared = FileLock::shared(lock.clone()).await?;
+    let in_use = if env.join(READY).exists() {
+        log_line(log, &reusing).await;
+        shared
+    } else {
+        drop(shared);
+        let exclusive = FileLock::take(lock).await?;
+        if env.join(READY).exists() {
+            log_line(log, &reusing).await;
+        } else {
+            build_once(choice, project, tools, log, &key, manager).await?;
+        }
+        std::fs::write(env.join(USED), now_ms().to_string())?;
+        exclusive.share()?
+    };
+    std::fs::write(env.join(USED), now_ms().to_string())?;
+    for line in evict(tools.cache, tools.bounds, now_ms()) {
+        log_line(log, &line).await;
     }
+    Ok(Prepared {
+        activation,
+        _in_use: Some(in_use),
+    })
+}
+
+/// Builds the environment `key` into a scratch directory, then moves it into place.
+async fn build_once(
+    choice: &Choice,
+    project: &Path,
+    tools: &Tools<'_>,
+    log: &Path,
+    key: &str,
+    manager: EnvManager,
+) -> anyhow::Result<()> {
+    let env = tools.cache.join(key);
     let started = Instant::now();
     let tmp = tools.cache.join(format!("{key}.building"));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -471,6 +614,18 @@ pub async fn prepare(
         ),
     )
     .await;
+    if let Choice::Virtual { spec, .. } = choice {
+        if !spec.dropped.is_empty() {
+            log_line(
+                log,
+                &format!(
+                    "==> conda packages a Python environment cannot install are left out, as MLflow leaves them out: {}",
+                    spec.dropped.join(", ")
+                ),
+            )
+            .await;
+        }
+    }
     let built = build(choice, project, tools, &tmp, log).await;
     if let Err(e) = built {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -479,7 +634,8 @@ pub async fn prepare(
             manager.as_str()
         )));
     }
-    std::fs::write(tmp.join(".concurrent-ready"), format!("{:?}\n", choice))?;
+    std::fs::write(tmp.join(SIZE), size_of(&tmp).to_string())?;
+    std::fs::write(tmp.join(READY), format!("{:?}\n", choice))?;
     let _ = std::fs::remove_dir_all(&env);
     std::fs::rename(&tmp, &env)?;
     log_line(
@@ -490,7 +646,74 @@ pub async fn prepare(
         ),
     )
     .await;
-    Ok(activation)
+    Ok(())
+}
+
+/// Lets go of the environments the cache's bounds say (core's `env_cache::to_evict`), never one
+/// a step holds; what it did, as log lines. An environment is first renamed out of the way
+/// (at once, under its exclusive lock), then deleted in the background; what a stopped
+/// process left half deleted is deleted on the next pass.
+fn evict(cache: &Path, bounds: Bounds, now: u64) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(cache) else {
+        return vec![];
+    };
+    let mut entries = Vec::new();
+    let mut leftovers = Vec::new();
+    for e in dir.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(".evicting-") {
+            leftovers.push(path);
+            continue;
+        }
+        if !path.join(READY).exists() {
+            continue;
+        }
+        let bytes = read_number(&path.join(SIZE)).unwrap_or_else(|| {
+            // Built before sizes were recorded: measured once.
+            let size = size_of(&path);
+            let _ = std::fs::write(path.join(SIZE), size.to_string());
+            size
+        });
+        let in_use = FileLock::try_exclusive(&cache.join(format!("{name}.lock"))).is_none();
+        entries.push(Entry {
+            last_used: read_number(&path.join(USED)).unwrap_or(0),
+            key: name,
+            bytes,
+            in_use,
+        });
+    }
+    let mut said = Vec::new();
+    for key in to_evict(&entries, now, bounds) {
+        let Some(e) = entries.iter().find(|e| e.key == key) else {
+            continue;
+        };
+        let path = cache.join(&key);
+        let Some(_lock) = FileLock::try_exclusive(&cache.join(format!("{key}.lock"))) else {
+            continue; // a step took it meanwhile
+        };
+        if read_number(&path.join(USED)).unwrap_or(0) != e.last_used {
+            continue; // used meanwhile
+        }
+        let away = cache.join(format!("{key}.evicting-{}", std::process::id()));
+        if std::fs::rename(&path, &away).is_ok() {
+            leftovers.push(away);
+            said.push(format!(
+                "==> environment cache {}: let go of {key} ({:.1} MB, unused for {:.1} days; bounds: --env-cache-max-age-days, --env-cache-max-gib)",
+                cache.display(),
+                e.bytes as f64 / 1e6,
+                now.saturating_sub(e.last_used) as f64 / 86_400_000.0,
+            ));
+        }
+    }
+    if !leftovers.is_empty() {
+        std::thread::spawn(move || {
+            for path in leftovers {
+                let _ = std::fs::remove_dir_all(path);
+            }
+        });
+    }
+    said
 }
 
 async fn build(
@@ -681,7 +904,7 @@ mod tests {
         ]);
         let py = Declared::Python(d.path().join("python_env.yaml"));
         let conda = Declared::Conda(d.path().join("conda.yaml"));
-        match choose(&py, None).unwrap() {
+        match choose(&py, None, None).unwrap() {
             Choice::Virtual { manager, spec } => {
                 assert_eq!(manager, EnvManager::Uv);
                 assert_eq!(spec.python, "3.11");
@@ -689,15 +912,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(choose(&py, Some(EnvManager::Local)).unwrap(), Choice::Local);
-        assert!(choose(&py, Some(EnvManager::Conda))
+        assert_eq!(choose(&py, Some(EnvManager::Local), None).unwrap(), Choice::Local);
+        assert!(choose(&py, Some(EnvManager::Conda), None)
             .unwrap_err()
             .contains("cannot be executed using conda"));
         assert_eq!(
-            choose(&conda, None).unwrap(),
+            choose(&conda, None, None).unwrap(),
             Choice::Conda(d.path().join("conda.yaml"))
         );
-        match choose(&conda, Some(EnvManager::Uv)).unwrap() {
+        match choose(&conda, Some(EnvManager::Uv), None).unwrap() {
             Choice::Virtual { spec, .. } => {
                 assert_eq!(spec.python, "3.10");
                 assert_eq!(spec.build_dependencies, vec!["pip".to_string()]);
@@ -705,7 +928,53 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(choose(&Declared::None, None).unwrap(), Choice::Local);
+        assert_eq!(choose(&Declared::None, None, None).unwrap(), Choice::Local);
+        // An agent without conda builds conda_env projects with its --conda-env-manager...
+        assert!(matches!(
+            choose(&conda, None, Some(EnvManager::Uv)).unwrap(),
+            Choice::Virtual { manager: EnvManager::Uv, .. }
+        ));
+        // ...unless the node says otherwise; python_env projects are not affected.
+        assert_eq!(
+            choose(&conda, Some(EnvManager::Local), Some(EnvManager::Uv)).unwrap(),
+            Choice::Local
+        );
+        assert!(matches!(
+            choose(&py, None, Some(EnvManager::Virtualenv)).unwrap(),
+            Choice::Virtual { manager: EnvManager::Uv, .. }
+        ));
+    }
+
+    #[test]
+    fn a_conda_yaml_becomes_a_python_environment_as_mlflow_converts_it() {
+        // mlflow/mlflow-example's conda.yaml: conda packages beside pip's.
+        let d = project(&[(
+            "conda.yaml",
+            "name: tutorial\nchannels: [defaults]\ndependencies:\n  - numpy>=1.14.3\n  - pandas>=1.0.0\n  - scikit-learn>0.19.1\n  - pip\n  - pip:\n    - mlflow\n",
+        )]);
+        let spec = PythonSpec::from_conda_yaml(&d.path().join("conda.yaml")).unwrap();
+        assert_eq!(spec.python, "", "no python pinned: the manager's own");
+        assert_eq!(spec.build_dependencies, vec!["pip".to_string()]);
+        assert_eq!(spec.dependencies, vec!["mlflow".to_string()]);
+        assert_eq!(
+            spec.dropped,
+            vec!["numpy>=1.14.3", "pandas>=1.0.0", "scikit-learn>0.19.1"]
+        );
+        let d = project(&[(
+            "conda.yaml",
+            "dependencies: [python=3.10.4, pip=23.1, setuptools, wheel>=0.40]\n",
+        )]);
+        let spec = PythonSpec::from_conda_yaml(&d.path().join("conda.yaml")).unwrap();
+        assert_eq!(spec.python, "3.10.4");
+        assert_eq!(
+            spec.build_dependencies,
+            vec!["pip==23.1", "setuptools", "wheel>=0.40"]
+        );
+        for (bad, why) in [("python", "must be pinned"), ("python<3.12", "comparator")] {
+            std::fs::write(d.path().join("conda.yaml"), format!("dependencies: ['{bad}']\n")).unwrap();
+            let e = PythonSpec::from_conda_yaml(&d.path().join("conda.yaml")).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -725,5 +994,84 @@ mod tests {
             key("uv", &spec, d.path()),
             "a changed requirements file is a new environment"
         );
+        // The same files elsewhere (a model downloaded into each attempt's own directory)
+        // are the same environment.
+        let other = project(&[("requirements.txt", "tqdm==4.66.5\n")]);
+        assert_eq!(key("uv", &spec, d.path()), key("uv", &spec, other.path()));
+    }
+
+    fn bounds(max_age: u64, max_bytes: u64) -> Bounds {
+        Bounds { max_age, max_bytes }
+    }
+
+    /// A built environment in `cache`, last used at `used`, of `bytes` bytes.
+    fn built(cache: &Path, key: &str, used: u64, bytes: usize) {
+        let env = cache.join(key);
+        std::fs::create_dir_all(env.join("bin")).unwrap();
+        std::fs::write(env.join("bin/python"), vec![b'x'; bytes]).unwrap();
+        std::fs::write(env.join(READY), "").unwrap();
+        std::fs::write(env.join(USED), used.to_string()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_cache_lets_go_of_what_no_running_step_uses() {
+        let cache = tempfile::tempdir().unwrap();
+        let c = cache.path();
+        built(c, "uv-old", 1_000, 10);
+        built(c, "uv-old-running", 1_000, 10);
+        built(c, "uv-new", 9_000, 10);
+        let running = FileLock::shared(c.join("uv-old-running.lock")).await.unwrap();
+        let said = evict(c, bounds(5_000, 1 << 30), 10_000);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("let go of uv-old "), "{said:?}");
+        assert!(!c.join("uv-old").exists());
+        assert!(c.join("uv-old-running").join(READY).exists(), "in use: kept");
+        assert!(c.join("uv-new").join(READY).exists());
+        drop(running);
+        // Over the size bound, the least recently used goes first.
+        let said = evict(c, bounds(u64::MAX, 25), 10_000);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(!c.join("uv-old-running").exists());
+        assert!(c.join("uv-new").join(READY).exists());
+        // What was moved aside is gone once the background deletion ends.
+        for _ in 0..100 {
+            let left = std::fs::read_dir(c)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".evicting-"));
+            if !left {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("evicted environments were not deleted");
+    }
+
+    #[tokio::test]
+    async fn a_prepared_environment_is_held_until_its_step_ends() {
+        let cache = tempfile::tempdir().unwrap();
+        let c = cache.path();
+        let spec = PythonSpec::default();
+        let k = key("virtualenv", &spec, c);
+        built(c, &k, 1, 10);
+        let log = c.join("step.log");
+        let tools = Tools {
+            uv: "uv",
+            conda: "conda",
+            cache: c,
+            bounds: bounds(0, 0),
+        };
+        let choice = Choice::Virtual {
+            manager: EnvManager::Virtualenv,
+            spec,
+        };
+        let prepared = prepare(&choice, c, &tools, &log).await.unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("reusing the virtualenv environment"), "{text}");
+        // Bounds of zero let go of everything idle; this one is not idle.
+        assert!(evict(c, bounds(0, 0), u64::MAX).is_empty());
+        assert!(c.join(&k).join(READY).exists());
+        drop(prepared);
+        assert_eq!(evict(c, bounds(0, 0), u64::MAX).len(), 1);
     }
 }

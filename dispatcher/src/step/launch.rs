@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use concurrent_core::logtail::Tail;
-use concurrent_core::mask::Masker;
+use concurrent_core::mask::OutputMasker;
 use concurrent_core::template::NodeKind;
 use concurrent_core::wire::WorkItem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,8 +72,7 @@ pub async fn run_node(
                     return run_logged(args, item, &launch, inputs, outputs, log, timeout).await;
                 }
             };
-            let choice =
-                environment::choose(&declared, step.env_manager).map_err(anyhow::Error::msg)?;
+            let choice = choose(args, &declared, step.env_manager, log).await?;
             let mut env = vec![("MLFLOW_RUN_ID".to_string(), step.mlflow.run_id.clone())];
             let env_name = match &choice {
                 Choice::Docker(d) if args.in_image => {
@@ -99,13 +98,8 @@ pub async fn run_node(
                 Choice::Virtual { manager, .. } => manager.as_str(),
                 Choice::Conda(_) => "conda",
             };
-            let tools = environment::Tools {
-                uv: &args.uv_bin,
-                conda: &args.conda_bin,
-                cache: &args.env_cache,
-            };
-            let activation = environment::prepare(&choice, &dir, &tools, log).await?;
-            env.extend(environment::env_vars(&activation));
+            let prepared = environment::prepare(&choice, &dir, &tools(args), log).await?;
+            env.extend(environment::env_vars(&prepared.activation));
             mlflow
                 .set_tags(
                     &step.mlflow.run_id,
@@ -188,15 +182,9 @@ pub async fn run_node(
             } else {
                 environment::Declared::None
             };
-            let choice =
-                environment::choose(&declared, step.env_manager).map_err(anyhow::Error::msg)?;
-            let tools = environment::Tools {
-                uv: &args.uv_bin,
-                conda: &args.conda_bin,
-                cache: &args.env_cache,
-            };
-            let activation = environment::prepare(&choice, &model_dir, &tools, log).await?;
-            let python = match &activation.bin {
+            let choice = choose(args, &declared, step.env_manager, log).await?;
+            let prepared = environment::prepare(&choice, &model_dir, &tools(args), log).await?;
+            let python = match &prepared.activation.bin {
                 Some(bin) => bin.join("python").display().to_string(),
                 None => super::agent_python(args),
             };
@@ -204,7 +192,7 @@ pub async fn run_node(
             std::fs::write(&script, PREDICT_PY)?;
             let manifest = work.join("predict.json");
             std::fs::write(&manifest, serde_json::to_vec(&files)?)?;
-            let mut env = environment::env_vars(&activation)
+            let mut env = environment::env_vars(&prepared.activation)
                 .into_iter()
                 .collect::<Vec<_>>();
             env.push(("MLFLOW_RUN_ID".into(), step.mlflow.run_id.clone()));
@@ -223,6 +211,47 @@ pub async fn run_node(
         }
         NodeKind::Input(_) => Ok(()),
     }
+}
+
+/// The environment tools and cache of this step.
+fn tools(args: &StepArgs) -> environment::Tools<'_> {
+    environment::Tools {
+        uv: &args.uv_bin,
+        conda: &args.conda_bin,
+        cache: &args.env_cache,
+        bounds: concurrent_core::env_cache::Bounds {
+            max_age: (args.env_cache_bounds.env_cache_max_age_days).saturating_mul(86_400_000),
+            max_bytes: (args.env_cache_bounds.env_cache_max_gib).saturating_mul(1 << 30),
+        },
+    }
+}
+
+/// [`environment::choose`] with this agent's manager for `conda_env` projects when it has no
+/// conda; the step's log says when that manager is used.
+async fn choose(
+    args: &StepArgs,
+    declared: &environment::Declared,
+    wanted: Option<concurrent_core::template::EnvManager>,
+    log: &Path,
+) -> anyhow::Result<Choice> {
+    let without_conda = args
+        .conda_env_manager
+        .map(super::CondaFallback::manager)
+        .filter(|_| !environment::available(&args.conda_bin));
+    let choice =
+        environment::choose(declared, wanted, without_conda).map_err(anyhow::Error::msg)?;
+    if let (environment::Declared::Conda(file), None, Some(m)) = (declared, wanted, without_conda)
+    {
+        let note = format!(
+            "==> {} is a conda environment and this agent has no conda ({:?} is not found): building it with {} instead (the agent's --conda-env-manager), as `mlflow run --env-manager {}` would; set the node's envManager to choose otherwise",
+            file.file_name().unwrap_or_default().to_string_lossy(),
+            args.conda_bin,
+            m.as_str(),
+            m.as_str()
+        );
+        environment::log_line(log, &note).await;
+    }
+    Ok(choice)
 }
 
 /// `mlflow run <dir> -e <entry> [-P k=v]... [--env-manager <m>] --run-id <id>` for a project
@@ -449,7 +478,7 @@ async fn run_logged(
     let mut tail = Tail::new(2);
     let tail_file = tail_path(log);
     let secrets = super::secret_values();
-    let mut maskers = [Masker::new(&secrets), Masker::new(&secrets)];
+    let mut masker = OutputMasker::new(&secrets, 2);
     let collect = async {
         let mut stdout = tokio::io::stdout();
         let mut every = tokio::time::interval(TAIL_EVERY);
@@ -458,13 +487,13 @@ async fn run_logged(
             tokio::select! {
                 received = rx.recv() => {
                     let Some((stream, raw)) = received else { break };
-                    let bytes = maskers[stream].push(&raw);
-                    file.write_all(&bytes).await?;
+                    let released = masker.push(stream, &raw);
+                    file.write_all(&released.log).await?;
                     if args.report_to.is_some() {
                         // In a pod, the container's own output is what `kubectl logs` shows.
-                        stdout.write_all(&bytes).await?;
+                        stdout.write_all(&released.log).await?;
                     }
-                    tail.push(stream, &bytes);
+                    tail.push(stream, &released.stream);
                     changed = true;
                 }
                 _ = every.tick(), if changed => {
@@ -473,10 +502,13 @@ async fn run_logged(
                 }
             }
         }
-        for (stream, m) in maskers.iter_mut().enumerate() {
-            let rest = m.finish();
-            file.write_all(&rest).await?;
-            tail.push(stream, &rest);
+        let (rests, last) = masker.finish();
+        for (stream, rest) in rests.iter().enumerate() {
+            tail.push(stream, rest);
+        }
+        file.write_all(&last).await?;
+        if args.report_to.is_some() {
+            stdout.write_all(&last).await?;
         }
         file.flush().await?;
         write_tail(&tail_file, &tail.text()).await;

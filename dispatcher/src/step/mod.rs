@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use concurrent_core::mask::Masker;
 use concurrent_core::partition::relative_path_problem;
-use concurrent_core::template::NodeKind;
+use concurrent_core::template::{EnvManager, NodeKind};
 use concurrent_core::wire::{Outcome, OutputFile, WorkItem, OUTPUTS_DIR};
 use futures::{StreamExt, TryStreamExt};
 
@@ -67,6 +67,12 @@ pub struct StepArgs {
     /// The `conda` executable (for `conda_env` projects).
     #[arg(long, env = "CONCURRENT_CONDA_BIN", default_value = "conda")]
     pub conda_bin: String,
+    /// How `conda_env` projects are built where there is no conda (see `CondaFallback`);
+    /// unset, they need conda. A node's `envManager` comes first.
+    #[arg(long, env = "CONCURRENT_CONDA_ENV_MANAGER", value_enum)]
+    pub conda_env_manager: Option<CondaFallback>,
+    #[command(flatten)]
+    pub env_cache_bounds: EnvCacheBounds,
     /// The step already runs in its project's `docker_env` image (set in pods).
     #[arg(long)]
     pub in_image: bool,
@@ -83,6 +89,56 @@ pub struct StepArgs {
     /// The cluster of the lease (with --report-to).
     #[arg(long, default_value = "local")]
     pub cluster: String,
+}
+
+/// How a `conda_env` project is built on a machine without conda.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CondaFallback {
+    /// A uv environment from the `conda.yaml` (MLflow's own conversion: its `python`, `pip`
+    /// and `pip:` packages), as `mlflow run --env-manager uv` builds it.
+    Uv,
+    /// The same with `python -m venv` and pip.
+    Virtualenv,
+    /// The agent's own Python, as it is.
+    Local,
+}
+
+impl CondaFallback {
+    pub fn manager(self) -> EnvManager {
+        match self {
+            CondaFallback::Uv => EnvManager::Uv,
+            CondaFallback::Virtualenv => EnvManager::Virtualenv,
+            CondaFallback::Local => EnvManager::Local,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.manager().as_str()
+    }
+}
+
+/// When an agent's cache of built environments lets one go (it never lets go of one a running
+/// step uses).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct EnvCacheBounds {
+    /// Days an environment no step started with is kept.
+    #[arg(long, env = "CONCURRENT_ENV_CACHE_MAX_AGE_DAYS", default_value_t = 14)]
+    pub env_cache_max_age_days: u64,
+    /// GiB all built environments may take together; beyond it the least recently used go.
+    #[arg(long, env = "CONCURRENT_ENV_CACHE_MAX_GIB", default_value_t = 20)]
+    pub env_cache_max_gib: u64,
+}
+
+impl EnvCacheBounds {
+    /// The flags that pass these bounds on to a step.
+    pub fn args(&self) -> [String; 4] {
+        [
+            "--env-cache-max-age-days".into(),
+            self.env_cache_max_age_days.to_string(),
+            "--env-cache-max-gib".into(),
+            self.env_cache_max_gib.to_string(),
+        ]
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

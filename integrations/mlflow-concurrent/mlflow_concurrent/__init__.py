@@ -7,7 +7,13 @@ step, so the MLflow CLI keeps working. The backend config (a JSON file or inline
     {"edge_url": "https://concurrent.example.com", "cluster": "main",
      "token_file": "~/.concurrent/token",           # or "token", or $CONCURRENT_TOKEN
      "image": "...", "resources": {"cpu": "2", "memory": "4Gi", "gpu": 0},
-     "timeout_seconds": 3600}
+     "timeout_seconds": 3600,
+     "wait": true}                                    # wait for the outcome (see below)
+
+`mlflow run` waits only for its own backends (local, databricks): with any plugin backend it
+returns once the run is submitted. So by default this backend prints where to watch the run
+and returns; with `"wait": true` (or CONCURRENT_WAIT=1) it follows the run to its end, printing
+each change, and fails (`mlflow run` exits non-zero) unless the run succeeded.
 """
 
 import hashlib
@@ -88,6 +94,34 @@ def _check_visible(run_id, tracking_uri):
         ) from e
 
 
+def _wants_wait(config):
+    wait = config.get("wait", os.environ.get("CONCURRENT_WAIT", ""))
+    if isinstance(wait, str):
+        return wait.strip().lower() in ("1", "true", "yes")
+    return bool(wait)
+
+
+def _follow(edge, dag_run_id):
+    """Prints the run's status as it changes, until it ends; raises unless it succeeded."""
+    from mlflow.exceptions import ExecutionException
+
+    shown = None
+    while True:
+        state = edge.call("GET", f"/api/v1/runs/{dag_run_id}")
+        instances = [i for n in state["nodes"] for i in n["instances"]]
+        done = sum(1 for i in instances if i.get("state") == "succeeded")
+        line = f"Concurrent run {dag_run_id}: {state['status']} ({done}/{len(instances)} steps done)"
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if state["status"] in ("succeeded", "failed", "cancelled"):
+            if state["status"] != "succeeded":
+                raise ExecutionException(
+                    f"the Concurrent run {dag_run_id} ended {state['status']}: {state.get('error') or 'no error recorded'}")
+            return
+        time.sleep(POLL_SECONDS)
+
+
 class ConcurrentBackend(AbstractBackend):
     def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri, experiment_id):
         config = backend_config or {}
@@ -128,7 +162,15 @@ class ConcurrentBackend(AbstractBackend):
                     dag_run.cancel()
                     raise
                 print(f"Concurrent run {dag_run.id}, step run {run_id}")
-                return ConcurrentSubmittedRun(edge, dag_run.id, run_id)
+                print(f"  watch it:  {url.rstrip('/')}/#/dags/runs/{dag_run.id}")
+                print(f"  follow it: concurrent runs get {dag_run.id} --follow")
+                submitted = ConcurrentSubmittedRun(edge, dag_run.id, run_id)
+                if _wants_wait(config):
+                    _follow(edge, dag_run.id)
+                else:
+                    print("  `mlflow run` returns now, before the step has run (MLflow waits only for its own "
+                          "backends); set \"wait\": true in the backend config to wait for the outcome.")
+                return submitted
             if state["status"] in ("failed", "cancelled"):
                 raise ConcurrentError(f"the run ended {state['status']}: {state.get('error')}")
             time.sleep(0.2)

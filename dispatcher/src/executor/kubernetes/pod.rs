@@ -48,6 +48,8 @@ pub struct PodSettings {
     pub allowed_service_accounts: Vec<String>,
     /// The node label that names a node's GPU model (`--gpu-type-label`).
     pub gpu_type_label: String,
+    /// How steps build `conda_env` projects where the image has no conda.
+    pub conda_env_manager: Option<crate::step::CondaFallback>,
 }
 
 /// The user step pods run as unless the pod template says otherwise (the `restricted` pod
@@ -455,7 +457,7 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
             .collect::<Vec<_>>()
             .join(","),
     ));
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "step",
         "--spec",
         "/concurrent-step/spec.json",
@@ -478,6 +480,9 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
     .iter()
     .map(|a| a.to_string())
     .collect();
+    if let Some(m) = s.conda_env_manager {
+        args.extend(["--conda-env-manager".to_string(), m.as_str().into()]);
+    }
     let mut volumes = vec![
         Volume {
             name: "concurrent-bin".into(),
@@ -719,6 +724,7 @@ mod tests {
             template: None,
             allowed_service_accounts: vec!["trainer".into()],
             gpu_type_label: "nvidia.com/gpu.product".into(),
+            conda_env_manager: None,
         }
     }
 
