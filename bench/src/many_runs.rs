@@ -34,6 +34,7 @@ pub fn many_runs(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
     let done = AtomicUsize::new(0);
     let lease_path = format!("/api/v1/agents/{name}/lease");
     let completions_path = format!("/api/v1/agents/{name}/completions");
+    let heartbeat_path = format!("/api/v1/agents/{name}/heartbeat");
     std::thread::scope(|s| {
         let (ids, post_ms, next, done) = (&ids, &post_ms, &next, &done);
         for _ in 0..CLIENTS {
@@ -50,7 +51,8 @@ pub fn many_runs(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
             });
         }
         for a in 0..AGENTS {
-            let (lease_path, completions_path) = (&lease_path, &completions_path);
+            let (lease_path, completions_path, heartbeat_path) =
+                (&lease_path, &completions_path, &heartbeat_path);
             s.spawn(move || {
                 let agent = format!("synthetic-{a}");
                 while done.load(Ordering::Relaxed) < n {
@@ -69,6 +71,16 @@ pub fn many_runs(stack: &Stack, n: usize, label: &str, rows: &mut Vec<Row>) {
                     if leases.is_empty() {
                         continue;
                     }
+                    // Confirmed at once, as an agent does before it starts a step.
+                    let refs: Vec<serde_json::Value> = leases
+                        .iter()
+                        .map(|l| json!({"itemId": l["item"]["id"], "token": l["token"]}))
+                        .collect();
+                    stack.api(
+                        "POST",
+                        heartbeat_path,
+                        Some(&json!({"agent": agent, "leases": refs})),
+                    );
                     // Each step makes its MLflow run as it starts, a few at a time.
                     let made = Mutex::new(Vec::with_capacity(leases.len()));
                     std::thread::scope(|s| {

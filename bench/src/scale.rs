@@ -240,6 +240,13 @@ pub fn fan_out(
                                 h.insert(l["item"]["id"].as_str().unwrap().to_string(), l["token"].as_u64().unwrap());
                             }
                             drop(h);
+                            // Confirmed at once, as an agent does before it starts a step.
+                            if !leases.is_empty() {
+                                let refs: Vec<Value> = leases.iter().map(|l| json!({"itemId": l["item"]["id"], "token": l["token"]})).collect();
+                                let t = Instant::now();
+                                stack.api("POST", heartbeat_path, Some(&json!({"agent": agent, "leases": refs})));
+                                spent.lock().unwrap().heartbeat += t.elapsed().as_secs_f64();
+                            }
                             todo.lock().unwrap().extend(leases);
                         }
                     });

@@ -158,6 +158,40 @@ routes! {
 /// The API's path prefix.
 pub const API_PREFIX: &str = "/api/v1";
 
+impl Route {
+    /// The route's entry in [`ROUTES`].
+    pub fn spec(self) -> &'static RouteSpec {
+        ROUTES
+            .iter()
+            .find(|r| r.route == self)
+            .expect("every route is in the table")
+    }
+
+    /// The HTTP method of the route.
+    pub fn method(self) -> &'static str {
+        self.spec().method
+    }
+
+    /// The path a client sends the route's requests to: `/api/v1` and the route's pattern, with
+    /// `params` in the place of its `:name` segments, in order, each percent-encoded. Clients
+    /// build every path here, so none is written twice.
+    pub fn path(self, params: &[&str]) -> String {
+        let mut params = params.iter();
+        let mut out = String::from(API_PREFIX);
+        for segment in self.spec().pattern.split('/').filter(|s| !s.is_empty()) {
+            out.push('/');
+            if segment.starts_with(':') {
+                let value = params.next().copied().unwrap_or_default();
+                out.push_str(&crate::names::percent_encode(value, false));
+            } else {
+                out.push_str(segment);
+            }
+        }
+        debug_assert!(params.next().is_none(), "{self:?} was given more parameters than it has");
+        out
+    }
+}
+
 /// A request matched to its route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched {
@@ -601,5 +635,30 @@ mod tests {
                 cluster: "gpu-a".into()
             }
         );
+    }
+
+    #[test]
+    fn every_route_builds_a_path_that_matches_it_back() {
+        for spec in ROUTES {
+            let names: Vec<&str> = spec
+                .pattern
+                .split('/')
+                .filter_map(|s| s.strip_prefix(':'))
+                .collect();
+            let values: Vec<String> = names.iter().map(|n| format!("a {n}/x")).collect();
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let path = spec.route.path(&values);
+            let matched = match_route(spec.method, &path).unwrap();
+            assert_eq!(matched.route, spec.route, "{path}");
+            for n in names {
+                assert_eq!(
+                    matched.param(n),
+                    Some(format!("a%20{n}%2Fx").as_str()),
+                    "{path}"
+                );
+            }
+        }
+        assert_eq!(Route::RunCancel.path(&["r1"]), "/api/v1/runs/r1/cancel");
+        assert_eq!(Route::RunCancel.method(), "POST");
     }
 }

@@ -30,12 +30,32 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A run id from a seed (random for a new run, or derived from an `Idempotency-Key` or a
-/// schedule tick so that a retried start lands on the same run): 16 hex digits of the seed's
-/// hash and 16 of their MAC. The edge thus tells a run id it issued from an invented one
-/// without looking anything up, and reads of invented ids create no state.
-pub fn run_id(key: &str, seed: &str) -> String {
-    let head = &sha256_hex(seed)[..16];
+/// What a run's id is derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunSeed<'a> {
+    /// A new run: random bytes (as hex).
+    Fresh(&'a str),
+    /// A start with an `Idempotency-Key`: a retried request lands on the same run.
+    Idempotent { caller: &'a str, key: &'a str },
+    /// A schedule's tick: the trigger firing twice starts one run.
+    ScheduleTick { schedule: &'a str, at: u64 },
+}
+
+impl RunSeed<'_> {
+    fn text(&self) -> String {
+        match self {
+            RunSeed::Fresh(random) => random.to_string(),
+            RunSeed::Idempotent { caller, key } => format!("idempotency\n{caller}\n{key}"),
+            RunSeed::ScheduleTick { schedule, at } => format!("schedule\n{schedule}\n{at}"),
+        }
+    }
+}
+
+/// A run id from its seed: 16 hex digits of the seed's hash and 16 of their MAC. The edge thus
+/// tells a run id it issued from an invented one without looking anything up, and reads of
+/// invented ids create no state.
+pub fn run_id(key: &str, seed: RunSeed<'_>) -> String {
+    let head = &sha256_hex(&seed.text())[..16];
     format!("{head}{}", &mac_hex(key, &format!("run:{head}"))[..16])
 }
 
@@ -67,14 +87,35 @@ mod tests {
 
     #[test]
     fn run_ids_are_deterministic_and_tell_invented_ones_apart() {
-        let id = run_id("secret", "schedule\nnightly\n1700000000000");
-        assert_eq!(id, run_id("secret", "schedule\nnightly\n1700000000000"));
+        let tick = RunSeed::ScheduleTick {
+            schedule: "nightly",
+            at: 1_700_000_000_000,
+        };
+        let id = run_id("secret", tick);
+        assert_eq!(id, run_id("secret", tick));
         assert_eq!(id.len(), 32);
         assert!(is_run_id("secret", &id));
         assert!(!is_run_id("another secret", &id));
         assert!(!is_run_id("secret", "0123456789abcdef0123456789abcdef"));
         assert!(!is_run_id("secret", &id.to_uppercase()));
         assert!(!is_run_id("secret", "é123456789abcdef0123456789abcde"));
-        assert_ne!(id, run_id("secret", "another seed"));
+        assert_ne!(id, run_id("secret", RunSeed::Fresh("another seed")));
+        assert_ne!(
+            run_id(
+                "secret",
+                RunSeed::Idempotent {
+                    caller: "a",
+                    key: "k"
+                }
+            ),
+            run_id(
+                "secret",
+                RunSeed::Idempotent {
+                    caller: "b",
+                    key: "k"
+                }
+            ),
+            "one caller's key never lands on another's run"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use concurrent_core::access::Route;
 use concurrent_core::run::{InstanceState, RunState, RunStatus};
 use concurrent_core::wire::{ErrorBody, RunSummary, SavedTemplate, TemplateSummary};
 use serde_json::{json, Value};
@@ -258,7 +259,8 @@ pub async fn templates(c: Connection, cmd: Templates) -> anyhow::Result<()> {
                 .context("the template has no \"name\"")?
                 .to_string();
             let path = format!(
-                "/api/v1/templates/{name}{}",
+                "{}{}",
+                Route::TemplateSave.path(&[&name]),
                 if draft { "?draft=true" } else { "" }
             );
             let matching = if_version.map_or("*".to_string(), |v| v.to_string());
@@ -291,7 +293,7 @@ pub async fn templates(c: Connection, cmd: Templates) -> anyhow::Result<()> {
             let answer = api
                 .json(
                     reqwest::Method::POST,
-                    "/api/v1/templates/validate",
+                    &Route::TemplatesValidate.path(&[]),
                     Some(&t),
                 )
                 .await?;
@@ -315,7 +317,7 @@ pub async fn templates(c: Connection, cmd: Templates) -> anyhow::Result<()> {
         }
         Templates::List => {
             let list: Vec<TemplateSummary> = serde_json::from_value(
-                api.json(reqwest::Method::GET, "/api/v1/templates", None)
+                api.json(reqwest::Method::GET, &Route::TemplatesList.path(&[]), None)
                     .await?,
             )?;
             match out {
@@ -339,8 +341,8 @@ pub async fn templates(c: Connection, cmd: Templates) -> anyhow::Result<()> {
         }
         Templates::Get { name, version } => {
             let path = match version {
-                Some(v) => format!("/api/v1/templates/{name}/versions/{v}"),
-                None => format!("/api/v1/templates/{name}"),
+                Some(v) => Route::TemplateVersion.path(&[&name, &v.to_string()]),
+                None => Route::TemplateGet.path(&[&name]),
             };
             let v = api.json(reqwest::Method::GET, &path, None).await?;
             println!(
@@ -399,7 +401,7 @@ fn progress_rows(run: &RunState) -> Vec<Vec<String>> {
 
 async fn get_run(api: &Api, id: &str) -> anyhow::Result<RunState> {
     Ok(serde_json::from_value(
-        api.json(reqwest::Method::GET, &format!("/api/v1/runs/{id}"), None)
+        api.json(reqwest::Method::GET, &Route::RunGet.path(&[id]), None)
             .await?,
     )?)
 }
@@ -506,8 +508,12 @@ pub async fn runs(c: Connection, cmd: Runs) -> anyhow::Result<()> {
                 experiment_id,
             })?;
             let started: RunSummary = serde_json::from_value(
-                api.json(reqwest::Method::POST, "/api/v1/runs", Some(&body))
-                    .await?,
+                api.json(
+                    reqwest::Method::POST,
+                    &Route::RunStart.path(&[]),
+                    Some(&body),
+                )
+                .await?,
             )?;
             if f {
                 if out == Output::Table {
@@ -531,7 +537,7 @@ pub async fn runs(c: Connection, cmd: Runs) -> anyhow::Result<()> {
             let list: Vec<RunSummary> = serde_json::from_value(
                 api.json(
                     reqwest::Method::GET,
-                    &format!("/api/v1/runs?{}", q.join("&")),
+                    &format!("{}?{}", Route::RunsList.path(&[]), q.join("&")),
                     None,
                 )
                 .await?,
@@ -611,25 +617,24 @@ pub async fn runs(c: Connection, cmd: Runs) -> anyhow::Result<()> {
             use std::io::Write;
             std::io::stdout().write_all(&bytes)?;
         }
-        Runs::Cancel { id } => repair(&api, &id, "cancel", json!({}), out).await?,
-        Runs::Retry { id } => repair(&api, &id, "retry", json!({}), out).await?,
-        Runs::Rerun { id, node } => repair(&api, &id, "rerun", json!({"node": node}), out).await?,
+        Runs::Cancel { id } => repair(&api, Route::RunCancel, &id, json!({}), out).await?,
+        Runs::Retry { id } => repair(&api, Route::RunRetry, &id, json!({}), out).await?,
+        Runs::Rerun { id, node } => {
+            repair(&api, Route::RunRerun, &id, json!({"node": node}), out).await?
+        }
     }
     Ok(())
 }
 
-async fn repair(api: &Api, id: &str, what: &str, body: Value, out: Output) -> anyhow::Result<()> {
+async fn repair(api: &Api, route: Route, id: &str, body: Value, out: Output) -> anyhow::Result<()> {
     let answer = api
-        .json(
-            reqwest::Method::POST,
-            &format!("/api/v1/runs/{id}/{what}"),
-            Some(&body),
-        )
+        .json(reqwest::Method::POST, &route.path(&[id]), Some(&body))
         .await?;
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
         Output::Table => println!(
-            "{what}: run {id} is {}",
+            "{}: run {id} is {}",
+            route.spec().pattern.rsplit('/').next().unwrap_or_default(),
             answer["status"].as_str().unwrap_or("?")
         ),
     }

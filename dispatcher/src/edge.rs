@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
+use concurrent_core::access::Route;
 use concurrent_core::wire::{
     CompleteRequest, CompletionsRequest, CompletionsResponse, ErrorBody, HeartbeatRequest,
     HeartbeatResponse, InspectAnswer, Inspection, InspectionsRequest, InspectionsResponse,
@@ -44,7 +45,9 @@ impl EdgeError {
 #[derive(Clone)]
 pub struct Edge {
     http: reqwest::Client,
+    /// The edge's URL.
     base: String,
+    cluster: String,
     token: String,
     agent: String,
 }
@@ -56,7 +59,8 @@ impl Edge {
             .build()?;
         Ok(Edge {
             http,
-            base: format!("{}/api/v1/agents/{cluster}", base.trim_end_matches('/')),
+            base: base.trim_end_matches('/').to_string(),
+            cluster: cluster.to_string(),
             token,
             agent,
         })
@@ -69,13 +73,14 @@ impl Edge {
     /// One call, classified: 409 is a refusal, other 4xx are final, the rest may pass later.
     async fn post_once<B: Serialize, R: DeserializeOwned>(
         &self,
-        path: &str,
+        route: Route,
         body: &B,
         timeout: Duration,
     ) -> Result<R, EdgeError> {
+        let path = route.path(&[&self.cluster]);
         let resp = self
             .http
-            .post(format!("{}/{path}", self.base))
+            .post(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .json(body)
             .timeout(timeout)
@@ -106,17 +111,14 @@ impl Edge {
     /// A call, retried with jittered exponential backoff while the edge is unavailable.
     async fn post<B: Serialize, R: DeserializeOwned>(
         &self,
-        path: &str,
+        route: Route,
         body: &B,
         timeout: Duration,
     ) -> Result<R, EdgeError> {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .with_max_times(5)
-            .with_jitter();
-        (|| self.post_once(path, body, timeout))
-            .retry(policy)
+        let path = route.path(&[&self.cluster]);
+        let path = path.as_str();
+        (|| self.post_once(route, body, timeout))
+            .retry(crate::retry::edge_call())
             .when(|e| matches!(e, EdgeError::Unavailable(_)))
             .notify(|e, wait| tracing::warn!(path, error = %e, retry_in_ms = wait.as_millis() as u64, "edge call failed; retrying"))
             .await
@@ -136,7 +138,7 @@ impl Edge {
             max,
             wait_ms: wait.as_millis() as u32,
         };
-        self.post("lease", &body, wait + Duration::from_secs(15))
+        self.post(Route::AgentLease, &body, wait + Duration::from_secs(15))
             .await
     }
 
@@ -147,7 +149,7 @@ impl Edge {
         runs: BTreeMap<String, String>,
     ) -> Result<HeartbeatResponse, EdgeError> {
         self.post(
-            "heartbeat",
+            Route::AgentHeartbeat,
             &HeartbeatRequest {
                 agent: self.agent.clone(),
                 leases,
@@ -161,7 +163,8 @@ impl Edge {
 
     /// Pins a git source of the lease's run to a commit; the run's pinned commit.
     pub async fn pin(&self, req: &PinRequest) -> Result<PinResponse, EdgeError> {
-        self.post("pin", req, Duration::from_secs(30)).await
+        self.post(Route::AgentPin, req, Duration::from_secs(30))
+            .await
     }
 
     pub async fn complete(
@@ -179,7 +182,7 @@ impl Edge {
             no_mlflow_run: false,
         };
         let _: bool = self
-            .post("complete", &body, Duration::from_secs(60))
+            .post(Route::AgentComplete, &body, Duration::from_secs(60))
             .await?;
         Ok(())
     }
@@ -190,7 +193,7 @@ impl Edge {
         completions: Vec<CompleteRequest>,
     ) -> Result<CompletionsResponse, EdgeError> {
         self.post(
-            "completions",
+            Route::AgentCompletions,
             &CompletionsRequest { completions },
             Duration::from_secs(60),
         )
@@ -207,7 +210,11 @@ impl Edge {
             wait_ms: wait.as_millis() as u32,
         };
         let answer: InspectionsResponse = self
-            .post_once("inspections", &body, wait + Duration::from_secs(15))
+            .post_once(
+                Route::AgentInspections,
+                &body,
+                wait + Duration::from_secs(15),
+            )
             .await?;
         Ok(answer.inspections)
     }
@@ -215,7 +222,7 @@ impl Edge {
     /// What this agent found for an inspection.
     pub async fn answer_inspection(&self, answer: &InspectAnswer) -> Result<(), EdgeError> {
         let _: bool = self
-            .post("inspections/answer", answer, Duration::from_secs(15))
+            .post(Route::AgentInspectAnswer, answer, Duration::from_secs(15))
             .await?;
         Ok(())
     }
@@ -233,13 +240,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), EdgeError>>,
 {
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(30))
-        .without_max_times()
-        .with_jitter();
     let report = report
-        .retry(policy)
+        .retry(crate::retry::report())
         .when(|e| matches!(e, EdgeError::Unavailable(_)))
         .notify(|e, wait| {
             tracing::warn!(

@@ -2,6 +2,7 @@
 
 mod agent;
 mod cli;
+mod config;
 mod edge;
 mod executor;
 mod inspect;
@@ -9,11 +10,12 @@ mod metrics;
 mod mlflow;
 mod pace;
 mod report;
+mod retry;
 mod step;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Pull work for one cluster from the edge API and run it until stopped (SIGINT/SIGTERM).
-    Agent(agent::AgentConfig),
+    Agent(config::AgentConfig),
     /// Run one leased step: download inputs, run the MLflow Project, upload outputs.
     Step(step::StepArgs),
     /// Print the shell command an entry point of a local MLflow Project runs with these
@@ -80,15 +82,6 @@ fn entry_command(args: EntryCommandArgs) -> anyhow::Result<()> {
         step::mlproject::Plan::Mlflow(why) => println!("(mlflow run: {why})"),
     }
     Ok(())
-}
-
-/// Where steps run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExecutorKind {
-    /// A child process per step on this machine (the default for one machine).
-    Local,
-    /// A pod per step, in --namespace (in-cluster config, or KUBECONFIG).
-    Kubernetes,
 }
 
 /// Log to stderr; `CONCURRENT_LOG_FORMAT=json` for structured logs.

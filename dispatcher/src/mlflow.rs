@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use concurrent_core::names::percent_encode;
 use futures::TryStreamExt;
 use serde_json::Value;
@@ -21,19 +21,23 @@ pub struct Mlflow {
     roots: Mutex<HashMap<String, Option<String>>>,
 }
 
-/// Tries of one MLflow call: 4, with jittered exponential backoff from 250 ms.
-fn retries() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(8))
-        .with_max_times(3)
-        .with_jitter()
-}
-
 /// MLflow answered 4xx: the same call would be refused again.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Refused(pub String);
+
+/// MLflow could not be reached, or answered as an overloaded or failing server does (5xx):
+/// the same call may pass later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+impl Unavailable {
+    /// Whether `e` (or what caused it) is MLflow being away.
+    pub fn caused(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| c.is::<Unavailable>())
+    }
+}
 
 /// How an MLflow call failed: 4xx answers are final, the rest may pass on a retry.
 enum Failure {
@@ -44,7 +48,8 @@ enum Failure {
 impl Failure {
     fn into_error(self) -> anyhow::Error {
         match self {
-            Failure::Final(e) | Failure::Again(e) => e,
+            Failure::Final(e) => e,
+            Failure::Again(e) => anyhow::Error::new(Unavailable(format!("{e:#}"))),
         }
     }
 }
@@ -77,7 +82,7 @@ impl Mlflow {
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
         (|| self.send_once(what, &request))
-            .retry(retries())
+            .retry(crate::retry::mlflow_call())
             .when(|f| matches!(f, Failure::Again(_)))
             .await
             .map_err(Failure::into_error)
@@ -300,7 +305,7 @@ impl Mlflow {
                 Err(e) => Err(Failure::Again(anyhow!("{e}"))),
             }
         };
-        once.retry(retries())
+        once.retry(crate::retry::mlflow_call())
             .when(|f| matches!(f, Failure::Again(_)))
             .await
             .map_err(|f| {
@@ -353,7 +358,7 @@ impl Mlflow {
                 Err(e) => Err(Failure::Again(anyhow!("{e}"))),
             }
         };
-        once.retry(retries())
+        once.retry(crate::retry::mlflow_call())
             .when(|f| matches!(f, Failure::Again(_)))
             .await
             .map_err(|f| {

@@ -1,7 +1,7 @@
 //! Who is calling, and whether they may: bearer tokens with roles, lease-bound step tokens, and
 //! signed session cookies for browsers.
 //!
-//! - `CONCURRENT_API_TOKEN` (a secret of at least [`MIN_BOOTSTRAP_LEN`] characters) is the
+//! - `CONCURRENT_API_TOKEN` (a secret of at least [`crate::secrets::MIN_BOOTSTRAP_LEN`] characters) is the
 //!   bootstrap admin token, and the key of every signature the edge makes.
 //! - Created tokens (`POST /api/v1/tokens`) are stored as SHA-256 hashes in the catalog.
 //! - Step tokens (core's [`StepToken`]) are issued with each lease and verified without storage;
@@ -17,87 +17,14 @@ use concurrent_core::step_token::{self, StepToken};
 use concurrent_core::wire::LeaseRef;
 use worker::{Env, Request, Response};
 
-use crate::catalog::CatalogClient;
 use crate::error::ApiError;
-use crate::http::now_ms;
+use crate::objects::catalog::api::CatalogClient;
+use crate::platform::now_ms;
+use crate::secrets::{bootstrap_token, token_hash};
+use crate::user::User;
 
 const COOKIE: &str = "concurrent_session";
 const SESSION_MS: u64 = 12 * 3600 * 1000;
-/// Shortest bootstrap token the edge accepts: it signs every session and step token.
-pub const MIN_BOOTSTRAP_LEN: usize = 32;
-
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct User {
-    /// Recorded as `started_by` / `updated_by`.
-    pub name: String,
-    pub role: Role,
-    /// The one cluster of an agent or step token.
-    pub cluster: Option<String>,
-    /// The one lease of a step token.
-    pub lease: Option<LeaseRef>,
-}
-
-impl User {
-    fn new(name: impl Into<String>, role: Role, cluster: Option<String>) -> User {
-        User {
-            name: name.into(),
-            role,
-            cluster,
-            lease: None,
-        }
-    }
-
-    /// Checks that a step token acts on its own lease only (item and fencing token).
-    ///
-    /// # Errors
-    /// [`ApiError::Forbidden`] when a step token names another item or another lease.
-    pub fn check_lease(&self, item_id: &str, token: u64) -> Result<(), ApiError> {
-        match &self.lease {
-            Some(own) if own.item_id != item_id || own.token != token => {
-                Err(ApiError::Forbidden(format!(
-                    "this step token is bound to lease {} of work item {}, not lease {token} of {item_id}",
-                    own.token, own.item_id
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// The bootstrap token, refusing one too short to sign with.
-///
-/// # Errors
-/// A 503 naming the setting to fix: the edge serves nothing until it is set.
-pub fn bootstrap_token(env: &Env) -> Result<String, ApiError> {
-    let token = env
-        .secret("CONCURRENT_API_TOKEN")
-        .map(|s| s.to_string())
-        .or_else(|_| env.var("CONCURRENT_API_TOKEN").map(|s| s.to_string()))
-        .unwrap_or_default();
-    if token.trim().len() < MIN_BOOTSTRAP_LEN {
-        return Err(ApiError::Misconfigured(format!(
-            "CONCURRENT_API_TOKEN is {}; set a random secret of at least {MIN_BOOTSTRAP_LEN} characters with `wrangler secret put CONCURRENT_API_TOKEN` (e.g. from `openssl rand -hex 32`)",
-            if token.is_empty() { "not set".to_string() } else { format!("only {} characters long", token.trim().len()) }
-        )));
-    }
-    Ok(token)
-}
-
-/// SHA-256 of a token, as stored.
-pub fn token_hash(token: &str) -> String {
-    sign::sha256_hex(token)
-}
-
-/// The step token of one lease.
-pub fn step_token(secret: &str, cluster: &str, item_id: &str, fencing: u64) -> String {
-    let t = StepToken {
-        cluster: cluster.into(),
-        item_id: item_id.into(),
-        fencing,
-    };
-    t.encode(&sign::mac_hex(secret, &t.signed_text()))
-}
 
 fn verify_step_token(secret: &str, token: &str) -> Option<User> {
     let (t, signed, mac) = StepToken::parse(token)?;

@@ -13,9 +13,9 @@ use worker::js_sys::{self, Array, Function, Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{Env, Request};
 
-use crate::auth::User;
 use crate::error::ApiError;
-use crate::http::now_ms;
+use crate::platform::now_ms;
+use crate::user::User;
 
 pub const HEADER: &str = "Cf-Access-Jwt-Assertion";
 /// How long fetched keys are used before they are fetched again (Access rotates them).

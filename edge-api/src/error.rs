@@ -150,7 +150,7 @@ impl ApiError {
 
 /// Logs a 5xx's detail under a new reference id; the id.
 fn log_with_reference(status: u16, detail: &str) -> String {
-    let id = crate::http::random_id()[..12].to_string();
+    let id = crate::platform::random_id()[..12].to_string();
     worker::console_error!("[ref {id}] {status}: {detail}");
     id
 }

@@ -1,21 +1,10 @@
-//! Small I/O helpers: the clock, JSON bodies, and calls between the Worker and its Durable Objects.
+//! Small I/O helpers: JSON bodies, and calls between the Worker and its Durable Objects.
 
 use concurrent_core::wire::ErrorBody;
 use serde::{de::DeserializeOwned, Serialize};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
 
 use crate::error::ApiError;
-
-pub fn now_ms() -> u64 {
-    worker::Date::now().as_millis()
-}
-
-/// A random hex id (128 bits).
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).expect("Web Crypto is available in workerd");
-    hex::encode(bytes)
-}
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 1 << 20;
@@ -112,14 +101,15 @@ impl ObjectStub {
     }
 }
 
-/// Declares a Durable Object's API once: each line is a method of the object (`async fn
-/// name(&self, body) -> Result<answer, ApiError>`), the same method on its typed client, and
-/// the path between them. The object's `fetch` calls the generated `serve`.
+/// Declares a Durable Object's API once, in the object's `api.rs`: its typed client (one method
+/// per request, what callers use), and a trait with the same methods that the object implements
+/// (what it serves), joined by the path each is sent on. The object's `fetch` calls the trait's
+/// `serve`. Callers import the client; nothing here names the object itself.
 macro_rules! object_api {
-    ($client:ident for $object:ident {
+    ($(#[$client_doc:meta])* $client:ident, $(#[$api_doc:meta])* $api:ident {
         $( $(#[$doc:meta])* $method:ident($body:ty) -> $answer:ty = $path:literal; )*
     }) => {
-        #[doc = concat!("The typed client of [`", stringify!($object), "`]: one method per request it serves.")]
+        $(#[$client_doc])*
         pub struct $client(pub crate::http::ObjectStub);
 
         impl $client {
@@ -131,7 +121,15 @@ macro_rules! object_api {
             )*
         }
 
-        impl $object {
+        $(#[$api_doc])*
+        // The futures run on one thread (a Durable Object's), so no `Send` bound is wanted.
+        #[allow(async_fn_in_trait)]
+        pub trait $api {
+            $(
+                $(#[$doc])*
+                async fn $method(&self, body: $body) -> Result<$answer, crate::error::ApiError>;
+            )*
+
             /// Serves one request by its path, with the method of the client's name.
             async fn serve(
                 &self,
@@ -148,7 +146,7 @@ macro_rules! object_api {
                     )*
                     other => Err(crate::error::ApiError::NotFound(format!(
                         "{} has no request {other}",
-                        stringify!($object)
+                        stringify!($api)
                     ))),
                 }
             }

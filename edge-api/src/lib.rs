@@ -7,26 +7,27 @@
 //! - a run: one [`RunObject`] per run (its state machine, in SQLite rows);
 //! - work: one [`QueueObject`] per cluster (ready items and leases with fencing tokens).
 
-mod agents;
+// Layers, each importing only those below it: the request's way in (`router`, `routes/`),
+// who is calling (`auth`, `cf_access`), the MLflow UI (`mlflow_proxy`), the Durable Objects
+// (`objects/`, each with the `api` callers use), MLflow, and at the bottom the small helpers
+// (`user`, `secrets`, `alarm`, `http`, `error`, `platform`).
+mod alarm;
 mod auth;
-mod catalog;
 mod cf_access;
 mod error;
 mod http;
-mod inspect;
 mod mlflow;
 mod mlflow_proxy;
-mod queue;
+mod objects;
+mod platform;
 mod router;
-mod run_object;
-mod runs;
-mod schedules;
-mod templates;
-mod tokens;
+mod routes;
+mod secrets;
+mod user;
 
-pub use catalog::Catalog;
-pub use queue::QueueObject;
-pub use run_object::RunObject;
+pub use objects::catalog::Catalog;
+pub use objects::queue::QueueObject;
+pub use objects::run::RunObject;
 
 use concurrent_core::access::{Role, API_PREFIX};
 use worker::*;
@@ -37,7 +38,7 @@ use crate::error::ApiError;
 pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     // Without a strong bootstrap token nothing is served, not even health: a deployment that
     // forgot its secret must not look alive.
-    if let Err(e) = auth::bootstrap_token(&env) {
+    if let Err(e) = secrets::bootstrap_token(&env) {
         return e.into_response();
     }
     let path = req.path();
@@ -81,7 +82,7 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 /// The cron trigger (every minute, see wrangler.toml): fires the schedules that are due.
 #[event(scheduled)]
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    if let Err(e) = schedules::fire_due(&env).await {
+    if let Err(e) = routes::schedules::fire_due(&env).await {
         console_error!("firing schedules failed: {}", e.detail());
     }
 }

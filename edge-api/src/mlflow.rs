@@ -166,7 +166,7 @@ impl Mlflow {
         name: &str,
     ) -> Result<(String, bool), MlflowError> {
         let key = (self.base.clone(), name.to_string());
-        let now = crate::http::now_ms();
+        let now = crate::platform::now_ms();
         let known = EXPERIMENTS.with(|m| {
             m.borrow()
                 .get(&key)

@@ -11,8 +11,8 @@
 use concurrent_core::access::{mlflow_access, MlflowAccess, Role};
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
 
-use crate::auth::User;
 use crate::error::ApiError;
+use crate::user::User;
 
 const LOADER: &str = r#"<script defer src="/concurrent/loader.js"></script>"#;
 

@@ -4,26 +4,10 @@
 use concurrent_core::access::{match_route, Matched, Route, RouteError};
 use worker::{Env, Request, Response};
 
-use crate::auth::User;
 use crate::error::ApiError;
-use crate::{agents, inspect, runs, schedules, templates, tokens};
-
-/// What a handler gets besides the request: the environment, the caller, the path parameters.
-pub struct Ctx {
-    pub env: Env,
-    pub data: User,
-    params: Vec<(&'static str, String)>,
-}
-
-impl Ctx {
-    pub fn param(&self, name: &str) -> Option<&String> {
-        self.params.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
-    }
-
-    pub fn kv(&self, binding: &str) -> worker::Result<worker::kv::KvStore> {
-        self.env.kv(binding)
-    }
-}
+use crate::routes::ctx::Ctx;
+use crate::routes::{agents, inspect, runs, schedules, templates, tokens};
+use crate::user::User;
 
 /// The route of a request, or the JSON error (404, 405) that answers it.
 pub fn route(req: &Request) -> Result<Matched, ApiError> {
@@ -42,7 +26,7 @@ pub async fn dispatch(
 ) -> worker::Result<Response> {
     let ctx = Ctx {
         env,
-        data: user,
+        user,
         params: matched.params,
     };
     match matched.route {
@@ -67,8 +51,8 @@ pub async fn dispatch(
         Route::ScheduleResume => schedules::handle_pause(req, ctx, false).await,
         Route::Me => crate::error::respond(
             Ok::<_, crate::error::ApiError>(concurrent_core::wire::Me {
-                name: ctx.data.name.clone(),
-                role: ctx.data.role,
+                name: ctx.user.name.clone(),
+                role: ctx.user.role,
             }),
             200,
         ),

@@ -44,15 +44,7 @@ async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
             Ok(body) => ApiError {
                 status,
                 message: body.error.message,
-                problems: body
-                    .error
-                    .details
-                    .into_iter()
-                    .map(|d| Problem {
-                        path: d.path,
-                        message: d.message,
-                    })
-                    .collect(),
+                problems: body.error.details,
             },
             Err(_) => ApiError {
                 status,
@@ -69,8 +61,14 @@ async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
 }
 
 /// GETs `path` and decodes it.
-pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
-    decode(Request::get(path).send().await.map_err(unreachable)?).await
+pub async fn get<T: DeserializeOwned>(path: impl AsRef<str>) -> Result<T, ApiError> {
+    decode(
+        Request::get(path.as_ref())
+            .send()
+            .await
+            .map_err(unreachable)?,
+    )
+    .await
 }
 
 /// Sends `body` as JSON with `method` (`PUT`, `POST`) and decodes the answer.

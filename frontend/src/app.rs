@@ -1,13 +1,14 @@
 //! The app shell: routes from the URL hash, and the home page (templates and runs lists).
 
-use concurrent_core::access::Role;
-use concurrent_core::wire::{Me, RunSummary, TemplateSummary};
+use concurrent_core::access::Route as ApiRoute;
+use concurrent_core::wire::{RunSummary, TemplateSummary};
 use leptos::ev;
 use leptos::prelude::*;
 
 use crate::designer::{Designer, Sessions};
 use crate::route::{self, Route};
 use crate::run_view::RunView;
+use crate::shell::{ticker, Caller, Nav, Page};
 use crate::{api, format_time};
 use concurrent_core::run::RunStatus;
 
@@ -19,7 +20,7 @@ const PAGE: usize = 25;
 #[component]
 pub fn App() -> impl IntoView {
     provide_context(Sessions::new());
-    provide_context(Caller(LocalResource::new(|| api::get::<Me>("/api/v1/me"))));
+    provide_context(Caller::read());
     let current = RwSignal::new(route::current());
     let handle = window_event_listener(ev::hashchange, move |_| current.set(route::current()));
     on_cleanup(move || handle.remove());
@@ -40,72 +41,12 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Who is signed in, read once: pages show only what the role may do (the API enforces it).
-#[derive(Clone, Copy)]
-struct Caller(LocalResource<Result<Me, api::ApiError>>);
-
-/// Whether the signed-in caller has at least `role` (false until known).
-pub fn role_is(role: Role) -> Signal<bool> {
-    let caller = expect_context::<Caller>();
-    Signal::derive(move || {
-        caller
-            .0
-            .get()
-            .and_then(Result::ok)
-            .is_some_and(|me| me.role.includes(role))
-    })
-}
-
-/// The app's pages, for the tabs on top.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Page {
-    Home,
-    Schedules,
-    Tokens,
-}
-
-/// The tabs between the app's pages (tokens for admins only).
-#[component]
-pub fn Nav(page: Page) -> impl IntoView {
-    let admin = role_is(Role::Admin);
-    let tab = move |p: Page, href: String, label: &'static str| {
-        view! { <a href=href class="cc-tab" class:cc-tab-current=page == p aria-current=(page == p).then_some("page") data-tab=label>{label}</a> }
-    };
-    let caller = expect_context::<Caller>();
-    view! {
-        <nav class="cc-tabs" aria-label="Concurrent">
-            {tab(Page::Home, Route::Home.href(), "DAGs")}
-            {tab(Page::Schedules, Route::Schedules.href(), "Schedules")}
-            {move || admin.get().then(|| tab(Page::Tokens, Route::Tokens.href(), "Tokens"))}
-            <span class="cc-spacer"></span>
-            <span class="cc-hint" data-me="">{move || caller.0.get().and_then(Result::ok).map(|me| format!("signed in as {} ({})", me.name, me.role.as_str()))}</span>
-        </nav>
-    }
-}
-
-/// A signal that ticks every `ms` while the calling component lives.
-pub fn ticker(ms: u32) -> RwSignal<u32> {
-    let tick = RwSignal::new(0u32);
-    let alive = StoredValue::new(true);
-    on_cleanup(move || alive.set_value(false));
-    leptos::task::spawn_local(async move {
-        loop {
-            gloo_timers::future::TimeoutFuture::new(ms).await;
-            if !alive.try_get_value().unwrap_or(false) {
-                return;
-            }
-            tick.update(|t| *t += 1);
-        }
-    });
-    tick
-}
-
 #[component]
 fn Home() -> impl IntoView {
     let tick = ticker(REFRESH_MS);
     let templates = LocalResource::new(move || {
         tick.get();
-        api::get::<Vec<TemplateSummary>>("/api/v1/templates")
+        api::get::<Vec<TemplateSummary>>(ApiRoute::TemplatesList.path(&[]))
     });
     view! {
         <Nav page=Page::Home />
@@ -160,7 +101,7 @@ fn Runs(templates: Signal<Vec<TemplateSummary>>, tick: RwSignal<u32>) -> impl In
             .with(|c| c.last().map(u64::to_string))
             .unwrap_or_default();
         let path = api::with_query(
-            "/api/v1/runs",
+            &ApiRoute::RunsList.path(&[]),
             &[
                 ("template", &template.get()),
                 ("status", &status.get()),

@@ -7,7 +7,7 @@ use gloo_net::http::Request;
 use leptos::html::Pre;
 use leptos::prelude::*;
 
-use crate::app::ticker;
+use crate::shell::ticker;
 use crate::{api, format_bytes};
 
 /// How often a running step's log is read again while followed.

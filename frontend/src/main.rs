@@ -10,6 +10,7 @@ mod log_view;
 mod route;
 mod run_view;
 mod schedules;
+mod shell;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod tests;
 mod tokens;

@@ -3,6 +3,7 @@
 //! (no instances, each node's counts) and the shown page of the selected node's instances, so a
 //! 10,000-wide node costs what a page of 50 costs.
 
+use concurrent_core::access::Route as ApiRoute;
 use concurrent_core::run::{
     Attempt, AttemptState, InstanceState, InstancesPage, NodeCounts, RunOverview, RunState,
     RunStatus,
@@ -10,10 +11,10 @@ use concurrent_core::run::{
 use concurrent_core::wire::RunSummary;
 use leptos::prelude::*;
 
-use crate::app::ticker;
 use crate::graph::{arrow_marker, edge_path, fit, subtitle, NodeBox, NODE_H, NODE_W};
 use crate::log_view::{LogPanel, LogTarget};
 use crate::route::{self, Route};
+use crate::shell::ticker;
 use crate::{api, format_duration, format_time};
 
 /// How often a shown run is read again.
@@ -32,7 +33,7 @@ struct TableView {
 #[component]
 pub fn RunView(id: String) -> impl IntoView {
     let tick = ticker(POLL_MS);
-    let path = format!("/api/v1/runs/{}", api::segment(&id));
+    let path = ApiRoute::RunGet.path(&[&id]);
     let run = LocalResource::new({
         let path = format!("{path}/overview");
         move || {

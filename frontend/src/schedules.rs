@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 
 use concurrent_core::access::Role;
+use concurrent_core::access::Route as ApiRoute;
 use concurrent_core::schedule::{preview, NewSchedule, Overlap, Schedule};
 use concurrent_core::wire::{TemplateSummary, TemplateVersion};
 use leptos::prelude::*;
 
-use crate::app::{ticker, Nav, Page};
 use crate::forms::{confirm, defaults, ParameterFields};
 use crate::route::Route;
+use crate::shell::{ticker, Nav, Page};
 use crate::{api, format_time};
 
 const REFRESH_MS: u32 = 5_000;
@@ -43,10 +44,10 @@ fn local(at: u64) -> String {
 #[component]
 pub fn Schedules() -> impl IntoView {
     let tick = ticker(REFRESH_MS);
-    let admin = crate::app::role_is(Role::Admin);
+    let admin = crate::shell::role_is(Role::Admin);
     let list = LocalResource::new(move || {
         tick.get();
-        api::get::<Vec<Schedule>>("/api/v1/schedules")
+        api::get::<Vec<Schedule>>(ApiRoute::SchedulesList.path(&[]))
     });
     let creating = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
@@ -91,7 +92,7 @@ pub fn Schedules() -> impl IntoView {
                                 {list.into_iter().map(|s| {
                                     let name = s.spec.name.clone();
                                     let words = preview(&s.spec.cron, now, 0).map(|p| p.description).unwrap_or_default();
-                                    let base = format!("/api/v1/schedules/{}", api::segment(&name));
+                                    let base = ApiRoute::ScheduleDelete.path(&[&name]);
                                     let (pause, resume, delete) = (format!("{base}/pause"), format!("{base}/resume"), base.clone());
                                     let paused = s.paused;
                                     let state = if paused { "paused" } else { "active" };
@@ -134,7 +135,8 @@ pub fn Schedules() -> impl IntoView {
 
 #[component]
 fn NewScheduleForm(done: impl Fn() + Copy + 'static) -> impl IntoView {
-    let templates = LocalResource::new(|| api::get::<Vec<TemplateSummary>>("/api/v1/templates"));
+    let templates =
+        LocalResource::new(|| api::get::<Vec<TemplateSummary>>(ApiRoute::TemplatesList.path(&[])));
     let name = RwSignal::new(String::new());
     let template = RwSignal::new(String::new());
     let cron = RwSignal::new("0 2 * * *".to_string());
@@ -149,7 +151,7 @@ fn NewScheduleForm(done: impl Fn() + Copy + 'static) -> impl IntoView {
             if t.is_empty() {
                 return vec![];
             }
-            let path = format!("/api/v1/templates/{}", api::segment(&t));
+            let path = ApiRoute::TemplateGet.path(&[&t]);
             let params = api::get::<TemplateVersion>(&path)
                 .await
                 .map(|tv| tv.template.parameters)
@@ -169,8 +171,11 @@ fn NewScheduleForm(done: impl Fn() + Copy + 'static) -> impl IntoView {
             overlap: overlap.get_untracked(),
         };
         leptos::task::spawn_local(async move {
-            match api::send::<Schedule>(gloo_net::http::Request::post("/api/v1/schedules"), &spec)
-                .await
+            match api::send::<Schedule>(
+                gloo_net::http::Request::post(&ApiRoute::ScheduleCreate.path(&[])),
+                &spec,
+            )
+            .await
             {
                 Ok(_) => done(),
                 Err(e) => error.set(Some(format!("the schedule was not created: {e}"))),

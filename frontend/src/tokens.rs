@@ -2,11 +2,12 @@
 //! revoking.
 
 use concurrent_core::access::Role;
+use concurrent_core::access::Route as ApiRoute;
 use concurrent_core::wire::{NewToken, TokenInfo};
 use leptos::prelude::*;
 
-use crate::app::{role_is, ticker, Nav, Page};
 use crate::forms::confirm;
+use crate::shell::{role_is, ticker, Nav, Page};
 use crate::{api, format_time};
 
 #[component]
@@ -15,7 +16,7 @@ pub fn Tokens() -> impl IntoView {
     let admin = role_is(Role::Admin);
     let list = LocalResource::new(move || {
         tick.get();
-        api::get::<Vec<TokenInfo>>("/api/v1/tokens")
+        api::get::<Vec<TokenInfo>>(ApiRoute::TokensList.path(&[]))
     });
     let created = RwSignal::new(None::<TokenInfo>);
     let error = RwSignal::new(None::<String>);
@@ -26,7 +27,7 @@ pub fn Tokens() -> impl IntoView {
             return;
         }
         leptos::task::spawn_local(async move {
-            match api::delete(&format!("/api/v1/tokens/{}", api::segment(&name))).await {
+            match api::delete(&ApiRoute::TokenDelete.path(&[&name])).await {
                 Ok(()) => error.set(None),
                 Err(e) => error.set(Some(format!("token {name} was not revoked: {e}"))),
             }
@@ -90,8 +91,11 @@ fn NewTokenForm(
                 .then(|| cluster.get_untracked().trim().to_string()),
         };
         leptos::task::spawn_local(async move {
-            match api::send::<TokenInfo>(gloo_net::http::Request::post("/api/v1/tokens"), &body)
-                .await
+            match api::send::<TokenInfo>(
+                gloo_net::http::Request::post(&ApiRoute::TokenCreate.path(&[])),
+                &body,
+            )
+            .await
             {
                 Ok(t) => {
                     error.set(None);

@@ -21,6 +21,8 @@ struct Faults {
     lost: Mutex<Vec<(String, usize)>>,
     /// Requests forwarded, by path.
     seen: Mutex<Vec<String>>,
+    /// Where requests go (changed when the service behind restarts on another port).
+    upstream: Mutex<String>,
 }
 
 pub struct FaultyProxy {
@@ -31,11 +33,14 @@ pub struct FaultyProxy {
 impl FaultyProxy {
     /// Starts a proxy to `upstream` on a free loopback port (for the life of the process).
     pub fn start(upstream: &str) -> FaultyProxy {
-        let faults = Arc::new(Faults::default());
+        let faults = Arc::new(Faults {
+            upstream: Mutex::new(upstream.trim_end_matches('/').to_string()),
+            ..Faults::default()
+        });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         listener.set_nonblocking(true).unwrap();
-        let (state, upstream) = (faults.clone(), upstream.trim_end_matches('/').to_string());
+        let state = faults.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -45,8 +50,11 @@ impl FaultyProxy {
             runtime.block_on(async move {
                 let http = reqwest::Client::new();
                 let app = axum::Router::new().fallback(move |req: Request<Body>| {
-                    let (state, upstream, http) = (state.clone(), upstream.clone(), http.clone());
-                    async move { forward(req, &state, &upstream, &http).await }
+                    let (state, http) = (state.clone(), http.clone());
+                    async move {
+                        let upstream = state.upstream.lock().unwrap().clone();
+                        forward(req, &state, &upstream, &http).await
+                    }
                 });
                 axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app)
                     .await
@@ -54,6 +62,11 @@ impl FaultyProxy {
             });
         });
         FaultyProxy { url, faults }
+    }
+
+    /// Sends requests to `upstream` from now on (the service behind restarted elsewhere).
+    pub fn retarget(&self, upstream: &str) {
+        *self.faults.upstream.lock().unwrap() = upstream.trim_end_matches('/').to_string();
     }
 
     /// Answers requests whose path ends with `suffix` with 503 from now on.

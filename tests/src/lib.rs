@@ -483,12 +483,26 @@ impl Stack {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Service {
-        let root = root();
         let work = self
             .dir
             .path()
             .join(format!("agent-{cluster}-{}", free_port()));
         let token_file = self.agent_token_file(cluster);
+        self.start_agent(edge_url, cluster, &token_file, &work, extra, env)
+    }
+
+    /// An agent with this token file and work directory (an edge of a test's own issued the
+    /// token, say).
+    pub fn start_agent(
+        &self,
+        edge_url: &str,
+        cluster: &str,
+        token_file: &Path,
+        work: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Service {
+        let root = root();
         // `--mlflow-uri` in `extra` replaces the stack's (e.g. a faulty proxy in front of it).
         let mlflow_uri = extra
             .windows(2)
@@ -511,9 +525,9 @@ impl Stack {
                     cluster,
                     "--token-file",
                 ])
-                .arg(&token_file)
+                .arg(token_file)
                 .args(["--mlflow-uri", mlflow_uri, "--work-dir"])
-                .arg(&work)
+                .arg(work)
                 .arg("--project-root")
                 .arg(&root)
                 .arg("--mlflow-bin")

@@ -205,7 +205,7 @@ fn a_step_with_secrets_shows_its_output_live_and_keeps_its_lines_whole() {
     let _agent =
         stack.agent_with_env("secrets-live", &["--secrets-file", file.to_str().unwrap()], &env);
     let release = stack.dir.path().join("release-held-step");
-    let mut n = node("held", &project("noisy"), "held");
+    let mut n = node("held", &project("held"), "main");
     n["parameters"] = json!({"release": release.display().to_string()});
     n["secretEnv"] = json!({"API_KEY": {"secret": "test-creds", "key": "api_key"}});
     stack.put_template(&template("secret-live-tail", vec![n], vec![]));

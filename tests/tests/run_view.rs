@@ -135,6 +135,16 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
             Some(&json!({"agent": "synthetic", "max": 100, "waitMs": 1000})),
         );
         assert_eq!(status, 200, "{body}");
+        // Confirmed at once, as an agent does: an unconfirmed lease lapses within seconds.
+        let fresh: Vec<(Value, Value)> = body["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["item"].clone(), l["token"].clone()))
+            .collect();
+        if !fresh.is_empty() {
+            heartbeat(&fresh);
+        }
         for l in body["leases"].as_array().unwrap() {
             if beat.elapsed() > Duration::from_secs(1) {
                 beat = heartbeat(&held);

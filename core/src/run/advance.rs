@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use crate::partition::{broadcast, listed_bytes, plan, ArtifactFile};
 use crate::template::{PartitionMode, Template};
 
-use super::apply::end_run;
 use super::state::*;
 
 /// Makes ready nodes start, starts due retries, and ends the run when it is over.
@@ -214,5 +213,24 @@ fn new_attempt(number: u32, now: u64) -> Attempt {
         ended_at: None,
         error: None,
         log_tail: None,
+    }
+}
+
+/// Ends the run; every instance still going is cancelled (fail-fast: a failed node cancels the
+/// rest of the run, so nothing keeps spending compute on a run that has already failed).
+pub(super) fn end_run(run: &mut RunState, status: RunStatus, reason: String, now: u64) {
+    run.status = status;
+    run.ended_at = Some(now);
+    run.error = Some(reason);
+    for inst in run.nodes.iter_mut().flat_map(|n| n.instances.iter_mut()) {
+        if inst.state.is_terminal() {
+            continue;
+        }
+        inst.state = InstanceState::Cancelled;
+        inst.retry_at = None;
+        if let Some(a) = inst.current_mut().filter(|a| !a.state.is_terminal()) {
+            a.state = AttemptState::Cancelled;
+            a.ended_at = Some(now);
+        }
     }
 }

@@ -5,7 +5,7 @@ use crate::partition::{relative_path_problem, ArtifactFile};
 use crate::template::Template;
 use crate::wire::{Outcome, OUTPUTS_DIR};
 
-use super::advance::advance;
+use super::advance::{advance, end_run};
 use super::event::{AttemptKey, Event, MlflowCall, Rejected};
 use super::state::*;
 
@@ -68,6 +68,50 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
         run.mlflow_wait = None;
     }
     match event {
+        Event::ParentRunCreated(_)
+        | Event::ChildRunCreated { .. }
+        | Event::NoAttemptRun { .. }
+        | Event::ParentRunSynced { .. }
+        | Event::AttemptRunClosed { .. }
+        | Event::MlflowUnavailable { .. }
+        | Event::MlflowRefused { .. } => mlflow_answer(run, event, now)?,
+        Event::Enqueued { key } => {
+            let a = attempt_mut(run, &key)?;
+            a.enqueued = true;
+            if a.state == AttemptState::Creating {
+                a.state = AttemptState::Queued;
+            }
+        }
+        Event::Withdrawn { key } => attempt_mut(run, &key)?.withdrawn = true,
+        Event::Leased { .. } | Event::LogTail { .. } | Event::Requeued { .. } => {
+            lease_news(run, event, now)?
+        }
+        Event::Finished { key, outcome } => finished(run, &key, outcome, now)?,
+        Event::Cancel { reason } => {
+            if run.status.is_terminal() {
+                return Err(Rejected(format!("the run already ended {:?}", run.status)));
+            }
+            end_run(run, RunStatus::Cancelled, reason, now);
+        }
+        Event::Repair { repair, by } => {
+            repair_run(run, &repair)?;
+            run.repairs.push(RepairRecord {
+                repair,
+                at: now,
+                by,
+            });
+        }
+        Event::Tick => {}
+        Event::Pinned { source, commit } => {
+            run.pins.entry(source).or_insert(commit);
+        }
+    }
+    Ok(moves_run)
+}
+
+/// MLflow's answers to the run's calls (and the agents' runs it heard of).
+fn mlflow_answer(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected> {
+    match event {
         Event::ParentRunCreated(mlflow) => {
             if run.mlflow.is_none() {
                 run.mlflow = Some(mlflow);
@@ -100,16 +144,35 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
             }
             a.mlflow_closed = true;
         }
-        Event::Enqueued { key } => {
+        Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
+        Event::AttemptRunClosed { key, run_id } => {
             let a = attempt_mut(run, &key)?;
-            a.enqueued = true;
-            if a.state == AttemptState::Creating {
-                a.state = AttemptState::Queued;
+            a.mlflow_closed = true;
+            if a.mlflow_run_id.is_none() {
+                a.mlflow_run_id = run_id;
             }
         }
-        Event::Withdrawn { key } => attempt_mut(run, &key)?.withdrawn = true,
-        Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
-        Event::AttemptRunClosed { key } => attempt_mut(run, &key)?.mlflow_closed = true,
+        Event::MlflowUnavailable { reason } => {
+            let (since, failures) = run
+                .mlflow_wait
+                .as_ref()
+                .map_or((now, 1), |w| (w.since, w.failures + 1));
+            run.mlflow_wait = Some(MlflowWait {
+                message: format!("waiting for MLflow: {reason}"),
+                since,
+                failures,
+                retry_at: now + mlflow_backoff_ms(failures),
+            });
+        }
+        Event::MlflowRefused { call, message } => mlflow_refused(run, call, &message, now)?,
+        other => unreachable!("not an MLflow answer: {other:?}"),
+    }
+    Ok(())
+}
+
+/// What the cluster's queue tells of a lease: taken, alive (its log tail), back unconfirmed.
+fn lease_news(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected> {
+    match event {
         Event::Leased { key, agent } => {
             let inst = current_instance_mut(run, &key)?;
             let a = inst
@@ -147,97 +210,74 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
             a.started_at = None;
             inst.state = InstanceState::Queued;
         }
-        Event::Finished { key, outcome } => {
-            let retries = run
-                .template
-                .node(&key.node)
-                .map(|n| n.retries.clone())
-                .unwrap_or_default();
-            let inst = current_instance_mut(run, &key)?;
-            let a = inst
-                .current_mut()
-                .expect("current_instance_mut checked the attempt");
-            if a.state.is_terminal() || a.state == AttemptState::Creating {
-                return Err(Rejected(format!("{key} is already {:?}", a.state)));
-            }
-            a.ended_at = Some(now);
-            a.started_at.get_or_insert(now);
-            let own_run = a.mlflow_run_id.clone().unwrap_or_default();
-            // A step that reports an unsafe path (absolute, `..`) fails: downstream agents would
-            // write outside their input directory.
-            let outcome = match outcome {
-                Outcome::Succeeded { outputs } => {
-                    match outputs.iter().find_map(|o| relative_path_problem(&o.path)) {
-                        Some(why) => Outcome::Failed {
-                            error: format!("the step reported an unsafe output path: {why}"),
-                        },
-                        None => Outcome::Succeeded { outputs },
-                    }
-                }
-                failed => failed,
-            };
-            match outcome {
-                Outcome::Succeeded { outputs } => {
-                    a.state = AttemptState::Succeeded;
-                    inst.state = InstanceState::Succeeded;
-                    inst.outputs = outputs
-                        .into_iter()
-                        .map(|o| ArtifactFile {
-                            artifact_path: o
-                                .artifact_path
-                                .unwrap_or_else(|| format!("{OUTPUTS_DIR}/{}", o.path)),
-                            run_id: o.run_id.unwrap_or_else(|| own_run.clone()),
-                            path: o.path,
-                            size: o.size,
-                        })
-                        .collect();
-                }
-                Outcome::Failed { error } => {
-                    a.state = AttemptState::Failed;
-                    a.error = Some(error);
-                    if inst.attempts.len() as u32 - inst.repair_base <= retries.limit {
-                        inst.state = InstanceState::Retrying;
-                        inst.retry_at =
-                            Some(now + retries.delay_ms(inst.attempts.len() as u32 + 1));
-                    } else {
-                        inst.state = InstanceState::Failed;
-                    }
-                }
+        other => unreachable!("not news of a lease: {other:?}"),
+    }
+    Ok(())
+}
+
+/// An attempt ended: its outcome, and what becomes of its instance (done, a retry, failed).
+fn finished(
+    run: &mut RunState,
+    key: &AttemptKey,
+    outcome: Outcome,
+    now: u64,
+) -> Result<(), Rejected> {
+    let retries = run
+        .template
+        .node(&key.node)
+        .map(|n| n.retries.clone())
+        .unwrap_or_default();
+    let inst = current_instance_mut(run, key)?;
+    let a = inst
+        .current_mut()
+        .expect("current_instance_mut checked the attempt");
+    if a.state.is_terminal() || a.state == AttemptState::Creating {
+        return Err(Rejected(format!("{key} is already {:?}", a.state)));
+    }
+    a.ended_at = Some(now);
+    a.started_at.get_or_insert(now);
+    let own_run = a.mlflow_run_id.clone().unwrap_or_default();
+    // A step that reports an unsafe path (absolute, `..`) fails: downstream agents would
+    // write outside their input directory.
+    let outcome = match outcome {
+        Outcome::Succeeded { outputs } => {
+            match outputs.iter().find_map(|o| relative_path_problem(&o.path)) {
+                Some(why) => Outcome::Failed {
+                    error: format!("the step reported an unsafe output path: {why}"),
+                },
+                None => Outcome::Succeeded { outputs },
             }
         }
-        Event::Cancel { reason } => {
-            if run.status.is_terminal() {
-                return Err(Rejected(format!("the run already ended {:?}", run.status)));
+        failed => failed,
+    };
+    match outcome {
+        Outcome::Succeeded { outputs } => {
+            a.state = AttemptState::Succeeded;
+            inst.state = InstanceState::Succeeded;
+            inst.outputs = outputs
+                .into_iter()
+                .map(|o| ArtifactFile {
+                    artifact_path: o
+                        .artifact_path
+                        .unwrap_or_else(|| format!("{OUTPUTS_DIR}/{}", o.path)),
+                    run_id: o.run_id.unwrap_or_else(|| own_run.clone()),
+                    path: o.path,
+                    size: o.size,
+                })
+                .collect();
+        }
+        Outcome::Failed { error } => {
+            a.state = AttemptState::Failed;
+            a.error = Some(error);
+            if inst.attempts.len() as u32 - inst.repair_base <= retries.limit {
+                inst.state = InstanceState::Retrying;
+                inst.retry_at = Some(now + retries.delay_ms(inst.attempts.len() as u32 + 1));
+            } else {
+                inst.state = InstanceState::Failed;
             }
-            end_run(run, RunStatus::Cancelled, reason, now);
-        }
-        Event::Repair { repair, by } => {
-            repair_run(run, &repair)?;
-            run.repairs.push(RepairRecord {
-                repair,
-                at: now,
-                by,
-            });
-        }
-        Event::Tick => {}
-        Event::MlflowUnavailable { reason } => {
-            let (since, failures) = run
-                .mlflow_wait
-                .as_ref()
-                .map_or((now, 1), |w| (w.since, w.failures + 1));
-            run.mlflow_wait = Some(MlflowWait {
-                message: format!("waiting for MLflow: {reason}"),
-                since,
-                failures,
-                retry_at: now + mlflow_backoff_ms(failures),
-            });
-        }
-        Event::MlflowRefused { call, message } => mlflow_refused(run, call, &message, now)?,
-        Event::Pinned { source, commit } => {
-            run.pins.entry(source).or_insert(commit);
         }
     }
-    Ok(moves_run)
+    Ok(())
 }
 
 /// A permanent MLflow refusal ends what the call was for, with MLflow's message and what to do.
@@ -272,25 +312,6 @@ fn mlflow_refused(
         }
     }
     Ok(())
-}
-
-/// Ends the run; every instance still going is cancelled (fail-fast: a failed node cancels the
-/// rest of the run, so nothing keeps spending compute on a run that has already failed).
-pub(super) fn end_run(run: &mut RunState, status: RunStatus, reason: String, now: u64) {
-    run.status = status;
-    run.ended_at = Some(now);
-    run.error = Some(reason);
-    for inst in run.nodes.iter_mut().flat_map(|n| n.instances.iter_mut()) {
-        if inst.state.is_terminal() {
-            continue;
-        }
-        inst.state = InstanceState::Cancelled;
-        inst.retry_at = None;
-        if let Some(a) = inst.current_mut().filter(|a| !a.state.is_terminal()) {
-            a.state = AttemptState::Cancelled;
-            a.ended_at = Some(now);
-        }
-    }
 }
 
 /// Puts the instances a repair covers back to `Waiting`; they are planned again (with a new

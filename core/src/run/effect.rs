@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::wire::WorkItem;
+use crate::wire::{ChildRun, WorkItem};
 
 #[cfg(doc)]
 use super::event::Event;
@@ -37,13 +37,16 @@ pub enum MlflowEffect {
         tags: Vec<(String, String)>,
         params: Vec<(String, String)>,
     },
-    /// Find the MLflow run an agent may have created for an attempt that ended before the
-    /// run heard of it (its agent died), by its `concurrent.key`, and set its final status.
-    /// → [`Event::AttemptRunClosed`]
+    /// An attempt ended before the run heard of its MLflow run (its agent died, perhaps
+    /// before it could make one): find the run by its `concurrent.key`, or create it as
+    /// `run` describes, with `note` as its description; then set its final status. So every
+    /// attempt the run counts has exactly one MLflow run. → [`Event::AttemptRunClosed`]
     CloseUnreportedRun {
         attempt: AttemptKey,
         experiment_id: String,
-        key: String,
+        run: ChildRun,
+        note: String,
+        start_time: u64,
         status: &'static str,
         end_time: u64,
     },

@@ -78,10 +78,13 @@ pub enum Event {
         #[serde(flatten)]
         key: AttemptKey,
     },
-    /// An attempt's MLflow run shows its final status.
+    /// An attempt's MLflow run shows its final status; `run_id` names it when the run found
+    /// or made it (the attempt's agent never reported it).
     AttemptRunClosed {
         #[serde(flatten)]
         key: AttemptKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
     },
     /// The MLflow parent run shows this status.
     ParentRunSynced { status: RunStatus },
@@ -133,7 +136,7 @@ impl Event {
             | Event::NoAttemptRun { key }
             | Event::Enqueued { key }
             | Event::Withdrawn { key }
-            | Event::AttemptRunClosed { key }
+            | Event::AttemptRunClosed { key, .. }
             | Event::Leased { key, .. }
             | Event::Requeued { key }
             | Event::LogTail { key, .. }

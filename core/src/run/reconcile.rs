@@ -118,12 +118,17 @@ fn reconcile_all(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
                         status,
                         end_time,
                     })),
-                    // Its agent may have made the run and died before telling.
+                    // Its agent may have made the run and died before telling, or died before
+                    // it could make one.
                     None if a.leased => {
+                        let mut child = child_run(run, mlflow, node, inst, a);
+                        child.maybe_exists = true;
                         effects.push(Effect::Mlflow(MlflowEffect::CloseUnreportedRun {
-                            key: key.work_item_id(&run.id),
                             attempt: key,
                             experiment_id: mlflow.experiment_id.clone(),
+                            run: child,
+                            note: unreported_note(a),
+                            start_time: a.started_at.unwrap_or(end_time),
                             status,
                             end_time,
                         }))
@@ -237,6 +242,17 @@ fn child_run(
         params,
         maybe_exists: false,
     }
+}
+
+/// The description of an attempt's MLflow run that the run itself made, its agent having
+/// ended without reporting one.
+fn unreported_note(a: &Attempt) -> String {
+    let agent = a.agent.as_deref().unwrap_or("unknown");
+    let why = a.error.as_deref().unwrap_or("no reason was recorded");
+    crate::logtail::keep_start(
+        &format!("Concurrent recorded this attempt's end without its agent ({agent}) reporting an MLflow run (the agent may have stopped before it could make one). {why}"),
+        4000,
+    )
 }
 
 /// The work item of an attempt, with parameters substituted.

@@ -69,14 +69,18 @@ impl Driver {
                         experiment_id: "1".into(),
                         run_id: "parent".into(),
                     }),
+                    // MLflow's runs by key: the one the agent made, or one made now.
                     MlflowEffect::CloseUnreportedRun {
                         attempt,
-                        key,
+                        run,
                         status,
                         ..
                     } => {
-                        self.closed.push((format!("by key {key}"), status));
-                        Event::AttemptRunClosed { key: attempt }
+                        self.closed.push((format!("by key {}", run.key), status));
+                        Event::AttemptRunClosed {
+                            key: attempt,
+                            run_id: Some(format!("by-key-{}", run.key)),
+                        }
                     }
                     MlflowEffect::CloseAttemptRun {
                         attempt,
@@ -85,7 +89,10 @@ impl Driver {
                         ..
                     } => {
                         self.closed.push((run_id, status));
-                        Event::AttemptRunClosed { key: attempt }
+                        Event::AttemptRunClosed {
+                            key: attempt,
+                            run_id: None,
+                        }
                     }
                     MlflowEffect::SyncParentRun { run_id, status, .. } => {
                         self.closed.push((run_id, status.mlflow_status()));
@@ -646,6 +653,14 @@ fn an_attempt_that_ended_before_its_run_was_reported_is_closed_by_key() {
         "{:?}",
         d.closed
     );
+    // What was found or made by key is the attempt's run from now on, with the reason.
+    let a = &run.nodes[0].instances[0].attempts[0];
+    assert_eq!(a.mlflow_run_id, Some(format!("by-key-{}", item.id)));
+    let round = plan_round(reconcile(&run, 5), 128);
+    assert!(round
+        .mlflow
+        .iter()
+        .all(|m| !matches!(m, MlflowEffect::CloseUnreportedRun { .. })));
     // Never leased (cancelled while queued): nothing to look for.
     let mut queued = new_run(1, 0);
     let mut q = Driver::default();
@@ -1025,6 +1040,9 @@ proptest! {
                 for a in &inst.attempts {
                     prop_assert!(a.state.is_terminal());
                     if a.mlflow_run_id.is_some() { prop_assert!(a.mlflow_closed); }
+                    // Every attempt an agent held has its MLflow run, made by the agent or,
+                    // when it never reported one, found or made by the run.
+                    if a.leased { prop_assert!(a.mlflow_run_id.is_some(), "{a:?} has no MLflow run"); }
                 }
             }
         }

@@ -118,6 +118,24 @@ impl LocalExecutor {
         for dir in &self.allow_path {
             command.arg("--allow-path").arg(dir);
         }
+        // If the agent dies (SIGKILL, OOM), its steps stop too: their leases lapse with it and
+        // their attempts are run again elsewhere, so a step left running would run twice. The
+        // step runner stops its user's processes on SIGTERM.
+        let agent = std::process::id();
+        // SAFETY: prctl(2) and getppid(2) in the child between fork and exec touch no shared
+        // state.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The agent died before the signal was asked for.
+                if libc::getppid() as u32 != agent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
         let mut child = command
             .arg("--spec")
             .arg(&spec)
@@ -168,6 +186,10 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
+    fn reads_local_paths(&self) -> bool {
+        true
+    }
+
     async fn tail(&self, lease: &LeaseRef) -> Option<String> {
         // The step keeps a small tail file up to date; the log itself may be gigabytes.
         let dir = self.step_dir(&lease.item_id, lease.token);

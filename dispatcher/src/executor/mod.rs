@@ -13,9 +13,8 @@ use anyhow::Context;
 use concurrent_core::wire::{Lease, LeaseRef, Outcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentConfig;
+use crate::config::{AgentConfig, ExecutorKind};
 use crate::edge::Edge;
-use crate::ExecutorKind;
 
 /// Runs one leased step to its end.
 pub trait Executor: Send + Sync + 'static {
@@ -29,6 +28,12 @@ pub trait Executor: Send + Sync + 'static {
 
     /// The last lines of a running step's log, for the live view (`None` when not at hand).
     fn tail(&self, lease: &LeaseRef) -> impl std::future::Future<Output = Option<String>> + Send;
+
+    /// Whether steps see this machine's files, so the designer's inspections may read local
+    /// project paths (a pod sees only its image).
+    fn reads_local_paths(&self) -> bool {
+        false
+    }
 
     /// Steps that outlived a previous agent (pods), to adopt when their leases are valid.
     fn adoptable(&self) -> impl std::future::Future<Output = anyhow::Result<Vec<Lease>>> + Send {
@@ -82,6 +87,13 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Local(e) => e.discard(lease).await,
             AnyExecutor::Kubernetes(e) => e.discard(lease).await,
+        }
+    }
+
+    fn reads_local_paths(&self) -> bool {
+        match self {
+            AnyExecutor::Local(e) => e.reads_local_paths(),
+            AnyExecutor::Kubernetes(e) => e.reads_local_paths(),
         }
     }
 

@@ -912,7 +912,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(choose(&py, Some(EnvManager::Local), None).unwrap(), Choice::Local);
+        assert_eq!(
+            choose(&py, Some(EnvManager::Local), None).unwrap(),
+            Choice::Local
+        );
         assert!(choose(&py, Some(EnvManager::Conda), None)
             .unwrap_err()
             .contains("cannot be executed using conda"));
@@ -932,7 +935,10 @@ mod tests {
         // An agent without conda builds conda_env projects with its --conda-env-manager...
         assert!(matches!(
             choose(&conda, None, Some(EnvManager::Uv)).unwrap(),
-            Choice::Virtual { manager: EnvManager::Uv, .. }
+            Choice::Virtual {
+                manager: EnvManager::Uv,
+                ..
+            }
         ));
         // ...unless the node says otherwise; python_env projects are not affected.
         assert_eq!(
@@ -941,7 +947,10 @@ mod tests {
         );
         assert!(matches!(
             choose(&py, None, Some(EnvManager::Virtualenv)).unwrap(),
-            Choice::Virtual { manager: EnvManager::Uv, .. }
+            Choice::Virtual {
+                manager: EnvManager::Uv,
+                ..
+            }
         ));
     }
 
@@ -971,7 +980,11 @@ mod tests {
             vec!["pip==23.1", "setuptools", "wheel>=0.40"]
         );
         for (bad, why) in [("python", "must be pinned"), ("python<3.12", "comparator")] {
-            std::fs::write(d.path().join("conda.yaml"), format!("dependencies: ['{bad}']\n")).unwrap();
+            std::fs::write(
+                d.path().join("conda.yaml"),
+                format!("dependencies: ['{bad}']\n"),
+            )
+            .unwrap();
             let e = PythonSpec::from_conda_yaml(&d.path().join("conda.yaml")).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
@@ -1020,12 +1033,17 @@ mod tests {
         built(c, "uv-old", 1_000, 10);
         built(c, "uv-old-running", 1_000, 10);
         built(c, "uv-new", 9_000, 10);
-        let running = FileLock::shared(c.join("uv-old-running.lock")).await.unwrap();
+        let running = FileLock::shared(c.join("uv-old-running.lock"))
+            .await
+            .unwrap();
         let said = evict(c, bounds(5_000, 1 << 30), 10_000);
         assert_eq!(said.len(), 1, "{said:?}");
         assert!(said[0].contains("let go of uv-old "), "{said:?}");
         assert!(!c.join("uv-old").exists());
-        assert!(c.join("uv-old-running").join(READY).exists(), "in use: kept");
+        assert!(
+            c.join("uv-old-running").join(READY).exists(),
+            "in use: kept"
+        );
         assert!(c.join("uv-new").join(READY).exists());
         drop(running);
         // Over the size bound, the least recently used goes first.
@@ -1067,7 +1085,10 @@ mod tests {
         };
         let prepared = prepare(&choice, c, &tools, &log).await.unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
-        assert!(text.contains("reusing the virtualenv environment"), "{text}");
+        assert!(
+            text.contains("reusing the virtualenv environment"),
+            "{text}"
+        );
         // Bounds of zero let go of everything idle; this one is not idle.
         assert!(evict(c, bounds(0, 0), u64::MAX).is_empty());
         assert!(c.join(&k).join(READY).exists());

@@ -240,8 +240,7 @@ async fn choose(
         .filter(|_| !environment::available(&args.conda_bin));
     let choice =
         environment::choose(declared, wanted, without_conda).map_err(anyhow::Error::msg)?;
-    if let (environment::Declared::Conda(file), None, Some(m)) = (declared, wanted, without_conda)
-    {
+    if let (environment::Declared::Conda(file), None, Some(m)) = (declared, wanted, without_conda) {
         let note = format!(
             "==> {} is a conda environment and this agent has no conda ({:?} is not found): building it with {} instead (the agent's --conda-env-manager), as `mlflow run --env-manager {}` would; set the node's envManager to choose otherwise",
             file.file_name().unwrap_or_default().to_string_lossy(),

@@ -303,7 +303,7 @@ async fn execute(
     for d in [&inputs, &outputs] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    download_inputs(args, item, mlflow, &inputs).await?;
+    download_inputs(args, item, mlflow, &inputs, log).await?;
     let run_id = &item.step.mlflow.run_id;
     match &item.step.kind {
         NodeKind::Input(spec) => {
@@ -336,7 +336,7 @@ async fn execute(
             launch::run_node(args, item, mlflow, &inputs, &outputs, log).await?;
         }
     }
-    upload_outputs(args, mlflow, run_id, &outputs).await
+    upload_outputs(args, mlflow, run_id, &outputs, log).await
 }
 
 /// A local path as written in a template (absolute, or relative to the project root), once it
@@ -447,11 +447,54 @@ async fn upload_log(
     .await
 }
 
+/// Runs an MLflow transfer (`what`) until MLflow answers: while it is away (unreachable, or
+/// failing as an overloaded server does) the step waits, saying so in its log, for at most
+/// [`crate::retry::TRANSFER_PATIENCE`], its lease heartbeated by the agent meanwhile; a refusal
+/// fails at once.
+async fn patiently<T, F, Fut>(what: &str, log: &Path, call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    use backon::Retryable;
+    let first_failure = std::sync::Mutex::new(None::<std::time::Instant>);
+    call.retry(crate::retry::transfer())
+        .when(crate::mlflow::Unavailable::caused)
+        .notify(|e, wait| {
+            first_failure
+                .lock()
+                .expect("poisoned")
+                .get_or_insert_with(std::time::Instant::now);
+            let line = format!(
+                "==> MLflow is away while {what} ({e:#}); trying again in {:.0} s (the step waits up to {} s)\n",
+                wait.as_secs_f64(),
+                crate::retry::TRANSFER_PATIENCE.as_secs()
+            );
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        })
+        .await
+        .map_err(|e| {
+            match *first_failure.lock().expect("poisoned") {
+                Some(since) if crate::mlflow::Unavailable::caused(&e) => e.context(format!(
+                    "{what}: MLflow stayed away for {:.0} s (the step waits up to {} s); the attempt fails, and a retry starts when MLflow is back",
+                    since.elapsed().as_secs_f64(),
+                    crate::retry::TRANSFER_PATIENCE.as_secs()
+                )),
+                _ => e,
+            }
+        })
+}
+
 async fn download_inputs(
     args: &StepArgs,
     item: &WorkItem,
     mlflow: &Mlflow,
     inputs: &Path,
+    log: &Path,
 ) -> anyhow::Result<()> {
     let (mut direct, mut other) = (Vec::new(), Vec::new());
     for (name, files) in &item.step.inputs {
@@ -460,7 +503,11 @@ async fn download_inputs(
                 bail!("input {name}: path {why}");
             }
             let dest = inputs.join(name).join(&f.path);
-            if mlflow.proxied(&f.run_id).await? {
+            let proxied = patiently("reading where inputs are stored", log, || {
+                mlflow.proxied(&f.run_id)
+            })
+            .await?;
+            if proxied {
                 direct.push((dest, f));
             } else {
                 other.push((
@@ -473,7 +520,13 @@ async fn download_inputs(
         std::fs::create_dir_all(inputs.join(name))?;
     }
     futures::stream::iter(direct)
-        .map(|(dest, f)| async move { mlflow.download(&f.run_id, &f.artifact_path, &dest).await })
+        .map(|(dest, f)| async move {
+            let what = format!("downloading input {}", f.path);
+            patiently(&what, log, || {
+                mlflow.download(&f.run_id, &f.artifact_path, &dest)
+            })
+            .await
+        })
         .buffer_unordered(PARALLEL_TRANSFERS)
         .try_collect::<Vec<_>>()
         .await?;
@@ -491,6 +544,7 @@ async fn upload_outputs(
     mlflow: &Mlflow,
     run_id: &str,
     outputs: &Path,
+    log: &Path,
 ) -> anyhow::Result<Vec<OutputFile>> {
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(outputs).sort_by_file_name() {
@@ -506,12 +560,18 @@ async fn upload_outputs(
         files.push((entry.path().to_path_buf(), rel, entry.metadata()?.len()));
     }
     if !files.is_empty() {
-        if mlflow.proxied(run_id).await? {
+        let proxied = patiently("reading where outputs are stored", log, || {
+            mlflow.proxied(run_id)
+        })
+        .await?;
+        if proxied {
             futures::stream::iter(files.iter())
                 .map(|(path, rel, _)| async move {
-                    mlflow
-                        .upload(run_id, &format!("{OUTPUTS_DIR}/{rel}"), path)
-                        .await
+                    let (what, to) = (
+                        format!("uploading output {rel}"),
+                        format!("{OUTPUTS_DIR}/{rel}"),
+                    );
+                    patiently(&what, log, || mlflow.upload(run_id, &to, path)).await
                 })
                 .buffer_unordered(PARALLEL_TRANSFERS)
                 .try_collect::<Vec<_>>()

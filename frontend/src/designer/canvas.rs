@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use concurrent_core::design::Kind;
-use concurrent_core::template::{Node, Position};
+use concurrent_core::template::{Edge, Node, Position};
 use concurrent_core::Problem;
 use leptos::ev;
 use leptos::prelude::*;
@@ -288,81 +288,14 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                 (NODE_W, NODE_H),
             )
         });
-        match action {
-            Action::Nothing => {}
-            Action::ClearSelection => session.selection.set(Selection::default()),
-            Action::MoveNodes { ids, dx, dy } => {
-                session.editor.update(|ed| ed.move_nodes(&ids, dx, dy))
-            }
-            Action::Connect { from, to } => {
-                let input = input_name(session, &from, &to);
-                session.edit(|ed| ed.connect(&from, &to, &input));
-            }
-            Action::SelectBox { ids } => session.selection.update(|s| {
-                s.nodes.extend(ids);
-                s.edge = None;
-            }),
-            Action::AddNode { kind, at } => {
-                let mut id = String::new();
-                session.editor.update(|ed| id = ed.add_node(kind, at));
-                session.selection.set(Selection::node(&id));
-            }
-        }
+        carry_out(session, action);
     });
     on_cleanup(move || {
         on_move.remove();
         on_up.remove();
     });
 
-    let on_down = move |e: web_sys::PointerEvent| {
-        if e.button() != 0 {
-            return;
-        }
-        super::blur_active();
-        let target = e
-            .target()
-            .and_then(|t| t.dyn_into::<web_sys::Element>().ok());
-        let find = |css: &str, attr: &str| {
-            target
-                .as_ref()
-                .and_then(|t| t.closest(css).ok().flatten())
-                .and_then(|el| el.get_attribute(attr))
-        };
-        let at = to_canvas(session, client(&e));
-        e.prevent_default();
-        let press = if let Some(from) = find("[data-port=out]", "data-port-of") {
-            Press::Port(from)
-        } else if let Some(i) = find("[data-edge]", "data-edge").and_then(|i| i.parse().ok()) {
-            Press::Edge(i)
-        } else if let Some(id) = find("[data-node]", "data-node") {
-            Press::Node {
-                id,
-                shift: e.shift_key(),
-            }
-        } else {
-            Press::Background {
-                shift: e.shift_key(),
-            }
-        };
-        let v = session.viewport.get_untracked();
-        let selected = session.selection.with_untracked(|s| s.nodes.clone());
-        let (g, select) = Gesture::press(press, at, client(&e), (v.x, v.y), &selected);
-        match select {
-            Select::Keep => {}
-            Select::Edge(i) => session.selection.set(Selection {
-                nodes: BTreeSet::new(),
-                edge: Some(i),
-            }),
-            Select::Only(id) => session.selection.set(Selection::node(&id)),
-            Select::Toggle(id) => session.selection.update(|s| {
-                s.edge = None;
-                if !s.nodes.remove(&id) {
-                    s.nodes.insert(id);
-                }
-            }),
-        }
-        gesture.set_value(g);
-    };
+    let on_down = move |e: web_sys::PointerEvent| press(session, gesture, &e);
     let on_wheel = move |e: web_sys::WheelEvent| {
         e.prevent_default();
         let rect = svg().map(|s| s.get_bounding_client_rect());
@@ -396,6 +329,13 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                 .unwrap_or_default()
         })
     });
+    let layer = Layer {
+        session,
+        detail,
+        labelled,
+        flagged,
+        dragged,
+    };
     let transform = move || {
         let v = session.viewport.get();
         format!("translate({:.2},{:.2}) scale({:.4})", v.x, v.y, v.scale)
@@ -446,52 +386,11 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
             <svg id=CANVAS_ID class="cc-canvas" tabindex="0" aria-label="DAG canvas" on:pointerdown=on_down on:wheel=on_wheel>
                 {arrow_marker("cc-arrow")}
                 <g transform=transform>
-                    <For each=edges key=|(k, ..)| k.clone() children=move |(_, i, edge, a, b)| {
-                        let d = edge_path(a, b);
-                        let label = format!("{} · {}", edge.input, edge.partition.mode.as_str());
-                        let (mx, my) = ((a.x + NODE_W + b.x) / 2.0, (a.y + b.y) / 2.0 + NODE_H / 2.0 - 6.0);
-                        let (from, to) = (edge.from.clone(), edge.to.clone());
-                        let mid = Position { x: mx, y: my };
-                        let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, mid)));
-                        view! {
-                            <g class="cc-edge" data-edge=i.to_string() data-from=edge.from.clone() data-to=edge.to.clone()
-                                class:cc-selected=move || session.selection.with(|s| s.edge == Some(i))
-                                class:cc-invalid=move || flagged.with(|f| f.1.contains(&i))
-                                class:cc-hidden=move || dragged.with(|ids| ids.contains(&from) || ids.contains(&to))>
-                                <path class="cc-edge-hit" d=d.clone()></path>
-                                <path class="cc-edge-line" d=d marker-end="url(#cc-arrow)"></path>
-                                {move || shown.get().then(|| view! {
-                                    <text class="cc-edge-label" x=format!("{mx:.1}") y=format!("{my:.1}") text-anchor="middle">{label.clone()}</text>
-                                })}
-                            </g>
-                        }
+                    <For each=edges key=|(k, ..)| k.clone() children=move |(_, i, edge, a, b)| view! {
+                        <EdgeItem layer i edge a b />
                     } />
-                    <For each=nodes key=|(k, _)| k.clone() children=move |(_, node)| {
-                        let id = node.id.clone();
-                        let p = node.position.unwrap_or_default();
-                        let (sel_id, bad_id, drag_id) = (id.clone(), id.clone(), id.clone());
-                        view! {
-                            <g class=format!("cc-node cc-kind-{}", node.kind.tag()) data-node=id.clone() tabindex="0"
-                                transform=format!("translate({:.1},{:.1})", p.x, p.y)
-                                class:cc-hidden=move || dragged.with(|ids| ids.contains(&drag_id))
-                                class:cc-selected=move || session.selection.with(|s| s.nodes.contains(&sel_id))
-                                class:cc-invalid=move || flagged.with(|f| f.0.contains(&bad_id))
-                                on:focus={ let id = id.clone(); move |_| if session.selection.with_untracked(|s| !s.nodes.contains(&id)) { session.selection.set(Selection::node(&id)) } }>
-                                <title>{format!("{} ({})", node.display_name(), node.id)}</title>
-                                {
-                                    let (title, sub) = (fit_label(node.display_name(), 24), fit_label(&subtitle(&node), 30));
-                                    let takes_input = !matches!(node.kind, concurrent_core::template::NodeKind::Input(_));
-                                    let id = id.clone();
-                                    // Zoomed out, or far off-screen, only the box is drawn.
-                                    let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, p)));
-                                    move || if !shown.get() { view! { <NodeBox title=String::new() sub=None /> }.into_any() } else { view! {
-                                        <NodeBox title=title.clone() sub=Some(sub.clone()) />
-                                        {takes_input.then(|| view! { <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle> })}
-                                        <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>
-                                    }.into_any() }
-                                }
-                            </g>
-                        }
+                    <For each=nodes key=|(k, _)| k.clone() children=move |(_, node)| view! {
+                        <NodeItem layer node />
                     } />
                 </g>
             </svg>
@@ -514,6 +413,166 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
                 <p class="cc-canvas-empty">"Drag an MLflow Project from the left onto the canvas to start, or import a template."</p>
             })}
         </div>
+    }
+}
+
+/// Carries out what a finished gesture asks for.
+fn carry_out(session: Session, action: Action) {
+    match action {
+        Action::Nothing => {}
+        Action::ClearSelection => session.selection.set(Selection::default()),
+        Action::MoveNodes { ids, dx, dy } => {
+            session.editor.update(|ed| ed.move_nodes(&ids, dx, dy))
+        }
+        Action::Connect { from, to } => {
+            let input = input_name(session, &from, &to);
+            session.edit(|ed| ed.connect(&from, &to, &input));
+        }
+        Action::SelectBox { ids } => session.selection.update(|s| {
+            s.nodes.extend(ids);
+            s.edge = None;
+        }),
+        Action::AddNode { kind, at } => {
+            let mut id = String::new();
+            session.editor.update(|ed| id = ed.add_node(kind, at));
+            session.selection.set(Selection::node(&id));
+        }
+    }
+}
+
+/// A pointer went down on the canvas: what it pressed (a port, an edge, a node, the
+/// background), the gesture that starts, and the selection it makes.
+fn press(session: Session, gesture: StoredValue<Gesture>, e: &web_sys::PointerEvent) {
+    if e.button() != 0 {
+        return;
+    }
+    super::blur_active();
+    let target = e
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::Element>().ok());
+    let find = |css: &str, attr: &str| {
+        target
+            .as_ref()
+            .and_then(|t| t.closest(css).ok().flatten())
+            .and_then(|el| el.get_attribute(attr))
+    };
+    let at = to_canvas(session, client(e));
+    e.prevent_default();
+    let press = if let Some(from) = find("[data-port=out]", "data-port-of") {
+        Press::Port(from)
+    } else if let Some(i) = find("[data-edge]", "data-edge").and_then(|i| i.parse().ok()) {
+        Press::Edge(i)
+    } else if let Some(id) = find("[data-node]", "data-node") {
+        Press::Node {
+            id,
+            shift: e.shift_key(),
+        }
+    } else {
+        Press::Background {
+            shift: e.shift_key(),
+        }
+    };
+    let v = session.viewport.get_untracked();
+    let selected = session.selection.with_untracked(|s| s.nodes.clone());
+    let (g, select) = Gesture::press(press, at, client(e), (v.x, v.y), &selected);
+    match select {
+        Select::Keep => {}
+        Select::Edge(i) => session.selection.set(Selection {
+            nodes: BTreeSet::new(),
+            edge: Some(i),
+        }),
+        Select::Only(id) => session.selection.set(Selection::node(&id)),
+        Select::Toggle(id) => session.selection.update(|s| {
+            s.edge = None;
+            if !s.nodes.remove(&id) {
+                s.nodes.insert(id);
+            }
+        }),
+    }
+    gesture.set_value(g);
+}
+
+/// What every node and edge of the canvas reads besides its own data.
+#[derive(Clone, Copy)]
+struct Layer {
+    session: Session,
+    /// Titles are readable at this zoom.
+    detail: Memo<bool>,
+    /// The area near the screen where labels are drawn.
+    labelled: Memo<(Position, Position)>,
+    /// Ids of nodes and indexes of edges with problems.
+    flagged: Memo<(HashSet<String>, HashSet<usize>)>,
+    /// The nodes being dragged (drawn in the overlay instead).
+    dragged: Memo<Arc<BTreeSet<String>>>,
+}
+
+/// One edge: its path (and a wider invisible one to click), and its label near the screen.
+#[component]
+fn EdgeItem(layer: Layer, i: usize, edge: Edge, a: Position, b: Position) -> impl IntoView {
+    let Layer {
+        session,
+        detail,
+        labelled,
+        flagged,
+        dragged,
+    } = layer;
+    let d = edge_path(a, b);
+    let label = format!("{} · {}", edge.input, edge.partition.mode.as_str());
+    let (mx, my) = (
+        (a.x + NODE_W + b.x) / 2.0,
+        (a.y + b.y) / 2.0 + NODE_H / 2.0 - 6.0,
+    );
+    let (from, to) = (edge.from.clone(), edge.to.clone());
+    let mid = Position { x: mx, y: my };
+    let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, mid)));
+    view! {
+        <g class="cc-edge" data-edge=i.to_string() data-from=edge.from.clone() data-to=edge.to.clone()
+            class:cc-selected=move || session.selection.with(|s| s.edge == Some(i))
+            class:cc-invalid=move || flagged.with(|f| f.1.contains(&i))
+            class:cc-hidden=move || dragged.with(|ids| ids.contains(&from) || ids.contains(&to))>
+            <path class="cc-edge-hit" d=d.clone()></path>
+            <path class="cc-edge-line" d=d marker-end="url(#cc-arrow)"></path>
+            {move || shown.get().then(|| view! {
+                <text class="cc-edge-label" x=format!("{mx:.1}") y=format!("{my:.1}") text-anchor="middle">{label.clone()}</text>
+            })}
+        </g>
+    }
+}
+
+/// One node: its box, its title and subtitle near the screen, and its ports.
+#[component]
+fn NodeItem(layer: Layer, node: Node) -> impl IntoView {
+    let Layer {
+        session,
+        detail,
+        labelled,
+        flagged,
+        dragged,
+    } = layer;
+    let id = node.id.clone();
+    let p = node.position.unwrap_or_default();
+    let (sel_id, bad_id, drag_id) = (id.clone(), id.clone(), id.clone());
+    view! {
+        <g class=format!("cc-node cc-kind-{}", node.kind.tag()) data-node=id.clone() tabindex="0"
+            transform=format!("translate({:.1},{:.1})", p.x, p.y)
+            class:cc-hidden=move || dragged.with(|ids| ids.contains(&drag_id))
+            class:cc-selected=move || session.selection.with(|s| s.nodes.contains(&sel_id))
+            class:cc-invalid=move || flagged.with(|f| f.0.contains(&bad_id))
+            on:focus={ let id = id.clone(); move |_| if session.selection.with_untracked(|s| !s.nodes.contains(&id)) { session.selection.set(Selection::node(&id)) } }>
+            <title>{format!("{} ({})", node.display_name(), node.id)}</title>
+            {
+                let (title, sub) = (fit_label(node.display_name(), 24), fit_label(&subtitle(&node), 30));
+                let takes_input = !matches!(node.kind, concurrent_core::template::NodeKind::Input(_));
+                let id = id.clone();
+                // Zoomed out, or far off-screen, only the box is drawn.
+                let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, p)));
+                move || if !shown.get() { view! { <NodeBox title=String::new() sub=None /> }.into_any() } else { view! {
+                    <NodeBox title=title.clone() sub=Some(sub.clone()) />
+                    {takes_input.then(|| view! { <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle> })}
+                    <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>
+                }.into_any() }
+            }
+        </g>
     }
 }
 

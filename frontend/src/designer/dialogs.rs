@@ -1,5 +1,6 @@
 //! The designer's dialogs: run, import, versions with their diff; and export.
 
+use concurrent_core::access::Route as ApiRoute;
 use concurrent_core::diff::{diff, Change};
 use concurrent_core::wire::{RunSummary, StartRun, TemplateVersion, VersionSummary};
 use concurrent_core::Template;
@@ -131,8 +132,11 @@ fn RunDialog(session: Session, close: impl Fn() + Copy + 'static) -> impl IntoVi
         };
         busy.set(true);
         leptos::task::spawn_local(async move {
-            match api::send::<RunSummary>(gloo_net::http::Request::post("/api/v1/runs"), &body)
-                .await
+            match api::send::<RunSummary>(
+                gloo_net::http::Request::post(&ApiRoute::RunStart.path(&[])),
+                &body,
+            )
+            .await
             {
                 Ok(run) => {
                     close();
@@ -163,11 +167,7 @@ fn VersionsDialog(session: Session) -> impl IntoView {
         move || {
             let name = name.clone();
             async move {
-                api::get::<Vec<VersionSummary>>(&format!(
-                    "/api/v1/templates/{}/versions",
-                    api::segment(&name)
-                ))
-                .await
+                api::get::<Vec<VersionSummary>>(ApiRoute::TemplateVersions.path(&[&name])).await
             }
         }
     });
@@ -206,11 +206,7 @@ fn VersionsDialog(session: Session) -> impl IntoView {
 }
 
 async fn version(name: &str, v: u32) -> Result<TemplateVersion, api::ApiError> {
-    api::get::<TemplateVersion>(&format!(
-        "/api/v1/templates/{}/versions/{v}",
-        api::segment(name)
-    ))
-    .await
+    api::get::<TemplateVersion>(ApiRoute::TemplateVersion.path(&[name, &v.to_string()])).await
 }
 
 fn change_view(c: Change) -> impl IntoView {

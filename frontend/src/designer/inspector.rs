@@ -1,34 +1,13 @@
 //! The inspector: every field of the selected node or edge, or of the template itself.
 //! A field commits on `change` (blur or Enter), so one edit is one undo step, not one per key.
 
-use std::collections::BTreeMap;
-
 use concurrent_core::design::key_preview;
 use concurrent_core::template::{Node, NodeKind, Parameter, PartitionMode};
 use concurrent_core::Problem;
 use leptos::prelude::*;
 
+use super::fields::{field, project};
 use super::{describe, Selection, Session};
-
-/// A labelled text field showing `value` and committing edits with `commit`.
-pub(super) fn field(
-    label: &'static str,
-    name: &'static str,
-    hint: &'static str,
-    value: impl Fn() -> String + Send + Sync + 'static,
-    commit: impl Fn(String) + 'static,
-) -> AnyView {
-    // Boxed, so the field's view code exists once in the bundle, not once per field.
-    let value: Box<dyn Fn() -> String + Send + Sync> = Box::new(value);
-    let commit: Box<dyn Fn(String)> = Box::new(commit);
-    view! {
-        <label class="cc-field">
-            <span>{label}</span>
-            <input type="text" name=name placeholder=hint prop:value=value on:change=move |e| commit(event_target_value(&e)) />
-        </label>
-    }
-    .into_any()
-}
 
 fn number(what: &str, v: &str) -> Result<u64, String> {
     v.trim()
@@ -215,7 +194,7 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
                 <label class="cc-field"><span>"Kubernetes (JSON)"</span>
                     <textarea name="kubernetes" rows="3" class="mono" placeholder=r#"{"nodeSelector": {…}, "tolerations": […], "volumes": […]}"#
                         prop:value=read(|n| if n.kubernetes.is_empty() { String::new() } else { serde_json::to_string_pretty(&n.kubernetes).unwrap_or_default() })
-                        on:change=move |e| write(|n, v| { n.kubernetes = concurrent_core::kubernetes::from_json(&v).map_err(|why| format!("Kubernetes settings: {why}"))?; Ok(()) })(event_target_value(&e))></textarea></label>
+                        on:change=move |e| write(|n, v| { n.kubernetes = concurrent_core::validate::kubernetes::from_json(&v).map_err(|why| format!("Kubernetes settings: {why}"))?; Ok(()) })(event_target_value(&e))></textarea></label>
                 <label class="cc-field"><span>"Add an input from"</span>
                     <select name="connectFrom" on:change=connect_from prop:value="">
                         <option value="">"choose a node…"</option>
@@ -228,13 +207,6 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
             </ul>
             <button class="cc-danger" on:click=delete>"Delete node"</button>
         </section>
-    }
-}
-
-fn project(n: &Node) -> Option<&concurrent_core::template::ProjectSpec> {
-    match &n.kind {
-        NodeKind::Project(p) => Some(p),
-        _ => None,
     }
 }
 
@@ -263,83 +235,6 @@ fn with_input(
         f(i);
     }
     Ok(())
-}
-
-/// An edit of a project node's `-P` parameters.
-pub(super) type ParamEdit = Box<dyn FnOnce(&mut BTreeMap<String, String>)>;
-
-/// `-P key=value` rows of a project node.
-#[component]
-pub(super) fn ParametersEditor(session: Session, id: String) -> impl IntoView {
-    let params = {
-        let id = id.clone();
-        move || {
-            session.editor.with(|e| {
-                e.template()
-                    .node(&id)
-                    .and_then(|n| project(n).map(|p| p.parameters.clone()))
-                    .unwrap_or_default()
-            })
-        }
-    };
-    let change = move |id: String, f: ParamEdit| {
-        session.edit(|e| {
-            e.update_node(&id, |n| {
-                if let NodeKind::Project(p) = &mut n.kind {
-                    f(&mut p.parameters)
-                }
-            })
-        });
-    };
-    let add = {
-        let id = id.clone();
-        move |_| {
-            let next = (1..)
-                .map(|i| format!("param{i}"))
-                .find(|k| !params_has(session, &id, k))
-                .unwrap_or_default();
-            change(
-                id.clone(),
-                Box::new(move |m| {
-                    m.insert(next, String::new());
-                }),
-            );
-        }
-    };
-    view! {
-        <fieldset class="cc-params" data-params="">
-            <legend>"Parameters (-P key=value; {{params.x}} uses a template parameter)"</legend>
-            {move || params().into_iter().map(|(k, v)| {
-                let (id1, id2, id3) = (id.clone(), id.clone(), id.clone());
-                let (k1, k2, k3) = (k.clone(), k.clone(), k.clone());
-                view! {
-                    <div class="cc-row cc-param">
-                        <input type="text" name="paramKey" prop:value=k.clone() on:change=move |e| {
-                            let new = event_target_value(&e).trim().to_string();
-                            let old = k1.clone();
-                            if new != old { change(id1.clone(), Box::new(move |m| { if let Some(v) = m.remove(&old) { m.insert(new, v); } })); }
-                        } />
-                        <input type="text" name="paramValue" prop:value=v on:change=move |e| {
-                            let v = event_target_value(&e);
-                            let k = k2.clone();
-                            change(id2.clone(), Box::new(move |m| { m.insert(k, v); }));
-                        } />
-                        <button class="cc-link" title="Remove" on:click=move |_| { let k = k3.clone(); change(id3.clone(), Box::new(move |m| { m.remove(&k); })); }>"×"</button>
-                    </div>
-                }
-            }).collect_view()}
-            <button class="cc-link" data-action="add-param" on:click=add>"+ parameter"</button>
-        </fieldset>
-    }
-}
-
-fn params_has(session: Session, id: &str, key: &str) -> bool {
-    session.editor.with_untracked(|e| {
-        e.template()
-            .node(id)
-            .and_then(project)
-            .is_some_and(|p| p.parameters.contains_key(key))
-    })
 }
 
 #[component]

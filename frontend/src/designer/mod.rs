@@ -4,12 +4,14 @@
 
 mod canvas;
 mod dialogs;
+mod fields;
 mod inspector;
 mod partitions;
 mod project;
 
 use std::collections::{BTreeSet, HashMap};
 
+use concurrent_core::access::Route as ApiRoute;
 use concurrent_core::design::{Clipboard, Editor, Viewport};
 use concurrent_core::template::{Position, API_VERSION};
 use concurrent_core::wire::{SavedTemplate, TemplateVersion};
@@ -171,7 +173,7 @@ fn session_for(sessions: Sessions, name: Option<String>) -> Session {
     match name {
         None => session.loaded.set(Some(Ok(()))),
         Some(name) => leptos::task::spawn_local(async move {
-            let path = format!("/api/v1/templates/{}", api::segment(&name));
+            let path = ApiRoute::TemplateSave.path(&[&name]);
             match api::get::<TemplateVersion>(&path).await {
                 Ok(tv) => {
                     // Hand-written templates have no positions: lay them out first (not an
@@ -232,7 +234,7 @@ pub fn Designer(name: Option<String>) -> impl IntoView {
             return;
         }
         leptos::task::spawn_local(async move {
-            let path = format!("/api/v1/templates/{}?draft=true", api::segment(&name));
+            let path = format!("{}?draft=true", ApiRoute::TemplateSave.path(&[&name]));
             let mut request = gloo_net::http::Request::put(&path);
             if let Some(v) = previous {
                 request = request.header("If-Match", &v.to_string());

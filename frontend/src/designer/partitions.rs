@@ -2,6 +2,7 @@
 //! newest run of this template where that node succeeded, planned by core's partitioner with
 //! the connection's mode and the downstream node's instance count, as it is being edited.
 
+use concurrent_core::access::Route as ApiRoute;
 use concurrent_core::partition::plan;
 use concurrent_core::run::{InstanceState, NodeRun, RunState};
 use concurrent_core::wire::RunSummary;
@@ -20,13 +21,16 @@ async fn latest_outputs(
     template: &str,
     node: &str,
 ) -> Result<Option<(String, u64, NodeRun)>, api::ApiError> {
-    let runs: Vec<RunSummary> = api::get(&format!(
-        "/api/v1/runs?template={}&limit={RUNS_LOOKED_AT}",
-        api::segment(template)
+    let runs: Vec<RunSummary> = api::get(&api::with_query(
+        &ApiRoute::RunsList.path(&[]),
+        &[
+            ("template", template),
+            ("limit", &RUNS_LOOKED_AT.to_string()),
+        ],
     ))
     .await?;
     for r in runs {
-        let state: RunState = api::get(&format!("/api/v1/runs/{}", api::segment(&r.id))).await?;
+        let state: RunState = api::get(&ApiRoute::RunGet.path(&[&r.id])).await?;
         if let Some(n) = state.node(node) {
             if !n.instances.is_empty() && n.all(InstanceState::Succeeded) {
                 return Ok(Some((r.id, r.created_at, n.clone())));

@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 
+use concurrent_core::access::Route as ApiRoute;
 use concurrent_core::project::{check, EntryPointInfo, ProjectInfo};
 use concurrent_core::template::NodeKind;
 use concurrent_core::wire::InspectRequest;
 use leptos::prelude::*;
 
-use super::inspector::{field, ParamEdit, ParametersEditor};
+use super::fields::{field, ParamEdit, ParametersEditor};
 use super::Session;
 use crate::api;
 
@@ -66,7 +67,7 @@ pub fn ProjectAware(session: Session, id: StoredValue<String>) -> impl IntoView 
         let (source, cluster) = (source.get(), cluster.get());
         async move {
             let s = source?;
-            let path = format!("/api/v1/clusters/{}/inspect", api::segment(cluster.trim()));
+            let path = ApiRoute::ProjectInspect.path(&[cluster.trim()]);
             let body = InspectRequest {
                 uri: s.uri,
                 version: s.version,

@@ -139,11 +139,14 @@ class ConcurrentBackend(AbstractBackend):
             if key in config:
                 node[field] = config[key]
         template = {"apiVersion": "concurrent/v1", "name": name, "description": f"mlflow run {uri} -e {entry_point}", "nodes": [node]}
-        edge.push_template(template)
+        saved = edge.push_template(template)
         # `mlflow run` resolved the experiment (--experiment-name/-id, MLFLOW_EXPERIMENT_*, or
         # Default) in the caller's tracking server; the runs go there, as with any backend.
         try:
-            dag_run = edge.start_run(name, cluster=config.get("cluster"), experiment_id=experiment_id)
+            # The version just saved: another `mlflow run` of the same project with other
+            # parameters may save the next one meanwhile.
+            dag_run = edge.start_run(name, cluster=config.get("cluster"), experiment_id=experiment_id,
+                                     version=saved["version"])
         except ConcurrentError as e:
             if e.status == 422 and "experiment" in str(e):
                 raise ConcurrentError(

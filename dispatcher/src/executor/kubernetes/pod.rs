@@ -339,10 +339,12 @@ pub fn merge(template: &PodTemplateSpec, ours: Pod) -> Pod {
     }
 }
 
-fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
+/// The labels of a step's pod: the recommended `app.kubernetes.io` ones, and what the agent
+/// finds its pods by (cluster, run, node, instance, attempt, name).
+fn labels(lease: &Lease, s: &PodSettings, name: &str) -> BTreeMap<String, String> {
     let item = &lease.item;
-    let name = name_of(lease);
-    let labels = BTreeMap::from([
+    let name = name.to_string();
+    BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
             "concurrent-step".to_string(),
@@ -373,18 +375,13 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
             item.attempt.to_string(),
         ),
         (POD.to_string(), name.clone()),
-    ]);
-    let annotations = BTreeMap::from([
-        (ITEM.to_string(), item.id.clone()),
-        (LEASE_TOKEN.to_string(), lease.token.to_string()),
-    ]);
-    let mount = |volume: &str, path: &str, read_only: bool| VolumeMount {
-        name: volume.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..Default::default()
-    };
-    let r = &item.step.resources;
+    ])
+}
+
+/// CPU and memory requests, the memory limit (a pod over it is OOM-killed, not the node) and
+/// GPUs: (requests, limits).
+fn resources(lease: &Lease) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
+    let r = &lease.item.step.resources;
     let mut requests = BTreeMap::new();
     let mut limits = BTreeMap::new();
     if let Some(cpu) = &r.cpu {
@@ -397,13 +394,19 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
     if r.gpu > 0 {
         limits.insert("nvidia.com/gpu".to_string(), Quantity(r.gpu.to_string()));
     }
-    let secret = secret_name(&name);
+    (requests, limits)
+}
+
+/// The step container's environment: the step token and secrets by reference (the spec never
+/// holds a value), MLflow's address, the node's `env`.
+fn environment(lease: &Lease, s: &PodSettings, secret: &str) -> Vec<EnvVar> {
+    let item = &lease.item;
     let env = vec![
         EnvVar {
             name: "CONCURRENT_STEP_TOKEN".into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: secret.clone(),
+                    name: secret.to_string(),
                     key: "token".into(),
                     optional: Some(false),
                 }),
@@ -445,7 +448,7 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
     env.extend(
         s.mlflow_credentials
             .keys()
-            .map(|k| from_secret(k, &secret, k)),
+            .map(|k| from_secret(k, secret, k)),
     );
     env.push(plain(
         crate::step::SECRET_ENV,
@@ -457,6 +460,11 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
             .collect::<Vec<_>>()
             .join(","),
     ));
+    env
+}
+
+/// The step runner's arguments in the pod.
+fn runner_args(s: &PodSettings) -> Vec<String> {
     let mut args: Vec<String> = [
         "step",
         "--spec",
@@ -483,6 +491,18 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
     if let Some(m) = s.conda_env_manager {
         args.extend(["--conda-env-manager".to_string(), m.as_str().into()]);
     }
+    args
+}
+
+/// The pod's volumes and the step container's mounts: the runner's binary, the work directory,
+/// the step's Secret, the node's own volumes, and git credentials when the agent has them.
+fn volumes(lease: &Lease, s: &PodSettings, secret: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mount = |volume: &str, path: &str, read_only: bool| VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
     let mut volumes = vec![
         Volume {
             name: "concurrent-bin".into(),
@@ -497,7 +517,7 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
         Volume {
             name: "step".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(secret),
+                secret_name: Some(secret.to_string()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -508,10 +528,54 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
         mount("work", "/work", false),
         mount("step", "/concurrent-step", true),
     ];
-    let k = &item.step.kubernetes;
+    let k = &lease.item.step.kubernetes;
     let (node_volumes, node_mounts) = node_volumes(k);
     volumes.extend(node_volumes);
     mounts.extend(node_mounts);
+    if let Some(git_secret) = &s.git_credentials_secret {
+        volumes.push(Volume {
+            name: "git-credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(git_secret.clone()),
+                // ssh refuses keys that others can read.
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("git-credentials", GIT_CREDENTIALS_DIR, true));
+    }
+    (volumes, mounts)
+}
+
+fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
+    let item = &lease.item;
+    let name = name_of(lease);
+    let labels = labels(lease, s, &name);
+    let annotations = BTreeMap::from([
+        (ITEM.to_string(), item.id.clone()),
+        (LEASE_TOKEN.to_string(), lease.token.to_string()),
+    ]);
+    let mount = |volume: &str, path: &str, read_only: bool| VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    let r = &item.step.resources;
+    let (requests, limits) = resources(lease);
+    let secret = secret_name(&name);
+    let mut env = environment(lease, s, &secret);
+    if s.git_credentials_secret.is_some() {
+        env.push(EnvVar {
+            name: "CONCURRENT_GIT_CREDENTIALS".into(),
+            value: Some(GIT_CREDENTIALS_DIR.into()),
+            ..Default::default()
+        });
+    }
+    let args = runner_args(s);
+    let (volumes, mounts) = volumes(lease, s, &secret);
+    let k = &item.step.kubernetes;
     let mut node_selector = s.node_selector.clone();
     node_selector.extend(k.node_selector.clone());
     if let Some(gpu) = &r.gpu_type {
@@ -528,20 +592,6 @@ fn own_pod(lease: &Lease, s: &PodSettings) -> Pod {
             toleration_seconds: t.toleration_seconds,
         })
         .collect();
-    if let Some(git_secret) = &s.git_credentials_secret {
-        volumes.push(Volume {
-            name: "git-credentials".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(git_secret.clone()),
-                // ssh refuses keys that others can read.
-                default_mode: Some(0o400),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(mount("git-credentials", GIT_CREDENTIALS_DIR, true));
-        env.push(plain("CONCURRENT_GIT_CREDENTIALS", GIT_CREDENTIALS_DIR));
-    }
     Pod {
         metadata: ObjectMeta {
             name: Some(name),

@@ -1,0 +1,262 @@
+//! The queue's rows: work items with their lease (core's `lease::Slot`), the inputs a node's
+//! items share, counters; items come in (`enqueue`) and are withdrawn.
+
+use std::collections::BTreeMap;
+
+use concurrent_core::lease::{self, Change, ItemState, Slot};
+use concurrent_core::partition::ArtifactFile;
+use concurrent_core::wire::EnqueueRequest;
+use serde::Deserialize;
+use worker::SqlStorage;
+
+use super::api::Withdraw;
+use super::QueueObject;
+use crate::error::ApiError;
+
+/// Creates the tables if missing, and brings older ones up to date.
+pub(super) fn create_schema(sql: &SqlStorage) {
+    for ddl in [
+        "CREATE TABLE IF NOT EXISTS items(id TEXT PRIMARY KEY, run_id TEXT NOT NULL, item TEXT NOT NULL,
+           state TEXT NOT NULL, token INTEGER NOT NULL DEFAULT 0, agent TEXT, expires_at INTEGER NOT NULL DEFAULT 0,
+           seq INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS items_ready ON items(state, seq)",
+        "CREATE INDEX IF NOT EXISTS items_run ON items(run_id)",
+        // Inputs every instance of a node receives, once; merged into items as they are
+        // leased, dropped when the run has no item left here.
+        "CREATE TABLE IF NOT EXISTS shared(key TEXT PRIMARY KEY, run_id TEXT NOT NULL, json TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    ] {
+        sql.exec(ddl, None).expect("queue schema");
+    }
+    // Added after the first release; each fails harmlessly where the column exists.
+    for column in [
+        "confirmed INTEGER NOT NULL DEFAULT 0",
+        "unconfirmed_by TEXT NOT NULL DEFAULT '[]'",
+    ] {
+        let _ = sql.exec(&format!("ALTER TABLE items ADD COLUMN {column}"), None);
+    }
+    // Confirmations were a table of their own before they were a column.
+    if sql
+        .exec(
+            "UPDATE items SET confirmed = 1 WHERE id IN (SELECT id FROM confirmed)",
+            None,
+        )
+        .is_ok()
+    {
+        let _ = sql.exec("DROP TABLE confirmed", None);
+    }
+}
+
+/// An item's row (`item` is empty where a query leaves the work item out).
+#[derive(Deserialize)]
+pub(super) struct Row {
+    pub id: String,
+    pub item: String,
+    state: String,
+    token: f64,
+    agent: Option<String>,
+    expires_at: f64,
+    confirmed: f64,
+    unconfirmed_by: String,
+}
+
+/// The columns of a row without its work item (heartbeats never need it).
+pub(super) const SLOT_COLUMNS: &str =
+    "id, '' AS item, state, token, agent, expires_at, confirmed, unconfirmed_by";
+
+impl Row {
+    pub fn slot(&self) -> Slot {
+        Slot {
+            state: ItemState::parse(&self.state),
+            token: self.token as u64,
+            agent: self.agent.clone(),
+            expires_at: self.expires_at as u64,
+            confirmed: self.confirmed != 0.0,
+            unconfirmed_by: serde_json::from_str(&self.unconfirmed_by).unwrap_or_default(),
+        }
+    }
+}
+
+impl QueueObject {
+    /// Takes the next `n` values of a counter in one statement; the first of them.
+    pub(super) fn next_n(&self, counter: &str, n: usize) -> Result<u64, ApiError> {
+        #[derive(Deserialize)]
+        struct V {
+            value: f64,
+        }
+        let v: V = self
+            .sql
+            .exec(
+                "INSERT INTO counters(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2 RETURNING value",
+                vec![counter.into(), (n as i64).into()],
+            )?
+            .one()?;
+        Ok(v.value as u64 + 1 - n as u64)
+    }
+
+    pub(super) fn row(&self, id: &str) -> Result<Option<Row>, ApiError> {
+        Ok(self.rows(&[id])?.into_iter().next())
+    }
+
+    /// The rows of these items that are here, in one statement.
+    pub(super) fn rows(&self, ids: &[&str]) -> Result<Vec<Row>, ApiError> {
+        Ok(self
+            .sql
+            .exec(
+                "SELECT * FROM items WHERE id IN (SELECT value FROM json_each(?))",
+                vec![serde_json::to_string(ids)?.into()],
+            )?
+            .to_array()?)
+    }
+
+    /// The lease columns of these items, without their work items.
+    pub(super) fn slots(&self, ids: &[&str]) -> Result<BTreeMap<String, Slot>, ApiError> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec(
+                &format!(
+                    "SELECT {SLOT_COLUMNS} FROM items WHERE id IN (SELECT value FROM json_each(?))"
+                ),
+                vec![serde_json::to_string(ids)?.into()],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().map(|r| (r.id.clone(), r.slot())).collect())
+    }
+
+    /// Writes what core decided for these items: updates in one statement, deletes in two.
+    pub(super) fn write(&self, changes: Vec<(String, Change)>) -> Result<(), ApiError> {
+        let mut updates = Vec::new();
+        let mut deletes = Vec::new();
+        for (id, change) in changes {
+            match change {
+                Change::Keep => {}
+                Change::Delete => deletes.push(id),
+                Change::Update(s) => updates.push(serde_json::json!({
+                    "id": id,
+                    "state": s.state.as_str(),
+                    "token": s.token,
+                    "agent": s.agent,
+                    "expiresAt": s.expires_at,
+                    "confirmed": u8::from(s.confirmed),
+                    "unconfirmedBy": serde_json::to_string(&s.unconfirmed_by)?,
+                })),
+            }
+        }
+        if !updates.is_empty() {
+            self.sql.exec(
+                "UPDATE items SET state = j.value ->> 'state', token = j.value ->> 'token', agent = j.value ->> 'agent',
+                   expires_at = j.value ->> 'expiresAt', confirmed = j.value ->> 'confirmed',
+                   unconfirmed_by = j.value ->> 'unconfirmedBy'
+                 FROM json_each(?) AS j WHERE items.id = j.value ->> 'id'",
+                vec![serde_json::to_string(&updates)?.into()],
+            )?;
+        }
+        if !deletes.is_empty() {
+            self.delete(&deletes)?;
+        }
+        Ok(())
+    }
+
+    /// Drops these items, one statement for any number.
+    pub(super) fn delete(&self, ids: &[String]) -> Result<(), ApiError> {
+        self.sql.exec(
+            "DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))",
+            vec![serde_json::to_string(ids)?.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces an item's work item (its JSON), as a redelivery must see it.
+    pub(super) fn set_item(
+        &self,
+        id: &str,
+        item: &concurrent_core::wire::WorkItem,
+    ) -> Result<(), ApiError> {
+        self.sql.exec(
+            "UPDATE items SET item = ? WHERE id = ?",
+            vec![serde_json::to_string(item)?.into(), id.into()],
+        )?;
+        Ok(())
+    }
+
+    /// The shared inputs `key` refers to, decoded. A missing row is the system's fault (the
+    /// run sends them with the items), so it fails the lease rather than handing out a step
+    /// without its inputs.
+    pub(super) fn shared_inputs(
+        &self,
+        key: &str,
+    ) -> Result<(usize, BTreeMap<String, Vec<ArtifactFile>>), ApiError> {
+        #[derive(Deserialize)]
+        struct Shared {
+            json: String,
+        }
+        let rows: Vec<Shared> = self
+            .sql
+            .exec("SELECT json FROM shared WHERE key = ?", vec![key.into()])?
+            .to_array()?;
+        let json = rows.into_iter().next().map(|r| r.json).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "the shared inputs {key:?} of a queued item are missing from the queue"
+            ))
+        })?;
+        Ok((json.len(), serde_json::from_str(&json)?))
+    }
+
+    /// Drops the shared inputs of runs with no item left here (a few rows, each one index
+    /// lookup).
+    pub(super) fn forget_shared(&self) -> Result<(), ApiError> {
+        self.sql.exec(
+            "DELETE FROM shared WHERE NOT EXISTS (SELECT 1 FROM items WHERE items.run_id = shared.run_id)",
+            None,
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn enqueue(&self, r: EnqueueRequest) -> Result<bool, ApiError> {
+        let run_id = r
+            .items
+            .first()
+            .map(|i| i.run_id.as_str())
+            .unwrap_or_default();
+        for (key, inputs) in &r.shared {
+            self.sql.exec(
+                "INSERT OR IGNORE INTO shared(key, run_id, json) VALUES (?, ?, ?)",
+                vec![
+                    key.clone().into(),
+                    run_id.into(),
+                    serde_json::to_string(inputs)?.into(),
+                ],
+            )?;
+        }
+        let first = match r.items.len() {
+            0 => 0,
+            n => self.next_n("seq", n)?,
+        };
+        for (seq, item) in (first..).zip(r.items) {
+            self.sql.exec(
+                "INSERT OR IGNORE INTO items(id, run_id, item, state, seq) VALUES (?, ?, ?, ?, ?)",
+                vec![
+                    item.id.clone().into(),
+                    item.run_id.clone().into(),
+                    serde_json::to_string(&item)?.into(),
+                    ItemState::Ready.as_str().into(),
+                    (seq as i64).into(),
+                ],
+            )?;
+        }
+        self.wake_waiters();
+        Ok(true)
+    }
+
+    pub(super) fn withdraw(&self, w: Withdraw) -> Result<bool, ApiError> {
+        let ids: Vec<&str> = w.item_ids.iter().map(String::as_str).collect();
+        let changes = self
+            .slots(&ids)?
+            .into_iter()
+            .map(|(id, slot)| (id, lease::withdraw(&slot)))
+            .collect();
+        self.write(changes)?;
+        self.forget_shared()?;
+        Ok(true)
+    }
+}

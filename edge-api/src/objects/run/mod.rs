@@ -1,0 +1,197 @@
+//! The run Durable Object: hosts one run's state machine and carries out its effects.
+//!
+//! Every change is applied and written synchronously (SQLite writes in one turn are atomic), then
+//! an alarm drives reconcile's effects (`drive`): MLflow calls, enqueueing work, withdrawing
+//! cancelled work. A failed effect is retried by a later alarm, so an MLflow or queue outage
+//! delays a run but never loses it. `store` keeps the run's rows; `api` is what callers may know.
+
+pub mod api;
+mod drive;
+mod store;
+
+use std::cell::{Cell, RefCell};
+
+use concurrent_core::concurrency_limit::ConcurrencyLimit;
+use concurrent_core::run::{apply_all, next_wake, Event, Rejected, RunState};
+use concurrent_core::wire::{PinResponse, RunSummary};
+use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
+
+use self::api::RunApi;
+use self::store::Cached;
+use crate::error::ApiError;
+use crate::http::reply;
+use crate::platform::now_ms;
+
+#[durable_object]
+pub struct RunObject {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+    cache: RefCell<Option<Cached>>,
+    driving: Cell<bool>,
+    again: Cell<bool>,
+    /// MLflow calls in flight at once from this run, adapted to how MLflow answers.
+    mlflow_limit: RefCell<ConcurrencyLimit>,
+}
+
+impl DurableObject for RunObject {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        for ddl in store::SCHEMA {
+            sql.exec(ddl, None).expect("run schema");
+        }
+        RunObject {
+            state,
+            env,
+            sql,
+            cache: RefCell::new(None),
+            driving: Cell::new(false),
+            again: Cell::new(false),
+            mlflow_limit: RefCell::new(drive::mlflow_limit()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        reply(self.serve(&mut req).await)
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        if let Err(e) = self.drive().await {
+            worker::console_error!(
+                "run {}: driving effects failed: {}",
+                self.run_id(),
+                e.detail()
+            );
+            self.state.storage().set_alarm(3_000i64).await?;
+        }
+        crate::http::note_memory();
+        Response::ok("ok")
+    }
+}
+
+impl RunApi for RunObject {
+    async fn start(&self, run: RunState) -> Result<RunSummary, ApiError> {
+        if self.load()? {
+            let existing = self.with_run(|r| r.request.clone())?;
+            if existing != run.request {
+                return Err(ApiError::Unprocessable(format!(
+                    "run {} was started by an earlier request with this Idempotency-Key, and that request differs from this one; use a new key for a new run",
+                    run.id
+                )));
+            }
+        } else {
+            *self.cache.borrow_mut() = Some(Cached::new(run));
+            self.save(None)?;
+        }
+        self.sync_index().await;
+        self.schedule().await?;
+        self.with_run(RunState::summary)
+    }
+
+    async fn get(&self, _: ()) -> Result<Box<serde_json::value::RawValue>, ApiError> {
+        Ok(self.with_run(serde_json::value::to_raw_value)??)
+    }
+
+    async fn overview(&self, _: ()) -> Result<concurrent_core::run::RunOverview, ApiError> {
+        self.with_run(concurrent_core::run::overview)
+    }
+
+    async fn instances(
+        &self,
+        q: concurrent_core::wire::InstancesQuery,
+    ) -> Result<concurrent_core::run::InstancesPage, ApiError> {
+        let filter = concurrent_core::run::InstanceFilter {
+            state: q.state,
+            offset: q.offset,
+            limit: q.limit,
+        };
+        self.with_run(|run| concurrent_core::run::instances_page(run, &q.node, filter))?
+            .ok_or_else(|| ApiError::NotFound(format!("the run has no node {:?}", q.node)))
+    }
+
+    async fn events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
+        let answers = self.apply_events(events)?;
+        self.schedule().await?;
+        Ok(answers)
+    }
+
+    async fn pin(&self, (source, commit): (String, String)) -> Result<PinResponse, ApiError> {
+        self.apply_event(Event::Pinned {
+            source: source.clone(),
+            commit: commit.clone(),
+        })?
+        .ok();
+        let pinned = self
+            .with_run(|r| r.pins.get(&source).cloned())?
+            .unwrap_or(commit.clone());
+        Ok(PinResponse {
+            first: pinned == commit,
+            commit: pinned,
+        })
+    }
+}
+
+impl RunObject {
+    fn run_id(&self) -> String {
+        self.cache
+            .borrow()
+            .as_ref()
+            .map(|c| c.run.id.clone())
+            .unwrap_or_default()
+    }
+
+    /// Applies one event and writes what changed. The outer error is the system's (storage,
+    /// no such run); the inner one is the run's refusal of the event, which is data.
+    fn apply_event(&self, event: Event) -> Result<Result<(), Rejected>, ApiError> {
+        let answer = self.apply_events(vec![event])?.pop().flatten();
+        Ok(answer.map_or(Ok(()), Err))
+    }
+
+    /// Applies events in order, then writes what they changed at once (the instances they are
+    /// about, or every row when one of them is about no single instance); each event's
+    /// refusal, in order.
+    fn apply_events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
+        if !self.load()? {
+            return Err(ApiError::NotFound("no such run".into()));
+        }
+        let keys: Vec<Option<(String, u32)>> = events
+            .iter()
+            .map(|e| e.key().map(|k| (k.node.clone(), k.instance)))
+            .collect();
+        let answers: Vec<Option<Rejected>> = {
+            let mut guard = self.cache.borrow_mut();
+            let run = &mut guard.as_mut().expect("loaded").run;
+            apply_all(run, events, now_ms())
+                .into_iter()
+                .map(Result::err)
+                .collect()
+        };
+        // The instances applied events were about; `None` when one was about no single
+        // instance (then every row is checked).
+        let mut touched = Some(std::collections::BTreeSet::new());
+        for (key, answer) in keys.into_iter().zip(&answers) {
+            match (answer, key) {
+                (Some(_), _) => {}
+                (None, Some(k)) => {
+                    if let Some(t) = touched.as_mut() {
+                        t.insert(k);
+                    }
+                }
+                (None, None) => touched = None,
+            }
+        }
+        if touched.as_ref().is_none_or(|t| !t.is_empty()) {
+            self.save(touched.as_ref())?;
+        }
+        Ok(answers)
+    }
+
+    /// Makes sure the alarm rings by the earliest moment there is work: now, or when a retry is
+    /// due. An alarm already set that soon stays (reading it is cheap, setting it is a write).
+    async fn schedule(&self) -> Result<(), ApiError> {
+        if let Some(at) = self.with_run(|run| next_wake(run, now_ms()))? {
+            crate::alarm::ring_by(&self.state.storage(), at).await?;
+        }
+        Ok(())
+    }
+}
