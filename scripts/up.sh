@@ -90,9 +90,11 @@ echo "==> agent for cluster 'local' (log: .state/logs/agent.log; secrets: .state
   ${AGENT_FLAGS[@]+"${AGENT_FLAGS[@]}"} > "$STATE/logs/agent.log" 2>&1 &
 PIDS+=($!)
 
-echo "==> loading examples/pipeline/template.json"
-curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H "If-Match: *" \
-  --data-binary @examples/pipeline/template.json "http://127.0.0.1:$EDGE_PORT/api/v1/templates/iris-pipeline" >/dev/null
+for example in pipeline:iris-pipeline sweep:iris-sweep; do
+  echo "==> loading examples/${example%%:*}/template.json"
+  curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H "If-Match: *" \
+    --data-binary @"examples/${example%%:*}/template.json" "http://127.0.0.1:$EDGE_PORT/api/v1/templates/${example#*:}" >/dev/null
+done
 
 cat <<MSG
 
@@ -100,8 +102,9 @@ cat <<MSG
     Open:    http://127.0.0.1:$EDGE_PORT/login#token=$TOKEN
              (the MLflow UI, with a "DAGs" tab next to Experiments and Model registry)
     MLflow directly: http://127.0.0.1:$MLFLOW_PORT
-    Start the example:
+    Start the examples (iris-sweep tries three settings and keeps the best; run it twice to see the cache):
       curl -H "Authorization: Bearer \$(cat .state/token)" -d '{"template":"iris-pipeline"}' http://127.0.0.1:$EDGE_PORT/api/v1/runs
+      curl -H "Authorization: Bearer \$(cat .state/token)" -d '{"template":"iris-sweep"}' http://127.0.0.1:$EDGE_PORT/api/v1/runs
 
   Press Ctrl-C to stop.
 MSG

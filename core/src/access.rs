@@ -151,6 +151,8 @@ routes! {
     /// Several completions in one call.
     "POST" "/agents/:cluster/completions" => AgentCompletions, AgentOfCluster;
     "POST" "/agents/:cluster/pin" => AgentPin, AgentOfCluster;
+    /// A step looks its cache key up (agents' and step tokens of the cluster).
+    "POST" "/agents/:cluster/cache" => AgentCacheLookup, AgentOfCluster;
     "POST" "/agents/:cluster/inspections" => AgentInspections, AgentOfCluster;
     "POST" "/agents/:cluster/inspections/answer" => AgentInspectAnswer, AgentOfCluster;
 }
@@ -187,7 +189,10 @@ impl Route {
                 out.push_str(segment);
             }
         }
-        debug_assert!(params.next().is_none(), "{self:?} was given more parameters than it has");
+        debug_assert!(
+            params.next().is_none(),
+            "{self:?} was given more parameters than it has"
+        );
         out
     }
 }

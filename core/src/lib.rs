@@ -5,6 +5,7 @@
 //! the Unix epoch).
 
 pub mod access;
+pub mod cache;
 pub mod concurrency_limit;
 pub mod design;
 pub mod diff;
@@ -24,6 +25,7 @@ pub mod run;
 pub mod schedule;
 pub mod sign;
 pub mod step_token;
+pub mod sweep;
 pub mod template;
 pub mod time;
 pub mod validate;

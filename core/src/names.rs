@@ -105,6 +105,17 @@ pub fn pod_name(run_id: &str, node_id: &str, instance: u32, attempt: u32) -> Str
     )
 }
 
+/// The candidate closest to `name` by edit distance, if it is close enough to be a typo (two
+/// edits at most): the "did you mean" of every message.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(c, name), c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,9 @@ pub struct ArtifactFile {
     /// Path of the artifact inside that run's artifact root.
     pub artifact_path: String,
     pub size: u64,
+    /// Its SHA-256 (hex), when the step that wrote it took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Where an upstream file appears inside a consumer's input: the upstream output path itself
@@ -208,6 +211,7 @@ mod tests {
             run_id: "r".into(),
             artifact_path: format!("outputs/{path}"),
             size,
+            sha256: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::kubernetes::KubernetesSpec;
+pub use crate::sweep::Sweep;
 
 /// The only template schema version this build understands.
 pub const API_VERSION: &str = "concurrent/v1";
@@ -30,6 +31,20 @@ pub struct Template {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub edges: Vec<Edge>,
+    /// Step caching for every node that says nothing of its own (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
+}
+
+/// Step caching: an attempt whose project, entry point, parameters, environment, image and
+/// input contents match an earlier successful attempt's reuses its outputs and runs nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cache {
+    pub enabled: bool,
+    /// Entries older than this are not reused (no limit when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
 }
 
 /// A template parameter. Without a default it must be given when a run starts.
@@ -86,6 +101,9 @@ pub struct Node {
     /// (the Kubernetes executor; the local executor ignores them).
     #[serde(default, skip_serializing_if = "KubernetesSpec::is_empty")]
     pub kubernetes: KubernetesSpec,
+    /// Step caching of this node (the template's `cache` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
     /// Where the designer draws the node; absent in hand-written templates (auto-layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
@@ -96,6 +114,27 @@ fn one() -> u32 {
 }
 
 impl Node {
+    /// Partitions of the node's inputs: its `instances`.
+    pub fn partitions(&self) -> u32 {
+        self.instances.max(1)
+    }
+
+    /// The node's sweep, if it is a swept project.
+    pub fn sweep(&self) -> Option<&Sweep> {
+        match &self.kind {
+            NodeKind::Project(p) => p.sweep.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Instances a run makes of the node: one per partition, times the sweep's points.
+    pub fn instance_count(&self) -> u32 {
+        let points = self
+            .sweep()
+            .map_or(1, |s| s.count().min(u32::MAX as usize) as u32);
+        self.partitions().saturating_mul(points.max(1))
+    }
+
     /// The name to show a person: the display name, or the id when there is none.
     pub fn display_name(&self) -> &str {
         if self.name.is_empty() {
@@ -147,6 +186,9 @@ pub struct ProjectSpec {
     /// `-P key=value` arguments; values may reference template parameters.
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
+    /// Runs the entry point once per point of a grid or of random samples (see [`Sweep`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
 }
 
 fn main_entry() -> String {
@@ -311,6 +353,27 @@ pub struct Edge {
     pub input: String,
     #[serde(default)]
     pub partition: Partition,
+    /// Only the best upstream attempts' outputs pass, by an MLflow metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<Select>,
+}
+
+/// Best-of selection on an edge: the `top` upstream instances by `metric` (lowest with `min`,
+/// highest with `max`) pass their outputs; an instance without the metric is never chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Select {
+    pub metric: String,
+    pub mode: SelectMode,
+    #[serde(default = "one")]
+    pub top: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectMode {
+    Min,
+    Max,
 }
 
 fn default_input() -> String {

@@ -109,6 +109,9 @@ pub struct StartRun {
     /// --experiment-id`); the template's `concurrent/<template>` experiment when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_id: Option<String>,
+    /// Run every step, reusing no cached outputs (new successes are still cached).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_cache: bool,
 }
 
 /// Which of a node's instances `GET /runs/<id>/instances` answers with.
@@ -244,6 +247,21 @@ pub struct StepSpec {
     /// attempt to start pins it; see [`PinRequest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// Step caching, when the node caches: look for an earlier result (`read`), and record
+    /// this one when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// How a step uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Reuse an earlier result (false when the run was started ignoring the cache).
+    pub read: bool,
+    /// Entries older than this are not reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
 }
 
 /// An attempt's MLflow run as the agent creates it: in the run's experiment, tagged
@@ -369,14 +387,103 @@ pub struct OutputFile {
     pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_path: Option<String>,
+    /// The file's SHA-256 (hex), taken as it was uploaded: a downstream step's cache key is
+    /// made of its inputs' digests without downloading them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// How an attempt ended, as reported by the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Outcome {
-    Succeeded { outputs: Vec<OutputFile> },
-    Failed { error: String },
+    Succeeded {
+        outputs: Vec<OutputFile>,
+        #[serde(default, skip_serializing_if = "StepFacts::is_empty")]
+        facts: StepFacts,
+    },
+    Failed {
+        error: String,
+        #[serde(default, skip_serializing_if = "StepFacts::is_empty")]
+        facts: StepFacts,
+    },
+}
+
+/// Most metrics an attempt's facts carry (the rest stay in MLflow).
+pub const MAX_FACT_METRICS: usize = 100;
+
+/// What the step runner learned of an attempt besides its outputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepFacts {
+    /// The latest value of each metric of the attempt's MLflow run (for best-of selection).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// What the attempt used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The step's cache key (when its node caches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// The attempt reused an earlier attempt's outputs (a cache hit): nothing ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<CachedFrom>,
+    /// The model the attempt logged (`models:/m-…`), when it logged one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_uri: Option<String>,
+}
+
+impl StepFacts {
+    pub fn is_empty(&self) -> bool {
+        *self == StepFacts::default()
+    }
+}
+
+/// What an attempt used, measured where it ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub wall_seconds: f64,
+    /// User and system CPU time of the step's processes.
+    pub cpu_seconds: f64,
+    /// The largest resident set of one of its processes.
+    pub peak_memory_bytes: u64,
+    /// GPUs the attempt held × its wall time.
+    pub gpu_seconds: f64,
+}
+
+impl Usage {
+    /// Two usages together: times add up, peak memory is the larger.
+    pub fn combined(self, other: Usage) -> Usage {
+        Usage {
+            wall_seconds: self.wall_seconds + other.wall_seconds,
+            cpu_seconds: self.cpu_seconds + other.cpu_seconds,
+            peak_memory_bytes: self.peak_memory_bytes.max(other.peak_memory_bytes),
+            gpu_seconds: self.gpu_seconds + other.gpu_seconds,
+        }
+    }
+
+    /// The MLflow metrics that record it on a run: `concurrent.<what>`.
+    pub fn metrics(&self) -> [(&'static str, f64); 4] {
+        [
+            ("concurrent.wall_seconds", self.wall_seconds),
+            ("concurrent.cpu_seconds", self.cpu_seconds),
+            (
+                "concurrent.peak_memory_bytes",
+                self.peak_memory_bytes as f64,
+            ),
+            ("concurrent.gpu_seconds", self.gpu_seconds),
+        ]
+    }
+}
+
+/// The attempt whose outputs a cache hit reused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedFrom {
+    pub mlflow_run_id: String,
+    /// The DAG run it belonged to.
+    pub run_id: String,
 }
 
 impl Outcome {
@@ -384,28 +491,66 @@ impl Outcome {
     pub fn failed(error: impl Into<String>) -> Outcome {
         Outcome::Failed {
             error: crate::logtail::keep_start(&error.into(), MAX_ERROR_BYTES),
+            facts: StepFacts::default(),
         }
     }
 
-    /// The outcome as it may be sent: a failure message cut to size, and an output list too
-    /// large for the run's records turned into a failure that says what to do.
+    /// The outcome as it may be sent: a failure message cut to size, at most
+    /// [`MAX_FACT_METRICS`] metrics, and an output list too large for the run's records turned
+    /// into a failure that says what to do.
     pub fn bounded(self) -> Outcome {
         match self {
-            Outcome::Failed { error } => Outcome::failed(error),
-            Outcome::Succeeded { outputs } => {
+            Outcome::Failed { error, facts } => Outcome::Failed {
+                error: crate::logtail::keep_start(&error, MAX_ERROR_BYTES),
+                facts: facts.bounded(),
+            },
+            Outcome::Succeeded { outputs, facts } => {
                 let bytes: usize = outputs.iter().map(|o| o.path.len() * 2 + 96).sum();
                 if bytes > MAX_OUTPUT_LIST_BYTES {
-                    Outcome::failed(format!(
-                        "the step wrote {} output files ({} KiB of file list; at most {} KiB fit in the run's records); write fewer, larger files (e.g. archives or Parquet files)",
-                        outputs.len(),
-                        bytes / 1024,
-                        MAX_OUTPUT_LIST_BYTES / 1024
-                    ))
+                    Outcome::Failed {
+                        error: format!(
+                            "the step wrote {} output files ({} KiB of file list; at most {} KiB fit in the run's records); write fewer, larger files (e.g. archives or Parquet files)",
+                            outputs.len(),
+                            bytes / 1024,
+                            MAX_OUTPUT_LIST_BYTES / 1024
+                        ),
+                        facts: facts.bounded(),
+                    }
                 } else {
-                    Outcome::Succeeded { outputs }
+                    Outcome::Succeeded {
+                        outputs,
+                        facts: facts.bounded(),
+                    }
                 }
             }
         }
+    }
+
+    /// What the step runner learned of the attempt.
+    pub fn facts(&self) -> &StepFacts {
+        match self {
+            Outcome::Succeeded { facts, .. } | Outcome::Failed { facts, .. } => facts,
+        }
+    }
+
+    /// A success with these outputs and nothing else learned.
+    pub fn succeeded(outputs: Vec<OutputFile>) -> Outcome {
+        Outcome::Succeeded {
+            outputs,
+            facts: StepFacts::default(),
+        }
+    }
+}
+
+impl StepFacts {
+    /// At most [`MAX_FACT_METRICS`] metrics, keys of at most 250 bytes (MLflow's own limit).
+    fn bounded(mut self) -> StepFacts {
+        self.metrics = std::mem::take(&mut self.metrics)
+            .into_iter()
+            .filter(|(k, v)| k.len() <= 250 && v.is_finite())
+            .take(MAX_FACT_METRICS)
+            .collect();
+        self
     }
 }
 
@@ -615,9 +760,12 @@ mod tests {
     fn outcomes_are_bounded_before_they_are_sent() {
         let huge = Outcome::Failed {
             error: "e".repeat(1 << 20),
+            facts: Default::default(),
         }
         .bounded();
-        assert!(matches!(&huge, Outcome::Failed { error } if error.len() < MAX_ERROR_BYTES + 64));
+        assert!(
+            matches!(&huge, Outcome::Failed { error, .. } if error.len() < MAX_ERROR_BYTES + 64)
+        );
         let many = Outcome::Succeeded {
             outputs: (0..100_000)
                 .map(|i| OutputFile {
@@ -625,12 +773,14 @@ mod tests {
                     size: 1,
                     run_id: None,
                     artifact_path: None,
+                    sha256: None,
                 })
                 .collect(),
+            facts: Default::default(),
         }
         .bounded();
         assert!(
-            matches!(&many, Outcome::Failed { error } if error.contains("100000 output files"))
+            matches!(&many, Outcome::Failed { error, .. } if error.contains("100000 output files"))
         );
     }
 

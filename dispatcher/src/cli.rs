@@ -72,6 +72,9 @@ pub enum Runs {
         /// The MLflow experiment of the run (default: `concurrent/<template>`).
         #[arg(long)]
         experiment_id: Option<String>,
+        /// Run every step, reusing no cached results (new ones are still cached).
+        #[arg(long)]
+        ignore_cache: bool,
         /// Follow the run until it ends; exit 0 only if it succeeded.
         #[arg(long, short)]
         follow: bool,
@@ -498,6 +501,7 @@ pub async fn runs(c: Connection, cmd: Runs) -> anyhow::Result<()> {
             cluster,
             version,
             experiment_id,
+            ignore_cache,
             follow: f,
         } => {
             let body = serde_json::to_value(concurrent_core::wire::StartRun {
@@ -506,6 +510,7 @@ pub async fn runs(c: Connection, cmd: Runs) -> anyhow::Result<()> {
                 parameters: params.into_iter().collect(),
                 cluster,
                 experiment_id,
+                ignore_cache,
             })?;
             let started: RunSummary = serde_json::from_value(
                 api.json(

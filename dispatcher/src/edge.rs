@@ -167,6 +167,25 @@ impl Edge {
             .await
     }
 
+    /// The cache entry of a step's key, if any.
+    pub async fn cache_lookup(
+        &self,
+        key: &str,
+    ) -> Result<Option<concurrent_core::cache::CacheEntry>, EdgeError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            entry: Option<concurrent_core::cache::CacheEntry>,
+        }
+        let answer: Answer = self
+            .post(
+                Route::AgentCacheLookup,
+                &serde_json::json!({ "key": key }),
+                Duration::from_secs(30),
+            )
+            .await?;
+        Ok(answer.entry)
+    }
+
     pub async fn complete(
         &self,
         item_id: &str,

@@ -193,14 +193,37 @@ impl Mlflow {
 
     /// Sets tags on a run (one call).
     pub async fn set_tags(&self, run_id: &str, tags: &[(&str, &str)]) -> anyhow::Result<()> {
-        let url = format!("{}/api/2.0/mlflow/runs/log-batch", self.base);
         let tags: Vec<Value> = tags
             .iter()
             .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
             .collect();
-        let body = serde_json::json!({"run_id": run_id, "tags": tags});
-        let what = format!("setting tags on run {run_id}");
-        self.send(&what, || {
+        self.log_batch(
+            serde_json::json!({"run_id": run_id, "tags": tags}),
+            &format!("setting tags on run {run_id}"),
+        )
+        .await
+    }
+
+    /// Logs metrics on a run (step 0, now).
+    pub async fn log_metrics(&self, run_id: &str, metrics: &[(&str, f64)]) -> anyhow::Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let metrics: Vec<Value> = metrics
+            .iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": v, "timestamp": now, "step": 0}))
+            .collect();
+        self.log_batch(
+            serde_json::json!({"run_id": run_id, "metrics": metrics}),
+            &format!("logging metrics on run {run_id}"),
+        )
+        .await
+    }
+
+    /// `runs/log-batch` with `body` (tags, metrics or params of one run).
+    async fn log_batch(&self, body: Value, what: &str) -> anyhow::Result<()> {
+        let url = format!("{}/api/2.0/mlflow/runs/log-batch", self.base);
+        self.send(what, || {
             self.http
                 .post(&url)
                 .json(&body)
@@ -208,6 +231,26 @@ impl Mlflow {
         })
         .await?;
         Ok(())
+    }
+
+    /// A run's latest value of each metric, and the model it logged (`models:/<id>`), if any.
+    pub async fn run_facts(
+        &self,
+        run_id: &str,
+    ) -> anyhow::Result<(std::collections::BTreeMap<String, f64>, Option<String>)> {
+        let v = self.get_json("runs/get", &[("run_id", run_id)]).await?;
+        let metrics = v["run"]["data"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| Some((m["key"].as_str()?.to_string(), m["value"].as_f64()?)))
+            .collect();
+        let model = v["run"]["outputs"]["model_outputs"]
+            .as_array()
+            .and_then(|models| models.last())
+            .and_then(|m| m["model_id"].as_str())
+            .map(|id| format!("models:/{id}"));
+        Ok((metrics, model))
     }
 
     async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {

@@ -151,7 +151,10 @@ mod tests {
         CompleteRequest {
             item_id: id.into(),
             token: 1,
-            outcome: Outcome::Succeeded { outputs: vec![] },
+            outcome: Outcome::Succeeded {
+                outputs: vec![],
+                facts: Default::default(),
+            },
             mlflow_run_id: None,
             no_mlflow_run: false,
         }

@@ -10,9 +10,10 @@
 // Layers, each importing only those below it: the request's way in (`router`, `routes/`),
 // who is calling (`auth`, `cf_access`), the MLflow UI (`mlflow_proxy`), the Durable Objects
 // (`objects/`, each with the `api` callers use), MLflow, and at the bottom the small helpers
-// (`user`, `secrets`, `alarm`, `http`, `error`, `platform`).
+// (`cache`, `user`, `secrets`, `alarm`, `http`, `error`, `platform`).
 mod alarm;
 mod auth;
+mod cache;
 mod cf_access;
 mod error;
 mod http;

@@ -316,4 +316,80 @@ impl Mlflow {
             .await
             .map(|_| ())
     }
+
+    /// Logs tags and metrics on a run (MLflow takes at most 100 tags and 1,000 metrics a
+    /// call; what a run logs here is far less).
+    pub async fn log_batch(
+        &self,
+        run_id: &str,
+        tags: &[(String, String)],
+        metrics: &[(String, f64)],
+        now: u64,
+    ) -> Result<(), MlflowError> {
+        let metrics: Vec<Value> = metrics
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v, "timestamp": now, "step": 0}))
+            .collect();
+        self.send::<Value>(
+            Method::Post,
+            "runs/log-batch",
+            Some(json!({"run_id": run_id, "tags": kv(tags), "metrics": metrics})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes `text` as the artifact `path` of a run whose artifacts the tracking server
+    /// serves (`mlflow-artifacts:`); false for a run in another store (it is left without).
+    pub async fn put_artifact(
+        &self,
+        run_id: &str,
+        path: &str,
+        text: &str,
+    ) -> Result<bool, MlflowError> {
+        let v: Value = self
+            .send(Method::Get, &format!("runs/get?run_id={run_id}"), None)
+            .await?;
+        let uri = v["run"]["info"]["artifact_uri"]
+            .as_str()
+            .unwrap_or_default();
+        let Some(rest) = uri.strip_prefix("mlflow-artifacts:") else {
+            return Ok(false);
+        };
+        // mlflow-artifacts:/1/abc/artifacts or mlflow-artifacts://host/1/abc/artifacts
+        let rest = rest.trim_start_matches("//").trim_start_matches('/');
+        let rest = if uri.starts_with("mlflow-artifacts://") {
+            rest.split_once('/').map_or("", |(_, r)| r)
+        } else {
+            rest
+        };
+        let headers = Headers::new();
+        if let Some(t) = &self.token {
+            headers.set("Authorization", &format!("Bearer {t}"))?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Put)
+            .with_headers(headers)
+            .with_body(Some(text.to_string().into()));
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{rest}/{}",
+            self.base,
+            percent_encode(path, true)
+        );
+        let req = Request::new_with_init(&url, &init)?;
+        let resp = Fetch::Request(req).send().await.map_err(|e| {
+            MlflowError::Transient(format!("MLflow is unreachable (artifact upload): {e}"))
+        })?;
+        match resp.status_code() {
+            200..=299 => Ok(true),
+            s if s >= 500 => Err(MlflowError::Transient(format!(
+                "MLflow answered {s} to an artifact upload"
+            ))),
+            s => Err(MlflowError::Refused {
+                status: s,
+                code: String::new(),
+                message: format!("MLflow refused the artifact {path} ({s})"),
+            }),
+        }
+    }
 }

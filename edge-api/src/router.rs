@@ -64,6 +64,7 @@ pub async fn dispatch(
         Route::AgentComplete => agents::handle_complete(req, ctx).await,
         Route::AgentCompletions => agents::handle_completions(req, ctx).await,
         Route::AgentPin => agents::handle_pin(req, ctx).await,
+        Route::AgentCacheLookup => agents::handle_cache_lookup(req, ctx).await,
         Route::ProjectInspect => inspect::handle_inspect(req, ctx).await,
         Route::AgentInspections => inspect::handle_poll(req, ctx).await,
         Route::AgentInspectAnswer => inspect::handle_answer(req, ctx).await,

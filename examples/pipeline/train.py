@@ -35,10 +35,21 @@ for f in files:
         counts[row["species"]] = counts.get(row["species"], 0) + 1
 centroids = {sp: [(v + args.smoothing) / counts[sp] for v in s] for sp, s in sums.items()}
 
+
+
+def nearest(row: dict) -> str:
+    x = [float(row[name]) for name in features]
+    return min(centroids, key=lambda sp: sum((a - b) ** 2 for a, b in zip(x, centroids[sp])))
+
+
+rows = [row for f in files for row in read_csv(f)]
+accuracy = sum(nearest(row) == row["species"] for row in rows) / max(len(rows), 1)
+
 out = output_dir()
 (out / "model.json").write_text(json.dumps({"features": features, "centroids": centroids, "counts": counts}, indent=1))
 (out / "seen_files.txt").write_text("\n".join(f.name for f in files) + "\n")
 with mlflow.start_run():
     mlflow.log_metric("rows", sum(counts.values()))
     mlflow.log_metric("files", len(files))
-print(f"train {partition()}: {sum(counts.values())} rows, classes {sorted(counts)}")
+    mlflow.log_metric("accuracy", accuracy)
+print(f"train {partition()}: {sum(counts.values())} rows, classes {sorted(counts)}, smoothing {args.smoothing}: accuracy {accuracy:.3f}")

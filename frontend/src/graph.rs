@@ -49,6 +49,10 @@ pub fn subtitle(n: &Node) -> String {
         NodeKind::Inference(i) => format!("predict · {}", short(&i.model_uri)),
         NodeKind::Input(_) => "input data".into(),
     };
+    let what = match n.sweep() {
+        Some(s) => format!("{what} · {} points", s.count()),
+        None => what,
+    };
     if n.instances > 1 {
         format!("{what} · ×{}", n.instances)
     } else {

@@ -153,16 +153,35 @@ pub fn RunView(id: String) -> impl IntoView {
                             let rerun_id = node.id.clone();
                             let node_id = node.id.clone();
                             let experiment = experiment.clone();
+                            // Instances of this node a downstream `select` chose.
+                            let best: Vec<u32> = state.nodes.iter().flat_map(|n| &n.selections).filter(|s| s.from == node_id).flat_map(|s| s.chosen.clone()).collect();
+                            let selections = node.selections.clone();
+                            let usage = count.usage;
                             view! {
                                 <section class="cc-node-detail" data-node-detail=node_id>
                                     <h2>{format!("{} — {}", node.id, InstanceState::as_str(count.shown_state()))}</h2>
                                     {terminal.then(|| view! { <button data-action="rerun" title="Run this node and everything downstream again" on:click=move |_| act("rerun", serde_json::json!({"node": rerun_id.clone()}))>"Rerun from this node"</button> })}
                                     {node.error.clone().map(|e| view! { <pre class="cc-error">{e}</pre> })}
                                     {(!node.unmatched_inputs.is_empty()).then(|| view! { <p class="cc-error">{format!("Files no partition took: {}", node.unmatched_inputs.join(", "))}</p> })}
+                                    {(usage != Default::default()).then(|| view! {
+                                        <p class="cc-sub" data-usage="">{usage_line(&usage, count.cached)}</p>
+                                    })}
+                                    {selections.into_iter().map(|s| {
+                                        let value = |i: u32| s.candidates.iter().find(|c| c.instance == i).and_then(|c| c.value).map(|v| format!("{v:.4}")).unwrap_or_default();
+                                        let chosen = s.chosen.iter().map(|&i| format!("{}[{i}] ({})", s.from, value(i))).collect::<Vec<_>>().join(", ");
+                                        let missing = s.without_metric();
+                                        let mode = if s.mode == concurrent_core::template::SelectMode::Min { "lowest" } else { "highest" };
+                                        view! {
+                                            <p class="cc-selection" data-selection=s.input.clone()>
+                                                {format!("Input {}: the {mode} {} of {} {} candidate(s): {chosen}", s.input, s.metric, s.candidates.len(), s.from)}
+                                                {(!missing.is_empty()).then(|| view! { <span class="cc-error" data-without-metric="">{format!(" — did not log {}: {}", s.metric, missing.iter().map(|i| format!("{}[{i}]", s.from)).collect::<Vec<_>>().join(", "))}</span> })}
+                                            </p>
+                                        }
+                                    }).collect_view()}
                                     {move || match last_rows.get() {
                                         None => view! { <p class="cc-loading">"Loading the instances…"</p> }.into_any(),
                                         Some(Err(e)) => view! { <p class="cc-error" role="alert">{format!("The instances could not be read: {e}")}</p> }.into_any(),
-                                        Some(Ok(page)) => instance_table(&count, &page, &experiment, table).into_any(),
+                                        Some(Ok(page)) => instance_table(&count, &page, &experiment, table, &best).into_any(),
                                     }}
                                 </section>
                             }
@@ -229,6 +248,7 @@ fn instance_table(
     page: &InstancesPage,
     experiment: &str,
     table: TableView,
+    best: &[u32],
 ) -> impl IntoView {
     let pages = page.matched.div_ceil(PAGE).max(1);
     let shown = table.page.get_untracked().min(pages - 1);
@@ -274,6 +294,12 @@ fn instance_table(
         let log = current.and_then(|a| Some(LogTarget { node: node_id.clone(), index: i.index as usize, attempt: a.number, mlflow_run_id: a.mlflow_run_id.clone()? }))
             .map(|target| view! { <button class="cc-link" data-open-log="" title="Read the whole log" on:click=move |_| table.log_of.set(Some(target.clone()))>"Log"</button> });
         let error = i.attempts.iter().rev().find_map(|a| a.error.clone());
+        let chosen = best.contains(&i.index);
+        let cached = current.and_then(|a| a.facts.cached_from.clone()).map(|from| view! {
+            <span class="cc-chip" data-cached-from=from.mlflow_run_id.clone() title="This instance ran nothing: it reused the outputs of an earlier attempt with the same code, parameters, environment and inputs">
+                "cached from "<a href=Route::Run(from.run_id.clone()).href()>{format!("run {}", &from.run_id[..8.min(from.run_id.len())])}</a>
+            </span>
+        });
         let tail = current.filter(|a| a.state == AttemptState::Running).and_then(|a| a.log_tail.clone());
         view! {
             <tr data-instance=i.index.to_string()>
@@ -282,7 +308,7 @@ fn instance_table(
                 <td>{format!("{} of {}", current.map(|a| a.number).unwrap_or(0), i.attempts.len())}</td>
                 <td title=inputs>{format!("{files} file(s), {}", crate::format_bytes(bytes))}</td>
                 <td>{duration}</td>
-                <td>{link}" "{log}</td>
+                <td>{link}" "{log}" "{cached}{chosen.then(|| view! { <span class="cc-chip cc-best" data-best="" title="A downstream select edge chose this instance">"★ best"</span> })}</td>
                 <td>{error.map(|e| view! { <pre class="cc-error">{e}</pre> })}</td>
             </tr>
             {tail.map(|t| view! { <tr class="cc-tail"><td colspan="7"><pre data-log-tail="">{t}</pre></td></tr> })}
@@ -296,4 +322,25 @@ fn instance_table(
         </table>
         {(page.matched == 0).then(|| view! { <p class="cc-sub">"No instance is in this state."</p> })}
     }
+}
+
+/// What a node's attempts used, leaving out what was not measured (a cached attempt used nothing;
+/// a process without GPUs has no GPU time).
+fn usage_line(usage: &concurrent_core::wire::Usage, cached: usize) -> String {
+    let mut parts = vec![format!("{:.1} CPU-seconds", usage.cpu_seconds)];
+    if usage.peak_memory_bytes > 0 {
+        parts.push(format!(
+            "{} peak memory",
+            crate::format_bytes(usage.peak_memory_bytes)
+        ));
+    }
+    if usage.gpu_seconds > 0.0 {
+        parts.push(format!("{:.1} GPU-seconds", usage.gpu_seconds));
+    }
+    parts.push(format!("{:.1} s of attempts", usage.wall_seconds));
+    let mut line = format!("Used: {}", parts.join(", "));
+    if cached > 0 {
+        line.push_str(&format!(" · {cached} instance(s) reused a cached result"));
+    }
+    line
 }

@@ -22,6 +22,7 @@ pub mod access;
 pub mod browser;
 pub mod faults;
 pub mod kube;
+pub mod mlflow_run;
 pub mod openapi;
 pub mod pss;
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use concurrent_tests::faults::FaultyProxy;
+use concurrent_tests::mlflow_run::tag;
 use concurrent_tests::{example_template, json, start_edge, wait_ready, Service, Stack};
 use serde_json::Value;
 
@@ -88,7 +89,8 @@ impl Edge {
         let deadline = Instant::now() + RUN_TIMEOUT;
         loop {
             let (status, run) = self.call("GET", &format!("/api/v1/runs/{id}"), None);
-            let done = ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or(""));
+            let done = ["succeeded", "failed", "cancelled"]
+                .contains(&run["status"].as_str().unwrap_or(""));
             if status == 200 && done {
                 return run;
             }
@@ -132,14 +134,6 @@ fn attempts(run: &Value) -> Vec<(String, u64, Value)> {
         }
     }
     out
-}
-
-fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .and_then(|t| t["value"].as_str())
 }
 
 /// Everything that must hold of an ended run, against MLflow and the agents' logs; the run and
@@ -195,8 +189,14 @@ fn check(stack: &Stack, edge: &Edge, id: &str, logs: &[PathBuf]) -> (Value, Valu
             .find(|r| r["info"]["run_id"] == run_id)
             .unwrap_or_else(|| panic!("{run_id} is not in MLflow ({node}[{instance}])"));
         assert_eq!(tag(m, "concurrent.node"), Some(node.as_str()));
-        assert_eq!(tag(m, "concurrent.instance"), Some(instance.to_string().as_str()));
-        assert_eq!(tag(m, "concurrent.attempt"), Some(a["number"].to_string().as_str()));
+        assert_eq!(
+            tag(m, "concurrent.instance"),
+            Some(instance.to_string().as_str())
+        );
+        assert_eq!(
+            tag(m, "concurrent.attempt"),
+            Some(a["number"].to_string().as_str())
+        );
         let expected = match a["state"].as_str().unwrap() {
             "succeeded" => "FINISHED",
             "failed" => "FAILED",
@@ -207,14 +207,25 @@ fn check(stack: &Stack, edge: &Edge, id: &str, logs: &[PathBuf]) -> (Value, Valu
             *finished.entry((node, instance)).or_default() += 1;
         }
     }
-    assert_eq!(children.len(), held, "MLflow holds a run for each attempt, no more");
+    assert_eq!(
+        children.len(),
+        held,
+        "MLflow holds a run for each attempt, no more"
+    );
     assert_eq!(finished.len(), WIDTH + 2, "every instance finished");
-    assert!(finished.values().all(|n| *n == 1), "one FINISHED attempt per instance");
+    assert!(
+        finished.values().all(|n| *n == 1),
+        "one FINISHED attempt per instance"
+    );
     // The outputs are right: the report merged every partition's model.
     let report = &run["nodes"][2]["instances"][0]["attempts"];
     let last = report.as_array().unwrap().last().unwrap();
     let merged: Value = serde_json::from_str(&stack.artifact(
-        &stack.mlflow_api("GET", &format!("runs/get?run_id={}", last["mlflowRunId"].as_str().unwrap()), None)["run"],
+        &stack.mlflow_api(
+            "GET",
+            &format!("runs/get?run_id={}", last["mlflowRunId"].as_str().unwrap()),
+            None,
+        )["run"],
         "outputs/merged_model.json",
     ))
     .unwrap();
@@ -224,7 +235,11 @@ fn check(stack: &Stack, edge: &Edge, id: &str, logs: &[PathBuf]) -> (Value, Valu
     for log in logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         for line in text.lines().filter(|l| l.contains("step leased")) {
-            if let Some(item) = line.split("item=").nth(1).and_then(|r| r.split_whitespace().next()) {
+            if let Some(item) = line
+                .split("item=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+            {
                 *started.entry(item.to_string()).or_default() += 1;
             }
         }
@@ -319,7 +334,10 @@ fn a_wide_run_ends_right_while_agents_die_mlflow_goes_away_and_the_edge_restarts
         if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or("")) {
             break;
         }
-        assert!(began.elapsed() < RUN_TIMEOUT, "the run did not end: {run:#}");
+        assert!(
+            began.elapsed() < RUN_TIMEOUT,
+            "the run did not end: {run:#}"
+        );
         let at = began.elapsed();
         if Instant::now() >= next_kill && kills < 8 {
             let victim = (rng.next() % AGENTS as u64) as usize;
@@ -332,7 +350,10 @@ fn a_wide_run_ends_right_while_agents_die_mlflow_goes_away_and_the_edge_restarts
             // Its steps die with it (they would otherwise run on beside their next attempt).
             std::thread::sleep(Duration::from_secs(2));
             let left = processes_under(&a.work);
-            assert!(left.is_empty(), "steps outlived their killed agent: {left:?}");
+            assert!(
+                left.is_empty(),
+                "steps outlived their killed agent: {left:?}"
+            );
             std::thread::sleep(rng.ms(0, 1_500));
             spawn(a);
             next_kill = Instant::now() + rng.ms(2_000, 6_000);
@@ -360,13 +381,25 @@ fn a_wide_run_ends_right_while_agents_die_mlflow_goes_away_and_the_edge_restarts
     let logs: Vec<PathBuf> = agents.iter().flat_map(|a| a.logs.clone()).collect();
     let (run, model) = check(stack, &edge, &id, &logs);
     let chaos_time = began.elapsed();
-    assert_eq!(model, calm_model, "the same model as the calm run's: every partition, once");
+    assert_eq!(
+        model, calm_model,
+        "the same model as the calm run's: every partition, once"
+    );
     // Where the time went.
     let all = attempts(&run);
-    let failed: Vec<&Value> = all.iter().map(|(_, _, a)| a).filter(|a| a["state"] == "failed").collect();
+    let failed: Vec<&Value> = all
+        .iter()
+        .map(|(_, _, a)| a)
+        .filter(|a| a["state"] == "failed")
+        .collect();
     let lost_ms: u64 = failed
         .iter()
-        .map(|a| a["endedAt"].as_u64().unwrap_or(0).saturating_sub(a["startedAt"].as_u64().unwrap_or(0)))
+        .map(|a| {
+            a["endedAt"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(a["startedAt"].as_u64().unwrap_or(0))
+        })
         .sum();
     let reasons: BTreeSet<String> = failed
         .iter()
@@ -383,5 +416,8 @@ fn a_wide_run_ends_right_while_agents_die_mlflow_goes_away_and_the_edge_restarts
         failed.len(),
         lost_ms as f64 / 1000.0,
     );
-    assert!(kills > 0 && edge_restarted && !mlflow_away.is_zero(), "every fault happened");
+    assert!(
+        kills > 0 && edge_restarted && !mlflow_away.is_zero(),
+        "every fault happened"
+    );
 }

@@ -748,7 +748,10 @@ fn a_lease_never_confirmed_is_counted_after_bounded_requeues() {
         if run["status"] == "failed" {
             let error = run["error"].as_str().unwrap();
             assert!(error.contains("none of them confirmed it"), "{error}");
-            assert!(error.contains("never started"), "the step is not blamed: {error}");
+            assert!(
+                error.contains("never started"),
+                "the step is not blamed: {error}"
+            );
             assert_eq!(leases, 11, "ten requeues, then the eleventh expiry counts");
             break;
         }

@@ -152,12 +152,22 @@ fn mlflow_run_with_wait_follows_the_run_and_fails_when_the_step_fails() {
     )
     .unwrap();
     let (out, text) = mlflow_run_with(&config, &stack.mlflow_url, "plugin-wait", "yes");
-    assert!(!out.status.success(), "a failed step must fail `mlflow run`:\n{text}");
+    assert!(
+        !out.status.success(),
+        "a failed step must fail `mlflow run`:\n{text}"
+    );
     assert!(text.contains("ended failed"), "{text}");
     assert!(!text.contains("returns now"), "{text}");
     // The run had ended when `mlflow run` returned.
-    let line = text.lines().find(|l| l.starts_with("Concurrent run ")).unwrap();
-    let dag_run = line["Concurrent run ".len()..].split(',').next().unwrap().trim();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Concurrent run "))
+        .unwrap();
+    let dag_run = line["Concurrent run ".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .trim();
     let (status, run) = stack.api("GET", &format!("/api/v1/runs/{dag_run}"), None);
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "failed", "{run:#}");

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use concurrent_tests::mlflow_run::tag;
 use concurrent_tests::{json, root, Stack};
 use serde_json::Value;
 
@@ -29,14 +30,6 @@ fn attempt_run(stack: &Stack, run: &Value, n: usize, attempt: usize) -> Value {
         .as_str()
         .unwrap_or_else(|| panic!("no MLflow run: {run:#}"));
     stack.mlflow_api("GET", &format!("runs/get?run_id={id}"), None)["run"].clone()
-}
-
-fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .and_then(|t| t["value"].as_str())
 }
 
 fn agent_env() -> Vec<(&'static str, String)> {
@@ -202,8 +195,11 @@ fn a_step_with_secrets_shows_its_output_live_and_keeps_its_lines_whole() {
     .unwrap();
     let env = agent_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let _agent =
-        stack.agent_with_env("secrets-live", &["--secrets-file", file.to_str().unwrap()], &env);
+    let _agent = stack.agent_with_env(
+        "secrets-live",
+        &["--secrets-file", file.to_str().unwrap()],
+        &env,
+    );
     let release = stack.dir.path().join("release-held-step");
     let mut n = node("held", &project("held"), "main");
     n["parameters"] = json!({"release": release.display().to_string()});
@@ -218,9 +214,12 @@ fn a_step_with_secrets_shows_its_output_live_and_keeps_its_lines_whole() {
             .unwrap_or_default()
             .to_string()
     };
-    let run = stack.wait_until(&id, RUN_TIMEOUT, "the live tail showing \"phase one\"", |r| {
-        tail_of(r).contains("phase one")
-    });
+    let run = stack.wait_until(
+        &id,
+        RUN_TIMEOUT,
+        "the live tail showing \"phase one\"",
+        |r| tail_of(r).contains("phase one"),
+    );
     assert_eq!(run["status"], "running", "{run:#}");
     std::fs::write(&release, "").unwrap();
     let run = stack.wait_run(&id, RUN_TIMEOUT);
@@ -242,7 +241,11 @@ fn a_conda_yaml_only_project_from_git_runs_on_an_agent_without_conda() {
     let repo = served.path().join("conda-example.git");
     std::fs::create_dir(&repo).unwrap();
     for f in ["MLproject", "conda.yaml", "train.py", "table.csv"] {
-        std::fs::copy(root().join("tests/projects/conda-example").join(f), repo.join(f)).unwrap();
+        std::fs::copy(
+            root().join("tests/projects/conda-example").join(f),
+            repo.join(f),
+        )
+        .unwrap();
     }
     concurrent_tests::git(&repo, &["init", "--quiet", "-b", "main"]);
     concurrent_tests::git(&repo, &["add", "."]);
@@ -268,7 +271,10 @@ fn a_conda_yaml_only_project_from_git_runs_on_an_agent_without_conda() {
         log.contains("left out, as MLflow leaves them out: numpy>=1.14.3"),
         "{log}"
     );
-    let metrics = child["data"]["metrics"].as_array().cloned().unwrap_or_default();
+    let metrics = child["data"]["metrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let rmse = metrics
         .iter()
         .find(|m| m["key"] == "rmse")

@@ -145,9 +145,11 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
         if !fresh.is_empty() {
             heartbeat(&fresh);
         }
-        for l in body["leases"].as_array().unwrap() {
+        for (k, l) in body["leases"].as_array().unwrap().iter().enumerate() {
+            // Every lease still held, the batch's not yet completed ones too.
             if beat.elapsed() > Duration::from_secs(1) {
-                beat = heartbeat(&held);
+                let alive: Vec<(Value, Value)> = held.iter().chain(&fresh[k..]).cloned().collect();
+                beat = heartbeat(&alive);
             }
             let item = &l["item"];
             if item["nodeId"] == "a" {

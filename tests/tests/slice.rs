@@ -4,26 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use concurrent_tests::mlflow_run::{param, tag};
 use concurrent_tests::{example_template, json, Stack};
 use serde_json::Value;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .and_then(|t| t["value"].as_str())
-}
-
-fn param<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["params"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .and_then(|t| t["value"].as_str())
-}
 
 fn children(stack: &Stack, experiment_id: &str, parent: &str) -> Vec<Value> {
     let found = stack.mlflow_api(

@@ -119,6 +119,7 @@ impl Editor {
                     sub_path: None,
                     entry_point: "main".into(),
                     parameters: BTreeMap::new(),
+                    sweep: None,
                 }),
             ),
             Kind::Inference => (
@@ -155,6 +156,7 @@ impl Editor {
             secret_env: Default::default(),
             env_manager: None,
             kubernetes: Default::default(),
+            cache: None,
             position: Some(at),
         });
         id
@@ -221,6 +223,7 @@ impl Editor {
             to: to.into(),
             input: input.into(),
             partition: Partition::default(),
+            select: None,
         });
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! The designer's decisions, pure so they are tested without a browser: `editor` (every edit,
 //! with undo/redo), `layout` (the layered auto-layout), `gesture` (pointer gestures), `view`
-//! (fitting, zooming and level of detail), and the small helpers below.
+//! (fitting, zooming and level of detail), `sweep_form` (the sweep editor's fields), and the
+//! small helpers below.
 
 mod editor;
 pub mod gesture;
 mod layout;
+pub mod sweep_form;
 pub mod view;
 
 pub use editor::{Clipboard, EditError, Editor, Kind, HISTORY};

@@ -10,6 +10,7 @@ fn empty() -> Editor {
         parameters: vec![],
         nodes: vec![],
         edges: vec![],
+        cache: None,
     })
 }
 

@@ -51,9 +51,11 @@ pub(super) fn advance(run: &mut RunState, now: u64) {
                     shared,
                     own: inputs,
                     unmatched,
+                    selections,
                 }) => {
                     let node = &mut run.nodes[i];
                     node.unmatched_inputs = unmatched;
+                    node.selections = selections;
                     node.shared_inputs = shared;
                     node.plans += 1;
                     if node.instances.is_empty() {
@@ -150,51 +152,64 @@ struct NodePlan {
     shared: Inputs,
     own: Vec<Inputs>,
     unmatched: Vec<String>,
+    selections: Vec<Selection>,
 }
 
-/// Plans node `i`'s partitions from its upstream nodes' outputs.
-fn plan_node(
-    run: &RunState,
-    i: usize,
-    incoming: &[(usize, usize)],
-) -> Result<NodePlan, crate::partition::PlanError> {
+/// Plans node `i`'s instances from its upstream nodes' outputs: one per partition of its inputs,
+/// times the points of its sweep (instance `point × partitions + partition`); `select` edges
+/// pass only their chosen instances' outputs.
+fn plan_node(run: &RunState, i: usize, incoming: &[(usize, usize)]) -> Result<NodePlan, String> {
     let node = &run.template.nodes[i];
-    let n = node.instances.max(1) as usize;
+    let n = node.partitions() as usize;
     let mut shared = Inputs::new();
-    let mut per_instance: Vec<Inputs> = vec![BTreeMap::new(); n];
+    let mut per_partition: Vec<Inputs> = vec![BTreeMap::new(); n];
     let mut unmatched = Vec::new();
+    let mut selections = Vec::new();
     for &(k, from) in incoming {
         let edge = &run.template.edges[k];
-        let files = run.nodes[from].outputs_as_inputs();
+        let files = match &edge.select {
+            Some(sel) => {
+                let (files, selection) = super::select::choose(&run.nodes[from], edge, sel)?;
+                selections.push(selection);
+                files
+            }
+            None => run.nodes[from].outputs_as_inputs(),
+        };
         if edge.partition.mode == PartitionMode::Broadcast {
             shared.insert(edge.input.clone(), broadcast(files));
             continue;
         }
-        let p = plan(&files, n as u32, &edge.partition)?;
+        let p = plan(&files, n as u32, &edge.partition).map_err(|e| e.to_string())?;
         unmatched.extend(
             p.unmatched
                 .into_iter()
                 .map(|path| format!("{}/{path}", edge.input)),
         );
         for (k, slice) in p.slices.into_iter().enumerate() {
-            per_instance[k].insert(edge.input.clone(), slice);
+            per_partition[k].insert(edge.input.clone(), slice);
         }
     }
     let shared_bytes = listed_bytes(shared.values().flatten());
-    for (k, inputs) in per_instance.iter().enumerate() {
+    for (k, inputs) in per_partition.iter().enumerate() {
         let bytes = shared_bytes + listed_bytes(inputs.values().flatten());
         if bytes > crate::partition::MAX_INSTANCE_INPUT_BYTES {
             return Err(crate::partition::PlanError::TooManyInputs {
                 instance: k as u32,
                 files: shared.values().chain(inputs.values()).map(Vec::len).sum(),
                 bytes,
-            });
+            }
+            .to_string());
         }
     }
+    let points = node.sweep().map_or(1, |s| s.count().max(1));
+    let own = (0..points)
+        .flat_map(|_| per_partition.iter().cloned())
+        .collect();
     Ok(NodePlan {
         shared,
-        own: per_instance,
+        own,
         unmatched,
+        selections,
     })
 }
 
@@ -213,6 +228,7 @@ fn new_attempt(number: u32, now: u64) -> Attempt {
         ended_at: None,
         error: None,
         log_tail: None,
+        facts: Default::default(),
     }
 }
 

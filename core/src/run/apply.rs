@@ -72,6 +72,7 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
         | Event::ChildRunCreated { .. }
         | Event::NoAttemptRun { .. }
         | Event::ParentRunSynced { .. }
+        | Event::SelectionRecorded { .. }
         | Event::AttemptRunClosed { .. }
         | Event::MlflowUnavailable { .. }
         | Event::MlflowRefused { .. } => mlflow_answer(run, event, now)?,
@@ -145,6 +146,9 @@ fn mlflow_answer(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejec
             a.mlflow_closed = true;
         }
         Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
+        Event::SelectionRecorded { node, input } => {
+            selection_mut(run, &node, &input)?.recorded = true
+        }
         Event::AttemptRunClosed { key, run_id } => {
             let a = attempt_mut(run, &key)?;
             a.mlflow_closed = true;
@@ -240,18 +244,20 @@ fn finished(
     // A step that reports an unsafe path (absolute, `..`) fails: downstream agents would
     // write outside their input directory.
     let outcome = match outcome {
-        Outcome::Succeeded { outputs } => {
+        Outcome::Succeeded { outputs, facts } => {
             match outputs.iter().find_map(|o| relative_path_problem(&o.path)) {
                 Some(why) => Outcome::Failed {
                     error: format!("the step reported an unsafe output path: {why}"),
+                    facts,
                 },
-                None => Outcome::Succeeded { outputs },
+                None => Outcome::Succeeded { outputs, facts },
             }
         }
         failed => failed,
     };
     match outcome {
-        Outcome::Succeeded { outputs } => {
+        Outcome::Succeeded { outputs, facts } => {
+            a.facts = facts;
             a.state = AttemptState::Succeeded;
             inst.state = InstanceState::Succeeded;
             inst.outputs = outputs
@@ -263,10 +269,12 @@ fn finished(
                     run_id: o.run_id.unwrap_or_else(|| own_run.clone()),
                     path: o.path,
                     size: o.size,
+                    sha256: o.sha256,
                 })
                 .collect();
         }
-        Outcome::Failed { error } => {
+        Outcome::Failed { error, facts } => {
+            a.facts = facts;
             a.state = AttemptState::Failed;
             a.error = Some(error);
             if inst.attempts.len() as u32 - inst.repair_base <= retries.limit {
@@ -302,6 +310,10 @@ fn mlflow_refused(
         MlflowCall::CloseAttemptRun { key } => {
             // The attempt's own record keeps its outcome; MLflow's copy stays as it is.
             attempt_mut(run, &key)?.mlflow_closed = true;
+        }
+        MlflowCall::RecordSelection { node, input } => {
+            // The run's own record keeps the choice; MLflow goes without it.
+            selection_mut(run, &node, &input)?.recorded = true;
         }
         MlflowCall::SyncParentRun => {
             run.mlflow_status = Some(if run.status.is_terminal() {
@@ -397,6 +409,20 @@ fn downstream_of(t: &Template, node: &str) -> Vec<String> {
         .filter(|n| found.contains(&n.id))
         .map(|n| n.id.clone())
         .collect()
+}
+
+fn selection_mut<'a>(
+    run: &'a mut RunState,
+    node: &str,
+    input: &str,
+) -> Result<&'a mut Selection, Rejected> {
+    run.node_mut(node)
+        .and_then(|n| n.selections.iter_mut().find(|s| s.input == input))
+        .ok_or_else(|| {
+            Rejected(format!(
+                "node {node:?} has no selection for input {input:?}"
+            ))
+        })
 }
 
 fn attempt_mut<'a>(run: &'a mut RunState, key: &AttemptKey) -> Result<&'a mut Attempt, Rejected> {

@@ -57,12 +57,24 @@ pub enum MlflowEffect {
         status: &'static str,
         end_time: u64,
     },
-    /// Set the parent run's status: final when the run ended, RUNNING again after a repair.
-    /// → [`Event::ParentRunSynced`]
+    /// Set the parent run's status: final when the run ended (with `metrics`, what the run
+    /// used), RUNNING again after a repair. → [`Event::ParentRunSynced`]
     SyncParentRun {
         run_id: String,
         status: RunStatus,
         end_time: Option<u64>,
+        metrics: Vec<(String, f64)>,
+    },
+    /// Record on the parent run what a `select` edge chose: tags naming the metric and the
+    /// chosen runs, and `json` (every candidate's value) as the artifact `path`.
+    /// → [`Event::SelectionRecorded`]
+    RecordSelection {
+        run_id: String,
+        node: String,
+        input: String,
+        tags: Vec<(String, String)>,
+        path: String,
+        json: String,
     },
 }
 
@@ -76,6 +88,10 @@ impl MlflowEffect {
                 key: attempt.clone(),
             },
             MlflowEffect::SyncParentRun { .. } => MlflowCall::SyncParentRun,
+            MlflowEffect::RecordSelection { node, input, .. } => MlflowCall::RecordSelection {
+                node: node.clone(),
+                input: input.clone(),
+            },
         }
     }
 
@@ -158,6 +174,7 @@ mod tests {
                 run_id: format!("r{i}"),
                 status: RunStatus::Running,
                 end_time: None,
+                metrics: vec![],
             })
         };
         let withdraw = |c: &str, n: u32| {

@@ -88,6 +88,8 @@ pub enum Event {
     },
     /// The MLflow parent run shows this status.
     ParentRunSynced { status: RunStatus },
+    /// The parent run records what the `select` edge into `node`'s `input` chose.
+    SelectionRecorded { node: String, input: String },
     /// An agent leased the attempt.
     Leased {
         #[serde(flatten)]
@@ -153,6 +155,7 @@ impl Event {
                 | Event::ChildRunCreated { .. }
                 | Event::AttemptRunClosed { .. }
                 | Event::ParentRunSynced { .. }
+                | Event::SelectionRecorded { .. }
                 | Event::MlflowRefused { .. }
         )
     }
@@ -168,6 +171,10 @@ pub enum MlflowCall {
         key: AttemptKey,
     },
     SyncParentRun,
+    RecordSelection {
+        node: String,
+        input: String,
+    },
 }
 
 /// An event that does not apply to the run as it is (a stale completion, a second cancel): a

@@ -12,6 +12,7 @@
 //! - `apply`: recording an event; `advance`: planning ready nodes, starting due retries,
 //!   ending the run;
 //! - `reconcile`: what is still to do; `effect`: those effects and their batching;
+//! - `select`: best-of selection on edges; `usage`: what attempts used, summed;
 //! - `page`: a node's instances a page at a time, by state.
 
 mod advance;
@@ -20,8 +21,10 @@ mod effect;
 mod event;
 mod page;
 mod reconcile;
+mod select;
 mod start;
 mod state;
+mod usage;
 
 pub use apply::{apply, apply_all};
 pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
@@ -31,11 +34,15 @@ pub use page::{
     RunOverview, MAX_PAGE,
 };
 pub use reconcile::{next_wake, reconcile, reconcile_at_most};
+pub use select::upstream_values;
 pub use start::{start, StartError};
 pub use state::{
     mlflow_backoff_ms, Attempt, AttemptState, Instance, InstanceState, MlflowRef, MlflowWait,
     NodeRun, Repair, RepairRecord, RunState, RunStatus,
 };
+pub use usage::{node_usage, parent_metrics, run_usage};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ml;

@@ -20,13 +20,27 @@ pub struct RunOverview {
     pub nodes: Vec<NodeCounts>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeCounts {
     pub id: String,
     pub instances: usize,
     /// State name → instances in it (only states that have some).
     pub counts: BTreeMap<String, usize>,
+    /// What the node's attempts used, summed.
+    #[serde(default, skip_serializing_if = "is_nothing")]
+    pub usage: crate::wire::Usage,
+    /// How many of its instances reused a cached result.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached: usize,
+}
+
+fn is_nothing(u: &crate::wire::Usage) -> bool {
+    *u == crate::wire::Usage::default()
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl NodeCounts {
@@ -66,10 +80,16 @@ pub fn overview(run: &RunState) -> RunOverview {
             for i in &n.instances {
                 *counts.entry(i.state.as_str().to_string()).or_insert(0) += 1;
             }
+            let cached = n
+                .successes()
+                .filter(|(_, a)| a.facts.cached_from.is_some())
+                .count();
             NodeCounts {
                 id: n.id.clone(),
                 instances: n.instances.len(),
                 counts,
+                usage: super::usage::node_usage(n),
+                cached,
             }
         })
         .collect();

@@ -1,8 +1,9 @@
 //! Deriving what is still to do: [`reconcile`] a run's state into effects, and the MLflow
 //! runs and work items those effects carry (tags, params, the step's spec).
 
-use crate::template::NodeKind;
-use crate::wire::{ChildRun, StepSpec, WorkItem};
+use crate::sweep::point_and_partition;
+use crate::template::{Node, NodeKind};
+use crate::wire::{CacheSpec, ChildRun, StepSpec, WorkItem};
 
 use super::effect::{Effect, MlflowEffect, QueueEffect};
 use super::event::AttemptKey;
@@ -65,7 +66,11 @@ pub fn next_wake(run: &RunState, now: u64) -> Option<u64> {
             mlflow_call.into_iter().for_each(&mut wake);
         }
     }
-    if !run.mlflow_in_sync() {
+    let unrecorded = run
+        .nodes
+        .iter()
+        .any(|n| n.selections.iter().any(|s| !s.recorded));
+    if !run.mlflow_in_sync() || unrecorded {
         mlflow_call.into_iter().for_each(&mut wake);
     }
     due
@@ -138,6 +143,11 @@ fn reconcile_all(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
             }
         }
     }
+    for node in &run.nodes {
+        for sel in node.selections.iter().filter(|s| !s.recorded) {
+            effects.push(Effect::Mlflow(selection_effect(&mlflow.run_id, node, sel)));
+        }
+    }
     if !run.mlflow_in_sync() {
         let terminal = run.status.is_terminal();
         effects.push(Effect::Mlflow(MlflowEffect::SyncParentRun {
@@ -148,12 +158,58 @@ fn reconcile_all(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
                 RunStatus::Running
             },
             end_time: terminal.then(|| run.ended_at.unwrap_or(now)),
+            metrics: if terminal {
+                super::usage::parent_metrics(run)
+            } else {
+                Vec::new()
+            },
         }));
     }
     if let Some(at) = wake {
         effects.push(Effect::WakeAt(at));
     }
     effects
+}
+
+/// What a `select` edge chose, as the parent run records it: tags with the metric and the
+/// chosen MLflow runs, and every candidate's value as `selections/<node>.<input>.json`.
+fn selection_effect(parent: &str, node: &NodeRun, sel: &Selection) -> MlflowEffect {
+    let run_of = |i: u32| {
+        sel.candidates
+            .iter()
+            .find(|c| c.instance == i)
+            .and_then(|c| c.mlflow_run_id.clone())
+            .unwrap_or_default()
+    };
+    let chosen: Vec<String> = sel.chosen.iter().map(|&i| run_of(i)).collect();
+    let prefix = format!("concurrent.select.{}.{}", node.id, sel.input);
+    let mode = match sel.mode {
+        crate::template::SelectMode::Min => "min",
+        crate::template::SelectMode::Max => "max",
+    };
+    let mut tags = vec![
+        (format!("{prefix}.metric"), format!("{mode} {}", sel.metric)),
+        (format!("{prefix}.chosen"), chosen.join(",")),
+    ];
+    let missing = sel.without_metric();
+    if !missing.is_empty() {
+        tags.push((
+            format!("{prefix}.without_metric"),
+            missing
+                .iter()
+                .map(|i| format!("{}[{i}]", sel.from))
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
+    }
+    MlflowEffect::RecordSelection {
+        run_id: parent.to_string(),
+        node: node.id.clone(),
+        input: sel.input.clone(),
+        tags,
+        path: format!("selections/{}.{}.json", node.id, sel.input),
+        json: serde_json::to_string_pretty(sel).unwrap_or_default(),
+    }
 }
 
 /// The parent run: the template, its version, the run and its parameters.
@@ -186,8 +242,26 @@ fn parent_run_effect(run: &RunState) -> Effect {
     })
 }
 
-/// An attempt's child run, tagged with where it sits in the DAG, its params the node's
-/// resolved project parameters.
+/// What instance `inst` of node `node_id` runs: the node's kind with parameters and upstream
+/// choices filled in, its sweep point's values among its project parameters; and which point
+/// and partition it is.
+fn instance_kind(run: &RunState, node: &Node, index: u32) -> (NodeKind, Option<u32>, u32) {
+    let upstream = super::select::upstream_values(run, &node.id);
+    let mut kind = resolve(&node.kind, &run.parameters, &upstream);
+    let (point, partition) = point_and_partition(index, node.partitions());
+    let swept = match (&mut kind, node.sweep()) {
+        (NodeKind::Project(p), Some(s)) => {
+            p.parameters.extend(s.point(point as usize));
+            p.sweep = None;
+            Some(point)
+        }
+        _ => None,
+    };
+    (kind, swept, partition)
+}
+
+/// An attempt's child run, tagged with where it sits in the DAG (and its sweep point), its
+/// params the node's resolved project parameters.
 fn child_run(
     run: &RunState,
     mlflow: &MlflowRef,
@@ -200,7 +274,7 @@ fn child_run(
         .template
         .node(node_id)
         .expect("run nodes mirror template nodes");
-    let kind = resolve(&node.kind, &run.parameters);
+    let (kind, point, partition) = instance_kind(run, node, inst.index);
     let key = AttemptKey::new(node_id, inst.index, a.number).work_item_id(&run.id);
     let mut tags = vec![
         ("concurrent.key".to_string(), key.clone()),
@@ -212,7 +286,7 @@ fn child_run(
         ("concurrent.attempt".into(), a.number.to_string()),
         (
             "concurrent.partition".into(),
-            format!("{}/{}", inst.index, node.instances),
+            format!("{partition}/{}", node.partitions()),
         ),
         (
             "concurrent.input_files".into(),
@@ -220,6 +294,9 @@ fn child_run(
         ),
         ("concurrent.kind".into(), kind.tag().to_string()),
     ];
+    if let Some(point) = point {
+        tags.push(("concurrent.sweep.point".into(), point.to_string()));
+    }
     let params = match &kind {
         NodeKind::Project(p) => {
             tags.push((
@@ -237,7 +314,10 @@ fn child_run(
     };
     ChildRun {
         key,
-        run_name: format!("{node_id}[{}] #{}", inst.index, a.number),
+        run_name: match point {
+            Some(p) => format!("{node_id}[{}] point {p} #{}", inst.index, a.number),
+            None => format!("{node_id}[{}] #{}", inst.index, a.number),
+        },
         tags,
         params,
         maybe_exists: false,
@@ -255,7 +335,7 @@ fn unreported_note(a: &Attempt) -> String {
     )
 }
 
-/// The work item of an attempt, with parameters substituted.
+/// The work item of an attempt, with parameters, upstream choices and its sweep point filled in.
 fn work_item(
     run: &RunState,
     mlflow: &MlflowRef,
@@ -268,7 +348,18 @@ fn work_item(
         .template
         .node(node_id)
         .expect("run nodes mirror template nodes");
-    let kind = resolve(&node.kind, &run.parameters);
+    let (kind, _, partition) = instance_kind(run, node, inst.index);
+    let cache = match &kind {
+        NodeKind::Project(_) => node
+            .cache
+            .or(run.template.cache)
+            .filter(|c| c.enabled)
+            .map(|c| CacheSpec {
+                read: !run.ignore_cache,
+                max_age_ms: c.max_age_seconds.map(|s| s.saturating_mul(1000)),
+            }),
+        _ => None,
+    };
     WorkItem {
         id: AttemptKey::new(node_id, inst.index, a.number).work_item_id(&run.id),
         run_id: run.id.clone(),
@@ -289,8 +380,8 @@ fn work_item(
             secret_env: node.secret_env.clone(),
             env_manager: node.env_manager,
             kubernetes: node.kubernetes.clone(),
-            partition_index: inst.index,
-            partition_count: node.instances,
+            partition_index: partition,
+            partition_count: node.partitions(),
             // Shared inputs travel once per batch (`RunState::shared_for`), not in each item.
             inputs: inst.inputs.clone(),
             shared_inputs: node_run.shared_key(&run.id),
@@ -307,6 +398,7 @@ fn work_item(
                 NodeKind::Project(p) if p.is_git() => run.pins.get(&p.source_key()).cloned(),
                 _ => None,
             },
+            cache,
             kind,
         },
     }

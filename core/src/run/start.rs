@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::params::substitute;
+use crate::params::{substitute, substitute_all};
 use crate::template::{NodeKind, Template};
 use crate::validate::{validate, Problem};
 
@@ -71,7 +71,7 @@ pub fn start(
     // Values with parameter references are checked now that the values are known.
     let mut resolved = template.clone();
     for n in &mut resolved.nodes {
-        n.kind = resolve(&n.kind, &parameters);
+        n.kind = resolve(&n.kind, &parameters, &BTreeMap::new());
         n.image = n.image.as_ref().map(|i| sub(i, &parameters));
         for v in n.env.values_mut() {
             *v = sub(v, &parameters);
@@ -110,6 +110,7 @@ pub fn start(
         repairs: Vec::new(),
         request: None,
         experiment_id: None,
+        ignore_cache: false,
         pins: BTreeMap::new(),
         nodes,
     };
@@ -123,23 +124,31 @@ pub(super) fn sub(text: &str, params: &BTreeMap<String, String>) -> String {
     substitute(text, params).unwrap_or_else(|_| text.to_string())
 }
 
-pub(super) fn resolve(kind: &NodeKind, params: &BTreeMap<String, String>) -> NodeKind {
-    let opt = |o: &Option<String>| o.as_ref().map(|s| sub(s, params));
+/// A node's kind with its references filled in: parameters from `params`, upstream choices
+/// from `upstream` (by `params::upstream_key`; left as written while unknown, as at start).
+pub(super) fn resolve(
+    kind: &NodeKind,
+    params: &BTreeMap<String, String>,
+    upstream: &BTreeMap<String, String>,
+) -> NodeKind {
+    let sub =
+        |text: &str| substitute_all(text, params, upstream).unwrap_or_else(|_| text.to_string());
+    let opt = |o: &Option<String>| o.as_ref().map(|s| sub(s));
     match kind {
         NodeKind::Project(p) => {
             let mut p = p.clone();
-            p.uri = sub(&p.uri, params);
+            p.uri = sub(&p.uri);
             p.version = opt(&p.version);
             p.sub_path = opt(&p.sub_path);
             p.parameters = p
                 .parameters
                 .iter()
-                .map(|(k, v)| (k.clone(), sub(v, params)))
+                .map(|(k, v)| (k.clone(), sub(v)))
                 .collect();
             NodeKind::Project(p)
         }
         NodeKind::Inference(i) => NodeKind::Inference(crate::template::InferenceSpec {
-            model_uri: sub(&i.model_uri, params),
+            model_uri: sub(&i.model_uri),
         }),
         NodeKind::Input(i) => NodeKind::Input(crate::template::InputSpec {
             run_id: opt(&i.run_id),

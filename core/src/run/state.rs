@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::partition::ArtifactFile;
 use crate::template::Template;
+use crate::wire::StepFacts;
 
 /// The lifecycle of a whole run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +191,9 @@ pub struct Attempt {
     /// The last lines of the step's log, as of its latest heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<String>,
+    /// What its step runner learned: metrics, usage, cache key and hit.
+    #[serde(default, skip_serializing_if = "StepFacts::is_empty")]
+    pub facts: StepFacts,
 }
 
 /// One parallel copy of a node.
@@ -243,6 +247,49 @@ pub struct NodeRun {
     /// many instances at once; the count tells the run's storage to write them all.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub plans: u32,
+    /// What each of its `select` edges chose, with every candidate's metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selections: Vec<Selection>,
+}
+
+/// What a `select` edge chose from its upstream node's instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Selection {
+    /// The upstream node, and the input of this node it feeds.
+    pub from: String,
+    pub input: String,
+    pub metric: String,
+    pub mode: crate::template::SelectMode,
+    /// The chosen instances, best first.
+    pub chosen: Vec<u32>,
+    /// Every instance that succeeded, with its MLflow run and its value of the metric (none:
+    /// it did not log it, so it was not chosen).
+    pub candidates: Vec<Candidate>,
+    /// The parent MLflow run records the choice.
+    #[serde(default)]
+    pub recorded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub instance: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+impl Selection {
+    /// Candidates that did not log the metric.
+    pub fn without_metric(&self) -> Vec<u32> {
+        self.candidates
+            .iter()
+            .filter(|c| c.value.is_none())
+            .map(|c| c.instance)
+            .collect()
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -259,6 +306,7 @@ impl NodeRun {
             error: None,
             shared_inputs: BTreeMap::new(),
             plans: 0,
+            selections: Vec::new(),
         }
     }
 
@@ -290,6 +338,16 @@ impl NodeRun {
     pub fn shown_state(&self) -> InstanceState {
         shown_state(self.instances.len(), |s| {
             self.instances.iter().filter(|i| i.state == s).count()
+        })
+    }
+
+    /// The attempt that succeeded for each instance, by index.
+    pub fn successes(&self) -> impl Iterator<Item = (&Instance, &Attempt)> {
+        self.instances.iter().filter_map(|i| {
+            (i.state == InstanceState::Succeeded)
+                .then(|| i.current())
+                .flatten()
+                .map(|a| (i, a))
         })
     }
 
@@ -376,6 +434,9 @@ pub struct RunState {
     /// template's `concurrent/<template>` experiment when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_id: Option<String>,
+    /// Started ignoring cached results: every step runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_cache: bool,
     /// In template order.
     pub nodes: Vec<NodeRun>,
 }
@@ -441,6 +502,7 @@ impl RunState {
             repairs: self.repairs.clone(),
             request: self.request.clone(),
             experiment_id: self.experiment_id.clone(),
+            ignore_cache: self.ignore_cache,
             pins: self.pins.clone(),
             nodes: self
                 .nodes
@@ -452,6 +514,7 @@ impl RunState {
                     error: n.error.clone(),
                     shared_inputs: BTreeMap::new(),
                     plans: n.plans,
+                    selections: n.selections.clone(),
                 })
                 .collect(),
         }

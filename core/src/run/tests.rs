@@ -94,6 +94,11 @@ impl Driver {
                             run_id: None,
                         }
                     }
+                    MlflowEffect::RecordSelection { node, input, .. } => {
+                        self.closed
+                            .push((format!("selection {node}.{input}"), "RECORDED"));
+                        Event::SelectionRecorded { node, input }
+                    }
                     MlflowEffect::SyncParentRun { run_id, status, .. } => {
                         self.closed.push((run_id, status.mlflow_status()));
                         Event::ParentRunSynced { status }
@@ -184,8 +189,10 @@ fn files(names: &[(&str, u64)]) -> Outcome {
                 size: *s,
                 run_id: None,
                 artifact_path: None,
+                sha256: None,
             })
             .collect(),
+        facts: Default::default(),
     }
 }
 
@@ -294,6 +301,7 @@ fn a_failed_step_is_retried_with_backoff_then_fails_the_run() {
         &t,
         Outcome::Failed {
             error: "exit 1".into(),
+            facts: Default::default(),
         },
         100,
     )
@@ -323,6 +331,7 @@ fn a_failed_step_is_retried_with_backoff_then_fails_the_run() {
         &t2,
         Outcome::Failed {
             error: "exit 2".into(),
+            facts: Default::default(),
         },
         1200,
     )
@@ -567,6 +576,7 @@ fn a_batch_of_events_ends_as_the_same_events_one_at_a_time() {
         key: items[0].key(),
         outcome: Outcome::Failed {
             error: "boom".into(),
+            facts: Default::default(),
         },
     };
     let answers = apply_all(&mut run, [failed, finished(&items[1])], 6);
@@ -644,6 +654,7 @@ fn an_attempt_that_ended_before_its_run_was_reported_is_closed_by_key() {
     .unwrap();
     let expired = Outcome::Failed {
         error: "lease expired".into(),
+        facts: Default::default(),
     };
     finish(&mut run, &item, expired, 3).unwrap();
     d.settle(&mut run, 4);
@@ -696,6 +707,7 @@ fn an_attempt_whose_agent_made_no_run_is_not_looked_for() {
     apply(&mut run, Event::NoAttemptRun { key: item.key() }, 3).unwrap();
     let refused = Outcome::Failed {
         error: "MLflow refused to create this attempt's run".into(),
+        facts: Default::default(),
     };
     finish(&mut run, &item, refused, 3).unwrap();
     d.settle(&mut run, 4);
@@ -816,6 +828,7 @@ fn retry_failed_reruns_only_what_failed_and_keeps_the_history() {
         &t1,
         Outcome::Failed {
             error: "oom".into(),
+            facts: Default::default(),
         },
         3,
     )
@@ -1002,7 +1015,7 @@ proptest! {
                 Step::Lease => if let Some(i) = d.lease(&mut run, now) { leased.push(i) },
                 Step::Succeed(k) | Step::Fail(k) if !leased.is_empty() => {
                     let item = leased.remove(k % leased.len());
-                    let outcome = if matches!(step, Step::Succeed(_)) { files(&[("f", 1), ("g", 2)]) } else { Outcome::Failed { error: "boom".into() } };
+                    let outcome = if matches!(step, Step::Succeed(_)) { files(&[("f", 1), ("g", 2)]) } else { Outcome::Failed { error: "boom".into(), facts: Default::default(), } };
                     let _ = finish(&mut run, &item, outcome, now);
                     done.push(item);
                 }

@@ -46,6 +46,30 @@ pub(super) fn check(t: &Template, ids: &HashMap<String, usize>, p: &mut Problems
                 ),
             );
         }
+        if let Some(sel) = &e.select {
+            if sel.metric.trim().is_empty() {
+                p.at(
+                    at,
+                    "select/metric",
+                    "names no metric; write the MLflow metric to choose by (e.g. val_auc)",
+                );
+            }
+            if sel.top == 0 {
+                p.at(at, "select/top", "must be at least 1");
+            } else if let Some(&from) = ids.get(&e.from) {
+                let have = t.nodes[from].instance_count();
+                if sel.top > have {
+                    p.at(
+                        at,
+                        "select/top",
+                        format!(
+                            "is {}, but node {:?} runs {have} instance(s)",
+                            sel.top, e.from
+                        ),
+                    );
+                }
+            }
+        }
         match (&e.partition.mode, &e.partition.key_regex) {
             (PartitionMode::Unknown(m), _) => p.at(
                 at,

@@ -16,6 +16,7 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         "parameters",
         "nodes",
         "edges",
+        "cache",
     ];
     const PARAMETER: &[&str] = &["name", "default", "description"];
     const NODE: &[&str] = &[
@@ -32,15 +33,28 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         "secretEnv",
         "envManager",
         "kubernetes",
+        "cache",
         "position",
     ];
-    const PROJECT: &[&str] = &["uri", "version", "subPath", "entryPoint", "parameters"];
+    const PROJECT: &[&str] = &[
+        "uri",
+        "version",
+        "subPath",
+        "entryPoint",
+        "parameters",
+        "sweep",
+    ];
+    const SWEEP: &[&str] = &["grid", "random", "crossPartitions"];
+    const RANDOM: &[&str] = &["samples", "seed", "parameters"];
+    const DISTRIBUTION: &[&str] = &["uniform", "logUniform", "intUniform", "choice"];
+    const CACHE: &[&str] = &["enabled", "maxAgeSeconds"];
+    const SELECT: &[&str] = &["metric", "mode", "top"];
     const INFERENCE: &[&str] = &["modelUri"];
     const INPUT: &[&str] = &["runId", "artifactPath", "path"];
     const RESOURCES: &[&str] = &["cpu", "memory", "gpu", "gpuType"];
     const RETRIES: &[&str] = &["limit", "backoffSeconds", "maxBackoffSeconds"];
     const POSITION: &[&str] = &["x", "y"];
-    const EDGE: &[&str] = &["from", "to", "input", "partition"];
+    const EDGE: &[&str] = &["from", "to", "input", "partition", "select"];
     const PARTITION: &[&str] = &["mode", "keyRegex"];
 
     let mut p = Vec::new();
@@ -50,12 +64,7 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
             if known.iter().any(|k| k.contains(&key.as_str())) {
                 continue;
             }
-            let closest = known
-                .iter()
-                .flat_map(|k| k.iter())
-                .min_by_key(|k| strsim::levenshtein(k, key));
-            let hint = closest
-                .filter(|k| strsim::levenshtein(k, key) <= 2)
+            let hint = crate::names::closest(key, known.iter().flat_map(|k| k.iter().copied()))
                 .map(|k| format!("; did you mean {k:?}?"))
                 .unwrap_or_default();
             p.push(Problem::pointing(
@@ -65,6 +74,9 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         }
     }
     check(&mut p, doc, "", &[TEMPLATE]);
+    if let Some(v) = doc.get("cache") {
+        check(&mut p, v, "/cache", &[CACHE]);
+    }
     let items = |key: &str| {
         doc.get(key)
             .and_then(|v| v.as_array())
@@ -87,9 +99,25 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
             ("resources", RESOURCES),
             ("retries", RETRIES),
             ("position", POSITION),
+            ("cache", CACHE),
+            ("sweep", SWEEP),
         ] {
             if let Some(v) = node.get(field) {
                 check(&mut p, v, &format!("{at}/{field}"), &[known]);
+            }
+        }
+        if let Some(random) = node.get("sweep").and_then(|s| s.get("random")) {
+            let here = format!("{at}/sweep/random");
+            check(&mut p, random, &here, &[RANDOM]);
+            if let Some(params) = random.get("parameters").and_then(|v| v.as_object()) {
+                for (name, d) in params {
+                    check(
+                        &mut p,
+                        d,
+                        &format!("{here}/parameters/{name}"),
+                        &[DISTRIBUTION],
+                    );
+                }
             }
         }
         // The affinity document is checked field by field by `kubernetes::affinity_problems`.
@@ -126,6 +154,9 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
     }
     for (i, edge) in items("edges").iter().enumerate() {
         check(&mut p, edge, &format!("/edges/{i}"), &[EDGE]);
+        if let Some(v) = edge.get("select") {
+            check(&mut p, v, &format!("/edges/{i}/select"), &[SELECT]);
+        }
         if let Some(v) = edge.get("partition") {
             check(&mut p, v, &format!("/edges/{i}/partition"), &[PARTITION]);
         }

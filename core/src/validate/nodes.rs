@@ -53,13 +53,20 @@ pub(super) fn check(
             ids.insert(n.id.clone(), first);
         }
         how_it_runs(at, n, p);
+        sweep_and_cache(at, n, p);
         resources(at, n, p);
         for problem in super::kubernetes::problems(&n.kubernetes, at) {
             p.0.push(problem);
         }
         let mut referring = what_it_runs(at, n, p);
         referring.extend(environment(at, n, p));
-        parameter_references(at, referring, declared, p);
+        // What this node may read of upstream choices: nodes a `select` edge takes it from.
+        let chosen: BTreeSet<&str> = t
+            .incoming(&n.id)
+            .filter(|e| e.select.is_some())
+            .map(|e| e.from.as_str())
+            .collect();
+        parameter_references(at, referring, declared, &chosen, p);
     }
     ids
 }
@@ -118,6 +125,47 @@ fn how_it_runs(at: Target, n: &Node, p: &mut Problems) {
             format!("is {t}; at most {MAX_TIMEOUT_SECONDS} (30 days) is allowed; leave it out for no limit"),
         ),
         _ => {}
+    }
+}
+
+/// A sweep's points and how they meet the node's partitions; the node's caching.
+fn sweep_and_cache(at: Target, n: &Node, p: &mut Problems) {
+    if let Some(s) = n.sweep() {
+        for (field, why) in s.problems() {
+            let field = if field.is_empty() {
+                "sweep".to_string()
+            } else {
+                format!("sweep/{field}")
+            };
+            p.at(at, &field, why);
+        }
+        if n.instances > 1 && !s.cross_partitions {
+            p.at(
+                at,
+                "instances",
+                format!(
+                    "is {}, and the node sweeps: a sweep runs each point on all of the node's inputs; set sweep.crossPartitions to run each point on each of {} partitions (points × instances), or set instances to 1",
+                    n.instances, n.instances
+                ),
+            );
+        }
+        let total = n.partitions() as usize * s.count();
+        if s.count() <= crate::sweep::MAX_POINTS && total > MAX_INSTANCES as usize {
+            p.at(
+                at,
+                "sweep",
+                format!("{} points × {} partitions make {total} instances; at most {MAX_INSTANCES} are allowed", s.count(), n.partitions()),
+            );
+        }
+    }
+    if let Some(c) = &n.cache {
+        if c.max_age_seconds == Some(0) {
+            p.at(
+                at,
+                "cache/maxAgeSeconds",
+                "must be at least 1 second (leave it out for no limit)",
+            );
+        }
     }
 }
 
@@ -290,11 +338,13 @@ fn environment<'a>(at: Target, n: &'a Node, p: &mut Problems) -> Vec<Referring<'
     referring
 }
 
-/// Every `{{params.…}}` must name a declared parameter, and be written as one.
+/// Every `{{params.…}}` must name a declared parameter, every `{{upstream.<node>.best.…}}` a
+/// node a `select` edge takes this one from (`chosen`), and each be written as one.
 fn parameter_references(
     at: Target,
     referring: Vec<Referring<'_>>,
     declared: &BTreeSet<String>,
+    chosen: &BTreeSet<&str>,
     p: &mut Problems,
 ) {
     for (field, key, text) in referring {
@@ -311,6 +361,16 @@ fn parameter_references(
                     format!("refers to {{{{params.{name}}}}}, which is not a template parameter; declare it under parameters"),
                 ),
                 Reference::Param(_) => {}
+                Reference::Upstream { node, .. } if !chosen.contains(node) => p.at(
+                    at,
+                    &field,
+                    match crate::names::closest(node, chosen.iter().copied()) {
+                        Some(near) => format!("refers to the best of node {node:?}, which no select edge feeds into this node; did you mean {near:?}?"),
+                        None if chosen.is_empty() => format!("refers to the best of node {node:?}, but no edge into this node selects the best upstream attempts; add select (metric, min or max) to the edge from {node:?}"),
+                        None => format!("refers to the best of node {node:?}, which no select edge feeds into this node (those that do: {})", chosen.iter().copied().collect::<Vec<_>>().join(", ")),
+                    },
+                ),
+                Reference::Upstream { .. } => {}
                 Reference::Malformed(inner) => p.at(
                     at,
                     &field,

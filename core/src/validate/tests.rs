@@ -222,6 +222,10 @@ fn the_known_field_lists_cover_every_field_of_the_model() {
             }],
             service_account_name: Some("sa".into()),
         },
+        cache: Some(Cache {
+            enabled: true,
+            max_age_seconds: Some(60),
+        }),
         position: Some(Position { x: 1.0, y: 2.0 }),
     };
     let t = Template {
@@ -240,6 +244,18 @@ fn the_known_field_lists_cover_every_field_of_the_model() {
                 sub_path: Some("s".into()),
                 entry_point: "main".into(),
                 parameters: BTreeMap::from([("a".into(), "1".into())]),
+                sweep: Some(crate::sweep::Sweep {
+                    grid: BTreeMap::from([("a".into(), vec!["1".into()])]),
+                    random: Some(crate::sweep::RandomSweep {
+                        samples: 1,
+                        seed: 1,
+                        parameters: BTreeMap::from([(
+                            "b".into(),
+                            crate::sweep::Distribution::Uniform(0.0, 1.0),
+                        )]),
+                    }),
+                    cross_partitions: true,
+                }),
             })),
             node(NodeKind::Inference(InferenceSpec {
                 model_uri: "models:/m/1".into(),
@@ -258,7 +274,16 @@ fn the_known_field_lists_cover_every_field_of_the_model() {
                 mode: PartitionMode::ByKey,
                 key_regex: Some("(x)".into()),
             },
+            select: Some(Select {
+                metric: "m".into(),
+                mode: SelectMode::Max,
+                top: 1,
+            }),
         }],
+        cache: Some(Cache {
+            enabled: true,
+            max_age_seconds: None,
+        }),
     };
     assert_eq!(unknown_fields(&serde_json::to_value(&t).unwrap()), vec![]);
 }
@@ -331,4 +356,54 @@ fn quantities_follow_kubernetes_syntax() {
     assert_eq!(memory_bytes("1000"), Some(1000.0));
     assert_eq!(memory_bytes("4GB"), None);
     assert_eq!(memory_bytes("Gi"), None);
+}
+
+#[test]
+fn sweeps_selections_caching_and_upstream_references_are_checked() {
+    let mut t = good();
+    t["nodes"][1]["sweep"] =
+        serde_json::json!({"grid": {"alpha": []}, "random": {"samples": 0, "parameters": {}}});
+    t["nodes"][1]["cache"] = serde_json::json!({"enabled": true, "maxAgeSeconds": 0});
+    t["edges"][0]["select"] = serde_json::json!({"metric": "", "mode": "max", "top": 0});
+    t["nodes"][0]["parameters"]["best"] = "{{upstream.prepar.best.run_id}}".into();
+    let problems = validate(&template(t));
+    let got = paths(&problems);
+    for expected in [
+        "/nodes/1/sweep",
+        "/nodes/1/sweep/grid/alpha",
+        "/nodes/1/sweep/random/samples",
+        "/nodes/1/instances",
+        "/nodes/1/cache/maxAgeSeconds",
+        "/edges/0/select/metric",
+        "/edges/0/select/top",
+        "/nodes/0/parameters/best",
+    ] {
+        assert!(got.contains(&expected), "{expected} in {got:?}");
+    }
+    let upstream = problems
+        .iter()
+        .find(|p| p.path == "/nodes/0/parameters/best")
+        .unwrap();
+    assert!(
+        upstream.message.contains("no edge into this node selects"),
+        "{upstream}"
+    );
+    // Into train, which `prepare` feeds with a select edge: a typo gets a suggestion.
+    let mut t = good();
+    t["edges"][0]["select"] = serde_json::json!({"metric": "rows", "mode": "min"});
+    t["nodes"][1]["parameters"] = serde_json::json!({"best": "{{upstream.prepar.best.model_uri}}"});
+    let problems = validate(&template(t));
+    assert_eq!(paths(&problems), ["/nodes/1/parameters/best"]);
+    assert!(
+        problems[0].message.contains("did you mean \"prepare\"?"),
+        "{}",
+        problems[0]
+    );
+    let mut t = good();
+    t["edges"][0]["select"] = serde_json::json!({"metric": "rows", "mode": "min"});
+    t["nodes"][1]["parameters"] =
+        serde_json::json!({"best": "{{upstream.prepare.best.metrics.rows}}"});
+    t["nodes"][1]["sweep"] =
+        serde_json::json!({"grid": {"alpha": ["1", "2"]}, "crossPartitions": true});
+    assert_eq!(validate(&template(t)), vec![]);
 }

@@ -176,6 +176,7 @@ impl LocalExecutor {
                     "the step runner ended with {status} without writing a result; see {}",
                     dir.join("step.log").display()
                 ),
+                facts: Default::default(),
             },
         };
         if !self.keep_work_dirs {

@@ -494,6 +494,39 @@ fn size_of(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The cache key and manager of an environment that is built (none for the local Python or a
+/// Docker image).
+fn built_key(choice: &Choice, project: &Path) -> Option<(String, EnvManager)> {
+    match choice {
+        Choice::Local | Choice::Docker(_) => None,
+        Choice::Virtual { manager, spec } => {
+            let base = spec
+                .source
+                .as_ref()
+                .and_then(|s| s.parent())
+                .unwrap_or(project);
+            Some((key(manager.as_str(), spec, base), *manager))
+        }
+        Choice::Conda(file) => Some((
+            format!(
+                "conda-{}",
+                &sha256_hex(&std::fs::read_to_string(file).unwrap_or_default())[..16]
+            ),
+            EnvManager::Conda,
+        )),
+    }
+}
+
+/// What an environment is, by content: its build's key, `local`, or `docker:<image>` (what a
+/// step's cache key takes).
+pub fn identity(choice: &Choice, project: &Path) -> String {
+    match (choice, built_key(choice, project)) {
+        (_, Some((key, _))) => key,
+        (Choice::Docker(d), None) => format!("docker:{}", d.image),
+        _ => "local".into(),
+    }
+}
+
 /// Builds the environment (or finds it built) and says how to activate it. The build shows in
 /// the step's log, with its time; afterwards the cache lets go of what its bounds say (never
 /// an environment a running step holds).
@@ -506,28 +539,11 @@ pub async fn prepare(
     tools: &Tools<'_>,
     log: &Path,
 ) -> anyhow::Result<Prepared> {
-    let (key, manager) = match choice {
-        Choice::Local | Choice::Docker(_) => {
-            return Ok(Prepared {
-                activation: Activation::default(),
-                _in_use: None,
-            })
-        }
-        Choice::Virtual { manager, spec } => {
-            let base = spec
-                .source
-                .as_ref()
-                .and_then(|s| s.parent())
-                .unwrap_or(project);
-            (key(manager.as_str(), spec, base), *manager)
-        }
-        Choice::Conda(file) => (
-            format!(
-                "conda-{}",
-                &sha256_hex(&std::fs::read_to_string(file).unwrap_or_default())[..16]
-            ),
-            EnvManager::Conda,
-        ),
+    let Some((key, manager)) = built_key(choice, project) else {
+        return Ok(Prepared {
+            activation: Activation::default(),
+            _in_use: None,
+        });
     };
     let tool = match manager {
         EnvManager::Uv => Some(("uv", tools.uv)),

@@ -11,13 +11,13 @@ use anyhow::{bail, Context};
 use concurrent_core::logtail::Tail;
 use concurrent_core::mask::OutputMasker;
 use concurrent_core::template::NodeKind;
-use concurrent_core::wire::WorkItem;
+use concurrent_core::wire::{OutputFile, StepFacts, WorkItem};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::environment::{self, Choice};
 use super::mlproject::{self, Plan};
-use super::{git, resolve, Launcher, StepArgs};
+use super::{cache, git, resolve, Launcher, StepArgs};
 use crate::mlflow::Mlflow;
 
 /// The batch inference helper (run with the model environment's Python).
@@ -45,6 +45,8 @@ impl Launch {
     }
 }
 
+/// Runs the node's code; `Some(outputs)` when a cached result was reused instead (nothing ran,
+/// and the outputs are an earlier attempt's). The cache key and hit go into `facts`.
 pub async fn run_node(
     args: &StepArgs,
     item: &WorkItem,
@@ -52,12 +54,13 @@ pub async fn run_node(
     inputs: &Path,
     outputs: &Path,
     log: &Path,
-) -> anyhow::Result<()> {
+    facts: &mut StepFacts,
+) -> anyhow::Result<Option<Vec<OutputFile>>> {
     let step = &item.step;
     let timeout = step.timeout_seconds.map(Duration::from_secs);
     match &step.kind {
         NodeKind::Project(p) => {
-            let dir = project_dir(args, item, p, mlflow, log).await?;
+            let (dir, commit) = project_dir(args, item, p, mlflow, log).await?;
             let cwd = log.parent().unwrap_or(Path::new("."));
             let plan = match args.launcher {
                 Launcher::Mlflow => Plan::Mlflow("--launcher mlflow".into()),
@@ -69,10 +72,49 @@ pub async fn run_node(
                 Plan::Mlflow(why) => {
                     tracing::info!(item = %item.id, "starting with `mlflow run`: {why}");
                     let launch = Launch::mlflow(args, mlflow_run_argv(item, p, &dir, true), log);
-                    return run_logged(args, item, &launch, inputs, outputs, log, timeout).await;
+                    return run_logged(args, item, &launch, inputs, outputs, log, timeout)
+                        .await
+                        .map(|()| None);
                 }
             };
             let choice = choose(args, &declared, step.env_manager, log).await?;
+            if let Some(spec) = step.cache {
+                let project = cache::project_identity(p, &dir, commit.as_deref())?;
+                let key = cache::key_of(item, p, &project, &choice, &dir);
+                facts.cache_key = Some(key.clone());
+                let run_id = &step.mlflow.run_id;
+                if spec.read {
+                    if let Some(hit) =
+                        cache::lookup(args, item, &key, spec.max_age_ms, mlflow, log).await?
+                    {
+                        let tags = [
+                            ("concurrent.cache.key", key.as_str()),
+                            ("concurrent.cache.hit", hit.from.mlflow_run_id.as_str()),
+                            ("concurrent.cache.hit_run", hit.from.run_id.as_str()),
+                        ];
+                        mlflow.set_tags(run_id, &tags).await?;
+                        // The reused attempt's metrics are this one's too (MLflow's compare view
+                        // and a downstream best-of selection read them here).
+                        let (metrics, model) = mlflow.run_facts(&hit.from.mlflow_run_id).await?;
+                        let metrics: Vec<(&str, f64)> = metrics
+                            .iter()
+                            .filter(|(k, _)| !k.starts_with("concurrent."))
+                            .map(|(k, v)| (k.as_str(), *v))
+                            .collect();
+                        if !metrics.is_empty() {
+                            mlflow.log_metrics(run_id, &metrics).await?;
+                        }
+                        facts.model_uri = model;
+                        facts.cached_from = Some(hit.from);
+                        return Ok(Some(hit.outputs));
+                    }
+                } else {
+                    environment::log_line(log, "==> cache: not read (the run was started ignoring the cache); the step runs and its result is cached").await;
+                }
+                mlflow
+                    .set_tags(run_id, &[("concurrent.cache.key", key.as_str())])
+                    .await?;
+            }
             let mut env = vec![("MLFLOW_RUN_ID".to_string(), step.mlflow.run_id.clone())];
             let env_name = match &choice {
                 Choice::Docker(d) if args.in_image => {
@@ -92,7 +134,9 @@ pub async fn run_node(
                         );
                     }
                     let launch = Launch::mlflow(args, mlflow_run_argv(item, p, &dir, false), log);
-                    return run_logged(args, item, &launch, inputs, outputs, log, timeout).await;
+                    return run_logged(args, item, &launch, inputs, outputs, log, timeout)
+                        .await
+                        .map(|()| None);
                 }
                 Choice::Local => "local",
                 Choice::Virtual { manager, .. } => manager.as_str(),
@@ -115,7 +159,9 @@ pub async fn run_node(
                 dir,
                 env,
             };
-            run_logged(args, item, &launch, inputs, outputs, log, timeout).await
+            run_logged(args, item, &launch, inputs, outputs, log, timeout)
+                .await
+                .map(|()| None)
         }
         NodeKind::Inference(i) => {
             // Every csv/json/parquet file of the partition, predicted by one process that loads
@@ -207,9 +253,11 @@ pub async fn run_node(
                 dir: work.to_path_buf(),
                 env,
             };
-            run_logged(args, item, &launch, inputs, outputs, log, timeout).await
+            run_logged(args, item, &launch, inputs, outputs, log, timeout)
+                .await
+                .map(|()| None)
         }
-        NodeKind::Input(_) => Ok(()),
+        NodeKind::Input(_) => Ok(None),
     }
 }
 
@@ -307,7 +355,7 @@ async fn project_dir(
     p: &concurrent_core::template::ProjectSpec,
     mlflow: &Mlflow,
     log: &Path,
-) -> anyhow::Result<std::path::PathBuf> {
+) -> anyhow::Result<(std::path::PathBuf, Option<String>)> {
     let step = &item.step;
     let work = log.parent().unwrap_or(Path::new("."));
     let (root, commit, first) = if p.is_git() {
@@ -374,10 +422,11 @@ async fn project_dir(
             )
             .await?;
     }
-    Ok(match &p.sub_path {
+    let dir = match &p.sub_path {
         Some(sub) => root.join(sub),
         None => root,
-    })
+    };
+    Ok((dir, commit))
 }
 
 /// Runs the launch with the step's environment, appending its output to `log`.

@@ -8,6 +8,7 @@
 //!
 //! A failing step still exits 0 once its outcome is written: the outcome is the result.
 
+mod cache;
 pub mod environment;
 pub mod git;
 mod launch;
@@ -19,7 +20,7 @@ use anyhow::{bail, Context};
 use concurrent_core::mask::Masker;
 use concurrent_core::partition::relative_path_problem;
 use concurrent_core::template::{EnvManager, NodeKind};
-use concurrent_core::wire::{Outcome, OutputFile, WorkItem, OUTPUTS_DIR};
+use concurrent_core::wire::{Outcome, OutputFile, StepFacts, Usage, WorkItem, OUTPUTS_DIR};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::mlflow::Mlflow;
@@ -194,18 +195,25 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
         })
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let outcome = tokio::select! {
-        result = execute(&args, &item, &mlflow, &log) => match result {
-            Ok(outputs) => Outcome::Succeeded { outputs },
-            Err(e) => Outcome::failed(Masker::new(secret_values()).mask(&format!("{e:#}"))),
-        }
-        .bounded(),
+    let began = std::time::Instant::now();
+    let mut facts = StepFacts::default();
+    let result = tokio::select! {
+        result = execute(&args, &item, &mlflow, &log, &mut facts) => result,
         // Cancelled: dropping `execute` stops the user's processes; there is nothing to report.
         _ = term.recv() => {
             tracing::info!(item = %item.id, "stopped by SIGTERM");
             return Ok(());
         }
     };
+    learn(&item, &mlflow, began, &mut facts).await;
+    let outcome = match result {
+        Ok(outputs) => Outcome::Succeeded { outputs, facts },
+        Err(e) => Outcome::Failed {
+            error: Masker::new(secret_values()).mask(&format!("{e:#}")),
+            facts,
+        },
+    }
+    .bounded();
     uploader.abort();
     if log.exists() {
         if let Err(e) = upload_log(&args, &mlflow, &item.step.mlflow.run_id, &log).await {
@@ -258,14 +266,9 @@ async fn report(
     }
 }
 
-/// Tells the run which commit this attempt resolved its git source to; the run's answer is the
-/// commit to run. `None` when the step has no edge to ask (run by hand).
-async fn pin(
-    args: &StepArgs,
-    item: &WorkItem,
-    source: &str,
-    commit: &str,
-) -> anyhow::Result<Option<concurrent_core::wire::PinResponse>> {
+/// The edge as this step reaches it with its lease's step token, and the lease's fencing
+/// token; `None` when the step has no edge to ask (run by hand).
+fn step_edge(args: &StepArgs, item: &WorkItem) -> anyhow::Result<Option<(crate::edge::Edge, u64)>> {
     let (Some(edge_url), Ok(token)) = (
         args.edge_url.as_ref().or(args.report_to.as_ref()),
         std::env::var("CONCURRENT_STEP_TOKEN"),
@@ -280,10 +283,24 @@ async fn pin(
         token.clone(),
         format!("step {}", item.id),
     )?;
+    Ok(Some((edge, claims.fencing)))
+}
+
+/// Tells the run which commit this attempt resolved its git source to; the run's answer is the
+/// commit to run. `None` when the step has no edge to ask (run by hand).
+async fn pin(
+    args: &StepArgs,
+    item: &WorkItem,
+    source: &str,
+    commit: &str,
+) -> anyhow::Result<Option<concurrent_core::wire::PinResponse>> {
+    let Some((edge, fencing)) = step_edge(args, item)? else {
+        return Ok(None);
+    };
     let answer = edge
         .pin(&concurrent_core::wire::PinRequest {
             item_id: item.id.clone(),
-            token: claims.fencing,
+            token: fencing,
             source: source.into(),
             commit: commit.into(),
         })
@@ -292,11 +309,54 @@ async fn pin(
     Ok(Some(answer))
 }
 
+/// What the step runner learns of an attempt once its processes ended: what they used (its
+/// children's CPU time and peak memory, its wall time; logged on the attempt's MLflow run as
+/// `concurrent.*` metrics), the run's latest metrics, the model it logged. Best effort: the
+/// outcome goes out whatever MLflow answers.
+async fn learn(item: &WorkItem, mlflow: &Mlflow, began: std::time::Instant, facts: &mut StepFacts) {
+    let wall = began.elapsed().as_secs_f64();
+    // SAFETY: getrusage(2) fills the struct we own.
+    let children = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let usage = Usage {
+        wall_seconds: wall,
+        cpu_seconds: seconds(children.ru_utime) + seconds(children.ru_stime),
+        // Linux reports kilobytes.
+        peak_memory_bytes: children.ru_maxrss.max(0) as u64 * 1024,
+        gpu_seconds: f64::from(item.step.resources.gpu) * wall,
+    };
+    facts.usage = Some(usage);
+    let run_id = &item.step.mlflow.run_id;
+    if run_id.is_empty() {
+        return;
+    }
+    let metrics: Vec<(&str, f64)> = usage.metrics().to_vec();
+    if let Err(e) = mlflow.log_metrics(run_id, &metrics).await {
+        tracing::warn!(item = %item.id, "the attempt's usage could not be logged: {e:#}");
+    }
+    match mlflow.run_facts(run_id).await {
+        Ok((metrics, model_uri)) => {
+            facts.metrics = metrics
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("concurrent."))
+                .collect();
+            // A cache hit's model is the reused attempt's (its own run logged none).
+            facts.model_uri = model_uri.or(facts.model_uri.take());
+        }
+        Err(e) => tracing::warn!(item = %item.id, "the attempt's metrics could not be read: {e:#}"),
+    }
+}
+
 async fn execute(
     args: &StepArgs,
     item: &WorkItem,
     mlflow: &Mlflow,
     log: &Path,
+    facts: &mut StepFacts,
 ) -> anyhow::Result<Vec<OutputFile>> {
     let work = &args.work_dir;
     let (inputs, outputs) = (work.join("inputs"), work.join("outputs"));
@@ -326,6 +386,7 @@ async fn execute(
                         size,
                         run_id: Some(source.clone()),
                         artifact_path: Some(path),
+                        sha256: None,
                     })
                     .collect());
             }
@@ -333,7 +394,11 @@ async fn execute(
             copy_into(&resolve(args, path)?, &outputs)?;
         }
         NodeKind::Project(_) | NodeKind::Inference(_) => {
-            launch::run_node(args, item, mlflow, &inputs, &outputs, log).await?;
+            if let Some(reused) =
+                launch::run_node(args, item, mlflow, &inputs, &outputs, log, facts).await?
+            {
+                return Ok(reused);
+            }
         }
     }
     upload_outputs(args, mlflow, run_id, &outputs, log).await
@@ -585,15 +650,36 @@ async fn upload_outputs(
             .await?;
         }
     }
-    Ok(files
-        .into_iter()
-        .map(|(_, path, size)| OutputFile {
+    // Digests, so a downstream step's cache key is made without downloading anything.
+    let mut out = Vec::with_capacity(files.len());
+    for (file, path, size) in files {
+        let sha256 = tokio::task::spawn_blocking(move || file_sha256(&file)).await??;
+        out.push(OutputFile {
             path,
             size,
             run_id: None,
             artifact_path: None,
-        })
-        .collect())
+            sha256: Some(sha256),
+        });
+    }
+    Ok(out)
+}
+
+/// The SHA-256 of a file's content, as hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Copies a file or a directory tree into `dest`.

@@ -100,3 +100,27 @@ pub async fn handle_pin(mut req: Request, ctx: Ctx) -> worker::Result<Response> 
     .await;
     respond(result, 200)
 }
+
+/// `POST .../cache` `{"key"}` — the cache entry a step's key names, if any: the step checks its
+/// age and that its artifacts still exist before it reuses them.
+pub async fn handle_cache_lookup(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lookup {
+        key: String,
+    }
+    let result = async {
+        let body: Lookup = json_body(&mut req).await?;
+        let hex = body.key.strip_prefix("v1-").unwrap_or_default();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::BadRequest(format!(
+                "{:?} is not a cache key (v1-<64 hex digits>)",
+                body.key
+            )));
+        }
+        let entry = crate::cache::read(&ctx.env, &body.key).await?;
+        Ok(serde_json::json!({ "entry": entry }))
+    }
+    .await;
+    respond(result, 200)
+}

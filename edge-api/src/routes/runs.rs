@@ -79,6 +79,7 @@ pub async fn start_run(
             .await?;
     }
     state.experiment_id = body.experiment_id.clone();
+    state.ignore_cache = body.ignore_cache;
     RunClient::of(env, &id)?.start(&state).await
 }
 

@@ -79,6 +79,7 @@ pub async fn fire_due(env: &Env) -> Result<(), ApiError> {
             parameters: s.spec.parameters.clone(),
             cluster: s.spec.cluster.clone(),
             experiment_id: None,
+            ignore_cache: false,
         };
         // One run per schedule tick, even if the trigger fires twice or a start is retried.
         let id = sign::run_id(

@@ -13,7 +13,6 @@ use crate::platform::{now_ms, random_id};
 
 pub const KV: &str = "TEMPLATES";
 
-
 fn name_param(ctx: &Ctx) -> String {
     ctx.param("name").cloned().unwrap_or_default()
 }

@@ -119,6 +119,12 @@ fn RunDialog(session: Session, close: impl Fn() + Copy + 'static) -> impl IntoVi
         .expect("run needs a saved version");
     let values = RwSignal::new(crate::forms::defaults(&template.parameters));
     let cluster = RwSignal::new("local".to_string());
+    let ignore_cache = RwSignal::new(false);
+    let caches = template.cache.is_some_and(|c| c.enabled)
+        || template
+            .nodes
+            .iter()
+            .any(|n| n.cache.is_some_and(|c| c.enabled));
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
     let name = template.name.clone();
@@ -129,6 +135,7 @@ fn RunDialog(session: Session, close: impl Fn() + Copy + 'static) -> impl IntoVi
             parameters: values.get_untracked(),
             cluster: Some(cluster.get_untracked()).filter(|c| !c.trim().is_empty()),
             experiment_id: None,
+            ignore_cache: ignore_cache.get_untracked(),
         };
         busy.set(true);
         leptos::task::spawn_local(async move {
@@ -154,6 +161,10 @@ fn RunDialog(session: Session, close: impl Fn() + Copy + 'static) -> impl IntoVi
         <crate::forms::ParameterFields parameters=template.parameters.clone() values />
         <label class="cc-field"><span>"Cluster (for nodes that name none)"</span>
             <input type="text" name="cluster" prop:value=move || cluster.get() on:input=move |e| cluster.set(event_target_value(&e)) /></label>
+        {caches.then(|| view! {
+            <label class="cc-check"><input type="checkbox" name="ignoreCache" prop:checked=move || ignore_cache.get() on:change=move |e| ignore_cache.set(event_target_checked(&e)) />
+                <span>"Ignore cached results (run every step; new results are still cached)"</span></label>
+        })}
         {move || error.get().map(|e| view! { <p class="cc-error" role="alert">{e}</p> })}
         <div class="cc-actions"><button class="cc-primary" data-action="start-run" disabled=move || busy.get() on:click=start>"Start run"</button></div>
     }

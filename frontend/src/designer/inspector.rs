@@ -2,7 +2,9 @@
 //! A field commits on `change` (blur or Enter), so one edit is one undo step, not one per key.
 
 use concurrent_core::design::key_preview;
-use concurrent_core::template::{Node, NodeKind, Parameter, PartitionMode};
+use concurrent_core::template::{
+    Cache, Node, NodeKind, Parameter, PartitionMode, Select, SelectMode,
+};
 use concurrent_core::Problem;
 use leptos::prelude::*;
 
@@ -154,6 +156,11 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
                 {field("Git version", "version", "branch, tag or commit", read(|n| project(n).and_then(|p| p.version.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.version = optional(v))))}
                 {field("Sub-directory", "subPath", "where MLproject is, if not at the root", read(|n| project(n).and_then(|p| p.sub_path.clone()).unwrap_or_default()), write(|n, v| with_project(n, |p| p.sub_path = optional(v))))}
                 <super::project::ProjectAware session id />
+                <super::sweep::SweepEditor session id=id.get_value() />
+                <label class="cc-check"><input type="checkbox" name="cache" prop:checked=move || node().and_then(|n| n.cache).is_some_and(|c| c.enabled)
+                    on:change=move |e| { let on = event_target_checked(&e); write(if on { |n, _| { n.cache = Some(Cache { enabled: true, ..n.cache.unwrap_or_default() }); Ok(()) } } else { |n, _| { n.cache = None; Ok(()) } })(String::new()) } />
+                    <span>"Cache results: reuse an earlier attempt's outputs when code, parameters, environment and inputs are the same"</span></label>
+                {move || node().and_then(|n| n.cache).is_some_and(|c| c.enabled).then(|| field("Reuse results at most this old (s)", "cacheMaxAge", "no limit", read(|n| n.cache.and_then(|c| c.max_age_seconds).map(|s| s.to_string()).unwrap_or_default()), write(|n, v| { let age = if v.trim().is_empty() { None } else { Some(number("the age", &v)?) }; if let Some(c) = n.cache.as_mut() { c.max_age_seconds = age; } Ok(()) })))}
             }
         })
     };
@@ -297,6 +304,31 @@ fn EdgeInspector(session: Session, index: usize) -> impl IntoView {
                     }}</tbody>
                 </table>
             })}
+            <fieldset class="cc-select" data-select="">
+                <legend>"Best of the upstream instances (by an MLflow metric)"</legend>
+                <label class="cc-field"><span>"Metric (empty: pass every instance's outputs)"</span>
+                    <input type="text" name="selectMetric" placeholder="e.g. val_auc" prop:value=move || edge().and_then(|e| e.select).map(|s| s.metric).unwrap_or_default()
+                        on:change=move |e| { let v = event_target_value(&e).trim().to_string(); set(Box::new(move |x| {
+                            x.select = if v.is_empty() { None } else { Some(Select { metric: v, ..x.select.clone().unwrap_or(Select { metric: String::new(), mode: SelectMode::Max, top: 1 }) }) };
+                        })); } /></label>
+                {move || edge().and_then(|e| e.select).map(|s| view! {
+                    <div class="cc-row">
+                        <label class="cc-field"><span>"Best is"</span>
+                            <select name="selectMode" prop:value=if s.mode == SelectMode::Min { "min" } else { "max" }
+                                on:change=move |e| { let min = event_target_value(&e) == "min"; set(Box::new(move |x| { if let Some(s) = x.select.as_mut() { s.mode = if min { SelectMode::Min } else { SelectMode::Max }; } })); }>
+                                <option value="max">"the highest"</option>
+                                <option value="min">"the lowest"</option>
+                            </select></label>
+                        <label class="cc-field"><span>"How many"</span>
+                            <input type="text" name="selectTop" prop:value=s.top.to_string()
+                                on:change=move |e| { let v = event_target_value(&e); match v.trim().parse::<u32>() {
+                                    Ok(n) => set(Box::new(move |x| { if let Some(s) = x.select.as_mut() { s.top = n; } })),
+                                    Err(_) => session.complain(format!("how many must be a whole number, not {v:?}")),
+                                } } /></label>
+                    </div>
+                    <p class="cc-hint">"Downstream fields may use {{upstream.<node>.best.run_id}}, .model_uri and .metrics.<name>."</p>
+                })}
+            </fieldset>
             <super::partitions::PartitionPreview session index />
             <button class="cc-danger" on:click=move |_| { session.editor.update(|e| e.delete(&[], &[index])); session.selection.set(Selection::default()); }>"Delete connection"</button>
         </section>

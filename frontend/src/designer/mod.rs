@@ -8,6 +8,7 @@ mod fields;
 mod inspector;
 mod partitions;
 mod project;
+mod sweep;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -160,6 +161,7 @@ fn empty_template() -> Template {
         parameters: vec![],
         nodes: vec![],
         edges: vec![],
+        cache: None,
     }
 }
 

@@ -125,10 +125,14 @@ class Client:
         q = "?draft=true" if draft else ""
         return self.call("PUT", f"/api/v1/templates/{urllib.parse.quote(template['name'])}{q}", template, {"If-Match": "*"})
 
-    def start_run(self, template, parameters=None, cluster=None, version=None, experiment_id=None):
+    def start_run(self, template, parameters=None, cluster=None, version=None, experiment_id=None,
+                  ignore_cache=False):
         """Starts a run; its MLflow runs go to `experiment_id` (which must exist in the MLflow
-        server the edge writes to), or to the experiment `concurrent/<template>`."""
+        server the edge writes to), or to the experiment `concurrent/<template>`. With
+        `ignore_cache`, every step runs (reusing no cached result; new ones are still cached)."""
         body = {"template": template, "parameters": {k: str(v) for k, v in (parameters or {}).items()}}
+        if ignore_cache:
+            body["ignoreCache"] = True
         if cluster:
             body["cluster"] = cluster
         if experiment_id is not None:

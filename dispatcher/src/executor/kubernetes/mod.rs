@@ -318,6 +318,7 @@ impl KubeExecutor {
                 None if seen => {
                     return Some(Outcome::Failed {
                         error: format!("pod {name} was deleted before it finished"),
+                        facts: Default::default(),
                     })
                 }
                 None => {}
@@ -331,6 +332,7 @@ impl KubeExecutor {
                     self.clean_up_later(name.to_string());
                     return Some(Outcome::Failed {
                         error: format!("{why}; pod {name}, last lines of its log:\n{tail}"),
+                        facts: Default::default(),
                     });
                 }
                 Some(PodState::Pending(Some(why))) => {
@@ -342,6 +344,7 @@ impl KubeExecutor {
                                 "{why}; gave up after {} s",
                                 self.pending_timeout.as_secs()
                             ),
+                            facts: Default::default(),
                         });
                     }
                 }
@@ -349,7 +352,7 @@ impl KubeExecutor {
             }
             seen |= current.is_some();
             tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return Some(Outcome::Failed { error: "the pod watch ended".into() }) },
+                changed = rx.changed() => if changed.is_err() { return Some(Outcome::Failed { error: "the pod watch ended".into(), facts: Default::default(), }) },
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = cancel.cancelled() => {
                     let _ = self.pods.delete(name, &DeleteParams::default()).await;
@@ -423,6 +426,7 @@ impl Executor for KubeExecutor {
             }
             Err(e) => Some(Outcome::Failed {
                 error: format!("{e:#}"),
+                facts: Default::default(),
             }),
         };
         self.watchers.lock().expect("poisoned").remove(&name);

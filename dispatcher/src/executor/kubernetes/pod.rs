@@ -724,6 +724,7 @@ mod tests {
                         sub_path: None,
                         entry_point: "main".into(),
                         parameters: Default::default(),
+                        sweep: None,
                     }),
                     image: None,
                     env: Default::default(),
@@ -733,6 +734,7 @@ mod tests {
                     child_run: None,
                     parent_run_id: None,
                     commit: None,
+                    cache: None,
                     resources: Resources {
                         cpu: Some("2".into()),
                         memory: Some("4Gi".into()),

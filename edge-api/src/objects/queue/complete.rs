@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use concurrent_core::cache;
 use concurrent_core::lease;
 use concurrent_core::run::Event;
 use concurrent_core::wire::{CompleteRequest, CompletionResult, PinRequest, PinResponse, WorkItem};
@@ -11,6 +12,7 @@ use super::heartbeat::reported_run;
 use super::QueueObject;
 use crate::error::ApiError;
 use crate::objects::run::api::RunClient;
+use crate::platform::now_ms;
 
 /// What one run hears of a batch of completions: for each result, the index of its `Finished`
 /// event; and the events.
@@ -49,6 +51,8 @@ impl QueueObject {
             .map(|row| (row.id.clone(), row))
             .collect();
         let mut discarded = Vec::new();
+        // Results to cache once their runs took them: (result index, entry).
+        let mut to_cache = Vec::new();
         for r in requests {
             results.push(CompletionResult {
                 item_id: r.item_id.clone(),
@@ -64,7 +68,8 @@ impl QueueObject {
                 results[at].refused = Some(why);
                 continue;
             }
-            let item: WorkItem = serde_json::from_str(&row.expect("a taken completion has its row").item)?;
+            let item: WorkItem =
+                serde_json::from_str(&row.expect("a taken completion has its row").item)?;
             let created = match r.mlflow_run_id.as_deref().map(|m| reported_run(&item, m)) {
                 Some(Err(why)) => {
                     results[at].refused = Some(why);
@@ -84,6 +89,15 @@ impl QueueObject {
                 (true, None) => Some(Event::NoAttemptRun { key: item.key() }),
                 (false, _) => None,
             };
+            let mlflow_run = r
+                .mlflow_run_id
+                .as_deref()
+                .unwrap_or(&item.step.mlflow.run_id);
+            if let Some(entry) =
+                cache::entry_of(&r.outcome, Some(mlflow_run), &item.run_id, now_ms())
+            {
+                to_cache.push((at, entry));
+            }
             let (slots, events) = by_run.entry(item.run_id.clone()).or_default();
             events.extend(created);
             events.extend(none);
@@ -121,6 +135,16 @@ impl QueueObject {
             self.delete(&done)?;
         }
         self.forget_shared()?;
+        for (at, entry) in to_cache {
+            let r = &results[at];
+            if r.refused.is_some() || r.unavailable.is_some() {
+                continue;
+            }
+            // Best effort: a result left uncached is run again next time.
+            if let Err(e) = crate::cache::write(&self.env, &entry).await {
+                worker::console_error!("queue: caching {} failed: {}", entry.key, e.detail());
+            }
+        }
         Ok(results)
     }
 

@@ -88,9 +88,7 @@ impl QueueObject {
             Expiry::Requeue => Event::Requeued { key: item.key() },
             Expiry::Fail(error) => Event::Finished {
                 key: item.key(),
-                outcome: Outcome::Failed {
-                    error: error.clone(),
-                },
+                outcome: Outcome::failed(error.clone()),
             },
             Expiry::Drop => unreachable!("handled above"),
         };

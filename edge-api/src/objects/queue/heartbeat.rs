@@ -18,14 +18,18 @@ use crate::platform::now_ms;
 impl QueueObject {
     /// Core's `lease::heartbeat` for every lease, written in two statements whatever their
     /// number: an agent holding a thousand leases heartbeats them all at once.
-    pub(super) async fn heartbeat(&self, r: HeartbeatRequest) -> Result<HeartbeatResponse, ApiError> {
+    pub(super) async fn heartbeat(
+        &self,
+        r: HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ApiError> {
         let now = now_ms();
         let ids: Vec<&str> = r.leases.iter().map(|l| l.item_id.as_str()).collect();
         let slots = self.slots(&ids)?;
         let mut answers = BTreeMap::new();
         let mut changes = Vec::with_capacity(r.leases.len());
         for l in &r.leases {
-            let (status, change) = lease::heartbeat(slots.get(&l.item_id), l.token, now, self.ttl());
+            let (status, change) =
+                lease::heartbeat(slots.get(&l.item_id), l.token, now, self.ttl());
             answers.insert(l.item_id.clone(), status);
             changes.push((l.item_id.clone(), change));
         }

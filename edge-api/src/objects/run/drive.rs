@@ -307,11 +307,30 @@ impl RunObject {
                 run_id,
                 status,
                 end_time,
+                metrics,
             } => {
+                if !metrics.is_empty() {
+                    mlflow.log_batch(run_id, &[], metrics, now_ms()).await?;
+                }
                 mlflow
                     .update_run(run_id, status.mlflow_status(), *end_time)
                     .await?;
                 Ok(Event::ParentRunSynced { status: *status })
+            }
+            MlflowEffect::RecordSelection {
+                run_id,
+                node,
+                input,
+                tags,
+                path,
+                json,
+            } => {
+                mlflow.log_batch(run_id, tags, &[], now_ms()).await?;
+                mlflow.put_artifact(run_id, path, json).await?;
+                Ok(Event::SelectionRecorded {
+                    node: node.clone(),
+                    input: input.clone(),
+                })
             }
         }
     }
