@@ -13,6 +13,7 @@ use concurrent_tests::kube::{KubeConfig, KubeServer};
 use concurrent_tests::{concurrent_bin, json, root, Stack};
 use serde_json::Value;
 
+mod caching;
 mod designer;
 mod load;
 mod many_runs;
@@ -42,7 +43,7 @@ struct Args {
     /// Pods the agent tracks for the memory figure.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
-    /// Run only these measurements (launcher, chain, environments, inference, fan-out — or
+    /// Run only these measurements (launcher, chain, environments, inference, caching, fan-out — or
     /// one part of it: fan-out-postgres, fan-out-control —, many-runs, load, designer,
     /// memory); all when empty.
     #[arg(long, value_delimiter = ',')]
@@ -341,6 +342,11 @@ fn main() {
     if wanted("inference") {
         eprintln!("inference over 100 files…");
         projects::inference(stack, 100, &mut rows);
+        write_results(&rows, &args);
+    }
+    if wanted("caching") {
+        eprintln!("step caching…");
+        caching::rerun_after_the_last_step_changed(stack, args.reps, &mut rows);
         write_results(&rows, &args);
     }
     if wanted("fan-out") {

@@ -135,6 +135,76 @@ pub fn check(entry: &EntryPointInfo, values: &BTreeMap<String, String>) -> Vec<P
     problems
 }
 
+/// [`check`] for a node that sweeps: a swept parameter counts as set, and each of its values
+/// (or what its distribution draws) must suit the declared type; a swept parameter the entry
+/// point does not declare is named as such.
+pub fn check_with_sweep(
+    entry: &EntryPointInfo,
+    values: &BTreeMap<String, String>,
+    sweep: Option<&crate::sweep::Sweep>,
+) -> Vec<ParamProblem> {
+    use crate::sweep::Distribution;
+    let Some(sweep) = sweep else {
+        return check(entry, values);
+    };
+    let swept = sweep.parameter_names();
+    let mut set = values.clone();
+    for name in &swept {
+        // Stands in for the point's value, which is checked below.
+        set.entry(name.clone()).or_insert_with(|| "0".into());
+    }
+    let mut problems: Vec<ParamProblem> = check(entry, &set)
+        .into_iter()
+        .filter(|p| values.contains_key(&p.name) || !swept.contains(&p.name))
+        .collect();
+    for name in &swept {
+        let Some(declared) = entry.parameters.iter().find(|p| &p.name == name) else {
+            problems.push(ParamProblem {
+                name: name.clone(),
+                message: format!(
+                    "the sweep sets {name:?}, which entry point {:?} does not declare; MLflow would pass it as `--{name} <value>`",
+                    entry.name
+                ),
+            });
+            continue;
+        };
+        let mut wrong: Vec<String> = Vec::new();
+        let grid = sweep.grid.get(name).into_iter().flatten();
+        let drawn = sweep.random.as_ref().and_then(|r| r.parameters.get(name));
+        let choices = match drawn {
+            Some(Distribution::Choice(v)) => v.as_slice(),
+            _ => &[],
+        };
+        for v in grid.chain(choices) {
+            if let Some(why) = value_problem(&declared.kind, v) {
+                wrong.push(why);
+            }
+        }
+        let numeric = matches!(
+            drawn,
+            Some(
+                Distribution::Uniform(..)
+                    | Distribution::LogUniform(..)
+                    | Distribution::IntUniform(..)
+            )
+        );
+        if numeric && matches!(declared.kind.as_str(), "uri" | "path") {
+            wrong.push(format!(
+                "a number is drawn for it, but the entry point declares a {}",
+                declared.kind
+            ));
+        }
+        if let Some(first) = wrong.first() {
+            problems.retain(|p| &p.name != name);
+            problems.push(ParamProblem {
+                name: name.clone(),
+                message: format!("swept: {first}"),
+            });
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +225,39 @@ mod tests {
                 p("label", "string", None),
             ],
         }
+    }
+
+    #[test]
+    fn swept_values_are_checked_against_declared_types() {
+        let sweep: crate::sweep::Sweep = serde_json::from_value(serde_json::json!({
+            "grid": {"alpha": ["0.1", "lots"], "label": ["a", "b"], "depth": ["3"]}
+        }))
+        .unwrap();
+        let got = check_with_sweep(&entry(), &values(&[("data", "s3://b/x")]), Some(&sweep));
+        let by: BTreeMap<_, _> = got
+            .iter()
+            .map(|p| (p.name.as_str(), p.message.as_str()))
+            .collect();
+        assert!(by["alpha"].contains("\"lots\" is not a number"), "{got:?}");
+        assert!(
+            !by.contains_key("label"),
+            "a required parameter the sweep sets is set: {got:?}"
+        );
+        assert!(by["depth"].contains("does not declare"), "{got:?}");
+        let random: crate::sweep::Sweep = serde_json::from_value(serde_json::json!({
+            "random": {"samples": 4, "parameters": {"data": {"uniform": [0, 1]}, "label": {"choice": ["x"]}}}
+        }))
+        .unwrap();
+        let got = check_with_sweep(&entry(), &BTreeMap::new(), Some(&random));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].name == "data" && got[0].message.contains("declares a uri"),
+            "{got:?}"
+        );
+        assert_eq!(
+            check_with_sweep(&entry(), &BTreeMap::new(), None),
+            check(&entry(), &BTreeMap::new())
+        );
     }
 
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -54,6 +54,12 @@ pub enum Distribution {
 }
 
 impl Sweep {
+    /// The parameters it sets, by name.
+    pub fn parameter_names(&self) -> std::collections::BTreeSet<String> {
+        let drawn = self.random.iter().flat_map(|r| r.parameters.keys());
+        self.grid.keys().chain(drawn).cloned().collect()
+    }
+
     /// How many points the sweep has (0 when it has none: a validation problem).
     pub fn count(&self) -> usize {
         if let Some(r) = &self.random {

@@ -64,6 +64,11 @@ fn the_run_view_marks_the_best_and_the_cached_and_the_designer_edits_sweeps_and_
         b.fill(r#"[data-sweep-param="alpha"] input[name="sweepValues"]"#, "0.1, 1, 10").await;
         b.wait_for(r#"[data-action="add-sweep-param"]"#, SECS).await.click().await.unwrap();
         b.fill(r#"[data-sweep-param="param1"] input[name="sweepValues"]"#, "a, b").await;
+        // The project read by the run's agent: a swept parameter the entry point does not
+        // declare is named.
+        b.fill(r#"input[name="inspectCluster"]"#, "ml-ui").await;
+        b.wait_for(r#"[data-typed-params]"#, Duration::from_secs(60)).await;
+        b.wait_js("the undeclared swept parameter named", r#"[...document.querySelectorAll('[data-sweep-problem]')].some(e => e.textContent.includes('"alpha"') && e.textContent.includes('does not declare'))"#, SECS).await;
         b.wait_js("six points", r#"document.querySelector('[data-sweep-points]')?.dataset.sweepPoints === "6""#, SECS).await;
         b.wait_for(r#"input[name="crossPartitions"]"#, SECS).await.click().await.unwrap();
         b.wait_js("the node shows its points", r#"document.querySelector('[data-node="train"]')?.textContent.includes("6 points")"#, SECS).await;

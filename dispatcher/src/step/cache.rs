@@ -98,7 +98,7 @@ pub(super) async fn lookup(
     mlflow: &Mlflow,
     log: &Path,
 ) -> anyhow::Result<Option<Hit>> {
-    let say = |line: String| async move { environment::log_line(log, &line).await };
+    let say = |line: String| async move { super::log_line(log, &line).await };
     let Some((edge, _)) = super::step_edge(args, item)? else {
         return Ok(None);
     };

@@ -14,7 +14,6 @@ use concurrent_core::env_cache::{to_evict, Bounds, Entry};
 use concurrent_core::sign::sha256_hex;
 use concurrent_core::template::EnvManager;
 use serde_yaml::Value;
-use tokio::io::AsyncWriteExt;
 
 /// The environment an MLproject declares.
 #[derive(Debug, Clone, PartialEq)]
@@ -351,20 +350,9 @@ fn key(manager: &str, spec: &PythonSpec, base: &Path) -> String {
     format!("{manager}-{}", &sha256_hex(&text)[..16])
 }
 
-pub(super) async fn log_line(log: &Path, line: &str) {
-    if let Ok(mut f) = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .await
-    {
-        let _ = f.write_all(format!("{line}\n").as_bytes()).await;
-    }
-}
-
 /// Runs a build command, its output into the step's log.
 async fn run(log: &Path, dir: &Path, program: &str, args: &[String]) -> anyhow::Result<()> {
-    log_line(log, &format!("$ {program} {}", args.join(" "))).await;
+    super::log_line(log, &format!("$ {program} {}", args.join(" "))).await;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -585,13 +573,13 @@ pub async fn prepare(
     // keep the cache's eviction away while they run.
     let shared = FileLock::shared(lock.clone()).await?;
     let in_use = if env.join(READY).exists() {
-        log_line(log, &reusing).await;
+        super::log_line(log, &reusing).await;
         shared
     } else {
         drop(shared);
         let exclusive = FileLock::take(lock).await?;
         if env.join(READY).exists() {
-            log_line(log, &reusing).await;
+            super::log_line(log, &reusing).await;
         } else {
             build_once(choice, project, tools, log, &key, manager).await?;
         }
@@ -600,7 +588,7 @@ pub async fn prepare(
     };
     std::fs::write(env.join(USED), now_ms().to_string())?;
     for line in evict(tools.cache, tools.bounds, now_ms()) {
-        log_line(log, &line).await;
+        super::log_line(log, &line).await;
     }
     Ok(Prepared {
         activation,
@@ -621,7 +609,7 @@ async fn build_once(
     let started = Instant::now();
     let tmp = tools.cache.join(format!("{key}.building"));
     let _ = std::fs::remove_dir_all(&tmp);
-    log_line(
+    super::log_line(
         log,
         &format!(
             "==> building the {} environment {key} (cached in {})",
@@ -632,7 +620,7 @@ async fn build_once(
     .await;
     if let Choice::Virtual { spec, .. } = choice {
         if !spec.dropped.is_empty() {
-            log_line(
+            super::log_line(
                 log,
                 &format!(
                     "==> conda packages a Python environment cannot install are left out, as MLflow leaves them out: {}",
@@ -654,7 +642,7 @@ async fn build_once(
     std::fs::write(tmp.join(READY), format!("{:?}\n", choice))?;
     let _ = std::fs::remove_dir_all(&env);
     std::fs::rename(&tmp, &env)?;
-    log_line(
+    super::log_line(
         log,
         &format!(
             "==> environment {key} ready in {:.1} s",

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use concurrent_core::sign::sha256_hex;
-use tokio::io::AsyncWriteExt;
 
 /// A project checked out for one attempt.
 #[derive(Debug, Clone)]
@@ -20,20 +19,9 @@ pub struct Checkout {
 
 pub use concurrent_core::refs::display_url;
 
-async fn append(log: &Path, line: &str) {
-    if let Ok(mut f) = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .await
-    {
-        let _ = f.write_all(format!("{line}\n").as_bytes()).await;
-    }
-}
-
 /// Runs `git` with `args` (shown as `shown` in the log), output into the log.
 async fn git(log: &Path, args: &[&str], shown: &str) -> anyhow::Result<String> {
-    append(log, &format!("$ git {shown}")).await;
+    super::log_line(log, &format!("$ git {shown}")).await;
     let out = tokio::process::Command::new("git")
         .args(args)
         .envs(credential_env())
@@ -46,7 +34,7 @@ async fn git(log: &Path, args: &[&str], shown: &str) -> anyhow::Result<String> {
         .context("cannot start git; the agent (or the step's image) needs git for git projects")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.trim().is_empty() {
-        append(log, stderr.trim_end()).await;
+        super::log_line(log, stderr.trim_end()).await;
     }
     if !out.status.success() {
         bail!(
@@ -252,7 +240,7 @@ pub async fn checkout(
             into.display()
         );
     }
-    append(log, &format!("==> {shown} at commit {commit}")).await;
+    super::log_line(log, &format!("==> {shown} at commit {commit}")).await;
     Ok(Checkout {
         dir: into.to_path_buf(),
         commit,

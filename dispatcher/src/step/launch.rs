@@ -109,7 +109,7 @@ pub async fn run_node(
                         return Ok(Some(hit.outputs));
                     }
                 } else {
-                    environment::log_line(log, "==> cache: not read (the run was started ignoring the cache); the step runs and its result is cached").await;
+                    super::log_line(log, "==> cache: not read (the run was started ignoring the cache); the step runs and its result is cached").await;
                 }
                 mlflow
                     .set_tags(run_id, &[("concurrent.cache.key", key.as_str())])
@@ -296,7 +296,7 @@ async fn choose(
             m.as_str(),
             m.as_str()
         );
-        environment::log_line(log, &note).await;
+        super::log_line(log, &note).await;
     }
     Ok(choice)
 }

@@ -703,3 +703,19 @@ fn copy_into(src: &Path, dest: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Appends a line of our own to the step's log.
+pub(crate) async fn log_line(log: &Path, line: &str) {
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await
+    {
+        // tokio hands a write to a blocking thread; without the flush, the line can land after
+        // what the next (std) writer appends, or after a reader looked.
+        use tokio::io::AsyncWriteExt;
+        let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+        let _ = f.flush().await;
+    }
+}

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use concurrent_core::access::Route as ApiRoute;
-use concurrent_core::project::{check, EntryPointInfo, ProjectInfo};
+use concurrent_core::project::{check_with_sweep, EntryPointInfo, ProjectInfo};
+use concurrent_core::sweep::Sweep;
 use concurrent_core::template::NodeKind;
 use concurrent_core::wire::InspectRequest;
 use leptos::prelude::*;
@@ -125,6 +126,14 @@ fn Described(
             },
         )
     });
+    let sweep = Memo::new(move |_| {
+        session.editor.with(
+            |e| match e.template().node(&id.read_value()).map(|n| &n.kind) {
+                Some(NodeKind::Project(p)) => p.sweep.clone(),
+                _ => None,
+            },
+        )
+    });
     let change = move |f: ParamEdit| {
         session.edit(|e| {
             e.update_node(&id.get_value(), |n| {
@@ -181,23 +190,26 @@ fn Described(
                     <ParametersEditor session id=id.get_value() />
                 }.into_any()
             }
-            Some(ep) => view! { <TypedParameters ep values=params change=Callback::new(move |f| change(f)) /> }.into_any(),
+            Some(ep) => view! { <TypedParameters ep values=params sweep change=Callback::new(move |f| change(f)) /> }.into_any(),
         }}
     }
 }
 
 /// One field per declared parameter (its MLflow type, its default as the placeholder), then
-/// the node's undeclared ones, each with what MLflow would say about it.
+/// the node's undeclared ones, each with what MLflow would say about it; what the node's sweep
+/// sets is checked too.
 #[component]
 fn TypedParameters(
     ep: EntryPointInfo,
     values: Memo<BTreeMap<String, String>>,
+    sweep: Memo<Option<Sweep>>,
     change: Callback<ParamEdit>,
 ) -> impl IntoView {
     let ep = StoredValue::new(ep);
     let problems = Memo::new(move |_| {
         let v = values.get();
-        ep.with_value(|ep| check(ep, &v))
+        let s = sweep.get();
+        ep.with_value(|ep| check_with_sweep(ep, &v, s.as_ref()))
             .into_iter()
             .map(|p| (p.name, p.message))
             .collect::<BTreeMap<_, _>>()
@@ -242,12 +254,23 @@ fn TypedParameters(
         })
         .collect_view()
     };
+    // Swept parameters the entry point does not declare have no field of their own.
+    let swept_undeclared = move || {
+        let v = values.get();
+        problems.with(|m| {
+            m.iter()
+                .filter(|(k, _)| !v.contains_key(*k) && !ep.with_value(|ep| ep.parameters.iter().any(|p| &p.name == *k)))
+                .map(|(_, why)| view! { <p class="cc-error" data-param-problem="" data-sweep-problem="">{why.clone()}</p> })
+                .collect_view()
+        })
+    };
     let typed_hint = "MLflow types: float values must be numbers, uri values need a scheme; {{params.x}} uses a template parameter.";
     view! {
         <fieldset class="cc-params" data-typed-params="">
             <legend>"Parameters"</legend>
             {rows}
             {undeclared}
+            {swept_undeclared}
             {move || ep.with_value(|ep| ep.parameters.is_empty()).then(|| view! { <p class="cc-hint">"This entry point declares no parameters."</p> })}
             <p class="cc-hint">{typed_hint}</p>
         </fieldset>
