@@ -10,7 +10,7 @@ echo "==> tests"
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 set +e
-cargo test --workspace --exclude concurrent-edge-api --exclude concurrent-frontend -- --test-threads 4 2>&1 | tee "$LOG"
+cargo test --workspace --exclude concurrent-edge-api --exclude concurrent-frontend --no-fail-fast -- --test-threads 4 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 echo "==> designer component tests (wasm-bindgen-test, headless Chromium)"
 CHROMEDRIVER=/usr/bin/chromedriver cargo test -p concurrent-frontend --target wasm32-unknown-unknown 2>&1 | tee -a "$LOG"

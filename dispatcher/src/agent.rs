@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use backon::BackoffBuilder;
+use backon::{BackoffBuilder, Retryable};
 use concurrent_core::wire::{
     CompleteRequest, InspectAnswer, Lease, LeaseRef, LeaseStatus, Outcome,
 };
@@ -30,6 +30,8 @@ struct Running {
     /// The attempt's MLflow run, once made; `reported` once a heartbeat delivered it.
     mlflow_run: Option<String>,
     reported: bool,
+    /// Why the edge had the step stopped (its lease was cancelled or lost), once it did.
+    stopped: Option<LeaseStatus>,
 }
 
 /// The agent's shared state: what runs, and how to reach the edge and the executor.
@@ -317,6 +319,7 @@ impl Agent {
                 cancel: cancel.clone(),
                 mlflow_run: known,
                 reported: false,
+                stopped: None,
             },
         );
         self.metrics.leases_held.fetch_add(1, Ordering::Relaxed);
@@ -342,6 +345,7 @@ impl Agent {
                 }
             };
             let mlflow_run = Some(lease.item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
+            let lease_run = mlflow_run.clone();
             let m = &agent.metrics;
             let counter = match &outcome {
                 Some(Outcome::Succeeded { .. }) => &m.steps_succeeded,
@@ -374,9 +378,40 @@ impl Agent {
                     Err(e) => tracing::error!(item = %id, "the result cannot be reported: {e}"),
                 }
             }
-            agent.running.lock().expect("poisoned").remove(&id);
+            let stopped = agent
+                .running
+                .lock()
+                .expect("poisoned")
+                .remove(&id)
+                .and_then(|r| r.stopped);
             agent.freed.notify_one();
+            if let (Some(status), Some(run)) = (stopped, &lease_run) {
+                agent.end_stopped_run(&id, run, status).await;
+            }
         });
+    }
+
+    /// A step the edge had stopped may have set its MLflow run back to RUNNING after the edge
+    /// closed it (MLflow's client resumes a run a step logs to): once the step is gone, such a
+    /// run gets the status the edge gave the attempt. Tried while MLflow is away, for a while.
+    async fn end_stopped_run(&self, id: &str, run: &str, why: LeaseStatus) {
+        let status = match why {
+            LeaseStatus::Cancelled => "KILLED",
+            _ => "FAILED",
+        };
+        let ended = (|| self.mlflow.end_if_running(run, status))
+            .retry(crate::retry::transfer())
+            .when(crate::mlflow::Unavailable::caused)
+            .await;
+        match ended {
+            Ok(true) => {
+                tracing::info!(item = %id, run, status, "the stopped step had reopened its MLflow run; ended it")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(item = %id, run, "the stopped step's MLflow run could not be checked: {e:#}")
+            }
+        }
     }
 
     /// Creates the attempt's MLflow run (or finds the one an agent that died made) before the
@@ -492,8 +527,9 @@ impl Agent {
                     }
                     for (id, status) in resp.leases {
                         if status != LeaseStatus::Active {
-                            if let Some(r) = table.get(&id) {
+                            if let Some(r) = table.get_mut(&id) {
                                 tracing::warn!(item = %id, ?status, "stopping the step");
+                                r.stopped = Some(status);
                                 r.cancel.cancel();
                             }
                         }

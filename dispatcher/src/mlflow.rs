@@ -253,6 +253,27 @@ impl Mlflow {
         Ok((metrics, model))
     }
 
+    /// Ends a run that is RUNNING with `status` (now); whether it was running.
+    pub async fn end_if_running(&self, run_id: &str, status: &str) -> anyhow::Result<bool> {
+        let v = self.get_json("runs/get", &[("run_id", run_id)]).await?;
+        if v["run"]["info"]["status"] != "RUNNING" {
+            return Ok(false);
+        }
+        let url = format!("{}/api/2.0/mlflow/runs/update", self.base);
+        let end_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let body = serde_json::json!({"run_id": run_id, "status": status, "end_time": end_time});
+        self.send(&format!("ending run {run_id}"), || {
+            self.http
+                .post(&url)
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+        })
+        .await?;
+        Ok(true)
+    }
+
     async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
         let r = self
