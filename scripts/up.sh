@@ -39,6 +39,11 @@ wait_for() { # url seconds name log
 }
 
 echo "==> MLflow on http://127.0.0.1:$MLFLOW_PORT (log: .state/logs/mlflow.log)"
+# The registry's webhooks (triggers) reach the edge on loopback, over http; their secrets are
+# stored encrypted with a key kept across restarts.
+[ -s "$STATE/mlflow/webhook.key" ] || python3 -c "import base64,os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())" > "$STATE/mlflow/webhook.key"
+MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=$(cat "$STATE/mlflow/webhook.key") \
+MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true MLFLOW_WEBHOOK_CACHE_TTL=5 \
 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server \
   --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" \
   --default-artifact-root mlflow-artifacts:/ --serve-artifacts --artifacts-destination "$STATE/mlflow/artifacts" \

@@ -69,7 +69,7 @@ impl Permission {
         match self {
             Permission::Read => "read".into(),
             Permission::Edit => "edit templates and runs".into(),
-            Permission::Admin => "manage tokens and schedules".into(),
+            Permission::Admin => "manage tokens, schedules and triggers".into(),
             Permission::Agent { cluster } => format!("take work of cluster {cluster:?}"),
         }
     }
@@ -134,6 +134,8 @@ routes! {
     "POST" "/runs/:id/cancel" => RunCancel, Edit;
     "POST" "/runs/:id/retry" => RunRetry, Edit;
     "POST" "/runs/:id/rerun" => RunRerun, Edit;
+    /// Approve or reject a paused approval node.
+    "POST" "/runs/:id/decide" => RunDecide, Edit;
     /// A live agent of the cluster reads the project (entry points, parameters) for the designer.
     "POST" "/clusters/:cluster/inspect" => ProjectInspect, Edit;
     "GET" "/schedules" => SchedulesList, Read;
@@ -141,6 +143,11 @@ routes! {
     "DELETE" "/schedules/:name" => ScheduleDelete, Admin;
     "POST" "/schedules/:name/pause" => SchedulePause, Admin;
     "POST" "/schedules/:name/resume" => ScheduleResume, Admin;
+    "GET" "/triggers" => TriggersList, Read;
+    "POST" "/triggers" => TriggerCreate, Admin;
+    "DELETE" "/triggers/:name" => TriggerDelete, Admin;
+    "POST" "/triggers/:name/pause" => TriggerPause, Admin;
+    "POST" "/triggers/:name/resume" => TriggerResume, Admin;
     /// Token names, roles and clusters tell an intruder what to aim at: admins only.
     "GET" "/tokens" => TokensList, Admin;
     "POST" "/tokens" => TokenCreate, Admin;

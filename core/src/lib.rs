@@ -10,6 +10,7 @@ pub mod concurrency_limit;
 pub mod design;
 pub mod diff;
 pub mod env_cache;
+pub mod expr;
 pub mod jwt;
 pub mod kubernetes;
 pub mod lease;
@@ -28,6 +29,7 @@ pub mod step_token;
 pub mod sweep;
 pub mod template;
 pub mod time;
+pub mod trigger;
 pub mod validate;
 pub mod wire;
 

@@ -39,6 +39,8 @@ pub enum RunSeed<'a> {
     Idempotent { caller: &'a str, key: &'a str },
     /// A schedule's tick: the trigger firing twice starts one run.
     ScheduleTick { schedule: &'a str, at: u64 },
+    /// A trigger's event (its key): the same event delivered twice starts one run.
+    TriggerEvent { trigger: &'a str, event: &'a str },
 }
 
 impl RunSeed<'_> {
@@ -47,6 +49,7 @@ impl RunSeed<'_> {
             RunSeed::Fresh(random) => random.to_string(),
             RunSeed::Idempotent { caller, key } => format!("idempotency\n{caller}\n{key}"),
             RunSeed::ScheduleTick { schedule, at } => format!("schedule\n{schedule}\n{at}"),
+            RunSeed::TriggerEvent { trigger, event } => format!("trigger\n{trigger}\n{event}"),
         }
     }
 }

@@ -104,6 +104,13 @@ pub struct Node {
     /// Step caching of this node (the template's `cache` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<Cache>,
+    /// A condition (core's `expr`) over parameters, upstream states and metrics: when it is
+    /// false the node is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How the node's upstream nodes must have ended for it to run.
+    #[serde(default, skip_serializing_if = "TriggerRule::is_default")]
+    pub trigger_rule: TriggerRule,
     /// Where the designer draws the node; absent in hand-written templates (auto-layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
@@ -145,6 +152,34 @@ impl Node {
     }
 }
 
+/// How a node's upstream nodes must have ended for it to run; otherwise it is skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TriggerRule {
+    /// Every upstream node succeeded (one skipped: this one is skipped too).
+    #[default]
+    AllSucceeded,
+    /// Every upstream node is over, however it ended: a clean-up step.
+    AllDone,
+    /// Every upstream node is over and one of them failed: an alert step. It runs even after
+    /// a failure has stopped the rest of the run.
+    AnyFailed,
+}
+
+impl TriggerRule {
+    pub fn is_default(&self) -> bool {
+        *self == TriggerRule::AllSucceeded
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerRule::AllSucceeded => "allSucceeded",
+            TriggerRule::AllDone => "allDone",
+            TriggerRule::AnyFailed => "anyFailed",
+        }
+    }
+}
+
 /// What a node runs. Serialized as a `kind` field next to the node's other fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -155,6 +190,10 @@ pub enum NodeKind {
     Inference(InferenceSpec),
     /// Existing data: the artifacts of an MLflow run, or a path; runs no user code.
     Input(InputSpec),
+    /// A person approves or rejects before the run goes on.
+    Approval(ApprovalSpec),
+    /// A model of the upstream node becomes a new version of a registered model.
+    Register(RegisterSpec),
 }
 
 impl NodeKind {
@@ -164,7 +203,17 @@ impl NodeKind {
             NodeKind::Project(_) => "project",
             NodeKind::Inference(_) => "inference",
             NodeKind::Input(_) => "input",
+            NodeKind::Approval(_) => "approval",
+            NodeKind::Register(_) => "register",
         }
+    }
+
+    /// Whether an agent runs it (approvals and registrations are the edge's).
+    pub fn runs_on_agent(&self) -> bool {
+        matches!(
+            self,
+            NodeKind::Project(_) | NodeKind::Inference(_) | NodeKind::Input(_)
+        )
     }
 }
 
@@ -237,6 +286,60 @@ pub struct InputSpec {
     /// A file or directory readable by the agent (local executor) or the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+/// A pause for a person's decision, showing what it decides about.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalSpec {
+    /// What the approver is asked (shown in the run view).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The model version a registered model's alias points at, shown beside the candidate
+    /// (the best instance of the upstream node, or its first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<AliasRef>,
+    /// The metrics shown side by side (every metric the candidate logged when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
+    /// What happens when nobody decided within the node's `timeoutSeconds`.
+    #[serde(default)]
+    pub on_timeout: Verdict,
+}
+
+/// A registered model's alias: `models:/<model>@<alias>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasRef {
+    pub model: String,
+    pub alias: String,
+}
+
+/// An approval's outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Approve,
+    #[default]
+    Reject,
+}
+
+/// Registers the model of an upstream attempt (the one a `select` edge chose, or `instance`)
+/// as a new version of `model`, and optionally points `alias` at it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterSpec {
+    /// The registered model's name; may use `{{params.<name>}}`.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The upstream instance, when the edge in does not select one (0 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    /// The model's path in the attempt's run artifacts; the model the attempt logged (MLflow
+    /// 3's `models:/m-…`) when absent, else `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_path: Option<String>,
 }
 
 /// Where a secret value is kept: a key of a Kubernetes Secret in the agent's namespace (the

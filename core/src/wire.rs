@@ -114,6 +114,20 @@ pub struct StartRun {
     pub ignore_cache: bool,
 }
 
+/// A person's decision on a paused approval node (`POST /runs/<id>/decide`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecideRequest {
+    pub node: String,
+    pub approve: bool,
+    /// Why, for the record (the parent run's tags).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// Longest note a decision may carry.
+pub const MAX_DECISION_NOTE: usize = 2_000;
+
 /// Which of a node's instances `GET /runs/<id>/instances` answers with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1,4 +1,4 @@
-//! `concurrent templates …` and `concurrent runs …`: the edge API for people in a terminal.
+//! `concurrent templates …`, `concurrent runs …` and `concurrent triggers …`: the edge API for people in a terminal.
 //! The edge URL and token come from flags, then the environment (`CONCURRENT_EDGE_URL`,
 //! `CONCURRENT_TOKEN`), then `~/.config/concurrent/config.json` (`{"edgeUrl", "token"}`).
 //! Lists print tables, `--output json` prints the API's JSON for scripts, and `runs start
@@ -114,6 +114,21 @@ pub enum Runs {
     Rerun {
         id: String,
         node: String,
+    },
+    /// Approve a paused approval node: the run goes on.
+    Approve {
+        id: String,
+        node: String,
+        /// Why, for the record (a tag on the MLflow parent run).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a paused approval node: the node fails, and with it the run.
+    Reject {
+        id: String,
+        node: String,
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -627,8 +642,26 @@ pub async fn runs(c: Connection, cmd: Runs) -> anyhow::Result<()> {
         Runs::Rerun { id, node } => {
             repair(&api, Route::RunRerun, &id, json!({"node": node}), out).await?
         }
+        Runs::Approve { id, node, note } => decide(&api, &id, node, true, note, out).await?,
+        Runs::Reject { id, node, note } => decide(&api, &id, node, false, note, out).await?,
     }
     Ok(())
+}
+
+async fn decide(
+    api: &Api,
+    id: &str,
+    node: String,
+    approve: bool,
+    note: String,
+    out: Output,
+) -> anyhow::Result<()> {
+    let body = concurrent_core::wire::DecideRequest {
+        node,
+        approve,
+        note,
+    };
+    repair(api, Route::RunDecide, id, serde_json::to_value(body)?, out).await
 }
 
 async fn repair(api: &Api, route: Route, id: &str, body: Value, out: Output) -> anyhow::Result<()> {
@@ -642,6 +675,86 @@ async fn repair(api: &Api, route: Route, id: &str, body: Value, out: Output) -> 
             route.spec().pattern.rsplit('/').next().unwrap_or_default(),
             answer["status"].as_str().unwrap_or("?")
         ),
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Triggers {
+    /// Create a trigger from a JSON file (admins): `{"name", "template", "on": {"event":
+    /// "modelAliasSet", "model", "alias"} | {"event": "modelVersionCreated", "model"} |
+    /// {"event": "runSucceeded", "template"}, "parameters", "cluster", "pollSeconds"}`.
+    Create { file: PathBuf },
+    /// The triggers, with what they last did.
+    List,
+    Pause { name: String },
+    Resume { name: String },
+    Delete { name: String },
+}
+
+pub async fn triggers(c: Connection, cmd: Triggers) -> anyhow::Result<()> {
+    let api = Api::new(&c)?;
+    let (route, name) = match cmd {
+        Triggers::Create { file } => {
+            let body = read_json(&file)?;
+            let t = api
+                .json(reqwest::Method::POST, &Route::TriggerCreate.path(&[]), Some(&body))
+                .await?;
+            match c.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+                Output::Table => println!(
+                    "trigger {} created: {}",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["delivery"].as_str().unwrap_or("starts on each run's success")
+                ),
+            }
+            return Ok(());
+        }
+        Triggers::List => {
+            let list = api
+                .json(reqwest::Method::GET, &Route::TriggersList.path(&[]), None)
+                .await?;
+            let rows = list.as_array().cloned().unwrap_or_default();
+            match c.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                Output::Table => println!(
+                    "{}",
+                    table(
+                        &["NAME", "TEMPLATE", "ON", "STATE", "RUNS", "LAST RUN", "LAST ERROR"],
+                        rows.iter()
+                            .map(|t| {
+                                let s = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+                                let on = &t["on"];
+                                let on = match on["event"].as_str() {
+                                    Some("modelAliasSet") => format!("{}@{} moved", on["model"].as_str().unwrap_or("?"), on["alias"].as_str().unwrap_or("?")),
+                                    Some("modelVersionCreated") => format!("new {} version", on["model"].as_str().unwrap_or("?")),
+                                    _ => format!("{} succeeded", on["template"].as_str().unwrap_or("?")),
+                                };
+                                let state = if t["paused"] == true { "paused" } else { "active" };
+                                vec![s("name"), s("template"), on, state.into(), t["fired"].to_string(), s("lastRunId"), s("lastError")]
+                            })
+                            .collect()
+                    )
+                ),
+            }
+            return Ok(());
+        }
+        Triggers::Pause { name } => (Route::TriggerPause, name),
+        Triggers::Resume { name } => (Route::TriggerResume, name),
+        Triggers::Delete { name } => (Route::TriggerDelete, name),
+    };
+    if route == Route::TriggerDelete {
+        api.call(reqwest::Method::DELETE, &route.path(&[&name]), None, &[])
+            .await?;
+        println!("trigger {name} deleted");
+    } else {
+        let t = api
+            .json(reqwest::Method::POST, &route.path(&[&name]), None)
+            .await?;
+        println!(
+            "trigger {name} is {}",
+            if t["paused"] == true { "paused" } else { "active" }
+        );
     }
     Ok(())
 }

@@ -51,6 +51,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::Runs,
     },
+    /// Create, list, pause, resume and delete triggers (a template started by a model-registry
+    /// event or another template's success).
+    Triggers {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::Triggers,
+    },
 }
 
 #[derive(clap::Args)]
@@ -102,7 +110,10 @@ fn init_tracing() {
 async fn main() -> std::process::ExitCode {
     init_tracing();
     let command = Cli::parse().command;
-    let for_people = matches!(command, Command::Templates { .. } | Command::Runs { .. });
+    let for_people = matches!(
+        command,
+        Command::Templates { .. } | Command::Runs { .. } | Command::Triggers { .. }
+    );
     let result = match command {
         Command::Agent(config) => agent::run(config).await,
         Command::Step(args) => step::run(args).await,
@@ -115,6 +126,10 @@ async fn main() -> std::process::ExitCode {
             connection,
             command,
         } => cli::runs(connection, command).await,
+        Command::Triggers {
+            connection,
+            command,
+        } => cli::triggers(connection, command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

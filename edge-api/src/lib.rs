@@ -51,6 +51,13 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             .await
             .or_else(ApiError::into_response);
     }
+    if path == routes::triggers::HOOK_PATH && req.method() == Method::Post {
+        // Authenticated by the delivery's signature, which MLflow makes with the secret the
+        // edge gave it; no token reaches this path.
+        return routes::triggers::handle_mlflow_hook(req, &env)
+            .await
+            .or_else(ApiError::into_response);
+    }
     let ours = path == API_PREFIX || path.starts_with(&format!("{API_PREFIX}/"));
     let user = match auth::authenticate(&req, &env).await {
         Ok(user) => user,
@@ -85,5 +92,8 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     if let Err(e) = routes::schedules::fire_due(&env).await {
         console_error!("firing schedules failed: {}", e.detail());
+    }
+    if let Err(e) = routes::triggers::on_cron(&env).await {
+        console_error!("firing triggers failed: {}", e.detail());
     }
 }

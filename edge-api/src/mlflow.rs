@@ -256,6 +256,100 @@ impl Mlflow {
         Ok(v["runs"][0]["info"]["run_id"].as_str().map(str::to_string))
     }
 
+    /// The newest version of a registered model, if it has any.
+    pub async fn latest_version(&self, model: &str) -> Result<Option<String>, MlflowError> {
+        let v: Value = self
+            .send(
+                Method::Post,
+                "model-versions/search",
+                Some(json!({
+                    "filter": format!("name = '{}'", model.replace('\'', "")),
+                    "order_by": ["version_number DESC"],
+                    "max_results": 1,
+                })),
+            )
+            .await?;
+        Ok(v["model_versions"][0]["version"].as_str().map(str::to_string))
+    }
+
+    /// The version `model@alias` points at; `None` when the alias (or the model) is not set.
+    pub async fn alias_version(&self, model: &str, alias: &str) -> Result<Option<String>, MlflowError> {
+        let path = format!(
+            "registered-models/alias?name={}&alias={}",
+            percent_encode(model, false),
+            percent_encode(alias, false)
+        );
+        match self.send::<Value>(Method::Get, &path, None).await {
+            Ok(v) => Ok(v["model_version"]["version"].as_str().map(str::to_string)),
+            Err(MlflowError::Refused { status: 404, .. }) => Ok(None),
+            Err(MlflowError::Refused { code, .. }) if code == "RESOURCE_DOES_NOT_EXIST" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes sure MLflow sends the registry's model-version and alias events to `url`, signed
+    /// with `secret` (one webhook per URL: an existing one is updated to the secret).
+    pub async fn ensure_webhook(&self, url: &str, secret: &str) -> Result<(), MlflowError> {
+        // The REST API takes the protobuf enum names (the deliveries carry lower case).
+        let events = json!([
+            {"entity": "MODEL_VERSION", "action": "CREATED"},
+            {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"}
+        ]);
+        let listed: Value = self.send(Method::Get, "webhooks?max_results=100", None).await?;
+        let existing = listed["webhooks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["url"] == url)
+            .and_then(|w| w["webhook_id"].as_str().map(str::to_string));
+        let body = json!({"name": "concurrent-triggers", "url": url, "events": events, "secret": secret, "status": "ACTIVE"});
+        if let Some(id) = existing {
+            let path = format!("webhooks/{id}");
+            // It fails when MLflow cannot read the old secret (its encryption key changed): a
+            // new webhook is made instead.
+            if self.send::<Value>(Method::Patch, &path, Some(body.clone())).await.is_ok() {
+                return Ok(());
+            }
+        }
+        self.send::<Value>(Method::Post, "webhooks", Some(body)).await?;
+        Ok(())
+    }
+
+    /// The runs tagged `concurrent.run_id = dag_run` in the experiment that are RUNNING.
+    pub async fn running_runs(
+        &self,
+        experiment_id: &str,
+        dag_run: &str,
+    ) -> Result<Vec<String>, MlflowError> {
+        let mut ids = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut body = json!({
+                "experiment_ids": [experiment_id],
+                "filter": format!(
+                    "tags.`concurrent.run_id` = '{}' and attributes.status = 'RUNNING'",
+                    dag_run.replace('\'', "")
+                ),
+                "max_results": 1000,
+            });
+            if let Some(token) = &page {
+                body["page_token"] = json!(token);
+            }
+            let v: Value = self.send(Method::Post, "runs/search", Some(body)).await?;
+            ids.extend(
+                v["runs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["info"]["run_id"].as_str().map(str::to_string)),
+            );
+            match v["next_page_token"].as_str().filter(|t| !t.is_empty()) {
+                Some(t) => page = Some(t.to_string()),
+                None => return Ok(ids),
+            }
+        }
+    }
+
     /// Creates a run with its tags (which carry `concurrent.key = key`) and params; returns its
     /// id. With `maybe_exists` (an earlier create of this key may have reached MLflow), the run
     /// is looked up first, so a create whose answer was lost is never made twice.
@@ -299,6 +393,78 @@ impl Mlflow {
             .await?;
         }
         Ok(run_id)
+    }
+
+    /// Registers a model version of `name` from `source` (the registered model is made if it
+    /// is new), then points `alias` at it; the version. A version tagged `concurrent.key` =
+    /// `key` is taken instead of making another: a registration whose answer was lost (an
+    /// edge restart) is not made twice.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn register_model(
+        &self,
+        name: &str,
+        key: &str,
+        source: &str,
+        run_id: &str,
+        model_id: Option<&str>,
+        tags: &[(String, String)],
+        alias: Option<&str>,
+    ) -> Result<String, MlflowError> {
+        match self
+            .send::<Value>(
+                Method::Post,
+                "registered-models/create",
+                Some(json!({"name": name})),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(MlflowError::Refused { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {}
+            Err(e) => return Err(e),
+        }
+        let filter = format!(
+            "name = '{}' and tags.`concurrent.key` = '{}'",
+            name.replace('\'', "\\'"),
+            key.replace('\'', "")
+        );
+        let found: Value = self
+            .send(
+                Method::Get,
+                &format!(
+                    "model-versions/search?filter={}&max_results=1",
+                    percent_encode(&filter, false)
+                ),
+                None,
+            )
+            .await?;
+        let version = match found["model_versions"][0]["version"].as_str() {
+            Some(v) => v.to_string(),
+            None => {
+                let mut body =
+                    json!({"name": name, "source": source, "run_id": run_id, "tags": kv(tags)});
+                if let Some(m) = model_id {
+                    body["model_id"] = json!(m);
+                }
+                let v: Value = self
+                    .send(Method::Post, "model-versions/create", Some(body))
+                    .await?;
+                v["model_version"]["version"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        MlflowError::Transient("model-versions/create returned no version".into())
+                    })?
+                    .to_string()
+            }
+        };
+        if let Some(alias) = alias {
+            self.send::<Value>(
+                Method::Post,
+                "registered-models/alias",
+                Some(json!({"name": name, "alias": alias, "version": version})),
+            )
+            .await?;
+        }
+        Ok(version)
     }
 
     /// Sets a run's final (or current) status.

@@ -6,7 +6,7 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::routes::ctx::Ctx;
-use crate::routes::{agents, inspect, runs, schedules, templates, tokens};
+use crate::routes::{agents, inspect, runs, schedules, templates, tokens, triggers};
 use crate::user::User;
 
 /// The route of a request, or the JSON error (404, 405) that answers it.
@@ -44,11 +44,17 @@ pub async fn dispatch(
         Route::RunCancel => runs::handle_cancel(req, ctx).await,
         Route::RunRetry => runs::handle_retry(req, ctx).await,
         Route::RunRerun => runs::handle_rerun(req, ctx).await,
+        Route::RunDecide => runs::handle_decide(req, ctx).await,
         Route::SchedulesList => schedules::handle_list(req, ctx).await,
         Route::ScheduleCreate => schedules::handle_create(req, ctx).await,
         Route::ScheduleDelete => schedules::handle_delete(req, ctx).await,
         Route::SchedulePause => schedules::handle_pause(req, ctx, true).await,
         Route::ScheduleResume => schedules::handle_pause(req, ctx, false).await,
+        Route::TriggersList => triggers::handle_list(req, ctx).await,
+        Route::TriggerCreate => triggers::handle_create(req, ctx).await,
+        Route::TriggerDelete => triggers::handle_delete(req, ctx).await,
+        Route::TriggerPause => triggers::handle_pause(req, ctx, true).await,
+        Route::TriggerResume => triggers::handle_pause(req, ctx, false).await,
         Route::Me => crate::error::respond(
             Ok::<_, crate::error::ApiError>(concurrent_core::wire::Me {
                 name: ctx.user.name.clone(),

@@ -32,6 +32,7 @@ pub fn App() -> impl IntoView {
                 Route::Template(name) => view! { <Designer name=Some(name) /> }.into_any(),
                 Route::Run(id) => view! { <RunView id /> }.into_any(),
                 Route::Schedules => view! { <crate::schedules::Schedules /> }.into_any(),
+                Route::Triggers => view! { <crate::triggers::Triggers /> }.into_any(),
                 Route::Tokens => view! { <crate::tokens::Tokens /> }.into_any(),
                 Route::NotFound(path) => view! {
                     <p class="cc-error" role="alert">{format!("There is no page {path:?} here. ")}<a href="#/dags">"Go to the DAGs list"</a></p>

@@ -48,6 +48,19 @@ pub fn subtitle(n: &Node) -> String {
         NodeKind::Inference(i) if i.model_uri.is_empty() => "model inference".into(),
         NodeKind::Inference(i) => format!("predict · {}", short(&i.model_uri)),
         NodeKind::Input(_) => "input data".into(),
+        NodeKind::Approval(a) => match &a.compare {
+            Some(c) => format!("approval · vs {}@{}", c.model, c.alias),
+            None => "approval".into(),
+        },
+        NodeKind::Register(r) if r.model.is_empty() => "register model".into(),
+        NodeKind::Register(r) => match &r.alias {
+            Some(a) => format!("register · {}@{a}", r.model),
+            None => format!("register · {}", r.model),
+        },
+    };
+    let what = match &n.when {
+        Some(_) => format!("if … · {what}"),
+        None => what,
     };
     let what = match n.sweep() {
         Some(s) => format!("{what} · {} points", s.count()),

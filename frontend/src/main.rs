@@ -3,6 +3,7 @@
 
 mod api;
 mod app;
+mod approval;
 mod designer;
 mod forms;
 mod graph;
@@ -10,6 +11,7 @@ mod log_view;
 mod route;
 mod run_view;
 mod schedules;
+mod triggers;
 mod shell;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod tests;

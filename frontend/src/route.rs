@@ -12,6 +12,7 @@ pub enum Route {
     /// One run.
     Run(String),
     Schedules,
+    Triggers,
     Tokens,
     NotFound(String),
 }
@@ -45,6 +46,7 @@ impl Route {
             ["dags", "templates", name] => Route::Template(name.to_string()),
             ["dags", "runs", id] => Route::Run(id.to_string()),
             ["dags", "schedules"] => Route::Schedules,
+            ["dags", "triggers"] => Route::Triggers,
             ["dags", "tokens"] => Route::Tokens,
             _ => Route::NotFound(path.to_string()),
         }
@@ -58,6 +60,7 @@ impl Route {
             Route::Template(name) => format!("#/dags/templates/{}", enc(name)),
             Route::Run(id) => format!("#/dags/runs/{}", enc(id)),
             Route::Schedules => "#/dags/schedules".into(),
+            Route::Triggers => "#/dags/triggers".into(),
             Route::Tokens => "#/dags/tokens".into(),
         }
     }

@@ -162,6 +162,19 @@ pub fn RunView(id: String) -> impl IntoView {
                                     <h2>{format!("{} — {}", node.id, InstanceState::as_str(count.shown_state()))}</h2>
                                     {terminal.then(|| view! { <button data-action="rerun" title="Run this node and everything downstream again" on:click=move |_| act("rerun", serde_json::json!({"node": rerun_id.clone()}))>"Rerun from this node"</button> })}
                                     {node.error.clone().map(|e| view! { <pre class="cc-error">{e}</pre> })}
+                                    {node.skipped.clone().map(|why| view! { <p class="cc-sub" data-skipped="">{format!("Skipped: {why}")}</p> })}
+                                    {node.registered.clone().map(|r| view! {
+                                        <p data-registered="">"Registered "<a href=format!("/#/models/{}/versions/{}", api::segment(&r.model), api::segment(&r.version))>{format!("{} version {}", r.model, r.version)}</a>{r.alias.map(|a| format!(" and moved @{a} to it"))}</p>
+                                    })}
+                                    {match state.template.node(&node.id).map(|n| n.kind.clone()) {
+                                        Some(concurrent_core::template::NodeKind::Approval(spec)) => {
+                                            let paused = count.count(InstanceState::Paused) > 0;
+                                            let id = node.id.clone();
+                                            let decide = Callback::new(move |(approve, note): (bool, String)| act("decide", serde_json::json!({"node": id.clone(), "approve": approve, "note": note})));
+                                            Some(view! { <crate::approval::ApprovalPanel node=node.clone() spec paused decide /> })
+                                        }
+                                        _ => None,
+                                    }}
                                     {(!node.unmatched_inputs.is_empty()).then(|| view! { <p class="cc-error">{format!("Files no partition took: {}", node.unmatched_inputs.join(", "))}</p> })}
                                     {(usage != Default::default()).then(|| view! {
                                         <p class="cc-sub" data-usage="">{usage_line(&usage, count.cached)}</p>

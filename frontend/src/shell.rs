@@ -38,6 +38,7 @@ pub fn role_is(role: Role) -> Signal<bool> {
 pub enum Page {
     Home,
     Schedules,
+    Triggers,
     Tokens,
 }
 
@@ -53,6 +54,7 @@ pub fn Nav(page: Page) -> impl IntoView {
         <nav class="cc-tabs" aria-label="Concurrent">
             {tab(Page::Home, Route::Home.href(), "DAGs")}
             {tab(Page::Schedules, Route::Schedules.href(), "Schedules")}
+            {tab(Page::Triggers, Route::Triggers.href(), "Triggers")}
             {move || admin.get().then(|| tab(Page::Tokens, Route::Tokens.href(), "Tokens"))}
             <span class="cc-spacer"></span>
             <span class="cc-hint" data-me="">{move || caller.0.get().and_then(Result::ok).map(|me| format!("signed in as {} ({})", me.name, me.role.as_str()))}</span>

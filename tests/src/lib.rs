@@ -273,6 +273,13 @@ fn start_mlflow(dir: &Path, port: u16, store: ArtifactStore, backend: &Backend) 
         ])
         .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .env("DO_NOT_TRACK", "true")
+        // The registry's webhooks reach the edge on loopback, over http, at once.
+        .env("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
+        .env("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+        .env("MLFLOW_WEBHOOK_CACHE_TTL", "1")
+        // Webhook secrets are stored encrypted; without a key of its own MLflow draws one per
+        // process and cannot read them after a restart.
+        .env("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
         .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
         dir.join(format!("mlflow-{}.log", free_port())),
     )

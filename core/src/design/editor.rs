@@ -38,6 +38,8 @@ pub enum Kind {
     Project,
     Inference,
     Input,
+    Approval,
+    Register,
 }
 
 /// How many edits can be undone; each holds a copy of the template.
@@ -136,6 +138,19 @@ impl Editor {
                     path: None,
                 }),
             ),
+            Kind::Approval => (
+                "approval",
+                NodeKind::Approval(crate::template::ApprovalSpec::default()),
+            ),
+            Kind::Register => (
+                "register",
+                NodeKind::Register(crate::template::RegisterSpec {
+                    model: String::new(),
+                    alias: None,
+                    instance: None,
+                    artifact_path: None,
+                }),
+            ),
         };
         let id = (1..)
             .map(|n| format!("{prefix}-{n}"))
@@ -157,6 +172,8 @@ impl Editor {
             env_manager: None,
             kubernetes: Default::default(),
             cache: None,
+            when: None,
+            trigger_rule: Default::default(),
             position: Some(at),
         });
         id

@@ -1,130 +1,280 @@
-//! Moving a run forward: due retries start, nodes whose upstream succeeded are planned into
-//! instances, and the run ends when it is over.
+//! Moving a run forward: due retries start, nodes whose upstream nodes are over are planned
+//! into instances (or skipped, by their trigger rule and condition), and the run ends when it
+//! is over.
 
 use std::collections::BTreeMap;
 
 use crate::partition::{broadcast, listed_bytes, plan, ArtifactFile};
-use crate::template::{PartitionMode, Template};
+use crate::template::{NodeKind, PartitionMode, Template, Verdict};
 
+use super::gate::{self, Go};
 use super::state::*;
 
-/// Makes ready nodes start, starts due retries, and ends the run when it is over.
+/// Makes ready nodes start (or skips them), starts due retries, decides timed-out approvals,
+/// and ends the run when it is over.
+///
+/// A failure stops the run (fail-fast): what still runs is cancelled. Nodes whose trigger rule
+/// is `allDone` or `anyFailed` still run once their upstream nodes are over (clean-up and alert
+/// steps); the run ends, failed, when nothing runs any more.
 pub(super) fn advance(run: &mut RunState, now: u64) {
     if run.status.is_terminal() {
         return;
     }
-    for inst in run.nodes.iter_mut().flat_map(|n| n.instances.iter_mut()) {
-        if inst.state == InstanceState::Retrying && inst.retry_at.is_some_and(|at| at <= now) {
-            inst.retry_at = None;
-            inst.state = InstanceState::Queued;
-            let number = inst.attempts.len() as u32 + 1;
-            inst.attempts.push(new_attempt(number, now));
-        }
-    }
+    due_retries_and_timeouts(run, now);
     // Nodes become ready in template order; a node's readiness only depends on upstream nodes,
     // so one pass per newly ready layer; loop until nothing changes. The edges are indexed once
     // per call, so a pass is linear in the template's size (a 10,000-node chain stays fast).
     let incoming = incoming_edges(&run.template);
+    let finally = run
+        .template
+        .nodes
+        .iter()
+        .any(|n| !n.trigger_rule.is_default());
     loop {
-        let done: Vec<bool> = run
-            .nodes
-            .iter()
-            .map(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded))
-            .collect();
-        let ready: Vec<usize> = (0..run.nodes.len())
-            .filter(|&i| {
+        let failure = first_failure(run);
+        if let Some((_, msg)) = &failure {
+            if !finally {
+                end_run(run, RunStatus::Failed, msg.clone(), now);
+                return;
+            }
+            stop_all_but_finally(run, now);
+        }
+        let stopping = failure.as_ref().map(|(node, _)| node.as_str());
+        let ended: Vec<Option<Ended>> = run.nodes.iter().map(NodeRun::ended).collect();
+        let ready: Vec<(usize, Go)> = (0..run.nodes.len())
+            .filter_map(|i| {
                 let n = &run.nodes[i];
                 let unplanned = n.instances.is_empty()
                     || n.instances
                         .iter()
                         .any(|x| x.state == InstanceState::Waiting);
-                unplanned && n.error.is_none() && incoming[i].iter().all(|&(_, from)| done[from])
+                if !unplanned || n.error.is_some() {
+                    return None;
+                }
+                let upstream: Vec<(&str, Ended)> = incoming[i]
+                    .iter()
+                    .map(|&(_, from)| Some((run.nodes[from].id.as_str(), ended[from]?)))
+                    .collect::<Option<_>>()?;
+                let rule = run.template.nodes[i].trigger_rule;
+                Some((i, gate::by_rule(rule, &upstream, stopping)))
             })
             .collect();
         if ready.is_empty() {
             break;
         }
-        let mut progressed = false;
-        for i in ready {
-            match plan_node(run, i, &incoming[i]) {
-                Ok(NodePlan {
-                    shared,
-                    own: inputs,
-                    unmatched,
-                    selections,
-                }) => {
-                    let node = &mut run.nodes[i];
-                    node.unmatched_inputs = unmatched;
-                    node.selections = selections;
-                    node.shared_inputs = shared;
-                    node.plans += 1;
-                    if node.instances.is_empty() {
-                        node.instances = inputs
-                            .into_iter()
-                            .enumerate()
-                            .map(|(k, inputs)| Instance {
-                                index: k as u32,
-                                state: InstanceState::Queued,
-                                inputs,
-                                attempts: vec![new_attempt(1, now)],
-                                outputs: Vec::new(),
-                                retry_at: None,
-                                repair_base: 0,
-                            })
-                            .collect();
-                    } else {
-                        // After a repair: waiting instances get fresh inputs and a new attempt.
-                        for (inst, inputs) in node.instances.iter_mut().zip(inputs) {
-                            if inst.state == InstanceState::Waiting {
-                                inst.inputs = inputs;
-                                inst.state = InstanceState::Queued;
-                                inst.repair_base = inst.attempts.len() as u32;
-                                inst.attempts
-                                    .push(new_attempt(inst.attempts.len() as u32 + 1, now));
-                            }
-                        }
-                    }
-                    progressed = true;
-                }
-                Err(e) => {
-                    let msg = format!("cannot plan the inputs of node {:?}: {e}", run.nodes[i].id);
-                    run.nodes[i].error = Some(msg.clone());
-                    end_run(run, RunStatus::Failed, msg, now);
-                    return;
-                }
+        for (i, go) in ready {
+            if let Err(msg) = start_node(run, i, &incoming[i], go, now) {
+                run.nodes[i].error = Some(msg.clone());
+                end_run(run, RunStatus::Failed, msg, now);
+                return;
             }
         }
-        if !progressed {
-            break;
-        }
     }
-    let failed = run.nodes.iter().find_map(|n| {
-        n.instances
+    if let Some((_, msg)) = first_failure(run) {
+        let busy = run
+            .nodes
             .iter()
-            .find(|i| i.state == InstanceState::Failed)
-            .map(|i| {
-                let why = i
-                    .current()
-                    .and_then(|a| a.error.clone())
-                    .unwrap_or_default();
-                format!(
-                    "node {:?} instance {} failed after {} attempt(s): {why}",
-                    n.id,
-                    i.index,
-                    i.attempts.len()
-                )
-            })
-    });
-    if let Some(msg) = failed {
-        end_run(run, RunStatus::Failed, msg, now);
+            .flat_map(|n| &n.instances)
+            .any(|i| !i.state.is_terminal());
+        if !busy {
+            end_run(run, RunStatus::Failed, msg, now);
+        }
     } else if run
         .nodes
         .iter()
-        .all(|n| !n.instances.is_empty() && n.all(InstanceState::Succeeded))
+        .all(|n| matches!(n.ended(), Some(Ended::Succeeded | Ended::Skipped)))
     {
         run.status = RunStatus::Succeeded;
         run.ended_at = Some(now);
     }
+}
+
+/// Retries that are due start; approvals nobody decided in time are decided by their rule.
+fn due_retries_and_timeouts(run: &mut RunState, now: u64) {
+    let RunState {
+        template, nodes, ..
+    } = run;
+    for (spec, node) in template.nodes.iter().zip(nodes.iter_mut()) {
+        for inst in node.instances.iter_mut() {
+            if inst.retry_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            match inst.state {
+                InstanceState::Retrying => {
+                    inst.retry_at = None;
+                    inst.state = InstanceState::Queued;
+                    let number = inst.attempts.len() as u32 + 1;
+                    inst.attempts.push(new_attempt(number, now));
+                }
+                InstanceState::Paused => {
+                    if let NodeKind::Approval(a) = &spec.kind {
+                        let secs = spec.timeout_seconds.unwrap_or_default();
+                        node.decision = Some(Decision {
+                            approved: a.on_timeout == Verdict::Approve,
+                            by: "timeout".into(),
+                            at: now,
+                            note: format!(
+                                "nobody decided within {secs} s; the node's onTimeout decides"
+                            ),
+                        });
+                        inst.retry_at = None;
+                        inst.state = if a.on_timeout == Verdict::Approve {
+                            InstanceState::Succeeded
+                        } else {
+                            node.error = Some(format!(
+                                "approval {:?} was rejected: nobody decided within {secs} s and its onTimeout is reject",
+                                node.id
+                            ));
+                            InstanceState::Failed
+                        };
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The first failed instance's node, and what to say of it.
+fn first_failure(run: &RunState) -> Option<(String, String)> {
+    run.nodes.iter().find_map(|n| {
+        n.instances
+            .iter()
+            .find(|i| i.state == InstanceState::Failed)
+            .map(|i| {
+                let msg = match i.current() {
+                    Some(a) => format!(
+                        "node {:?} instance {} failed after {} attempt(s): {}",
+                        n.id,
+                        i.index,
+                        i.attempts.len(),
+                        a.error.clone().unwrap_or_default()
+                    ),
+                    None => n
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| format!("node {:?} failed", n.id)),
+                };
+                (n.id.clone(), msg)
+            })
+    })
+}
+
+/// A failure stops the run: everything still going is cancelled, except nodes with a trigger
+/// rule of their own (they exist to run then).
+fn stop_all_but_finally(run: &mut RunState, now: u64) {
+    let RunState {
+        template, nodes, ..
+    } = run;
+    for (spec, node) in template.nodes.iter().zip(nodes.iter_mut()) {
+        if !spec.trigger_rule.is_default() {
+            continue;
+        }
+        for inst in node.instances.iter_mut() {
+            cancel(inst, now);
+        }
+    }
+}
+
+/// Starts node `i` as `go` says: skips it, or plans its instances (then its condition may
+/// still skip it).
+///
+/// # Errors
+/// Its inputs cannot be planned, or its condition cannot be evaluated.
+fn start_node(
+    run: &mut RunState,
+    i: usize,
+    incoming: &[(usize, usize)],
+    go: Go,
+    now: u64,
+) -> Result<(), String> {
+    let id = run.nodes[i].id.clone();
+    let fail = |why: String| format!("cannot start node {id:?}: {why}");
+    let plan = match go {
+        Go::Skip(why) => {
+            skip(&mut run.nodes[i], why);
+            return Ok(());
+        }
+        Go::Run => plan_node(run, i, incoming)
+            .map_err(|e| format!("cannot plan the inputs of node {id:?}: {e}"))?,
+    };
+    if let Some(when) = &run.template.nodes[i].when {
+        if let Go::Skip(why) = gate::by_condition(when, run, &plan.selections).map_err(fail)? {
+            skip(&mut run.nodes[i], why);
+            return Ok(());
+        }
+    }
+    let kind = run.template.nodes[i].kind.clone();
+    if let NodeKind::Register(spec) = &kind {
+        super::register::source(run, i, spec, &plan.selections).map_err(fail)?;
+    }
+    let NodePlan {
+        shared,
+        own: inputs,
+        unmatched,
+        selections,
+    } = plan;
+    let node = &mut run.nodes[i];
+    node.unmatched_inputs = unmatched;
+    node.selections = selections;
+    node.shared_inputs = shared;
+    node.plans += 1;
+    let deadline = match &kind {
+        NodeKind::Approval(_) => run.template.nodes[i]
+            .timeout_seconds
+            .map(|s| now + s.saturating_mul(1000)),
+        _ => None,
+    };
+    let fresh = |k: usize, inputs| {
+        let (state, attempts) = match &kind {
+            NodeKind::Approval(_) => (InstanceState::Paused, vec![]),
+            NodeKind::Register(_) => (InstanceState::Queued, vec![]),
+            _ => (InstanceState::Queued, vec![new_attempt(1, now)]),
+        };
+        Instance {
+            index: k as u32,
+            state,
+            inputs,
+            attempts,
+            outputs: Vec::new(),
+            retry_at: deadline,
+            repair_base: 0,
+        }
+    };
+    if node.instances.is_empty() {
+        node.instances = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(k, x)| fresh(k, x))
+            .collect();
+    } else {
+        // After a repair: waiting instances get fresh inputs and a new attempt.
+        for (inst, inputs) in node.instances.iter_mut().zip(inputs) {
+            if inst.state == InstanceState::Waiting {
+                inst.inputs = inputs;
+                inst.state = InstanceState::Queued;
+                inst.repair_base = inst.attempts.len() as u32;
+                inst.attempts
+                    .push(new_attempt(inst.attempts.len() as u32 + 1, now));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks a node skipped: one instance, in state `Skipped`, with no attempt.
+fn skip(node: &mut NodeRun, why: String) {
+    node.skipped = Some(why);
+    node.noted = false;
+    node.instances = vec![Instance {
+        index: 0,
+        state: InstanceState::Skipped,
+        inputs: BTreeMap::new(),
+        attempts: Vec::new(),
+        outputs: Vec::new(),
+        retry_at: None,
+        repair_base: 0,
+    }];
 }
 
 /// Per node (by index): its incoming edges, as (edge index, upstream node index), in template
@@ -239,14 +389,19 @@ pub(super) fn end_run(run: &mut RunState, status: RunStatus, reason: String, now
     run.ended_at = Some(now);
     run.error = Some(reason);
     for inst in run.nodes.iter_mut().flat_map(|n| n.instances.iter_mut()) {
-        if inst.state.is_terminal() {
-            continue;
-        }
-        inst.state = InstanceState::Cancelled;
-        inst.retry_at = None;
-        if let Some(a) = inst.current_mut().filter(|a| !a.state.is_terminal()) {
-            a.state = AttemptState::Cancelled;
-            a.ended_at = Some(now);
-        }
+        cancel(inst, now);
+    }
+}
+
+/// Cancels an instance that has not ended, and its attempt.
+fn cancel(inst: &mut Instance, now: u64) {
+    if inst.state.is_terminal() {
+        return;
+    }
+    inst.state = InstanceState::Cancelled;
+    inst.retry_at = None;
+    if let Some(a) = inst.current_mut().filter(|a| !a.state.is_terminal()) {
+        a.state = AttemptState::Cancelled;
+        a.ended_at = Some(now);
     }
 }

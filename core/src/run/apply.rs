@@ -62,6 +62,8 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
             | Event::Repair { .. }
             | Event::Tick
             | Event::MlflowRefused { .. }
+            | Event::Decided { .. }
+            | Event::ModelRegistered { .. }
     );
     if event.is_mlflow_answer() {
         // MLflow answered: whatever kept it away is over.
@@ -73,6 +75,8 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
         | Event::NoAttemptRun { .. }
         | Event::ParentRunSynced { .. }
         | Event::SelectionRecorded { .. }
+        | Event::ModelRegistered { .. }
+        | Event::NodeNoted { .. }
         | Event::AttemptRunClosed { .. }
         | Event::MlflowUnavailable { .. }
         | Event::MlflowRefused { .. } => mlflow_answer(run, event, now)?,
@@ -106,6 +110,12 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
         Event::Pinned { source, commit } => {
             run.pins.entry(source).or_insert(commit);
         }
+        Event::Decided {
+            node,
+            approve,
+            by,
+            note,
+        } => decide(run, &node, approve, by, note, now)?,
     }
     Ok(moves_run)
 }
@@ -148,6 +158,38 @@ fn mlflow_answer(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejec
         Event::ParentRunSynced { status } => run.mlflow_status = Some(status),
         Event::SelectionRecorded { node, input } => {
             selection_mut(run, &node, &input)?.recorded = true
+        }
+        Event::ModelRegistered { node, version } => {
+            let i = node_index(run, &node)?;
+            let spec = match super::start::resolve(
+                &run.template.nodes[i].kind,
+                &run.parameters,
+                &Default::default(),
+            ) {
+                crate::template::NodeKind::Register(r) => r,
+                _ => return Err(Rejected(format!("node {node:?} registers no model"))),
+            };
+            let source = super::register::source(run, i, &spec, &run.nodes[i].selections)
+                .map_err(Rejected)?;
+            let n = &mut run.nodes[i];
+            let inst = n
+                .instances
+                .first_mut()
+                .filter(|x| x.state == InstanceState::Queued)
+                .ok_or_else(|| Rejected(format!("node {node:?} is not registering")))?;
+            inst.state = InstanceState::Succeeded;
+            n.registered = Some(Registered {
+                model: spec.model,
+                version,
+                source_run: source.run_id,
+                alias: spec.alias,
+            });
+            n.noted = false;
+        }
+        Event::NodeNoted { node } => {
+            run.node_mut(&node)
+                .ok_or_else(|| Rejected(format!("the run has no node {node:?}")))?
+                .noted = true
         }
         Event::AttemptRunClosed { key, run_id } => {
             let a = attempt_mut(run, &key)?;
@@ -315,6 +357,26 @@ fn mlflow_refused(
             // The run's own record keeps the choice; MLflow goes without it.
             selection_mut(run, &node, &input)?.recorded = true;
         }
+        MlflowCall::RegisterModel { node } => {
+            let n = run
+                .node_mut(&node)
+                .ok_or_else(|| Rejected(format!("the run has no node {node:?}")))?;
+            let inst = n
+                .instances
+                .first_mut()
+                .filter(|x| x.state == InstanceState::Queued)
+                .ok_or_else(|| Rejected(format!("node {node:?} is not registering")))?;
+            inst.state = InstanceState::Failed;
+            n.error = Some(format!(
+                "MLflow refused to register the model of node {node:?}: {message}. Check the model name and that the upstream attempt logged a model (or set the node's artifactPath)"
+            ));
+        }
+        MlflowCall::NoteNode { node } => {
+            // The run's own record keeps it; MLflow goes without the tags.
+            if let Some(n) = run.node_mut(&node) {
+                n.noted = true;
+            }
+        }
         MlflowCall::SyncParentRun => {
             run.mlflow_status = Some(if run.status.is_terminal() {
                 run.status
@@ -324,6 +386,68 @@ fn mlflow_refused(
         }
     }
     Ok(())
+}
+
+/// A person's decision on a paused approval node.
+fn decide(
+    run: &mut RunState,
+    node: &str,
+    approve: bool,
+    by: String,
+    note: String,
+    now: u64,
+) -> Result<(), Rejected> {
+    let i = node_index(run, node)?;
+    if !matches!(
+        run.template.nodes[i].kind,
+        crate::template::NodeKind::Approval(_)
+    ) {
+        return Err(Rejected(format!("node {node:?} is not an approval")));
+    }
+    let n = &mut run.nodes[i];
+    let Some(inst) = n
+        .instances
+        .first_mut()
+        .filter(|x| x.state == InstanceState::Paused)
+    else {
+        return Err(Rejected(match &n.decision {
+            Some(d) => format!(
+                "approval {node:?} was already {} by {}",
+                if d.approved { "approved" } else { "rejected" },
+                d.by
+            ),
+            None => format!("approval {node:?} is not waiting for a decision"),
+        }));
+    };
+    inst.retry_at = None;
+    inst.state = if approve {
+        InstanceState::Succeeded
+    } else {
+        n.error = Some(format!(
+            "approval {node:?} was rejected by {by}{}",
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!(": {note}")
+            }
+        ));
+        InstanceState::Failed
+    };
+    n.decision = Some(Decision {
+        approved: approve,
+        by,
+        at: now,
+        note,
+    });
+    n.noted = false;
+    Ok(())
+}
+
+fn node_index(run: &RunState, node: &str) -> Result<usize, Rejected> {
+    run.nodes
+        .iter()
+        .position(|n| n.id == node)
+        .ok_or_else(|| Rejected(format!("the run has no node {node:?}")))
 }
 
 /// Puts the instances a repair covers back to `Waiting`; they are planned again (with a new
@@ -345,6 +469,7 @@ fn repair_run(run: &mut RunState, repair: &Repair) -> Result<(), Rejected> {
                 .iter()
                 .filter(|n| {
                     n.error.is_some()
+                        || n.skipped.is_some()
                         || n.instances.iter().any(|i| {
                             matches!(i.state, InstanceState::Failed | InstanceState::Cancelled)
                         })
@@ -366,7 +491,20 @@ fn repair_run(run: &mut RunState, repair: &Repair) -> Result<(), Rejected> {
         }
     };
     let everything = matches!(repair, Repair::RerunFrom { .. });
-    for node in run.nodes.iter_mut().filter(|n| rerun.contains(&n.id)) {
+    let RunState {
+        template, nodes, ..
+    } = run;
+    for (spec, node) in template
+        .nodes
+        .iter()
+        .zip(nodes.iter_mut())
+        .filter(|(_, n)| rerun.contains(&n.id))
+    {
+        // Skipped, approval and register nodes are decided afresh from their planning.
+        if node.skipped.is_some() || !spec.kind.runs_on_agent() {
+            node.reset();
+            continue;
+        }
         node.error = None;
         for inst in &mut node.instances {
             if everything || matches!(inst.state, InstanceState::Failed | InstanceState::Cancelled)

@@ -22,6 +22,19 @@ pub enum Effect {
     WakeAt(u64),
 }
 
+/// Every attempt's MLflow run of an ended run, with the status the run gave it. A step that
+/// outlived its attempt (its agent died while the step was still talking to MLflow) can set its
+/// run back to RUNNING after the run closed it, since MLflow's client resumes the run a step
+/// logs to; when the run ends, any of these found RUNNING is closed again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRuns {
+    pub experiment_id: String,
+    /// The DAG run's id, which every attempt's run carries as its `concurrent.run_id` tag.
+    pub dag_run: String,
+    /// MLflow run id → its final status.
+    pub status: BTreeMap<String, &'static str>,
+}
+
 /// An MLflow call of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MlflowEffect {
@@ -64,6 +77,8 @@ pub enum MlflowEffect {
         status: RunStatus,
         end_time: Option<u64>,
         metrics: Vec<(String, f64)>,
+        /// Once the run has ended, its attempts' runs, to close again any that is RUNNING.
+        attempt_runs: Option<AttemptRuns>,
     },
     /// Record on the parent run what a `select` edge chose: tags naming the metric and the
     /// chosen runs, and `json` (every candidate's value) as the artifact `path`.
@@ -75,6 +90,26 @@ pub enum MlflowEffect {
         tags: Vec<(String, String)>,
         path: String,
         json: String,
+    },
+    /// Register a model version of `name` from `source` (first finding one tagged
+    /// `concurrent.key` = `key`, made before its answer was lost), then point `alias` at it.
+    /// → [`Event::ModelRegistered`]
+    RegisterModel {
+        node: String,
+        key: String,
+        name: String,
+        source: String,
+        run_id: String,
+        model_id: Option<String>,
+        alias: Option<String>,
+        tags: Vec<(String, String)>,
+    },
+    /// Tag the parent run with what became of a node: skipped and why, an approval's decision,
+    /// a registered version. → [`Event::NodeNoted`]
+    NoteNode {
+        run_id: String,
+        node: String,
+        tags: Vec<(String, String)>,
     },
 }
 
@@ -92,6 +127,10 @@ impl MlflowEffect {
                 node: node.clone(),
                 input: input.clone(),
             },
+            MlflowEffect::RegisterModel { node, .. } => {
+                MlflowCall::RegisterModel { node: node.clone() }
+            }
+            MlflowEffect::NoteNode { node, .. } => MlflowCall::NoteNode { node: node.clone() },
         }
     }
 
@@ -175,6 +214,7 @@ mod tests {
                 status: RunStatus::Running,
                 end_time: None,
                 metrics: vec![],
+                attempt_runs: None,
             })
         };
         let withdraw = |c: &str, n: u32| {

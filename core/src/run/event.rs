@@ -128,6 +128,18 @@ pub enum Event {
     MlflowRefused { call: MlflowCall, message: String },
     /// A step resolved a git source to a commit: the first one becomes the run's pin.
     Pinned { source: String, commit: String },
+    /// A person decided a paused approval node.
+    Decided {
+        node: String,
+        approve: bool,
+        by: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
+    /// A register node's model version exists (and its alias points at it).
+    ModelRegistered { node: String, version: String },
+    /// The parent run carries what became of a node (skipped, decided, registered).
+    NodeNoted { node: String },
 }
 
 impl Event {
@@ -156,6 +168,8 @@ impl Event {
                 | Event::AttemptRunClosed { .. }
                 | Event::ParentRunSynced { .. }
                 | Event::SelectionRecorded { .. }
+                | Event::ModelRegistered { .. }
+                | Event::NodeNoted { .. }
                 | Event::MlflowRefused { .. }
         )
     }
@@ -174,6 +188,12 @@ pub enum MlflowCall {
     RecordSelection {
         node: String,
         input: String,
+    },
+    RegisterModel {
+        node: String,
+    },
+    NoteNode {
+        node: String,
     },
 }
 

@@ -12,22 +12,26 @@
 //! - `apply`: recording an event; `advance`: planning ready nodes, starting due retries,
 //!   ending the run;
 //! - `reconcile`: what is still to do; `effect`: those effects and their batching;
-//! - `select`: best-of selection on edges; `usage`: what attempts used, summed;
+//! - `gate`: trigger rules and conditions (`when`), which run or skip a node;
+//! - `select`: best-of selection on edges; `register`: a register node's model and lineage;
+//! - `usage`: what attempts used, summed;
 //! - `page`: a node's instances a page at a time, by state.
 
 mod advance;
 mod apply;
 mod effect;
 mod event;
+mod gate;
 mod page;
 mod reconcile;
+pub mod register;
 mod select;
 mod start;
 mod state;
 mod usage;
 
 pub use apply::{apply, apply_all};
-pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
+pub use effect::{plan_round, AttemptRuns, Effect, MlflowEffect, QueueEffect, Round};
 pub use event::{AttemptKey, Event, MlflowCall, Rejected};
 pub use page::{
     instances_page, overview, page, InstanceFilter, InstancePage, InstancesPage, NodeCounts,
@@ -37,12 +41,14 @@ pub use reconcile::{next_wake, reconcile, reconcile_at_most};
 pub use select::upstream_values;
 pub use start::{start, StartError};
 pub use state::{
-    mlflow_backoff_ms, Attempt, AttemptState, Instance, InstanceState, MlflowRef, MlflowWait,
-    NodeRun, Repair, RepairRecord, RunState, RunStatus,
+    mlflow_backoff_ms, Attempt, AttemptState, Decision, Ended, Instance, InstanceState, MlflowRef,
+    MlflowWait, NodeRun, Registered, Repair, RepairRecord, RunState, RunStatus,
 };
 pub use usage::{node_usage, parent_metrics, run_usage};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gates;
 #[cfg(test)]
 mod tests_ml;

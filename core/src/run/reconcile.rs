@@ -5,10 +5,27 @@ use crate::sweep::point_and_partition;
 use crate::template::{Node, NodeKind};
 use crate::wire::{CacheSpec, ChildRun, StepSpec, WorkItem};
 
-use super::effect::{Effect, MlflowEffect, QueueEffect};
+use super::effect::{AttemptRuns, Effect, MlflowEffect, QueueEffect};
 use super::event::AttemptKey;
 use super::start::{resolve, sub};
 use super::state::*;
+
+/// The final status of every attempt's MLflow run, for the run's closing check.
+fn attempt_runs(run: &RunState, mlflow: &MlflowRef) -> AttemptRuns {
+    let status = run
+        .nodes
+        .iter()
+        .flat_map(|n| &n.instances)
+        .flat_map(|i| &i.attempts)
+        .filter(|a| a.state.is_terminal())
+        .filter_map(|a| Some((a.mlflow_run_id.clone()?, a.state.mlflow_status())))
+        .collect();
+    AttemptRuns {
+        experiment_id: mlflow.experiment_id.clone(),
+        dag_run: run.id.clone(),
+        status,
+    }
+}
 
 /// Everything that still has to be done for the run, derived from its state alone.
 pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
@@ -66,10 +83,9 @@ pub fn next_wake(run: &RunState, now: u64) -> Option<u64> {
             mlflow_call.into_iter().for_each(&mut wake);
         }
     }
-    let unrecorded = run
-        .nodes
-        .iter()
-        .any(|n| n.selections.iter().any(|s| !s.recorded));
+    let unrecorded = run.nodes.iter().enumerate().any(|(i, n)| {
+        n.selections.iter().any(|s| !s.recorded) || to_note(n) || super::register::pending(run, i)
+    });
     if !run.mlflow_in_sync() || unrecorded {
         mlflow_call.into_iter().for_each(&mut wake);
     }
@@ -143,9 +159,15 @@ fn reconcile_all(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
             }
         }
     }
-    for node in &run.nodes {
+    for (i, node) in run.nodes.iter().enumerate() {
         for sel in node.selections.iter().filter(|s| !s.recorded) {
             effects.push(Effect::Mlflow(selection_effect(&mlflow.run_id, node, sel)));
+        }
+        if let Some(e) = super::register::effect(run, i) {
+            effects.push(Effect::Mlflow(e));
+        }
+        if let Some(e) = note_effect(&mlflow.run_id, node) {
+            effects.push(Effect::Mlflow(e));
         }
     }
     if !run.mlflow_in_sync() {
@@ -163,12 +185,62 @@ fn reconcile_all(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
             } else {
                 Vec::new()
             },
+            attempt_runs: terminal.then(|| attempt_runs(run, mlflow)),
         }));
     }
     if let Some(at) = wake {
         effects.push(Effect::WakeAt(at));
     }
     effects
+}
+
+/// Whether the parent run has yet to carry what became of the node.
+fn to_note(node: &NodeRun) -> bool {
+    !node.noted && (node.skipped.is_some() || node.decision.is_some() || node.registered.is_some())
+}
+
+/// MLflow keeps at most this many characters of a tag's value (8,000 in MLflow 3; fewer kept
+/// for older servers).
+const MAX_TAG: usize = 5_000;
+
+/// The parent run's tags for what became of a node: skipped and why, an approval's decision,
+/// a registered version.
+fn note_effect(parent: &str, node: &NodeRun) -> Option<MlflowEffect> {
+    if !to_note(node) {
+        return None;
+    }
+    let cut = |s: &str| s.chars().take(MAX_TAG).collect::<String>();
+    let id = &node.id;
+    let mut tags = Vec::new();
+    if let Some(why) = &node.skipped {
+        tags.push((format!("concurrent.skipped.{id}"), cut(why)));
+    }
+    if let Some(d) = &node.decision {
+        let verdict = if d.approved { "approved" } else { "rejected" };
+        tags.push((
+            format!("concurrent.approval.{id}"),
+            format!("{verdict} by {} at {}", d.by, crate::time::rfc3339(d.at)),
+        ));
+        if !d.note.is_empty() {
+            tags.push((format!("concurrent.approval.{id}.note"), cut(&d.note)));
+        }
+    }
+    if let Some(r) = &node.registered {
+        let alias = r
+            .alias
+            .as_ref()
+            .map(|a| format!(" (@{a})"))
+            .unwrap_or_default();
+        tags.push((
+            format!("concurrent.registered.{id}"),
+            format!("{} version {}{alias}", r.model, r.version),
+        ));
+    }
+    Some(MlflowEffect::NoteNode {
+        run_id: parent.to_string(),
+        node: id.clone(),
+        tags,
+    })
 }
 
 /// What a `select` edge chose, as the parent run records it: tags with the metric and the
@@ -310,7 +382,8 @@ fn child_run(
                 .collect()
         }
         NodeKind::Inference(i) => vec![("model_uri".into(), i.model_uri.clone())],
-        NodeKind::Input(_) => Vec::new(),
+        // Approvals and registrations have no attempts, so no child run.
+        NodeKind::Input(_) | NodeKind::Approval(_) | NodeKind::Register(_) => Vec::new(),
     };
     ChildRun {
         key,

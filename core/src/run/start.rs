@@ -155,5 +155,14 @@ pub(super) fn resolve(
             artifact_path: opt(&i.artifact_path),
             path: opt(&i.path),
         }),
+        NodeKind::Approval(a) => NodeKind::Approval(crate::template::ApprovalSpec {
+            message: sub(&a.message),
+            ..a.clone()
+        }),
+        NodeKind::Register(r) => NodeKind::Register(crate::template::RegisterSpec {
+            model: sub(&r.model),
+            alias: opt(&r.alias),
+            ..r.clone()
+        }),
     }
 }

@@ -80,18 +80,25 @@ pub enum InstanceState {
     Failed,
     /// Cancelled by a user, or dropped because another node failed.
     Cancelled,
+    /// Waits for a person's decision (an approval node).
+    Paused,
+    /// Not run: its condition was false, or its upstream nodes did not end as its trigger rule
+    /// asks (the node's `skipped` says which).
+    Skipped,
 }
 
 impl InstanceState {
     /// Every state, in the order a person reads a run (what waits, what runs, how it ended).
-    pub const ALL: [InstanceState; 7] = [
+    pub const ALL: [InstanceState; 9] = [
         InstanceState::Waiting,
+        InstanceState::Paused,
         InstanceState::Queued,
         InstanceState::Running,
         InstanceState::Retrying,
         InstanceState::Succeeded,
         InstanceState::Failed,
         InstanceState::Cancelled,
+        InstanceState::Skipped,
     ];
 
     /// The name in JSON and in the UI.
@@ -104,13 +111,18 @@ impl InstanceState {
             InstanceState::Succeeded => "succeeded",
             InstanceState::Failed => "failed",
             InstanceState::Cancelled => "cancelled",
+            InstanceState::Paused => "paused",
+            InstanceState::Skipped => "skipped",
         }
     }
 
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            InstanceState::Succeeded | InstanceState::Failed | InstanceState::Cancelled
+            InstanceState::Succeeded
+                | InstanceState::Failed
+                | InstanceState::Cancelled
+                | InstanceState::Skipped
         )
     }
 }
@@ -211,6 +223,7 @@ pub struct Instance {
     /// What the successful attempt produced.
     #[serde(default)]
     pub outputs: Vec<ArtifactFile>,
+    /// When the run must look at it again: a retry is due, or a paused approval times out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<u64>,
     /// Attempts made before the latest repair; the retry budget counts only the ones after.
@@ -250,6 +263,42 @@ pub struct NodeRun {
     /// What each of its `select` edges chose, with every candidate's metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub selections: Vec<Selection>,
+    /// Why the node did not run (its condition, or its trigger rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// An approval node's decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// What a register node registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<Registered>,
+    /// The parent MLflow run carries `skipped`, `decision` and `registered` as tags.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noted: bool,
+}
+
+/// Who decided an approval, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub approved: bool,
+    /// The person, or `timeout` when nobody decided in time.
+    pub by: String,
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// A model version a register node made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    pub model: String,
+    pub version: String,
+    /// The MLflow run the model came from.
+    pub source_run: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 /// What a `select` edge chose from its upstream node's instances.
@@ -307,7 +356,40 @@ impl NodeRun {
             shared_inputs: BTreeMap::new(),
             plans: 0,
             selections: Vec::new(),
+            skipped: None,
+            decision: None,
+            registered: None,
+            noted: false,
         }
+    }
+
+    /// How the node ended, once every instance has (`None` while it has not, or was never
+    /// planned).
+    pub fn ended(&self) -> Option<Ended> {
+        if self.instances.is_empty() || self.instances.iter().any(|i| !i.state.is_terminal()) {
+            return None;
+        }
+        Some(if self.skipped.is_some() {
+            Ended::Skipped
+        } else if self
+            .instances
+            .iter()
+            .any(|i| i.state == InstanceState::Failed)
+        {
+            Ended::Failed
+        } else if self.all(InstanceState::Succeeded) {
+            Ended::Succeeded
+        } else {
+            Ended::Cancelled
+        })
+    }
+
+    /// Forgets how it ended, for a repair that runs it again from its planning.
+    pub fn reset(&mut self) {
+        *self = NodeRun {
+            plans: self.plans,
+            ..NodeRun::new(self.id.clone())
+        };
     }
 
     /// The key of this planning's shared inputs in the queue (`StepSpec::shared_inputs`); a
@@ -375,6 +457,26 @@ impl NodeRun {
     }
 }
 
+/// How a node ended: what trigger rules and conditions (`upstream.<node>.state`) read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Succeeded => "succeeded",
+            Ended::Failed => "failed",
+            Ended::Skipped => "skipped",
+            Ended::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The one state a node shows for its `total` instances, `count(state)` of them in each: the
 /// most urgent one any instance is in, succeeded only when all are.
 pub fn shown_state(total: usize, count: impl Fn(InstanceState) -> usize) -> InstanceState {
@@ -382,11 +484,13 @@ pub fn shown_state(total: usize, count: impl Fn(InstanceState) -> usize) -> Inst
     if total == 0 {
         return Waiting;
     }
-    [Failed, Running, Retrying, Queued, Cancelled]
+    [Failed, Paused, Running, Retrying, Queued, Cancelled]
         .into_iter()
         .find(|s| count(*s) > 0)
         .unwrap_or(if count(Succeeded) == total {
             Succeeded
+        } else if count(Skipped) == total {
+            Skipped
         } else {
             Waiting
         })
@@ -515,6 +619,10 @@ impl RunState {
                     shared_inputs: BTreeMap::new(),
                     plans: n.plans,
                     selections: n.selections.clone(),
+                    skipped: n.skipped.clone(),
+                    decision: n.decision.clone(),
+                    registered: n.registered.clone(),
+                    noted: n.noted,
                 })
                 .collect(),
         }
@@ -616,10 +724,7 @@ mod tests {
         for s in RunStatus::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-        use InstanceState::*;
-        for s in [
-            Waiting, Queued, Running, Retrying, Succeeded, Failed, Cancelled,
-        ] {
+        for s in InstanceState::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }

@@ -103,6 +103,17 @@ impl Driver {
                         self.closed.push((run_id, status.mlflow_status()));
                         Event::ParentRunSynced { status }
                     }
+                    MlflowEffect::RegisterModel { node, name, .. } => {
+                        self.closed.push((format!("registered {name}"), "READY"));
+                        Event::ModelRegistered {
+                            node,
+                            version: "1".into(),
+                        }
+                    }
+                    MlflowEffect::NoteNode { node, .. } => {
+                        self.closed.push((format!("noted {node}"), "TAGGED"));
+                        Event::NodeNoted { node }
+                    }
                 });
             }
             let items: Vec<WorkItem> = round.enqueue.into_values().flatten().collect();
@@ -342,6 +353,21 @@ fn a_failed_step_is_retried_with_backoff_then_fails_the_run() {
         "{:?}",
         run.error
     );
+    // The parent's final sync closes again any attempt's run a step reopened: each attempt's
+    // run, with the status the run gave it.
+    let closing = reconcile(&run, 1200).into_iter().find_map(|e| match e {
+        Effect::Mlflow(MlflowEffect::SyncParentRun { attempt_runs, .. }) => attempt_runs,
+        _ => None,
+    });
+    let closing = closing.expect("the ended run's sync lists its attempts' runs");
+    assert_eq!(closing.dag_run, run.id);
+    assert_eq!(
+        closing.status.get(&t.step.mlflow.run_id),
+        Some(&"FAILED"),
+        "{closing:?}"
+    );
+    assert_eq!(closing.status.get(&t2.step.mlflow.run_id), Some(&"FAILED"));
+    assert_eq!(closing.status.get(&prep.step.mlflow.run_id), Some(&"FINISHED"));
     d.settle(&mut run, 1200);
     assert!(d.closed.contains(&("parent".into(), "FAILED")));
     assert!(

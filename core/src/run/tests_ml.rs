@@ -76,6 +76,11 @@ fn settle(run: &mut RunState, now: u64) -> Vec<WorkItem> {
                     Event::SelectionRecorded { node, input }
                 }
                 MlflowEffect::SyncParentRun { status, .. } => Event::ParentRunSynced { status },
+                MlflowEffect::RegisterModel { node, .. } => Event::ModelRegistered {
+                    node,
+                    version: "1".into(),
+                },
+                MlflowEffect::NoteNode { node, .. } => Event::NodeNoted { node },
             });
         }
         for item in round.enqueue.into_values().flatten() {
@@ -90,7 +95,7 @@ fn settle(run: &mut RunState, now: u64) -> Vec<WorkItem> {
 }
 
 /// The agent's part: lease, make the MLflow run, report the outcome.
-fn run_item(run: &mut RunState, item: &WorkItem, outcome: Outcome, now: u64) {
+pub(super) fn run_item(run: &mut RunState, item: &WorkItem, outcome: Outcome, now: u64) {
     let key = item.key();
     apply(
         run,
@@ -114,7 +119,7 @@ fn run_item(run: &mut RunState, item: &WorkItem, outcome: Outcome, now: u64) {
     apply(run, Event::Finished { key, outcome }, now).unwrap();
 }
 
-fn output(path: &str, metrics: &[(&str, f64)], usage: Option<Usage>) -> Outcome {
+pub(super) fn output(path: &str, metrics: &[(&str, f64)], usage: Option<Usage>) -> Outcome {
     Outcome::Succeeded {
         outputs: vec![OutputFile {
             path: path.into(),

@@ -34,6 +34,8 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         "envManager",
         "kubernetes",
         "cache",
+        "when",
+        "triggerRule",
         "position",
     ];
     const PROJECT: &[&str] = &[
@@ -51,6 +53,9 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
     const SELECT: &[&str] = &["metric", "mode", "top"];
     const INFERENCE: &[&str] = &["modelUri"];
     const INPUT: &[&str] = &["runId", "artifactPath", "path"];
+    const APPROVAL: &[&str] = &["message", "compare", "metrics", "onTimeout"];
+    const ALIAS: &[&str] = &["model", "alias"];
+    const REGISTER: &[&str] = &["model", "alias", "instance", "artifactPath"];
     const RESOURCES: &[&str] = &["cpu", "memory", "gpu", "gpuType"];
     const RETRIES: &[&str] = &["limit", "backoffSeconds", "maxBackoffSeconds"];
     const POSITION: &[&str] = &["x", "y"];
@@ -91,6 +96,8 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
             Some("project") => PROJECT,
             Some("inference") => INFERENCE,
             Some("input") => INPUT,
+            Some("approval") => APPROVAL,
+            Some("register") => REGISTER,
             _ => &[],
         };
         let at = format!("/nodes/{i}");
@@ -101,6 +108,7 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
             ("position", POSITION),
             ("cache", CACHE),
             ("sweep", SWEEP),
+            ("compare", ALIAS),
         ] {
             if let Some(v) = node.get(field) {
                 check(&mut p, v, &format!("{at}/{field}"), &[known]);

@@ -1,11 +1,13 @@
 //! Template validation: every problem at once, each with a JSON pointer and a plain message.
-//! `nodes`, `edges` and `kubernetes` check what their names say; `fields` finds the fields the
-//! model does not know; `quantity` reads Kubernetes quantities.
+//! `nodes`, `edges` and `kubernetes` check what their names say; `gates` checks conditions,
+//! trigger rules, approval and register nodes; `fields` finds the fields the model does not
+//! know; `quantity` reads Kubernetes quantities.
 //!
 //! Validation never blocks saving a draft; it blocks starting a run.
 
 mod edges;
 mod fields;
+mod gates;
 pub mod kubernetes;
 mod nodes;
 mod quantity;
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::edges::find_cycle;
 pub use self::fields::unknown_fields;
+pub use self::gates::alias_problem;
 use crate::names::{identifier_problem, label_value_problem};
 use crate::template::{Template, API_VERSION};
 
@@ -199,6 +202,7 @@ pub fn validate(t: &Template) -> Vec<Problem> {
     let declared = check_parameters(t, &mut p);
     let ids = nodes::check(t, &declared, &mut p);
     edges::check(t, &ids, &mut p);
+    gates::check(t, &ids, &declared, &mut p);
     if ids.len() == t.nodes.len() {
         if let Some(cycle) = find_cycle(t) {
             p.add(

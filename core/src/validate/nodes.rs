@@ -301,6 +301,15 @@ fn what_it_runs<'a>(at: Target, n: &'a Node, p: &mut Problems) -> Vec<Referring<
                 literal(p, (at, "artifactPath"), a, relative_path_problem);
             }
         }
+        NodeKind::Approval(spec) => {
+            referring.push(("message", String::new(), &spec.message));
+        }
+        NodeKind::Register(spec) => {
+            referring.push(("model", String::new(), &spec.model));
+            if let Some(a) = &spec.alias {
+                referring.push(("alias", String::new(), a));
+            }
+        }
     }
     if let Some(image) = &n.image {
         literal(p, (at, "image"), image, refs::image_reference_problem);

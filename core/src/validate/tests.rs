@@ -226,6 +226,8 @@ fn the_known_field_lists_cover_every_field_of_the_model() {
             enabled: true,
             max_age_seconds: Some(60),
         }),
+        when: Some("params.p == 1".into()),
+        trigger_rule: TriggerRule::AllDone,
         position: Some(Position { x: 1.0, y: 2.0 }),
     };
     let t = Template {
@@ -264,6 +266,21 @@ fn the_known_field_lists_cover_every_field_of_the_model() {
                 run_id: Some("r".into()),
                 artifact_path: Some("a".into()),
                 path: Some("p".into()),
+            })),
+            node(NodeKind::Approval(ApprovalSpec {
+                message: "m".into(),
+                compare: Some(AliasRef {
+                    model: "m".into(),
+                    alias: "a".into(),
+                }),
+                metrics: vec!["m".into()],
+                on_timeout: Verdict::Approve,
+            })),
+            node(NodeKind::Register(RegisterSpec {
+                model: "m".into(),
+                alias: Some("a".into()),
+                instance: Some(1),
+                artifact_path: Some("model".into()),
             })),
         ],
         edges: vec![Edge {

@@ -258,6 +258,12 @@ pub async fn run_node(
                 .map(|()| None)
         }
         NodeKind::Input(_) => Ok(None),
+        NodeKind::Approval(_) | NodeKind::Register(_) => {
+            bail!(
+                "a {} node is the edge's to carry out, not a step; this work item should not exist",
+                step.kind.tag()
+            )
+        }
     }
 }
 

@@ -393,6 +393,10 @@ async fn execute(
             let path = spec.path.as_deref().unwrap_or_default();
             copy_into(&resolve(args, path)?, &outputs)?;
         }
+        NodeKind::Approval(_) | NodeKind::Register(_) => bail!(
+            "a {} node is the edge's to carry out, not a step; this work item should not exist",
+            item.step.kind.tag()
+        ),
         NodeKind::Project(_) | NodeKind::Inference(_) => {
             if let Some(reused) =
                 launch::run_node(args, item, mlflow, &inputs, &outputs, log, facts).await?

@@ -8,3 +8,4 @@ pub mod runs;
 pub mod schedules;
 pub mod templates;
 pub mod tokens;
+pub mod triggers;

@@ -2,7 +2,7 @@
 
 use concurrent_core::run::{self, Event, Repair, StartError};
 use concurrent_core::sign::{self, RunSeed};
-use concurrent_core::wire::{RunSummary, StartRun};
+use concurrent_core::wire::{DecideRequest, RunSummary, StartRun, MAX_DECISION_NOTE};
 use worker::{Env, Request, Response};
 
 use super::ctx::Ctx;
@@ -200,6 +200,33 @@ pub async fn handle_rerun(mut req: Request, ctx: Ctx) -> worker::Result<Response
             Event::Repair {
                 repair: Repair::RerunFrom { node: body.node },
                 by,
+            },
+        )
+        .await
+    }
+    .await;
+    respond(result, 200)
+}
+
+/// `POST /api/v1/runs/:id/decide` `{"node", "approve", "note"?}` — approves or rejects a paused
+/// approval node, as the caller.
+pub async fn handle_decide(mut req: Request, ctx: Ctx) -> worker::Result<Response> {
+    let result = async {
+        let body: DecideRequest = json_body(&mut req).await?;
+        if body.note.chars().count() > MAX_DECISION_NOTE {
+            return Err(ApiError::BadRequest(format!(
+                "note: is longer than {MAX_DECISION_NOTE} characters; keep the record short and link to details"
+            )));
+        }
+        let verb = if body.approve { "approve" } else { "reject" };
+        user_event(
+            &ctx,
+            verb,
+            Event::Decided {
+                node: body.node,
+                approve: body.approve,
+                by: ctx.user.name.clone(),
+                note: body.note,
             },
         )
         .await

@@ -170,6 +170,16 @@ pub fn Palette(session: Session) -> impl IntoView {
             "Input data",
             "Files of an MLflow run, or a path",
         ),
+        (
+            Kind::Approval,
+            "Approval",
+            "Pauses the run until a person approves or rejects, showing the candidate's metrics beside a registered model's",
+        ),
+        (
+            Kind::Register,
+            "Register model",
+            "Registers the upstream step's model as a new version of a registered model, and can move an alias to it",
+        ),
     ];
     view! {
         <aside class="cc-palette" aria-label="Node kinds">
@@ -197,6 +207,8 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Project => "project",
         Kind::Inference => "inference",
         Kind::Input => "input",
+        Kind::Approval => "approval",
+        Kind::Register => "register",
     }
 }
 

@@ -172,6 +172,8 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
             {field("Artifact path", "artifactPath", "below the run's artifact root", read(|n| input(n).and_then(|i| i.artifact_path.clone()).unwrap_or_default()), write(|n, v| with_input(n, |i| i.artifact_path = optional(v))))}
             {field("Path", "path", "or a file or directory the agent can read", read(|n| input(n).and_then(|i| i.path.clone()).unwrap_or_default()), write(|n, v| with_input(n, |i| i.path = optional(v))))}
         }.into_any()),
+        "approval" => Some(view! { <super::gates::ApprovalFields session id /> }.into_any()),
+        "register" => Some(view! { <super::gates::RegisterFields session id /> }.into_any()),
         _ => None,
     }
     };
@@ -183,7 +185,8 @@ fn NodeInspector(session: Session, id: String, problems: Memo<Vec<Problem>>) -> 
             {field("Name", "name", "shown on the canvas", read(|n| n.name.clone()), write(|n, v| { n.name = v.trim().to_string(); Ok(()) }))}
             {project_fields}
             {other_fields}
-            {move || (kind() != "input").then(|| view! {
+            <super::gates::GateFields session id />
+            {move || matches!(kind(), "project" | "inference").then(|| view! {
                 {field("Instances", "instances", "parallel copies", read(|n| n.instances.to_string()), write(|n, v| { n.instances = number("instances", &v)? as u32; Ok(()) }))}
                 {field("Cluster", "cluster", "the run's cluster", read(|n| n.cluster.clone().unwrap_or_default()), write(|n, v| { n.cluster = optional(v); Ok(()) }))}
                 {field("Image", "image", "the cluster's default image", read(|n| n.image.clone().unwrap_or_default()), write(|n, v| { n.image = optional(v); Ok(()) }))}

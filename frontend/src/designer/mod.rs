@@ -5,6 +5,7 @@
 mod canvas;
 mod dialogs;
 mod fields;
+mod gates;
 mod inspector;
 mod partitions;
 mod project;

@@ -81,15 +81,15 @@ class ConcurrentSubmittedRun(SubmittedRun):
         self._edge.call("POST", f"/api/v1/runs/{self._dag_run_id}/cancel")
 
 
-def _check_visible(run_id, tracking_uri):
-    """The caller reads the step's run from its own tracking URI: make sure it is there."""
+def _check_visible(run_id, tracking_uri, what):
+    """The caller reads the runs from its own tracking URI: make sure they are there."""
     from mlflow.tracking import MlflowClient
 
     try:
         MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
     except Exception as e:  # any failure means the caller cannot follow the run
         raise ConcurrentError(
-            f"the step's MLflow run {run_id} is not in the tracking server {tracking_uri} ({e}), so the "
+            f"{what} {run_id} is not in the tracking server {tracking_uri} ({e}), so the "
             "run was cancelled; set MLFLOW_TRACKING_URI to the MLflow server the Concurrent edge writes to"
         ) from e
 
@@ -153,17 +153,24 @@ class ConcurrentBackend(AbstractBackend):
                     f"{e}. `mlflow run` chose experiment {experiment_id} at the tracking URI {tracking_uri}; "
                     "set MLFLOW_TRACKING_URI to the MLflow server the Concurrent edge writes to", e.status) from e
             raise
-        # The step's MLflow run is created in advance by the edge; wait for its id.
+        # The edge makes the parent run at once; the step's run is made by the agent that takes
+        # the step, which may be a while on a busy cluster (or never, with no agent running).
+        checked, began, hinted = False, time.monotonic(), 0.0
         while True:
             state = edge.call("GET", f"/api/v1/runs/{dag_run.id}")
-            attempts = [a for n in state["nodes"] for i in n["instances"] for a in i["attempts"]]
-            if attempts and attempts[0].get("mlflowRunId"):
-                run_id = attempts[0]["mlflowRunId"]
+            if state["status"] in ("failed", "cancelled"):
+                raise ConcurrentError(f"the run ended {state['status']}: {state.get('error')}")
+            parent = (state.get("mlflow") or {}).get("runId")
+            if parent and not checked:
                 try:
-                    _check_visible(run_id, tracking_uri)
+                    _check_visible(parent, tracking_uri, "the DAG run's MLflow parent run")
                 except ConcurrentError:
                     dag_run.cancel()
                     raise
+                checked = True
+            attempts = [a for n in state["nodes"] for i in n["instances"] for a in i["attempts"]]
+            if checked and attempts and attempts[0].get("mlflowRunId"):
+                run_id = attempts[0]["mlflowRunId"]
                 print(f"Concurrent run {dag_run.id}, step run {run_id}")
                 print(f"  watch it:  {url.rstrip('/')}/#/dags/runs/{dag_run.id}")
                 print(f"  follow it: concurrent runs get {dag_run.id} --follow")
@@ -174,6 +181,11 @@ class ConcurrentBackend(AbstractBackend):
                     print("  `mlflow run` returns now, before the step has run (MLflow waits only for its own "
                           "backends); set \"wait\": true in the backend config to wait for the outcome.")
                 return submitted
-            if state["status"] in ("failed", "cancelled"):
-                raise ConcurrentError(f"the run ended {state['status']}: {state.get('error')}")
+            waited = time.monotonic() - began
+            if checked and waited - hinted >= 15:
+                hinted = waited
+                cluster = state.get("cluster") or config.get("cluster") or "(the edge's default)"
+                print(f"Concurrent run {dag_run.id}: waiting {waited:.0f} s for an agent of cluster {cluster} to take "
+                      f"the step; is one running (`concurrent agent --cluster {cluster}`)? Ctrl-C leaves the run queued; "
+                      f"`concurrent runs cancel {dag_run.id}` cancels it.", flush=True)
             time.sleep(0.2)

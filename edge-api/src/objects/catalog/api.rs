@@ -2,6 +2,7 @@
 
 use concurrent_core::run::RunStatus;
 use concurrent_core::schedule::Schedule;
+use concurrent_core::trigger::{Event, Trigger};
 use concurrent_core::wire::{RunSummary, TemplateSummary, TokenInfo};
 use concurrent_core::Problem;
 use serde::{Deserialize, Serialize};
@@ -68,7 +69,7 @@ pub struct RunQuery {
     pub before: Option<u64>,
 }
 
-/// Pause (or resume, at `now`) the schedule `name`.
+/// Pause (or resume, at `now`) the schedule or trigger `name`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Pausing {
     pub name: String,
@@ -84,6 +85,27 @@ pub struct TickOutcome {
     pub at: u64,
     /// The run that started, or why none did.
     pub result: Result<String, String>,
+}
+
+/// The outcome of starting a trigger's event, recorded on the trigger.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerOutcome {
+    pub name: String,
+    /// The event's key.
+    pub key: String,
+    /// The run that started, or why none did.
+    pub result: Result<String, String>,
+}
+
+/// What a poll of the registry saw for a trigger at `at`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerPoll {
+    pub name: String,
+    pub at: u64,
+    pub seen: Option<String>,
+    pub error: Option<String>,
 }
 
 /// A token to store: its hash, never the secret.
@@ -115,6 +137,16 @@ object_api! {
         /// The ticks to start a run for now (pending ones first).
         due_schedules(u64) -> Vec<(Schedule, u64)> = "/schedules/due";
         record_tick(TickOutcome) -> bool = "/schedules/record";
+        create_trigger(Trigger) -> Trigger = "/triggers/create";
+        triggers(()) -> Vec<Trigger> = "/triggers/list";
+        delete_trigger(String) -> bool = "/triggers/delete";
+        pause_trigger(Pausing) -> Trigger = "/triggers/pause";
+        /// Keeps an event for the triggers it fires; how many.
+        record_event(Event) -> u32 = "/triggers/event";
+        /// The events whose runs have not started yet.
+        pending_events(()) -> Vec<(Trigger, Event)> = "/triggers/pending";
+        record_trigger(TriggerOutcome) -> bool = "/triggers/record";
+        record_poll(TriggerPoll) -> bool = "/triggers/poll";
         create_token(StoredToken) -> TokenInfo = "/tokens/create";
         /// The token with this SHA-256, if any.
         lookup_token(String) -> Option<TokenInfo> = "/tokens/lookup";

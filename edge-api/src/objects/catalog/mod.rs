@@ -1,5 +1,5 @@
-//! The catalog Durable Object (one per deployment): template versions, the run index, schedules
-//! and tokens, one file each. It is never on a run's hot path; template bodies live in KV.
+//! The catalog Durable Object (one per deployment): template versions, the run index, schedules,
+//! triggers and tokens, one file each. It is never on a run's hot path; template bodies live in KV.
 //! What callers may know of it is in `api`.
 
 pub mod api;
@@ -7,13 +7,16 @@ mod runs;
 mod schedules;
 mod templates;
 mod tokens;
+mod triggers;
 
 use concurrent_core::schedule::Schedule;
+use concurrent_core::trigger::{Event, Trigger};
 use concurrent_core::wire::{RunSummary, TemplateSummary, TokenInfo};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use self::api::{
-    CatalogApi, Commit, Pausing, RunQuery, StoredToken, TickOutcome, VersionQuery, VersionRow,
+    CatalogApi, Commit, Pausing, RunQuery, StoredToken, TickOutcome, TriggerOutcome, TriggerPoll,
+    VersionQuery, VersionRow,
 };
 use crate::error::ApiError;
 use crate::http::reply;
@@ -31,6 +34,7 @@ impl DurableObject for Catalog {
             .chain(runs::SCHEMA)
             .chain(schedules::SCHEMA)
             .chain(tokens::SCHEMA)
+            .chain(triggers::SCHEMA)
         {
             sql.exec(ddl, None).expect("catalog schema");
         }
@@ -83,6 +87,30 @@ impl CatalogApi for Catalog {
     }
     async fn record_tick(&self, body: TickOutcome) -> Result<bool, ApiError> {
         Catalog::record_tick(self, body).await
+    }
+    async fn create_trigger(&self, body: Trigger) -> Result<Trigger, ApiError> {
+        Catalog::create_trigger(self, body).await
+    }
+    async fn triggers(&self, body: ()) -> Result<Vec<Trigger>, ApiError> {
+        Catalog::triggers(self, body).await
+    }
+    async fn delete_trigger(&self, body: String) -> Result<bool, ApiError> {
+        Catalog::delete_trigger(self, body).await
+    }
+    async fn pause_trigger(&self, body: Pausing) -> Result<Trigger, ApiError> {
+        Catalog::pause_trigger(self, body).await
+    }
+    async fn record_event(&self, body: Event) -> Result<u32, ApiError> {
+        Catalog::record_event(self, body).await
+    }
+    async fn pending_events(&self, body: ()) -> Result<Vec<(Trigger, Event)>, ApiError> {
+        Catalog::pending_events(self, body).await
+    }
+    async fn record_trigger(&self, body: TriggerOutcome) -> Result<bool, ApiError> {
+        Catalog::record_trigger(self, body).await
+    }
+    async fn record_poll(&self, body: TriggerPoll) -> Result<bool, ApiError> {
+        Catalog::record_poll(self, body).await
     }
     async fn create_token(&self, body: StoredToken) -> Result<TokenInfo, ApiError> {
         Catalog::create_token(self, body).await

@@ -32,6 +32,7 @@ impl Catalog {
                 serde_json::to_string(&r)?.into(),
             ],
         )?;
+        self.run_ended(&r)?;
         Ok(true)
     }
 

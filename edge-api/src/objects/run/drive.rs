@@ -308,7 +308,15 @@ impl RunObject {
                 status,
                 end_time,
                 metrics,
+                attempt_runs,
             } => {
+                if let Some(runs) = attempt_runs {
+                    for id in mlflow.running_runs(&runs.experiment_id, &runs.dag_run).await? {
+                        if let Some(status) = runs.status.get(&id) {
+                            mlflow.update_run(&id, status, Some(now_ms())).await?;
+                        }
+                    }
+                }
                 if !metrics.is_empty() {
                     mlflow.log_batch(run_id, &[], metrics, now_ms()).await?;
                 }
@@ -331,6 +339,36 @@ impl RunObject {
                     node: node.clone(),
                     input: input.clone(),
                 })
+            }
+            MlflowEffect::RegisterModel {
+                node,
+                key,
+                name,
+                source,
+                run_id,
+                model_id,
+                alias,
+                tags,
+            } => {
+                let version = mlflow
+                    .register_model(
+                        name,
+                        key,
+                        source,
+                        run_id,
+                        model_id.as_deref(),
+                        tags,
+                        alias.as_deref(),
+                    )
+                    .await?;
+                Ok(Event::ModelRegistered {
+                    node: node.clone(),
+                    version,
+                })
+            }
+            MlflowEffect::NoteNode { run_id, node, tags } => {
+                mlflow.log_batch(run_id, tags, &[], now_ms()).await?;
+                Ok(Event::NodeNoted { node: node.clone() })
             }
         }
     }
