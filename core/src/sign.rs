@@ -17,6 +17,24 @@ pub fn verify(key: &str, message: &str, given: &str) -> bool {
     constant_time_eq(mac_hex(key, message).as_bytes(), given.as_bytes())
 }
 
+/// A webhook signature as MLflow makes it (and Concurrent's notifications): `v1,` and the
+/// base64 HMAC-SHA256 of `<delivery id>.<timestamp>.<payload>` under `secret`.
+pub fn webhook_signature(
+    secret: &str,
+    delivery_id: &str,
+    timestamp: &str,
+    payload: &str,
+) -> String {
+    use base64::Engine;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(format!("{delivery_id}.{timestamp}.{payload}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
 /// SHA-256 of `text`, as lowercase hex (how API tokens are stored).
 pub fn sha256_hex(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))

@@ -34,6 +34,37 @@ pub struct Template {
     /// Step caching for every node that says nothing of its own (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<Cache>,
+    /// Webhooks told when the run succeeds, fails, or waits for an approval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
+}
+
+/// A webhook the run POSTs to (a JSON body with a Slack-compatible `text`). Its URL and signing
+/// key may be edge secrets (named `NOTIFY_…`), so neither is in the template or the run record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// The URL, when it is no secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The edge secret that holds the URL (a Slack webhook URL is a credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret: Option<String>,
+    /// The edge secret the body is signed with: `X-Concurrent-Signature: v1,<base64 HMAC-SHA256
+    /// of "<delivery id>.<timestamp>.<body>">`, as MLflow signs its webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+    pub on: Vec<NotifyOn>,
+}
+
+/// What a notification is sent for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NotifyOn {
+    Succeeded,
+    Failed,
+    /// An approval node waits for a person.
+    Waiting,
 }
 
 /// Step caching: an attempt whose project, entry point, parameters, environment, image and

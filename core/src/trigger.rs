@@ -12,11 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::Sha256;
 
 /// What starts the template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +34,13 @@ impl On {
     /// The fields its events pass as `{{trigger.<field>}}`.
     pub fn fields(&self) -> &'static [&'static str] {
         match self {
-            On::ModelVersionCreated { .. } => &["model_name", "model_version", "model_uri", "source", "run_id"],
+            On::ModelVersionCreated { .. } => &[
+                "model_name",
+                "model_version",
+                "model_uri",
+                "source",
+                "run_id",
+            ],
             On::ModelAliasSet { .. } => &["model_name", "alias", "model_version", "model_uri"],
             On::RunSucceeded { .. } => &["run_id", "template"],
         }
@@ -161,17 +164,35 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Event {
-    ModelVersionCreated { model: String, version: String, source: String, run_id: Option<String> },
-    ModelAliasSet { model: String, alias: String, version: String },
-    RunSucceeded { run_id: String, template: String },
+    ModelVersionCreated {
+        model: String,
+        version: String,
+        source: String,
+        run_id: Option<String>,
+    },
+    ModelAliasSet {
+        model: String,
+        alias: String,
+        version: String,
+    },
+    RunSucceeded {
+        run_id: String,
+        template: String,
+    },
 }
 
 impl Event {
     /// What makes it this event and no other: the same key is never acted on twice.
     pub fn key(&self) -> String {
         match self {
-            Event::ModelVersionCreated { model, version, .. } => format!("model_version:{model}:{version}"),
-            Event::ModelAliasSet { model, alias, version } => format!("alias:{model}@{alias}:{version}"),
+            Event::ModelVersionCreated { model, version, .. } => {
+                format!("model_version:{model}:{version}")
+            }
+            Event::ModelAliasSet {
+                model,
+                alias,
+                version,
+            } => format!("alias:{model}@{alias}:{version}"),
             Event::RunSucceeded { run_id, .. } => format!("run:{run_id}"),
         }
     }
@@ -180,14 +201,23 @@ impl Event {
     pub fn values(&self) -> BTreeMap<&'static str, String> {
         let mut v = BTreeMap::new();
         match self {
-            Event::ModelVersionCreated { model, version, source, run_id } => {
+            Event::ModelVersionCreated {
+                model,
+                version,
+                source,
+                run_id,
+            } => {
                 v.insert("model_name", model.clone());
                 v.insert("model_version", version.clone());
                 v.insert("model_uri", format!("models:/{model}/{version}"));
                 v.insert("source", source.clone());
                 v.insert("run_id", run_id.clone().unwrap_or_default());
             }
-            Event::ModelAliasSet { model, alias, version } => {
+            Event::ModelAliasSet {
+                model,
+                alias,
+                version,
+            } => {
                 v.insert("model_name", model.clone());
                 v.insert("alias", alias.clone());
                 v.insert("model_version", version.clone());
@@ -225,9 +255,16 @@ impl Event {
     /// Whether `on` watches this event.
     pub fn fires(&self, on: &On) -> bool {
         match (self, on) {
-            (Event::ModelVersionCreated { model, .. }, On::ModelVersionCreated { model: m }) => model == m,
-            (Event::ModelAliasSet { model, alias, .. }, On::ModelAliasSet { model: m, alias: a }) => model == m && alias == a,
-            (Event::RunSucceeded { template, .. }, On::RunSucceeded { template: t }) => template == t,
+            (Event::ModelVersionCreated { model, .. }, On::ModelVersionCreated { model: m }) => {
+                model == m
+            }
+            (
+                Event::ModelAliasSet { model, alias, .. },
+                On::ModelAliasSet { model: m, alias: a },
+            ) => model == m && alias == a,
+            (Event::RunSucceeded { template, .. }, On::RunSucceeded { template: t }) => {
+                template == t
+            }
             _ => false,
         }
     }
@@ -241,14 +278,18 @@ pub fn problems(t: &NewTrigger) -> Vec<String> {
     }
     let blank = |s: &str| s.trim().is_empty();
     match &t.on {
-        On::ModelVersionCreated { model } if blank(model) => out.push("on.model: name the registered model".into()),
+        On::ModelVersionCreated { model } if blank(model) => {
+            out.push("on.model: name the registered model".into())
+        }
         On::ModelAliasSet { model, alias } if blank(model) || blank(alias) => {
             out.push("on.model and on.alias: name the registered model and its alias".into())
         }
-        On::RunSucceeded { template } if blank(template) => out.push("on.template: name the template whose runs start this one".into()),
-        On::RunSucceeded { template } if *template == t.template => {
-            out.push(format!("on.template: a run of {template:?} would start itself for ever; name another template"))
+        On::RunSucceeded { template } if blank(template) => {
+            out.push("on.template: name the template whose runs start this one".into())
         }
+        On::RunSucceeded { template } if *template == t.template => out.push(format!(
+            "on.template: a run of {template:?} would start itself for ever; name another template"
+        )),
         _ => {}
     }
     match (t.poll_seconds, t.on.watches_registry()) {
@@ -296,7 +337,10 @@ pub fn parameters(t: &NewTrigger, event: &Event) -> BTreeMap<String, String> {
         .map(|(k, v)| {
             let mut v = v.clone();
             for (field, value) in &values {
-                for form in [format!("{{{{trigger.{field}}}}}"), format!("{{{{ trigger.{field} }}}}")] {
+                for form in [
+                    format!("{{{{trigger.{field}}}}}"),
+                    format!("{{{{ trigger.{field} }}}}"),
+                ] {
                     v = v.replace(&form, value);
                 }
             }
@@ -331,13 +375,11 @@ pub fn verify_delivery(
             "the delivery is from {at}, more than {MAX_DELIVERY_AGE_SECS} s from now ({now_secs}); a replay is refused"
         ));
     }
-    let given = signature
-        .strip_prefix("v1,")
-        .ok_or("X-MLflow-Signature is not a v1 signature")?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{delivery_id}.{timestamp}.{payload}").as_bytes());
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    if crate::sign::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+    if !signature.starts_with("v1,") {
+        return Err("X-MLflow-Signature is not a v1 signature".into());
+    }
+    let expected = crate::sign::webhook_signature(secret, delivery_id, timestamp, payload);
+    if crate::sign::constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
         Ok(())
     } else {
         Err("X-MLflow-Signature does not match the payload under the trigger secret".into())
@@ -347,21 +389,35 @@ pub fn verify_delivery(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
     use proptest::prelude::*;
     use serde_json::json;
+    use sha2::Sha256;
 
+    /// MLflow's own signing (`mlflow/webhooks/delivery.py`), written out independently.
     fn sign(secret: &str, id: &str, ts: &str, payload: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(format!("{id}.{ts}.{payload}").as_bytes());
-        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
     }
 
     fn alias_trigger() -> NewTrigger {
         NewTrigger {
             name: "score".into(),
             template: "batch-score".into(),
-            on: On::ModelAliasSet { model: "iris".into(), alias: "champion".into() },
-            parameters: [("model".to_string(), "{{trigger.model_uri}}".to_string()), ("v".into(), "v{{ trigger.model_version }}".into())].into(),
+            on: On::ModelAliasSet {
+                model: "iris".into(),
+                alias: "champion".into(),
+            },
+            parameters: [
+                ("model".to_string(), "{{trigger.model_uri}}".to_string()),
+                ("v".into(), "v{{ trigger.model_version }}".into()),
+            ]
+            .into(),
             cluster: None,
             poll_seconds: None,
         }
@@ -378,21 +434,51 @@ mod tests {
         assert_eq!(p["v"], "v3");
         let version = Event::from_mlflow(&json!({"entity": "model_version", "action": "created", "data": {"name": "iris", "version": "4", "source": "models:/m-1", "run_id": "r1"}})).unwrap();
         assert_eq!(version.key(), "model_version:iris:4");
-        assert!(!version.fires(&t.on), "a new version does not move the alias");
-        assert_eq!(Event::from_mlflow(&json!({"entity": "registered_model", "action": "created", "data": {"name": "iris"}})), None);
-        assert_eq!(Event::from_mlflow(&json!({"entity": "model_version_alias", "action": "created", "data": {"name": "iris"}})), None, "no alias: not an event");
+        assert!(
+            !version.fires(&t.on),
+            "a new version does not move the alias"
+        );
+        assert_eq!(
+            Event::from_mlflow(
+                &json!({"entity": "registered_model", "action": "created", "data": {"name": "iris"}})
+            ),
+            None
+        );
+        assert_eq!(
+            Event::from_mlflow(
+                &json!({"entity": "model_version_alias", "action": "created", "data": {"name": "iris"}})
+            ),
+            None,
+            "no alias: not an event"
+        );
     }
 
     #[test]
     fn problems_name_the_field() {
         assert!(problems(&alias_trigger()).is_empty());
         let mut t = alias_trigger();
-        t.parameters.insert("bad".into(), "{{trigger.run_id}}".into());
+        t.parameters
+            .insert("bad".into(), "{{trigger.run_id}}".into());
         t.poll_seconds = Some(5);
         let p = problems(&t);
-        assert!(p.iter().any(|m| m.starts_with("parameters.bad: {{trigger.run_id}} is not a field") && m.contains("trigger.model_uri")), "{p:?}");
-        assert!(p.iter().any(|m| m.starts_with("pollSeconds: at least 60")), "{p:?}");
-        let own = NewTrigger { on: On::RunSucceeded { template: "batch-score".into() }, parameters: BTreeMap::new(), ..alias_trigger() };
+        assert!(
+            p.iter().any(
+                |m| m.starts_with("parameters.bad: {{trigger.run_id}} is not a field")
+                    && m.contains("trigger.model_uri")
+            ),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("pollSeconds: at least 60")),
+            "{p:?}"
+        );
+        let own = NewTrigger {
+            on: On::RunSucceeded {
+                template: "batch-score".into(),
+            },
+            parameters: BTreeMap::new(),
+            ..alias_trigger()
+        };
         assert!(problems(&own).iter().any(|m| m.contains("start itself")));
     }
 
@@ -400,16 +486,32 @@ mod tests {
     fn deliveries_are_checked_for_signature_and_age() {
         let payload = r#"{"entity": "model_version", "action": "created", "data": {}}"#;
         let sig = sign("s3cret", "d1", "1000", payload);
-        assert_eq!(verify_delivery("s3cret", "d1", "1000", payload, &sig, 1100), Ok(()));
-        assert!(verify_delivery("other", "d1", "1000", payload, &sig, 1100).unwrap_err().contains("does not match"));
-        assert!(verify_delivery("s3cret", "d2", "1000", payload, &sig, 1100).is_err(), "another delivery id");
-        assert!(verify_delivery("s3cret", "d1", "1000", payload, &sig, 2000).unwrap_err().contains("replay"));
+        assert_eq!(
+            verify_delivery("s3cret", "d1", "1000", payload, &sig, 1100),
+            Ok(())
+        );
+        assert!(verify_delivery("other", "d1", "1000", payload, &sig, 1100)
+            .unwrap_err()
+            .contains("does not match"));
+        assert!(
+            verify_delivery("s3cret", "d2", "1000", payload, &sig, 1100).is_err(),
+            "another delivery id"
+        );
+        assert!(verify_delivery("s3cret", "d1", "1000", payload, &sig, 2000)
+            .unwrap_err()
+            .contains("replay"));
         assert!(verify_delivery("s3cret", "d1", "soon", payload, &sig, 1000).is_err());
     }
 
     #[test]
     fn a_poll_fires_only_for_what_changed_after_the_first_look() {
-        let mut t = Trigger::new(NewTrigger { poll_seconds: Some(60), ..alias_trigger() }, 0);
+        let mut t = Trigger::new(
+            NewTrigger {
+                poll_seconds: Some(60),
+                ..alias_trigger()
+            },
+            0,
+        );
         assert!(t.poll_due(0));
         assert_eq!(t.polled(Some("1")), None, "the first look is the baseline");
         t.seen = Some("1".into());
@@ -419,10 +521,22 @@ mod tests {
         assert_eq!(t.polled(Some("1")), None);
         assert_eq!(t.polled(Some("3")).unwrap().key(), "alias:iris@champion:3");
         assert_eq!(t.polled(None), None, "an alias removed is not an event");
-        let mut v = Trigger::new(NewTrigger { on: On::ModelVersionCreated { model: "iris".into() }, ..t.spec.clone() }, 0);
+        let mut v = Trigger::new(
+            NewTrigger {
+                on: On::ModelVersionCreated {
+                    model: "iris".into(),
+                },
+                ..t.spec.clone()
+            },
+            0,
+        );
         v.seen = Some("4".into());
         assert_eq!(v.polled(Some("5")).unwrap().key(), "model_version:iris:5");
-        assert_eq!(v.polled(Some("3")), None, "an older version (the newest deleted) is not new");
+        assert_eq!(
+            v.polled(Some("3")),
+            None,
+            "an older version (the newest deleted) is not new"
+        );
     }
 
     proptest! {

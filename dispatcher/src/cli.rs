@@ -684,12 +684,20 @@ pub enum Triggers {
     /// Create a trigger from a JSON file (admins): `{"name", "template", "on": {"event":
     /// "modelAliasSet", "model", "alias"} | {"event": "modelVersionCreated", "model"} |
     /// {"event": "runSucceeded", "template"}, "parameters", "cluster", "pollSeconds"}`.
-    Create { file: PathBuf },
+    Create {
+        file: PathBuf,
+    },
     /// The triggers, with what they last did.
     List,
-    Pause { name: String },
-    Resume { name: String },
-    Delete { name: String },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 pub async fn triggers(c: Connection, cmd: Triggers) -> anyhow::Result<()> {
@@ -698,14 +706,20 @@ pub async fn triggers(c: Connection, cmd: Triggers) -> anyhow::Result<()> {
         Triggers::Create { file } => {
             let body = read_json(&file)?;
             let t = api
-                .json(reqwest::Method::POST, &Route::TriggerCreate.path(&[]), Some(&body))
+                .json(
+                    reqwest::Method::POST,
+                    &Route::TriggerCreate.path(&[]),
+                    Some(&body),
+                )
                 .await?;
             match c.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&t)?),
                 Output::Table => println!(
                     "trigger {} created: {}",
                     t["name"].as_str().unwrap_or("?"),
-                    t["delivery"].as_str().unwrap_or("starts on each run's success")
+                    t["delivery"]
+                        .as_str()
+                        .unwrap_or("starts on each run's success")
                 ),
             }
             return Ok(());
@@ -720,18 +734,48 @@ pub async fn triggers(c: Connection, cmd: Triggers) -> anyhow::Result<()> {
                 Output::Table => println!(
                     "{}",
                     table(
-                        &["NAME", "TEMPLATE", "ON", "STATE", "RUNS", "LAST RUN", "LAST ERROR"],
+                        &[
+                            "NAME",
+                            "TEMPLATE",
+                            "ON",
+                            "STATE",
+                            "RUNS",
+                            "LAST RUN",
+                            "LAST ERROR"
+                        ],
                         rows.iter()
                             .map(|t| {
                                 let s = |k: &str| t[k].as_str().unwrap_or_default().to_string();
                                 let on = &t["on"];
                                 let on = match on["event"].as_str() {
-                                    Some("modelAliasSet") => format!("{}@{} moved", on["model"].as_str().unwrap_or("?"), on["alias"].as_str().unwrap_or("?")),
-                                    Some("modelVersionCreated") => format!("new {} version", on["model"].as_str().unwrap_or("?")),
-                                    _ => format!("{} succeeded", on["template"].as_str().unwrap_or("?")),
+                                    Some("modelAliasSet") => format!(
+                                        "{}@{} moved",
+                                        on["model"].as_str().unwrap_or("?"),
+                                        on["alias"].as_str().unwrap_or("?")
+                                    ),
+                                    Some("modelVersionCreated") => format!(
+                                        "new {} version",
+                                        on["model"].as_str().unwrap_or("?")
+                                    ),
+                                    _ => format!(
+                                        "{} succeeded",
+                                        on["template"].as_str().unwrap_or("?")
+                                    ),
                                 };
-                                let state = if t["paused"] == true { "paused" } else { "active" };
-                                vec![s("name"), s("template"), on, state.into(), t["fired"].to_string(), s("lastRunId"), s("lastError")]
+                                let state = if t["paused"] == true {
+                                    "paused"
+                                } else {
+                                    "active"
+                                };
+                                vec![
+                                    s("name"),
+                                    s("template"),
+                                    on,
+                                    state.into(),
+                                    t["fired"].to_string(),
+                                    s("lastRunId"),
+                                    s("lastError"),
+                                ]
                             })
                             .collect()
                     )
@@ -753,7 +797,11 @@ pub async fn triggers(c: Connection, cmd: Triggers) -> anyhow::Result<()> {
             .await?;
         println!(
             "trigger {name} is {}",
-            if t["paused"] == true { "paused" } else { "active" }
+            if t["paused"] == true {
+                "paused"
+            } else {
+                "active"
+            }
         );
     }
     Ok(())

@@ -10,7 +10,7 @@
 // Layers, each importing only those below it: the request's way in (`router`, `routes/`),
 // who is calling (`auth`, `cf_access`), the MLflow UI (`mlflow_proxy`), the Durable Objects
 // (`objects/`, each with the `api` callers use), MLflow, and at the bottom the small helpers
-// (`cache`, `user`, `secrets`, `alarm`, `http`, `error`, `platform`).
+// (`cache`, `user`, `secrets`, `alarm`, `webhook`, `http`, `error`, `platform`).
 mod alarm;
 mod auth;
 mod cache;
@@ -25,6 +25,7 @@ mod router;
 mod routes;
 mod secrets;
 mod user;
+mod webhook;
 
 pub use objects::catalog::Catalog;
 pub use objects::queue::QueueObject;

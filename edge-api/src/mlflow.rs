@@ -269,11 +269,17 @@ impl Mlflow {
                 })),
             )
             .await?;
-        Ok(v["model_versions"][0]["version"].as_str().map(str::to_string))
+        Ok(v["model_versions"][0]["version"]
+            .as_str()
+            .map(str::to_string))
     }
 
     /// The version `model@alias` points at; `None` when the alias (or the model) is not set.
-    pub async fn alias_version(&self, model: &str, alias: &str) -> Result<Option<String>, MlflowError> {
+    pub async fn alias_version(
+        &self,
+        model: &str,
+        alias: &str,
+    ) -> Result<Option<String>, MlflowError> {
         let path = format!(
             "registered-models/alias?name={}&alias={}",
             percent_encode(model, false),
@@ -295,7 +301,9 @@ impl Mlflow {
             {"entity": "MODEL_VERSION", "action": "CREATED"},
             {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"}
         ]);
-        let listed: Value = self.send(Method::Get, "webhooks?max_results=100", None).await?;
+        let listed: Value = self
+            .send(Method::Get, "webhooks?max_results=100", None)
+            .await?;
         let existing = listed["webhooks"]
             .as_array()
             .into_iter()
@@ -307,11 +315,16 @@ impl Mlflow {
             let path = format!("webhooks/{id}");
             // It fails when MLflow cannot read the old secret (its encryption key changed): a
             // new webhook is made instead.
-            if self.send::<Value>(Method::Patch, &path, Some(body.clone())).await.is_ok() {
+            if self
+                .send::<Value>(Method::Patch, &path, Some(body.clone()))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
         }
-        self.send::<Value>(Method::Post, "webhooks", Some(body)).await?;
+        self.send::<Value>(Method::Post, "webhooks", Some(body))
+            .await?;
         Ok(())
     }
 

@@ -11,11 +11,11 @@ mod log_view;
 mod route;
 mod run_view;
 mod schedules;
-mod triggers;
 mod shell;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod tests;
 mod tokens;
+mod triggers;
 
 use wasm_bindgen::prelude::*;
 

@@ -144,6 +144,20 @@ pub fn RunView(id: String) -> impl IntoView {
                             {(terminal && failed).then(|| view! { <button data-action="retry" on:click=move |_| act("retry", serde_json::json!({}))>"Retry failed"</button> })}
                         </header>
                         {state.error.clone().map(|e| view! { <pre class="cc-error cc-run-error" role="alert">{e}</pre> })}
+                        {(!state.notifications.is_empty()).then(|| view! {
+                            <ul class="cc-notifications" data-notifications="">
+                                {state.notifications.iter().map(|d| {
+                                    let what = format!("Notification {} ({})", d.to + 1, d.event);
+                                    let line = match (&d.delivered_at, &d.error) {
+                                        (Some(at), _) => format!("{what}: sent at {}", crate::format_time(*at)),
+                                        (None, Some(e)) => format!("{what}: not delivered after {} tries: {e}{}", d.attempts, d.retry_at.map(|t| format!("; next try at {}", crate::format_time(t))).unwrap_or_else(|| "; given up".into())),
+                                        (None, None) => format!("{what}: sending"),
+                                    };
+                                    let failed = d.delivered_at.is_none() && d.error.is_some();
+                                    view! { <li class:cc-error=failed data-delivery=d.event.clone() data-delivered=d.delivered_at.is_some().to_string()>{line}</li> }
+                                }).collect_view()}
+                            </ul>
+                        })}
                         {move || action_error.get().map(|e| view! { <p class="cc-error" role="alert">{e}</p> })}
                         {(!state.parameters.is_empty()).then(|| view! {
                             <p class="cc-sub">"Parameters: "{state.parameters.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")}</p>

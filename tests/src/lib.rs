@@ -49,6 +49,9 @@ extern "C" fn kill_all_groups() {
     }
 }
 
+/// The edge secret `NOTIFY_TEST_KEY` of every test edge (notifications are signed with it).
+pub const NOTIFY_TEST_KEY: &str = "notify-test-signing-key-0123456789";
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -279,7 +282,10 @@ fn start_mlflow(dir: &Path, port: u16, store: ArtifactStore, backend: &Backend) 
         .env("MLFLOW_WEBHOOK_CACHE_TTL", "1")
         // Webhook secrets are stored encrypted; without a key of its own MLflow draws one per
         // process and cannot read them after a restart.
-        .env("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+        .env(
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
         .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
         dir.join(format!("mlflow-{}.log", free_port())),
     )
@@ -296,7 +302,12 @@ pub fn start_edge(
     let root = root();
     let wrangler = require(&root.join("node_modules/.bin/wrangler"), "scripts/setup.sh");
     let env_file = dir.join(format!("edge-{}.env", free_port()));
-    std::fs::write(&env_file, format!("CONCURRENT_API_TOKEN={token}\n")).expect("env file");
+    // NOTIFY_TEST_KEY: the signing secret the notification tests name.
+    std::fs::write(
+        &env_file,
+        format!("CONCURRENT_API_TOKEN={token}\nNOTIFY_TEST_KEY={NOTIFY_TEST_KEY}\n"),
+    )
+    .expect("env file");
     let edge_port = free_port();
     let edge_url = format!("http://127.0.0.1:{edge_port}");
     let path = format!(

@@ -33,7 +33,12 @@ fn template() -> Value {
 }
 
 fn gate(run: &Value) -> &Value {
-    run["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "gate").unwrap()
+    run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "gate")
+        .unwrap()
 }
 
 #[test]
@@ -50,10 +55,24 @@ fn the_run_view_approves_beside_the_champion_and_the_designer_edits_gates() {
     let first = start();
     let run = paused(&first);
     let accuracy = {
-        let train = run["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "train").unwrap();
-        let run_id = train["instances"][0]["attempts"][0]["mlflowRunId"].as_str().unwrap();
+        let train = run["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "train")
+            .unwrap();
+        let run_id = train["instances"][0]["attempts"][0]["mlflowRunId"]
+            .as_str()
+            .unwrap();
         let r = stack.mlflow_api("GET", &format!("runs/get?run_id={run_id}"), None);
-        let m = r["run"]["data"]["metrics"].as_array().unwrap().iter().find(|m| m["key"] == "val_accuracy").unwrap()["value"].as_f64().unwrap();
+        let m = r["run"]["data"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["key"] == "val_accuracy")
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap();
         format!("{m:.4}")
     };
 
@@ -107,7 +126,15 @@ fn the_run_view_approves_beside_the_champion_and_the_designer_edits_gates() {
     });
     let (status, saved) = stack.api("GET", "/api/v1/templates/ship-ui", None);
     assert_eq!(status, 200, "{saved}");
-    let node = saved["template"]["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "gate").unwrap();
-    assert_eq!(node["when"], "max(upstream.train.metrics.val_accuracy) >= 0.8", "{node:#}");
+    let node = saved["template"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "gate")
+        .unwrap();
+    assert_eq!(
+        node["when"], "max(upstream.train.metrics.val_accuracy) >= 0.8",
+        "{node:#}"
+    );
     assert_eq!(node["triggerRule"], "allDone", "{node:#}");
 }

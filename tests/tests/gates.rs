@@ -37,7 +37,12 @@ fn template() -> Value {
 }
 
 fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()
+    run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap()
 }
 
 fn paused(stack: &Stack, id: &str) -> Value {
@@ -61,7 +66,12 @@ fn parent_tag(stack: &Stack, run: &Value, key: &str) -> String {
 }
 
 fn champion(stack: &Stack) -> Value {
-    stack.mlflow_api("GET", &format!("registered-models/alias?name={MODEL}&alias=champion"), None)["model_version"].clone()
+    stack.mlflow_api(
+        "GET",
+        &format!("registered-models/alias?name={MODEL}&alias=champion"),
+        None,
+    )["model_version"]
+        .clone()
 }
 
 #[test]
@@ -69,48 +79,109 @@ fn a_gated_model_is_registered_when_approved_skipped_below_the_bar_and_kept_out_
     let stack = Stack::shared();
     let _agent = stack.agent_with("gates", &["--capacity", "2"]);
     stack.put_template(&template());
-    let start = |threshold: &str| stack.start_run(&json!({"template": "ship-iris", "cluster": "gates", "parameters": {"threshold": threshold}}));
+    let start = |threshold: &str| {
+        stack.start_run(&json!({"template": "ship-iris", "cluster": "gates", "parameters": {"threshold": threshold}}))
+    };
 
     // Approved: the best of the two points becomes version 1, @champion.
     let id = start("0.5");
     let run = paused(stack, &id);
     assert_eq!(run["status"], "running");
-    let (status, reader) = stack.api("POST", "/api/v1/tokens", Some(&json!({"name": "gates-reader", "role": "reader"})));
+    let (status, reader) = stack.api(
+        "POST",
+        "/api/v1/tokens",
+        Some(&json!({"name": "gates-reader", "role": "reader"})),
+    );
     assert_eq!(status, 201, "{reader}");
     let decide = json!({"node": "gate", "approve": true, "note": "better than nothing"});
-    let (status, body) = stack.api_as(reader["token"].as_str(), "POST", &format!("/api/v1/runs/{id}/decide"), Some(&decide));
+    let (status, body) = stack.api_as(
+        reader["token"].as_str(),
+        "POST",
+        &format!("/api/v1/runs/{id}/decide"),
+        Some(&decide),
+    );
     assert_eq!(status, 403, "a reader cannot decide: {body}");
     let (status, body) = stack.api("POST", &format!("/api/v1/runs/{id}/decide"), Some(&decide));
     assert_eq!(status, 200, "{body}");
-    let (status, again) = stack.api("POST", &format!("/api/v1/runs/{id}/decide"), Some(&json!({"node": "gate", "approve": false})));
+    let (status, again) = stack.api(
+        "POST",
+        &format!("/api/v1/runs/{id}/decide"),
+        Some(&json!({"node": "gate", "approve": false})),
+    );
     assert_eq!(status, 409, "{again}");
-    assert!(again["error"]["message"].as_str().unwrap().contains("already approved by admin"), "{again}");
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already approved by admin"),
+        "{again}"
+    );
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    let best = node(&run, "gate")["selections"][0]["chosen"][0].as_u64().unwrap() as usize;
-    let best_run = node(&run, "train")["instances"][best]["attempts"][0]["mlflowRunId"].as_str().unwrap();
+    let best = node(&run, "gate")["selections"][0]["chosen"][0]
+        .as_u64()
+        .unwrap() as usize;
+    let best_run = node(&run, "train")["instances"][best]["attempts"][0]["mlflowRunId"]
+        .as_str()
+        .unwrap();
     let v = champion(stack);
     assert_eq!(v["version"], "1", "{v:#}");
     assert_eq!(v["run_id"], best_run, "the best instance's model: {v:#}");
-    assert!(v["source"].as_str().is_some_and(|m| m.starts_with("models:/m-")), "the logged model: {v:#}");
-    let tags: Vec<(&str, &str)> = v["tags"].as_array().unwrap().iter().map(|t| (t["key"].as_str().unwrap(), t["value"].as_str().unwrap())).collect();
-    assert!(tags.contains(&("concurrent.run_id", id.as_str())), "{tags:?}");
+    assert!(
+        v["source"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("models:/m-")),
+        "the logged model: {v:#}"
+    );
+    let tags: Vec<(&str, &str)> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap(), t["value"].as_str().unwrap()))
+        .collect();
+    assert!(
+        tags.contains(&("concurrent.run_id", id.as_str())),
+        "{tags:?}"
+    );
     assert!(tags.contains(&("concurrent.node", "train")), "{tags:?}");
-    assert!(tags.contains(&("concurrent.instance", best.to_string().as_str())), "{tags:?}");
-    assert_eq!(node(&run, "register")["registered"], json!({"model": MODEL, "version": "1", "sourceRun": best_run, "alias": "champion"}));
-    assert!(parent_tag(stack, &run, "concurrent.approval.gate").starts_with("approved by admin at "));
-    assert_eq!(parent_tag(stack, &run, "concurrent.approval.gate.note"), "better than nothing");
-    assert_eq!(parent_tag(stack, &run, "concurrent.registered.register"), format!("{MODEL} version 1 (@champion)"));
-    assert!(node(&run, "alert")["skipped"].as_str().unwrap().contains("no upstream node failed"));
+    assert!(
+        tags.contains(&("concurrent.instance", best.to_string().as_str())),
+        "{tags:?}"
+    );
+    assert_eq!(
+        node(&run, "register")["registered"],
+        json!({"model": MODEL, "version": "1", "sourceRun": best_run, "alias": "champion"})
+    );
+    assert!(
+        parent_tag(stack, &run, "concurrent.approval.gate").starts_with("approved by admin at ")
+    );
+    assert_eq!(
+        parent_tag(stack, &run, "concurrent.approval.gate.note"),
+        "better than nothing"
+    );
+    assert_eq!(
+        parent_tag(stack, &run, "concurrent.registered.register"),
+        format!("{MODEL} version 1 (@champion)")
+    );
+    assert!(node(&run, "alert")["skipped"]
+        .as_str()
+        .unwrap()
+        .contains("no upstream node failed"));
 
     // Below the bar: nothing to approve, nothing registered, the run still succeeds.
     let id = start("2");
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "succeeded", "{run:#}");
     let why = node(&run, "gate")["skipped"].as_str().unwrap();
-    assert!(why.contains("its condition is false") && why.contains("params.threshold = \"2\""), "{why}");
+    assert!(
+        why.contains("its condition is false") && why.contains("params.threshold = \"2\""),
+        "{why}"
+    );
     assert_eq!(node(&run, "gate")["instances"][0]["state"], "skipped");
-    assert!(node(&run, "register")["skipped"].as_str().unwrap().contains("\"gate\" was skipped"));
+    assert!(node(&run, "register")["skipped"]
+        .as_str()
+        .unwrap()
+        .contains("\"gate\" was skipped"));
     assert!(parent_tag(stack, &run, "concurrent.skipped.gate").contains("its condition is false"));
     assert_eq!(champion(stack)["version"], "1");
 
@@ -118,18 +189,46 @@ fn a_gated_model_is_registered_when_approved_skipped_below_the_bar_and_kept_out_
     let id = start("0.5");
     paused(stack, &id);
     let out = Command::new(concurrent_bin())
-        .args(["runs", "reject", &id, "gate", "--note", "worse than the champion"])
+        .args([
+            "runs",
+            "reject",
+            &id,
+            "gate",
+            "--note",
+            "worse than the champion",
+        ])
         .env("CONCURRENT_EDGE_URL", &stack.edge_url)
         .env("CONCURRENT_TOKEN", &stack.token)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("decide: run"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("decide: run"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let run = stack.wait_run(&id, RUN_TIMEOUT);
     assert_eq!(run["status"], "failed", "{run:#}");
-    assert!(run["error"].as_str().unwrap().contains("rejected by admin: worse than the champion"), "{run:#}");
-    assert_eq!(node(&run, "alert")["instances"][0]["state"], "succeeded", "the alert ran after the failure");
-    assert!(node(&run, "register")["skipped"].as_str().unwrap().contains("\"gate\" failed"));
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by admin: worse than the champion"),
+        "{run:#}"
+    );
+    assert_eq!(
+        node(&run, "alert")["instances"][0]["state"],
+        "succeeded",
+        "the alert ran after the failure"
+    );
+    assert!(node(&run, "register")["skipped"]
+        .as_str()
+        .unwrap()
+        .contains("\"gate\" failed"));
     assert!(parent_tag(stack, &run, "concurrent.approval.gate").starts_with("rejected by admin"));
     assert_eq!(champion(stack)["version"], "1");
 }

@@ -12,7 +12,10 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 const MODEL: &str = "trig-iris";
 
 fn sklearn() -> String {
-    concurrent_tests::root().join("tests/projects/sklearn").display().to_string()
+    concurrent_tests::root()
+        .join("tests/projects/sklearn")
+        .display()
+        .to_string()
 }
 
 fn runs_of(stack: &Stack, template: &str) -> Vec<Value> {
@@ -40,7 +43,11 @@ fn cron(stack: &Stack) {
         .get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.edge_url))
         .send()
         .unwrap();
-    assert!(resp.status().is_success(), "the local cron trigger: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "the local cron trigger: {}",
+        resp.status()
+    );
 }
 
 #[test]
@@ -74,9 +81,24 @@ fn a_moved_alias_starts_batch_inference_once_and_a_success_starts_the_next_templ
     let on_champion = json!({"event": "modelAliasSet", "model": MODEL, "alias": "champion"});
     let (status, body) = stack.api("POST", "/api/v1/triggers", Some(&json!({"name": "bad", "template": "batch-score", "on": on_champion, "parameters": {"model": "{{trigger.run_id}}"}})));
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("parameters.model: {{trigger.run_id}} is not a field of this event"), "{body}");
-    let (_, reader) = stack.api("POST", "/api/v1/tokens", Some(&json!({"name": "trig-reader", "role": "reader"})));
-    let (status, body) = stack.api_as(reader["token"].as_str(), "POST", "/api/v1/triggers", Some(&json!({"name": "mine", "template": "batch-score", "on": on_champion})));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("parameters.model: {{trigger.run_id}} is not a field of this event"),
+        "{body}"
+    );
+    let (_, reader) = stack.api(
+        "POST",
+        "/api/v1/tokens",
+        Some(&json!({"name": "trig-reader", "role": "reader"})),
+    );
+    let (status, body) = stack.api_as(
+        reader["token"].as_str(),
+        "POST",
+        "/api/v1/triggers",
+        Some(&json!({"name": "mine", "template": "batch-score", "on": on_champion})),
+    );
     assert_eq!(status, 403, "only admins create triggers: {body}");
     let forged = reqwest::blocking::Client::new()
         .post(format!("{}/hooks/mlflow", stack.edge_url))
@@ -88,11 +110,21 @@ fn a_moved_alias_starts_batch_inference_once_and_a_success_starts_the_next_templ
         .unwrap();
     assert_eq!(forged.status().as_u16(), 401, "{}", forged.text().unwrap());
 
-    let (status, t) = stack.api("POST", "/api/v1/triggers", Some(&json!({
+    let (status, t) = stack.api(
+        "POST",
+        "/api/v1/triggers",
+        Some(&json!({
         "name": "score-champion", "template": "batch-score", "on": on_champion, "cluster": "trig",
-        "parameters": {"model": "{{trigger.model_uri}}", "version": "{{trigger.model_version}}"}})));
+        "parameters": {"model": "{{trigger.model_uri}}", "version": "{{trigger.model_version}}"}})),
+    );
     assert_eq!(status, 201, "{t}");
-    assert!(t["delivery"].as_str().unwrap().starts_with("MLflow webhook to "), "{t}");
+    assert!(
+        t["delivery"]
+            .as_str()
+            .unwrap()
+            .starts_with("MLflow webhook to "),
+        "{t}"
+    );
     let (status, t) = stack.api("POST", "/api/v1/triggers", Some(&json!({
         "name": "after-ship", "template": "after-ship", "on": {"event": "runSucceeded", "template": "ship"},
         "cluster": "trig", "parameters": {"source": "{{trigger.run_id}}"}})));
@@ -105,12 +137,24 @@ fn a_moved_alias_starts_batch_inference_once_and_a_success_starts_the_next_templ
     let scoring = only_run(stack, "batch-score", Duration::from_secs(60));
     let scoring = stack.wait_run(scoring["id"].as_str().unwrap(), RUN_TIMEOUT);
     assert_eq!(scoring["status"], "succeeded", "{scoring:#}");
-    assert_eq!(scoring["parameters"]["model"], format!("models:/{MODEL}@champion"));
+    assert_eq!(
+        scoring["parameters"]["model"],
+        format!("models:/{MODEL}@champion")
+    );
     assert_eq!(scoring["parameters"]["version"], "1");
-    assert!(scoring["startedBy"].as_str().unwrap().contains(&format!("trigger score-champion (alias:{MODEL}@champion:1)")), "{scoring:#}");
+    assert!(
+        scoring["startedBy"].as_str().unwrap().contains(&format!(
+            "trigger score-champion (alias:{MODEL}@champion:1)"
+        )),
+        "{scoring:#}"
+    );
 
     // The same move delivered again (the alias set to the same version) starts nothing.
-    let set = stack.mlflow_api("POST", "registered-models/alias", Some(&json!({"name": MODEL, "alias": "champion", "version": "1"})));
+    let set = stack.mlflow_api(
+        "POST",
+        "registered-models/alias",
+        Some(&json!({"name": MODEL, "alias": "champion", "version": "1"})),
+    );
     assert!(set.is_object(), "{set}");
     std::thread::sleep(Duration::from_secs(5));
     cron(stack);
@@ -126,7 +170,12 @@ fn a_moved_alias_starts_batch_inference_once_and_a_success_starts_the_next_templ
     assert_eq!(runs_of(stack, "after-ship").len(), 1);
 
     let (_, triggers) = stack.api("GET", "/api/v1/triggers", None);
-    let t = triggers.as_array().unwrap().iter().find(|t| t["name"] == "score-champion").unwrap();
+    let t = triggers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "score-champion")
+        .unwrap();
     assert_eq!(t["fired"], 1, "{t:#}");
     assert_eq!(t["lastRunId"], scoring["id"], "{t:#}");
     assert_eq!(t["lastEvent"], format!("alias:{MODEL}@champion:1"));

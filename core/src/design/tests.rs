@@ -11,6 +11,7 @@ fn empty() -> Editor {
         nodes: vec![],
         edges: vec![],
         cache: None,
+        notifications: vec![],
     })
 }
 

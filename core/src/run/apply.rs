@@ -88,6 +88,7 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
             }
         }
         Event::Withdrawn { key } => attempt_mut(run, &key)?.withdrawn = true,
+        Event::Notified { to, what, error } => super::notify::answered(run, to, what, error, now),
         Event::Leased { .. } | Event::LogTail { .. } | Event::Requeued { .. } => {
             lease_news(run, event, now)?
         }

@@ -20,6 +20,8 @@ pub enum Effect {
     Queue(QueueEffect),
     /// Reconcile again, with an [`Event::Tick`], at this time (a retry or a backoff is due).
     WakeAt(u64),
+    /// A webhook delivery, by the run object.
+    Notify(super::notify::Notify),
 }
 
 /// Every attempt's MLflow run of an ended run, with the status the run gave it. A step that
@@ -167,11 +169,16 @@ pub struct Round {
     pub withdraw: BTreeMap<String, Vec<(String, AttemptKey)>>,
     /// The earliest wake-up asked for.
     pub wake: Option<u64>,
+    /// Webhook deliveries.
+    pub notify: Vec<super::notify::Notify>,
 }
 
 impl Round {
     pub fn is_empty(&self) -> bool {
-        self.mlflow.is_empty() && self.enqueue.is_empty() && self.withdraw.is_empty()
+        self.mlflow.is_empty()
+            && self.enqueue.is_empty()
+            && self.withdraw.is_empty()
+            && self.notify.is_empty()
     }
 }
 
@@ -181,6 +188,7 @@ pub fn plan_round(effects: Vec<Effect>, max_mlflow: usize) -> Round {
     for effect in effects {
         match effect {
             Effect::WakeAt(t) => round.wake = Some(round.wake.map_or(t, |w| w.min(t))),
+            Effect::Notify(n) => round.notify.push(n),
             Effect::Queue(QueueEffect::Enqueue(item)) => round
                 .enqueue
                 .entry(item.cluster.clone())

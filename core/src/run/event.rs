@@ -140,6 +140,13 @@ pub enum Event {
     ModelRegistered { node: String, version: String },
     /// The parent run carries what became of a node (skipped, decided, registered).
     NodeNoted { node: String },
+    /// A webhook delivery was answered: a 2xx (`error` none), or not.
+    Notified {
+        to: u32,
+        what: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl Event {

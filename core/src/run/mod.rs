@@ -22,6 +22,7 @@ mod apply;
 mod effect;
 mod event;
 mod gate;
+pub mod notify;
 mod page;
 mod reconcile;
 pub mod register;

@@ -36,6 +36,10 @@ pub fn reconcile(run: &RunState, now: u64) -> Vec<Effect> {
 /// (each with its inputs) are built a batch at a time, not all at once in the run's memory.
 pub fn reconcile_at_most(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
     let mut effects = reconcile_all(run, now, max_items);
+    // Webhooks are no MLflow calls: they go on while MLflow is away.
+    let (notify, later) = super::notify::due(run, now);
+    effects.extend(notify.into_iter().map(Effect::Notify));
+    effects.extend(later.map(Effect::WakeAt));
     if let Some(w) = run.mlflow_wait.as_ref().filter(|w| w.retry_at > now) {
         // MLflow is backing off: queue effects go on, MLflow calls wait.
         effects.retain(|e| !matches!(e, Effect::Mlflow(_)));
@@ -56,6 +60,11 @@ pub fn next_wake(run: &RunState, now: u64) -> Option<u64> {
         .filter(|&t| t > now);
     let mut due = paused;
     let mut wake = |t: u64| due = Some(due.map_or(t, |d| d.min(t)));
+    let (notify, later) = super::notify::due(run, now);
+    if !notify.is_empty() {
+        wake(now);
+    }
+    later.into_iter().for_each(&mut wake);
     let mlflow_call = if paused.is_some() { None } else { Some(now) };
     if run.mlflow.is_none() {
         if run.status == RunStatus::Pending {

@@ -111,6 +111,7 @@ pub fn start(
         request: None,
         experiment_id: None,
         ignore_cache: false,
+        notifications: Vec::new(),
         pins: BTreeMap::new(),
         nodes,
     };

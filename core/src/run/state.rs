@@ -541,6 +541,9 @@ pub struct RunState {
     /// Started ignoring cached results: every step runs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_cache: bool,
+    /// The webhook deliveries made or being tried (template `notifications`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notify::Delivery>,
     /// In template order.
     pub nodes: Vec<NodeRun>,
 }
@@ -607,6 +610,7 @@ impl RunState {
             request: self.request.clone(),
             experiment_id: self.experiment_id.clone(),
             ignore_cache: self.ignore_cache,
+            notifications: self.notifications.clone(),
             pins: self.pins.clone(),
             nodes: self
                 .nodes

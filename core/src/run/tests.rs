@@ -367,7 +367,10 @@ fn a_failed_step_is_retried_with_backoff_then_fails_the_run() {
         "{closing:?}"
     );
     assert_eq!(closing.status.get(&t2.step.mlflow.run_id), Some(&"FAILED"));
-    assert_eq!(closing.status.get(&prep.step.mlflow.run_id), Some(&"FINISHED"));
+    assert_eq!(
+        closing.status.get(&prep.step.mlflow.run_id),
+        Some(&"FINISHED")
+    );
     d.settle(&mut run, 1200);
     assert!(d.closed.contains(&("parent".into(), "FAILED")));
     assert!(

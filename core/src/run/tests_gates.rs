@@ -521,3 +521,134 @@ fn conditions_trigger_rules_approvals_and_registers_are_validated() {
         assert!(p.iter().any(|m| m.starts_with(want)), "{want}: {p:?}");
     }
 }
+
+fn notifies(run: &RunState, now: u64) -> Vec<super::notify::Notify> {
+    plan_round(reconcile(run, now), 128).notify
+}
+
+#[test]
+fn notifications_are_owed_for_a_waiting_approval_and_the_end_and_retried_until_answered() {
+    let mut t = approved();
+    t["notifications"] = serde_json::json!([
+        {"urlSecret": "NOTIFY_SLACK", "signingSecret": "NOTIFY_KEY", "on": ["waiting", "failed"]},
+        {"url": "https://example.com/hook", "on": ["succeeded"]}
+    ]);
+    let mut run = trained(t);
+    let due = notifies(&run, 3);
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!((due[0].to, due[0].event.as_str()), (0, "waiting:gate"));
+    assert_eq!(due[0].body["event"], "waiting");
+    assert!(due[0].body["text"]
+        .as_str()
+        .unwrap()
+        .contains("waits for an approval at node gate"));
+    // A refused delivery is tried again after its backoff; the error stays on the run.
+    let answer = |run: &mut RunState, what: &str, error: Option<&str>, now| {
+        apply(
+            run,
+            Event::Notified {
+                to: 0,
+                what: what.into(),
+                error: error.map(String::from),
+            },
+            now,
+        )
+        .unwrap();
+    };
+    answer(&mut run, "waiting:gate", Some("503 from the webhook"), 4);
+    assert!(notifies(&run, 5).is_empty());
+    assert!(reconcile(&run, 5).contains(&Effect::WakeAt(4 + 2_000)));
+    assert_eq!(next_wake(&run, 5), Some(2_004));
+    assert_eq!(
+        run.notifications[0].error.as_deref(),
+        Some("503 from the webhook")
+    );
+    assert_eq!(
+        notifies(&run, 2_004).len(),
+        1,
+        "due again after the backoff"
+    );
+    answer(&mut run, "waiting:gate", None, 2_005);
+    assert!(notifies(&run, 10_000).is_empty(), "delivered once");
+    assert_eq!(run.notifications[0].delivered_at, Some(2_005));
+    // Rejected: the run failed, which the first webhook is told; the second waits for a success.
+    apply(
+        &mut run,
+        Event::Decided {
+            node: "gate".into(),
+            approve: false,
+            by: "bob".into(),
+            note: String::new(),
+        },
+        10_001,
+    )
+    .unwrap();
+    drive(&mut run, 10_002);
+    let due = notifies(&run, 10_003);
+    assert_eq!(
+        due.iter()
+            .map(|n| (n.to, n.event.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(0, "failed")]
+    );
+    assert!(
+        due[0].body["text"].as_str().unwrap().contains("failed: "),
+        "{}",
+        due[0].body
+    );
+    // Given up after MAX_DELIVERY_ATTEMPTS, and never more.
+    for k in 0..super::notify::MAX_DELIVERY_ATTEMPTS {
+        answer(
+            &mut run,
+            "failed",
+            Some("unreachable"),
+            20_000 + u64::from(k) * 400_000,
+        );
+    }
+    assert!(notifies(&run, u64::MAX / 2).is_empty());
+    let d = run
+        .notifications
+        .iter()
+        .find(|d| d.event == "failed")
+        .unwrap();
+    assert_eq!(
+        (d.attempts, d.delivered_at, d.retry_at),
+        (super::notify::MAX_DELIVERY_ATTEMPTS, None, None)
+    );
+}
+
+#[test]
+fn notification_secrets_must_be_notify_secrets() {
+    let mut t = approved();
+    t["notifications"] = serde_json::json!([
+        {"urlSecret": "CONCURRENT_API_TOKEN", "on": ["failed"]},
+        {"url": "ftp://x", "signingSecret": "NOTIFY_KEY", "on": []},
+        {"on": ["succeeded"]}
+    ]);
+    let t: Template = serde_json::from_value(t).unwrap();
+    let p: Vec<String> = crate::validate(&t)
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect();
+    assert!(
+        p.iter().any(|m| m.starts_with(
+            "/notifications/0/urlSecret: \"CONCURRENT_API_TOKEN\" is not a notification secret"
+        )),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("/notifications/1/url: \"ftp://x\" is not an http(s) URL")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("/notifications/1/on: name what to notify of")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("/notifications/2: give either url or urlSecret")),
+        "{p:?}"
+    );
+}

@@ -17,6 +17,7 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
         "nodes",
         "edges",
         "cache",
+        "notifications",
     ];
     const PARAMETER: &[&str] = &["name", "default", "description"];
     const NODE: &[&str] = &[
@@ -61,6 +62,7 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
     const POSITION: &[&str] = &["x", "y"];
     const EDGE: &[&str] = &["from", "to", "input", "partition", "select"];
     const PARTITION: &[&str] = &["mode", "keyRegex"];
+    const NOTIFICATION: &[&str] = &["url", "urlSecret", "signingSecret", "on"];
 
     let mut p = Vec::new();
     fn check(p: &mut Vec<Problem>, v: &serde_json::Value, path: &str, known: &[&[&str]]) {
@@ -88,6 +90,9 @@ pub fn unknown_fields(doc: &serde_json::Value) -> Vec<Problem> {
             .cloned()
             .unwrap_or_default()
     };
+    for (i, n) in items("notifications").iter().enumerate() {
+        check(&mut p, n, &format!("/notifications/{i}"), &[NOTIFICATION]);
+    }
     for (i, param) in items("parameters").iter().enumerate() {
         check(&mut p, param, &format!("/parameters/{i}"), &[PARAMETER]);
     }

@@ -167,6 +167,64 @@ impl Problems {
     }
 }
 
+/// Most notifications one template may name.
+pub const MAX_NOTIFICATIONS: usize = 10;
+
+/// Whether `name` may name an edge secret of a notification: only `NOTIFY_…` ones, so a
+/// template cannot have the edge sign with (or send to) its own credentials.
+pub fn notify_secret_problem(name: &str) -> Option<String> {
+    let ok = name.starts_with("NOTIFY_")
+        && name.len() > "NOTIFY_".len()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    (!ok).then(|| format!("{name:?} is not a notification secret: name an edge secret NOTIFY_<NAME> (capitals, digits, _)"))
+}
+
+fn check_notifications(t: &Template, p: &mut Problems) {
+    if t.notifications.len() > MAX_NOTIFICATIONS {
+        p.add(
+            "notifications",
+            format!(
+                "at most {MAX_NOTIFICATIONS} notifications, not {}",
+                t.notifications.len()
+            ),
+        );
+    }
+    for (i, n) in t.notifications.iter().enumerate() {
+        let at = |f: &str| {
+            format!(
+                "notifications/{i}{}{f}",
+                if f.is_empty() { "" } else { "/" }
+            )
+        };
+        match (&n.url, &n.url_secret) {
+            (Some(_), Some(_)) | (None, None) => p.add(
+                &at(""),
+                "give either url or urlSecret (an edge secret holding the URL)",
+            ),
+            (Some(url), None) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                p.add(&at("url"), format!("{url:?} is not an http(s) URL"))
+            }
+            _ => {}
+        }
+        for (field, name) in [
+            ("urlSecret", &n.url_secret),
+            ("signingSecret", &n.signing_secret),
+        ] {
+            if let Some(why) = name.as_deref().and_then(notify_secret_problem) {
+                p.add(&at(field), why);
+            }
+        }
+        if n.on.is_empty() {
+            p.add(
+                &at("on"),
+                "name what to notify of: succeeded, failed, waiting",
+            );
+        }
+    }
+}
+
 /// Checks everything a run relies on. An empty result means the template can run.
 pub fn validate(t: &Template) -> Vec<Problem> {
     let mut p = Problems(Vec::new());
@@ -203,6 +261,7 @@ pub fn validate(t: &Template) -> Vec<Problem> {
     let ids = nodes::check(t, &declared, &mut p);
     edges::check(t, &ids, &mut p);
     gates::check(t, &ids, &declared, &mut p);
+    check_notifications(t, &mut p);
     if ids.len() == t.nodes.len() {
         if let Some(cycle) = find_cycle(t) {
             p.add(

@@ -301,6 +301,12 @@ fn the_known_field_lists_cover_every_field_of_the_model() {
             enabled: true,
             max_age_seconds: None,
         }),
+        notifications: vec![crate::template::Notification {
+            url: Some("https://example.com/hook".into()),
+            url_secret: Some("NOTIFY_URL".into()),
+            signing_secret: Some("NOTIFY_KEY".into()),
+            on: vec![crate::template::NotifyOn::Failed],
+        }],
     };
     assert_eq!(unknown_fields(&serde_json::to_value(&t).unwrap()), vec![]);
 }

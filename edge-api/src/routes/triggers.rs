@@ -43,13 +43,17 @@ pub async fn handle_create(mut req: Request, ctx: Ctx) -> worker::Result<Respons
         if let On::RunSucceeded { template } = &spec.on {
             super::templates::load(&ctx.env, template, None)
                 .await
-                .map_err(|e| ApiError::BadRequest(format!("on.template: {}", e.body().error.message)))?;
+                .map_err(|e| {
+                    ApiError::BadRequest(format!("on.template: {}", e.body().error.message))
+                })?;
         }
         let mut t = Trigger::new(spec, now_ms());
         if t.spec.on.watches_registry() {
             let mlflow = Mlflow::from_env(&ctx.env)?;
             let hook = format!("{}{HOOK_PATH}", public_origin(&ctx.env, origin?));
-            let webhook = mlflow.ensure_webhook(&hook, &webhook_secret(&ctx.env)?).await;
+            let webhook = mlflow
+                .ensure_webhook(&hook, &webhook_secret(&ctx.env)?)
+                .await;
             t.delivery = Some(match (&webhook, t.spec.poll_seconds) {
                 (Ok(()), None) => format!("MLflow webhook to {hook}"),
                 (Ok(()), Some(s)) => format!("MLflow webhook to {hook}, and polling every {s} s"),
@@ -135,8 +139,17 @@ pub async fn handle_mlflow_hook(mut req: Request, env: &Env) -> Result<Response,
         header("X-MLflow-Signature"),
     );
     let payload = body_text(&mut req).await?;
-    trigger::verify_delivery(&webhook_secret(env)?, &id, &at, &payload, &signature, now_ms() / 1000)
-        .map_err(|why| ApiError::Unauthorized(format!("MLflow webhook delivery {id:?} refused: {why}")))?;
+    trigger::verify_delivery(
+        &webhook_secret(env)?,
+        &id,
+        &at,
+        &payload,
+        &signature,
+        now_ms() / 1000,
+    )
+    .map_err(|why| {
+        ApiError::Unauthorized(format!("MLflow webhook delivery {id:?} refused: {why}"))
+    })?;
     let body: serde_json::Value = serde_json::from_str(&payload)
         .map_err(|e| ApiError::BadRequest(format!("the delivery is not JSON: {e}")))?;
     let kept = match Event::from_mlflow(&body) {
@@ -165,13 +178,24 @@ pub async fn on_cron(env: &Env) -> Result<(), ApiError> {
         for t in polling {
             let (seen, error) = match look(&mlflow, &t.spec.on).await {
                 Ok(v) => (v, None),
-                Err(e) => (t.seen.clone(), Some(format!("polling the registry failed: {}", e.body().error.message))),
+                Err(e) => (
+                    t.seen.clone(),
+                    Some(format!(
+                        "polling the registry failed: {}",
+                        e.body().error.message
+                    )),
+                ),
             };
             if let Some(event) = t.polled(seen.as_deref()) {
                 catalog.record_event(&event).await?;
             }
             catalog
-                .record_poll(&TriggerPoll { name: t.spec.name.clone(), at: now, seen, error })
+                .record_poll(&TriggerPoll {
+                    name: t.spec.name.clone(),
+                    at: now,
+                    seen,
+                    error,
+                })
                 .await?;
         }
     }
@@ -192,17 +216,32 @@ async fn start_pending(env: &Env) -> Result<(), ApiError> {
             experiment_id: None,
             ignore_cache: false,
         };
-        let id = sign::run_id(&secret, RunSeed::TriggerEvent { trigger: &t.spec.name, event: &key });
+        let id = sign::run_id(
+            &secret,
+            RunSeed::TriggerEvent {
+                trigger: &t.spec.name,
+                event: &key,
+            },
+        );
         let by = format!("trigger {} ({key})", t.spec.name);
         let result = match super::runs::start_run(env, body, &by, id).await {
             Ok(run) => Ok(run.id),
             Err(e) => {
-                worker::console_error!("trigger {}: starting a run of {} for {key} failed: {}", t.spec.name, t.spec.template, e.detail());
+                worker::console_error!(
+                    "trigger {}: starting a run of {} for {key} failed: {}",
+                    t.spec.name,
+                    t.spec.template,
+                    e.detail()
+                );
                 Err(e.body().error.message)
             }
         };
         catalog
-            .record_trigger(&TriggerOutcome { name: t.spec.name.clone(), key, result })
+            .record_trigger(&TriggerOutcome {
+                name: t.spec.name.clone(),
+                key,
+                result,
+            })
             .await?;
     }
     Ok(())

@@ -163,6 +163,7 @@ fn empty_template() -> Template {
         nodes: vec![],
         edges: vec![],
         cache: None,
+        notifications: vec![],
     }
 }
 

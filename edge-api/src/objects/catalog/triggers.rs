@@ -66,8 +66,10 @@ impl Catalog {
 
     pub(super) async fn delete_trigger(&self, name: String) -> Result<bool, ApiError> {
         self.trigger(&name)?;
-        self.sql
-            .exec("DELETE FROM triggers WHERE name = ?", vec![name.clone().into()])?;
+        self.sql.exec(
+            "DELETE FROM triggers WHERE name = ?",
+            vec![name.clone().into()],
+        )?;
         self.sql.exec(
             "DELETE FROM trigger_events WHERE trigger = ?",
             vec![name.into()],
@@ -94,7 +96,11 @@ impl Catalog {
                 .sql
                 .exec(
                     "INSERT OR IGNORE INTO trigger_events(trigger, key, event) VALUES (?, ?, ?)",
-                    vec![t.spec.name.clone().into(), event.key().into(), json.clone().into()],
+                    vec![
+                        t.spec.name.clone().into(),
+                        event.key().into(),
+                        json.clone().into(),
+                    ],
                 )?
                 .rows_written() as u32;
         }
@@ -134,7 +140,9 @@ impl Catalog {
         Ok(rows
             .into_iter()
             .filter_map(|r| {
-                let t = triggers.iter().find(|t| t.spec.name == r.trigger && !t.paused)?;
+                let t = triggers
+                    .iter()
+                    .find(|t| t.spec.name == r.trigger && !t.paused)?;
                 Some((t.clone(), serde_json::from_str(&r.event).ok()?))
             })
             .collect())

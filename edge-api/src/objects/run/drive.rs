@@ -214,6 +214,26 @@ impl RunObject {
                 outcome.progressed = true;
             }
         }
+        for n in round.notify {
+            let error = crate::webhook::deliver(&self.env, &n, &self.run_id())
+                .await
+                .err();
+            if let Some(why) = &error {
+                worker::console_warn!(
+                    "run {}: notification {} ({}): {why}",
+                    self.run_id(),
+                    n.to,
+                    n.event
+                );
+            }
+            self.apply_event(Event::Notified {
+                to: n.to,
+                what: n.event,
+                error,
+            })?
+            .ok();
+            outcome.progressed = true;
+        }
         Ok(outcome)
     }
 
@@ -311,7 +331,10 @@ impl RunObject {
                 attempt_runs,
             } => {
                 if let Some(runs) = attempt_runs {
-                    for id in mlflow.running_runs(&runs.experiment_id, &runs.dag_run).await? {
+                    for id in mlflow
+                        .running_runs(&runs.experiment_id, &runs.dag_run)
+                        .await?
+                    {
                         if let Some(status) = runs.status.get(&id) {
                             mlflow.update_run(&id, status, Some(now_ms())).await?;
                         }
