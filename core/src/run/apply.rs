@@ -162,7 +162,7 @@ fn mlflow_answer(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejec
         }
         Event::ModelRegistered { node, version } => {
             let i = node_index(run, &node)?;
-            let spec = match super::start::resolve(
+            let spec = match super::resolve::resolve(
                 &run.template.nodes[i].kind,
                 &run.parameters,
                 &Default::default(),

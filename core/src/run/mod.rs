@@ -26,6 +26,7 @@ pub mod notify;
 mod page;
 mod reconcile;
 pub mod register;
+mod resolve;
 mod select;
 mod start;
 mod state;

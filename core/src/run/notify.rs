@@ -3,40 +3,13 @@
 //! delivery is tried until it is answered with a 2xx, with backoff, at most
 //! [`MAX_DELIVERY_ATTEMPTS`] times; what failed stays on the run for a person to see.
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::template::{Notification, NotifyOn};
 
 use super::state::*;
 
-/// Tries of one delivery before it is given up.
-pub const MAX_DELIVERY_ATTEMPTS: u32 = 8;
-
-/// One notification owed to one webhook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Delivery {
-    /// Which of the template's notifications.
-    pub to: u32,
-    /// What it tells: `succeeded`, `failed` (with the repair it ended after, `#1`…), or
-    /// `waiting:<node>`.
-    pub event: String,
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered_at: Option<u64>,
-    /// Why the last try failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_at: Option<u64>,
-}
-
-impl Delivery {
-    fn open(&self) -> bool {
-        self.delivered_at.is_none() && self.attempts < MAX_DELIVERY_ATTEMPTS
-    }
-}
+pub use super::state::MAX_DELIVERY_ATTEMPTS;
 
 /// A webhook delivery to make. → [`super::Event::Notified`]
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,7 @@ use crate::wire::{CacheSpec, ChildRun, StepSpec, WorkItem};
 
 use super::effect::{AttemptRuns, Effect, MlflowEffect, QueueEffect};
 use super::event::AttemptKey;
-use super::start::{resolve, sub};
+use super::resolve::{resolve, sub};
 use super::state::*;
 
 /// The final status of every attempt's MLflow run, for the run's closing check.

@@ -4,7 +4,7 @@
 use crate::template::{NodeKind, RegisterSpec, Template};
 
 use super::effect::MlflowEffect;
-use super::start::resolve;
+use super::resolve::resolve;
 use super::state::{InstanceState, RunState, Selection};
 
 /// The edge a register node takes its model from: the one from a node that is not an

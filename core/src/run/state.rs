@@ -543,7 +543,7 @@ pub struct RunState {
     pub ignore_cache: bool,
     /// The webhook deliveries made or being tried (template `notifications`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notifications: Vec<super::notify::Delivery>,
+    pub notifications: Vec<Delivery>,
     /// In template order.
     pub nodes: Vec<NodeRun>,
 }
@@ -743,5 +743,34 @@ mod tests {
         assert_eq!(node(&[Succeeded, Succeeded]).shown_state(), Succeeded);
         assert_eq!(node(&[]).shown_state(), Waiting);
         assert_eq!(node(&[Succeeded, Succeeded, Queued]).succeeded(), 2);
+    }
+}
+
+/// Tries of one notification's delivery before it is given up.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 8;
+
+/// One notification owed to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Which of the template's notifications.
+    pub to: u32,
+    /// What it tells: `succeeded`, `failed` (with the repair it ended after, `#1`…), or
+    /// `waiting:<node>`.
+    pub event: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<u64>,
+    /// Why the last try failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
+}
+
+impl Delivery {
+    /// Still to be tried: not delivered, not given up.
+    pub fn open(&self) -> bool {
+        self.delivered_at.is_none() && self.attempts < MAX_DELIVERY_ATTEMPTS
     }
 }
