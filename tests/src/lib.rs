@@ -651,6 +651,20 @@ impl Stack {
         (status, body)
     }
 
+    /// Rings the edge's cron once, as Cloudflare's trigger does every minute (schedules,
+    /// trigger polls and the runs of kept events).
+    pub fn cron(&self) {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{}/__scheduled?cron=*+*+*+*+*", self.edge_url))
+            .send()
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "the local cron trigger: {}",
+            resp.status()
+        );
+    }
+
     /// Polls the run until `pred` holds for it (or panics after `timeout`).
     pub fn wait_until(
         &self,

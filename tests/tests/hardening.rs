@@ -849,13 +849,7 @@ fn a_schedule_tick_whose_start_failed_is_retried_at_the_next_trigger() {
         stack.api("DELETE", "/api/v1/templates/sched-retry", None).0,
         204
     );
-    let fire = || {
-        let resp = http()
-            .get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.edge_url))
-            .send()
-            .unwrap();
-        assert!(resp.status().is_success());
-    };
+    let fire = || stack.cron();
     let schedule = || -> Value {
         let (_, list) = stack.api("GET", "/api/v1/schedules", None);
         list.as_array()

@@ -38,18 +38,6 @@ fn only_run(stack: &Stack, template: &str, within: Duration) -> Value {
     }
 }
 
-fn cron(stack: &Stack) {
-    let resp = reqwest::blocking::Client::new()
-        .get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.edge_url))
-        .send()
-        .unwrap();
-    assert!(
-        resp.status().is_success(),
-        "the local cron trigger: {}",
-        resp.status()
-    );
-}
-
 #[test]
 fn a_moved_alias_starts_batch_inference_once_and_a_success_starts_the_next_template() {
     let stack = Stack::shared();
@@ -157,13 +145,13 @@ fn a_moved_alias_starts_batch_inference_once_and_a_success_starts_the_next_templ
     );
     assert!(set.is_object(), "{set}");
     std::thread::sleep(Duration::from_secs(5));
-    cron(stack);
+    stack.cron();
     assert_eq!(runs_of(stack, "batch-score").len(), 1, "one run per event");
 
     // The cron starts the run that ship's success asked for, once however often it comes.
-    cron(stack);
+    stack.cron();
     let after = only_run(stack, "after-ship", Duration::from_secs(30));
-    cron(stack);
+    stack.cron();
     let after = stack.wait_run(after["id"].as_str().unwrap(), RUN_TIMEOUT);
     assert_eq!(after["status"], "succeeded", "{after:#}");
     assert_eq!(after["parameters"]["source"], ship.as_str());
