@@ -21,6 +21,7 @@ mod peers;
 mod postgres;
 mod projects;
 mod scale;
+mod timeline;
 
 /// One line of the results table: measurement, result, detail.
 pub type Row = (String, String, String);
@@ -116,8 +117,10 @@ fn chain(
         .map(|i| json!({"from": format!("s{}", i - 1), "to": format!("s{i}")}))
         .collect();
     stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-chain", "nodes": nodes, "edges": edges}));
-    let _agent = stack.agent("bench-chain");
+    // JSON logs: the agent's and its step runners' phase timings are read from them.
+    let agent = stack.agent_with_env("bench-chain", &[], &[("CONCURRENT_LOG_FORMAT", "json")]);
     let (mut walls, mut transitions, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+    let mut leases = Vec::new();
     for rep in 0..reps {
         let id = stack.start_run(&json!({"template": "bench-chain", "cluster": "bench-chain"}));
         let run = stack.wait_run(&id, Duration::from_secs(60 * 30));
@@ -127,6 +130,10 @@ fn chain(
         walls.push(wall);
         for k in 0..n {
             let a = attempt(&run, k);
+            leases.push((
+                a["startedAt"].as_f64().unwrap(),
+                concurrent_core::names::work_item_id(&id, &format!("s{k}"), 0, 1),
+            ));
             steps.push(
                 (a["endedAt"].as_u64().unwrap() - a["startedAt"].as_u64().unwrap()) as f64 / 1000.0,
             );
@@ -164,6 +171,7 @@ fn chain(
         format!("{:.2} s median", median(&mut steps.clone())),
         format!("p95 {:.2} s", pct(&mut steps, 0.95)),
     ));
+    rows.extend(timeline::rows(&timeline::read(&agent.log_text()), &leases));
     figures
 }
 

@@ -254,6 +254,10 @@ pub struct StepSpec {
     /// How to create the attempt's MLflow run, while `mlflow.run_id` is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_run: Option<ChildRun>,
+    /// The attempt's run's artifact root as MLflow answered the agent's create, so the step
+    /// does not ask MLflow again where its outputs go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
     /// The run's MLflow parent run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<String>,

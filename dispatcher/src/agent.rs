@@ -22,6 +22,10 @@ use crate::metrics::Metrics;
 
 /// How long one lease request waits for work at the edge.
 const LONG_POLL: Duration = Duration::from_secs(20);
+/// Attempts' MLflow runs created at once: an agent with room for a thousand steps that leases
+/// them in one answer must not open a thousand connections to MLflow (which then refuses them
+/// all, and every create backs off).
+const RUN_CREATES_AT_ONCE: usize = 16;
 
 /// A step this agent runs.
 struct Running {
@@ -52,6 +56,8 @@ struct Agent {
     inspector: Arc<crate::inspect::Inspector>,
     /// Creates each leased attempt's MLflow run (the edge creates none ahead of the work).
     mlflow: Arc<crate::mlflow::Mlflow>,
+    /// At most [`RUN_CREATES_AT_ONCE`] of those creates in flight.
+    run_creates: Arc<tokio::sync::Semaphore>,
     /// Wakes the heartbeat loop early: a new MLflow run should reach the run view at once.
     report_now: Arc<Notify>,
 }
@@ -115,6 +121,7 @@ impl Agent {
             shutdown,
             capacity: cfg.capacity,
             report_now: Arc::new(Notify::new()),
+            run_creates: Arc::new(tokio::sync::Semaphore::new(RUN_CREATES_AT_ONCE)),
             mlflow: Arc::new(crate::mlflow::Mlflow::new(
                 &cfg.mlflow_uri,
                 std::env::var("MLFLOW_TRACKING_TOKEN").ok(),
@@ -151,7 +158,7 @@ impl Agent {
             match answer.leases.get(&lease.item.id) {
                 Some(LeaseStatus::Active) => {
                     tracing::info!(item = %lease.item.id, "re-adopting the step of a valid lease");
-                    self.start_step(lease);
+                    self.start_step(lease, None);
                 }
                 status => {
                     tracing::info!(item = %lease.item.id, ?status, "discarding the step of a lease that is no longer valid");
@@ -196,8 +203,9 @@ impl Agent {
                     if !resp.leases.is_empty() {
                         self.metrics.lease_latency.observe(asked.elapsed());
                     }
+                    let arrived = std::time::Instant::now();
                     for lease in self.confirm(resp.leases).await {
-                        self.start_step(lease);
+                        self.start_step(lease, Some(arrived));
                     }
                 }
                 Err(e) => {
@@ -307,8 +315,9 @@ impl Agent {
     }
 
     /// Runs a leased step and reports its outcome, keeping the lease in the table (so its
-    /// heartbeats go on) until the edge has the outcome.
-    fn start_step(&self, lease: Lease) {
+    /// heartbeats go on) until the edge has the outcome. `arrived`: when its lease came (not
+    /// for an adopted step), the start of the timeline the report logs.
+    fn start_step(&self, lease: Lease, arrived: Option<std::time::Instant>) {
         let id = lease.item.id.clone();
         let cancel = CancellationToken::new();
         let known = Some(lease.item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
@@ -327,9 +336,15 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let (lease, outcome, no_run) = match agent.make_run(lease, &cancel).await {
+            let mut timeline = crate::timeline::Timeline::new(arrived.unwrap_or(started));
+            timeline.mark("confirm");
+            // Boxed: this task lives as long as its step, and would otherwise keep room for the
+            // create's (large) state all that time.
+            let (lease, outcome, no_run) = match Box::pin(agent.make_run(lease, &cancel)).await {
                 Ok(lease) => {
+                    timeline.mark("mlflow_run");
                     let outcome = agent.executor.run(&lease, cancel.clone()).await;
+                    timeline.mark("step");
                     (lease, outcome, false)
                 }
                 // MLflow refused the create, and no run can exist: no earlier agent's (a
@@ -370,7 +385,8 @@ impl Agent {
                 .await
                 {
                     Ok(()) => {
-                        tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), "step reported")
+                        timeline.mark("report");
+                        tracing::info!(item = %id, succeeded = ok, seconds = started.elapsed().as_secs_f64(), leased_at_ms = timeline.epoch_ms, phases_ms = %timeline, "step reported")
                     }
                     Err(EdgeError::Refused(why)) => {
                         tracing::warn!(item = %id, "the edge refused the result: {why}")
@@ -432,11 +448,14 @@ impl Agent {
                 return Ok(lease);
             };
             let made = tokio::select! {
-                made = self.mlflow.ensure_run(&experiment, &child) => made,
+                made = async {
+                    let _slot = self.run_creates.acquire().await.expect("never closed");
+                    self.mlflow.ensure_run(&experiment, &child).await
+                } => made,
                 _ = cancel.cancelled() => return Err((lease, None)),
             };
             match made {
-                Ok(run_id) => {
+                Ok((run_id, artifact_uri)) => {
                     if let Some(r) = self
                         .running
                         .lock()
@@ -446,6 +465,7 @@ impl Agent {
                         r.mlflow_run = Some(run_id.clone());
                     }
                     lease.item.step.mlflow.run_id = run_id;
+                    lease.item.step.artifact_uri = artifact_uri;
                     lease.item.step.child_run = None;
                     self.report_now.notify_one();
                     return Ok(lease);

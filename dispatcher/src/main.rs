@@ -12,6 +12,7 @@ mod pace;
 mod report;
 mod retry;
 mod step;
+mod timeline;
 
 use std::path::PathBuf;
 

@@ -124,11 +124,12 @@ impl Mlflow {
     /// made it, or a new one, with the run name, tags and params the edge chose. A 4xx
     /// (a deleted experiment, a value MLflow refuses) is final; the create is tried once (the
     /// caller tries again with `maybe_exists`), the other calls until MLflow answers.
+    /// Its answer: the run's id, and its artifact root when MLflow told it.
     pub async fn ensure_run(
         &self,
         experiment_id: &str,
         child: &concurrent_core::wire::ChildRun,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<(String, Option<String>)> {
         let pairs = |kv: &[(String, String)]| -> Vec<Value> {
             kv.iter()
                 .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
@@ -160,12 +161,12 @@ impl Mlflow {
         let found = if child.maybe_exists {
             let filter = format!("tags.`concurrent.key` = '{}'", child.key.replace('\'', ""));
             let v = post("runs/search", serde_json::json!({"experiment_ids": [experiment_id], "filter": filter, "run_view_type": "ALL", "max_results": 1})).await?;
-            v["runs"][0]["info"]["run_id"].as_str().map(str::to_string)
+            v["runs"][0]["info"].as_object().cloned()
         } else {
             None
         };
-        let run_id = match found {
-            Some(id) => id,
+        let info = match found {
+            Some(info) => Value::Object(info),
             None => {
                 let mut tags = child.tags.clone();
                 tags.push(("mlflow.runName".into(), child.run_name.clone()));
@@ -173,13 +174,15 @@ impl Mlflow {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
                 let body = serde_json::json!({"experiment_id": experiment_id, "run_name": child.run_name, "start_time": start, "tags": pairs(&tags)});
-                let v = call("runs/create", body, true).await?;
-                v["run"]["info"]["run_id"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("MLflow's runs/create returned no run id"))?
-                    .to_string()
+                let mut v = call("runs/create", body, true).await?;
+                v["run"]["info"].take()
             }
         };
+        let run_id = info["run_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("MLflow's answer for {} has no run id", child.key))?
+            .to_string();
+        let artifact_uri = info["artifact_uri"].as_str().map(str::to_string);
         // At most 100 params per batch; logging the same value again is allowed.
         for chunk in child.params.chunks(100) {
             post(
@@ -188,7 +191,7 @@ impl Mlflow {
             )
             .await?;
         }
-        Ok(run_id)
+        Ok((run_id, artifact_uri))
     }
 
     /// Sets tags on a run (one call).
@@ -293,6 +296,30 @@ impl Mlflow {
         Ok(self.proxy_root(run_id).await?.is_some())
     }
 
+    /// Notes a run's artifact root as MLflow told it elsewhere (the agent's create), so that
+    /// no call asks for it again.
+    pub fn knows_artifact_uri(&self, run_id: &str, artifact_uri: &str) {
+        let root = self.proxy_url(artifact_uri);
+        self.roots
+            .lock()
+            .expect("poisoned")
+            .insert(run_id.into(), root);
+    }
+
+    /// The proxy's URL for an artifact root, when it is behind the proxy.
+    fn proxy_url(&self, uri: &str) -> Option<String> {
+        uri.strip_prefix("mlflow-artifacts:").map(|rest| {
+            // mlflow-artifacts:/1/abc/artifacts or mlflow-artifacts://host/1/abc/artifacts
+            let rest = rest.trim_start_matches("//").trim_start_matches('/');
+            let rest = if uri.starts_with("mlflow-artifacts://") {
+                rest.split_once('/').map_or("", |(_, r)| r)
+            } else {
+                rest
+            };
+            format!("{}/api/2.0/mlflow-artifacts/artifacts/{rest}", self.base)
+        })
+    }
+
     /// The URL under which a run's artifacts are served by the proxy, if they are.
     async fn proxy_root(&self, run_id: &str) -> anyhow::Result<Option<String>> {
         if let Some(r) = self.roots.lock().expect("poisoned").get(run_id) {
@@ -302,21 +329,8 @@ impl Mlflow {
         let uri = v["run"]["info"]["artifact_uri"]
             .as_str()
             .ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
-        let root = uri.strip_prefix("mlflow-artifacts:").map(|rest| {
-            // mlflow-artifacts:/1/abc/artifacts or mlflow-artifacts://host/1/abc/artifacts
-            let rest = rest.trim_start_matches("//").trim_start_matches('/');
-            let rest = if uri.starts_with("mlflow-artifacts://") {
-                rest.split_once('/').map_or("", |(_, r)| r)
-            } else {
-                rest
-            };
-            format!("{}/api/2.0/mlflow-artifacts/artifacts/{rest}", self.base)
-        });
-        self.roots
-            .lock()
-            .expect("poisoned")
-            .insert(run_id.into(), root.clone());
-        Ok(root)
+        self.knows_artifact_uri(run_id, uri);
+        Ok(self.proxy_url(uri))
     }
 
     async fn root(&self, run_id: &str) -> anyhow::Result<String> {
@@ -455,5 +469,29 @@ impl Mlflow {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mlflow;
+
+    #[test]
+    fn an_artifact_root_told_by_the_create_is_not_asked_for_again() {
+        let m = Mlflow::new("http://mlflow:5000/", None).unwrap();
+        m.knows_artifact_uri("r1", "mlflow-artifacts:/1/r1/artifacts");
+        m.knows_artifact_uri("r2", "mlflow-artifacts://mlflow:5000/2/r2/artifacts");
+        m.knows_artifact_uri("r3", "s3://bucket/3/r3/artifacts");
+        let roots = m.roots.lock().unwrap();
+        let proxy = "http://mlflow:5000/api/2.0/mlflow-artifacts/artifacts";
+        assert_eq!(
+            roots["r1"].as_deref(),
+            Some(&*format!("{proxy}/1/r1/artifacts"))
+        );
+        assert_eq!(
+            roots["r2"].as_deref(),
+            Some(&*format!("{proxy}/2/r2/artifacts"))
+        );
+        assert_eq!(roots["r3"], None);
     }
 }

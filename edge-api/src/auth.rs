@@ -42,15 +42,55 @@ fn verify_step_token(secret: &str, token: &str) -> Option<User> {
     })
 }
 
+/// How long this isolate believes a token it found in the catalog without asking again: every
+/// agent call (lease, heartbeat, completion) would otherwise take a hop through the one catalog
+/// object. A revocation ends the token at once in the isolate that revoked it, and in the
+/// others within this time (kube-apiserver caches its token reviews the same way).
+const KNOWN_FOR_MS: u64 = 10_000;
+/// Tokens remembered at most; beyond, the memory starts over.
+const KNOWN_AT_MOST: usize = 1_000;
+
+thread_local! {
+    /// Token hash → its user, and until when that is believed.
+    static KNOWN: std::cell::RefCell<std::collections::HashMap<String, (User, u64)>> =
+        Default::default();
+}
+
+/// Forgets every token this isolate believed (a token was revoked).
+pub fn forget_known_tokens() {
+    KNOWN.with(|k| k.borrow_mut().clear());
+}
+
 /// Who the token with this SHA-256 belongs to (the bootstrap token, or one in the catalog).
 async fn user_of_hash(env: &Env, bootstrap: &str, hash: &str) -> Result<Option<User>, ApiError> {
     if sign::constant_time_eq(hash.as_bytes(), token_hash(bootstrap).as_bytes()) {
         return Ok(Some(User::new("admin", Role::Admin, None)));
     }
+    let now = now_ms();
+    let known = KNOWN.with(|k| {
+        k.borrow()
+            .get(hash)
+            .filter(|(_, until)| *until > now)
+            .map(|(user, _)| user.clone())
+    });
+    if known.is_some() {
+        return Ok(known);
+    }
     let found = CatalogClient::of(env)?
         .lookup_token(&hash.to_string())
-        .await?;
-    Ok(found.map(|t| User::new(t.name, t.role, t.cluster)))
+        .await?
+        .map(|t| User::new(t.name, t.role, t.cluster));
+    // Only tokens found: a token made a moment ago must not be refused from memory.
+    if let Some(user) = &found {
+        KNOWN.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= KNOWN_AT_MOST {
+                k.clear();
+            }
+            k.insert(hash.to_string(), (user.clone(), now + KNOWN_FOR_MS));
+        });
+    }
+    Ok(found)
 }
 
 /// Who a bearer token belongs to.

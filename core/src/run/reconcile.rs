@@ -475,6 +475,7 @@ fn work_item(
                 .mlflow_run_id
                 .is_none()
                 .then(|| child_run(run, mlflow, node_run, inst, a)),
+            artifact_uri: None,
             parent_run_id: Some(mlflow.run_id.clone()),
             commit: match &kind {
                 NodeKind::Project(p) if p.is_git() => run.pins.get(&p.source_key()).cloned(),

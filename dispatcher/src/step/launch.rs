@@ -60,7 +60,8 @@ pub async fn run_node(
     let timeout = step.timeout_seconds.map(Duration::from_secs);
     match &step.kind {
         NodeKind::Project(p) => {
-            let (dir, commit) = project_dir(args, item, p, mlflow, log).await?;
+            let (dir, commit, mut tags) = project_dir(args, item, p, mlflow, log).await?;
+            let run_id = &step.mlflow.run_id;
             let cwd = log.parent().unwrap_or(Path::new("."));
             let plan = match args.launcher {
                 Launcher::Mlflow => Plan::Mlflow("--launcher mlflow".into()),
@@ -70,6 +71,7 @@ pub async fn run_node(
             let (dir, command, declared) = match plan {
                 Plan::Direct { dir, command, env } => (dir, command, env),
                 Plan::Mlflow(why) => {
+                    set_tags(mlflow, run_id, &tags).await?;
                     tracing::info!(item = %item.id, "starting with `mlflow run`: {why}");
                     let launch = Launch::mlflow(args, mlflow_run_argv(item, p, &dir, true), log);
                     return run_logged(args, item, &launch, inputs, outputs, log, timeout)
@@ -82,17 +84,19 @@ pub async fn run_node(
                 let project = cache::project_identity(p, &dir, commit.as_deref())?;
                 let key = cache::key_of(item, p, &project, &choice, &dir);
                 facts.cache_key = Some(key.clone());
-                let run_id = &step.mlflow.run_id;
+                tags.push(("concurrent.cache.key".into(), key.clone()));
                 if spec.read {
                     if let Some(hit) =
                         cache::lookup(args, item, &key, spec.max_age_ms, mlflow, log).await?
                     {
-                        let tags = [
-                            ("concurrent.cache.key", key.as_str()),
-                            ("concurrent.cache.hit", hit.from.mlflow_run_id.as_str()),
-                            ("concurrent.cache.hit_run", hit.from.run_id.as_str()),
-                        ];
-                        mlflow.set_tags(run_id, &tags).await?;
+                        tags.extend([
+                            (
+                                "concurrent.cache.hit".into(),
+                                hit.from.mlflow_run_id.clone(),
+                            ),
+                            ("concurrent.cache.hit_run".into(), hit.from.run_id.clone()),
+                        ]);
+                        set_tags(mlflow, run_id, &tags).await?;
                         // The reused attempt's metrics are this one's too (MLflow's compare view
                         // and a downstream best-of selection read them here).
                         let (metrics, model) = mlflow.run_facts(&hit.from.mlflow_run_id).await?;
@@ -111,9 +115,6 @@ pub async fn run_node(
                 } else {
                     super::log_line(log, "==> cache: not read (the run was started ignoring the cache); the step runs and its result is cached").await;
                 }
-                mlflow
-                    .set_tags(run_id, &[("concurrent.cache.key", key.as_str())])
-                    .await?;
             }
             let mut env = vec![("MLFLOW_RUN_ID".to_string(), step.mlflow.run_id.clone())];
             let env_name = match &choice {
@@ -133,6 +134,7 @@ pub async fn run_node(
                             d.image
                         );
                     }
+                    set_tags(mlflow, run_id, &tags).await?;
                     let launch = Launch::mlflow(args, mlflow_run_argv(item, p, &dir, false), log);
                     return run_logged(args, item, &launch, inputs, outputs, log, timeout)
                         .await
@@ -144,24 +146,22 @@ pub async fn run_node(
             };
             let prepared = environment::prepare(&choice, &dir, &tools(args), log).await?;
             env.extend(environment::env_vars(&prepared.activation));
-            mlflow
-                .set_tags(
-                    &step.mlflow.run_id,
-                    &[
-                        ("mlflow.project.backend", "local"),
-                        ("mlflow.project.env", env_name),
-                    ],
-                )
-                .await?;
+            tags.extend([
+                ("mlflow.project.backend".into(), "local".into()),
+                ("mlflow.project.env".into(), env_name.into()),
+            ]);
             let launch = Launch {
                 program: "bash".into(),
                 argv: vec!["-c".into(), command],
                 dir,
                 env,
             };
-            run_logged(args, item, &launch, inputs, outputs, log, timeout)
-                .await
-                .map(|()| None)
+            // The run's tags go to MLflow while the process starts (a refusal stops it).
+            tokio::try_join!(
+                set_tags(mlflow, run_id, &tags),
+                run_logged(args, item, &launch, inputs, outputs, log, timeout)
+            )
+            .map(|_| None)
         }
         NodeKind::Inference(i) => {
             // Every csv/json/parquet file of the partition, predicted by one process that loads
@@ -352,16 +352,25 @@ async fn docker_reachable() -> bool {
     )
 }
 
+/// Tags of an MLflow run, owned.
+type Tags = Vec<(String, String)>;
+
+/// Sets `tags` on a run in one call.
+async fn set_tags(mlflow: &Mlflow, run_id: &str, tags: &Tags) -> anyhow::Result<()> {
+    let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    mlflow.set_tags(run_id, &pairs).await
+}
+
 /// The project's directory for this attempt: a git project checked out at the run's pinned
-/// commit (pinning it first if no attempt has), or a local path; the source is recorded on the
-/// attempt's MLflow run (and on the parent run by the attempt that pinned it).
+/// commit (pinning it first if no attempt has), or a local path; and the source's tags, for
+/// the attempt's MLflow run (the attempt that pinned the commit records it on the parent run).
 async fn project_dir(
     args: &StepArgs,
     item: &WorkItem,
     p: &concurrent_core::template::ProjectSpec,
     mlflow: &Mlflow,
     log: &Path,
-) -> anyhow::Result<(std::path::PathBuf, Option<String>)> {
+) -> anyhow::Result<(std::path::PathBuf, Option<String>, Tags)> {
     let step = &item.step;
     let work = log.parent().unwrap_or(Path::new("."));
     let (root, commit, first) = if p.is_git() {
@@ -414,25 +423,20 @@ async fn project_dir(
             ("mlflow.gitRepoURL".to_string(), url),
         ]);
     }
-    let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    mlflow.set_tags(&step.mlflow.run_id, &pairs).await?;
     if let (true, Some(parent)) = (first, &step.parent_run_id) {
-        mlflow
-            .set_tags(
-                parent,
-                &pairs[..2]
-                    .iter()
-                    .chain(&pairs[3..])
-                    .copied()
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
+        // The parent run's source, without the entry point (its nodes have their own).
+        let source: Tags = tags
+            .iter()
+            .filter(|(k, _)| k != "mlflow.project.entryPoint")
+            .cloned()
+            .collect();
+        set_tags(mlflow, parent, &source).await?;
     }
     let dir = match &p.sub_path {
         Some(sub) => root.join(sub),
         None => root,
     };
-    Ok((dir, commit))
+    Ok((dir, commit, tags))
 }
 
 /// Runs the launch with the step's environment, appending its output to `log`.

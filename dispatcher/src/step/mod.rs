@@ -174,6 +174,9 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
         &args.mlflow_uri,
         std::env::var("MLFLOW_TRACKING_TOKEN").ok(),
     )?);
+    if let Some(uri) = &item.step.artifact_uri {
+        mlflow.knows_artifact_uri(&item.step.mlflow.run_id, uri);
+    }
     let log = args.work_dir.join("step.log");
     // The log reaches MLflow while the step runs, not only at its end, so it outlives a lost pod.
     let uploader = {
@@ -196,16 +199,28 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let began = std::time::Instant::now();
+    let mut timeline = crate::timeline::Timeline::new(began);
     let mut facts = StepFacts::default();
     let result = tokio::select! {
-        result = execute(&args, &item, &mlflow, &log, &mut facts) => result,
+        result = execute(&args, &item, &mlflow, &log, &mut facts, &mut timeline) => result,
         // Cancelled: dropping `execute` stops the user's processes; there is nothing to report.
         _ = term.recv() => {
             tracing::info!(item = %item.id, "stopped by SIGTERM");
             return Ok(());
         }
     };
-    learn(&item, &mlflow, began, &mut facts).await;
+    uploader.abort();
+    // What the step used and logged, and its log, are sent at once: they do not depend on
+    // each other, and the next step waits for them.
+    let send_log = async {
+        if log.exists() {
+            if let Err(e) = upload_log(&args, &mlflow, &item.step.mlflow.run_id, &log).await {
+                tracing::warn!(item = %item.id, "the step log could not be uploaded: {e:#}");
+            }
+        }
+    };
+    tokio::join!(learn(&item, &mlflow, began, &mut facts), send_log);
+    timeline.mark("learn_and_log");
     let outcome = match result {
         Ok(outputs) => Outcome::Succeeded { outputs, facts },
         Err(e) => Outcome::Failed {
@@ -214,12 +229,7 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
         },
     }
     .bounded();
-    uploader.abort();
-    if log.exists() {
-        if let Err(e) = upload_log(&args, &mlflow, &item.step.mlflow.run_id, &log).await {
-            tracing::warn!(item = %item.id, "the step log could not be uploaded: {e:#}");
-        }
-    }
+    tracing::info!(item = %item.id, phases_ms = %timeline, "step ran");
     let tmp = args.result.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(&outcome)?)?;
     std::fs::rename(&tmp, &args.result)?;
@@ -335,10 +345,15 @@ async fn learn(item: &WorkItem, mlflow: &Mlflow, began: std::time::Instant, fact
         return;
     }
     let metrics: Vec<(&str, f64)> = usage.metrics().to_vec();
-    if let Err(e) = mlflow.log_metrics(run_id, &metrics).await {
+    // At once: the facts read leave out the usage metrics this logs.
+    let (logged, read) = tokio::join!(
+        mlflow.log_metrics(run_id, &metrics),
+        mlflow.run_facts(run_id)
+    );
+    if let Err(e) = logged {
         tracing::warn!(item = %item.id, "the attempt's usage could not be logged: {e:#}");
     }
-    match mlflow.run_facts(run_id).await {
+    match read {
         Ok((metrics, model_uri)) => {
             facts.metrics = metrics
                 .into_iter()
@@ -357,6 +372,7 @@ async fn execute(
     mlflow: &Mlflow,
     log: &Path,
     facts: &mut StepFacts,
+    timeline: &mut crate::timeline::Timeline,
 ) -> anyhow::Result<Vec<OutputFile>> {
     let work = &args.work_dir;
     let (inputs, outputs) = (work.join("inputs"), work.join("outputs"));
@@ -364,6 +380,7 @@ async fn execute(
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     download_inputs(args, item, mlflow, &inputs, log).await?;
+    timeline.mark("inputs");
     let run_id = &item.step.mlflow.run_id;
     match &item.step.kind {
         NodeKind::Input(spec) => {
@@ -405,7 +422,10 @@ async fn execute(
             }
         }
     }
-    upload_outputs(args, mlflow, run_id, &outputs, log).await
+    timeline.mark("node");
+    let uploaded = upload_outputs(args, mlflow, run_id, &outputs, log).await;
+    timeline.mark("outputs");
+    uploaded
 }
 
 /// A local path as written in a template (absolute, or relative to the project root), once it

@@ -75,11 +75,13 @@ pub async fn handle_list(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     respond(result, 200)
 }
 
-/// `DELETE /api/v1/tokens/:name` — revokes at once.
+/// `DELETE /api/v1/tokens/:name` — revokes at once here, and everywhere within seconds (the
+/// edge's other isolates believe a token they found for a few seconds).
 pub async fn handle_delete(_req: Request, ctx: Ctx) -> worker::Result<Response> {
     let name = ctx.param("name").cloned().unwrap_or_default();
     let result: Result<bool, _> =
         async { CatalogClient::of(&ctx.env)?.delete_token(&name).await }.await;
+    crate::auth::forget_known_tokens();
     match result {
         Ok(_) => Ok(Response::empty()?.with_status(204)),
         Err(e) => e.into_response(),

@@ -28,7 +28,24 @@ use tokio_util::sync::CancellationToken;
 use self::diagnose::PodState;
 use super::Executor;
 
-type Watchers = Arc<Mutex<HashMap<String, watch::Sender<Option<Pod>>>>>;
+/// What the agent keeps of a watched pod: its status, read. Not the object itself, which
+/// takes kilobytes per pod (an agent beside thousands of pods holds one of these for each).
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    version: Option<String>,
+    state: PodState,
+}
+
+impl Seen {
+    fn of(pod: &Pod) -> Seen {
+        Seen {
+            version: pod.metadata.resource_version.clone(),
+            state: diagnose::state(pod),
+        }
+    }
+}
+
+type Watchers = Arc<Mutex<HashMap<String, watch::Sender<Option<Seen>>>>>;
 
 pub struct KubeExecutor {
     pods: Api<Pod>,
@@ -104,7 +121,7 @@ impl KubeExecutor {
                     }
                 };
                 if let Some(tx) = stream_watchers.lock().expect("poisoned").get(&name) {
-                    let _ = tx.send(pod);
+                    let _ = tx.send(pod.as_ref().map(Seen::of));
                 }
             }
         });
@@ -298,7 +315,7 @@ impl KubeExecutor {
     async fn observe(
         &self,
         name: &str,
-        mut rx: watch::Receiver<Option<Pod>>,
+        mut rx: watch::Receiver<Option<Seen>>,
         cancel: CancellationToken,
         launched: Option<Instant>,
     ) -> Option<Outcome> {
@@ -306,8 +323,8 @@ impl KubeExecutor {
         let mut started = launched.is_none();
         let mut seen = false;
         loop {
-            let current = rx.borrow_and_update().clone();
-            let state = current.as_ref().map(diagnose::state);
+            let state = rx.borrow_and_update().as_ref().map(|s| s.state.clone());
+            let present = state.is_some();
             if !started && matches!(state, Some(PodState::Running | PodState::Succeeded)) {
                 started = true;
                 if let Some(at) = launched {
@@ -328,7 +345,7 @@ impl KubeExecutor {
                     return None;
                 }
                 Some(PodState::Failed(why)) => {
-                    let tail = self.log_tail(name).await;
+                    let tail = Box::pin(self.log_tail(name)).await;
                     self.clean_up_later(name.to_string());
                     return Some(Outcome::Failed {
                         error: format!("{why}; pod {name}, last lines of its log:\n{tail}"),
@@ -338,7 +355,7 @@ impl KubeExecutor {
                 Some(PodState::Pending(Some(why))) => {
                     let since = *stuck_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.pending_timeout {
-                        let _ = self.pods.delete(name, &DeleteParams::default()).await;
+                        let _ = Box::pin(self.pods.delete(name, &DeleteParams::default())).await;
                         return Some(Outcome::Failed {
                             error: format!(
                                 "{why}; gave up after {} s",
@@ -350,12 +367,12 @@ impl KubeExecutor {
                 }
                 Some(_) => stuck_since = None,
             }
-            seen |= current.is_some();
+            seen |= present;
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { return Some(Outcome::Failed { error: "the pod watch ended".into(), facts: Default::default(), }) },
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = cancel.cancelled() => {
-                    let _ = self.pods.delete(name, &DeleteParams::default()).await;
+                    let _ = Box::pin(self.pods.delete(name, &DeleteParams::default())).await;
                     tracing::info!(pod = %name, "step killed (cancelled or lease lost): pod deleted");
                     return None;
                 }
@@ -405,16 +422,18 @@ impl Executor for KubeExecutor {
             .expect("poisoned")
             .insert(lease.item.id.clone(), name.clone());
         let launched = Instant::now();
-        let result = match self.launch(lease).await {
+        // The calls of a pod's start are boxed: a step's task lives as long as its pod, and
+        // would otherwise keep room for their (large) state all that time.
+        let result = match Box::pin(self.launch(lease)).await {
             Ok(new) => {
-                if let Ok(p) = self.pods.get(&name).await {
+                if let Ok(p) = Box::pin(self.pods.get(&name)).await {
                     if let Some(tx) = self.watchers.lock().expect("poisoned").get(&name) {
                         tx.send_if_modified(|cur| {
-                            let newer = cur.as_ref().is_none_or(|c| {
-                                c.metadata.resource_version < p.metadata.resource_version
-                            });
+                            let newer = cur
+                                .as_ref()
+                                .is_none_or(|c| c.version < p.metadata.resource_version);
                             if newer {
-                                *cur = Some(p);
+                                *cur = Some(Seen::of(&p));
                             }
                             newer
                         });

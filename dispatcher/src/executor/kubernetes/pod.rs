@@ -732,6 +732,7 @@ mod tests {
                     env_manager: None,
                     kubernetes: Default::default(),
                     child_run: None,
+                    artifact_uri: None,
                     parent_run_id: None,
                     commit: None,
                     cache: None,

@@ -1,7 +1,7 @@
-//! Driving a run from its alarm: each round reconciles the state into effects (core's
-//! `plan_round` batches them), carries out the MLflow calls in waves as wide as an adaptive
-//! limit allows and the queue calls per cluster, and applies what they return, until nothing is
-//! left or everything left failed.
+//! Driving a run (at once after a change, or from its alarm): each round reconciles the state
+//! into effects (core's `plan_round` batches them), carries out the queue calls per cluster and
+//! then the MLflow calls in waves as wide as an adaptive limit allows, and applies what they
+//! return, until nothing is left or everything left failed.
 
 use std::cell::Cell;
 
@@ -9,7 +9,7 @@ use concurrent_core::concurrency_limit::ConcurrencyLimit;
 use concurrent_core::run::{plan_round, reconcile_at_most, Event, MlflowEffect, MlflowRef, Round};
 use concurrent_core::wire::{batches_by_size, EnqueueRequest, MAX_MESSAGE_BYTES};
 
-use super::RunObject;
+use super::Run;
 use crate::error::ApiError;
 use crate::mlflow::{Mlflow, MlflowError};
 use crate::objects::catalog::api::CatalogClient;
@@ -42,7 +42,7 @@ struct Outcome {
     failed: bool,
 }
 
-impl RunObject {
+impl Run {
     /// Carries out effects until none are left or all remaining ones failed.
     pub(super) async fn drive(&self) -> Result<(), ApiError> {
         if !self.load()? {
@@ -108,6 +108,57 @@ impl RunObject {
     /// Carries out one round and applies its results.
     async fn carry_out(&self, mlflow: &Mlflow, round: Round) -> Result<Outcome, ApiError> {
         let mut outcome = Outcome::default();
+        // The queues first: the next steps' work waits on nothing MLflow answers in the same
+        // round (reconcile emits work only once what it needs is recorded), and a step
+        // transition should not wait for the previous attempt's run to be closed.
+        for (cluster, items) in round.enqueue {
+            let queue = QueueClient::of(&self.env, &cluster)?;
+            for batch in batches_by_size(items, MAX_MESSAGE_BYTES) {
+                let request = EnqueueRequest {
+                    shared: self.with_run(|run| run.shared_for(&batch))?,
+                    items: batch,
+                };
+                if let Err(e) = queue.enqueue(&request).await {
+                    worker::console_error!(
+                        "run {}: enqueue on cluster {cluster:?} failed: {}",
+                        self.run_id(),
+                        e.detail()
+                    );
+                    outcome.failed = true;
+                    break;
+                }
+                self.apply_events(
+                    request
+                        .items
+                        .iter()
+                        .map(|item| Event::Enqueued { key: item.key() })
+                        .collect(),
+                )?;
+                outcome.progressed = true;
+            }
+        }
+        for (cluster, list) in round.withdraw {
+            let queue = QueueClient::of(&self.env, &cluster)?;
+            for batch in batches_by_size(list, MAX_MESSAGE_BYTES) {
+                let item_ids = batch.iter().map(|(id, _)| id.clone()).collect();
+                if let Err(e) = queue.withdraw(&Withdraw { item_ids }).await {
+                    worker::console_error!(
+                        "run {}: withdraw on cluster {cluster:?} failed: {}",
+                        self.run_id(),
+                        e.detail()
+                    );
+                    outcome.failed = true;
+                    break;
+                }
+                self.apply_events(
+                    batch
+                        .into_iter()
+                        .map(|(_, key)| Event::Withdrawn { key })
+                        .collect(),
+                )?;
+                outcome.progressed = true;
+            }
+        }
         let mut unavailable: Option<String> = None;
         let mut pending = round.mlflow.as_slice();
         while !pending.is_empty() {
@@ -165,54 +216,6 @@ impl RunObject {
         }
         if let Some(reason) = unavailable {
             self.apply_event(Event::MlflowUnavailable { reason })?.ok();
-        }
-        for (cluster, items) in round.enqueue {
-            let queue = QueueClient::of(&self.env, &cluster)?;
-            for batch in batches_by_size(items, MAX_MESSAGE_BYTES) {
-                let request = EnqueueRequest {
-                    shared: self.with_run(|run| run.shared_for(&batch))?,
-                    items: batch,
-                };
-                if let Err(e) = queue.enqueue(&request).await {
-                    worker::console_error!(
-                        "run {}: enqueue on cluster {cluster:?} failed: {}",
-                        self.run_id(),
-                        e.detail()
-                    );
-                    outcome.failed = true;
-                    break;
-                }
-                self.apply_events(
-                    request
-                        .items
-                        .iter()
-                        .map(|item| Event::Enqueued { key: item.key() })
-                        .collect(),
-                )?;
-                outcome.progressed = true;
-            }
-        }
-        for (cluster, list) in round.withdraw {
-            let queue = QueueClient::of(&self.env, &cluster)?;
-            for batch in batches_by_size(list, MAX_MESSAGE_BYTES) {
-                let item_ids = batch.iter().map(|(id, _)| id.clone()).collect();
-                if let Err(e) = queue.withdraw(&Withdraw { item_ids }).await {
-                    worker::console_error!(
-                        "run {}: withdraw on cluster {cluster:?} failed: {}",
-                        self.run_id(),
-                        e.detail()
-                    );
-                    outcome.failed = true;
-                    break;
-                }
-                self.apply_events(
-                    batch
-                        .into_iter()
-                        .map(|(_, key)| Event::Withdrawn { key })
-                        .collect(),
-                )?;
-                outcome.progressed = true;
-            }
         }
         for n in round.notify {
             let error = crate::webhook::deliver(&self.env, &n, &self.run_id())

@@ -1,15 +1,17 @@
 //! The run Durable Object: hosts one run's state machine and carries out its effects.
 //!
 //! Every change is applied and written synchronously (SQLite writes in one turn are atomic), then
-//! an alarm drives reconcile's effects (`drive`): MLflow calls, enqueueing work, withdrawing
-//! cancelled work. A failed effect is retried by a later alarm, so an MLflow or queue outage
-//! delays a run but never loses it. `store` keeps the run's rows; `api` is what callers may know.
+//! the run drives reconcile's effects (`drive`) at once, and an alarm set first does if that is
+//! cut short: MLflow calls, enqueueing work, withdrawing cancelled work. A failed effect is
+//! retried by a later alarm, so an MLflow or queue outage delays a run but never loses it.
+//! `store` keeps the run's rows; `api` is what callers may know.
 
 pub mod api;
 mod drive;
 mod store;
 
 use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 
 use concurrent_core::concurrency_limit::ConcurrencyLimit;
 use concurrent_core::run::{apply_all, next_wake, Event, Rejected, RunState};
@@ -22,8 +24,24 @@ use crate::error::ApiError;
 use crate::http::reply;
 use crate::platform::now_ms;
 
+/// When the alarm comes again if it finds the run being driven already.
+const ALARM_WHILE_DRIVING_MS: i64 = 1_000;
+
 #[durable_object]
 pub struct RunObject {
+    run: Rc<Run>,
+}
+
+impl std::ops::Deref for RunObject {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        &self.run
+    }
+}
+
+/// The object's state, shared with the drives it starts itself (see [`Run::drive_now`]).
+pub struct Run {
+    me: Weak<Run>,
     state: State,
     env: Env,
     sql: SqlStorage,
@@ -41,13 +59,16 @@ impl DurableObject for RunObject {
             sql.exec(ddl, None).expect("run schema");
         }
         RunObject {
-            state,
-            env,
-            sql,
-            cache: RefCell::new(None),
-            driving: Cell::new(false),
-            again: Cell::new(false),
-            mlflow_limit: RefCell::new(drive::mlflow_limit()),
+            run: Rc::new_cyclic(|me| Run {
+                me: me.clone(),
+                state,
+                env,
+                sql,
+                cache: RefCell::new(None),
+                driving: Cell::new(false),
+                again: Cell::new(false),
+                mlflow_limit: RefCell::new(drive::mlflow_limit()),
+            }),
         }
     }
 
@@ -56,20 +77,24 @@ impl DurableObject for RunObject {
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
-        if let Err(e) = self.drive().await {
-            worker::console_error!(
-                "run {}: driving effects failed: {}",
-                self.run_id(),
-                e.detail()
-            );
-            self.state.storage().set_alarm(3_000i64).await?;
+        if self.driving.get() {
+            // A drive started beside a request is under way. This alarm is spent once it
+            // returns, and that drive may yet be cut short (an eviction, the process killed):
+            // the alarm comes again, and finds the drive done or carries on where it stopped.
+            self.again.set(true);
+            self.state
+                .storage()
+                .set_alarm(ALARM_WHILE_DRIVING_MS)
+                .await?;
+            return Response::ok("ok");
         }
+        self.drive_or_retry().await?;
         crate::http::note_memory();
         Response::ok("ok")
     }
 }
 
-impl RunApi for RunObject {
+impl RunApi for Run {
     async fn start(&self, run: RunState) -> Result<RunSummary, ApiError> {
         if self.load()? {
             let existing = self.with_run(|r| r.request.clone())?;
@@ -85,6 +110,7 @@ impl RunApi for RunObject {
         }
         self.sync_index().await;
         self.schedule().await?;
+        self.drive_now()?;
         self.with_run(RunState::summary)
     }
 
@@ -112,6 +138,7 @@ impl RunApi for RunObject {
     async fn events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
         let answers = self.apply_events(events)?;
         self.schedule().await?;
+        self.drive_now()?;
         Ok(answers)
     }
 
@@ -131,7 +158,7 @@ impl RunApi for RunObject {
     }
 }
 
-impl RunObject {
+impl Run {
     fn run_id(&self) -> String {
         self.cache
             .borrow()
@@ -184,6 +211,35 @@ impl RunObject {
             self.save(touched.as_ref())?;
         }
         Ok(answers)
+    }
+
+    /// Drives the run at once, beside the request that changed it, when it has work due now:
+    /// the alarm rings later (about 10 ms in local workerd), and a chain's next step waits for
+    /// it. The alarm stays set ([`Run::schedule`]), so a drive cut short is finished by it.
+    fn drive_now(&self) -> Result<(), ApiError> {
+        let now = now_ms();
+        let due = self
+            .with_run(|run| next_wake(run, now))?
+            .is_some_and(|at| at <= now);
+        if let (true, Some(run)) = (due, self.me.upgrade()) {
+            worker::wasm_bindgen_futures::spawn_local(async move {
+                run.drive_or_retry().await.ok();
+            });
+        }
+        Ok(())
+    }
+
+    /// Drives the run; when that fails, says why and has the alarm try again in a while.
+    async fn drive_or_retry(&self) -> worker::Result<()> {
+        if let Err(e) = self.drive().await {
+            worker::console_error!(
+                "run {}: driving effects failed: {}",
+                self.run_id(),
+                e.detail()
+            );
+            self.state.storage().set_alarm(3_000i64).await?;
+        }
+        Ok(())
     }
 
     /// Makes sure the alarm rings by the earliest moment there is work: now, or when a retry is

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use concurrent_core::run::{Instance, RunState, RunStatus};
 use serde::Deserialize;
 
-use super::RunObject;
+use super::Run;
 use crate::error::ApiError;
 
 /// The run in memory, plus a hash of the JSON last written per row so only changed rows are
@@ -53,7 +53,7 @@ fn digest(json: &str) -> u64 {
     h.finish()
 }
 
-impl RunObject {
+impl Run {
     /// Loads the run into the cache when needed; `Ok(false)` when no run was ever started here.
     pub(super) fn load(&self) -> Result<bool, ApiError> {
         if self.cache.borrow().is_some() {
