@@ -411,17 +411,8 @@ fn a_schedule_fires_from_the_cron_trigger_once_per_tick() {
     while now() < next_fire + 500 {
         std::thread::sleep(Duration::from_millis(250));
     }
-    let client = reqwest::blocking::Client::new();
     for _ in 0..2 {
-        let resp = client
-            .get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.edge_url))
-            .send()
-            .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "the local cron trigger: {}",
-            resp.status()
-        );
+        stack.cron();
     }
     let (_, schedules) = stack.api("GET", "/api/v1/schedules", None);
     let s = schedules

@@ -109,8 +109,8 @@ impl RunApi for Run {
             self.save(None)?;
         }
         self.sync_index().await;
-        self.schedule().await?;
-        self.drive_now()?;
+        let wake = self.schedule().await?;
+        self.drive_now(wake);
         self.with_run(RunState::summary)
     }
 
@@ -137,8 +137,8 @@ impl RunApi for Run {
 
     async fn events(&self, events: Vec<Event>) -> Result<Vec<Option<Rejected>>, ApiError> {
         let answers = self.apply_events(events)?;
-        self.schedule().await?;
-        self.drive_now()?;
+        let wake = self.schedule().await?;
+        self.drive_now(wake);
         Ok(answers)
     }
 
@@ -213,20 +213,15 @@ impl Run {
         Ok(answers)
     }
 
-    /// Drives the run at once, beside the request that changed it, when it has work due now:
-    /// the alarm rings later (about 10 ms in local workerd), and a chain's next step waits for
+    /// Drives the run at once, beside the request that changed it, when it has work due now
+    /// (`wake`, as [`Run::schedule`] found it): the alarm rings later (about 10 ms in local workerd), and a chain's next step waits for
     /// it. The alarm stays set ([`Run::schedule`]), so a drive cut short is finished by it.
-    fn drive_now(&self) -> Result<(), ApiError> {
-        let now = now_ms();
-        let due = self
-            .with_run(|run| next_wake(run, now))?
-            .is_some_and(|at| at <= now);
-        if let (true, Some(run)) = (due, self.me.upgrade()) {
+    fn drive_now(&self, wake: Option<u64>) {
+        if let (true, Some(run)) = (wake.is_some_and(|at| at <= now_ms()), self.me.upgrade()) {
             worker::wasm_bindgen_futures::spawn_local(async move {
                 run.drive_or_retry().await.ok();
             });
         }
-        Ok(())
     }
 
     /// Drives the run; when that fails, says why and has the alarm try again in a while.
@@ -244,10 +239,12 @@ impl Run {
 
     /// Makes sure the alarm rings by the earliest moment there is work: now, or when a retry is
     /// due. An alarm already set that soon stays (reading it is cheap, setting it is a write).
-    async fn schedule(&self) -> Result<(), ApiError> {
-        if let Some(at) = self.with_run(|run| next_wake(run, now_ms()))? {
+    /// Returns that moment, if any.
+    async fn schedule(&self) -> Result<Option<u64>, ApiError> {
+        let wake = self.with_run(|run| next_wake(run, now_ms()))?;
+        if let Some(at) = wake {
             crate::alarm::ring_by(&self.state.storage(), at).await?;
         }
-        Ok(())
+        Ok(wake)
     }
 }
