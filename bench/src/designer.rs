@@ -30,20 +30,36 @@ pub fn big_template(name: &str, layers: usize, width: usize) -> Value {
 }
 
 /// Opens `#/dags/templates/<name>` from the running app and resolves, after two animation
-/// frames (so the frame is painted), with the milliseconds it took.
+/// frames (so the frame is painted), with the milliseconds it took and when the designer's
+/// marks of the open's phases came (`cc-open-*`, ms after the start; absent when the
+/// template was not fetched).
 const OPEN: &str = r#"
 const [name, count, done] = arguments;
+performance.clearMarks();
 const t0 = performance.now();
 location.hash = '#/dags/templates/' + name;
 const check = () => {
   if (document.querySelectorAll('#cc-canvas [data-node]').length >= count) {
-    requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0)));
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      const total = performance.now() - t0;
+      const marks = {};
+      for (const m of performance.getEntriesByType('mark')) marks[m.name] = m.startTime - t0;
+      done({total, marks});
+    }));
   } else {
     requestAnimationFrame(check);
   }
 };
 check();
 "#;
+
+/// The open's phases, from its marks: fetch (request and JSON decode), layout, draw (the
+/// views' DOM) and paint (style, layout, paint, to two frames later).
+const PHASES: [(&str, &str); 3] = [
+    ("fetch", "cc-open-fetched"),
+    ("layout", "cc-open-laid-out"),
+    ("draw", "cc-open-drawn"),
+];
 
 /// Drags a node for `frames` animation frames with real pointer events, one move per frame;
 /// resolves with the frame intervals and each move's handling time (events, style and layout).
@@ -123,6 +139,7 @@ pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
         .build()
         .unwrap();
     let (mut open, mut intervals, mut work, mut baseline) = (vec![], vec![], vec![], vec![]);
+    let mut phases: Vec<Vec<f64>> = vec![vec![]; PHASES.len() + 1];
     runtime.block_on(async {
         let b = Browser::start("bench-designer").await;
         b.sign_in(stack).await;
@@ -149,12 +166,22 @@ pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
         baseline.extend(numbers(&drag, "intervals"));
         back_to_list(&b).await;
         for name in &names {
-            let ms = b
+            let opened = b
                 .client
                 .execute_async(OPEN, vec![json!(name), json!(nodes)])
                 .await
                 .expect("open the big template");
-            open.push(ms.as_f64().unwrap());
+            let total = opened["total"].as_f64().unwrap();
+            open.push(total);
+            let mut since = 0.0;
+            for (i, (_, mark)) in PHASES.iter().enumerate() {
+                let at = opened["marks"][mark]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("no mark {mark} in the open: {opened}"));
+                phases[i].push(at - since);
+                since = at;
+            }
+            phases[PHASES.len()].push(total - since);
             let drag = b
                 .client
                 .execute_async(DRAG, vec![json!("n5-50"), json!(60)])
@@ -173,6 +200,18 @@ pub fn designer(stack: &Stack, reps: usize, rows: &mut Vec<Row>) {
         format!(
             "fetch + auto-layout + render + paint, headless Chromium; spread {spread} over {reps}"
         ),
+    ));
+    let breakdown: Vec<String> = PHASES
+        .iter()
+        .map(|(phase, _)| *phase)
+        .chain(["paint"])
+        .zip(phases.iter_mut())
+        .map(|(phase, ms)| format!("{phase} {:.0}", median(ms)))
+        .collect();
+    rows.push((
+        "designer: the open's phases (medians, ms)".into(),
+        breakdown.join(", "),
+        "fetch: request and JSON decode; layout: core's auto-layout; draw: the views' DOM (marks `cc-open-*` in the designer); paint: the browser's style, layout and paint, to two frames later".into(),
     ));
     rows.push((
         format!("designer: dragging a node among {nodes}, frame interval"),

@@ -407,23 +407,24 @@ impl Agent {
         });
     }
 
-    /// A step the edge had stopped may have set its MLflow run back to RUNNING after the edge
-    /// closed it (MLflow's client resumes a run a step logs to): once the step is gone, such a
-    /// run gets the status the edge gave the attempt. Tried while MLflow is away, for a while.
+    /// A step the edge had stopped may have set its MLflow run's status after the edge closed
+    /// it: RUNNING (MLflow's client resumes a run a step logs to), or FINISHED (it ended
+    /// between its lease's lapse and the kill). Once the step is gone, its run gets the status
+    /// the edge gave the attempt. Tried while MLflow is away, for a while.
     async fn end_stopped_run(&self, id: &str, run: &str, why: LeaseStatus) {
         let status = match why {
             LeaseStatus::Cancelled => "KILLED",
             _ => "FAILED",
         };
-        let ended = (|| self.mlflow.end_if_running(run, status))
+        let ended = (|| self.mlflow.end_as(run, status))
             .retry(crate::retry::transfer())
             .when(crate::mlflow::Unavailable::caused)
             .await;
         match ended {
-            Ok(true) => {
-                tracing::info!(item = %id, run, status, "the stopped step had reopened its MLflow run; ended it")
+            Ok(Some(was)) => {
+                tracing::info!(item = %id, run, status, was, "the stopped step had set its MLflow run's status after the edge closed it; set it back")
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(item = %id, run, "the stopped step's MLflow run could not be checked: {e:#}")
             }

@@ -256,12 +256,15 @@ impl Mlflow {
         Ok((metrics, model))
     }
 
-    /// Ends a run that is RUNNING with `status` (now); whether it was running.
-    pub async fn end_if_running(&self, run_id: &str, status: &str) -> anyhow::Result<bool> {
+    /// Gives a run `status` (ending it now) unless it has it already; the status it had, when
+    /// it had another.
+    pub async fn end_as(&self, run_id: &str, status: &str) -> anyhow::Result<Option<String>> {
         let v = self.get_json("runs/get", &[("run_id", run_id)]).await?;
-        if v["run"]["info"]["status"] != "RUNNING" {
-            return Ok(false);
+        let was = v["run"]["info"]["status"].as_str().unwrap_or_default();
+        if was == status {
+            return Ok(None);
         }
+        let was = was.to_string();
         let url = format!("{}/api/2.0/mlflow/runs/update", self.base);
         let end_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -274,7 +277,7 @@ impl Mlflow {
                 .timeout(Duration::from_secs(30))
         })
         .await?;
-        Ok(true)
+        Ok(Some(was))
     }
 
     async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {

@@ -328,39 +328,15 @@ impl Mlflow {
         Ok(())
     }
 
-    /// The runs tagged `concurrent.run_id = dag_run` in the experiment that are RUNNING.
-    pub async fn running_runs(
-        &self,
-        experiment_id: &str,
-        dag_run: &str,
-    ) -> Result<Vec<String>, MlflowError> {
-        let mut ids = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let mut body = json!({
-                "experiment_ids": [experiment_id],
-                "filter": format!(
-                    "tags.`concurrent.run_id` = '{}' and attributes.status = 'RUNNING'",
-                    dag_run.replace('\'', "")
-                ),
-                "max_results": 1000,
-            });
-            if let Some(token) = &page {
-                body["page_token"] = json!(token);
-            }
-            let v: Value = self.send(Method::Post, "runs/search", Some(body)).await?;
-            ids.extend(
-                v["runs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r["info"]["run_id"].as_str().map(str::to_string)),
-            );
-            match v["next_page_token"].as_str().filter(|t| !t.is_empty()) {
-                Some(t) => page = Some(t.to_string()),
-                None => return Ok(ids),
-            }
-        }
+    /// A run's status (RUNNING, FINISHED, FAILED, KILLED…).
+    pub async fn run_status(&self, run_id: &str) -> Result<String, MlflowError> {
+        let v: Value = self
+            .send(Method::Get, &format!("runs/get?run_id={run_id}"), None)
+            .await?;
+        Ok(v["run"]["info"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// Creates a run with its tags (which carry `concurrent.key = key`) and params; returns its

@@ -59,3 +59,11 @@ pub fn format_bytes(n: u64) -> String {
         _ => format!("{:.1} MB", n as f64 / 1_048_576.0),
     }
 }
+
+/// A performance mark named `name` (read by `make bench`'s designer figures, and in the
+/// browser's performance panel).
+pub fn mark(name: &str) {
+    if let Some(p) = leptos::prelude::window().performance() {
+        let _ = p.mark(name);
+    }
+}

@@ -327,6 +327,7 @@ fn a_wide_run_ends_right_while_agents_die_mlflow_goes_away_and_the_edge_restarts
     let began = Instant::now();
     let id = start(&edge);
     let (mut kills, mut mlflow_down, mut edge_restarted) = (0, None::<Instant>, false);
+    let mut killed_pids = BTreeSet::new();
     let mut mlflow_away = Duration::ZERO;
     let mut next_kill = began + rng.ms(2_000, 5_000);
     loop {
@@ -344,6 +345,7 @@ fn a_wide_run_ends_right_while_agents_die_mlflow_goes_away_and_the_edge_restarts
             let a = &mut agents[victim];
             if let Some(s) = a.service.take() {
                 s.signal(libc::SIGKILL);
+                killed_pids.insert(s.pid().to_string());
                 drop(s);
             }
             kills += 1;
@@ -420,4 +422,19 @@ fn a_wide_run_ends_right_while_agents_die_mlflow_goes_away_and_the_edge_restarts
         kills > 0 && edge_restarted && !mlflow_away.is_zero(),
         "every fault happened"
     );
+    // Only the killed agents lost leases: neither the edge's restart nor MLflow's absence made
+    // a live agent's step lapse (an agent is named `<host>-<pid>`).
+    for a in &failed {
+        let error = a["error"].as_str().unwrap_or("");
+        let pid = a["agent"]
+            .as_str()
+            .unwrap_or("")
+            .rsplit('-')
+            .next()
+            .unwrap();
+        assert!(
+            !error.starts_with("lease expired") || killed_pids.contains(pid),
+            "a live agent's lease lapsed: {a:#}"
+        );
+    }
 }

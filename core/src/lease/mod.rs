@@ -11,6 +11,9 @@
 //!   handed to an agent that is gone goes back to the queue within seconds, uncounted.
 //! - An attempt is charged (it fails, and the run decides on a retry) only for what happened
 //!   while it ran: its agent stopped heartbeating a confirmed lease.
+//! - A lease lapses only after the queue could have heard its agent for a whole TTL: agents
+//!   cannot heartbeat a queue that is not running, so when the queue runs again (its object
+//!   restarted, the edge redeployed or crashed) every lease has a TTL from then ([`lapses_at`]).
 
 #[cfg(test)]
 mod tests;
@@ -206,9 +209,16 @@ pub enum Expiry {
     Drop,
 }
 
-/// Decides a lease that lapsed at `now` (`None` when it has not), with the change to write.
-pub fn expire(slot: &Slot, now: u64, ttl_ms: u64) -> Option<(Expiry, Change)> {
-    if !slot.state.is_held() || slot.expires_at > now {
+/// When a held lease lapses, for a queue that has been running since `heard_since`: at its
+/// `expires_at`, but never before a TTL of running has let its agent be heard.
+pub fn lapses_at(expires_at: u64, heard_since: u64, ttl_ms: u64) -> u64 {
+    expires_at.max(heard_since.saturating_add(ttl_ms))
+}
+
+/// Decides a lease that lapsed at `now` (`None` when it has not), with the change to write; the
+/// queue has been running since `heard_since`.
+pub fn expire(slot: &Slot, now: u64, heard_since: u64, ttl_ms: u64) -> Option<(Expiry, Change)> {
+    if !slot.state.is_held() || lapses_at(slot.expires_at, heard_since, ttl_ms) > now {
         return None;
     }
     let agent = slot.agent.clone().unwrap_or_default();

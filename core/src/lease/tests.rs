@@ -79,13 +79,16 @@ fn withdrawing_drops_a_waiting_item_and_flags_a_leased_one() {
     }
 }
 
+/// A queue running since 0, a TTL ago: its restart's grace is over.
+const UP: u64 = TTL;
+
 #[test]
 fn an_unconfirmed_lease_goes_back_uncounted_and_names_its_agents_when_it_never_starts() {
     let mut slot = Slot::ready();
     for n in 0..MAX_UNCONFIRMED_REQUEUES {
-        let held = lease(&slot, u64::from(n) + 1, &format!("agent-{n}"), 0, TTL);
-        assert_eq!(expire(&held, 1, TTL), None, "not yet");
-        match expire(&held, CONFIRM_WINDOW_MS, TTL) {
+        let held = lease(&slot, u64::from(n) + 1, &format!("agent-{n}"), UP, TTL);
+        assert_eq!(expire(&held, UP + 1, 0, TTL), None, "not yet");
+        match expire(&held, UP + CONFIRM_WINDOW_MS, 0, TTL) {
             Some((Expiry::Requeue, Change::Update(next))) => {
                 assert_eq!(next.state, ItemState::Ready);
                 assert_eq!(next.unconfirmed_by.len() as u32, n + 1);
@@ -94,8 +97,8 @@ fn an_unconfirmed_lease_goes_back_uncounted_and_names_its_agents_when_it_never_s
             other => panic!("{other:?}"),
         }
     }
-    let held = lease(&slot, 99, "last", 0, TTL);
-    match expire(&held, CONFIRM_WINDOW_MS, TTL) {
+    let held = lease(&slot, 99, "last", UP, TTL);
+    match expire(&held, UP + CONFIRM_WINDOW_MS, 0, TTL) {
         Some((Expiry::Fail(why), Change::Delete)) => {
             assert!(why.contains("never started"), "{why}");
             assert!(why.contains("agent-0") && why.contains("last"), "{why}");
@@ -106,7 +109,7 @@ fn an_unconfirmed_lease_goes_back_uncounted_and_names_its_agents_when_it_never_s
 
 #[test]
 fn a_confirmed_lease_that_lapses_fails_its_attempt_and_a_cancelled_one_is_dropped() {
-    match expire(&leased(1, "a", true, 10), 10, 6_000) {
+    match expire(&leased(1, "a", true, UP), UP, 0, 6_000) {
         Some((Expiry::Fail(why), Change::Delete)) => {
             assert!(
                 why.contains("lease expired") && why.contains("6 s"),
@@ -117,13 +120,34 @@ fn a_confirmed_lease_that_lapses_fails_its_attempt_and_a_cancelled_one_is_droppe
     }
     let cancelled = Slot {
         state: ItemState::Cancelled,
-        ..leased(1, "a", false, 10)
+        ..leased(1, "a", false, UP)
     };
     assert_eq!(
-        expire(&cancelled, 10, TTL),
+        expire(&cancelled, UP, 0, TTL),
         Some((Expiry::Drop, Change::Delete))
     );
-    assert_eq!(expire(&Slot::ready(), u64::MAX, TTL), None);
+    assert_eq!(expire(&Slot::ready(), u64::MAX, 0, TTL), None);
+}
+
+#[test]
+fn a_queue_that_runs_again_gives_every_lease_a_ttl_to_be_heard() {
+    // Heard last at 1,000; the queue was away from 2,000 to 100,000.
+    let slot = leased(1, "a", true, 1_000 + TTL);
+    assert_eq!(
+        expire(&slot, 100_000, 100_000, TTL),
+        None,
+        "its agent could not be heard while the queue was away"
+    );
+    assert_eq!(lapses_at(slot.expires_at, 100_000, TTL), 100_000 + TTL);
+    assert!(
+        matches!(
+            expire(&slot, 100_000 + TTL, 100_000, TTL),
+            Some((Expiry::Fail(_), _))
+        ),
+        "a TTL after, unheard: its agent is gone"
+    );
+    // A lease heard since the restart keeps its own expiry.
+    assert_eq!(lapses_at(200_000, 100_000, TTL), 200_000);
 }
 
 #[test]
@@ -157,6 +181,8 @@ enum Op {
     Withdraw(usize),
     Wait(u64),
     Expire,
+    /// The queue is away this long (no heartbeat reaches it), then runs again.
+    Restart(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -168,6 +194,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3).prop_map(Op::Withdraw),
         3 => (0u64..40_000).prop_map(Op::Wait),
         2 => Just(Op::Expire),
+        1 => (0u64..100_000).prop_map(Op::Restart),
     ]
 }
 
@@ -176,6 +203,8 @@ struct World {
     slots: Vec<Option<Slot>>,
     next_token: u64,
     now: u64,
+    /// When the queue last started running.
+    heard_since: u64,
     /// What each agent believes it holds: item → token.
     held: Vec<std::collections::BTreeMap<usize, u64>>,
     /// The lease each item was last confirmed under, until when (no two may overlap).
@@ -191,6 +220,7 @@ proptest! {
             slots: vec![Some(Slot::ready()); 3],
             next_token: 1,
             now: 0,
+            heard_since: 0,
             held: vec![Default::default(); 4],
             active_until: vec![None; 3],
         };
@@ -255,10 +285,14 @@ proptest! {
                     }
                 }
                 Op::Wait(ms) => w.now += ms,
+                Op::Restart(ms) => {
+                    w.now += ms;
+                    w.heard_since = w.now;
+                }
                 Op::Expire => {
                     for i in 0..3 {
                         let Some(s) = w.slots[i].clone() else { continue };
-                        if let Some((expiry, change)) = expire(&s, w.now, TTL) {
+                        if let Some((expiry, change)) = expire(&s, w.now, w.heard_since, TTL) {
                             if expiry == Expiry::Requeue {
                                 prop_assert!(!s.confirmed, "a confirmed lease went back uncounted");
                             }
@@ -275,6 +309,53 @@ proptest! {
                 prop_assert!(s.token < w.next_token);
             }
         }
+    }
+}
+
+/// A stretch of a lease's life: the queue runs this long (its agent heartbeats at the end),
+/// or is away this long (nothing reaches it) and then runs again.
+#[derive(Debug, Clone)]
+enum Stretch {
+    Runs(u64),
+    Away(u64),
+}
+
+proptest! {
+    #[test]
+    fn a_lease_heartbeated_whenever_the_queue_runs_lapses_only_once_its_agent_stops(
+        life in proptest::collection::vec(prop_oneof![
+            3 => (0..=TTL / 3).prop_map(Stretch::Runs),
+            1 => (0..4 * TTL).prop_map(Stretch::Away),
+        ], 1..60),
+    ) {
+        let (mut now, mut heard_since) = (0, 0);
+        let mut slot = Some(lease(&Slot::ready(), 1, "a", now, TTL));
+        let (_, change) = heartbeat(slot.as_ref(), 1, now, TTL);
+        apply(&mut slot, change);
+        for stretch in life {
+            match stretch {
+                Stretch::Runs(ms) => now += ms,
+                Stretch::Away(ms) => {
+                    now += ms;
+                    heard_since = now;
+                }
+            }
+            // The alarm may ring at any moment: before the agent is heard again, too.
+            let s = slot.clone().unwrap();
+            prop_assert_eq!(expire(&s, now, heard_since, TTL), None, "lapsed at {}", now);
+            if matches!(stretch, Stretch::Runs(_)) {
+                let (status, change) = heartbeat(Some(&s), 1, now, TTL);
+                prop_assert_eq!(status, LeaseStatus::Active);
+                apply(&mut slot, change);
+            }
+        }
+        // Its agent stops: the lease lapses a TTL after it was last heard, or after the queue
+        // came back, whichever is later.
+        let s = slot.unwrap();
+        let at = lapses_at(s.expires_at, heard_since, TTL);
+        prop_assert!(at <= now.max(heard_since) + TTL);
+        prop_assert_eq!(expire(&s, at - 1, heard_since, TTL), None);
+        prop_assert!(matches!(expire(&s, at, heard_since, TTL), Some((Expiry::Fail(_), Change::Delete))));
     }
 }
 

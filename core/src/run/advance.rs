@@ -372,6 +372,7 @@ fn new_attempt(number: u32, now: u64) -> Attempt {
         withdrawn: false,
         mlflow_closed: false,
         leased: false,
+        reported: false,
         agent: None,
         created_at: now,
         started_at: None,

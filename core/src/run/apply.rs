@@ -58,6 +58,7 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
         event,
         Event::ParentRunCreated(_)
             | Event::Finished { .. }
+            | Event::Lapsed { .. }
             | Event::Cancel { .. }
             | Event::Repair { .. }
             | Event::Tick
@@ -92,7 +93,8 @@ fn record(run: &mut RunState, event: Event, now: u64) -> Result<bool, Rejected> 
         Event::Leased { .. } | Event::LogTail { .. } | Event::Requeued { .. } => {
             lease_news(run, event, now)?
         }
-        Event::Finished { key, outcome } => finished(run, &key, outcome, now)?,
+        Event::Finished { key, outcome } => finished(run, &key, outcome, true, now)?,
+        Event::Lapsed { key, error } => finished(run, &key, Outcome::failed(error), false, now)?,
         Event::Cancel { reason } => {
             if run.status.is_terminal() {
                 return Err(Rejected(format!("the run already ended {:?}", run.status)));
@@ -262,11 +264,13 @@ fn lease_news(run: &mut RunState, event: Event, now: u64) -> Result<(), Rejected
     Ok(())
 }
 
-/// An attempt ended: its outcome, and what becomes of its instance (done, a retry, failed).
+/// An attempt ended (`reported` by its agent, or its lease lapsed): its outcome, and what
+/// becomes of its instance (done, a retry, failed).
 fn finished(
     run: &mut RunState,
     key: &AttemptKey,
     outcome: Outcome,
+    reported: bool,
     now: u64,
 ) -> Result<(), Rejected> {
     let retries = run
@@ -283,6 +287,7 @@ fn finished(
     }
     a.ended_at = Some(now);
     a.started_at.get_or_insert(now);
+    a.reported = reported;
     let own_run = a.mlflow_run_id.clone().unwrap_or_default();
     // A step that reports an unsafe path (absolute, `..`) fails: downstream agents would
     // write outside their input directory.

@@ -24,19 +24,6 @@ pub enum Effect {
     Notify(super::notify::Notify),
 }
 
-/// Every attempt's MLflow run of an ended run, with the status the run gave it. A step that
-/// outlived its attempt (its agent died while the step was still talking to MLflow) can set its
-/// run back to RUNNING after the run closed it, since MLflow's client resumes the run a step
-/// logs to; when the run ends, any of these found RUNNING is closed again.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptRuns {
-    pub experiment_id: String,
-    /// The DAG run's id, which every attempt's run carries as its `concurrent.run_id` tag.
-    pub dag_run: String,
-    /// MLflow run id → its final status.
-    pub status: BTreeMap<String, &'static str>,
-}
-
 /// An MLflow call of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MlflowEffect {
@@ -79,8 +66,12 @@ pub enum MlflowEffect {
         status: RunStatus,
         end_time: Option<u64>,
         metrics: Vec<(String, f64)>,
-        /// Once the run has ended, its attempts' runs, to close again any that is RUNNING.
-        attempt_runs: Option<AttemptRuns>,
+        /// Once the run has ended, the MLflow runs of the attempts whose end no agent reported
+        /// (lapsed, cancelled), with the status the run gave each. Such a step may have
+        /// outlived its attempt and set its run's status after the run closed it: RUNNING
+        /// (MLflow's client resumes the run a step logs to) or FINISHED (it ended between its
+        /// lease's lapse and its kill). Each showing another status is given this one again.
+        attempt_runs: BTreeMap<String, &'static str>,
     },
     /// Record on the parent run what a `select` edge chose: tags naming the metric and the
     /// chosen runs, and `json` (every candidate's value) as the artifact `path`.
@@ -222,7 +213,7 @@ mod tests {
                 status: RunStatus::Running,
                 end_time: None,
                 metrics: vec![],
-                attempt_runs: None,
+                attempt_runs: BTreeMap::new(),
             })
         };
         let withdraw = |c: &str, n: u32| {

@@ -108,11 +108,18 @@ pub enum Event {
         key: AttemptKey,
         tail: String,
     },
-    /// The attempt ended (reported by its agent, or by the queue when its lease expired).
+    /// Its agent reported how the attempt ended: the step's processes are gone.
     Finished {
         #[serde(flatten)]
         key: AttemptKey,
         outcome: Outcome,
+    },
+    /// The attempt's lease lapsed (its agent stopped heartbeating, or never confirmed within
+    /// its time): it failed with `error`, and its step may outlive it for a while.
+    Lapsed {
+        #[serde(flatten)]
+        key: AttemptKey,
+        error: String,
     },
     /// A user cancelled the run.
     Cancel { reason: String },
@@ -161,7 +168,8 @@ impl Event {
             | Event::Leased { key, .. }
             | Event::Requeued { key }
             | Event::LogTail { key, .. }
-            | Event::Finished { key, .. } => Some(key),
+            | Event::Finished { key, .. }
+            | Event::Lapsed { key, .. } => Some(key),
             _ => None,
         }
     }

@@ -33,7 +33,7 @@ mod state;
 mod usage;
 
 pub use apply::{apply, apply_all};
-pub use effect::{plan_round, AttemptRuns, Effect, MlflowEffect, QueueEffect, Round};
+pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
 pub use event::{AttemptKey, Event, MlflowCall, Rejected};
 pub use page::{
     instances_page, overview, page, InstanceFilter, InstancePage, InstancesPage, NodeCounts,

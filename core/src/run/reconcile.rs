@@ -4,27 +4,22 @@
 use crate::sweep::point_and_partition;
 use crate::template::{Node, NodeKind};
 use crate::wire::{CacheSpec, ChildRun, StepSpec, WorkItem};
+use std::collections::BTreeMap;
 
-use super::effect::{AttemptRuns, Effect, MlflowEffect, QueueEffect};
+use super::effect::{Effect, MlflowEffect, QueueEffect};
 use super::event::AttemptKey;
 use super::resolve::{resolve, sub};
 use super::state::*;
 
-/// The final status of every attempt's MLflow run, for the run's closing check.
-fn attempt_runs(run: &RunState, mlflow: &MlflowRef) -> AttemptRuns {
-    let status = run
-        .nodes
+/// The MLflow runs of the ended attempts whose end no agent reported, with their final status.
+fn unreported_attempt_runs(run: &RunState) -> BTreeMap<String, &'static str> {
+    run.nodes
         .iter()
         .flat_map(|n| &n.instances)
         .flat_map(|i| &i.attempts)
-        .filter(|a| a.state.is_terminal())
+        .filter(|a| a.state.is_terminal() && !a.reported)
         .filter_map(|a| Some((a.mlflow_run_id.clone()?, a.state.mlflow_status())))
-        .collect();
-    AttemptRuns {
-        experiment_id: mlflow.experiment_id.clone(),
-        dag_run: run.id.clone(),
-        status,
-    }
+        .collect()
 }
 
 /// Everything that still has to be done for the run, derived from its state alone.
@@ -194,7 +189,13 @@ fn reconcile_all(run: &RunState, now: u64, max_items: usize) -> Vec<Effect> {
             } else {
                 Vec::new()
             },
-            attempt_runs: terminal.then(|| attempt_runs(run, mlflow)),
+            // When every step's end was reported, no step is left to reopen a run: MLflow is
+            // asked about none.
+            attempt_runs: if terminal {
+                unreported_attempt_runs(run)
+            } else {
+                BTreeMap::new()
+            },
         }));
     }
     if let Some(at) = wake {

@@ -191,6 +191,10 @@ pub struct Attempt {
     /// An agent leased the attempt at some time, so it may have created an MLflow run.
     #[serde(default)]
     pub leased: bool,
+    /// Its agent reported how it ended, so no process of its step is left to reopen its MLflow
+    /// run. An attempt that lapsed or was cancelled may have a step still logging to MLflow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reported: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     pub created_at: u64,

@@ -180,16 +180,23 @@ fn session_for(sessions: Sessions, name: Option<String>) -> Session {
             let path = ApiRoute::TemplateSave.path(&[&name]);
             match api::get::<TemplateVersion>(&path).await {
                 Ok(tv) => {
+                    // The open's phases, for `make bench`: fetched (and decoded), laid out,
+                    // drawn (the DOM built; style, layout and paint follow).
+                    crate::mark("cc-open-fetched");
                     // Hand-written templates have no positions: lay them out first (not an
                     // edit), so the canvas draws each node once, where it belongs.
                     let mut t = tv.template.clone();
                     concurrent_core::design::place_unpositioned(&mut t);
+                    crate::mark("cc-open-laid-out");
                     session.editor.set(Editor::new(t.clone()));
                     // Fitted before the first draw: a big template zoomed out draws no labels.
                     canvas::fit_when_shown(session);
                     // Positions added on opening are not unsaved work.
                     session.saved.set(Some((tv.version, t)));
                     session.loaded.set(Some(Ok(())));
+                    // The views update in microtasks; a timer runs once they all have.
+                    gloo_timers::callback::Timeout::new(0, || crate::mark("cc-open-drawn"))
+                        .forget();
                 }
                 Err(e) => session
                     .loaded

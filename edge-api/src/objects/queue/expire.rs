@@ -3,7 +3,7 @@
 
 use concurrent_core::lease::{self, Change, Expiry, ItemState};
 use concurrent_core::run::Event;
-use concurrent_core::wire::{Outcome, WorkItem};
+use concurrent_core::wire::WorkItem;
 use serde::Deserialize;
 
 use super::items::Row;
@@ -60,7 +60,7 @@ impl QueueObject {
     /// One lapsed lease; whether its item waits in the queue again.
     async fn expire_one(&self, row: Row, now: u64) -> Result<bool, ApiError> {
         let slot = row.slot();
-        let Some((expiry, change)) = lease::expire(&slot, now, self.ttl()) else {
+        let Some((expiry, change)) = lease::expire(&slot, now, self.heard_since, self.ttl()) else {
             return Ok(false);
         };
         if expiry == Expiry::Drop {
@@ -86,9 +86,9 @@ impl QueueObject {
         };
         let event = match &expiry {
             Expiry::Requeue => Event::Requeued { key: item.key() },
-            Expiry::Fail(error) => Event::Finished {
+            Expiry::Fail(error) => Event::Lapsed {
                 key: item.key(),
-                outcome: Outcome::failed(error.clone()),
+                error: error.clone(),
             },
             Expiry::Drop => unreachable!("handled above"),
         };
@@ -113,7 +113,8 @@ impl QueueObject {
         Ok(expiry == Expiry::Requeue)
     }
 
-    /// Sets the alarm to the next lease expiry.
+    /// Sets the alarm to the next lease expiry (after a restart, not before every lease had a
+    /// TTL to be heard).
     async fn arm(&self) -> Result<(), ApiError> {
         #[derive(Deserialize)]
         struct Next {
@@ -129,10 +130,11 @@ impl QueueObject {
                 ],
             )?
             .one()?;
-        if let Some(at) = n.next {
+        if let Some(next) = n.next {
+            let at = lease::lapses_at(next as u64, self.heard_since, self.ttl());
             self.state
                 .storage()
-                .set_alarm((at as u64).saturating_sub(now_ms()) as i64 + 1)
+                .set_alarm(at.saturating_sub(now_ms()) as i64 + 1)
                 .await?;
         }
         Ok(())

@@ -48,6 +48,8 @@ pub struct QueueObject {
     gone: RefCell<BTreeMap<String, u64>>,
     /// `LEASE_TTL_MS`, read once (it is asked for several times per lease).
     lease_ttl_ms: u64,
+    /// When this object started: no agent could be heard before (core's `lease::lapses_at`).
+    heard_since: u64,
     /// Project inspections for the designer (in memory: they live for one request).
     inspections: inspections::Inspections,
 }
@@ -68,6 +70,7 @@ impl DurableObject for QueueObject {
             waiters: RefCell::new(Vec::new()),
             gone: RefCell::new(BTreeMap::new()),
             lease_ttl_ms,
+            heard_since: crate::platform::now_ms(),
             inspections: Default::default(),
         }
     }

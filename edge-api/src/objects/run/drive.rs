@@ -333,14 +333,9 @@ impl Run {
                 metrics,
                 attempt_runs,
             } => {
-                if let Some(runs) = attempt_runs {
-                    for id in mlflow
-                        .running_runs(&runs.experiment_id, &runs.dag_run)
-                        .await?
-                    {
-                        if let Some(status) = runs.status.get(&id) {
-                            mlflow.update_run(&id, status, Some(now_ms())).await?;
-                        }
+                for (id, status) in attempt_runs {
+                    if mlflow.run_status(id).await? != *status {
+                        mlflow.update_run(id, status, Some(now_ms())).await?;
                     }
                 }
                 if !metrics.is_empty() {
