@@ -49,17 +49,18 @@ pub fn shows_labels(scale: f64, device_pixel_ratio: f64) -> bool {
     TITLE_PX * scale * device_pixel_ratio.max(0.25) >= LABEL_DEVICE_PX
 }
 
-/// Grid step of [`labelled_area`], in canvas units: the area changes only when the view crosses
-/// a tile edge, so panning re-decides labels a few times, not on every frame.
-const LABEL_TILE: f64 = 512.0;
+/// Grid step of [`near_area`], in canvas units: the area changes only when the view crosses a
+/// tile edge, so panning re-decides what is drawn a few times, not on every frame.
+const NEAR_TILE: f64 = 512.0;
 
-/// The canvas area whose nodes are drawn with labels: what a canvas of `size` CSS pixels shows,
-/// and a tile more around it, snapped to the tile grid. Labels far off-screen are most of the
-/// cost of opening a big DAG at a readable zoom.
-pub fn labelled_area(v: Viewport, size: (f64, f64)) -> (Position, Position) {
+/// The canvas area near the screen, whose nodes and edges are drawn (with labels, when the zoom
+/// shows them): what a canvas of `size` CSS pixels shows, and a tile more around it, snapped to
+/// the tile grid. Building the elements of a big DAG's far parts was most of the time of
+/// opening it, and labels far off-screen most of its paint.
+pub fn near_area(v: Viewport, size: (f64, f64)) -> (Position, Position) {
     let (lo, hi) = (to_canvas(v, (0.0, 0.0)), to_canvas(v, size));
-    let down = |x: f64| (x / LABEL_TILE).floor() * LABEL_TILE - LABEL_TILE;
-    let up = |x: f64| (x / LABEL_TILE).ceil() * LABEL_TILE + LABEL_TILE;
+    let down = |x: f64| (x / NEAR_TILE).floor() * NEAR_TILE - NEAR_TILE;
+    let up = |x: f64| (x / NEAR_TILE).ceil() * NEAR_TILE + NEAR_TILE;
     (
         Position {
             x: down(lo.x) - NODE_W,
@@ -75,6 +76,15 @@ pub fn labelled_area(v: Viewport, size: (f64, f64)) -> (Position, Position) {
 /// Whether a node anchored at `p` lies in `area`.
 pub fn within(area: (Position, Position), p: Position) -> bool {
     (area.0.x..=area.1.x).contains(&p.x) && (area.0.y..=area.1.y).contains(&p.y)
+}
+
+/// Whether an edge between nodes anchored at `a` and `b` may pass through `area` (its bounding
+/// box meets it): a long edge between two far nodes can cross the screen.
+pub fn edge_near(area: (Position, Position), a: Position, b: Position) -> bool {
+    a.x.min(b.x) <= area.1.x
+        && a.x.max(b.x) >= area.0.x
+        && a.y.min(b.y) <= area.1.y
+        && a.y.max(b.y) >= area.0.y
 }
 
 /// How a fit treats a DAG too big to show whole at a readable size.
@@ -264,13 +274,13 @@ mod tests {
     }
 
     #[test]
-    fn labels_cover_the_screen_and_a_tile_around_it_and_move_in_steps() {
+    fn what_is_drawn_covers_the_screen_and_a_tile_around_it_and_moves_in_steps() {
         let v = Viewport {
             x: 0.0,
             y: 0.0,
             scale: 1.0,
         };
-        let area = labelled_area(v, (1000.0, 600.0));
+        let area = near_area(v, (1000.0, 600.0));
         for p in [(0.0, 0.0), (999.0, 599.0), (-100.0, -30.0), (1400.0, 900.0)] {
             assert!(
                 within(area, Position { x: p.0, y: p.1 }),
@@ -280,10 +290,16 @@ mod tests {
         assert!(!within(area, Position { x: 5000.0, y: 0.0 }));
         // A small pan inside the same tile changes nothing.
         let panned = Viewport { x: -10.0, ..v };
-        assert_eq!(labelled_area(panned, (1000.0, 600.0)), area);
+        assert_eq!(near_area(panned, (1000.0, 600.0)), area);
         assert_ne!(
-            labelled_area(Viewport { x: -600.0, ..v }, (1000.0, 600.0)),
+            near_area(Viewport { x: -600.0, ..v }, (1000.0, 600.0)),
             area
         );
+        // Edges: one end near, both far but crossing the screen, both far and beside it.
+        let at = |x, y| Position { x, y };
+        assert!(edge_near(area, at(100.0, 100.0), at(9000.0, 100.0)));
+        assert!(edge_near(area, at(-9000.0, 300.0), at(9000.0, 300.0)));
+        assert!(!edge_near(area, at(5000.0, 0.0), at(9000.0, 300.0)));
+        assert!(!edge_near(area, at(0.0, 5000.0), at(900.0, 9000.0)));
     }
 }

@@ -4,7 +4,7 @@
 //! so they work with touch, pens, and WebDriver. While a node is dragged only its offset
 //! changes; the template itself is edited once, on release (one undo step per drag).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use concurrent_core::design::Kind;
@@ -326,10 +326,11 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
         let dpr = window().device_pixel_ratio();
         session.viewport.with(|v| view::shows_labels(v.scale, dpr))
     });
-    // Labels only near the screen: the area changes when the view crosses a tile, not per frame.
-    let labelled = Memo::new(move |_| {
+    // Only what is near the screen is drawn (a thousand nodes' elements took most of an open):
+    // the area changes when the view crosses a tile, not per frame.
+    let near = Memo::new(move |_| {
         let v = session.viewport.get();
-        view::labelled_area(v, canvas_size().unwrap_or((1600.0, 1200.0)))
+        view::near_area(v, canvas_size().unwrap_or((1600.0, 1200.0)))
     });
     // The nodes being dragged, as a memo that changes only when a drag starts or ends: they
     // (and their edges) are hidden in the big layer and drawn moving in the small overlay, so
@@ -344,7 +345,7 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
     let layer = Layer {
         session,
         detail,
-        labelled,
+        near,
         flagged,
         dragged,
     };
@@ -354,25 +355,33 @@ pub fn Canvas(session: Session, problems: Memo<Vec<Problem>>) -> impl IntoView {
     };
 
     let nodes = move || {
+        let area = near.get();
         session.editor.with(|e| {
             e.template()
                 .nodes
                 .iter()
+                .filter(|n| view::within(area, n.position.unwrap_or_default()))
                 .map(|n| (node_key(n), n.clone()))
                 .collect::<Vec<_>>()
         })
     };
     let edges = move || {
+        let area = near.get();
         session.editor.with(|e| {
             let t = e.template();
+            let at: HashMap<&str, Position> = t
+                .nodes
+                .iter()
+                .map(|n| (n.id.as_str(), n.position.unwrap_or_default()))
+                .collect();
             t.edges
                 .iter()
                 .enumerate()
                 .filter_map(|(i, x)| {
-                    let (a, b) = (
-                        t.node(&x.from)?.position.unwrap_or_default(),
-                        t.node(&x.to)?.position.unwrap_or_default(),
-                    );
+                    let (a, b) = (*at.get(x.from.as_str())?, *at.get(x.to.as_str())?);
+                    if !view::edge_near(area, a, b) {
+                        return None;
+                    }
                     Some((
                         format!(
                             "{i}|{}|{}|{}|{:?}|{:?}|{}",
@@ -510,8 +519,8 @@ struct Layer {
     session: Session,
     /// Titles are readable at this zoom.
     detail: Memo<bool>,
-    /// The area near the screen where labels are drawn.
-    labelled: Memo<(Position, Position)>,
+    /// The area near the screen: what is drawn, and where labels are.
+    near: Memo<(Position, Position)>,
     /// Ids of nodes and indexes of edges with problems.
     flagged: Memo<(HashSet<String>, HashSet<usize>)>,
     /// The nodes being dragged (drawn in the overlay instead).
@@ -524,7 +533,7 @@ fn EdgeItem(layer: Layer, i: usize, edge: Edge, a: Position, b: Position) -> imp
     let Layer {
         session,
         detail,
-        labelled,
+        near,
         flagged,
         dragged,
     } = layer;
@@ -536,7 +545,7 @@ fn EdgeItem(layer: Layer, i: usize, edge: Edge, a: Position, b: Position) -> imp
     );
     let (from, to) = (edge.from.clone(), edge.to.clone());
     let mid = Position { x: mx, y: my };
-    let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, mid)));
+    let shown = Memo::new(move |_| detail.get() && near.with(|a| view::within(*a, mid)));
     view! {
         <g class="cc-edge" data-edge=i.to_string() data-from=edge.from.clone() data-to=edge.to.clone()
             class:cc-selected=move || session.selection.with(|s| s.edge == Some(i))
@@ -557,7 +566,7 @@ fn NodeItem(layer: Layer, node: Node) -> impl IntoView {
     let Layer {
         session,
         detail,
-        labelled,
+        near: _,
         flagged,
         dragged,
     } = layer;
@@ -576,9 +585,8 @@ fn NodeItem(layer: Layer, node: Node) -> impl IntoView {
                 let (title, sub) = (fit_label(node.display_name(), 24), fit_label(&subtitle(&node), 30));
                 let takes_input = !matches!(node.kind, concurrent_core::template::NodeKind::Input(_));
                 let id = id.clone();
-                // Zoomed out, or far off-screen, only the box is drawn.
-                let shown = Memo::new(move |_| detail.get() && labelled.with(|a| view::within(*a, p)));
-                move || if !shown.get() { view! { <NodeBox title=String::new() sub=None /> }.into_any() } else { view! {
+                // Zoomed out, only the box is drawn (a drawn node is near the screen).
+                move || if !detail.get() { view! { <NodeBox title=String::new() sub=None /> }.into_any() } else { view! {
                     <NodeBox title=title.clone() sub=Some(sub.clone()) />
                     {takes_input.then(|| view! { <circle class="cc-port cc-port-in" data-port="in" cx="0" cy=NODE_H / 2.0 r="6"></circle> })}
                     <circle class="cc-port cc-port-out" data-port="out" data-port-of=id.clone() cx=NODE_W cy=NODE_H / 2.0 r="7"></circle>

@@ -181,7 +181,7 @@ fn session_for(sessions: Sessions, name: Option<String>) -> Session {
             match api::get::<TemplateVersion>(&path).await {
                 Ok(tv) => {
                     // The open's phases, for `make bench`: fetched (and decoded), laid out,
-                    // drawn (the DOM built; style, layout and paint follow).
+                    // drawn (the elements near the screen built; style, layout and paint follow).
                     crate::mark("cc-open-fetched");
                     // Hand-written templates have no positions: lay them out first (not an
                     // edit), so the canvas draws each node once, where it belongs.
@@ -194,9 +194,9 @@ fn session_for(sessions: Sessions, name: Option<String>) -> Session {
                     // Positions added on opening are not unsaved work.
                     session.saved.set(Some((tv.version, t)));
                     session.loaded.set(Some(Ok(())));
-                    // The views update in microtasks; a timer runs once they all have.
-                    gloo_timers::callback::Timeout::new(0, || crate::mark("cc-open-drawn"))
-                        .forget();
+                    // The views update in microtasks; the next frame's callbacks run once they
+                    // all have, before that frame's style, layout and paint.
+                    request_animation_frame(|| crate::mark("cc-open-drawn"));
                 }
                 Err(e) => session
                     .loaded
