@@ -1,12 +1,13 @@
 //! The designer on common screens: 1280×800, 1440×900 and 1920×1080, inside the real MLflow UI
 //! with its Assistant panel open (as on a first visit), and at 1280 with the panel closed. After a
 //! template opens, every node's title must be on the canvas, uncovered and big enough to read;
-//! the canvas gets most of the width and the height the page gives it.
+//! the canvas gets most of the width and the height the page gives it. A template of 1,000
+//! nodes draws what is near the screen, and all of it once zoomed out.
 
 use std::time::Duration;
 
 use concurrent_tests::browser::Browser;
-use concurrent_tests::Stack;
+use concurrent_tests::{json, Stack};
 use serde_json::Value;
 
 const SECS: Duration = Duration::from_secs(30);
@@ -126,5 +127,66 @@ fn every_node_label_is_readable_at_common_screen_sizes() {
                 );
             }
         }
+    });
+}
+
+#[test]
+fn a_big_template_draws_what_is_near_the_screen_and_all_of_it_zoomed_out() {
+    let stack = Stack::shared();
+    let name = "sizes-thousand";
+    let (layers, width) = (10, 100);
+    let id = |l: usize, i: usize| format!("n{l}-{i}");
+    let mut nodes = vec![];
+    let mut edges = vec![];
+    for l in 0..layers {
+        for i in 0..width {
+            nodes.push(json!({"id": id(l, i), "kind": "project", "uri": "examples/pipeline", "entryPoint": "train"}));
+            if l > 0 {
+                edges.push(json!({"from": id(l - 1, i), "to": id(l, i), "input": "data"}));
+            }
+        }
+    }
+    stack.put_template(
+        &json!({"apiVersion": "concurrent/v1", "name": name, "nodes": nodes, "edges": edges}),
+    );
+    let count = "return [document.querySelectorAll('#cc-canvas [data-node]').length, document.querySelectorAll('#cc-canvas [data-edge]').length]";
+    let runtime = concurrent_tests::browser::runtime();
+    runtime.block_on(async {
+        let b = Browser::start_sized("designer_sizes", (1440, 900)).await;
+        b.sign_in(stack).await;
+        b.client
+            .goto(&format!("{}/#/dags/templates/{name}", stack.edge_url))
+            .await
+            .unwrap();
+        b.wait_js(
+            "the first layer's first node drawn with its title",
+            r#"document.querySelector('#cc-canvas [data-node="n0-0"] .cc-node-title')?.textContent === 'n0-0'"#,
+            SECS,
+        )
+        .await;
+        let near: Vec<u64> = serde_json::from_value(b.client.execute(count, vec![]).await.unwrap()).unwrap();
+        b.screenshot("thousand-readable").await;
+        assert!(
+            near[0] > 10 && near[0] < 500 && near[1] < 900,
+            "at a readable zoom only the nodes and edges near the screen are drawn: {near:?}"
+        );
+        // Fit shows the readable fit, and pressed again the whole DAG (the first press gives
+        // the readable fit again if the canvas changed size since the open).
+        for _ in 0..2 {
+            b.wait_for(r#"button[data-action="fit"]"#, SECS).await.click().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let drawn: Vec<u64> = serde_json::from_value(b.client.execute(count, vec![]).await.unwrap()).unwrap();
+            if drawn[0] == 1000 {
+                break;
+            }
+        }
+        b.wait_js(
+            "every node and edge drawn once the whole DAG is in view",
+            "document.querySelectorAll('#cc-canvas [data-node]').length === 1000 && document.querySelectorAll('#cc-canvas [data-edge]').length === 900",
+            SECS,
+        )
+        .await;
+        b.screenshot("thousand-whole").await;
+        b.client.clone().close().await.ok();
     });
 }
