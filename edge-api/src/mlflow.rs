@@ -330,9 +330,8 @@ impl Mlflow {
 
     /// A run's status (RUNNING, FINISHED, FAILED, KILLED…).
     pub async fn run_status(&self, run_id: &str) -> Result<String, MlflowError> {
-        let v: Value = self
-            .send(Method::Get, &format!("runs/get?run_id={run_id}"), None)
-            .await?;
+        let path = format!("runs/get?run_id={}", percent_encode(run_id, false));
+        let v: Value = self.send(Method::Get, &path, None).await?;
         Ok(v["run"]["info"]["status"]
             .as_str()
             .unwrap_or_default()
