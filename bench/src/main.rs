@@ -19,6 +19,7 @@ mod load;
 mod many_runs;
 mod peers;
 mod postgres;
+mod profile;
 mod projects;
 mod scale;
 mod timeline;
@@ -56,6 +57,32 @@ struct Args {
     /// Keep the services' files and print where they are.
     #[arg(long)]
     keep: bool,
+    /// Sample the edge's CPU during the chain's and many-runs' measurements: writes
+    /// `<dir>/<measurement>.cpuprofile` (DevTools opens it) and prints where the time went.
+    #[arg(long, value_name = "DIR")]
+    profile_edge: Option<std::path::PathBuf>,
+}
+
+/// Runs `measure`, with the edge's CPU sampled throughout when `--profile-edge` asks for it.
+fn profiled<T>(
+    stack: &Stack,
+    args: &Args,
+    name: &str,
+    per: (usize, &str),
+    measure: impl FnOnce() -> T,
+) -> T {
+    let Some(dir) = &args.profile_edge else {
+        return measure();
+    };
+    let profiler = profile::Profiler::of(stack);
+    let out = measure();
+    profile::report(
+        &profiler.stop(),
+        &dir.join(format!("{name}.cpuprofile")),
+        per,
+        25,
+    );
+    out
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -335,7 +362,10 @@ fn main() {
     }
     if wanted("chain") {
         eprintln!("chain of {}…", args.chain);
-        let ours = chain(stack, args.chain, args.reps, &mut rows);
+        let steps = (args.chain * args.reps, "step");
+        let ours = profiled(stack, &args, "chain", steps, || {
+            chain(stack, args.chain, args.reps, &mut rows)
+        });
         write_results(&rows, &args);
         if !args.skip_peers {
             peers::side_by_side(&ours, args.chain, args.reps, &mut rows);
@@ -437,7 +467,13 @@ fn main() {
             uri: Some(pg.uri()),
             workers: 4,
         });
-        many_runs::many_runs(&production, args.runs, "PostgreSQL, 4 workers", &mut rows);
+        many_runs::many_runs(
+            &production,
+            args.runs,
+            "PostgreSQL, 4 workers",
+            args.profile_edge.as_deref(),
+            &mut rows,
+        );
         write_results(&rows, &args);
     }
     if wanted("load") {

@@ -107,12 +107,12 @@ impl Mlflow {
         let call = path.split('?').next().unwrap_or(path);
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
         let req = Request::new_with_init(&url, &init)?;
-        let mut resp = Fetch::Request(req).send().await.map_err(|e| {
+        let resp = Fetch::Request(req).send().await.map_err(|e| {
             worker::console_warn!("MLflow at {} is unreachable ({call}): {e}", self.base);
             MlflowError::Transient(format!("MLflow is unreachable ({call}): {e}"))
         })?;
         let status = resp.status_code();
-        let text = resp.text().await.unwrap_or_default();
+        let text = crate::http::response_text(resp).await.unwrap_or_default();
         if !(200..300).contains(&status) {
             let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let code = parsed["error_code"].as_str().unwrap_or("").to_string();

@@ -119,6 +119,8 @@ pub fn free_port() -> u16 {
 pub struct Service {
     pub name: String,
     pub log: PathBuf,
+    /// Where a DevTools client reaches the service's JavaScript (the edge's workerd).
+    pub inspector_port: Option<u16>,
     child: Child,
 }
 
@@ -141,6 +143,7 @@ impl Service {
         Service {
             name: name.into(),
             log,
+            inspector_port: None,
             child,
         }
     }
@@ -310,6 +313,7 @@ pub fn start_edge(
     .expect("env file");
     let edge_port = free_port();
     let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let inspector_port = free_port();
     let path = format!(
         "{}:{}",
         root.join("node_modules/.bin").display(),
@@ -342,6 +346,7 @@ pub fn start_edge(
         .args(["--show-interactive-dev-session=false", "--env-file"])
         .arg(&env_file)
         .arg("--test-scheduled")
+        .args(["--inspector-port", &inspector_port.to_string()])
         .env("PATH", path)
         .env("CONCURRENT_PREBUILT", "1")
         .env("WRANGLER_SEND_METRICS", "false")
@@ -360,6 +365,7 @@ pub fn start_edge(
         &mut cmd,
         dir.join(format!("edge-{edge_port}.log")),
     );
+    edge.inspector_port = Some(inspector_port);
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         let log = edge.log_text();

@@ -66,6 +66,7 @@ impl Run {
         loop {
             // Keep each alarm short; a big run continues in the next one.
             if now_ms() - started > ALARM_BUDGET_MS {
+                self.sync_index().await;
                 self.state.storage().set_alarm(0i64).await?;
                 return Ok(());
             }
@@ -89,10 +90,13 @@ impl Run {
             })?;
             let wake = round.wake;
             let outcome = self.carry_out(&mlflow, round).await?;
-            self.sync_index().await;
             if outcome.progressed || self.again.get() {
                 continue;
             }
+            // Once a drive, not once a round: the run list shows the status and the MLflow
+            // run, and a short run's first rounds (its MLflow run made, its work enqueued)
+            // would each cost a call to the one catalog object.
+            self.sync_index().await;
             let retry = outcome.failed.then(|| now_ms() + RETRY_MS);
             let backoff = self.with_run(|r| r.mlflow_wait.as_ref().map(|w| w.retry_at))?;
             if let Some(at) = [retry, wake, backoff].into_iter().flatten().min() {
