@@ -3,7 +3,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-scripts/setup.sh
+scripts/setup.sh --with-browser  # the designer figures use headless Chromium
 # The scale figures use a production-shaped MLflow: PostgreSQL (Debian's package) and its driver.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "installing PostgreSQL (Debian's postgresql package) for the scale benchmark…"

@@ -269,7 +269,6 @@ impl KubeExecutor {
             Err(_) => self.inspect(lease).await?,
         };
         let spec = pod::pod(lease, &self.settings)?;
-        self.pace.wait().await;
         let (created, new) = match self.pods.create(&PostParams::default(), &spec).await {
             Ok(p) => (p, true),
             Err(e) if is_conflict(&e) => {
@@ -422,6 +421,10 @@ impl Executor for KubeExecutor {
             .expect("poisoned")
             .insert(lease.item.id.clone(), name.clone());
         let launched = Instant::now();
+        // Each start waits for its turn at the pace before anything of its pod is made: a
+        // thousand leases at once used to build a thousand pod specs (and the calls' state)
+        // that then waited together, a peak of the heap the process kept (37 KiB per pod).
+        self.pace.wait().await;
         // The calls of a pod's start are boxed: a step's task lives as long as its pod, and
         // would otherwise keep room for their (large) state all that time.
         let result = match Box::pin(self.launch(lease)).await {
