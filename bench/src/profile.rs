@@ -2,7 +2,8 @@
 //! inspector (the Chrome DevTools protocol over a WebSocket). The Worker and its Durable
 //! Objects share one isolate locally, so one profile holds all of the edge's JavaScript and
 //! wasm. `--profile-edge` writes it as a `.cpuprofile` (DevTools' Performance panel opens it)
-//! and the bench prints where the samples fell.
+//! and the bench prints where the samples fell. Samples are taken by the clock: a call that
+//! blocks the isolate's thread (a storage write in local workerd) counts like one that computes.
 
 use std::collections::HashMap;
 use std::net::TcpStream;
