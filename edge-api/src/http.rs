@@ -55,8 +55,8 @@ pub async fn internal_json<T: DeserializeOwned>(req: &mut Request) -> Result<T, 
 
 /// A response's whole body as text, read by the runtime in one call. `worker::Response::text`
 /// reads a streamed body (every `fetch` answer's) chunk by chunk through a stream reader and a
-/// Rust stream; the edge's CPU profile of many small runs showed that reading (the reader's
-/// reads and `releaseLock`, the promises between) costing about a tenth of the edge's CPU.
+/// Rust stream; in the edge's profile of many small runs that reading (the reader's reads and
+/// `releaseLock`, the promises between) held about a tenth of the samples.
 pub async fn response_text(resp: Response) -> worker::Result<String> {
     let web: worker::web_sys::Response = resp.into();
     let text = worker::wasm_bindgen_futures::JsFuture::from(web.text()?).await?;

@@ -29,8 +29,7 @@ const ALARM_WHILE_DRIVING_MS: i64 = 1_000;
 /// How long after a change whose work a drive beside the request carries out the alarm rings
 /// anyway, for a drive cut short (an eviction, the process killed). An alarm set for "now"
 /// rang while that drive was under way, was put off by [`ALARM_WHILE_DRIVING_MS`] and rang
-/// again to find nothing to do: two storage writes and two alarm invocations per change, a
-/// tenth of the edge's CPU for many small runs by its profile.
+/// again to find nothing to do: two storage writes and two alarm invocations per change.
 const DRIVE_BACKSTOP_MS: u64 = 2_000;
 
 #[durable_object]
