@@ -11,4 +11,4 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 .venv/bin/python -c "import psycopg2" 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check "psycopg2-binary==2.9.11"
 scripts/build.sh --release
-CONCURRENT_BIN="$CARGO_TARGET_DIR/release/concurrent" cargo run --release -p concurrent-bench -- "$@"
+CONCURRENT_BIN="$CARGO_TARGET_DIR/agent/concurrent" cargo run --release -p concurrent-bench -- "$@"

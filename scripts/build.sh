@@ -5,7 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 PROFILE=dev; BIN_DIR=debug
-[[ "${1:-}" == "--release" ]] && { PROFILE=release; BIN_DIR=release; }
+# --release: the agent as shipped (Cargo.toml's `agent` profile: small, with LTO).
+[[ "${1:-}" == "--release" ]] && { PROFILE=agent; BIN_DIR=agent; }
 
 echo "==> concurrent (agent and step runner), profile $PROFILE"
 cargo build -p concurrent-dispatcher --profile "$PROFILE"

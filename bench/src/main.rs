@@ -57,7 +57,7 @@ struct Args {
     /// Keep the services' files and print where they are.
     #[arg(long)]
     keep: bool,
-    /// Sample the edge's CPU during the chain's and many-runs' measurements: writes
+    /// Sample the edge's CPU during the chain's, the control plane's fan-out and many-runs' measurements: writes
     /// `<dir>/<measurement>.cpuprofile` (DevTools opens it) and prints where the time went.
     #[arg(long, value_name = "DIR")]
     profile_edge: Option<std::path::PathBuf>,
@@ -125,6 +125,46 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Where a process's resident memory is, by mapping (from /proc/PID/smaps): its own binary's
+/// code and data, each shared library, the heap and anonymous maps (thread arenas, stacks).
+/// Sorted largest first, in KiB.
+pub fn rss_by_mapping(pid: u32) -> Vec<(String, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: HashMap<String, u64> = HashMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header: range, perms, offset, dev, inode, [path].
+            let perms = words.next().unwrap_or("");
+            let path = words.nth(3).unwrap_or("");
+            let name = match path {
+                "" => "anonymous (arenas, stacks)".to_string(),
+                p if p.starts_with('[') => p.to_string(),
+                p => {
+                    let file = p.rsplit('/').next().unwrap_or(p);
+                    let kind = if perms.contains('x') {
+                        "code"
+                    } else if perms.contains('w') {
+                        "data"
+                    } else {
+                        "read-only"
+                    };
+                    format!("{file} {kind}")
+                }
+            };
+            current = name;
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            *by.entry(current.clone()).or_default() += kib;
+        }
+    }
+    let mut out: Vec<(String, u64)> = by.into_iter().filter(|(_, k)| *k > 0).collect();
+    out.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    out
 }
 
 fn attempt(run: &Value, node: usize) -> &Value {
@@ -318,6 +358,10 @@ fn agent_memory(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)
     let agent = stack.agent_with_env("bench-memory", &args, &[("KUBECONFIG", &kubeconfig)]);
     std::thread::sleep(Duration::from_secs(3));
     let idle = rss_kib(agent.pid());
+    let idle_parts = rss_by_mapping(agent.pid());
+    let threads = std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0);
     stack.put_template(&json!({"apiVersion": "concurrent/v1", "name": "bench-memory",
         "nodes": [{"id": "wide", "kind": "project", "uri": "synthetic", "instances": n, "resources": {"cpu": "64"}}]}));
     stack.start_run(&json!({"template": "bench-memory", "cluster": "bench-memory"}));
@@ -338,7 +382,15 @@ fn agent_memory(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)
     rows.push((
         "agent memory (RSS), idle".into(),
         format!("{:.1} MiB", idle as f64 / 1024.0),
-        "Kubernetes executor, after start".into(),
+        format!(
+            "Kubernetes executor, after start; {threads} threads; {}",
+            idle_parts
+                .iter()
+                .take(6)
+                .map(|(name, kib)| format!("{name} {:.1}", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     ));
     rows.push((
         format!("agent memory (RSS), tracking {n} pods"),
@@ -448,15 +500,26 @@ fn main() {
         // per attempt (so MLflow's write rate is out of the way), on a fresh edge.
         std::env::set_var("CONCURRENT_LEASE_TTL_MS", "30000");
         let control = Stack::start_with(concurrent_tests::Backend::default());
-        scale::fan_out(
+        let label = "control plane only";
+        // Profiled up to the run's end: the reads after it are measured apart.
+        let id = profiled(
             &control,
-            args.fan_out,
-            "control plane only",
-            scale::Spread::ByFile,
-            4,
-            false,
-            &mut rows,
+            &args,
+            "fan-out-control",
+            (args.fan_out, "instance"),
+            || {
+                scale::run_fan_out(
+                    &control,
+                    args.fan_out,
+                    label,
+                    scale::Spread::ByFile,
+                    4,
+                    false,
+                    &mut rows,
+                )
+            },
         );
+        scale::read_back(&control, &id, args.fan_out, label, &mut rows);
         write_results(&rows, &args);
     }
     if wanted("many-runs") {
