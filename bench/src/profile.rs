@@ -140,6 +140,49 @@ pub fn report(profile: &Value, file: &Path, per: (usize, &str), top: usize) {
     let crates = by_crate.iter().map(|(k, v)| (k.as_str(), *v));
     print_top("by crate (self time)", crates, busy, per, top);
     print_top("by function (self time)", by_fn.into_iter(), busy, per, top);
+    let ours = inclusive(&nodes, &name_of, &samples, &deltas, |name| {
+        name.starts_with("concurrent_edge") || name.starts_with("concurrent_core")
+    });
+    let ours = ours.iter().map(|(k, v)| (k.as_str(), *v));
+    print_top(
+        "the edge's own functions (with what they call)",
+        ours,
+        busy,
+        per,
+        top,
+    );
+}
+
+/// Time under each function that `keep` selects, what it calls included: a sample counts once
+/// for every such function on its stack (a recursive one once), so the rows overlap.
+fn inclusive(
+    nodes: &[Value],
+    name_of: &HashMap<u64, String>,
+    samples: &[Value],
+    deltas: &[Value],
+    keep: impl Fn(&str) -> bool,
+) -> HashMap<String, f64> {
+    let mut parent: HashMap<u64, u64> = HashMap::new();
+    for n in nodes {
+        for child in n["children"].as_array().into_iter().flatten() {
+            parent.insert(child.as_u64().unwrap_or(0), n["id"].as_u64().unwrap_or(0));
+        }
+    }
+    let mut out: HashMap<String, f64> = HashMap::new();
+    for (s, d) in samples.iter().zip(deltas.iter().skip(1).chain([&json!(0)])) {
+        let ms = d.as_f64().unwrap_or(0.0) / 1e3;
+        let mut seen = std::collections::HashSet::new();
+        let mut at = s.as_u64();
+        while let Some(id) = at {
+            if let Some(name) = name_of.get(&id) {
+                if keep(name) && seen.insert(name.as_str()) {
+                    *out.entry(name.clone()).or_default() += ms;
+                }
+            }
+            at = parent.get(&id).copied();
+        }
+    }
+    out
 }
 
 fn print_top<'a>(

@@ -145,6 +145,20 @@ pub fn fan_out(
     mlflow_runs: bool,
     rows: &mut Vec<Row>,
 ) {
+    let id = run_fan_out(stack, n, label, spread, per_agent, mlflow_runs, rows);
+    read_back(stack, &id, n, label, rows);
+}
+
+/// The fan-out itself, from its start to the run's end; the run's id.
+pub fn run_fan_out(
+    stack: &Stack,
+    n: usize,
+    label: &str,
+    spread: Spread,
+    per_agent: usize,
+    mlflow_runs: bool,
+    rows: &mut Vec<Row>,
+) -> String {
     let node = |id: &str, instances: usize| json!({"id": id, "kind": "project", "uri": "synthetic", "entryPoint": "main", "instances": instances});
     let name = format!(
         "bench-fan-{}{}-{}",
@@ -381,7 +395,12 @@ pub fn fan_out(
             if spread == Spread::Broadcast { "100 input files each" } else { "5,000 files split one per instance" }
         ),
     ));
-    // Read latency of the big run, 8 concurrent readers, for each way of reading it.
+    id
+}
+
+/// The big run read back by 8 concurrent readers, each way of reading it, and the edge's wasm
+/// memory through the fan-out and the reads.
+pub fn read_back(stack: &Stack, id: &str, n: usize, label: &str, rows: &mut Vec<Row>) {
     for (what, path) in [
         ("GET the whole run", format!("/api/v1/runs/{id}")),
         ("GET its overview", format!("/api/v1/runs/{id}/overview")),
