@@ -258,6 +258,11 @@ pub struct StepSpec {
     /// does not ask MLflow again where its outputs go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_uri: Option<String>,
+    /// Artifact roots of input runs (run id → root) that the agent knows because it made
+    /// those runs, so the step does not ask MLflow where its inputs are. Set by the agent for
+    /// its step runner; the edge never sets it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_roots: BTreeMap<String, String>,
     /// The run's MLflow parent run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<String>,

@@ -60,6 +60,8 @@ struct Agent {
     run_creates: Arc<tokio::sync::Semaphore>,
     /// Wakes the heartbeat loop early: a new MLflow run should reach the run view at once.
     report_now: Arc<Notify>,
+    /// The artifact roots of the runs it made, handed to the steps that read them.
+    roots: Arc<Mutex<crate::roots::KnownRoots>>,
 }
 
 /// Runs the agent until SIGINT/SIGTERM: set up, adopt what survives a restart, claim work,
@@ -121,6 +123,7 @@ impl Agent {
             shutdown,
             capacity: cfg.capacity,
             report_now: Arc::new(Notify::new()),
+            roots: Arc::default(),
             run_creates: Arc::new(tokio::sync::Semaphore::new(RUN_CREATES_AT_ONCE)),
             mlflow: Arc::new(crate::mlflow::Mlflow::new(
                 &cfg.mlflow_uri,
@@ -341,8 +344,12 @@ impl Agent {
             // Boxed: this task lives as long as its step, and would otherwise keep room for the
             // create's (large) state all that time.
             let (lease, outcome, no_run) = match Box::pin(agent.make_run(lease, &cancel)).await {
-                Ok(lease) => {
+                Ok(mut lease) => {
                     timeline.mark("mlflow_run");
+                    let step = &lease.item.step;
+                    let inputs = step.inputs.values().flatten().map(|f| f.run_id.as_str());
+                    let roots = agent.roots.lock().expect("poisoned").of(inputs);
+                    lease.item.step.input_roots = roots;
                     let outcome = agent.executor.run(&lease, cancel.clone()).await;
                     timeline.mark("step");
                     (lease, outcome, false)
@@ -464,6 +471,9 @@ impl Agent {
                         .get_mut(&lease.item.id)
                     {
                         r.mlflow_run = Some(run_id.clone());
+                    }
+                    if let Some(uri) = &artifact_uri {
+                        self.roots.lock().expect("poisoned").remember(&run_id, uri);
                     }
                     lease.item.step.mlflow.run_id = run_id;
                     lease.item.step.artifact_uri = artifact_uri;

@@ -11,6 +11,7 @@ mod mlflow;
 mod pace;
 mod report;
 mod retry;
+mod roots;
 mod step;
 mod timeline;
 

@@ -477,6 +477,7 @@ fn work_item(
                 .is_none()
                 .then(|| child_run(run, mlflow, node_run, inst, a)),
             artifact_uri: None,
+            input_roots: Default::default(),
             parent_run_id: Some(mlflow.run_id.clone()),
             commit: match &kind {
                 NodeKind::Project(p) if p.is_git() => run.pins.get(&p.source_key()).cloned(),

@@ -177,6 +177,9 @@ pub async fn run(args: StepArgs) -> anyhow::Result<()> {
     if let Some(uri) = &item.step.artifact_uri {
         mlflow.knows_artifact_uri(&item.step.mlflow.run_id, uri);
     }
+    for (run_id, uri) in &item.step.input_roots {
+        mlflow.knows_artifact_uri(run_id, uri);
+    }
     let log = args.work_dir.join("step.log");
     // The log reaches MLflow while the step runs, not only at its end, so it outlives a lost pod.
     let uploader = {

@@ -733,6 +733,7 @@ mod tests {
                     kubernetes: Default::default(),
                     child_run: None,
                     artifact_uri: None,
+                    input_roots: Default::default(),
                     parent_run_id: None,
                     commit: None,
                     cache: None,
