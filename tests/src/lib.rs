@@ -54,9 +54,17 @@ pub const NOTIFY_TEST_KEY: &str = "notify-test-signing-key-0123456789";
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The run-time value first: cargo sets it for what it runs, while the compile-time one
+    // names the checkout that built the binary. With a target directory shared between
+    // checkouts (scripts/env.sh shares one), cargo reuses a test binary built from another
+    // checkout of the same sources, and would have it test that checkout's edge and bundle.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("Cargo.toml").exists())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
-        .expect("tests/ is inside the repository")
+        .expect("every package is inside the repository")
         .to_path_buf()
 }
 
