@@ -57,8 +57,9 @@ struct Args {
     /// Keep the services' files and print where they are.
     #[arg(long)]
     keep: bool,
-    /// Sample the edge's CPU during the chain's, the control plane's fan-out and many-runs' measurements: writes
-    /// `<dir>/<measurement>.cpuprofile` (DevTools opens it) and prints where the time went.
+    /// Sample the edge's CPU during the chain's, the control plane's fan-out's and many-runs'
+    /// measurements: writes `<dir>/<measurement>.cpuprofile` (DevTools opens it) and prints
+    /// where the time went.
     #[arg(long, value_name = "DIR")]
     profile_edge: Option<std::path::PathBuf>,
 }
@@ -383,7 +384,7 @@ fn agent_memory(stack: &Stack, n: usize, rows: &mut Vec<(String, String, String)
         "agent memory (RSS), idle".into(),
         format!("{:.1} MiB", idle as f64 / 1024.0),
         format!(
-            "Kubernetes executor, after start; {threads} threads; {}",
+            "Kubernetes executor, after start; {threads} threads; by mapping (MiB): {}",
             idle_parts
                 .iter()
                 .take(6)
