@@ -401,6 +401,7 @@ pub fn run_fan_out(
 /// The big run read back by 8 concurrent readers, each way of reading it, and the edge's wasm
 /// memory through the fan-out and the reads.
 pub fn read_back(stack: &Stack, id: &str, n: usize, label: &str, rows: &mut Vec<Row>) {
+    let after_run = wasm_mark_mib(stack);
     for (what, path) in [
         ("GET the whole run", format!("/api/v1/runs/{id}")),
         ("GET its overview", format!("/api/v1/runs/{id}/overview")),
@@ -440,7 +441,16 @@ pub fn read_back(stack: &Stack, id: &str, n: usize, label: &str, rows: &mut Vec<
             ),
         ));
     }
-    let wasm_mib = stack
+    rows.push((
+        format!("edge wasm memory, fan-out and reads ({label})"),
+        format!("{} MiB", wasm_mark_mib(stack)),
+        format!("{after_run} MiB by the run's end, before the reads: the isolate's wasm linear memory as the edge logs it (4 MiB steps; every object of the local edge shares one isolate, so this bounds the run object's); Cloudflare resets an isolate above 128 MB"),
+    ));
+}
+
+/// The highest wasm memory the edge has logged so far, in MiB (it logs each new 4 MiB step).
+fn wasm_mark_mib(stack: &Stack) -> u64 {
+    stack
         .edge
         .log_text()
         .lines()
@@ -453,12 +463,7 @@ pub fn read_back(stack: &Stack, id: &str, n: usize, label: &str, rows: &mut Vec<
                 .ok()
         })
         .max()
-        .expect("the edge logs its wasm memory high-water mark");
-    rows.push((
-        format!("edge wasm memory, fan-out and reads ({label})"),
-        format!("{wasm_mib} MiB"),
-        "the isolate's wasm linear memory as the edge logs it (16 MiB steps; every object of the local edge shares one isolate, so this bounds the run object's); Cloudflare resets an isolate above 128 MB".into(),
-    ));
+        .expect("the edge logs its wasm memory high-water mark")
 }
 
 /// RSS of the workerd processes below `pid` (wrangler runs workerd as its child).

@@ -2,7 +2,7 @@
 
 use concurrent_core::wire::ErrorBody;
 use serde::{de::DeserializeOwned, Serialize};
-use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
+use worker::{js_sys, Env, Headers, Method, Request, RequestInit, Response, Stub};
 
 use crate::error::ApiError;
 
@@ -144,14 +144,13 @@ macro_rules! object_api {
             async fn serve(
                 &self,
                 req: &mut worker::Request,
-            ) -> Result<String, crate::error::ApiError> {
+            ) -> Result<crate::http::Body, crate::error::ApiError> {
+                use crate::http::IntoBody;
                 match req.path().as_str() {
                     $(
                         $path => {
                             let body: $body = crate::http::internal_json(req).await?;
-                            // Straight to text: a `Value` tree of a 10,000-instance run would
-                            // take several times the run's own memory.
-                            Ok(serde_json::to_string(&self.$method(body).await?)?)
+                            Ok(self.$method(body).await?.into_body()?)
                         }
                     )*
                     other => Err(crate::error::ApiError::NotFound(format!(
@@ -165,14 +164,106 @@ macro_rules! object_api {
 }
 pub(crate) use object_api;
 
+/// An answer's JSON text. A big one is written in pieces that leave the isolate's wasm memory
+/// as they fill: a 100,000-instance run is tens of MB of JSON, and as one string (grown by
+/// doubling, then copied once more into the response) it took several times that in wasm
+/// memory, which never shrinks.
+pub enum Body {
+    Text(String),
+    /// The pieces, each a `Uint8Array` in the runtime's memory, in order.
+    Pieces(js_sys::Array),
+}
+
+/// The size of a piece of a big answer.
+const PIECE_BYTES: usize = 256 << 10;
+
+impl Body {
+    /// Serializes `value`; one string when it is smaller than a piece.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Body, ApiError> {
+        let mut w = PieceWriter::default();
+        serde_json::to_writer(&mut w, value)?;
+        Ok(match w.pieces.take() {
+            None => {
+                Body::Text(String::from_utf8(w.buf).map_err(|e| ApiError::Internal(e.to_string()))?)
+            }
+            Some(pieces) => {
+                w.send_piece(&pieces);
+                Body::Pieces(pieces)
+            }
+        })
+    }
+}
+
+/// Collects JSON bytes, moving each full piece out to the runtime.
+#[derive(Default)]
+struct PieceWriter {
+    buf: Vec<u8>,
+    pieces: Option<js_sys::Array>,
+}
+
+impl PieceWriter {
+    fn send_piece(&mut self, pieces: &js_sys::Array) {
+        pieces.push(&js_sys::Uint8Array::from(self.buf.as_slice()));
+        self.buf.clear();
+    }
+}
+
+impl std::io::Write for PieceWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIECE_BYTES {
+            let pieces = self.pieces.take().unwrap_or_default();
+            self.send_piece(&pieces);
+            self.pieces = Some(pieces);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What an object's method answers: any serializable value, or a [`Body`] it wrote itself
+/// (from state it holds borrowed, which no owned answer could carry without a copy).
+pub trait IntoBody {
+    fn into_body(self) -> Result<Body, ApiError>;
+}
+
+impl<T: Serialize> IntoBody for T {
+    fn into_body(self) -> Result<Body, ApiError> {
+        Body::json(&self)
+    }
+}
+
+impl IntoBody for Body {
+    fn into_body(self) -> Result<Body, ApiError> {
+        Ok(self)
+    }
+}
+
+/// The client side of a [`Body`]: its JSON text as it came.
+impl<'de> serde::Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Body, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Ok(Body::Text(String::from(Box::<str>::from(raw))))
+    }
+}
+
 /// Answers a Durable Object request: its JSON text on success, the error's status and body
 /// otherwise.
-pub fn reply(result: Result<String, ApiError>) -> worker::Result<Response> {
+pub fn reply(result: Result<Body, ApiError>) -> worker::Result<Response> {
+    let json = || {
+        let headers = Headers::new();
+        headers.set("Content-Type", "application/json")?;
+        Ok::<_, worker::Error>(headers)
+    };
     let response = match result {
-        Ok(json) => {
-            let headers = Headers::new();
-            headers.set("Content-Type", "application/json")?;
-            Ok(Response::ok(json)?.with_headers(headers))
+        Ok(Body::Text(text)) => Ok(Response::ok(text)?.with_headers(json()?)),
+        Ok(Body::Pieces(pieces)) => {
+            let blob = worker::web_sys::Blob::new_with_u8_array_sequence(&pieces)?;
+            let web = worker::web_sys::Response::new_with_opt_blob(Some(&blob))?;
+            Ok(Response::from(web).with_headers(json()?))
         }
         Err(e) => e.into_response(),
     };
@@ -181,7 +272,7 @@ pub fn reply(result: Result<String, ApiError>) -> worker::Result<Response> {
 }
 
 /// Logs the isolate's wasm memory each time it reaches a new high-water mark (in steps of
-/// 16 MiB), so an operator sees an object nearing the isolate's limit (128 MB on Cloudflare)
+/// 4 MiB), so an operator sees an object nearing the isolate's limit (128 MB on Cloudflare)
 /// before it is reset. Wasm memory never shrinks, so the mark is the peak of every object that
 /// shares the isolate.
 pub fn note_memory() {
@@ -191,7 +282,7 @@ pub fn note_memory() {
         static LOGGED: AtomicUsize = AtomicUsize::new(0);
         let mib = core::arch::wasm32::memory_size(0) * 64 / 1024;
         // The first answer logs too: the mark starts wherever the isolate starts.
-        let step = mib / 16 + 1;
+        let step = mib / 4 + 1;
         if step > LOGGED.fetch_max(step, Ordering::Relaxed) {
             // A warning, so it shows at wrangler's and Cloudflare's default log level.
             worker::console_warn!(

@@ -18,7 +18,7 @@ object_api! {
         start(RunState) -> RunSummary = "/start";
         /// The whole run. Callers use `get_response`, which passes it on unparsed.
         #[allow(dead_code)]
-        get(()) -> Box<serde_json::value::RawValue> = "/get";
+        get(()) -> crate::http::Body = "/get";
         /// The run without instances, each node's counts by state.
         overview(()) -> concurrent_core::run::RunOverview = "/overview";
         /// A page of a node's instances.

@@ -120,8 +120,9 @@ impl RunApi for Run {
         self.with_run(RunState::summary)
     }
 
-    async fn get(&self, _: ()) -> Result<Box<serde_json::value::RawValue>, ApiError> {
-        Ok(self.with_run(serde_json::value::to_raw_value)??)
+    async fn get(&self, _: ()) -> Result<crate::http::Body, ApiError> {
+        // Written from the run in place, in pieces: a copy of a big run would double it.
+        self.with_run(crate::http::Body::json)?
     }
 
     async fn overview(&self, _: ()) -> Result<concurrent_core::run::RunOverview, ApiError> {
