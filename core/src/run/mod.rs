@@ -11,7 +11,8 @@
 //! - `start`: a new run from a template version and its parameters;
 //! - `apply`: recording an event; `advance`: planning ready nodes, starting due retries,
 //!   ending the run;
-//! - `reconcile`: what is still to do; `effect`: those effects and their batching;
+//! - `reconcile`: what is still to do; `effect`: those effects and their batching; `due`: what
+//!   each instance still asks, summed so the run object can ask when to wake without a walk;
 //! - `gate`: trigger rules and conditions (`when`), which run or skip a node;
 //! - `select`: best-of selection on edges; `register`: a register node's model and lineage;
 //! - `usage`: what attempts used, summed;
@@ -19,6 +20,7 @@
 
 mod advance;
 mod apply;
+mod due;
 mod effect;
 mod event;
 mod gate;
@@ -33,13 +35,14 @@ mod state;
 mod usage;
 
 pub use apply::{apply, apply_all};
+pub use due::{Dues, InstanceDue};
 pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
 pub use event::{AttemptKey, Event, MlflowCall, Rejected};
 pub use page::{
     instances_page, overview, page, InstanceFilter, InstancePage, InstancesPage, NodeCounts,
     RunOverview, MAX_PAGE,
 };
-pub use reconcile::{next_wake, reconcile, reconcile_at_most};
+pub use reconcile::{next_wake, next_wake_with, reconcile, reconcile_at_most};
 pub use select::upstream_values;
 pub use start::{start, StartError};
 pub use state::{

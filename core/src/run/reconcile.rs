@@ -6,6 +6,7 @@ use crate::template::{Node, NodeKind};
 use crate::wire::{CacheSpec, ChildRun, StepSpec, WorkItem};
 use std::collections::BTreeMap;
 
+use super::due::Dues;
 use super::effect::{Effect, MlflowEffect, QueueEffect};
 use super::event::AttemptKey;
 use super::resolve::{resolve, sub};
@@ -47,6 +48,11 @@ pub fn reconcile_at_most(run: &RunState, now: u64, max_items: usize) -> Vec<Effe
 /// earliest wake-up. What the run object asks after every event, without building the effects
 /// (a 10,000-wide node's work items) only to look at their times.
 pub fn next_wake(run: &RunState, now: u64) -> Option<u64> {
+    next_wake_with(run, &Dues::of(run), now)
+}
+
+/// [`next_wake`] with the instances' [`Dues`] already summed (the run object keeps them).
+pub fn next_wake_with(run: &RunState, dues: &Dues, now: u64) -> Option<u64> {
     // MLflow is backing off: its calls wait, and the run wakes when the backoff ends.
     let paused = run
         .mlflow_wait
@@ -67,30 +73,14 @@ pub fn next_wake(run: &RunState, now: u64) -> Option<u64> {
         }
         return due;
     }
-    for inst in run.nodes.iter().flat_map(|n| &n.instances) {
-        if let Some(t) = inst.retry_at {
-            wake(t);
-        }
-        let queue_work = inst.current().is_some_and(|a| {
-            matches!(a.state, AttemptState::Creating | AttemptState::Queued) && !a.enqueued
-        }) || inst
-            .attempts
-            .iter()
-            .any(|a| a.state == AttemptState::Cancelled && a.enqueued && !a.withdrawn);
-        if queue_work {
-            return Some(now);
-        }
-        let to_close = inst.attempts.iter().any(|a| {
-            a.state.is_terminal() && !a.mlflow_closed && (a.mlflow_run_id.is_some() || a.leased)
-        });
-        if to_close {
-            mlflow_call.into_iter().for_each(&mut wake);
-        }
+    if dues.any_queue_work() {
+        return Some(now);
     }
+    dues.first_retry_at().into_iter().for_each(&mut wake);
     let unrecorded = run.nodes.iter().enumerate().any(|(i, n)| {
         n.selections.iter().any(|s| !s.recorded) || to_note(n) || super::register::pending(run, i)
     });
-    if !run.mlflow_in_sync() || unrecorded {
+    if dues.any_to_close() || !run.mlflow_in_sync() || unrecorded {
         mlflow_call.into_iter().for_each(&mut wake);
     }
     due

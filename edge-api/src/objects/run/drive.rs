@@ -73,13 +73,7 @@ impl Run {
             self.again.set(false);
             let now = now_ms();
             // Ticks only matter when a retry is due; a full save of a big run is not free.
-            let retry_due = self.with_run(|run| {
-                run.nodes
-                    .iter()
-                    .flat_map(|n| &n.instances)
-                    .any(|i| i.retry_at.is_some_and(|t| t <= now))
-            })?;
-            if retry_due {
+            if self.retry_due(now)? {
                 self.apply_event(Event::Tick)?.ok();
             }
             let round = self.with_run(|run| {
@@ -89,8 +83,16 @@ impl Run {
                 )
             })?;
             let wake = round.wake;
+            let full = round.enqueue.values().map(Vec::len).sum::<usize>() >= ITEMS_PER_ROUND;
             let outcome = self.carry_out(&mlflow, round).await?;
             if outcome.progressed || self.again.get() {
+                if full {
+                    // A wide node is being queued: let other requests in between its rounds.
+                    // The answers of objects in this isolate resume the drive as microtasks,
+                    // so without a timer's turn no agent's lease got in until all 100,000 of
+                    // a node's items were queued (7 s).
+                    worker::Delay::from(std::time::Duration::ZERO).await;
+                }
                 continue;
             }
             // Once a drive, not once a round: the run list shows the status and the MLflow

@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use concurrent_core::concurrency_limit::ConcurrencyLimit;
-use concurrent_core::run::{apply_all, next_wake, Event, Rejected, RunState};
+use concurrent_core::run::{apply_all, Event, Rejected, RunState};
 use concurrent_core::wire::{PinResponse, RunSummary};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
@@ -251,7 +251,7 @@ impl Run {
     /// Returns that moment, if any.
     async fn schedule(&self) -> Result<Option<u64>, ApiError> {
         let now = now_ms();
-        let wake = self.with_run(|run| next_wake(run, now))?;
+        let wake = self.next_wake(now)?;
         if let Some(at) = wake {
             let ring = if at <= now {
                 now + DRIVE_BACKSTOP_MS

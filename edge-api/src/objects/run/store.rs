@@ -4,18 +4,21 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use concurrent_core::run::{Instance, RunState, RunStatus};
+use concurrent_core::run::{next_wake_with, Dues, Instance, InstanceDue, RunState, RunStatus};
 use serde::Deserialize;
 
 use super::Run;
 use crate::error::ApiError;
 
 /// The run in memory, plus a hash of the JSON last written per row so only changed rows are
-/// written (a hash, not the JSON: a 10,000-instance run would otherwise be held twice).
+/// written (a hash, not the JSON: a 10,000-instance run would otherwise be held twice), and
+/// what each row asks of the run, summed in `dues` as rows are written.
 pub(super) struct Cached {
     pub run: RunState,
     pub header: String,
-    pub rows: HashMap<(String, u32), u64>,
+    pub rows: HashMap<(String, u32), (u64, InstanceDue)>,
+    /// The sum of the rows' dues: what `next_wake` needs, without a walk over every instance.
+    pub dues: Dues,
     /// Rows stored per node.
     pub counts: HashMap<String, usize>,
     /// Per node, the hash of its shared inputs as last written.
@@ -30,6 +33,7 @@ impl Cached {
             run,
             header: String::new(),
             rows: HashMap::new(),
+            dues: Dues::default(),
             counts: HashMap::new(),
             shared: HashMap::new(),
             indexed: None,
@@ -99,22 +103,48 @@ impl Run {
         }
         let mut cached_rows = HashMap::new();
         let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut dues = Dues::default();
         for r in rows {
+            let mut due = InstanceDue::default();
             if let Some(node) = run.node_mut(&r.node) {
-                node.instances.push(serde_json::from_str(&r.json)?);
+                let inst: Instance = serde_json::from_str(&r.json)?;
+                due = InstanceDue::of(&inst);
+                dues.add(due);
+                node.instances.push(inst);
             }
             *counts.entry(r.node.clone()).or_default() += 1;
-            cached_rows.insert((r.node, r.idx as u32), digest(&r.json));
+            cached_rows.insert((r.node, r.idx as u32), (digest(&r.json), due));
         }
         *self.cache.borrow_mut() = Some(Cached {
             run,
             header: h.json,
             rows: cached_rows,
+            dues,
             counts,
             shared: shared_hashes,
             indexed: None,
         });
         Ok(true)
+    }
+
+    /// When the run next has work (core's `next_wake`), from the dues kept per row.
+    pub(super) fn next_wake(&self, now: u64) -> Result<Option<u64>, ApiError> {
+        if !self.load()? {
+            return Err(ApiError::NotFound("no such run".into()));
+        }
+        let guard = self.cache.borrow();
+        let c = guard.as_ref().expect("loaded");
+        Ok(next_wake_with(&c.run, &c.dues, now))
+    }
+
+    /// Whether a retry or an approval's timeout is due by `now`.
+    pub(super) fn retry_due(&self, now: u64) -> Result<bool, ApiError> {
+        if !self.load()? {
+            return Err(ApiError::NotFound("no such run".into()));
+        }
+        let guard = self.cache.borrow();
+        let first = guard.as_ref().expect("loaded").dues.first_retry_at();
+        Ok(first.is_some_and(|t| t <= now))
     }
 
     pub(super) fn with_run<T>(&self, f: impl FnOnce(&RunState) -> T) -> Result<T, ApiError> {
@@ -169,14 +199,17 @@ impl Run {
                 let json = serde_json::to_string(inst)?;
                 let key = (node.id.clone(), inst.index);
                 let hash = digest(&json);
-                if c.rows.get(&key) != Some(&hash) {
+                if c.rows.get(&key).map(|r| r.0) != Some(hash) {
                     changed.push(format!(
                         "[{},{},{json}]",
                         serde_json::to_string(&node.id)?,
                         inst.index
                     ));
-                    if c.rows.insert(key, hash).is_none() {
-                        *c.counts.entry(node.id.clone()).or_default() += 1;
+                    let due = InstanceDue::of(inst);
+                    c.dues.add(due);
+                    match c.rows.insert(key, (hash, due)) {
+                        Some((_, old)) => c.dues.remove(old),
+                        None => *c.counts.entry(node.id.clone()).or_default() += 1,
                     }
                     // Written 500 at a time: a whole node's rows are never all held at once.
                     if changed.len() == 500 {
