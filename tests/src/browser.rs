@@ -161,6 +161,20 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` selects, finding it again if a live view redrew it between the
+    /// lookup and the click (a stale element).
+    pub async fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.wait_for(css, Duration::from_secs(10)).await;
+            match found.click().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("clicking {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Presses the pointer on `from`, moves to `to` (offset from its centre) and releases:
     /// real pointer events, as a user's drag.
     pub async fn drag(&self, from: &Element, to: &Element, dx: f64, dy: f64) {

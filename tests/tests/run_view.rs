@@ -265,14 +265,14 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
         b.screenshot("wide-node").await;
 
         // Next page, then the cancelled ones only (one page, every row cancelled), then the failed.
-        b.wait_for(r#"[data-page="next"]"#, SECS).await.click().await.unwrap();
+        b.click(r#"[data-page="next"]"#).await;
         b.wait_js("page 2", "document.querySelector('[data-page-of]')?.textContent.startsWith('51–100 of 1000')", SECS).await;
         assert_eq!(b.text("[data-instances] tbody tr[data-instance]").await.split_whitespace().next(), Some("50"));
-        b.wait_for(r#"[data-filter="cancelled"]"#, SECS).await.click().await.unwrap();
+        b.click(r#"[data-filter="cancelled"]"#).await;
         b.wait_js("the cancelled ones", "[...document.querySelectorAll('[data-instances] tbody tr[data-instance]')].every((r) => r.querySelector('.cc-status').textContent === 'cancelled')", SECS).await;
         assert_eq!(b.count("[data-instances] tbody tr[data-instance]").await, cancelled);
         assert_eq!(b.count("[data-pager]").await, 0, "one page needs no pager");
-        b.wait_for(r#"[data-filter="failed"]"#, SECS).await.click().await.unwrap();
+        b.click(r#"[data-filter="failed"]"#).await;
         b.wait_js("the failed ones", "[...document.querySelectorAll('[data-instances] tbody tr[data-instance]')].every((r) => r.querySelector('.cc-status').textContent === 'failed')", SECS).await;
         // Read in one script: the live view may redraw the rows between a lookup and a read.
         let first = b.wait_js("the first failed row", "document.querySelector('[data-instances] tbody tr[data-instance]')?.getAttribute('data-instance')", SECS).await;
@@ -281,7 +281,7 @@ fn a_node_of_a_thousand_instances_is_paged_and_filtered_by_state() {
         assert!(rows.contains(&format!("synthetic failure of instance {first_failed}")), "{rows}");
         // The page stays live: it still answers after several refreshes of the 1,000-instance run.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        b.wait_for(r#"[data-filter="all"]"#, SECS).await.click().await.unwrap();
+        b.click(r#"[data-filter="all"]"#).await;
         b.wait_js("all again", "document.querySelector('[data-page-of]')?.textContent === '1–50 of 1000 · page 1 of 20'", SECS).await;
         b.client.clone().close().await.unwrap();
     });
