@@ -780,24 +780,16 @@ fn a_big_run_read_whole_agrees_with_its_pages() {
     stack
         .put_template(&json!({"apiVersion": "concurrent/v1", "name": "big-read", "nodes": [node]}));
     let id = stack.start_run(&json!({"template": "big-read", "cluster": "big-read"}));
-    let all_enqueued = |run: &Value| {
-        run["nodes"][0]["instances"].as_array().is_some_and(|i| {
-            i.len() == 3000 && i.iter().all(|i| i["attempts"][0]["enqueued"] == true)
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let whole = loop {
-        let (status, run) = stack.api("GET", &format!("/api/v1/runs/{id}"), None);
-        assert_eq!(status, 200, "{run}");
-        if all_enqueued(&run) {
-            break run;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the 3,000 items were not all enqueued in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let whole = stack.wait_until(
+        &id,
+        Duration::from_secs(60),
+        "all 3,000 items enqueued",
+        |run| {
+            run["nodes"][0]["instances"].as_array().is_some_and(|i| {
+                i.len() == 3000 && i.iter().all(|i| i["attempts"][0]["enqueued"] == true)
+            })
+        },
+    );
     let text = whole.to_string();
     assert!(
         text.len() > 512 << 10,

@@ -134,29 +134,23 @@ impl Run {
 
     /// When the run next has work (core's `next_wake`), from the dues kept per row.
     pub(super) fn next_wake(&self, now: u64) -> Result<Option<u64>, ApiError> {
-        if !self.load()? {
-            return Err(ApiError::NotFound("no such run".into()));
-        }
-        let guard = self.cache.borrow();
-        let c = guard.as_ref().expect("loaded");
-        Ok(next_wake_with(&c.run, &c.dues, now))
+        self.with_cached(|c| next_wake_with(&c.run, &c.dues, now))
     }
 
     /// Whether a retry or an approval's timeout is due by `now`.
     pub(super) fn retry_due(&self, now: u64) -> Result<bool, ApiError> {
-        if !self.load()? {
-            return Err(ApiError::NotFound("no such run".into()));
-        }
-        let guard = self.cache.borrow();
-        let first = guard.as_ref().expect("loaded").dues.first_retry_at();
-        Ok(first.is_some_and(|t| t <= now))
+        self.with_cached(|c| c.dues.first_retry_at().is_some_and(|t| t <= now))
     }
 
     pub(super) fn with_run<T>(&self, f: impl FnOnce(&RunState) -> T) -> Result<T, ApiError> {
+        self.with_cached(|c| f(&c.run))
+    }
+
+    fn with_cached<T>(&self, f: impl FnOnce(&Cached) -> T) -> Result<T, ApiError> {
         if !self.load()? {
             return Err(ApiError::NotFound("no such run".into()));
         }
-        Ok(f(&self.cache.borrow().as_ref().expect("loaded").run))
+        Ok(f(self.cache.borrow().as_ref().expect("loaded")))
     }
 
     /// Writes the rows that changed. `touched` names the instances (node, index) events were
