@@ -6,7 +6,7 @@ use concurrent_core::run::Event;
 use concurrent_core::wire::WorkItem;
 use serde::Deserialize;
 
-use super::items::Row;
+use super::items::{Row, SELECT_ROWS};
 use super::QueueObject;
 use crate::error::ApiError;
 use crate::objects::run::api::RunClient;
@@ -23,7 +23,7 @@ impl QueueObject {
         let rows: Vec<Row> = self
             .sql
             .exec(
-                "SELECT * FROM items WHERE state IN (?, ?) AND expires_at <= ?",
+                &format!("{SELECT_ROWS} WHERE state IN (?, ?) AND expires_at <= ?"),
                 vec![
                     ItemState::Leased.as_str().into(),
                     ItemState::Cancelled.as_str().into(),

@@ -16,7 +16,7 @@ use crate::objects::run::api::RunClient;
 use crate::platform::now_ms;
 
 impl QueueObject {
-    /// Core's `lease::heartbeat` for every lease, written in two statements whatever their
+    /// Core's `lease::heartbeat` for every lease, written in a few statements whatever their
     /// number: an agent holding a thousand leases heartbeats them all at once.
     pub(super) async fn heartbeat(
         &self,
@@ -33,7 +33,7 @@ impl QueueObject {
             answers.insert(l.item_id.clone(), status);
             changes.push((l.item_id.clone(), change));
         }
-        self.write(changes)?;
+        self.write_from(&slots, changes)?;
         self.forward_runs(&r.runs, &answers).await?;
         self.forward_tails(&r.tails, &answers).await;
         let expires_at = now + self.ttl();

@@ -10,7 +10,7 @@ use concurrent_core::run::Event;
 use concurrent_core::wire::{Lease, LeaseRequest, LeaseResponse, WorkItem, MAX_MESSAGE_BYTES};
 use futures_channel::oneshot;
 
-use super::items::Row;
+use super::items::{Row, SELECT_ROWS};
 use super::QueueObject;
 use crate::error::ApiError;
 use crate::objects::run::api::RunClient;
@@ -83,7 +83,7 @@ impl QueueObject {
         let rows: Vec<Row> = self
             .sql
             .exec(
-                "SELECT * FROM items WHERE state = ? ORDER BY seq LIMIT ?",
+                &format!("{SELECT_ROWS} WHERE state = ? ORDER BY seq LIMIT ?"),
                 vec![
                     ItemState::Ready.as_str().into(),
                     (r.max.clamp(1, 100) as i64).into(),
