@@ -211,6 +211,35 @@ pub struct EnqueueRequest {
     pub shared: BTreeMap<String, BTreeMap<String, Vec<ArtifactFile>>>,
 }
 
+/// What the queue reads of a stored work item to hand it out: who it is, and whether it
+/// shares its node's inputs. The rest of it travels on as the JSON it was stored as.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkItemHead {
+    pub id: String,
+    pub run_id: String,
+    pub node_id: String,
+    pub instance: u32,
+    pub attempt: u32,
+    pub cluster: String,
+    pub step: StepHead,
+}
+
+/// What [`WorkItemHead`] reads of the step.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepHead {
+    #[serde(default)]
+    pub shared_inputs: Option<String>,
+}
+
+impl WorkItemHead {
+    /// The attempt this item is.
+    pub fn key(&self) -> crate::run::AttemptKey {
+        crate::run::AttemptKey::new(self.node_id.clone(), self.instance, self.attempt)
+    }
+}
+
 /// The step of a work item, with template parameters already substituted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -302,11 +331,14 @@ pub struct ChildRun {
     pub maybe_exists: bool,
 }
 
-/// A work item leased to one agent until `expires_at`.
+/// A work item leased to one agent until `expires_at`. `I` is how the item travels: an agent
+/// reads a [`WorkItem`]; the edge hands on the JSON the queue stored (`Box<RawValue>`), so a
+/// lease costs it no decoding and encoding of every item twice (the queue's answer, then the
+/// Worker's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Lease {
-    pub item: WorkItem,
+pub struct Lease<I = WorkItem> {
+    pub item: I,
     /// Fencing token: strictly increasing per cluster queue. Heartbeats and completions must
     /// carry it; an older token is refused with 409.
     pub token: u64,
@@ -328,8 +360,8 @@ pub struct LeaseRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LeaseResponse {
-    pub leases: Vec<Lease>,
+pub struct LeaseResponse<I = WorkItem> {
+    pub leases: Vec<Lease<I>>,
     /// How long a lease lives without a heartbeat.
     pub lease_ttl_ms: u64,
 }

@@ -663,6 +663,16 @@ fn broadcast_inputs_are_kept_once_and_wide_nodes_are_queued_a_batch_at_a_time() 
             leased.merge_shared(&shared[key]);
             assert_eq!(leased.step.inputs["data"].len(), 100);
             assert_eq!(leased.step.shared_inputs, None);
+            // The queue reads only an item's head from the JSON it stored.
+            for (stored, shares) in [(item, Some(key)), (&leased, None)] {
+                let head: crate::wire::WorkItemHead =
+                    serde_json::from_str(&serde_json::to_string(stored).unwrap()).unwrap();
+                assert_eq!(
+                    (&head.id, &head.run_id, &head.cluster, head.key()),
+                    (&item.id, &item.run_id, &item.cluster, item.key())
+                );
+                assert_eq!(head.step.shared_inputs.as_ref(), shares);
+            }
             let tags = &item.step.child_run.as_ref().unwrap().tags;
             assert!(tags.contains(&("concurrent.input_files".into(), "100".into())));
             assert!(seen.insert(item.id.clone()), "{} built twice", item.id);

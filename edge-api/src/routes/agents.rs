@@ -31,10 +31,10 @@ pub async fn handle_lease(mut req: Request, ctx: Ctx) -> worker::Result<Response
         if ctx.user.lease.is_some() {
             return Err(ApiError::Forbidden("a step token cannot lease work".into()));
         }
-        queue(&ctx)?.lease(&body).await
+        queue(&ctx)?.lease_response(&body).await
     }
     .await;
-    respond(result, 200)
+    result.or_else(ApiError::into_response)
 }
 
 /// `POST .../heartbeat` — extends leases; answers which were cancelled or lost.

@@ -7,8 +7,11 @@ use std::time::Duration;
 use concurrent_core::lease::{self, confirm_window, Change, ItemState};
 use concurrent_core::partition::ArtifactFile;
 use concurrent_core::run::Event;
-use concurrent_core::wire::{Lease, LeaseRequest, LeaseResponse, WorkItem, MAX_MESSAGE_BYTES};
+use concurrent_core::wire::{
+    Lease, LeaseRequest, LeaseResponse, WorkItem, WorkItemHead, MAX_MESSAGE_BYTES,
+};
 use futures_channel::oneshot;
+use serde_json::value::RawValue;
 
 use super::items::{Row, SELECT_ROWS};
 use super::QueueObject;
@@ -21,10 +24,16 @@ const MAX_WAIT_MS: u32 = 30_000;
 /// Agents remembered as gone, at most (the oldest are forgotten first).
 const GONE_REMEMBERED: usize = 1_000;
 
+/// A lease, its work item as the JSON the queue stored, and what the queue read of that item.
+type Taken = (WorkItemHead, Lease<Box<RawValue>>);
+
 impl QueueObject {
     /// Leases up to `max` ready items, oldest first, waiting up to `wait_ms` for one to arrive.
     /// An agent found gone since it asked is handed nothing.
-    pub(super) async fn lease(&self, r: LeaseRequest) -> Result<LeaseResponse, ApiError> {
+    pub(super) async fn lease(
+        &self,
+        r: LeaseRequest,
+    ) -> Result<LeaseResponse<Box<RawValue>>, ApiError> {
         let asked_at = now_ms();
         let mut leases = self.take_ready(&r)?;
         if leases.is_empty() && r.wait_ms > 0 {
@@ -44,13 +53,13 @@ impl QueueObject {
             // leases (a 10,000-wide node being planned) must not expire them before the agent
             // has them.
             let expires_at = now_ms() + confirm_window(self.ttl());
-            for l in &mut leases {
+            for (_, l) in &mut leases {
                 l.expires_at = expires_at;
             }
             // One statement for the batch; a lease taken over meanwhile keeps its own expiry.
             let held: Vec<(&str, u64)> = leases
                 .iter()
-                .map(|l| (l.item.id.as_str(), l.token))
+                .map(|(head, l)| (head.id.as_str(), l.token))
                 .collect();
             self.sql.exec(
                 "UPDATE items SET expires_at = ?1 FROM json_each(?2) AS j WHERE items.id = j.value ->> 0 AND items.token = j.value ->> 1",
@@ -59,7 +68,7 @@ impl QueueObject {
             crate::alarm::ring_by(&self.state.storage(), expires_at).await?;
         }
         Ok(LeaseResponse {
-            leases,
+            leases: leases.into_iter().map(|(_, l)| l).collect(),
             lease_ttl_ms: self.ttl(),
         })
     }
@@ -79,7 +88,10 @@ impl QueueObject {
         }
     }
 
-    fn take_ready(&self, r: &LeaseRequest) -> Result<Vec<Lease>, ApiError> {
+    /// Ready items, oldest first, leased to `r.agent`. An item goes on as the JSON it was
+    /// stored as, read only for its head, unless it shares its node's inputs (then they are
+    /// merged into it).
+    fn take_ready(&self, r: &LeaseRequest) -> Result<Vec<Taken>, ApiError> {
         let rows: Vec<Row> = self
             .sql
             .exec(
@@ -94,23 +106,28 @@ impl QueueObject {
         let mut bytes = 0;
         let mut shared: BTreeMap<String, (usize, BTreeMap<String, Vec<ArtifactFile>>)> =
             BTreeMap::new();
-        for row in rows {
-            let mut item: WorkItem = serde_json::from_str(&row.item)?;
+        for mut row in rows {
+            let head: WorkItemHead = serde_json::from_str(&row.item)?;
             let mut size = row.item.len();
-            if let Some(key) = item.step.shared_inputs.clone() {
-                if !shared.contains_key(&key) {
-                    shared.insert(key.clone(), self.shared_inputs(&key)?);
+            let item = match &head.step.shared_inputs {
+                None => RawValue::from_string(std::mem::take(&mut row.item))?,
+                Some(key) => {
+                    if !shared.contains_key(key) {
+                        shared.insert(key.clone(), self.shared_inputs(key)?);
+                    }
+                    let (len, files) = &shared[key];
+                    size += len;
+                    let mut item: WorkItem = serde_json::from_str(&row.item)?;
+                    item.merge_shared(files);
+                    serde_json::value::to_raw_value(&item)?
                 }
-                let (len, files) = &shared[&key];
-                size += len;
-                item.merge_shared(files);
-            }
+            };
             // One answer stays within a message's size; the rest waits for the next request.
             bytes += size;
             if !taken.is_empty() && bytes > MAX_MESSAGE_BYTES {
                 break;
             }
-            taken.push((row, item));
+            taken.push((row, head, item));
         }
         if taken.is_empty() {
             return Ok(Vec::new());
@@ -120,16 +137,19 @@ impl QueueObject {
         let now = now_ms();
         let mut changes = Vec::with_capacity(taken.len());
         let mut leases = Vec::with_capacity(taken.len());
-        for (token, (row, item)) in (first..).zip(taken) {
+        for (token, (row, head, item)) in (first..).zip(taken) {
             let slot = lease::lease(&row.slot(), token, &r.agent, now, self.ttl());
             changes.push((row.id, Change::Update(slot.clone())));
-            let step_token = crate::secrets::step_token(&secret, &item.cluster, &item.id, token);
-            leases.push(Lease {
-                item,
-                token,
-                expires_at: slot.expires_at,
-                step_token,
-            });
+            let step_token = crate::secrets::step_token(&secret, &head.cluster, &head.id, token);
+            leases.push((
+                head,
+                Lease {
+                    item,
+                    token,
+                    expires_at: slot.expires_at,
+                    step_token,
+                },
+            ));
         }
         self.write(changes)?;
         Ok(leases)
@@ -139,19 +159,19 @@ impl QueueObject {
     /// cancelled in between) is dropped here instead of being handed out.
     async fn tell_runs_leased(
         &self,
-        leases: Vec<Lease>,
+        leases: Vec<Taken>,
         agent: &str,
-    ) -> Result<Vec<Lease>, ApiError> {
-        let mut by_run: BTreeMap<String, Vec<Lease>> = BTreeMap::new();
+    ) -> Result<Vec<Taken>, ApiError> {
+        let mut by_run: BTreeMap<String, Vec<Taken>> = BTreeMap::new();
         for l in leases {
-            by_run.entry(l.item.run_id.clone()).or_default().push(l);
+            by_run.entry(l.0.run_id.clone()).or_default().push(l);
         }
         let mut kept = Vec::new();
         for (run_id, leases) in by_run {
             let events: Vec<Event> = leases
                 .iter()
-                .map(|l| Event::Leased {
-                    key: l.item.key(),
+                .map(|(head, _)| Event::Leased {
+                    key: head.key(),
                     agent: agent.into(),
                 })
                 .collect();
@@ -162,8 +182,8 @@ impl QueueObject {
                         match answer {
                             None => kept.push(lease),
                             Some(why) => {
-                                worker::console_log!("queue: dropping {}: {why}", lease.item.id);
-                                dropped.push(lease.item.id);
+                                worker::console_log!("queue: dropping {}: {why}", lease.0.id);
+                                dropped.push(lease.0.id);
                             }
                         }
                     }

@@ -97,7 +97,10 @@ impl QueueApi for QueueObject {
         QueueObject::enqueue(self, r)
     }
 
-    async fn lease(&self, r: LeaseRequest) -> Result<LeaseResponse, ApiError> {
+    async fn lease(
+        &self,
+        r: LeaseRequest,
+    ) -> Result<LeaseResponse<Box<serde_json::value::RawValue>>, ApiError> {
         QueueObject::lease(self, r).await
     }
 
