@@ -30,24 +30,32 @@ pub(super) fn advance(run: &mut RunState, now: u64) {
         .nodes
         .iter()
         .any(|n| !n.trigger_rule.is_default());
+    // Each pass tallies every node once; the last pass's tallies describe the run as it ends
+    // the loop (a pass that starts nodes goes round again).
+    let (mut tallies, mut failure);
     loop {
-        let failure = first_failure(run);
+        tallies = tally(run);
+        failure = first_failure(run, &tallies);
         if let Some((_, msg)) = &failure {
             if !finally {
                 end_run(run, RunStatus::Failed, msg.clone(), now);
                 return;
             }
+            // Cancels what still goes; the failed instances stay as they are.
             stop_all_but_finally(run, now);
+            tallies = tally(run);
         }
         let stopping = failure.as_ref().map(|(node, _)| node.as_str());
-        let ended: Vec<Option<Ended>> = run.nodes.iter().map(NodeRun::ended).collect();
+        let ended: Vec<Option<Ended>> = run
+            .nodes
+            .iter()
+            .zip(&tallies)
+            .map(|(n, t)| n.ended_by(t))
+            .collect();
         let ready: Vec<(usize, Go)> = (0..run.nodes.len())
             .filter_map(|i| {
                 let n = &run.nodes[i];
-                let unplanned = n.instances.is_empty()
-                    || n.instances
-                        .iter()
-                        .any(|x| x.state == InstanceState::Waiting);
+                let unplanned = n.instances.is_empty() || tallies[i].waiting > 0;
                 if !unplanned || n.error.is_some() {
                     return None;
                 }
@@ -70,23 +78,23 @@ pub(super) fn advance(run: &mut RunState, now: u64) {
             }
         }
     }
-    if let Some((_, msg)) = first_failure(run) {
-        let busy = run
-            .nodes
-            .iter()
-            .flat_map(|n| &n.instances)
-            .any(|i| !i.state.is_terminal());
-        if !busy {
+    if let Some((_, msg)) = failure {
+        if tallies.iter().all(|t| t.going == 0) {
             end_run(run, RunStatus::Failed, msg, now);
         }
     } else if run
         .nodes
         .iter()
-        .all(|n| matches!(n.ended(), Some(Ended::Succeeded | Ended::Skipped)))
+        .zip(&tallies)
+        .all(|(n, t)| matches!(n.ended_by(t), Some(Ended::Succeeded | Ended::Skipped)))
     {
         run.status = RunStatus::Succeeded;
         run.ended_at = Some(now);
     }
+}
+
+fn tally(run: &RunState) -> Vec<Tally> {
+    run.nodes.iter().map(NodeRun::tally).collect()
 }
 
 /// Retries that are due start; approvals nobody decided in time are decided by their rule.
@@ -136,27 +144,23 @@ fn due_retries_and_timeouts(run: &mut RunState, now: u64) {
 }
 
 /// The first failed instance's node, and what to say of it.
-fn first_failure(run: &RunState) -> Option<(String, String)> {
-    run.nodes.iter().find_map(|n| {
-        n.instances
-            .iter()
-            .find(|i| i.state == InstanceState::Failed)
-            .map(|i| {
-                let msg = match i.current() {
-                    Some(a) => format!(
-                        "node {:?} instance {} failed after {} attempt(s): {}",
-                        n.id,
-                        i.index,
-                        i.attempts.len(),
-                        a.error.clone().unwrap_or_default()
-                    ),
-                    None => n
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| format!("node {:?} failed", n.id)),
-                };
-                (n.id.clone(), msg)
-            })
+fn first_failure(run: &RunState, tallies: &[Tally]) -> Option<(String, String)> {
+    run.nodes.iter().zip(tallies).find_map(|(n, t)| {
+        let i = &n.instances[t.first_failed?];
+        let msg = match i.current() {
+            Some(a) => format!(
+                "node {:?} instance {} failed after {} attempt(s): {}",
+                n.id,
+                i.index,
+                i.attempts.len(),
+                a.error.clone().unwrap_or_default()
+            ),
+            None => n
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("node {:?} failed", n.id)),
+        };
+        Some((n.id.clone(), msg))
     })
 }
 

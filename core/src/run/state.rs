@@ -349,6 +349,19 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// What one walk over a node's instances finds: what the run asks of every node after each
+/// batch of events, answered together (a 100,000-wide node was walked five times a batch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Instances not ended yet.
+    pub going: usize,
+    /// Of those, instances waiting to be planned.
+    pub waiting: usize,
+    pub succeeded: usize,
+    /// The first failed instance's position.
+    pub first_failed: Option<usize>,
+}
+
 impl NodeRun {
     /// A node not yet planned.
     pub fn new(id: impl Into<String>) -> NodeRun {
@@ -370,22 +383,42 @@ impl NodeRun {
     /// How the node ended, once every instance has (`None` while it has not, or was never
     /// planned).
     pub fn ended(&self) -> Option<Ended> {
-        if self.instances.is_empty() || self.instances.iter().any(|i| !i.state.is_terminal()) {
+        self.ended_by(&self.tally())
+    }
+
+    /// [`NodeRun::ended`], from the node's tally.
+    pub fn ended_by(&self, t: &Tally) -> Option<Ended> {
+        if self.instances.is_empty() || t.going > 0 {
             return None;
         }
         Some(if self.skipped.is_some() {
             Ended::Skipped
-        } else if self
-            .instances
-            .iter()
-            .any(|i| i.state == InstanceState::Failed)
-        {
+        } else if t.first_failed.is_some() {
             Ended::Failed
-        } else if self.all(InstanceState::Succeeded) {
+        } else if t.succeeded == self.instances.len() {
             Ended::Succeeded
         } else {
             Ended::Cancelled
         })
+    }
+
+    /// One walk over the instances.
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for (k, inst) in self.instances.iter().enumerate() {
+            match inst.state {
+                InstanceState::Succeeded => t.succeeded += 1,
+                InstanceState::Failed => {
+                    t.first_failed.get_or_insert(k);
+                }
+                s if !s.is_terminal() => {
+                    t.going += 1;
+                    t.waiting += usize::from(s == InstanceState::Waiting);
+                }
+                _ => {}
+            }
+        }
+        t
     }
 
     /// Forgets how it ended, for a repair that runs it again from its planning.
@@ -724,6 +757,39 @@ mod tests {
         NodeRun {
             instances,
             ..NodeRun::new("n")
+        }
+    }
+
+    proptest::proptest! {
+        /// A node's tally answers what walks over its instances answered one by one.
+        #[test]
+        fn a_tally_answers_as_the_walks_did(
+            picks in proptest::collection::vec(0..InstanceState::ALL.len(), 0..40),
+            skipped in proptest::bool::ANY,
+        ) {
+            let states: Vec<InstanceState> = picks.iter().map(|&k| InstanceState::ALL[k]).collect();
+            let mut n = node(&states);
+            if skipped {
+                n.skipped = Some("its condition was false".into());
+            }
+            let t = n.tally();
+            let is = |s: InstanceState| states.iter().filter(|x| **x == s).count();
+            proptest::prop_assert_eq!(t.going, states.iter().filter(|s| !s.is_terminal()).count());
+            proptest::prop_assert_eq!(t.waiting, is(InstanceState::Waiting));
+            proptest::prop_assert_eq!(t.succeeded, is(InstanceState::Succeeded));
+            proptest::prop_assert_eq!(t.first_failed, states.iter().position(|s| *s == InstanceState::Failed));
+            let walked = if states.is_empty() || states.iter().any(|s| !s.is_terminal()) {
+                None
+            } else if skipped {
+                Some(Ended::Skipped)
+            } else if states.contains(&InstanceState::Failed) {
+                Some(Ended::Failed)
+            } else if states.iter().all(|s| *s == InstanceState::Succeeded) {
+                Some(Ended::Succeeded)
+            } else {
+                Some(Ended::Cancelled)
+            };
+            proptest::prop_assert_eq!(n.ended(), walked);
         }
     }
 
