@@ -1,5 +1,6 @@
-//! The queue's rows: work items with their lease (core's `lease::Slot`), the inputs a node's
-//! items share, counters; items come in (`enqueue`) and are withdrawn.
+//! The queue's rows: each item's lease (core's `lease::Slot`, in `items`) and its work item
+//! (in `bodies`), the inputs a node's items share, counters; items come in (`enqueue`) and are
+//! withdrawn.
 
 use std::collections::BTreeMap;
 
