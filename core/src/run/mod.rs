@@ -36,7 +36,7 @@ mod usage;
 
 pub use apply::{apply, apply_all};
 pub use due::{Dues, InstanceDue};
-pub use effect::{plan_round, Effect, MlflowEffect, QueueEffect, Round};
+pub use effect::{next_round, plan_round, Effect, MlflowEffect, QueueEffect, Round, RoundLimits};
 pub use event::{AttemptKey, Event, MlflowCall, Rejected};
 pub use page::{
     instances_page, overview, page, InstanceFilter, InstancePage, InstancesPage, NodeCounts,

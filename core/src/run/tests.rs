@@ -683,6 +683,45 @@ fn broadcast_inputs_are_kept_once_and_wide_nodes_are_queued_a_batch_at_a_time() 
 }
 
 #[test]
+fn a_round_that_queues_a_wide_node_leaves_mlflow_calls_for_the_rounds_after() {
+    let mut run = new_run(1000, 0);
+    let mut d = Driver::default();
+    d.settle(&mut run, 1);
+    let prep = d.lease(&mut run, 2).unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("f-{i:04}.csv")).collect();
+    let outputs: Vec<(&str, u64)> = names.iter().map(|p| (p.as_str(), 7)).collect();
+    finish(&mut run, &prep, files(&outputs), 3).unwrap();
+    // prepare's MLflow run waits to be closed while train's 1,000 items wait to be queued.
+    let limits = RoundLimits {
+        items: 300,
+        mlflow: 128,
+    };
+    assert!(!plan_round(reconcile_at_most(&run, 4, 300), 128)
+        .mlflow
+        .is_empty());
+    let mut queued = 0;
+    let round = loop {
+        let round = next_round(&run, 4, limits);
+        let items = round.enqueue.get("local").cloned().unwrap_or_default();
+        if !round.queueing {
+            break round;
+        }
+        assert_eq!(items.len(), 300);
+        assert!(round.mlflow.is_empty(), "{:?}", round.mlflow);
+        for item in items {
+            queued += 1;
+            apply(&mut run, Event::Enqueued { key: item.key() }, 4).unwrap();
+        }
+    };
+    // The last, partial batch goes with the calls that waited.
+    assert_eq!(queued + round.enqueue["local"].len(), 1000);
+    assert!(round
+        .mlflow
+        .iter()
+        .any(|m| matches!(m, MlflowEffect::CloseAttemptRun { .. })));
+}
+
+#[test]
 fn an_attempt_that_ended_before_its_run_was_reported_is_closed_by_key() {
     let mut run = new_run(1, 0);
     let mut d = Driver::default();

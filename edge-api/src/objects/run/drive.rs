@@ -1,12 +1,12 @@
 //! Driving a run (at once after a change, or from its alarm): each round reconciles the state
-//! into effects (core's `plan_round` batches them), carries out the queue calls per cluster and
+//! into effects (core's `next_round` batches them), carries out the queue calls per cluster and
 //! then the MLflow calls in waves as wide as an adaptive limit allows, and applies what they
 //! return, until nothing is left or everything left failed.
 
 use std::cell::Cell;
 
 use concurrent_core::concurrency_limit::ConcurrencyLimit;
-use concurrent_core::run::{plan_round, reconcile_at_most, Event, MlflowEffect, MlflowRef, Round};
+use concurrent_core::run::{next_round, Event, MlflowEffect, MlflowRef, Round, RoundLimits};
 use concurrent_core::wire::{batches_by_size, EnqueueRequest, MAX_MESSAGE_BYTES};
 
 use super::Run;
@@ -23,11 +23,12 @@ const RETRY_MS: u64 = 3_000;
 const MLFLOW_PARALLEL: (usize, usize, usize) = (8, 2, 64);
 /// Longest time one alarm drives the run before handing over to the next alarm.
 const ALARM_BUDGET_MS: u64 = 20_000;
-/// MLflow calls per drive round, before queued work is handed to the cluster queues.
-const MLFLOW_PER_ROUND: usize = 128;
-/// Work items built per drive round: a 10,000-wide node is handed over in batches, so its items
-/// (each with its inputs) are never all in memory at once.
-const ITEMS_PER_ROUND: usize = 500;
+/// What one drive round carries: a 10,000-wide node is handed over 500 items at a time, so its
+/// items (each with its inputs) are never all in memory at once.
+const ROUND: RoundLimits = RoundLimits {
+    items: 500,
+    mlflow: 128,
+};
 
 pub(super) fn mlflow_limit() -> ConcurrencyLimit {
     let (initial, min, max) = MLFLOW_PARALLEL;
@@ -76,17 +77,11 @@ impl Run {
             if self.retry_due(now)? {
                 self.apply_event(Event::Tick)?.ok();
             }
-            let round = self.with_run(|run| {
-                plan_round(
-                    reconcile_at_most(run, now, ITEMS_PER_ROUND),
-                    MLFLOW_PER_ROUND,
-                )
-            })?;
-            let wake = round.wake;
-            let full = round.enqueue.values().map(Vec::len).sum::<usize>() >= ITEMS_PER_ROUND;
+            let round = self.with_run(|run| next_round(run, now, ROUND))?;
+            let (wake, queueing) = (round.wake, round.queueing);
             let outcome = self.carry_out(&mlflow, round).await?;
             if outcome.progressed || self.again.get() {
-                if full {
+                if queueing {
                     // A wide node is being queued: let other requests in between its rounds.
                     // The answers of objects in this isolate resume the drive as microtasks,
                     // so without a timer's turn no agent's lease got in until all 100,000 of
