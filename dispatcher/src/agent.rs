@@ -11,7 +11,7 @@ use backon::{BackoffBuilder, Retryable};
 use concurrent_core::wire::{
     CompleteRequest, InspectAnswer, Lease, LeaseRef, LeaseStatus, Outcome,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,12 @@ struct Running {
     /// Why the edge had the step stopped (its lease was cancelled or lost), once it did.
     stopped: Option<LeaseStatus>,
 }
+
+/// The edge's answer to a batch of new leases' confirmation, awaited by each of their steps:
+/// what it says of each lease (nothing when the confirmation failed).
+type Confirm = futures::future::Shared<
+    futures::future::BoxFuture<'static, Arc<BTreeMap<String, LeaseStatus>>>,
+>;
 
 /// The agent's shared state: what runs, and how to reach the edge and the executor.
 #[derive(Clone)]
@@ -207,8 +213,9 @@ impl Agent {
                         self.metrics.lease_latency.observe(asked.elapsed());
                     }
                     let arrived = std::time::Instant::now();
-                    for lease in self.confirm(resp.leases).await {
-                        self.start_step(lease, Some(arrived));
+                    let confirm = self.confirm(&resp.leases);
+                    for lease in resp.leases {
+                        self.start_step(lease, Some((arrived, confirm.clone())));
                     }
                 }
                 Err(e) => {
@@ -222,14 +229,12 @@ impl Agent {
         }
     }
 
-    /// Confirms new leases the moment they arrive (their first heartbeat), before anything is
-    /// done for them: the edge hands a lease nobody confirms back to the queue within seconds
-    /// (core's `lease::confirm_window`), so an agent that dies with work in hand holds it up
-    /// only that long. What the edge no longer holds for this agent is dropped here, unstarted.
-    async fn confirm(&self, leases: Vec<Lease>) -> Vec<Lease> {
-        if leases.is_empty() {
-            return leases;
-        }
+    /// Confirms new leases the moment they arrive (their first heartbeat): the edge hands a
+    /// lease nobody confirms back to the queue within seconds (core's `lease::confirm_window`),
+    /// so an agent that dies with work in hand holds it up only that long. The answer is shared
+    /// by the leases' steps, which make their MLflow runs meanwhile and start only once their
+    /// lease is confirmed; a lease the edge no longer holds for this agent is dropped unstarted.
+    fn confirm(&self, leases: &[Lease]) -> Confirm {
         let refs: Vec<LeaseRef> = leases
             .iter()
             .map(|l| LeaseRef {
@@ -237,27 +242,25 @@ impl Agent {
                 token: l.token,
             })
             .collect();
-        match self
-            .edge
-            .heartbeat(refs, Default::default(), Default::default())
-            .await
-        {
-            Ok(answer) => leases
-                .into_iter()
-                .filter(|l| {
-                    let status = answer.leases.get(&l.item.id);
-                    if status != Some(&LeaseStatus::Active) {
-                        tracing::warn!(item = %l.item.id, ?status, "a new lease was not confirmed; its step is not started");
-                    }
-                    status == Some(&LeaseStatus::Active)
-                })
-                .collect(),
-            Err(e) => {
-                // They lapse at the edge and go back to the queue, uncounted.
-                tracing::warn!(error = %e, leases = leases.len(), "new leases could not be confirmed; leaving them to the queue");
-                Vec::new()
+        let (edge, count) = (self.edge.clone(), leases.len());
+        let answer = async move {
+            match edge
+                .heartbeat(refs, Default::default(), Default::default())
+                .await
+            {
+                Ok(answer) => Arc::new(answer.leases),
+                Err(e) => {
+                    // They lapse at the edge and go back to the queue, uncounted.
+                    tracing::warn!(error = %e, leases = count, "new leases could not be confirmed; leaving them to the queue");
+                    Arc::default()
+                }
             }
-        }
+        };
+        // Spawned: it goes out at once, whichever step polls it first.
+        let task = tokio::spawn(answer);
+        async move { task.await.unwrap_or_default() }
+            .boxed()
+            .shared()
     }
 
     /// Answers the designer's project inspections, whatever the steps keep the agent busy
@@ -318,9 +321,10 @@ impl Agent {
     }
 
     /// Runs a leased step and reports its outcome, keeping the lease in the table (so its
-    /// heartbeats go on) until the edge has the outcome. `arrived`: when its lease came (not
-    /// for an adopted step), the start of the timeline the report logs.
-    fn start_step(&self, lease: Lease, arrived: Option<std::time::Instant>) {
+    /// heartbeats go on) until the edge has the outcome. `leased`, for a new lease (not an
+    /// adopted step): when it came (the start of the timeline the report logs) and its
+    /// confirmation, which the step waits for after making its MLflow run.
+    fn start_step(&self, lease: Lease, leased: Option<(std::time::Instant, Confirm)>) {
         let id = lease.item.id.clone();
         let cancel = CancellationToken::new();
         let known = Some(lease.item.step.mlflow.run_id.clone()).filter(|r| !r.is_empty());
@@ -339,11 +343,32 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
+            let (arrived, confirm) = leased.unzip();
             let mut timeline = crate::timeline::Timeline::new(arrived.unwrap_or(started));
-            timeline.mark("confirm");
+            // The attempt's MLflow run is made while the lease's confirmation is on its way: a
+            // lease that lapses unconfirmed goes back to the queue marked so that the next
+            // holder looks for the run by its key before making one.
+            let confirmed = async {
+                let status = match confirm {
+                    Some(c) => c.await.get(&id).cloned(),
+                    None => Some(LeaseStatus::Active),
+                };
+                if status != Some(LeaseStatus::Active) {
+                    cancel.cancel();
+                }
+                (status, std::time::Instant::now())
+            };
             // Boxed: this task lives as long as its step, and would otherwise keep room for the
             // create's (large) state all that time.
-            let (lease, outcome, no_run) = match Box::pin(agent.make_run(lease, &cancel)).await {
+            let (made, (status, confirmed_at)) =
+                tokio::join!(Box::pin(agent.make_run(lease, &cancel)), confirmed);
+            timeline.mark_at("confirm", confirmed_at);
+            if status != Some(LeaseStatus::Active) {
+                tracing::warn!(item = %id, ?status, "a new lease was not confirmed; its step is not started");
+                agent.drop_unconfirmed(&id, made.ok(), status).await;
+                return;
+            }
+            let (lease, outcome, no_run) = match made {
                 Ok(mut lease) => {
                     timeline.mark("mlflow_run");
                     let step = &lease.item.step;
@@ -412,6 +437,21 @@ impl Agent {
                 agent.end_stopped_run(&id, run, status).await;
             }
         });
+    }
+
+    /// Forgets a step whose lease was not confirmed. The run made for it stays for the lease's
+    /// next holder to adopt, unless the run was cancelled: then nobody will, and it ends as
+    /// the edge ends the attempt's.
+    async fn drop_unconfirmed(&self, id: &str, made: Option<Lease>, status: Option<LeaseStatus>) {
+        self.running.lock().expect("poisoned").remove(id);
+        self.metrics.leases_held.fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
+        let run = made
+            .map(|l| l.item.step.mlflow.run_id)
+            .filter(|r| !r.is_empty());
+        if let (Some(LeaseStatus::Cancelled), Some(run)) = (status, run) {
+            self.end_stopped_run(id, &run, LeaseStatus::Cancelled).await;
+        }
     }
 
     /// A step the edge had stopped may have set its MLflow run's status after the edge closed

@@ -24,10 +24,15 @@ impl Timeline {
     }
 
     pub fn mark(&mut self, phase: &'static str) {
-        let now = std::time::Instant::now();
+        self.mark_at(phase, std::time::Instant::now());
+    }
+
+    /// A phase that ended at `at` (one that overlapped the next, say); never before the last.
+    pub fn mark_at(&mut self, phase: &'static str, at: std::time::Instant) {
+        let at = at.max(self.last);
         self.phases
-            .push((phase, (now - self.last).as_secs_f64() * 1000.0));
-        self.last = now;
+            .push((phase, (at - self.last).as_secs_f64() * 1000.0));
+        self.last = at;
     }
 }
 
@@ -59,5 +64,17 @@ mod tests {
         assert!(text
             .split(' ')
             .all(|p| p.split_once('=').unwrap().1.parse::<f64>().is_ok()));
+    }
+
+    #[test]
+    fn a_phase_that_overlapped_the_next_ends_where_it_ended_never_before_the_last() {
+        let start = std::time::Instant::now();
+        let mut t = Timeline::new(start);
+        let confirmed = start + std::time::Duration::from_millis(5);
+        t.mark_at("confirm", confirmed);
+        // The create, made alongside, ended first: the remainder after the confirm is none.
+        t.mark_at("mlflow_run", start + std::time::Duration::from_millis(3));
+        assert_eq!(t.phases[0], ("confirm", 5.0));
+        assert_eq!(t.phases[1], ("mlflow_run", 0.0));
     }
 }
