@@ -212,10 +212,12 @@ impl Agent {
                     if !resp.leases.is_empty() {
                         self.metrics.lease_latency.observe(asked.elapsed());
                     }
-                    let arrived = std::time::Instant::now();
-                    let confirm = self.confirm(&resp.leases);
-                    for lease in resp.leases {
-                        self.start_step(lease, Some((arrived, confirm.clone())));
+                    if !resp.leases.is_empty() {
+                        let arrived = std::time::Instant::now();
+                        let confirm = self.confirm(&resp.leases);
+                        for lease in resp.leases {
+                            self.start_step(lease, Some((arrived, confirm.clone())));
+                        }
                     }
                 }
                 Err(e) => {
