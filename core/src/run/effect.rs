@@ -218,9 +218,11 @@ pub struct RoundLimits {
 /// A round that hands over as many items as it may (a wide node being queued) carries no MLflow
 /// call. Agents wait on the queue, not on the closes and notes of attempts that ended, and a
 /// round waits for its MLflow answers before it queues the next items: with a PostgreSQL MLflow
-/// loaded by the agents' creates, a 10,000-wide node's items were all leased after 104–106 s,
+/// loaded by the agents' creates, a 10,000-wide node's items were all leased after 84–106 s,
 /// in rounds paced by those answers, and after 15–18 s without them (`make bench`). The calls
-/// go out in the rounds after the node is queued.
+/// go out in the rounds after the node is queued. (That bench's run of zero-length steps ended
+/// 12 % later with it, MLflow being loaded at once rather than at the items' trickle: see
+/// docs/scale.md.)
 pub fn next_round(run: &super::RunState, now: u64, limits: RoundLimits) -> Round {
     let mut round = plan_round(
         super::reconcile_at_most(run, now, limits.items),
