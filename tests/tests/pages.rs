@@ -139,3 +139,31 @@ fn tokens_are_created_shown_once_and_revoked_in_the_ui_and_hidden_from_readers()
         b.client.clone().close().await.unwrap();
     });
 }
+
+/// A page's code may come in a module of its own (scripts/build.sh splits the bundle); leaving
+/// the page must still end it: no more polling of the run once the list is shown.
+#[test]
+fn a_run_view_left_for_the_list_stops_polling() {
+    let stack = Stack::shared();
+    stack.put_template(&concurrent_tests::example_template("left-pipeline", 1));
+    // No agent serves this cluster: the run stays queued, so its view would poll forever.
+    let id = stack.start_run(&serde_json::json!({"template": "left-pipeline", "cluster": "nobody-serves-this"}));
+    let runtime = concurrent_tests::browser::runtime();
+    runtime.block_on(async {
+        let b = Browser::start_sized("pages_left", (1440, 900)).await;
+        b.sign_in(stack).await;
+        b.client.goto(&format!("{}/#/dags/runs/{id}", stack.edge_url)).await.unwrap();
+        b.wait_for("[data-run-view]", Duration::from_secs(60)).await;
+        // Room for every entry: a full buffer would stop the count and pass this test.
+        b.client.execute("performance.setResourceTimingBufferSize(100000)", vec![]).await.unwrap();
+        let polls = format!("performance.getEntriesByType('resource').filter(e => e.name.includes('/runs/{id}')).length");
+        b.wait_js("the run view polling", &format!("{polls} >= 3"), SECS).await;
+        b.client.execute("location.hash = '#/dags'", vec![]).await.unwrap();
+        b.wait_for("#concurrent-root #templates h2", SECS).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = b.client.execute(&format!("return {polls};"), vec![]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let after = b.client.execute(&format!("return {polls};"), vec![]).await.unwrap();
+        assert_eq!(before, after, "the run view went on polling its run after the list was shown");
+    });
+}
