@@ -155,6 +155,8 @@ fn a_dag_designed_in_the_browser_is_saved_run_and_opened_in_mlflow() {
         // The designer came without the run view's code (scripts/build.sh splits it off); the
         // run view fetches it when first shown.
         let browser = &b;
+        // Room for the entries to come: a full buffer (MLflow's UI fetches many) would drop them.
+        b.client.execute("performance.setResourceTimingBufferSize(100000)", vec![]).await.unwrap();
         let fetched = |page: &'static str| async move {
             let script = format!("performance.getEntriesByType('resource').some(e => e.name.includes('/split_{page}_'))");
             browser.client.execute(&format!("return {script};"), vec![]).await.unwrap() == json!(true)
