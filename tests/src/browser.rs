@@ -139,6 +139,31 @@ impl Browser {
         }
     }
 
+    /// From now on, keep the timing of every request this page makes: the browser keeps 250 by
+    /// default, and MLflow's UI alone fills them, so later requests would go uncounted.
+    pub async fn keep_fetches(&self) {
+        self.client
+            .execute("performance.setResourceTimingBufferSize(100000)", vec![])
+            .await
+            .unwrap();
+    }
+
+    /// A script for how many requests the page has made whose URL contains `part` (for
+    /// [`Browser::wait_js`]); [`Browser::keep_fetches`] first.
+    pub fn fetches_js(part: &str) -> String {
+        format!("performance.getEntriesByType('resource').filter(e => e.name.includes({part:?})).length")
+    }
+
+    /// How many requests the page has made so far whose URL contains `part`.
+    pub async fn fetches(&self, part: &str) -> u64 {
+        let n = self
+            .client
+            .execute(&format!("return {};", Self::fetches_js(part)), vec![])
+            .await
+            .unwrap();
+        n.as_u64().unwrap_or_else(|| panic!("a count of requests, not {n}"))
+    }
+
     pub async fn count(&self, css: &str) -> usize {
         self.client
             .find_all(Locator::Css(css))

@@ -155,17 +155,17 @@ fn a_run_view_left_for_the_list_stops_polling() {
         b.client.goto(&format!("{}/#/dags/runs/{id}", stack.edge_url)).await.unwrap();
         b.wait_for("[data-run-view]", Duration::from_secs(60)).await;
         // Room for every entry: a full buffer would stop the count and pass this test.
-        b.client.execute("performance.setResourceTimingBufferSize(100000)", vec![]).await.unwrap();
-        let polls = format!("performance.getEntriesByType('resource').filter(e => e.name.includes('/runs/{id}')).length");
-        b.wait_js("the run view polling", &format!("{polls} >= 3"), SECS).await;
+        b.keep_fetches().await;
+        let polls = format!("/runs/{id}");
+        b.wait_js("the run view polling", &format!("{} >= 3", Browser::fetches_js(&polls)), SECS).await;
         // A panic while the page is torn down stops the whole app (wasm aborts): caught here.
         b.client.execute("window.__errors = []; const e = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); e(...a) };", vec![]).await.unwrap();
         b.client.execute("location.hash = '#/dags'", vec![]).await.unwrap();
         b.wait_for("#concurrent-root #templates h2", SECS).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let before = b.client.execute(&format!("return {polls};"), vec![]).await.unwrap();
+        let before = b.fetches(&polls).await;
         tokio::time::sleep(Duration::from_secs(8)).await;
-        let after = b.client.execute(&format!("return {polls};"), vec![]).await.unwrap();
+        let after = b.fetches(&polls).await;
         assert_eq!(before, after, "the run view went on polling its run after the list was shown");
         let errors = b.client.execute("return window.__errors", vec![]).await.unwrap();
         assert_eq!(errors, serde_json::json!([]), "errors while leaving the run view");
