@@ -220,9 +220,9 @@ pub struct RoundLimits {
 /// round waits for its MLflow answers before it queues the next items: with a PostgreSQL MLflow
 /// loaded by the agents' creates, a 10,000-wide node's items were all leased after 84–106 s,
 /// in rounds paced by those answers, and after 15–18 s without them (`make bench`). The calls
-/// go out in the rounds after the node is queued. (That bench's run of zero-length steps ended
-/// 12 % later with it, MLflow being loaded at once rather than at the items' trickle: see
-/// docs/scale.md.)
+/// go out in the rounds after the node is queued. (With that bench's zero-length steps, the
+/// run's record then ends later, as the closes share MLflow with the creates sooner, while
+/// MLflow shows the run's end no later: see docs/scale.md.)
 pub fn next_round(run: &super::RunState, now: u64, limits: RoundLimits) -> Round {
     let mut round = plan_round(
         super::reconcile_at_most(run, now, limits.items),
