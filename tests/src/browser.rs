@@ -161,7 +161,8 @@ impl Browser {
             .execute(&format!("return {};", Self::fetches_js(part)), vec![])
             .await
             .unwrap();
-        n.as_u64().unwrap_or_else(|| panic!("a count of requests, not {n}"))
+        n.as_u64()
+            .unwrap_or_else(|| panic!("a count of requests, not {n}"))
     }
 
     pub async fn count(&self, css: &str) -> usize {

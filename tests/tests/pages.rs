@@ -147,7 +147,9 @@ fn a_run_view_left_for_the_list_stops_polling() {
     let stack = Stack::shared();
     stack.put_template(&concurrent_tests::example_template("left-pipeline", 1));
     // No agent serves this cluster: the run stays queued, so its view would poll forever.
-    let id = stack.start_run(&serde_json::json!({"template": "left-pipeline", "cluster": "nobody-serves-this"}));
+    let id = stack.start_run(
+        &serde_json::json!({"template": "left-pipeline", "cluster": "nobody-serves-this"}),
+    );
     let runtime = concurrent_tests::browser::runtime();
     runtime.block_on(async {
         let b = Browser::start_sized("pages_left", (1440, 900)).await;
